@@ -1,0 +1,378 @@
+//! The EC2 port: the only way observe and execute reach EC2.
+//!
+//! Domain types in and out, never SDK types. Two adapters sit behind it: the
+//! in-process emulator engine (`crate::emulator`) and the `aws-sdk-ec2`
+//! adapter. Describes paginate internally and either return every page or an
+//! error, so a caller can tell a complete answer from a partial one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::model::{Grant, GroupId, Instance, InstanceId, InstanceState, Link, SecurityGroup, Vpc, VpcId};
+
+/// Every EC2 action the daemon or its tests use; bounded metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operation {
+    /// `DescribeSecurityGroups`.
+    DescribeSecurityGroups,
+    /// `DescribeInstances`.
+    DescribeInstances,
+    /// `DescribeClassicLinkInstances`.
+    DescribeClassicLinkInstances,
+    /// `DescribeVpcClassicLink`.
+    DescribeVpcClassicLink,
+    /// `DescribeVpcs`.
+    DescribeVpcs,
+    /// `CreateSecurityGroup`.
+    CreateSecurityGroup,
+    /// `DeleteSecurityGroup`.
+    DeleteSecurityGroup,
+    /// `AuthorizeSecurityGroupIngress`.
+    AuthorizeSecurityGroupIngress,
+    /// `RevokeSecurityGroupIngress`.
+    RevokeSecurityGroupIngress,
+    /// `UpdateSecurityGroupRuleDescriptionsIngress`.
+    UpdateSecurityGroupRuleDescriptionsIngress,
+    /// `CreateTags`.
+    CreateTags,
+    /// `DeleteTags`.
+    DeleteTags,
+    /// `AttachClassicLinkVpc`.
+    AttachClassicLinkVpc,
+    /// `DetachClassicLinkVpc`.
+    DetachClassicLinkVpc,
+    /// `EnableVpcClassicLink`.
+    EnableVpcClassicLink,
+    /// `CreateVpc` (world building).
+    CreateVpc,
+    /// `RunInstances` (world building).
+    RunInstances,
+    /// `StopInstances` (world building).
+    StopInstances,
+    /// `StartInstances` (world building).
+    StartInstances,
+    /// `TerminateInstances` (world building).
+    TerminateInstances,
+}
+
+impl Operation {
+    /// Every operation, for pre-registering metric label values.
+    pub const ALL: [Self; 20] = [
+        Self::DescribeSecurityGroups,
+        Self::DescribeInstances,
+        Self::DescribeClassicLinkInstances,
+        Self::DescribeVpcClassicLink,
+        Self::DescribeVpcs,
+        Self::CreateSecurityGroup,
+        Self::DeleteSecurityGroup,
+        Self::AuthorizeSecurityGroupIngress,
+        Self::RevokeSecurityGroupIngress,
+        Self::UpdateSecurityGroupRuleDescriptionsIngress,
+        Self::CreateTags,
+        Self::DeleteTags,
+        Self::AttachClassicLinkVpc,
+        Self::DetachClassicLinkVpc,
+        Self::EnableVpcClassicLink,
+        Self::CreateVpc,
+        Self::RunInstances,
+        Self::StopInstances,
+        Self::StartInstances,
+        Self::TerminateInstances,
+    ];
+
+    /// EC2's action name.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::DescribeSecurityGroups => "DescribeSecurityGroups",
+            Self::DescribeInstances => "DescribeInstances",
+            Self::DescribeClassicLinkInstances => "DescribeClassicLinkInstances",
+            Self::DescribeVpcClassicLink => "DescribeVpcClassicLink",
+            Self::DescribeVpcs => "DescribeVpcs",
+            Self::CreateSecurityGroup => "CreateSecurityGroup",
+            Self::DeleteSecurityGroup => "DeleteSecurityGroup",
+            Self::AuthorizeSecurityGroupIngress => "AuthorizeSecurityGroupIngress",
+            Self::RevokeSecurityGroupIngress => "RevokeSecurityGroupIngress",
+            Self::UpdateSecurityGroupRuleDescriptionsIngress => "UpdateSecurityGroupRuleDescriptionsIngress",
+            Self::CreateTags => "CreateTags",
+            Self::DeleteTags => "DeleteTags",
+            Self::AttachClassicLinkVpc => "AttachClassicLinkVpc",
+            Self::DetachClassicLinkVpc => "DetachClassicLinkVpc",
+            Self::EnableVpcClassicLink => "EnableVpcClassicLink",
+            Self::CreateVpc => "CreateVpc",
+            Self::RunInstances => "RunInstances",
+            Self::StopInstances => "StopInstances",
+            Self::StartInstances => "StartInstances",
+            Self::TerminateInstances => "TerminateInstances",
+        }
+    }
+
+    /// Parses EC2's action name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == name)
+    }
+
+    /// Which of EC2's request-rate buckets the action draws from.
+    #[must_use]
+    pub fn category(&self) -> Category {
+        match self {
+            Self::DescribeSecurityGroups
+            | Self::DescribeInstances
+            | Self::DescribeClassicLinkInstances
+            | Self::DescribeVpcClassicLink
+            | Self::DescribeVpcs => Category::Describe,
+            _ => Category::Mutating,
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// EC2's request-rate categories (non-mutating vs. mutating actions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Category {
+    /// `Describe*`: EC2 bucket 100, refill 20/s.
+    Describe,
+    /// Writes: EC2 bucket 50, refill 5/s.
+    Mutating,
+}
+
+impl Category {
+    /// Stable label.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Describe => "describe",
+            Self::Mutating => "mutating",
+        }
+    }
+}
+
+/// What a failed EC2 call means for the caller; derived from the error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
+    /// `RequestLimitExceeded` and friends: back off and slow down.
+    Throttled,
+    /// A resource does not exist (may be eventual consistency right after a create).
+    NotFound,
+    /// Already exists / already done.
+    Duplicate,
+    /// `DependencyViolation`: something still uses the resource.
+    Dependency,
+    /// The request is wrong; retrying the same request will not help.
+    Invalid,
+    /// 5xx, timeouts, connection errors: retry.
+    Transient,
+    /// Credentials, authorisation, anything else: fail the action.
+    Fatal,
+}
+
+impl ErrorKind {
+    /// Classifies an EC2 error code (never the message).
+    #[must_use]
+    pub fn from_code(code: &str) -> Self {
+        match code {
+            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled" => Self::Throttled,
+            "InternalError"
+            | "InternalFailure"
+            | "ServiceUnavailable"
+            | "Unavailable"
+            | "InsufficientInstanceCapacity" => Self::Transient,
+            "DependencyViolation" => Self::Dependency,
+            "InvalidPermission.Duplicate" | "InvalidGroup.Duplicate" | "InstanceAlreadyLinked" => Self::Duplicate,
+            "AuthFailure" | "UnauthorizedOperation" | "OptInRequired" | "Blocked" => Self::Fatal,
+            c if c.ends_with(".NotFound") => Self::NotFound,
+            c if c.starts_with("Invalid")
+                || c.starts_with("Missing")
+                || c.ends_with("LimitExceeded")
+                || c == "IncorrectState"
+                || c == "UnknownParameter" =>
+            {
+                Self::Invalid
+            }
+            _ => Self::Fatal,
+        }
+    }
+
+    /// Stable metric label.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Throttled => "throttled",
+            Self::NotFound => "not_found",
+            Self::Duplicate => "duplicate",
+            Self::Dependency => "dependency",
+            Self::Invalid => "invalid",
+            Self::Transient => "transient",
+            Self::Fatal => "fatal",
+        }
+    }
+}
+
+/// A failed EC2 call: the EC2 error code, its meaning, and the message for
+/// humans (never matched on).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{operation}: {code}: {message}")]
+pub struct Ec2Error {
+    /// The action that failed.
+    pub operation: Operation,
+    /// EC2 error code, e.g. `InvalidGroup.NotFound`; synthetic codes for
+    /// transport failures (`Timeout`, `ConnectionError`).
+    pub code: String,
+    /// Classification of `code`.
+    pub kind: ErrorKind,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl Ec2Error {
+    /// An error classified from its code.
+    #[must_use]
+    pub fn new(operation: Operation, code: impl Into<String>, message: impl Into<String>) -> Self {
+        let code = code.into();
+        let kind = ErrorKind::from_code(&code);
+        Self { operation, code, kind, message: message.into() }
+    }
+
+    /// A transport-level failure (no EC2 answer): always transient.
+    #[must_use]
+    pub fn transport(operation: Operation, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { operation, code: code.into(), kind: ErrorKind::Transient, message: message.into() }
+    }
+
+    /// Stable metric label.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        self.kind.as_str()
+    }
+}
+
+/// Server-side filters for `DescribeSecurityGroups`. Different fields AND
+/// together; values within one field OR together; an empty field does not
+/// filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupFilter {
+    /// `group-id`.
+    pub group_ids: Vec<GroupId>,
+    /// `group-name`.
+    pub group_names: Vec<String>,
+    /// `vpc-id`.
+    pub vpc_ids: Vec<VpcId>,
+    /// `tag-key`.
+    pub tag_keys: Vec<String>,
+    /// `tag:<key>` = any of the values.
+    pub tags: BTreeMap<String, Vec<String>>,
+}
+
+/// Server-side filters for `DescribeInstances` (same AND/OR rules).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceFilter {
+    /// `instance-id`.
+    pub instance_ids: Vec<InstanceId>,
+    /// `instance.group-id` (membership in any of the groups).
+    pub group_ids: Vec<GroupId>,
+    /// `instance-state-name`.
+    pub states: Vec<InstanceState>,
+}
+
+/// Server-side filters for `DescribeClassicLinkInstances` (same AND/OR rules).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkFilter {
+    /// `instance-id`.
+    pub instance_ids: Vec<InstanceId>,
+    /// `group-id`: links that include any of these VPC groups.
+    pub group_ids: Vec<GroupId>,
+    /// `vpc-id`.
+    pub vpc_ids: Vec<VpcId>,
+}
+
+/// `CreateSecurityGroup` with its tags (created atomically via
+/// `TagSpecifications`, so ownership is never missing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateGroup {
+    /// VPC to create the group in.
+    pub vpc_id: VpcId,
+    /// Group name.
+    pub name: String,
+    /// Group description (VPC character set, ≤ 255).
+    pub description: String,
+    /// Tags applied at creation.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The EC2 port. Every method is one EC2 action (describes: all its pages).
+#[async_trait]
+pub trait Ec2: Send + Sync {
+    /// `DescribeSecurityGroups` with filters, all pages.
+    async fn describe_security_groups(&self, filter: &GroupFilter) -> Result<Vec<SecurityGroup>, Ec2Error>;
+    /// `DescribeInstances` with filters, all pages.
+    async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, Ec2Error>;
+    /// `DescribeClassicLinkInstances` with filters, all pages.
+    async fn describe_classic_link_instances(&self, filter: &LinkFilter) -> Result<Vec<Link>, Ec2Error>;
+    /// `DescribeVpcClassicLink` for these VPCs. Missing VPCs are left out of
+    /// the answer rather than failing it.
+    async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error>;
+    /// `CreateSecurityGroup` with `TagSpecifications`; returns the new id.
+    async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error>;
+    /// `DeleteSecurityGroup`.
+    async fn delete_security_group(&self, group_id: &GroupId) -> Result<(), Ec2Error>;
+    /// `AuthorizeSecurityGroupIngress` with these grants in one request.
+    async fn authorize_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error>;
+    /// `RevokeSecurityGroupIngress` with these grants in one request.
+    async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error>;
+    /// `UpdateSecurityGroupRuleDescriptionsIngress`: set the description of
+    /// each existing grant to the one given.
+    async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error>;
+    /// `CreateTags` on a security group.
+    async fn create_tags(&self, group_id: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error>;
+    /// `DeleteTags` (by key) on a security group.
+    async fn delete_tags(&self, group_id: &GroupId, keys: &[String]) -> Result<(), Ec2Error>;
+    /// `AttachClassicLinkVpc`.
+    async fn attach_classic_link_vpc(
+        &self,
+        instance_id: &InstanceId,
+        vpc_id: &VpcId,
+        groups: &[GroupId],
+    ) -> Result<(), Ec2Error>;
+    /// `DetachClassicLinkVpc`.
+    async fn detach_classic_link_vpc(&self, instance_id: &InstanceId, vpc_id: &VpcId) -> Result<(), Ec2Error>;
+    /// `EnableVpcClassicLink`.
+    async fn enable_vpc_classic_link(&self, vpc_id: &VpcId) -> Result<(), Ec2Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_classify_by_code() {
+        assert_eq!(ErrorKind::from_code("RequestLimitExceeded"), ErrorKind::Throttled);
+        assert_eq!(ErrorKind::from_code("InvalidGroup.NotFound"), ErrorKind::NotFound);
+        assert_eq!(ErrorKind::from_code("InvalidInstanceID.NotFound"), ErrorKind::NotFound);
+        assert_eq!(ErrorKind::from_code("InvalidPermission.NotFound"), ErrorKind::NotFound);
+        assert_eq!(ErrorKind::from_code("InvalidPermission.Duplicate"), ErrorKind::Duplicate);
+        assert_eq!(ErrorKind::from_code("InvalidGroup.Duplicate"), ErrorKind::Duplicate);
+        assert_eq!(ErrorKind::from_code("DependencyViolation"), ErrorKind::Dependency);
+        assert_eq!(ErrorKind::from_code("InvalidParameterValue"), ErrorKind::Invalid);
+        assert_eq!(ErrorKind::from_code("RulesPerSecurityGroupLimitExceeded"), ErrorKind::Invalid);
+        assert_eq!(ErrorKind::from_code("InvalidInstanceID.NotLinkable"), ErrorKind::Invalid);
+        assert_eq!(ErrorKind::from_code("InternalError"), ErrorKind::Transient);
+        assert_eq!(ErrorKind::from_code("UnauthorizedOperation"), ErrorKind::Fatal);
+    }
+
+    #[test]
+    fn operation_names_round_trip_and_categorise() {
+        for op in Operation::ALL {
+            assert_eq!(Operation::from_name(op.as_str()), Some(op));
+        }
+        assert_eq!(Operation::DescribeVpcs.category(), Category::Describe);
+        assert_eq!(Operation::AttachClassicLinkVpc.category(), Category::Mutating);
+    }
+}

@@ -1,0 +1,22 @@
+//! # classiclink-mirror
+//!
+//! Keeps mirrors of EC2-Classic security groups in a target VPC, keeps the
+//! Classic instances of those groups ClassicLinked to the mirrors, and cleans
+//! up mirrors that are no longer wanted. One way: the source side is the truth.
+//!
+//! Every pass is level-triggered:
+//!
+//! 1. [`observe`] describes sources, instances, links and mirrors into a
+//!    [`model::Snapshot`], tracking which parts are complete;
+//! 2. [`plan`] — pure, no I/O, no clock — turns config + snapshot + memory into
+//!    a [`plan::Plan`] of idempotent actions;
+//! 3. [`execute`] runs the plan through the [`ec2::Ec2`] port under rate
+//!    limits, retries and safety caps.
+//!
+//! The [`emulator`] is an in-memory EC2 with Classic semantics behind the same
+//! port, used by `demo`, the tests and the benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod ec2;
+pub mod model;
