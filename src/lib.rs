@@ -20,3 +20,4 @@
 pub mod config;
 pub mod ec2;
 pub mod model;
+pub mod plan;

@@ -1,0 +1,1170 @@
+//! The pure planner: `plan(config, snapshot, memory, now) -> (Plan, Memory)`.
+//!
+//! Sits between observe and execute. No I/O, no clock (time is `now`), no
+//! randomness; everything iterates `BTreeMap`s so the output is deterministic.
+//! It decides, in phases whose dependencies always point backwards:
+//!
+//! 1. which source groups are managed (config entries, then discovery tags);
+//! 2. which VPC group is each pair's mirror (ours by tag, the VPC `default`
+//!    group, an adopted group, or one to create) and what conflicts;
+//! 3. each mirror's desired grants (references translated to mirrors) and the
+//!    authorize / revoke / description updates, make-before-break, within the
+//!    rules-per-group quota;
+//! 4. ClassicLink links (attach, relink, detach);
+//! 5. orphans (grace, `delete_orphans`, backoff);
+//!
+//! and applies SPEC §6 on the way: an incomplete snapshot or the shrink guard
+//! holds every destructive action, per-cycle caps defer the excess in a
+//! deterministic order, and audited mappings are planned but marked `audit`.
+
+mod render;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+pub use render::{PLAN_JSON_VERSION, render_json, render_text};
+pub use types::*;
+
+use crate::config::{Config, Mode, SourceRef};
+use crate::model::{
+    Grant, GrantKey, GroupId, InstanceId, InstanceState, MAX_GROUPS_PER_LINK, OWNERSHIP_TAG, Peer, SecurityGroup,
+    Snapshot, VpcId,
+};
+
+/// Plans one cycle. Pure and deterministic; returns the plan and the memory
+/// to pass to the next cycle.
+pub fn plan(config: &Config, snapshot: &Snapshot, memory: &Memory, now: SystemTime) -> (Plan, Memory) {
+    Planner::new(config, snapshot, memory, now).run()
+}
+
+/// A managed source group and where it goes.
+#[derive(Clone, Debug)]
+struct Mapping<'a> {
+    source: &'a SecurityGroup,
+    vpc: VpcId,
+    name: String,
+    link_instances: bool,
+    audit: bool,
+    adopt: bool,
+    enable_classiclink: bool,
+    origin: Origin,
+}
+
+/// What a pair's mirror is.
+#[derive(Clone, Debug)]
+enum MirrorChoice {
+    /// An existing group; `tag` when it still needs our tag.
+    Existing { id: GroupId, tag: Option<TagReason> },
+    /// To be created by this plan.
+    New,
+}
+
+/// The per-grant diff of one mirror before quota and caps.
+struct GrantDiff {
+    add: Vec<Grant<GroupRef>>,
+    revoke: Vec<Grant>,
+    update: Vec<(Grant, Option<String>)>,
+    current: usize,
+}
+
+struct Planner<'a> {
+    config: &'a Config,
+    snap: &'a Snapshot,
+    memory: &'a Memory,
+    now: SystemTime,
+    plan: Plan,
+    next_memory: Memory,
+    /// Managed sources by id.
+    managed: BTreeMap<GroupId, Mapping<'a>>,
+    /// The mirror of each managed source, when one can be had.
+    mirrors: BTreeMap<GroupId, MirrorChoice>,
+    /// Groups counted as ours: tagged mirrors and groups being tagged.
+    ours: BTreeSet<GroupId>,
+    /// Action ids of creates and tags, by source.
+    prepare_action: BTreeMap<GroupId, ActionId>,
+    /// `EnableClassicLink` action per VPC.
+    enable_action: BTreeMap<VpcId, ActionId>,
+    /// VPCs where links can be made this cycle.
+    linkable_vpcs: BTreeSet<VpcId>,
+    /// Revoke actions that remove a reference to each group.
+    revokes_of_ref: BTreeMap<GroupId, Vec<ActionId>>,
+    /// Groups whose references could not all be revoked this cycle.
+    refs_pending: BTreeSet<GroupId>,
+    /// Link actions removing each group from a link.
+    unlinks_of_group: BTreeMap<GroupId, Vec<ActionId>>,
+    /// Groups still in a link that is not being fixed this cycle.
+    links_pending: BTreeSet<GroupId>,
+    revoke_budget: usize,
+    unlink_budget: usize,
+    delete_budget: usize,
+}
+
+impl<'a> Planner<'a> {
+    fn new(config: &'a Config, snap: &'a Snapshot, memory: &'a Memory, now: SystemTime) -> Self {
+        Self {
+            config,
+            snap,
+            memory,
+            now,
+            plan: Plan::default(),
+            next_memory: memory.clone(),
+            managed: BTreeMap::new(),
+            mirrors: BTreeMap::new(),
+            ours: BTreeSet::new(),
+            prepare_action: BTreeMap::new(),
+            enable_action: BTreeMap::new(),
+            linkable_vpcs: BTreeSet::new(),
+            revokes_of_ref: BTreeMap::new(),
+            refs_pending: BTreeSet::new(),
+            unlinks_of_group: BTreeMap::new(),
+            links_pending: BTreeSet::new(),
+            revoke_budget: config.safety.max_revokes_per_cycle,
+            unlink_budget: config.safety.max_unlinks_per_cycle,
+            delete_budget: config.safety.max_deletes_per_cycle,
+        }
+    }
+
+    fn run(mut self) -> (Plan, Memory) {
+        self.resolve_mappings();
+        self.choose_mirrors();
+        self.apply_safety_guards();
+        self.plan_classiclink_enablement();
+        self.plan_grants();
+        self.plan_links();
+        self.plan_orphans();
+        self.plan.pairs.sort_by(|a, b| (&a.key.vpc, &a.key.source).cmp(&(&b.key.vpc, &b.key.source)));
+        self.next_memory.deferred = self.plan.deferred;
+        (self.plan, self.next_memory)
+    }
+
+    // ----- helpers -------------------------------------------------------
+
+    fn warn(&mut self, kind: WarningKind, pair: Option<PairKey>, subject: Option<String>, message: String) {
+        self.plan.warnings.push(Warning { kind, pair, subject, reason: None, message });
+    }
+
+    fn push(&mut self, action: Action, depends_on: Vec<ActionId>, audit: bool, pair: Option<PairKey>) -> ActionId {
+        let id = ActionId(self.plan.actions.len());
+        let mut depends_on = depends_on;
+        depends_on.sort();
+        depends_on.dedup();
+        self.plan.actions.push(PlannedAction { id, action, depends_on, audit, pair });
+        id
+    }
+
+    fn destructive_held(&self) -> bool {
+        self.plan.holds.destructive_held()
+    }
+
+    fn global_audit(&self) -> bool {
+        self.config.daemon.mode == Mode::Audit
+    }
+
+    fn group_label(&self, id: &GroupId) -> String {
+        self.snap
+            .source_groups
+            .get(id)
+            .or_else(|| self.snap.vpc_groups.get(id))
+            .map_or_else(|| id.to_string(), |g| format!("{id} ({})", g.name))
+    }
+
+    fn pair_key(&self, source: &GroupId) -> Option<PairKey> {
+        self.managed.get(source).map(|m| PairKey { source: source.clone(), vpc: m.vpc.clone() })
+    }
+
+    fn mirror_ref(&self, source: &GroupId) -> Option<GroupRef> {
+        let mapping = self.managed.get(source)?;
+        match self.mirrors.get(source)? {
+            MirrorChoice::Existing { id, .. } => Some(GroupRef::Existing(id.clone())),
+            MirrorChoice::New => Some(GroupRef::New { source: source.clone(), vpc: mapping.vpc.clone() }),
+        }
+    }
+
+    // ----- 1. which groups are managed ------------------------------------
+
+    fn resolve_mappings(&mut self) {
+        let snap = self.snap;
+        let sources_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::SourceGroups);
+        let mut classic_by_name: BTreeMap<&str, Vec<&SecurityGroup>> = BTreeMap::new();
+        for group in snap.source_groups.values().filter(|g| g.is_classic()) {
+            classic_by_name.entry(group.name.as_str()).or_default().push(group);
+        }
+        let mut claimed_names: BTreeMap<(VpcId, String), GroupId> = BTreeMap::new();
+
+        let mut candidates: Vec<Mapping<'a>> = Vec::new();
+        for (index, entry) in self.config.mirrors.iter().enumerate() {
+            let source = match &entry.source {
+                SourceRef::Id(id) => snap.source_groups.get(id),
+                SourceRef::Name(name) => match classic_by_name.get(name.as_str()).map(Vec::as_slice) {
+                    Some([one]) => Some(*one),
+                    Some([_, _, ..]) => {
+                        self.warn(
+                            WarningKind::ConflictDuplicateMapping,
+                            None,
+                            Some(name.clone()),
+                            format!("mirror[{index}]: several Classic groups are named {name:?}; name it by id"),
+                        );
+                        continue;
+                    }
+                    _ => None,
+                },
+            };
+            let Some(source) = source else {
+                let why = if sources_complete { "does not exist" } else { "was not observed (incomplete snapshot)" };
+                self.warn(
+                    WarningKind::MissingSource,
+                    None,
+                    Some(entry.source.to_string()),
+                    format!("mirror[{index}]: source group {} {why}", entry.source),
+                );
+                continue;
+            };
+            candidates.push(Mapping {
+                source,
+                vpc: entry.vpc.clone(),
+                name: mirror_name(entry.name.as_deref().unwrap_or(&source.name), &source.id),
+                link_instances: entry.link_instances,
+                audit: self.config.mode_of(entry) == Mode::Audit,
+                adopt: entry.adopt,
+                enable_classiclink: entry.enable_classiclink,
+                origin: Origin::Config(index),
+            });
+        }
+
+        if let Some(tag_key) = &self.config.discovery.tag_key {
+            for source in snap.source_groups.values().filter(|g| g.is_classic()) {
+                let Some(value) = source.tags.get(tag_key) else { continue };
+                if let Some(existing) = candidates.iter().find(|m| m.source.id == source.id) {
+                    let Origin::Config(index) = existing.origin else { continue };
+                    self.warn(
+                        WarningKind::DiscoveryTag,
+                        None,
+                        Some(source.id.to_string()),
+                        format!(
+                            "{} carries {tag_key}={value} but mirror[{index}] names it; the config entry wins",
+                            self.group_label(&source.id)
+                        ),
+                    );
+                    continue;
+                }
+                let Ok(vpc) = VpcId::try_new(value.trim()) else {
+                    self.warn(
+                        WarningKind::DiscoveryTag,
+                        None,
+                        Some(source.id.to_string()),
+                        format!("{} carries {tag_key}={value:?}, which is not a VPC id", self.group_label(&source.id)),
+                    );
+                    continue;
+                };
+                candidates.push(Mapping {
+                    source,
+                    vpc,
+                    name: mirror_name(&source.name, &source.id),
+                    link_instances: true,
+                    audit: self.global_audit(),
+                    adopt: false,
+                    enable_classiclink: false,
+                    origin: Origin::Tag,
+                });
+            }
+        }
+
+        for mapping in candidates {
+            let id = mapping.source.id.clone();
+            let label = self.group_label(&id);
+            let origin = origin_label(mapping.origin);
+            if let Some(first) = self.managed.get(&id) {
+                let first = origin_label(first.origin);
+                self.warn(
+                    WarningKind::ConflictDuplicateMapping,
+                    None,
+                    Some(id.to_string()),
+                    format!("{origin} names {label}, which {first} already mirrors; ignored"),
+                );
+                continue;
+            }
+            if mapping.source.mirrored_from().is_some() {
+                self.warn(
+                    WarningKind::ConflictInvalidMapping,
+                    None,
+                    Some(id.to_string()),
+                    format!("{origin}: {label} is itself a mirror; ignored"),
+                );
+                continue;
+            }
+            if mapping.source.vpc_id.as_ref() == Some(&mapping.vpc) {
+                self.warn(
+                    WarningKind::ConflictInvalidMapping,
+                    None,
+                    Some(id.to_string()),
+                    format!("{origin}: {label} is already in {}; a group cannot mirror into its own VPC", mapping.vpc),
+                );
+                continue;
+            }
+            let name_key = (mapping.vpc.clone(), mapping.name.clone());
+            if let Some(other) = claimed_names.get(&name_key) {
+                let other = self.group_label(other);
+                self.warn(
+                    WarningKind::ConflictDuplicateName,
+                    None,
+                    Some(id.to_string()),
+                    format!(
+                        "{origin}: mirror name {:?} in {} is already used by the mirror of {other}; {label} ignored",
+                        mapping.name, mapping.vpc
+                    ),
+                );
+                continue;
+            }
+            claimed_names.insert(name_key, id.clone());
+            self.managed.insert(id, mapping);
+        }
+    }
+
+    // ----- 2. which group is each mirror ----------------------------------
+
+    fn choose_mirrors(&mut self) {
+        let snap = self.snap;
+        let vpcs_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::Vpcs);
+        let mut tagged: BTreeMap<(VpcId, GroupId), Vec<&SecurityGroup>> = BTreeMap::new();
+        let mut by_name: BTreeMap<(VpcId, &str), &SecurityGroup> = BTreeMap::new();
+        for group in snap.vpc_groups.values() {
+            let Some(vpc) = &group.vpc_id else { continue };
+            if let Some(source) = group.mirrored_from() {
+                tagged.entry((vpc.clone(), source)).or_default().push(group);
+                self.ours.insert(group.id.clone());
+            }
+            by_name.insert((vpc.clone(), group.name.as_str()), group);
+        }
+
+        let sources: Vec<GroupId> = self.managed.keys().cloned().collect();
+        for source in sources {
+            let mapping = self.managed[&source].clone();
+            let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
+            let mut pair = PairPlan {
+                key: key.clone(),
+                source_name: mapping.source.name.clone(),
+                mirror: None,
+                mirror_name: mapping.name.clone(),
+                audit: mapping.audit,
+                origin: mapping.origin,
+                drift: Drift::default(),
+            };
+            let choice = if !snap.vpcs.contains_key(&mapping.vpc) {
+                let why = if vpcs_complete { "does not exist" } else { "was not observed (incomplete snapshot)" };
+                self.warn(
+                    WarningKind::VpcNotFound,
+                    Some(key.clone()),
+                    Some(mapping.vpc.to_string()),
+                    format!("{} cannot be mirrored: {} {why}", self.group_label(&source), mapping.vpc),
+                );
+                None
+            } else if mapping.name == "default" {
+                match by_name.get(&(mapping.vpc.clone(), "default")) {
+                    Some(group) => match group.mirrored_from() {
+                        Some(owner) if owner == source => {
+                            Some(MirrorChoice::Existing { id: group.id.clone(), tag: None })
+                        }
+                        Some(other) => {
+                            self.warn(
+                                WarningKind::ConflictNameTaken,
+                                Some(key.clone()),
+                                Some(group.id.to_string()),
+                                format!(
+                                    "the default group {} of {} already mirrors {}; {} is not mirrored",
+                                    group.id,
+                                    mapping.vpc,
+                                    self.group_label(&other),
+                                    self.group_label(&source)
+                                ),
+                            );
+                            None
+                        }
+                        None => Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Default) }),
+                    },
+                    None => {
+                        self.warn(
+                            WarningKind::VpcNotFound,
+                            Some(key.clone()),
+                            Some(mapping.vpc.to_string()),
+                            format!("the default group of {} was not observed", mapping.vpc),
+                        );
+                        None
+                    }
+                }
+            } else if let Some(found) = tagged.get(&(mapping.vpc.clone(), source.clone())) {
+                // Prefer the group with the desired name, then the oldest id, so
+                // that a duplicate left by a race is the one that gets orphaned.
+                let chosen = found
+                    .iter()
+                    .find(|g| g.name == mapping.name)
+                    .or_else(|| found.iter().min_by(|a, b| a.id.cmp(&b.id)))
+                    .expect("non-empty");
+                if chosen.name != mapping.name {
+                    self.warn(
+                        WarningKind::NameDrift,
+                        Some(key.clone()),
+                        Some(chosen.id.to_string()),
+                        format!(
+                            "mirror {} is named {:?}, not {:?}; EC2 cannot rename a group (delete it to recreate)",
+                            chosen.id, chosen.name, mapping.name
+                        ),
+                    );
+                }
+                Some(MirrorChoice::Existing { id: chosen.id.clone(), tag: None })
+            } else if let Some(group) = by_name.get(&(mapping.vpc.clone(), mapping.name.as_str())) {
+                match group.mirrored_from() {
+                    None if mapping.adopt => {
+                        Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Adopt) })
+                    }
+                    owner => {
+                        let whose = owner.map_or_else(
+                            || "is not ours (set adopt = true to take it over)".to_owned(),
+                            |o| format!("mirrors {}", self.group_label(&o)),
+                        );
+                        self.warn(
+                            WarningKind::ConflictNameTaken,
+                            Some(key.clone()),
+                            Some(group.id.to_string()),
+                            format!(
+                                "{} already has a group {:?} ({}) that {whose}; {} is not mirrored",
+                                mapping.vpc,
+                                mapping.name,
+                                group.id,
+                                self.group_label(&source)
+                            ),
+                        );
+                        None
+                    }
+                }
+            } else {
+                Some(MirrorChoice::New)
+            };
+            if let Some(choice) = choice {
+                if let MirrorChoice::Existing { id, .. } = &choice {
+                    self.ours.insert(id.clone());
+                }
+                self.mirrors.insert(source.clone(), choice);
+                pair.mirror = self.mirror_ref(&source);
+            }
+            self.plan.pairs.push(pair);
+        }
+    }
+
+    // ----- safety ----------------------------------------------------------
+
+    fn linked_instance_count(&self) -> usize {
+        self.snap.links.values().filter(|l| l.groups.iter().any(|g| self.ours.contains(g))).count()
+    }
+
+    fn apply_safety_guards(&mut self) {
+        let incomplete: Vec<_> = self.snap.incomplete.iter().copied().collect();
+        if !incomplete.is_empty() {
+            let parts: Vec<&str> = incomplete.iter().map(|p| p.as_str()).collect();
+            self.warn(
+                WarningKind::IncompleteSnapshot,
+                None,
+                None,
+                format!("the snapshot is incomplete ({}); no revoke, detach or delete this cycle", parts.join(", ")),
+            );
+            self.plan.holds.incomplete = incomplete;
+            // Counts from a partial view are not a baseline, and cannot start
+            // or end a shrink episode.
+            return;
+        }
+        let current = Baseline { managed_sources: self.managed.len(), linked_instances: self.linked_instance_count() };
+        let limit = self.config.safety.max_source_shrink;
+        let shrunk = |before: usize, after: usize| {
+            before > 0 && after < before && ((before - after) as f64 / before as f64) > limit
+        };
+        let drop = self.memory.baseline.filter(|base| {
+            shrunk(base.managed_sources, current.managed_sources)
+                || shrunk(base.linked_instances, current.linked_instances)
+        });
+        match drop {
+            Some(base) => {
+                let since = self.memory.shrink_since.unwrap_or(self.now);
+                let waited = self.now.duration_since(since).unwrap_or_default();
+                if waited >= self.config.safety.orphan_grace {
+                    self.next_memory.baseline = Some(current);
+                    self.next_memory.shrink_since = None;
+                } else {
+                    self.plan.holds.shrink = true;
+                    self.next_memory.shrink_since = Some(since);
+                    let left = self.config.safety.orphan_grace - waited;
+                    self.warn(
+                        WarningKind::SafetyHold,
+                        None,
+                        None,
+                        format!(
+                            "managed sources {} -> {} and linked instances {} -> {} dropped by more than {:.0}%; \
+                             destructive actions held for another {}",
+                            base.managed_sources,
+                            current.managed_sources,
+                            base.linked_instances,
+                            current.linked_instances,
+                            limit * 100.0,
+                            humantime::format_duration(round_secs(left))
+                        ),
+                    );
+                }
+            }
+            None => {
+                self.next_memory.baseline = Some(current);
+                self.next_memory.shrink_since = None;
+            }
+        }
+    }
+
+    // ----- ClassicLink enablement -----------------------------------------
+
+    fn plan_classiclink_enablement(&mut self) {
+        let mut wanted: BTreeMap<VpcId, (bool, bool)> = BTreeMap::new(); // (enable requested, all audited)
+        for (source, mapping) in &self.managed {
+            if !mapping.source.is_classic() || !mapping.link_instances || !self.mirrors.contains_key(source) {
+                continue;
+            }
+            let entry = wanted.entry(mapping.vpc.clone()).or_insert((false, true));
+            if mapping.enable_classiclink {
+                entry.0 = true;
+                entry.1 &= mapping.audit;
+            }
+        }
+        for (vpc, (enable, audit)) in wanted {
+            if self.snap.vpcs.get(&vpc).is_some_and(|v| v.classic_link_enabled) {
+                self.linkable_vpcs.insert(vpc);
+            } else if enable {
+                let id = self.push(Action::EnableClassicLink { vpc: vpc.clone() }, vec![], audit, None);
+                self.enable_action.insert(vpc.clone(), id);
+                self.linkable_vpcs.insert(vpc);
+            } else {
+                self.warn(
+                    WarningKind::ClassicLinkDisabled,
+                    None,
+                    Some(vpc.to_string()),
+                    format!(
+                        "{vpc} does not have ClassicLink enabled; its instances are not linked \
+                         (set enable_classiclink = true to let the daemon enable it)"
+                    ),
+                );
+            }
+        }
+    }
+
+    // ----- 3. grants -------------------------------------------------------
+
+    fn plan_grants(&mut self) {
+        // Creates and tags first, so that every grant and link action can
+        // depend on them.
+        let sources: Vec<GroupId> = self.mirrors.keys().cloned().collect();
+        for source in &sources {
+            let mapping = self.managed[source].clone();
+            let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
+            let tags = BTreeMap::from([(OWNERSHIP_TAG.to_owned(), source.to_string())]);
+            let action = match &self.mirrors[source] {
+                MirrorChoice::New => Action::CreateMirror {
+                    source: source.clone(),
+                    vpc: mapping.vpc.clone(),
+                    name: mapping.name.clone(),
+                    description: mirror_description(&mapping.source.description, &mapping.name),
+                    tags,
+                },
+                MirrorChoice::Existing { id, tag: Some(reason) } => {
+                    Action::TagGroup { group: id.clone(), vpc: mapping.vpc.clone(), tags, reason: *reason }
+                }
+                MirrorChoice::Existing { tag: None, .. } => continue,
+            };
+            let id = self.push(action, vec![], mapping.audit, Some(key));
+            self.prepare_action.insert(source.clone(), id);
+        }
+
+        let destructive_held = self.destructive_held();
+        for source in &sources {
+            let mapping = self.managed[source].clone();
+            let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
+            let mirror = self.mirror_ref(source).expect("chosen mirror");
+            let desired = self.desired_grants(&mapping, &key);
+            let diff = self.diff(&mirror, desired);
+            let quota = self.config.limits.rules_per_group;
+
+            // Revocations this cycle: all of them when audited (shown, never
+            // run), none under a hold, otherwise up to the remaining budget.
+            let allowed = if mapping.audit {
+                diff.revoke.len()
+            } else if destructive_held {
+                0
+            } else {
+                diff.revoke.len().min(self.revoke_budget)
+            };
+            if !mapping.audit {
+                self.revoke_budget -= allowed;
+                if destructive_held {
+                    self.plan.deferred.held += diff.revoke.len();
+                } else {
+                    self.plan.deferred.revokes += diff.revoke.len() - allowed;
+                }
+            }
+            for grant in &diff.revoke[allowed..] {
+                if let Peer::Group { group, .. } = &grant.key.peer {
+                    self.refs_pending.insert(group.clone());
+                }
+            }
+
+            // Quota: the group may hold `quota` grants at any moment. Grants
+            // that would not fit even after every revocation are reported;
+            // grants that only wait for deferred revocations are deferred.
+            let after_all = diff.current - diff.revoke.len();
+            let fits_ever = quota.saturating_sub(after_all);
+            let fits_now = quota.saturating_sub(diff.current - allowed);
+            let mut add = diff.add;
+            if add.len() > fits_ever {
+                let dropped = add.len() - fits_ever;
+                self.warn(
+                    WarningKind::QuotaExceeded,
+                    Some(key.clone()),
+                    Some(mirror.to_string()),
+                    format!(
+                        "mirror {} of {} would need {} rules, above the quota of {quota}; {dropped} not applied",
+                        mirror,
+                        self.group_label(source),
+                        after_all + add.len()
+                    ),
+                );
+                add.truncate(fits_ever);
+            }
+            if add.len() > fits_now {
+                if !mapping.audit {
+                    self.plan.deferred.adds += add.len() - fits_now;
+                }
+                add.truncate(fits_now);
+            }
+            // Make before break: revoke first only as many as the quota needs.
+            let pre_count = (diff.current + add.len()).saturating_sub(quota).min(allowed);
+            let revoke_now: Vec<Grant> = diff.revoke[..allowed].to_vec();
+            let (pre, post) = revoke_now.split_at(pre_count);
+
+            let mut group_deps: Vec<ActionId> = self.prepare_action.get(source).copied().into_iter().collect();
+            let mut pre_id = None;
+            if !pre.is_empty() {
+                let id = self.push_revoke(&mirror, pre.to_vec(), group_deps.clone(), mapping.audit, &key);
+                pre_id = Some(id);
+            }
+            let mut authorize_id = None;
+            if !add.is_empty() {
+                let mut deps = group_deps.clone();
+                deps.extend(pre_id);
+                for grant in &add {
+                    if let Peer::Group { group: GroupRef::New { source: peer, .. }, .. } = &grant.key.peer {
+                        deps.extend(self.prepare_action.get(peer).copied());
+                    }
+                    if let Peer::Group { group: GroupRef::Existing(peer), .. } = &grant.key.peer
+                        && let Some(source_of_peer) = self.tagged_now_for(peer)
+                    {
+                        deps.extend(self.prepare_action.get(&source_of_peer).copied());
+                    }
+                }
+                let count = add.len();
+                authorize_id = Some(self.push(
+                    Action::Authorize { group: mirror.clone(), grants: add },
+                    deps,
+                    mapping.audit,
+                    Some(key.clone()),
+                ));
+                self.pair_drift(&key).add += count;
+            }
+            if !post.is_empty() {
+                let mut deps = group_deps.clone();
+                deps.extend(authorize_id);
+                self.push_revoke(&mirror, post.to_vec(), deps, mapping.audit, &key);
+            }
+            self.pair_drift(&key).remove += diff.revoke.len();
+            if !diff.update.is_empty() {
+                let GroupRef::Existing(group) = &mirror else { unreachable!("updates need an existing mirror") };
+                let (grants, previous): (Vec<Grant>, Vec<Option<String>>) = diff.update.into_iter().unzip();
+                self.pair_drift(&key).update += grants.len();
+                group_deps.sort();
+                self.push(
+                    Action::UpdateDescriptions { group: group.clone(), grants, previous },
+                    group_deps,
+                    mapping.audit,
+                    Some(key.clone()),
+                );
+            }
+        }
+    }
+
+    /// The source whose mirror `mirror` is about to be tagged by this plan
+    /// (default group or adoption), so that users of it wait for the tag.
+    fn tagged_now_for(&self, mirror: &GroupId) -> Option<GroupId> {
+        self.mirrors.iter().find_map(|(source, choice)| match choice {
+            MirrorChoice::Existing { id, tag: Some(_) } if id == mirror => Some(source.clone()),
+            _ => None,
+        })
+    }
+
+    fn pair_drift(&mut self, key: &PairKey) -> &mut Drift {
+        &mut self.plan.pairs.iter_mut().find(|p| &p.key == key).expect("pair exists").drift
+    }
+
+    fn push_revoke(
+        &mut self,
+        mirror: &GroupRef,
+        grants: Vec<Grant>,
+        deps: Vec<ActionId>,
+        audit: bool,
+        key: &PairKey,
+    ) -> ActionId {
+        let GroupRef::Existing(group) = mirror else { unreachable!("revokes need an existing mirror") };
+        let referenced: Vec<GroupId> = grants
+            .iter()
+            .filter_map(|g| match &g.key.peer {
+                Peer::Group { group, .. } => Some(group.clone()),
+                _ => None,
+            })
+            .collect();
+        let id = self.push(Action::Revoke { group: group.clone(), grants }, deps, audit, Some(key.clone()));
+        if audit {
+            for peer in referenced {
+                self.refs_pending.insert(peer);
+            }
+        } else {
+            for peer in referenced {
+                self.revokes_of_ref.entry(peer).or_default().push(id);
+            }
+        }
+        id
+    }
+
+    /// The source's grants translated for its mirror; reports what cannot be.
+    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> BTreeMap<GrantKey<GroupRef>, Option<String>> {
+        let mut desired = BTreeMap::new();
+        let mut ingress = mapping.source.ingress.clone();
+        ingress.sort();
+        for grant in ingress {
+            let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
+            let peer = match &grant.key.peer {
+                Peer::Ipv4(net) => Ok(Peer::Ipv4(*net)),
+                Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
+                Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
+                Peer::Group { group, owner: None } => match self.managed.get(group) {
+                    None => Err(Unmirrorable::NotManaged),
+                    Some(peer_mapping) if peer_mapping.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
+                    Some(_) => match self.mirror_ref(group) {
+                        Some(mirror) => Ok(Peer::Group { group: mirror, owner: None }),
+                        None => Err(Unmirrorable::MirrorUnavailable),
+                    },
+                },
+            };
+            match peer {
+                Ok(peer) => {
+                    let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
+                    desired.entry(key).or_insert(description);
+                }
+                Err(reason) => {
+                    let message = format!(
+                        "{} rule {} cannot be mirrored: {}",
+                        mapping.source.id,
+                        self.describe_source_grant(&grant),
+                        reason.phrase()
+                    );
+                    self.plan.warnings.push(Warning {
+                        kind: WarningKind::Unmirrorable,
+                        pair: Some(key.clone()),
+                        subject: Some(mapping.source.id.to_string()),
+                        reason: Some(reason),
+                        message,
+                    });
+                }
+            }
+        }
+        desired
+    }
+
+    fn describe_source_grant(&self, grant: &Grant) -> String {
+        let peer = match &grant.key.peer {
+            Peer::Group { group, owner } => {
+                let name = self.snap.source_groups.get(group).map(|g| g.name.as_str());
+                match (name, owner) {
+                    (Some(name), Some(owner)) => format!("{group} ({name}, account {owner})"),
+                    (None, Some(owner)) => format!("{group} (account {owner})"),
+                    (Some(name), None) => format!("{group} ({name})"),
+                    (None, None) => group.to_string(),
+                }
+            }
+            other => render::peer_text(&other.clone().map_group(GroupRef::Existing)),
+        };
+        format!("{} from {peer}", render::proto_ports(grant.key.protocol, &grant.key.ports))
+    }
+
+    fn diff(&self, mirror: &GroupRef, desired: BTreeMap<GrantKey<GroupRef>, Option<String>>) -> GrantDiff {
+        let GroupRef::Existing(id) = mirror else {
+            let add = desired.into_iter().map(|(key, description)| Grant { key, description }).collect();
+            return GrantDiff { add, revoke: Vec::new(), update: Vec::new(), current: 0 };
+        };
+        let Some(group) = self.snap.vpc_groups.get(id) else {
+            return GrantDiff { add: Vec::new(), revoke: Vec::new(), update: Vec::new(), current: 0 };
+        };
+        let mut actual: BTreeMap<GrantKey<GroupRef>, (&Grant, bool)> = BTreeMap::new();
+        for grant in &group.ingress {
+            let owned = match &grant.key.peer {
+                Peer::Ipv4(_) => true,
+                Peer::Group { group, owner: None } => self.ours.contains(group),
+                _ => false,
+            };
+            actual.insert(grant.clone().map_group(GroupRef::Existing).key, (grant, owned));
+        }
+        let mut add = Vec::new();
+        let mut update = Vec::new();
+        for (key, description) in &desired {
+            match actual.get(key) {
+                None => add.push(Grant { key: key.clone(), description: description.clone() }),
+                Some((have, _)) if have.description != *description => {
+                    let mut grant = (*have).clone();
+                    grant.description = description.clone();
+                    update.push((grant, have.description.clone()));
+                }
+                Some(_) => {}
+            }
+        }
+        let revoke = actual
+            .iter()
+            .filter(|(key, (_, owned))| *owned && !desired.contains_key(*key))
+            .map(|(_, (grant, _))| (*grant).clone())
+            .collect();
+        GrantDiff { add, revoke, update, current: group.ingress.len() }
+    }
+
+    // ----- 4. links ----------------------------------------------------------
+
+    fn plan_links(&mut self) {
+        let snap = self.snap;
+        let destructive_held = self.destructive_held();
+        let global_audit = self.global_audit();
+        let mut instance_ids: BTreeSet<&InstanceId> = snap.instances.keys().collect();
+        instance_ids.extend(snap.links.keys());
+
+        for instance_id in instance_ids {
+            let instance = snap.instances.get(instance_id);
+            let link = snap.links.get(instance_id);
+            // VPC instances cannot be linked; pending ones are left for the
+            // next cycle; stopped ones were unlinked by EC2.
+            if instance.is_some_and(|i| i.vpc_id.is_some() || i.state != InstanceState::Running) {
+                continue;
+            }
+            // The mirrors the instance is entitled to, by VPC.
+            let mut entitled: BTreeMap<VpcId, BTreeSet<GroupRef>> = BTreeMap::new();
+            let mut sources: Vec<GroupId> = Vec::new();
+            let mut audit = false;
+            for group in instance.map(|i| &i.groups).into_iter().flatten() {
+                let Some(mapping) = self.managed.get(group) else { continue };
+                if !mapping.source.is_classic() || !mapping.link_instances {
+                    continue;
+                }
+                let Some(mirror) = self.mirror_ref(group) else { continue };
+                if !self.linkable_vpcs.contains(&mapping.vpc) {
+                    continue;
+                }
+                entitled.entry(mapping.vpc.clone()).or_default().insert(mirror);
+                sources.push(group.clone());
+                audit |= mapping.audit;
+            }
+            if entitled.len() > 1 {
+                let vpcs: Vec<String> = entitled.keys().map(ToString::to_string).collect();
+                self.warn(
+                    WarningKind::ConflictMultiVpc,
+                    None,
+                    Some(instance_id.to_string()),
+                    format!(
+                        "{instance_id} is in managed groups mirrored into several VPCs ({}); not linked",
+                        vpcs.join(", ")
+                    ),
+                );
+                if let Some(link) = link {
+                    self.links_pending.extend(link.groups.iter().cloned());
+                }
+                continue;
+            }
+            let target = entitled.into_iter().next();
+            if target.is_none() && link.is_none_or(|l| !l.groups.iter().any(|g| self.ours.contains(g))) {
+                continue;
+            }
+            if target.is_none() {
+                audit = global_audit;
+            }
+            let pair_keys: Vec<PairKey> = sources.iter().filter_map(|s| self.pair_key(s)).collect();
+
+            let action = match (link, target) {
+                (None, None) => continue,
+                (None, Some((vpc, mirrors))) => {
+                    if mirrors.len() > MAX_GROUPS_PER_LINK {
+                        self.link_limit_warning(instance_id, &vpc, mirrors.len());
+                        continue;
+                    }
+                    Action::Attach { instance: instance_id.clone(), vpc, groups: mirrors.into_iter().collect() }
+                }
+                (Some(link), target) => {
+                    let has_ours = link.groups.iter().any(|g| self.ours.contains(g));
+                    let foreign: BTreeSet<GroupRef> = link
+                        .groups
+                        .iter()
+                        .filter(|g| !self.ours.contains(*g))
+                        .map(|g| GroupRef::Existing(g.clone()))
+                        .collect();
+                    let current: BTreeSet<GroupRef> =
+                        link.groups.iter().map(|g| GroupRef::Existing(g.clone())).collect();
+                    let (vpc, desired) = match target {
+                        Some((vpc, mirrors)) if vpc == link.vpc_id => (vpc, &foreign | &mirrors),
+                        Some((vpc, _)) if !has_ours => {
+                            self.warn(
+                                WarningKind::ConflictForeignLink,
+                                None,
+                                Some(instance_id.to_string()),
+                                format!(
+                                    "{instance_id} is linked by someone else to {}, not {vpc}; not touched",
+                                    link.vpc_id
+                                ),
+                            );
+                            continue;
+                        }
+                        // Our link in the wrong VPC (the mapping moved): the
+                        // foreign groups of the old VPC cannot come along.
+                        Some((vpc, mirrors)) => (vpc, mirrors),
+                        None => (link.vpc_id.clone(), foreign),
+                    };
+                    if vpc == link.vpc_id && desired == current {
+                        continue;
+                    }
+                    if desired.len() > MAX_GROUPS_PER_LINK {
+                        self.link_limit_warning(instance_id, &vpc, desired.len());
+                        self.links_pending.extend(link.groups.iter().cloned());
+                        continue;
+                    }
+                    let from: Vec<GroupId> = link.groups.iter().cloned().collect();
+                    if desired.is_empty() {
+                        Action::Detach { instance: instance_id.clone(), vpc: link.vpc_id.clone(), groups: from }
+                    } else {
+                        Action::Relink {
+                            instance: instance_id.clone(),
+                            from_vpc: link.vpc_id.clone(),
+                            from,
+                            vpc,
+                            groups: desired.into_iter().collect(),
+                        }
+                    }
+                }
+            };
+
+            let removed: Vec<GroupId> = match &action {
+                Action::Detach { groups, .. } => groups.clone(),
+                Action::Relink { from, groups, .. } => {
+                    from.iter().filter(|g| !groups.contains(&GroupRef::Existing((*g).clone()))).cloned().collect()
+                }
+                _ => Vec::new(),
+            };
+            if action.is_destructive() && !audit {
+                if destructive_held {
+                    self.plan.deferred.held += 1;
+                    self.links_pending.extend(removed);
+                    continue;
+                }
+                if self.unlink_budget == 0 {
+                    self.plan.deferred.unlinks += 1;
+                    self.links_pending.extend(removed);
+                    continue;
+                }
+                self.unlink_budget -= 1;
+            }
+            let mut deps = Vec::new();
+            let (Action::Attach { vpc, groups, .. } | Action::Relink { vpc, groups, .. }) = &action else {
+                let id = self.push(action, deps, audit, pair_keys.first().cloned());
+                self.note_unlinks(id, removed, audit);
+                continue;
+            };
+            deps.extend(self.enable_action.get(vpc).copied());
+            for group in groups {
+                let source = match group {
+                    GroupRef::New { source, .. } => Some(source.clone()),
+                    GroupRef::Existing(id) => self.tagged_now_for(id),
+                };
+                deps.extend(source.and_then(|s| self.prepare_action.get(&s).copied()));
+            }
+            for key in &pair_keys {
+                self.pair_drift(key).links += 1;
+            }
+            let id = self.push(action, deps, audit, pair_keys.first().cloned());
+            self.note_unlinks(id, removed, audit);
+        }
+    }
+
+    fn note_unlinks(&mut self, id: ActionId, removed: Vec<GroupId>, audit: bool) {
+        for group in removed {
+            if audit {
+                self.links_pending.insert(group);
+            } else {
+                self.unlinks_of_group.entry(group).or_default().push(id);
+            }
+        }
+    }
+
+    fn link_limit_warning(&mut self, instance: &InstanceId, vpc: &VpcId, count: usize) {
+        self.warn(
+            WarningKind::LinkLimit,
+            None,
+            Some(instance.to_string()),
+            format!(
+                "{instance} would need {count} groups in its link to {vpc}, above EC2's limit of {MAX_GROUPS_PER_LINK}; not linked"
+            ),
+        );
+    }
+
+    // ----- 5. orphans --------------------------------------------------------
+
+    fn plan_orphans(&mut self) {
+        let chosen: BTreeSet<GroupId> = self
+            .mirrors
+            .values()
+            .filter_map(|c| match c {
+                MirrorChoice::Existing { id, .. } => Some(id.clone()),
+                MirrorChoice::New => None,
+            })
+            .collect();
+        let complete = self.snap.is_complete();
+        if complete {
+            self.next_memory.orphans_since.clear();
+        }
+        let audit = self.global_audit();
+        let held = self.destructive_held();
+        let grace = self.config.safety.orphan_grace;
+        for group in self.snap.vpc_groups.values() {
+            let (Some(source), Some(vpc)) = (group.mirrored_from(), group.vpc_id.clone()) else { continue };
+            if chosen.contains(&group.id) {
+                continue;
+            }
+            let since = self.memory.orphans_since.get(&group.id).copied().unwrap_or(self.now);
+            if complete {
+                self.next_memory.orphans_since.insert(group.id.clone(), since);
+            }
+            self.plan.orphans.push(Orphan {
+                group: group.id.clone(),
+                vpc: vpc.clone(),
+                name: group.name.clone(),
+                source: source.clone(),
+                since,
+            });
+            let label = format!("{} ({}) in {vpc}", group.id, group.name);
+            if !self.config.safety.delete_orphans {
+                self.warn(
+                    WarningKind::OrphanKept,
+                    None,
+                    Some(group.id.to_string()),
+                    format!("orphaned mirror {label} of {source} is kept: delete_orphans = false"),
+                );
+                continue;
+            }
+            let age = self.now.duration_since(since).unwrap_or_default();
+            if !complete || age < grace {
+                let left = grace.saturating_sub(age);
+                self.warn(
+                    WarningKind::OrphanWaiting,
+                    None,
+                    Some(group.id.to_string()),
+                    format!(
+                        "orphaned mirror {label} of {source}: removal in {} (orphan_grace)",
+                        humantime::format_duration(round_secs(left))
+                    ),
+                );
+                continue;
+            }
+            if let Some(backoff) = self.memory.delete_backoff.get(&group.id)
+                && backoff.retry_after > self.now
+            {
+                let left = backoff.retry_after.duration_since(self.now).unwrap_or_default();
+                self.warn(
+                    WarningKind::DeleteBackoff,
+                    None,
+                    Some(group.id.to_string()),
+                    format!(
+                        "deleting orphaned mirror {label} failed {} time(s) with DependencyViolation; \
+                         next try in {}",
+                        backoff.failures,
+                        humantime::format_duration(round_secs(left))
+                    ),
+                );
+                continue;
+            }
+            if held {
+                self.plan.deferred.held += 1;
+                continue;
+            }
+            let is_default = group.name == "default";
+            if !is_default && (self.links_pending.contains(&group.id) || self.refs_pending.contains(&group.id)) {
+                // Deleting would fail with DependencyViolation: wait until the
+                // detaches and revokes it needs have run.
+                self.plan.deferred.deletes += 1;
+                continue;
+            }
+            if !audit && !is_default {
+                if self.delete_budget == 0 {
+                    self.plan.deferred.deletes += 1;
+                    continue;
+                }
+                self.delete_budget -= 1;
+            }
+            let action = if is_default {
+                Action::UntagGroup { group: group.id.clone(), vpc, keys: vec![OWNERSHIP_TAG.to_owned()] }
+            } else {
+                Action::DeleteMirror { group: group.id.clone(), vpc, name: group.name.clone(), source }
+            };
+            let mut deps = Vec::new();
+            if !is_default {
+                deps.extend(self.unlinks_of_group.get(&group.id).into_iter().flatten().copied());
+                deps.extend(self.revokes_of_ref.get(&group.id).into_iter().flatten().copied());
+            }
+            self.push(action, deps, audit, None);
+        }
+        if complete {
+            self.next_memory.delete_backoff.retain(|g, _| self.next_memory.orphans_since.contains_key(g));
+        }
+    }
+}
+
+fn origin_label(origin: Origin) -> String {
+    match origin {
+        Origin::Config(index) => format!("mirror[{index}]"),
+        Origin::Tag => "the discovery tag".to_owned(),
+    }
+}
+
+fn round_secs(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(d.as_secs())
+}
+
+/// Keeps only what EC2 accepts in VPC group names and descriptions
+/// (`a-zA-Z0-9 ._-:/()#,@[]+=&;{}!$*`), up to 255 characters.
+#[must_use]
+pub fn sanitize_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c) { c } else { '_' })
+        .take(255)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// The mirror's name: sanitised; never empty, never `sg-…` (EC2 forbids both).
+#[must_use]
+pub fn mirror_name(name: &str, source: &GroupId) -> String {
+    let clean = sanitize_text(name);
+    if clean.is_empty() || clean.starts_with("sg-") { format!("mirror-of-{source}") } else { clean }
+}
+
+/// The mirror's description: the source's, sanitised; empty becomes
+/// `Mirror of <name>`.
+#[must_use]
+pub fn mirror_description(source_description: &str, name: &str) -> String {
+    let clean = sanitize_text(source_description);
+    if clean.is_empty() { sanitize_text(&format!("Mirror of {name}")) } else { clean }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1011 @@
+//! Planner unit tests, one per rule of SPEC §4–§6, named after the rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::config::{Config, MirrorConfig, Mode, SourceRef};
+use crate::model::{
+    DEFAULT_DISCOVERY_TAG, Grant, GroupId, Instance, InstanceId, InstanceState, Link, OWNERSHIP_TAG, Peer, Ports,
+    Protocol, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId,
+};
+
+const VPC: &str = "vpc-9f2";
+const VPC2: &str = "vpc-777";
+
+fn sg(id: &str) -> GroupId {
+    GroupId::try_new(id).unwrap()
+}
+fn vpc(id: &str) -> VpcId {
+    VpcId::try_new(id).unwrap()
+}
+fn inst(id: &str) -> InstanceId {
+    InstanceId::try_new(id).unwrap()
+}
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn tcp(port: u16, cidr: &str) -> Grant {
+    Grant::new(Protocol::Tcp, Ports::Range { from: port, to: port }, Peer::Ipv4(cidr.parse().unwrap()), None)
+}
+fn tcp_desc(port: u16, cidr: &str, description: &str) -> Grant {
+    Grant { description: Some(description.into()), ..tcp(port, cidr) }
+}
+fn from_group(port: u16, group: &str) -> Grant {
+    Grant::new(
+        Protocol::Tcp,
+        Ports::Range { from: port, to: port },
+        Peer::Group { group: sg(group), owner: None },
+        None,
+    )
+}
+fn from_account(port: u16, group: &str, owner: &str) -> Grant {
+    Grant::new(
+        Protocol::Tcp,
+        Ports::Range { from: port, to: port },
+        Peer::Group { group: sg(group), owner: Some(owner.into()) },
+        None,
+    )
+}
+
+/// A small estate builder.
+struct World {
+    snap: Snapshot,
+    config: Config,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut snap = Snapshot::default();
+        for id in [VPC, VPC2] {
+            snap.vpcs.insert(vpc(id), Vpc { id: vpc(id), classic_link_enabled: true });
+        }
+        let mut config = Config::with_region("us-east-1");
+        config.safety.orphan_grace = Duration::from_secs(600);
+        Self { snap, config }
+    }
+
+    fn classic(mut self, id: &str, name: &str, ingress: Vec<Grant>) -> Self {
+        self.snap.source_groups.insert(
+            sg(id),
+            SecurityGroup {
+                id: sg(id),
+                name: name.into(),
+                description: format!("{name} tier"),
+                vpc_id: None,
+                owner_id: "111122223333".into(),
+                tags: BTreeMap::new(),
+                ingress,
+            },
+        );
+        self
+    }
+
+    fn tag_source(mut self, id: &str, key: &str, value: &str) -> Self {
+        self.snap.source_groups.get_mut(&sg(id)).unwrap().tags.insert(key.into(), value.into());
+        self
+    }
+
+    fn vpc_group(mut self, id: &str, name: &str, in_vpc: &str, mirror_of: Option<&str>, ingress: Vec<Grant>) -> Self {
+        let mut tags = BTreeMap::new();
+        if let Some(source) = mirror_of {
+            tags.insert(OWNERSHIP_TAG.to_owned(), source.to_owned());
+        }
+        self.snap.vpc_groups.insert(
+            sg(id),
+            SecurityGroup {
+                id: sg(id),
+                name: name.into(),
+                description: String::new(),
+                vpc_id: Some(vpc(in_vpc)),
+                owner_id: "111122223333".into(),
+                tags,
+                ingress,
+            },
+        );
+        self
+    }
+
+    fn mirror(self, id: &str, name: &str, source: &str, ingress: Vec<Grant>) -> Self {
+        self.vpc_group(id, name, VPC, Some(source), ingress)
+    }
+
+    fn map(mut self, source: &str, to: &str) -> Self {
+        let source =
+            if source.starts_with("sg-") { SourceRef::Id(sg(source)) } else { SourceRef::Name(source.to_owned()) };
+        self.config.mirrors.push(MirrorConfig::new(source, vpc(to)));
+        self
+    }
+
+    fn with_last(mut self, f: impl FnOnce(&mut MirrorConfig)) -> Self {
+        f(self.config.mirrors.last_mut().unwrap());
+        self
+    }
+
+    fn instance(mut self, id: &str, state: InstanceState, groups: &[&str]) -> Self {
+        self.snap.instances.insert(
+            inst(id),
+            Instance { id: inst(id), state, vpc_id: None, groups: groups.iter().map(|g| sg(g)).collect() },
+        );
+        self
+    }
+
+    fn link(mut self, id: &str, to: &str, groups: &[&str]) -> Self {
+        self.snap.links.insert(
+            inst(id),
+            Link { instance_id: inst(id), vpc_id: vpc(to), groups: groups.iter().map(|g| sg(g)).collect() },
+        );
+        self
+    }
+
+    fn plan(&self) -> Plan {
+        self.plan_with(&Memory::default(), t0()).0
+    }
+
+    fn plan_with(&self, memory: &Memory, now: SystemTime) -> (Plan, Memory) {
+        plan(&self.config, &self.snap, memory, now)
+    }
+}
+
+fn kinds(plan: &Plan) -> Vec<ActionKind> {
+    plan.actions.iter().map(|a| a.action.kind()).collect()
+}
+
+fn warnings_of(plan: &Plan, kind: WarningKind) -> Vec<&Warning> {
+    plan.warnings.iter().filter(|w| w.kind == kind).collect()
+}
+
+fn authorized(plan: &Plan) -> Vec<Grant<GroupRef>> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::Authorize { grants, .. } => Some(grants.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn revoked(plan: &Plan) -> Vec<Grant> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::Revoke { grants, .. } => Some(grants.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn existing(grant: Grant) -> Grant<GroupRef> {
+    grant.map_group(GroupRef::Existing)
+}
+
+// ----- §4.1 which groups are managed --------------------------------------
+
+#[test]
+fn config_entry_by_id_makes_the_group_managed_and_creates_its_mirror() {
+    let world = World::new().classic("sg-0a1", "web", vec![tcp(443, "203.0.113.0/24")]).map("sg-0a1", VPC);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize]);
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
+    assert_eq!(plan.pairs.len(), 1);
+    assert_eq!(plan.pairs[0].mirror, Some(GroupRef::New { source: sg("sg-0a1"), vpc: vpc(VPC) }));
+}
+
+#[test]
+fn config_entry_by_name_resolves_among_classic_groups() {
+    let world = World::new().classic("sg-0a1", "web", vec![]).map("web", VPC);
+    let plan = world.plan();
+    assert_eq!(plan.pairs[0].key.source, sg("sg-0a1"));
+}
+
+#[test]
+fn discovery_tag_makes_a_classic_group_managed() {
+    let world = World::new().classic("sg-0a1", "web", vec![]).tag_source("sg-0a1", DEFAULT_DISCOVERY_TAG, VPC);
+    let plan = world.plan();
+    assert_eq!(plan.pairs[0].origin, Origin::Tag);
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror]);
+}
+
+#[test]
+fn discovery_disabled_ignores_the_tag() {
+    let mut world = World::new().classic("sg-0a1", "web", vec![]).tag_source("sg-0a1", DEFAULT_DISCOVERY_TAG, VPC);
+    world.config.discovery.tag_key = None;
+    assert!(world.plan().pairs.is_empty());
+}
+
+#[test]
+fn config_entry_wins_over_the_discovery_tag_and_the_tag_is_reported() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .tag_source("sg-0a1", DEFAULT_DISCOVERY_TAG, VPC2)
+        .map("sg-0a1", VPC);
+    let plan = world.plan();
+    assert_eq!(plan.pairs.len(), 1);
+    assert_eq!(plan.pairs[0].key.vpc, vpc(VPC));
+    assert_eq!(warnings_of(&plan, WarningKind::DiscoveryTag).len(), 1);
+}
+
+#[test]
+fn discovery_tag_with_a_bad_value_is_reported() {
+    let world = World::new().classic("sg-0a1", "web", vec![]).tag_source("sg-0a1", DEFAULT_DISCOVERY_TAG, "prod");
+    let plan = world.plan();
+    assert!(plan.pairs.is_empty());
+    assert!(warnings_of(&plan, WarningKind::DiscoveryTag)[0].message.contains("not a VPC id"));
+}
+
+#[test]
+fn missing_source_is_reported_and_deletes_nothing_by_itself() {
+    let world = World::new().map("sg-0ff", VPC).mirror("sg-77c", "gone", "sg-0ff", vec![]);
+    let plan = world.plan();
+    assert_eq!(warnings_of(&plan, WarningKind::MissingSource).len(), 1);
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert_eq!(plan.orphans.len(), 1);
+}
+
+#[test]
+fn the_same_source_named_twice_is_a_conflict_and_the_first_wins() {
+    let world = World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC).map("web", VPC2);
+    let plan = world.plan();
+    assert_eq!(plan.pairs.len(), 1);
+    assert_eq!(plan.pairs[0].key.vpc, vpc(VPC));
+    assert_eq!(warnings_of(&plan, WarningKind::ConflictDuplicateMapping).len(), 1);
+}
+
+#[test]
+fn two_mappings_with_the_same_mirror_name_in_one_vpc_conflict() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .with_last(|m| m.name = Some("web".into()));
+    let plan = world.plan();
+    assert_eq!(plan.pairs.len(), 1);
+    assert_eq!(warnings_of(&plan, WarningKind::ConflictDuplicateName).len(), 1);
+}
+
+// ----- §4.2 the mirror group ---------------------------------------------
+
+#[test]
+fn new_mirror_carries_the_ownership_tag_at_creation_and_a_sanitised_description() {
+    let mut world = World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC);
+    world.snap.source_groups.get_mut(&sg("sg-0a1")).unwrap().description = "Web tier — prod <main>".into();
+    let plan = world.plan();
+    let Action::CreateMirror { tags, description, name, .. } = &plan.actions[0].action else { panic!() };
+    assert_eq!(tags.get(OWNERSHIP_TAG).map(String::as_str), Some("sg-0a1"));
+    assert_eq!(name, "web");
+    assert_eq!(description, "Web tier _ prod _main_");
+}
+
+#[test]
+fn empty_source_description_becomes_mirror_of_name() {
+    let mut world = World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC);
+    world.snap.source_groups.get_mut(&sg("sg-0a1")).unwrap().description = String::new();
+    let Action::CreateMirror { description, .. } = &world.plan().actions[0].action else { panic!() };
+    assert_eq!(description, "Mirror of web");
+}
+
+#[test]
+fn mapping_name_overrides_the_mirror_name() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.name = Some("web-classic".into()));
+    let Action::CreateMirror { name, .. } = &world.plan().actions[0].action else { panic!() };
+    assert_eq!(name, "web-classic");
+}
+
+#[test]
+fn existing_tagged_mirror_is_reused_not_recreated() {
+    let world = World::new().classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")]).map("sg-0a1", VPC).mirror(
+        "sg-77c",
+        "web",
+        "sg-0a1",
+        vec![tcp(443, "0.0.0.0/0")],
+    );
+    let plan = world.plan();
+    assert!(plan.actions.is_empty());
+    assert!(plan.pairs[0].in_sync());
+}
+
+#[test]
+fn source_named_default_maps_onto_the_vpc_default_group_and_tags_it() {
+    let world = World::new().classic("sg-0a0", "default", vec![tcp(22, "10.0.0.0/8")]).map("sg-0a0", VPC).vpc_group(
+        "sg-d00",
+        "default",
+        VPC,
+        None,
+        vec![],
+    );
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::TagGroup, ActionKind::Authorize]);
+    let Action::TagGroup { group, reason, .. } = &plan.actions[0].action else { panic!() };
+    assert_eq!((group, reason), (&sg("sg-d00"), &TagReason::Default));
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
+}
+
+#[test]
+fn default_group_no_longer_managed_is_only_untagged_after_grace() {
+    let world = World::new().vpc_group("sg-d00", "default", VPC, Some("sg-0a0"), vec![tcp(22, "10.0.0.0/8")]);
+    let (first, memory) = world.plan_with(&Memory::default(), t0());
+    assert!(first.actions.is_empty());
+    let (later, _) = world.plan_with(&memory, t0() + Duration::from_secs(601));
+    assert_eq!(kinds(&later), vec![ActionKind::UntagGroup]);
+}
+
+#[test]
+fn same_name_group_that_is_not_ours_is_a_conflict_and_left_alone() {
+    let world = World::new().classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")]).map("sg-0a1", VPC).vpc_group(
+        "sg-abc",
+        "web",
+        VPC,
+        None,
+        vec![tcp(22, "0.0.0.0/0")],
+    );
+    let plan = world.plan();
+    assert!(plan.actions.is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::ConflictNameTaken).len(), 1);
+    assert_eq!(plan.pairs[0].mirror, None);
+}
+
+#[test]
+fn adopt_tags_the_same_name_group_and_manages_it() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.adopt = true)
+        .vpc_group("sg-abc", "web", VPC, None, vec![tcp(22, "0.0.0.0/0")]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::TagGroup, ActionKind::Authorize, ActionKind::Revoke]);
+    assert!(plan.actions[1..].iter().all(|a| a.depends_on.contains(&ActionId(0))));
+}
+
+#[test]
+fn mirror_left_in_the_old_vpc_becomes_an_orphan_when_the_mapping_moves() {
+    let world =
+        World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC2).mirror("sg-77c", "web", "sg-0a1", vec![]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror]);
+    assert_eq!(plan.orphans[0].group, sg("sg-77c"));
+}
+
+#[test]
+fn no_action_ever_targets_a_source_group() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![from_group(80, "sg-0a2")])
+        .classic("sg-0a2", "app", vec![from_group(80, "sg-0a1")])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .instance("i-1", InstanceState::Running, &["sg-0a1"]);
+    let text = serde_json::to_string(&world.plan().actions).unwrap();
+    assert!(!text.contains("\"group\":\"sg-0a1\""));
+    assert!(!text.contains("{\"existing\":\"sg-0a1\"}"));
+}
+
+// ----- §4.3 ingress rules ------------------------------------------------
+
+#[test]
+fn reference_to_a_managed_group_in_the_same_vpc_becomes_a_reference_to_its_mirror() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![from_group(8080, "sg-0a2")])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .mirror("sg-77d", "app", "sg-0a2", vec![]);
+    let plan = world.plan();
+    assert_eq!(authorized(&plan), vec![existing(from_group(8080, "sg-77d"))]);
+}
+
+#[test]
+fn reference_to_a_mirror_being_created_depends_on_its_create() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![from_group(8080, "sg-0a2")])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize]);
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
+    let Action::Authorize { grants, .. } = &plan.actions[1].action else { panic!() };
+    assert_eq!(
+        grants[0].key.peer,
+        Peer::Group { group: GroupRef::New { source: sg("sg-0a2"), vpc: vpc(VPC) }, owner: None }
+    );
+}
+
+#[test]
+fn self_reference_becomes_the_mirrors_self_reference() {
+    let world = World::new().classic("sg-0a1", "web", vec![from_group(9000, "sg-0a1")]).map("sg-0a1", VPC).mirror(
+        "sg-77c",
+        "web",
+        "sg-0a1",
+        vec![],
+    );
+    assert_eq!(authorized(&world.plan()), vec![existing(from_group(9000, "sg-77c"))]);
+}
+
+#[test]
+fn reference_to_an_unmanaged_group_is_dropped_and_reported() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![from_group(80, "sg-0ff"), tcp(443, "0.0.0.0/0")])
+        .classic("sg-0ff", "lb", vec![])
+        .map("sg-0a1", VPC);
+    let plan = world.plan();
+    assert_eq!(authorized(&plan).len(), 1);
+    let warning = &warnings_of(&plan, WarningKind::Unmirrorable)[0];
+    assert_eq!(warning.reason, Some(Unmirrorable::NotManaged));
+    assert_eq!(warning.message, "sg-0a1 rule tcp 80 from sg-0ff (lb) cannot be mirrored: not a managed group");
+}
+
+#[test]
+fn reference_to_a_group_of_another_account_is_dropped_and_reported() {
+    let world =
+        World::new().classic("sg-0a1", "web", vec![from_account(80, "sg-843f59ed", "amazon-elb")]).map("sg-0a1", VPC);
+    let plan = world.plan();
+    assert!(authorized(&plan).is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::Unmirrorable)[0].reason, Some(Unmirrorable::OtherAccount));
+    assert!(warnings_of(&plan, WarningKind::Unmirrorable)[0].message.contains("account amazon-elb"));
+}
+
+#[test]
+fn reference_to_a_group_mirrored_into_another_vpc_is_dropped_and_reported() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![from_group(80, "sg-0a2")])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC2);
+    let plan = world.plan();
+    assert!(authorized(&plan).is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::Unmirrorable)[0].reason, Some(Unmirrorable::OtherVpc));
+}
+
+#[test]
+fn vpc_side_grants_the_daemon_does_not_own_are_left_alone() {
+    let ipv6 = Grant::new(
+        Protocol::Tcp,
+        Ports::Range { from: 443, to: 443 },
+        Peer::Ipv6("2001:db8::/32".parse().unwrap()),
+        None,
+    );
+    let prefix = Grant::new(
+        Protocol::Tcp,
+        Ports::Range { from: 443, to: 443 },
+        Peer::PrefixList(crate::model::PrefixListId::try_new("pl-12ab").unwrap()),
+        None,
+    );
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .vpc_group("sg-999", "ops", VPC, None, vec![])
+        .mirror("sg-77c", "web", "sg-0a1", vec![ipv6, prefix, from_group(22, "sg-999"), tcp(80, "0.0.0.0/0")]);
+    let plan = world.plan();
+    assert_eq!(revoked(&plan), vec![tcp(80, "0.0.0.0/0")]);
+}
+
+#[test]
+fn extra_owned_grants_are_revoked_after_missing_ones_are_authorized() {
+    let world = World::new().classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")]).map("sg-0a1", VPC).mirror(
+        "sg-77c",
+        "web",
+        "sg-0a1",
+        vec![tcp(22, "198.51.100.7/32")],
+    );
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::Authorize, ActionKind::Revoke]);
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)], "make before break");
+}
+
+#[test]
+fn changed_description_is_updated_in_place_not_revoked() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![tcp_desc(443, "0.0.0.0/0", "new")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp_desc(443, "0.0.0.0/0", "old")]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::UpdateDescriptions]);
+    let Action::UpdateDescriptions { grants, previous, .. } = &plan.actions[0].action else { panic!() };
+    assert_eq!(grants[0].description.as_deref(), Some("new"));
+    assert_eq!(previous[0].as_deref(), Some("old"));
+}
+
+#[test]
+fn cidrs_and_protocol_numbers_compare_in_canonical_form() {
+    let source =
+        Grant::from_ec2("6", Some(443), Some(443), Peer::Ipv4("10.1.2.3/8".parse().unwrap()), None, None).unwrap();
+    let world = World::new().classic("sg-0a1", "web", vec![source]).map("sg-0a1", VPC).mirror(
+        "sg-77c",
+        "web",
+        "sg-0a1",
+        vec![tcp(443, "10.0.0.0/8")],
+    );
+    assert!(world.plan().actions.is_empty());
+}
+
+#[test]
+fn all_grants_for_one_group_go_in_one_authorize_and_one_revoke() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![tcp(1, "10.0.0.0/8"), tcp(2, "10.0.0.0/8"), tcp(3, "10.0.0.0/8")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(4, "10.0.0.0/8"), tcp(5, "10.0.0.0/8")]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::Authorize, ActionKind::Revoke]);
+    assert_eq!(authorized(&plan).len(), 3);
+    assert_eq!(revoked(&plan).len(), 2);
+}
+
+#[test]
+fn at_the_quota_the_planner_revokes_first_only_as_much_as_needed() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![tcp(1, "10.0.0.0/8"), tcp(2, "10.0.0.0/8"), tcp(3, "10.0.0.0/8")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(1, "10.0.0.0/8"), tcp(8, "10.0.0.0/8"), tcp(9, "10.0.0.0/8")]);
+    world.config.limits.rules_per_group = 4;
+    let plan = world.plan();
+    // 3 now + 2 to add = 5 > 4: one revoke first, then authorize, then the rest.
+    assert_eq!(kinds(&plan), vec![ActionKind::Revoke, ActionKind::Authorize, ActionKind::Revoke]);
+    let Action::Revoke { grants, .. } = &plan.actions[0].action else { panic!() };
+    assert_eq!(grants.len(), 1);
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
+    assert_eq!(plan.actions[2].depends_on, vec![ActionId(1)]);
+    assert!(warnings_of(&plan, WarningKind::QuotaExceeded).is_empty());
+}
+
+#[test]
+fn desired_grants_beyond_the_quota_are_reported_and_nothing_desired_is_revoked() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", (1..=5).map(|p| tcp(p, "10.0.0.0/8")).collect())
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(1, "10.0.0.0/8"), tcp(2, "10.0.0.0/8")]);
+    world.config.limits.rules_per_group = 3;
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::Authorize]);
+    assert_eq!(authorized(&plan).len(), 1);
+    assert_eq!(warnings_of(&plan, WarningKind::QuotaExceeded).len(), 1);
+}
+
+// ----- §4.4 instances and ClassicLink ------------------------------------
+
+fn linked_world() -> World {
+    World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .mirror("sg-77d", "app", "sg-0a2", vec![])
+}
+
+#[test]
+fn running_member_instance_is_linked_with_the_mirrors_of_all_its_managed_groups() {
+    let world = linked_world().instance("i-0b3", InstanceState::Running, &["sg-0a1", "sg-0a2", "sg-0ff"]);
+    let plan = world.plan();
+    let Action::Attach { groups, vpc: to, .. } = &plan.actions[0].action else { panic!("{plan:?}") };
+    assert_eq!(to, &vpc(VPC));
+    assert_eq!(groups, &vec![GroupRef::Existing(sg("sg-77c")), GroupRef::Existing(sg("sg-77d"))]);
+}
+
+#[test]
+fn attach_to_a_new_mirror_depends_on_its_create() {
+    let world = World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC).instance(
+        "i-0b3",
+        InstanceState::Running,
+        &["sg-0a1"],
+    );
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Attach]);
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
+}
+
+#[test]
+fn a_wrong_link_set_is_fixed_by_a_relink() {
+    let world =
+        linked_world().instance("i-0b4", InstanceState::Running, &["sg-0a1"]).link("i-0b4", VPC, &["sg-77c", "sg-77d"]);
+    let plan = world.plan();
+    let Action::Relink { groups, from, .. } = &plan.actions[0].action else { panic!("{plan:?}") };
+    assert_eq!(groups, &vec![GroupRef::Existing(sg("sg-77c"))]);
+    assert_eq!(from.len(), 2);
+}
+
+#[test]
+fn foreign_groups_in_an_existing_link_are_kept_in_the_new_set() {
+    let world = linked_world()
+        .vpc_group("sg-99e", "ops", VPC, None, vec![])
+        .instance("i-0b4", InstanceState::Running, &["sg-0a1", "sg-0a2"])
+        .link("i-0b4", VPC, &["sg-77c", "sg-99e"]);
+    let plan = world.plan();
+    let Action::Relink { groups, .. } = &plan.actions[0].action else { panic!("{plan:?}") };
+    let expected: Vec<GroupRef> = ["sg-77c", "sg-77d", "sg-99e"].iter().map(|g| GroupRef::Existing(sg(g))).collect();
+    assert_eq!(groups, &expected);
+}
+
+#[test]
+fn instance_linked_by_someone_else_to_another_vpc_is_a_conflict_and_not_touched() {
+    let world = linked_world().instance("i-0b4", InstanceState::Running, &["sg-0a1"]).link("i-0b4", VPC2, &["sg-5555"]);
+    let plan = world.plan();
+    assert!(plan.actions.is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::ConflictForeignLink).len(), 1);
+}
+
+#[test]
+fn instance_whose_groups_map_to_two_vpcs_is_a_conflict_and_not_touched() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC2)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .vpc_group("sg-88d", "app", VPC2, Some("sg-0a2"), vec![])
+        .instance("i-0b5", InstanceState::Running, &["sg-0a1", "sg-0a2"]);
+    let plan = world.plan();
+    assert!(plan.actions.is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::ConflictMultiVpc).len(), 1);
+}
+
+#[test]
+fn more_than_five_groups_in_a_link_is_reported_and_not_attempted() {
+    let mut world = World::new();
+    let mut groups = Vec::new();
+    for n in 1..=6 {
+        let source = format!("sg-a{n}");
+        world = world.classic(&source, &format!("g{n}"), vec![]).map(&source, VPC).mirror(
+            &format!("sg-b{n}"),
+            &format!("g{n}"),
+            &source,
+            vec![],
+        );
+        groups.push(source);
+    }
+    let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let plan = world.instance("i-0b6", InstanceState::Running, &refs).plan();
+    assert!(plan.actions.is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::LinkLimit).len(), 1);
+}
+
+#[test]
+fn instance_no_longer_entitled_is_detached() {
+    let world = linked_world().link("i-0b7", VPC, &["sg-77c"]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::Detach]);
+}
+
+#[test]
+fn instance_no_longer_entitled_keeps_its_foreign_groups_by_a_relink() {
+    let world = linked_world().vpc_group("sg-99e", "ops", VPC, None, vec![]).link("i-0b7", VPC, &["sg-77c", "sg-99e"]);
+    let plan = world.plan();
+    let Action::Relink { groups, .. } = &plan.actions[0].action else { panic!("{plan:?}") };
+    assert_eq!(groups, &vec![GroupRef::Existing(sg("sg-99e"))]);
+}
+
+#[test]
+fn stopped_and_pending_instances_are_left_for_later_cycles() {
+    let world = linked_world().instance("i-1", InstanceState::Stopped, &["sg-0a1"]).instance(
+        "i-2",
+        InstanceState::Pending,
+        &["sg-0a1"],
+    );
+    assert!(world.plan().actions.is_empty());
+}
+
+#[test]
+fn link_instances_false_does_not_link() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.link_instances = false)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .instance("i-1", InstanceState::Running, &["sg-0a1"]);
+    assert!(world.plan().actions.is_empty());
+}
+
+#[test]
+fn vpc_without_classiclink_is_reported_and_its_instances_not_linked() {
+    let mut world = linked_world().instance("i-1", InstanceState::Running, &["sg-0a1"]);
+    world.snap.vpcs.get_mut(&vpc(VPC)).unwrap().classic_link_enabled = false;
+    let plan = world.plan();
+    assert!(plan.actions.is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::ClassicLinkDisabled).len(), 1);
+}
+
+#[test]
+fn enable_classiclink_true_enables_it_before_linking() {
+    let mut world =
+        linked_world().instance("i-1", InstanceState::Running, &["sg-0a1"]).with_last(|m| m.enable_classiclink = true);
+    world.snap.vpcs.get_mut(&vpc(VPC)).unwrap().classic_link_enabled = false;
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::EnableClassicLink, ActionKind::Attach]);
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
+}
+
+#[test]
+fn vpc_source_mirrors_rules_without_classiclink() {
+    let mut world = World::new()
+        .vpc_group("sg-5a1", "api", VPC2, None, vec![tcp(443, "10.0.0.0/8"), from_group(80, "sg-5a1")])
+        .map("sg-5a1", VPC);
+    let source = world.snap.vpc_groups.remove(&sg("sg-5a1")).unwrap();
+    world.snap.source_groups.insert(source.id.clone(), source);
+    world.snap.instances.insert(
+        inst("i-9"),
+        Instance {
+            id: inst("i-9"),
+            state: InstanceState::Running,
+            vpc_id: Some(vpc(VPC2)),
+            groups: BTreeSet::from([sg("sg-5a1")]),
+        },
+    );
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize]);
+    assert_eq!(authorized(&plan).len(), 2);
+}
+
+// ----- §4.5 orphans ----------------------------------------------------------
+
+#[test]
+fn orphan_waits_for_its_grace_then_is_deleted() {
+    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let (first, memory) = world.plan_with(&Memory::default(), t0());
+    assert!(first.actions.is_empty());
+    assert_eq!(warnings_of(&first, WarningKind::OrphanWaiting).len(), 1);
+    assert_eq!(memory.orphans_since.get(&sg("sg-77e")), Some(&t0()));
+    let (still, memory) = world.plan_with(&memory, t0() + Duration::from_secs(599));
+    assert!(still.actions.is_empty());
+    let (due, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&due), vec![ActionKind::DeleteMirror]);
+}
+
+#[test]
+fn orphan_timer_resets_when_the_group_is_managed_again() {
+    let world = World::new().mirror("sg-77e", "web", "sg-0a1", vec![]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let managed =
+        World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC).mirror("sg-77e", "web", "sg-0a1", vec![]);
+    let (_, memory) = managed.plan_with(&memory, t0() + Duration::from_secs(300));
+    assert!(memory.orphans_since.is_empty());
+}
+
+#[test]
+fn orphans_are_kept_when_delete_orphans_is_false() {
+    let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    world.config.safety.delete_orphans = false;
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(3600));
+    assert!(plan.actions.is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::OrphanKept).len(), 1);
+}
+
+#[test]
+fn orphan_deletion_depends_on_its_detaches_and_on_revoking_references_to_it() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![from_group(80, "sg-0a9")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
+        .mirror("sg-77e", "old", "sg-0a9", vec![])
+        .link("i-1", VPC, &["sg-77e"]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&plan), vec![ActionKind::Revoke, ActionKind::Detach, ActionKind::DeleteMirror]);
+    assert_eq!(plan.actions[2].depends_on, vec![ActionId(0), ActionId(1)]);
+}
+
+#[test]
+fn orphan_deletion_waits_while_a_reference_to_it_cannot_be_revoked() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
+        .mirror("sg-77e", "old", "sg-0a9", vec![]);
+    world.config.safety.max_revokes_per_cycle = 0;
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert!(plan.actions.is_empty());
+    assert_eq!(plan.deferred.deletes, 1);
+    assert_eq!(plan.deferred.revokes, 1);
+}
+
+#[test]
+fn dependency_violation_backs_off_the_deletion() {
+    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let (_, mut memory) = world.plan_with(&Memory::default(), t0());
+    let due = t0() + Duration::from_secs(600);
+    memory.record_delete_blocked(&sg("sg-77e"), due);
+    let (plan, memory) = world.plan_with(&memory, due + Duration::from_secs(30));
+    assert!(plan.actions.is_empty());
+    assert_eq!(warnings_of(&plan, WarningKind::DeleteBackoff).len(), 1);
+    let (plan, mut memory) = world.plan_with(&memory, due + Duration::from_secs(60));
+    assert_eq!(kinds(&plan), vec![ActionKind::DeleteMirror]);
+    memory.record_delete_blocked(&sg("sg-77e"), due + Duration::from_secs(60));
+    assert_eq!(memory.delete_backoff[&sg("sg-77e")].retry_after, due + Duration::from_secs(180));
+}
+
+// ----- §6 safety -------------------------------------------------------------
+
+#[test]
+fn an_incomplete_snapshot_plans_no_revoke_detach_or_delete() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(22, "0.0.0.0/0")])
+        .mirror("sg-77e", "old", "sg-0a9", vec![])
+        .link("i-1", VPC, &["sg-77e"]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    world.snap.incomplete.insert(SnapshotPart::Instances);
+    let (plan, next) = world.plan_with(&memory, t0() + Duration::from_secs(3600));
+    assert_eq!(kinds(&plan), vec![ActionKind::Authorize]);
+    assert_eq!(warnings_of(&plan, WarningKind::IncompleteSnapshot).len(), 1);
+    assert_eq!(plan.holds.incomplete, vec![SnapshotPart::Instances]);
+    assert_eq!(next.orphans_since, memory.orphans_since, "a partial view does not move orphan timers");
+}
+
+#[test]
+fn the_shrink_guard_holds_destructive_actions_until_the_drop_persists_for_the_grace() {
+    let full = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![])
+        .classic("sg-0a3", "db", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .map("sg-0a3", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .mirror("sg-77d", "app", "sg-0a2", vec![])
+        .mirror("sg-77e", "db", "sg-0a3", vec![])
+        .link("i-1", VPC, &["sg-77d"])
+        .instance("i-1", InstanceState::Running, &["sg-0a2"]);
+    let (_, memory) = full.plan_with(&Memory::default(), t0());
+    assert_eq!(memory.baseline, Some(Baseline { managed_sources: 3, linked_instances: 1 }));
+
+    // Two of three mappings vanish (e.g. a truncated config file).
+    let mut shrunk = full;
+    shrunk.config.mirrors.truncate(1);
+    let (plan, memory) = shrunk.plan_with(&memory, t0() + Duration::from_secs(30));
+    assert!(plan.holds.shrink);
+    assert!(plan.actions.iter().all(|a| !a.action.is_destructive()));
+    assert_eq!(warnings_of(&plan, WarningKind::SafetyHold).len(), 1);
+    assert!(plan.deferred.held > 0);
+
+    let (plan, memory) = shrunk.plan_with(&memory, t0() + Duration::from_secs(629));
+    assert!(plan.holds.shrink);
+    let (plan, memory) = shrunk.plan_with(&memory, t0() + Duration::from_secs(630));
+    assert!(!plan.holds.shrink);
+    // The orphans have served their grace too; sg-77d goes after its detach.
+    assert_eq!(kinds(&plan), vec![ActionKind::Detach, ActionKind::DeleteMirror, ActionKind::DeleteMirror]);
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
+    assert_eq!(memory.baseline, Some(Baseline { managed_sources: 1, linked_instances: 1 }));
+}
+
+#[test]
+fn the_revoke_cap_defers_the_excess_in_a_deterministic_order() {
+    let mut world = World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC).mirror(
+        "sg-77c",
+        "web",
+        "sg-0a1",
+        (1..=5).map(|p| tcp(p, "10.0.0.0/8")).collect(),
+    );
+    world.config.safety.max_revokes_per_cycle = 2;
+    let plan = world.plan();
+    assert_eq!(revoked(&plan), vec![tcp(1, "10.0.0.0/8"), tcp(2, "10.0.0.0/8")]);
+    assert_eq!(plan.deferred.revokes, 3);
+}
+
+#[test]
+fn the_unlink_cap_defers_detaches_and_relinks() {
+    let mut world =
+        linked_world().link("i-1", VPC, &["sg-77c"]).link("i-2", VPC, &["sg-77c"]).link("i-3", VPC, &["sg-77c"]);
+    world.config.safety.max_unlinks_per_cycle = 1;
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::Detach]);
+    let Action::Detach { instance, .. } = &plan.actions[0].action else { panic!() };
+    assert_eq!(instance, &inst("i-1"));
+    assert_eq!(plan.deferred.unlinks, 2);
+}
+
+#[test]
+fn the_delete_cap_defers_deletions() {
+    let mut world = World::new()
+        .mirror("sg-771", "a", "sg-0a9", vec![])
+        .mirror("sg-772", "b", "sg-0a8", vec![])
+        .mirror("sg-773", "c", "sg-0a7", vec![]);
+    world.config.safety.max_deletes_per_cycle = 2;
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, memory) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&plan), vec![ActionKind::DeleteMirror, ActionKind::DeleteMirror]);
+    assert_eq!(plan.deferred.deletes, 1);
+    assert_eq!(memory.deferred.deletes, 1);
+}
+
+#[test]
+fn audit_mode_plans_and_marks_actions_and_counts_as_converged() {
+    let mut world = World::new().classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")]).map("sg-0a1", VPC);
+    world.config.daemon.mode = Mode::Audit;
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize]);
+    assert!(plan.actions.iter().all(|a| a.audit));
+    assert!(plan.is_converged());
+    assert!(!plan.is_empty());
+}
+
+#[test]
+fn a_mapping_can_be_audited_while_the_rest_is_enforced() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit));
+    let plan = world.plan();
+    let audited: Vec<bool> = plan.actions.iter().map(|a| a.audit).collect();
+    assert_eq!(audited, vec![false, true]);
+    assert!(!plan.is_converged());
+}
+
+#[test]
+fn audited_revokes_do_not_use_the_revoke_budget() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit))
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(1, "10.0.0.0/8")])
+        .mirror("sg-77d", "app", "sg-0a2", vec![tcp(2, "10.0.0.0/8")]);
+    world.config.safety.max_revokes_per_cycle = 1;
+    let plan = world.plan();
+    assert_eq!(revoked(&plan).len(), 2);
+    assert_eq!(plan.deferred.revokes, 0);
+}
+
+#[test]
+fn planning_is_deterministic() {
+    let world = linked_world().instance("i-1", InstanceState::Running, &["sg-0a1", "sg-0a2"]).mirror(
+        "sg-77e",
+        "old",
+        "sg-0a9",
+        vec![],
+    );
+    assert_eq!(world.plan(), world.plan());
+}
+
+// ----- rendering ---------------------------------------------------------------
+
+#[test]
+fn text_plan_reads_like_a_reviewable_diff() {
+    let world = World::new()
+        .classic(
+            "sg-0a1",
+            "web",
+            vec![
+                tcp_desc(443, "203.0.113.0/24", "office"),
+                from_group(8080, "sg-0a2"),
+                from_account(80, "sg-0ff", "210987654321"),
+            ],
+        )
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(22, "198.51.100.7/32")])
+        .mirror("sg-77d", "app", "sg-0a2", vec![])
+        .instance("i-0b3", InstanceState::Running, &["sg-0a1", "sg-0a2"]);
+    let text = render_text(&world.plan(), &world.snap);
+    let expected = "\
+mirror sg-0a1 (web) -> vpc-9f2 sg-77c (web)
+  + ingress tcp 443 from 203.0.113.0/24   \"office\"
+  + ingress tcp 8080 from sg-77d (app) [classic sg-0a2]
+  - ingress tcp 22 from 198.51.100.7/32
+link i-0b3 -> vpc-9f2 [sg-77c, sg-77d]   (was: not linked)
+warning: sg-0a1 rule tcp 80 from sg-0ff (account 210987654321) cannot be mirrored: group of another account
+2 to add, 1 to remove, 0 to update, 1 link; 1 warning
+";
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn json_plan_is_versioned() {
+    let world = World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC);
+    let value: serde_json::Value = serde_json::from_str(&render_json(&world.plan())).unwrap();
+    assert_eq!(value["version"], 1);
+    assert_eq!(value["converged"], false);
+    assert_eq!(value["actions"][0]["action"]["type"], "create_mirror");
+}

@@ -1,0 +1,634 @@
+//! The plan's vocabulary: actions, warnings, deferrals and the memory kept
+//! between cycles. Plain data with a stable JSON form (`docs/plan-json.md`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Grant, GroupId, InstanceId, SnapshotPart, VpcId};
+
+/// Names a VPC group in a plan: one that exists, or the mirror of `source`
+/// in `vpc` that an earlier action of the same plan creates.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupRef {
+    /// An existing group.
+    Existing(GroupId),
+    /// The mirror a `create_mirror` action of this plan creates.
+    New {
+        /// Its source group.
+        source: GroupId,
+        /// Its VPC.
+        vpc: VpcId,
+    },
+}
+
+impl GroupRef {
+    /// The id, when the group already exists.
+    #[must_use]
+    pub fn existing(&self) -> Option<&GroupId> {
+        match self {
+            Self::Existing(id) => Some(id),
+            Self::New { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for GroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Existing(id) => write!(f, "{id}"),
+            Self::New { .. } => f.write_str("(new)"),
+        }
+    }
+}
+
+/// A mirror pair: one managed source group and its target VPC.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PairKey {
+    /// Source group.
+    pub source: GroupId,
+    /// Target VPC.
+    pub vpc: VpcId,
+}
+
+/// Index of an action within [`Plan::actions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ActionId(pub usize);
+
+/// Why a group gets our ownership tag without being created by us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagReason {
+    /// The VPC `default` group mirrors a source named `default`.
+    Default,
+    /// An existing same-name group adopted because the mapping says `adopt = true`.
+    Adopt,
+}
+
+/// One idempotent EC2 write (a relink is two: detach then attach).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// Create a mirror with its ownership tag (`TagSpecifications`).
+    CreateMirror {
+        /// Source group.
+        source: GroupId,
+        /// Target VPC.
+        vpc: VpcId,
+        /// Mirror name.
+        name: String,
+        /// Mirror description (sanitised).
+        description: String,
+        /// Tags set at creation.
+        tags: BTreeMap<String, String>,
+    },
+    /// Put our ownership tag on an existing group (default group or adoption).
+    TagGroup {
+        /// The group.
+        group: GroupId,
+        /// Its VPC.
+        vpc: VpcId,
+        /// Tags to set.
+        tags: BTreeMap<String, String>,
+        /// Why.
+        reason: TagReason,
+    },
+    /// Remove our ownership tag (the VPC `default` group is never deleted).
+    UntagGroup {
+        /// The group.
+        group: GroupId,
+        /// Its VPC.
+        vpc: VpcId,
+        /// Tag keys to delete.
+        keys: Vec<String>,
+    },
+    /// `AuthorizeSecurityGroupIngress` with all these grants in one call.
+    Authorize {
+        /// The mirror.
+        group: GroupRef,
+        /// Grants to add.
+        grants: Vec<Grant<GroupRef>>,
+    },
+    /// `RevokeSecurityGroupIngress` with all these grants in one call.
+    Revoke {
+        /// The mirror.
+        group: GroupId,
+        /// Grants to remove.
+        grants: Vec<Grant>,
+    },
+    /// `UpdateSecurityGroupRuleDescriptionsIngress`; each grant carries its new description.
+    UpdateDescriptions {
+        /// The mirror.
+        group: GroupId,
+        /// Grants with their desired descriptions.
+        grants: Vec<Grant>,
+        /// The descriptions they have now, same order.
+        previous: Vec<Option<String>>,
+    },
+    /// `AttachClassicLinkVpc` for an unlinked instance.
+    Attach {
+        /// The Classic instance.
+        instance: InstanceId,
+        /// Target VPC.
+        vpc: VpcId,
+        /// Groups of the link.
+        groups: Vec<GroupRef>,
+    },
+    /// `DetachClassicLinkVpc`.
+    Detach {
+        /// The instance.
+        instance: InstanceId,
+        /// The VPC it is linked to.
+        vpc: VpcId,
+        /// Groups of the link being removed (for the record).
+        groups: Vec<GroupId>,
+    },
+    /// Detach then attach with another group set (disruptive).
+    Relink {
+        /// The instance.
+        instance: InstanceId,
+        /// VPC of the current link.
+        from_vpc: VpcId,
+        /// Groups of the current link.
+        from: Vec<GroupId>,
+        /// VPC of the new link.
+        vpc: VpcId,
+        /// Groups of the new link.
+        groups: Vec<GroupRef>,
+    },
+    /// `DeleteSecurityGroup` on an orphaned mirror.
+    DeleteMirror {
+        /// The mirror.
+        group: GroupId,
+        /// Its VPC.
+        vpc: VpcId,
+        /// Its name.
+        name: String,
+        /// The source it was mirrored from.
+        source: GroupId,
+    },
+    /// `EnableVpcClassicLink`.
+    EnableClassicLink {
+        /// The VPC.
+        vpc: VpcId,
+    },
+}
+
+impl Action {
+    /// Stable metric label.
+    #[must_use]
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Self::CreateMirror { .. } => ActionKind::CreateMirror,
+            Self::TagGroup { .. } => ActionKind::TagGroup,
+            Self::UntagGroup { .. } => ActionKind::UntagGroup,
+            Self::Authorize { .. } => ActionKind::Authorize,
+            Self::Revoke { .. } => ActionKind::Revoke,
+            Self::UpdateDescriptions { .. } => ActionKind::UpdateDescriptions,
+            Self::Attach { .. } => ActionKind::Attach,
+            Self::Detach { .. } => ActionKind::Detach,
+            Self::Relink { .. } => ActionKind::Relink,
+            Self::DeleteMirror { .. } => ActionKind::DeleteMirror,
+            Self::EnableClassicLink { .. } => ActionKind::EnableClassicLink,
+        }
+    }
+
+    /// True for actions the safety rules of SPEC §6 restrict: they remove
+    /// access, links or groups.
+    #[must_use]
+    pub fn is_destructive(&self) -> bool {
+        self.kind().is_destructive()
+    }
+}
+
+/// The kind of an [`Action`]; bounded metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// [`Action::CreateMirror`].
+    CreateMirror,
+    /// [`Action::TagGroup`].
+    TagGroup,
+    /// [`Action::UntagGroup`].
+    UntagGroup,
+    /// [`Action::Authorize`].
+    Authorize,
+    /// [`Action::Revoke`].
+    Revoke,
+    /// [`Action::UpdateDescriptions`].
+    UpdateDescriptions,
+    /// [`Action::Attach`].
+    Attach,
+    /// [`Action::Detach`].
+    Detach,
+    /// [`Action::Relink`].
+    Relink,
+    /// [`Action::DeleteMirror`].
+    DeleteMirror,
+    /// [`Action::EnableClassicLink`].
+    EnableClassicLink,
+}
+
+impl ActionKind {
+    /// Every kind, for pre-registering metric labels.
+    pub const ALL: [Self; 11] = [
+        Self::CreateMirror,
+        Self::TagGroup,
+        Self::UntagGroup,
+        Self::Authorize,
+        Self::Revoke,
+        Self::UpdateDescriptions,
+        Self::Attach,
+        Self::Detach,
+        Self::Relink,
+        Self::DeleteMirror,
+        Self::EnableClassicLink,
+    ];
+
+    /// Stable label.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::CreateMirror => "create_mirror",
+            Self::TagGroup => "tag_group",
+            Self::UntagGroup => "untag_group",
+            Self::Authorize => "authorize",
+            Self::Revoke => "revoke",
+            Self::UpdateDescriptions => "update_descriptions",
+            Self::Attach => "attach",
+            Self::Detach => "detach",
+            Self::Relink => "relink",
+            Self::DeleteMirror => "delete_mirror",
+            Self::EnableClassicLink => "enable_classiclink",
+        }
+    }
+
+    /// True for revoke, detach, relink, delete and untag.
+    #[must_use]
+    pub fn is_destructive(&self) -> bool {
+        matches!(self, Self::Revoke | Self::Detach | Self::Relink | Self::DeleteMirror | Self::UntagGroup)
+    }
+}
+
+/// An action with its place in the plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedAction {
+    /// Its index in [`Plan::actions`].
+    pub id: ActionId,
+    /// What to do.
+    pub action: Action,
+    /// Actions that must succeed first; a failed dependency skips this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<ActionId>,
+    /// Planned for an audited mapping: shown, never executed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
+    /// The mirror pair the action belongs to, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<PairKey>,
+}
+
+/// Why a grant of a source cannot be mirrored (SPEC §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmirrorable {
+    /// The referenced group is not managed.
+    NotManaged,
+    /// The referenced group belongs to another account (e.g. the Classic ELB group).
+    OtherAccount,
+    /// The referenced group is managed but mirrored into a different VPC.
+    OtherVpc,
+    /// The referenced group is managed but its mirror cannot be had (conflict, missing VPC).
+    MirrorUnavailable,
+    /// IPv6 and prefix-list grants belong to the VPC side (VPC sources only).
+    NotOwnedKind,
+}
+
+impl Unmirrorable {
+    /// Human phrase.
+    #[must_use]
+    pub fn phrase(&self) -> &'static str {
+        match self {
+            Self::NotManaged => "not a managed group",
+            Self::OtherAccount => "group of another account",
+            Self::OtherVpc => "its mirror is in another VPC",
+            Self::MirrorUnavailable => "its mirror is unavailable",
+            Self::NotOwnedKind => "IPv6 and prefix-list grants are left to the VPC side",
+        }
+    }
+}
+
+/// The kinds of plan warnings; bounded metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// A source grant that cannot be mirrored.
+    Unmirrorable,
+    /// A `[[mirror]]` source group that does not exist.
+    MissingSource,
+    /// Conflict: the mirror's name is taken by a group that is not ours.
+    ConflictNameTaken,
+    /// Conflict: an instance linked by someone else to another VPC.
+    ConflictForeignLink,
+    /// Conflict: an instance whose managed groups map to more than one VPC.
+    ConflictMultiVpc,
+    /// Conflict: a source group named by two mappings.
+    ConflictDuplicateMapping,
+    /// Conflict: two mappings produce the same mirror name in one VPC.
+    ConflictDuplicateName,
+    /// Conflict: the mapping cannot work (source is a mirror, or mirrors into its own VPC).
+    ConflictInvalidMapping,
+    /// The discovery tag was ignored (config wins, or bad value).
+    DiscoveryTag,
+    /// Desired grants beyond the rules-per-group quota.
+    QuotaExceeded,
+    /// A link would need more than 5 groups.
+    LinkLimit,
+    /// The target VPC has ClassicLink disabled.
+    ClassicLinkDisabled,
+    /// The target VPC does not exist (or its default group was not seen).
+    VpcNotFound,
+    /// An orphan waits for its grace period.
+    OrphanWaiting,
+    /// An orphan is kept because `delete_orphans = false`.
+    OrphanKept,
+    /// A mirror deletion is backing off after `DependencyViolation`.
+    DeleteBackoff,
+    /// The existing mirror's name differs from the desired one (EC2 cannot rename).
+    NameDrift,
+    /// The snapshot was incomplete: no destructive actions this cycle.
+    IncompleteSnapshot,
+    /// The shrink guard holds destructive actions.
+    SafetyHold,
+}
+
+impl WarningKind {
+    /// Stable label.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unmirrorable => "unmirrorable",
+            Self::MissingSource => "missing_source",
+            Self::ConflictNameTaken => "conflict_name_taken",
+            Self::ConflictForeignLink => "conflict_foreign_link",
+            Self::ConflictMultiVpc => "conflict_multi_vpc",
+            Self::ConflictDuplicateMapping => "conflict_duplicate_mapping",
+            Self::ConflictDuplicateName => "conflict_duplicate_name",
+            Self::ConflictInvalidMapping => "conflict_invalid_mapping",
+            Self::DiscoveryTag => "discovery_tag",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::LinkLimit => "link_limit",
+            Self::ClassicLinkDisabled => "classiclink_disabled",
+            Self::VpcNotFound => "vpc_not_found",
+            Self::OrphanWaiting => "orphan_waiting",
+            Self::OrphanKept => "orphan_kept",
+            Self::DeleteBackoff => "delete_backoff",
+            Self::NameDrift => "name_drift",
+            Self::IncompleteSnapshot => "incomplete_snapshot",
+            Self::SafetyHold => "safety_hold",
+        }
+    }
+
+    /// The `conflicts{kind}` label when this warning is a conflict.
+    #[must_use]
+    pub fn conflict_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::ConflictNameTaken => Some("name_taken"),
+            Self::ConflictForeignLink => Some("foreign_link"),
+            Self::ConflictMultiVpc => Some("multi_vpc"),
+            Self::ConflictDuplicateMapping => Some("duplicate_mapping"),
+            Self::ConflictDuplicateName => Some("duplicate_name"),
+            Self::ConflictInvalidMapping => Some("invalid_mapping"),
+            _ => None,
+        }
+    }
+}
+
+/// Something the operator should know; never an action.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Warning {
+    /// What kind.
+    pub kind: WarningKind,
+    /// The pair it concerns, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<PairKey>,
+    /// The id the warning is about (group, instance or VPC), if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// For unmirrorable grants: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Unmirrorable>,
+    /// One human sentence, ids included.
+    pub message: String,
+}
+
+/// Actions held back this cycle, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferred {
+    /// Grants not revoked because of `max_revokes_per_cycle`.
+    pub revokes: usize,
+    /// Mirrors not deleted because of `max_deletes_per_cycle`.
+    pub deletes: usize,
+    /// Detaches/relinks not done because of `max_unlinks_per_cycle`.
+    pub unlinks: usize,
+    /// Grants not added because revocations they need were deferred or held.
+    pub adds: usize,
+    /// Destructive actions held by the incomplete-snapshot rule or the shrink guard.
+    pub held: usize,
+}
+
+impl Deferred {
+    /// Total deferred.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.revokes + self.deletes + self.unlinks + self.adds + self.held
+    }
+}
+
+/// Drift of one pair (what the plan would change).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    /// Grants to add.
+    pub add: usize,
+    /// Grants to remove.
+    pub remove: usize,
+    /// Descriptions to update.
+    pub update: usize,
+    /// Link changes (attach, relink, detach) involving the pair's mirror.
+    pub links: usize,
+}
+
+/// Where a pair's mapping comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `mirror[i]` of the config file.
+    Config(usize),
+    /// The discovery tag on the source group.
+    Tag,
+}
+
+/// The state of one mirror pair in this plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairPlan {
+    /// The pair.
+    pub key: PairKey,
+    /// Source group name.
+    pub source_name: String,
+    /// The mirror (existing, to be created), or `None` when unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<GroupRef>,
+    /// The mirror's (desired) name.
+    pub mirror_name: String,
+    /// Whether the mapping is audited.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit: bool,
+    /// Config entry or discovery tag.
+    pub origin: Origin,
+    /// What would change.
+    pub drift: Drift,
+}
+
+impl PairPlan {
+    /// True when nothing would change and the mirror exists.
+    #[must_use]
+    pub fn in_sync(&self) -> bool {
+        matches!(self.mirror, Some(GroupRef::Existing(_))) && self.drift == Drift::default()
+    }
+}
+
+/// An orphaned mirror (SPEC §4.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orphan {
+    /// The mirror.
+    pub group: GroupId,
+    /// Its VPC.
+    pub vpc: VpcId,
+    /// Its name.
+    pub name: String,
+    /// The source it was mirrored from.
+    pub source: GroupId,
+    /// When it was first seen orphaned.
+    pub since: SystemTime,
+}
+
+/// Why destructive actions are held this cycle.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holds {
+    /// Parts of the snapshot that were not completely observed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<SnapshotPart>,
+    /// The shrink guard is active.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shrink: bool,
+}
+
+impl Holds {
+    /// True when destructive actions may not run.
+    #[must_use]
+    pub fn destructive_held(&self) -> bool {
+        self.shrink || !self.incomplete.is_empty()
+    }
+}
+
+/// The planner's answer for one cycle.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[must_use]
+pub struct Plan {
+    /// Actions in a valid execution order (dependencies point backwards).
+    pub actions: Vec<PlannedAction>,
+    /// Every managed pair, sorted by VPC then source.
+    pub pairs: Vec<PairPlan>,
+    /// Warnings, in plan order.
+    pub warnings: Vec<Warning>,
+    /// Orphaned mirrors.
+    pub orphans: Vec<Orphan>,
+    /// Held-back actions.
+    pub deferred: Deferred,
+    /// Safety holds in force.
+    pub holds: Holds,
+}
+
+impl Plan {
+    /// Actions that would be executed (not audited).
+    pub fn executable(&self) -> impl Iterator<Item = &PlannedAction> {
+        self.actions.iter().filter(|a| !a.audit)
+    }
+
+    /// True when nothing is left to execute: audited drift does not count.
+    #[must_use]
+    pub fn is_converged(&self) -> bool {
+        self.executable().next().is_none()
+    }
+
+    /// True when there is nothing at all, not even audited drift.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+/// A deletion that failed with `DependencyViolation`: retried with backoff.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteBackoff {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// No retry before this time.
+    pub retry_after: SystemTime,
+}
+
+/// Counts the shrink guard compares between cycles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Managed source groups that exist.
+    pub managed_sources: usize,
+    /// Instances linked to at least one mirror.
+    pub linked_instances: usize,
+}
+
+/// What the planner must remember between cycles. A plain value the daemon
+/// keeps; `plan` returns the next one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    /// When each current orphan was first seen orphaned.
+    #[serde(default)]
+    pub orphans_since: BTreeMap<GroupId, SystemTime>,
+    /// Counts of the last good (complete, unheld) snapshot.
+    #[serde(default)]
+    pub baseline: Option<Baseline>,
+    /// Since when the shrink guard has seen the drop.
+    #[serde(default)]
+    pub shrink_since: Option<SystemTime>,
+    /// Deletions backing off after `DependencyViolation`.
+    #[serde(default)]
+    pub delete_backoff: BTreeMap<GroupId, DeleteBackoff>,
+    /// Deferred counts of the last plan.
+    #[serde(default)]
+    pub deferred: Deferred,
+}
+
+/// First retry delay of a deletion that hit `DependencyViolation`.
+pub const DELETE_BACKOFF_BASE: Duration = Duration::from_secs(60);
+/// Longest delay between deletion retries.
+pub const DELETE_BACKOFF_MAX: Duration = Duration::from_secs(3600);
+
+impl Memory {
+    /// Records a `DependencyViolation` on deleting `group`: the next attempt
+    /// waits 1 min, doubling per failure up to 1 h.
+    pub fn record_delete_blocked(&mut self, group: &GroupId, now: SystemTime) {
+        let failures = self.delete_backoff.get(group).map_or(0, |b| b.failures).saturating_add(1);
+        let factor = 2u32.saturating_pow(failures - 1);
+        let delay = DELETE_BACKOFF_BASE.saturating_mul(factor).min(DELETE_BACKOFF_MAX);
+        self.delete_backoff.insert(group.clone(), DeleteBackoff { failures, retry_after: now + delay });
+    }
+
+    /// Forgets the backoff of a deleted (or no longer orphaned) group.
+    pub fn record_deleted(&mut self, group: &GroupId) {
+        self.delete_backoff.remove(group);
+        self.orphans_since.remove(group);
+    }
+}
