@@ -17,6 +17,7 @@
 //! port, used by `demo`, the tests and the benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod ec2;
 pub mod model;

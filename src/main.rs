@@ -1,1 +1,100 @@
-fn main() {}
+//! The binary: parse the command line, set up logging, run the command, map
+//! the outcome to SPEC §2's exit codes. `anyhow` lives here only.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use clap::Parser;
+use classiclink_mirror::cli::{Cli, Command, GlobalArgs, LogFormat, PlanArgs, PlanFormat};
+use classiclink_mirror::config::{self, Config, ConfigLoadError};
+use classiclink_mirror::model::Snapshot;
+use classiclink_mirror::plan::{self, Memory};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code: success, or nothing to do.
+const EXIT_OK: u8 = 0;
+/// Exit code: error.
+const EXIT_ERROR: u8 = 1;
+/// Exit code of `plan`: changes pending.
+const EXIT_CHANGES: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.global);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn init_tracing(global: &GlobalArgs) {
+    let filter = match &global.log_level {
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let format =
+        global.log_format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn env_region() -> Option<String> {
+    std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty())
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Validate(args) => Ok(validate(&args.config)),
+        Command::Plan(args) => plan_offline(&args),
+    }
+}
+
+fn validate(path: &std::path::Path) -> u8 {
+    match Config::load(path, env_region().as_deref()) {
+        Ok(config) => {
+            println!("{}: valid ({} mappings)", path.display(), config.mirrors.len());
+            EXIT_OK
+        }
+        Err(ConfigLoadError::Invalid { errors, .. }) => {
+            print!("{}", config::render_errors(&errors));
+            println!("{}: {} errors", path.display(), errors.len());
+            EXIT_ERROR
+        }
+        Err(error) => {
+            println!("{error}");
+            EXIT_ERROR
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    match Config::load(path, env_region().as_deref()) {
+        Ok(config) => Ok(config),
+        Err(ConfigLoadError::Invalid { errors, .. }) => {
+            anyhow::bail!("{} is invalid:\n{}", path.display(), config::render_errors(&errors).trim_end())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn plan_offline(args: &PlanArgs) -> anyhow::Result<u8> {
+    let config = load_config(&args.config.config)?;
+    let text = std::fs::read_to_string(&args.snapshot)
+        .with_context(|| format!("cannot read snapshot {}", args.snapshot.display()))?;
+    let snapshot =
+        Snapshot::from_json(&text).with_context(|| format!("{} is not a valid snapshot", args.snapshot.display()))?;
+    let (plan, _) = plan::plan(&config, &snapshot, &Memory::default(), SystemTime::now());
+    match args.format {
+        PlanFormat::Text => print!("{}", plan::render_text(&plan, &snapshot)),
+        PlanFormat::Json => print!("{}", plan::render_json(&plan)),
+    }
+    Ok(if plan.is_empty() { EXIT_OK } else { EXIT_CHANGES })
+}

@@ -689,6 +689,33 @@ keyed_list!(keyed_instances, InstanceId, Instance, id);
 keyed_list!(keyed_links, InstanceId, Link, instance_id);
 keyed_list!(keyed_vpcs, VpcId, Vpc, id);
 
+/// Keeps only what EC2 accepts in VPC group names and descriptions
+/// (`a-zA-Z0-9 ._-:/()#,@[]+=&;{}!$*`), up to 255 characters.
+#[must_use]
+pub fn sanitize_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c) { c } else { '_' })
+        .take(255)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// The mirror's name: sanitised; never empty, never `sg-…` (EC2 forbids both).
+#[must_use]
+pub fn mirror_name(name: &str, source: &GroupId) -> String {
+    let clean = sanitize_text(name);
+    if clean.is_empty() || clean.starts_with("sg-") { format!("mirror-of-{source}") } else { clean }
+}
+
+/// The mirror's description: the source's, sanitised; empty becomes
+/// `Mirror of <name>`.
+#[must_use]
+pub fn mirror_description(source_description: &str, name: &str) -> String {
+    let clean = sanitize_text(source_description);
+    if clean.is_empty() { sanitize_text(&format!("Mirror of {name}")) } else { clean }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ pub use types::*;
 use crate::config::{Config, Mode, SourceRef};
 use crate::model::{
     Grant, GrantKey, GroupId, InstanceId, InstanceState, MAX_GROUPS_PER_LINK, OWNERSHIP_TAG, Peer, SecurityGroup,
-    Snapshot, VpcId,
+    Snapshot, VpcId, mirror_description, mirror_name, sanitize_text,
 };
 
 /// Plans one cycle. Pure and deterministic; returns the plan and the memory
@@ -1137,33 +1137,6 @@ fn origin_label(origin: Origin) -> String {
 
 fn round_secs(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_secs(d.as_secs())
-}
-
-/// Keeps only what EC2 accepts in VPC group names and descriptions
-/// (`a-zA-Z0-9 ._-:/()#,@[]+=&;{}!$*`), up to 255 characters.
-#[must_use]
-pub fn sanitize_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c) { c } else { '_' })
-        .take(255)
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
-
-/// The mirror's name: sanitised; never empty, never `sg-…` (EC2 forbids both).
-#[must_use]
-pub fn mirror_name(name: &str, source: &GroupId) -> String {
-    let clean = sanitize_text(name);
-    if clean.is_empty() || clean.starts_with("sg-") { format!("mirror-of-{source}") } else { clean }
-}
-
-/// The mirror's description: the source's, sanitised; empty becomes
-/// `Mirror of <name>`.
-#[must_use]
-pub fn mirror_description(source_description: &str, name: &str) -> String {
-    let clean = sanitize_text(source_description);
-    if clean.is_empty() { sanitize_text(&format!("Mirror of {name}")) } else { clean }
 }
 
 #[cfg(test)]
