@@ -1,13 +1,35 @@
 //! The mapping file: TOML → validated [`Config`] (SPEC §3).
 //!
 //! Sits before the loop: the daemon, `plan`, `apply` and `validate` all read
-//! the file through [`Config::from_toml_str`], which reads raw values first and
-//! validates after, so one run reports every error, each with its key path.
+//! the file through [`Config::from_toml_str`] (or [`Config::load`]), which
+//! reads raw values first and validates after, so one run reports every error,
+//! each with its key path (`mirror[1].vpc: "vpc-xyz" is not a VPC id`).
+//!
+//! Three steps, each unable to hide the errors of the next:
+//!
+//! 1. the text is parsed into a spanned TOML tree (a syntax error stops here:
+//!    it is the one error reported, with its line and column);
+//! 2. the tree is walked against the `SCHEMA` of known keys: unknown keys and sections of the
+//!    wrong shape are reported and pruned;
+//! 3. what is left is deserialized into `RawConfig` — every leaf a raw, spanned
+//!    TOML value, so deserialization cannot fail on a bad value — and each leaf
+//!    and each cross-entry rule is checked, collecting every error.
+//!
+//! Errors carry the position of the offending key or value, so they are
+//! reported in file order. Indices in paths are 0-based (`mirror[0]` is the
+//! first `[[mirror]]`).
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::model::{DEFAULT_DISCOVERY_TAG, DEFAULT_RULES_PER_GROUP, GroupId, VpcId};
 
@@ -192,5 +214,1710 @@ impl Config {
     #[must_use]
     pub fn mode_of(&self, mapping: &MirrorConfig) -> Mode {
         mapping.mode.unwrap_or(self.daemon.mode)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// A position in the mapping file, 1-based.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    /// Line, counting from 1.
+    pub line: usize,
+    /// Column in characters, counting from 1.
+    pub column: usize,
+}
+
+impl Location {
+    fn of_offset(text: &str, offset: usize) -> Self {
+        let before = text.get(..offset).unwrap_or(text);
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Self { line: before.matches('\n').count() + 1, column: before[line_start..].chars().count() + 1 }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// What kind of mistake a [`ConfigError`] is; see [`ConfigError::kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ErrorKind {
+    Syntax,
+    UnknownKey,
+    WrongType,
+    MissingKey,
+    InvalidValue,
+    Duplicate,
+}
+
+/// One problem in the mapping file, at a key path.
+///
+/// Displays as `path: message`, e.g. `mirror[1].vpc: "vpc-xyz" is not a VPC
+/// id`. Indices in paths are 0-based. A TOML syntax error has an empty path
+/// and displays as its message alone, which names the line and column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path of the offending key or value (`daemon.interval`,
+    /// `mirror[0].vpc`); empty for a syntax error.
+    pub path: String,
+    /// What is wrong, e.g. `unknown key` or `"30 parsecs" is not a duration`.
+    pub message: String,
+    kind: ErrorKind,
+    location: Option<Location>,
+}
+
+impl ConfigError {
+    /// Stable label for metrics: `syntax`, `unknown_key`, `wrong_type`,
+    /// `missing_key`, `invalid_value` or `duplicate`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Syntax => "syntax",
+            ErrorKind::UnknownKey => "unknown_key",
+            ErrorKind::WrongType => "wrong_type",
+            ErrorKind::MissingKey => "missing_key",
+            ErrorKind::InvalidValue => "invalid_value",
+            ErrorKind::Duplicate => "duplicate",
+        }
+    }
+
+    /// Where in the file the error is, when it is somewhere: a missing key of
+    /// an absent section, or a bad `AWS_REGION`, has no location.
+    #[must_use]
+    pub fn location(&self) -> Option<Location> {
+        self.location
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Renders errors one per line (each ending in `\n`), in the order they
+/// appear in the file; errors without a location (see
+/// [`ConfigError::location`]) come first. This is what `validate` prints.
+#[must_use]
+pub fn render_errors(errors: &[ConfigError]) -> String {
+    let mut sorted: Vec<&ConfigError> = errors.iter().collect();
+    sorted.sort_by_key(|e| e.location);
+    let mut out = String::new();
+    for error in sorted {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "{error}");
+    }
+    out
+}
+
+/// Why [`Config::load`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigLoadError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid mapping file.
+    #[error("invalid configuration file {} ({} error{}):\n{}", path.display(), errors.len(),
+        if errors.len() == 1 { "" } else { "s" }, render_errors(errors).trim_end())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every error, in file order.
+        errors: Vec<ConfigError>,
+    },
+}
+
+impl ConfigLoadError {
+    /// Stable label for metrics: `read` or `invalid`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "read",
+            Self::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Schema and raw form
+// ---------------------------------------------------------------------------
+
+/// The shape of a top-level key and the keys allowed inside it.
+enum Shape {
+    /// `[name]`.
+    Table(&'static [&'static str]),
+    /// `[[name]]`.
+    ArrayOfTables(&'static [&'static str]),
+}
+
+/// Every key of the file. Must agree with the fields of `RawConfig`; a test
+/// checks it does.
+const SCHEMA: &[(&str, Shape)] = &[
+    ("aws", Shape::Table(&["region", "endpoint_url", "profile"])),
+    ("daemon", Shape::Table(&["interval", "listen", "mode"])),
+    (
+        "safety",
+        Shape::Table(&[
+            "max_revokes_per_cycle",
+            "max_deletes_per_cycle",
+            "max_unlinks_per_cycle",
+            "orphan_grace",
+            "delete_orphans",
+            "max_source_shrink",
+        ]),
+    ),
+    (
+        "rate_limit",
+        Shape::Table(&[
+            "mutating_per_second",
+            "mutating_burst",
+            "describe_per_second",
+            "describe_burst",
+            "max_in_flight",
+        ]),
+    ),
+    ("limits", Shape::Table(&["rules_per_group"])),
+    ("discovery", Shape::Table(&["tag_key"])),
+    (
+        "mirror",
+        Shape::ArrayOfTables(&["source_group", "vpc", "name", "link_instances", "mode", "adopt", "enable_classiclink"]),
+    ),
+];
+
+/// A leaf as written: any TOML value, with its position, so that checking it
+/// is our job and not serde's (which would stop at the first bad one).
+type RawValue = Spanned<toml::Value>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    aws: Option<Spanned<RawAws>>,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    safety: RawSafety,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    discovery: RawDiscovery,
+    #[serde(default)]
+    mirror: Vec<Spanned<RawMirror>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: Option<RawValue>,
+    endpoint_url: Option<RawValue>,
+    profile: Option<RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    interval: Option<RawValue>,
+    listen: Option<RawValue>,
+    mode: Option<RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    max_revokes_per_cycle: Option<RawValue>,
+    max_deletes_per_cycle: Option<RawValue>,
+    max_unlinks_per_cycle: Option<RawValue>,
+    orphan_grace: Option<RawValue>,
+    delete_orphans: Option<RawValue>,
+    max_source_shrink: Option<RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    mutating_per_second: Option<RawValue>,
+    mutating_burst: Option<RawValue>,
+    describe_per_second: Option<RawValue>,
+    describe_burst: Option<RawValue>,
+    max_in_flight: Option<RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    rules_per_group: Option<RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    tag_key: Option<RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    source_group: Option<RawValue>,
+    vpc: Option<RawValue>,
+    name: Option<RawValue>,
+    link_instances: Option<RawValue>,
+    mode: Option<RawValue>,
+    adopt: Option<RawValue>,
+    enable_classiclink: Option<RawValue>,
+}
+
+// ---------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------
+
+impl Config {
+    /// Parses and validates a mapping file's text (SPEC §3).
+    ///
+    /// `env_region` is the `AWS_REGION` environment variable, used when the
+    /// file has no `aws.region` (the file wins); an empty value counts as unset.
+    ///
+    /// # Errors
+    /// Every problem found, in file order: a TOML syntax error alone (it stops
+    /// parsing), otherwise all unknown keys, wrongly typed or invalid values,
+    /// missing required keys and conflicting `[[mirror]]` entries at once.
+    pub fn from_toml_str(text: &str, env_region: Option<&str>) -> Result<Config, Vec<ConfigError>> {
+        let mut cx = Checker { text, errors: Vec::new() };
+        let mut root = match DeTable::parse(text) {
+            Ok(root) => root,
+            Err(e) => {
+                let location = e.span().map(|span| Location::of_offset(text, span.start));
+                let at = location.map_or_else(String::new, |l| format!(" at {l}"));
+                let message = format!("TOML syntax error{at}: {}", e.message().trim().replace('\n', "; "));
+                return Err(vec![ConfigError { path: String::new(), message, kind: ErrorKind::Syntax, location }]);
+            }
+        };
+        let skipped = cx.prune(root.get_mut());
+        // After pruning, every key left is a field and every leaf is a raw
+        // value, so this cannot fail; if it does, report rather than panic.
+        let config = match RawConfig::deserialize(toml::de::Deserializer::from(root)) {
+            Ok(raw) => cx.check(&raw, &skipped, env_region),
+            Err(e) => {
+                cx.push(ErrorKind::WrongType, "", e.span(), e.message().to_owned());
+                None
+            }
+        };
+        match config {
+            Some(config) if cx.errors.is_empty() => Ok(config),
+            _ => {
+                let mut errors = cx.errors;
+                errors.sort_by_key(|e| e.location);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Reads and validates the mapping file at `path`; see
+    /// [`Config::from_toml_str`].
+    ///
+    /// # Errors
+    /// [`ConfigLoadError::Read`] when the file cannot be read (it names the
+    /// path), [`ConfigLoadError::Invalid`] with every validation error.
+    pub fn load(path: &Path, env_region: Option<&str>) -> Result<Config, ConfigLoadError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read { path: path.to_owned(), source })?;
+        Self::from_toml_str(&text, env_region)
+            .map_err(|errors| ConfigLoadError::Invalid { path: path.to_owned(), errors })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checking
+// ---------------------------------------------------------------------------
+
+/// Maximum length of a security group name (EC2).
+const MAX_GROUP_NAME_LEN: usize = 255;
+/// Maximum length of a tag key (EC2).
+const MAX_TAG_KEY_LEN: usize = 128;
+/// Maximum of `limits.rules_per_group` (EC2's hard ceiling is 1000).
+const MAX_RULES_PER_GROUP: u64 = 1000;
+/// Punctuation EC2 allows in VPC security group names, besides letters,
+/// digits and spaces.
+const VPC_GROUP_NAME_PUNCTUATION: &str = "._-:/()#,@[]+=&;{}!$*";
+
+/// A key as it appears in a path: bare when TOML allows it bare, else quoted.
+fn key_segment(key: &str) -> Cow<'_, str> {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        Cow::Borrowed(key)
+    } else {
+        Cow::Owned(format!("{key:?}"))
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() { key_segment(key).into_owned() } else { format!("{prefix}.{}", key_segment(key)) }
+}
+
+fn a_type(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// `xx-xxxx-N`: lowercase words joined by dashes, at least two of them,
+/// then a number (`us-east-1`, `us-gov-west-1`, `ap-southeast-2`).
+fn is_plausible_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    let Some((number, words)) = parts.split_last() else { return false };
+    words.len() >= 2
+        && words[0].len() == 2
+        && words.iter().all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A small check that an endpoint is an `http://` or `https://` URL with a
+/// host and, if given, a valid port. Not a full URL parser.
+fn check_endpoint_url(url: &str) -> Result<(), &'static str> {
+    let lower = url.to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &url["http://".len()..]
+    } else if lower.starts_with("https://") {
+        &url["https://".len()..]
+    } else {
+        return Err("is not an http:// or https:// URL");
+    };
+    if url.chars().any(char::is_whitespace) {
+        return Err("is not a URL (it contains whitespace)");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else { return Err("has an unclosed IPv6 address") };
+        match after.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if after.is_empty() => (host, None),
+            None => return Err("has garbage after its IPv6 address"),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b)) {
+        return Err("has an invalid host");
+    }
+    if let Some(port) = port
+        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err())
+    {
+        return Err("has an invalid port");
+    }
+    Ok(())
+}
+
+/// EC2's rules for a VPC security group name we may create.
+fn check_mirror_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if name.chars().count() > MAX_GROUP_NAME_LEN {
+        return Err(format!("is longer than {MAX_GROUP_NAME_LEN} characters"));
+    }
+    if name.starts_with("sg-") {
+        return Err(format!("{name:?} starts with \"sg-\", which EC2 does not allow in group names"));
+    }
+    if let Some(bad) =
+        name.chars().find(|&c| !(c.is_ascii_alphanumeric() || c == ' ' || VPC_GROUP_NAME_PUNCTUATION.contains(c)))
+    {
+        return Err(format!(
+            "{name:?} contains {bad:?}; VPC group names allow letters, digits, spaces and {VPC_GROUP_NAME_PUNCTUATION}"
+        ));
+    }
+    Ok(())
+}
+
+/// Collects errors while walking and checking; knows the text so it can turn
+/// spans into locations and show values as written.
+struct Checker<'t> {
+    text: &'t str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, kind: ErrorKind, path: impl Into<String>, span: Option<Range<usize>>, message: String) {
+        let location = span.map(|s| Location::of_offset(self.text, s.start));
+        self.errors.push(ConfigError { path: path.into(), message, kind, location });
+    }
+
+    /// Step 2: reports and removes unknown keys and sections of the wrong
+    /// shape. Returns the indices of `mirror` entries that are not tables;
+    /// they are replaced by empty tables so later indices keep their number,
+    /// and skipped by the checks.
+    fn prune(&mut self, root: &mut DeTable<'_>) -> BTreeSet<usize> {
+        let mut skipped = BTreeSet::new();
+        let mut drop = Vec::new();
+        for (key, value) in root.iter_mut() {
+            let name = key.get_ref().as_ref();
+            let Some((_, shape)) = SCHEMA.iter().find(|(known, _)| *known == name) else {
+                self.push(ErrorKind::UnknownKey, join("", name), Some(key.span()), "unknown key".to_owned());
+                drop.push(name.to_owned());
+                continue;
+            };
+            let span = value.span();
+            match (shape, value.get_mut()) {
+                (Shape::Table(keys), DeValue::Table(table)) => self.prune_table(table, name, keys),
+                (Shape::ArrayOfTables(keys), DeValue::Array(items)) => {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        let path = format!("{}[{i}]", key_segment(name));
+                        let item_span = item.span();
+                        if let DeValue::Table(table) = item.get_mut() {
+                            self.prune_table(table, &path, keys);
+                        } else {
+                            let found = a_type(item.get_ref());
+                            self.push(
+                                ErrorKind::WrongType,
+                                path,
+                                Some(item_span),
+                                format!("expected a table, found {found}"),
+                            );
+                            *item.get_mut() = DeValue::Table(DeTable::new());
+                            skipped.insert(i);
+                        }
+                    }
+                }
+                (Shape::Table(_), other) => {
+                    let message = format!("expected a table ([{name}]), found {}", a_type(other));
+                    self.push(ErrorKind::WrongType, join("", name), Some(span), message);
+                    drop.push(name.to_owned());
+                }
+                (Shape::ArrayOfTables(_), other) => {
+                    let message = format!("expected an array of tables ([[{name}]]), found {}", a_type(other));
+                    self.push(ErrorKind::WrongType, join("", name), Some(span), message);
+                    drop.push(name.to_owned());
+                }
+            }
+        }
+        for name in drop {
+            root.remove(&Spanned::new(0..0, Cow::Owned(name)));
+        }
+        skipped
+    }
+
+    fn prune_table(&mut self, table: &mut DeTable<'_>, path: &str, known: &[&str]) {
+        let mut drop = Vec::new();
+        for (key, _) in table.iter() {
+            let name = key.get_ref().as_ref();
+            if !known.contains(&name) {
+                self.push(ErrorKind::UnknownKey, join(path, name), Some(key.span()), "unknown key".to_owned());
+                drop.push(name.to_owned());
+            }
+        }
+        for name in drop {
+            table.remove(&Spanned::new(0..0, Cow::Owned(name)));
+        }
+    }
+
+    /// A value as the message shows it: strings quoted, scalars as written.
+    fn shown(&self, raw: &RawValue) -> String {
+        match raw.get_ref() {
+            toml::Value::String(s) => format!("{s:?}"),
+            toml::Value::Array(_) => "an array".to_owned(),
+            toml::Value::Table(_) => "a table".to_owned(),
+            other => self.text.get(raw.span()).map_or_else(|| other.to_string(), |s| s.trim().to_owned()),
+        }
+    }
+
+    fn wrong_type(&mut self, path: &str, raw: &RawValue, what: &str) {
+        let message = format!("{} is not {what}", self.shown(raw));
+        self.push(ErrorKind::WrongType, path, Some(raw.span()), message);
+    }
+
+    fn invalid(&mut self, path: &str, raw: &RawValue, message: String) {
+        self.push(ErrorKind::InvalidValue, path, Some(raw.span()), message);
+    }
+
+    fn string<'r>(&mut self, path: &str, raw: &'r RawValue) -> Option<&'r str> {
+        if let toml::Value::String(s) = raw.get_ref() {
+            Some(s)
+        } else {
+            self.wrong_type(path, raw, "a string");
+            None
+        }
+    }
+
+    fn boolean(&mut self, path: &str, raw: Option<&RawValue>, default: bool) -> Option<bool> {
+        let Some(raw) = raw else { return Some(default) };
+        if let toml::Value::Boolean(b) = raw.get_ref() {
+            Some(*b)
+        } else {
+            self.wrong_type(path, raw, "a boolean (true or false)");
+            None
+        }
+    }
+
+    fn duration(&mut self, path: &str, raw: Option<&RawValue>, default: Duration, min: Duration) -> Option<Duration> {
+        let Some(raw) = raw else { return Some(default) };
+        let toml::Value::String(text) = raw.get_ref() else {
+            self.wrong_type(path, raw, "a duration (write it as a string, e.g. \"30s\")");
+            return None;
+        };
+        let Ok(duration) = humantime::parse_duration(text) else {
+            self.invalid(path, raw, format!("{text:?} is not a duration"));
+            return None;
+        };
+        if duration < min {
+            let min = humantime::format_duration(min);
+            self.invalid(path, raw, format!("{text:?} is shorter than the minimum {min}"));
+            return None;
+        }
+        Some(duration)
+    }
+
+    /// An integer in `min..=max`; `max` is the type's maximum when the key
+    /// has no upper bound of its own.
+    fn integer(&mut self, path: &str, raw: Option<&RawValue>, default: u64, min: u64, max: u64) -> Option<u64> {
+        let Some(raw) = raw else { return Some(default) };
+        let toml::Value::Integer(value) = raw.get_ref() else {
+            self.wrong_type(path, raw, "an integer");
+            return None;
+        };
+        let shown = self.shown(raw);
+        match u64::try_from(*value) {
+            Ok(v) if (min..=max).contains(&v) => Some(v),
+            _ if max < u64::from(u32::MAX) => {
+                self.invalid(path, raw, format!("{shown} is outside {min}..={max}"));
+                None
+            }
+            _ if *value < 0 && min == 0 => {
+                self.invalid(path, raw, format!("{shown} is negative"));
+                None
+            }
+            Ok(v) if v > max => {
+                self.invalid(path, raw, format!("{shown} is larger than the maximum {max}"));
+                None
+            }
+            _ => {
+                self.invalid(path, raw, format!("{shown} is less than {min}"));
+                None
+            }
+        }
+    }
+
+    /// A number (integer or float) as `f64`.
+    fn number(&mut self, path: &str, raw: &RawValue) -> Option<f64> {
+        match raw.get_ref() {
+            toml::Value::Float(f) => Some(*f),
+            #[expect(clippy::cast_precision_loss, reason = "rates and fractions are small numbers")]
+            toml::Value::Integer(i) => Some(*i as f64),
+            _ => {
+                self.wrong_type(path, raw, "a number");
+                None
+            }
+        }
+    }
+
+    fn rate(&mut self, path: &str, raw: Option<&RawValue>, default: f64) -> Option<f64> {
+        let Some(raw) = raw else { return Some(default) };
+        let rate = self.number(path, raw)?;
+        if rate.is_finite() && rate > 0.0 {
+            Some(rate)
+        } else {
+            let shown = self.shown(raw);
+            self.invalid(path, raw, format!("{shown} is not a finite number greater than 0"));
+            None
+        }
+    }
+
+    fn usize_of(value: u64) -> usize {
+        usize::try_from(value).unwrap_or(usize::MAX)
+    }
+
+    fn u32_of(value: u64) -> u32 {
+        u32::try_from(value).unwrap_or(u32::MAX)
+    }
+
+    fn mode(&mut self, path: &str, raw: &RawValue) -> Option<Mode> {
+        match raw.get_ref() {
+            toml::Value::String(s) if s == "enforce" => Some(Mode::Enforce),
+            toml::Value::String(s) if s == "audit" => Some(Mode::Audit),
+            toml::Value::String(s) => {
+                self.invalid(path, raw, format!("{s:?} is not a mode (\"enforce\" or \"audit\")"));
+                None
+            }
+            _ => {
+                self.wrong_type(path, raw, "a mode (\"enforce\" or \"audit\")");
+                None
+            }
+        }
+    }
+
+    /// Step 3: checks every leaf and the cross-entry rules. Returns the
+    /// config when every value could be read; the caller still refuses it
+    /// if any error was recorded.
+    fn check(&mut self, raw: &RawConfig, skipped: &BTreeSet<usize>, env_region: Option<&str>) -> Option<Config> {
+        let defaults = Config::with_region(String::new());
+        let aws = self.check_aws(raw.aws.as_ref(), env_region);
+        let daemon = self.check_daemon(&raw.daemon, &defaults.daemon);
+        let safety = self.check_safety(&raw.safety, &defaults.safety);
+        let rate_limit = self.check_rate_limit(&raw.rate_limit, &defaults.rate_limit);
+        let limits = self.check_limits(&raw.limits, &defaults.limits);
+        let discovery = self.check_discovery(&raw.discovery);
+        let mirrors = self.check_mirrors(&raw.mirror, skipped);
+        Some(Config {
+            aws: aws?,
+            daemon: daemon?,
+            safety: safety?,
+            rate_limit: rate_limit?,
+            limits: limits?,
+            discovery: discovery?,
+            mirrors: mirrors?,
+        })
+    }
+
+    fn check_aws(&mut self, raw: Option<&Spanned<RawAws>>, env_region: Option<&str>) -> Option<AwsConfig> {
+        let table_span = raw.map(Spanned::span);
+        let empty = RawAws::default();
+        let raw = raw.map_or(&empty, Spanned::get_ref);
+        let region = match (&raw.region, env_region.map(str::trim).filter(|r| !r.is_empty())) {
+            (Some(value), _) => self.string("aws.region", value).and_then(|region| {
+                if is_plausible_region(region) {
+                    Some(region.to_owned())
+                } else {
+                    self.invalid("aws.region", value, format!("{region:?} is not an AWS region (like \"us-east-1\")"));
+                    None
+                }
+            }),
+            (None, Some(region)) if is_plausible_region(region) => Some(region.to_owned()),
+            (None, Some(region)) => {
+                let message = format!("{region:?} (from AWS_REGION) is not an AWS region (like \"us-east-1\")");
+                self.push(ErrorKind::InvalidValue, "aws.region", None, message);
+                None
+            }
+            (None, None) => {
+                let message = "required key is missing (or set AWS_REGION)".to_owned();
+                self.push(ErrorKind::MissingKey, "aws.region", table_span, message);
+                None
+            }
+        };
+        let mut ok = true;
+        let endpoint_url = raw.endpoint_url.as_ref().and_then(|value| {
+            let url = self.string("aws.endpoint_url", value).or_else(|| {
+                ok = false;
+                None
+            })?;
+            match check_endpoint_url(url) {
+                Ok(()) => Some(url.to_owned()),
+                Err(why) => {
+                    self.invalid("aws.endpoint_url", value, format!("{url:?} {why}"));
+                    ok = false;
+                    None
+                }
+            }
+        });
+        let profile = raw.profile.as_ref().and_then(|value| {
+            let profile = self.string("aws.profile", value).or_else(|| {
+                ok = false;
+                None
+            })?;
+            if profile.trim().is_empty() {
+                self.invalid(
+                    "aws.profile",
+                    value,
+                    "must not be empty (remove the key to use the default chain)".into(),
+                );
+                ok = false;
+                None
+            } else {
+                Some(profile.to_owned())
+            }
+        });
+        ok.then_some(AwsConfig { region: region?, endpoint_url, profile })
+    }
+
+    fn check_daemon(&mut self, raw: &RawDaemon, defaults: &DaemonConfig) -> Option<DaemonConfig> {
+        let interval =
+            self.duration("daemon.interval", raw.interval.as_ref(), defaults.interval, Duration::from_secs(1));
+        let listen = match &raw.listen {
+            None => Some(defaults.listen),
+            Some(value) => self.string("daemon.listen", value).and_then(|text| match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    let message = format!("{text:?} is not a socket address (IP:port, like \"127.0.0.1:9464\")");
+                    self.invalid("daemon.listen", value, message);
+                    None
+                }
+            }),
+        };
+        let mode = match &raw.mode {
+            None => Some(defaults.mode),
+            Some(value) => self.mode("daemon.mode", value),
+        };
+        Some(DaemonConfig { interval: interval?, listen: listen?, mode: mode? })
+    }
+
+    fn check_safety(&mut self, raw: &RawSafety, defaults: &SafetyConfig) -> Option<SafetyConfig> {
+        let cap = |cx: &mut Self, key: &str, value: &Option<RawValue>, default: usize| {
+            cx.integer(&format!("safety.{key}"), value.as_ref(), default as u64, 0, u64::MAX).map(Self::usize_of)
+        };
+        let max_revokes =
+            cap(self, "max_revokes_per_cycle", &raw.max_revokes_per_cycle, defaults.max_revokes_per_cycle);
+        let max_deletes =
+            cap(self, "max_deletes_per_cycle", &raw.max_deletes_per_cycle, defaults.max_deletes_per_cycle);
+        let max_unlinks =
+            cap(self, "max_unlinks_per_cycle", &raw.max_unlinks_per_cycle, defaults.max_unlinks_per_cycle);
+        let orphan_grace =
+            self.duration("safety.orphan_grace", raw.orphan_grace.as_ref(), defaults.orphan_grace, Duration::ZERO);
+        let delete_orphans =
+            self.boolean("safety.delete_orphans", raw.delete_orphans.as_ref(), defaults.delete_orphans);
+        let max_source_shrink = match &raw.max_source_shrink {
+            None => Some(defaults.max_source_shrink),
+            Some(value) => self.number("safety.max_source_shrink", value).and_then(|fraction| {
+                if fraction > 0.0 && fraction <= 1.0 {
+                    Some(fraction)
+                } else {
+                    let shown = self.shown(value);
+                    self.invalid("safety.max_source_shrink", value, format!("{shown} is outside (0, 1]"));
+                    None
+                }
+            }),
+        };
+        Some(SafetyConfig {
+            max_revokes_per_cycle: max_revokes?,
+            max_deletes_per_cycle: max_deletes?,
+            max_unlinks_per_cycle: max_unlinks?,
+            orphan_grace: orphan_grace?,
+            delete_orphans: delete_orphans?,
+            max_source_shrink: max_source_shrink?,
+        })
+    }
+
+    fn check_rate_limit(&mut self, raw: &RawRateLimit, defaults: &RateLimitConfig) -> Option<RateLimitConfig> {
+        let mutating_per_second =
+            self.rate("rate_limit.mutating_per_second", raw.mutating_per_second.as_ref(), defaults.mutating_per_second);
+        let describe_per_second =
+            self.rate("rate_limit.describe_per_second", raw.describe_per_second.as_ref(), defaults.describe_per_second);
+        let u32_max = u64::from(u32::MAX);
+        let mutating_burst = self
+            .integer(
+                "rate_limit.mutating_burst",
+                raw.mutating_burst.as_ref(),
+                defaults.mutating_burst.into(),
+                1,
+                u32_max,
+            )
+            .map(Self::u32_of);
+        let describe_burst = self
+            .integer(
+                "rate_limit.describe_burst",
+                raw.describe_burst.as_ref(),
+                defaults.describe_burst.into(),
+                1,
+                u32_max,
+            )
+            .map(Self::u32_of);
+        let max_in_flight = self
+            .integer("rate_limit.max_in_flight", raw.max_in_flight.as_ref(), defaults.max_in_flight as u64, 1, u32_max)
+            .map(Self::usize_of);
+        Some(RateLimitConfig {
+            mutating_per_second: mutating_per_second?,
+            mutating_burst: mutating_burst?,
+            describe_per_second: describe_per_second?,
+            describe_burst: describe_burst?,
+            max_in_flight: max_in_flight?,
+        })
+    }
+
+    fn check_limits(&mut self, raw: &RawLimits, defaults: &LimitsConfig) -> Option<LimitsConfig> {
+        let default = defaults.rules_per_group as u64;
+        let rules_per_group =
+            self.integer("limits.rules_per_group", raw.rules_per_group.as_ref(), default, 1, MAX_RULES_PER_GROUP)?;
+        Some(LimitsConfig { rules_per_group: Self::usize_of(rules_per_group) })
+    }
+
+    fn check_discovery(&mut self, raw: &RawDiscovery) -> Option<DiscoveryConfig> {
+        let Some(value) = &raw.tag_key else {
+            return Some(DiscoveryConfig { tag_key: Some(DEFAULT_DISCOVERY_TAG.to_owned()) });
+        };
+        let key = self.string("discovery.tag_key", value)?;
+        if key.is_empty() {
+            return Some(DiscoveryConfig { tag_key: None });
+        }
+        if key.chars().count() > MAX_TAG_KEY_LEN {
+            self.invalid("discovery.tag_key", value, format!("is longer than {MAX_TAG_KEY_LEN} characters"));
+            return None;
+        }
+        if key.to_ascii_lowercase().starts_with("aws:") {
+            self.invalid("discovery.tag_key", value, format!("{key:?} uses the reserved \"aws:\" prefix"));
+            return None;
+        }
+        Some(DiscoveryConfig { tag_key: Some(key.to_owned()) })
+    }
+
+    fn source(&mut self, path: &str, raw: &RawValue) -> Option<SourceRef> {
+        let text = self.string(path, raw)?;
+        if text.starts_with("sg-") {
+            return match GroupId::try_new(text) {
+                Ok(id) => Some(SourceRef::Id(id)),
+                Err(e) => {
+                    self.invalid(path, raw, e.to_string());
+                    None
+                }
+            };
+        }
+        if text.is_empty() {
+            self.invalid(path, raw, "must not be empty (a group id like \"sg-0a1b2c3d\" or a group name)".into());
+            return None;
+        }
+        if text.chars().count() > MAX_GROUP_NAME_LEN {
+            self.invalid(path, raw, format!("is longer than {MAX_GROUP_NAME_LEN} characters"));
+            return None;
+        }
+        Some(SourceRef::Name(text.to_owned()))
+    }
+
+    fn check_mirrors(&mut self, raw: &[Spanned<RawMirror>], skipped: &BTreeSet<usize>) -> Option<Vec<MirrorConfig>> {
+        let mut mirrors = Vec::new();
+        let mut complete = true;
+        // First index using each source, and each (VPC, case-folded name):
+        // EC2 group names are case-insensitive within a VPC.
+        let mut sources: BTreeMap<SourceRef, usize> = BTreeMap::new();
+        let mut names: BTreeMap<(VpcId, String), usize> = BTreeMap::new();
+        for (i, entry) in raw.iter().enumerate() {
+            if skipped.contains(&i) {
+                complete = false;
+                continue;
+            }
+            let at = |key: &str| format!("mirror[{i}].{key}");
+            let m = entry.get_ref();
+            let missing = |cx: &mut Self, key: &str| {
+                cx.push(ErrorKind::MissingKey, at(key), Some(entry.span()), "required key is missing".to_owned());
+            };
+            let source = match &m.source_group {
+                Some(value) => self.source(&at("source_group"), value),
+                None => {
+                    missing(self, "source_group");
+                    None
+                }
+            };
+            let vpc = match &m.vpc {
+                Some(value) => self.string(&at("vpc"), value).and_then(|text| {
+                    VpcId::try_new(text).map_err(|e| self.invalid(&at("vpc"), value, e.to_string())).ok()
+                }),
+                None => {
+                    missing(self, "vpc");
+                    None
+                }
+            };
+            let name = match &m.name {
+                None => Some(None),
+                Some(value) => self.string(&at("name"), value).and_then(|name| match check_mirror_name(name) {
+                    Ok(()) => Some(Some(name.to_owned())),
+                    Err(why) => {
+                        self.invalid(&at("name"), value, why);
+                        None
+                    }
+                }),
+            };
+            let link_instances = self.boolean(&at("link_instances"), m.link_instances.as_ref(), true);
+            let mode = match &m.mode {
+                None => Some(None),
+                Some(value) => self.mode(&at("mode"), value).map(Some),
+            };
+            let adopt = self.boolean(&at("adopt"), m.adopt.as_ref(), false);
+            let enable_classiclink = self.boolean(&at("enable_classiclink"), m.enable_classiclink.as_ref(), false);
+
+            // Cross-entry rules, on whatever could be read.
+            let mut duplicate = false;
+            if let (Some(source), Some(value)) = (&source, &m.source_group) {
+                if let Some(first) = sources.get(source) {
+                    let message = format!("{:?} is already mapped by mirror[{first}]", source.to_string());
+                    self.push(ErrorKind::Duplicate, at("source_group"), Some(value.span()), message);
+                    duplicate = true;
+                } else {
+                    sources.insert(source.clone(), i);
+                }
+            }
+            // The mirror's name is known now when given, or when the source
+            // is given by name (the mirror is named after it).
+            let explicit = match (&name, &source) {
+                (Some(Some(name)), _) => m.name.as_ref().map(|v| (name.clone(), "name", v.span(), "")),
+                (Some(None), Some(SourceRef::Name(source))) => {
+                    m.source_group.as_ref().map(|v| (source.clone(), "source_group", v.span(), " (the source's name)"))
+                }
+                _ => None,
+            };
+            if let (false, Some(vpc), Some((name, key, span, origin))) = (duplicate, &vpc, explicit) {
+                match names.get(&(vpc.clone(), name.to_lowercase())) {
+                    Some(first) => {
+                        let message =
+                            format!("mirror name {name:?}{origin} is already used in {vpc} by mirror[{first}]");
+                        self.push(ErrorKind::Duplicate, at(key), Some(span), message);
+                    }
+                    None => {
+                        names.insert((vpc.clone(), name.to_lowercase()), i);
+                    }
+                }
+            }
+
+            match (source, vpc, name, link_instances, mode, adopt, enable_classiclink) {
+                (Some(source), Some(vpc), Some(name), Some(link_instances), Some(mode), Some(adopt), Some(enable)) => {
+                    mirrors.push(MirrorConfig {
+                        source,
+                        vpc,
+                        name,
+                        link_instances,
+                        mode,
+                        adopt,
+                        enable_classiclink: enable,
+                    });
+                }
+                _ => complete = false,
+            }
+        }
+        complete.then_some(mirrors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGION: &str = "[aws]\nregion = \"us-east-1\"\n";
+
+    /// Parses `REGION` followed by `rest`.
+    fn parse(rest: &str) -> Result<Config, Vec<ConfigError>> {
+        Config::from_toml_str(&format!("{REGION}{rest}"), None)
+    }
+
+    fn ok(rest: &str) -> Config {
+        parse(rest).unwrap_or_else(|errors| panic!("unexpected errors:\n{}", render_errors(&errors)))
+    }
+
+    /// The errors of `REGION` followed by `rest`, as displayed.
+    fn errors(rest: &str) -> Vec<String> {
+        match parse(rest) {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn one_error(rest: &str) -> String {
+        let errors = errors(rest);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.into_iter().next().unwrap_or_default()
+    }
+
+    const VPC: &str = "vpc-9f2e1d0c";
+
+    fn mirror(source: &str, extra: &str) -> String {
+        format!("[[mirror]]\nsource_group = {source:?}\nvpc = \"{VPC}\"\n{extra}\n")
+    }
+
+    // --- defaults, region ------------------------------------------------
+
+    #[test]
+    fn a_file_with_only_a_region_gives_every_default() {
+        assert_eq!(ok(""), Config::with_region("us-east-1"));
+    }
+
+    #[test]
+    fn an_empty_file_takes_the_region_from_the_environment() {
+        assert_eq!(Config::from_toml_str("", Some("eu-west-1")), Ok(Config::with_region("eu-west-1")));
+    }
+
+    #[test]
+    fn the_region_in_the_file_wins_over_the_environment() {
+        let config = Config::from_toml_str(REGION, Some("eu-west-1")).unwrap();
+        assert_eq!(config.aws.region, "us-east-1");
+    }
+
+    #[test]
+    fn a_missing_region_without_environment_is_reported() {
+        let errors = Config::from_toml_str("", None).unwrap_err();
+        assert_eq!(render_errors(&errors), "aws.region: required key is missing (or set AWS_REGION)\n");
+        assert_eq!(errors[0].kind(), "missing_key");
+        assert_eq!(errors[0].location(), None);
+        let errors = Config::from_toml_str("[aws]\nprofile = \"p\"\n", Some("")).unwrap_err();
+        assert_eq!(errors[0].location(), Some(Location { line: 1, column: 1 }), "points at the [aws] header");
+    }
+
+    #[test]
+    fn an_implausible_region_is_rejected() {
+        for bad in ["US-EAST-1", "useast1", "us-east", "us-east-1a", "u-east-1", "us--1", ""] {
+            let text = format!("[aws]\nregion = {bad:?}\n");
+            let errors = Config::from_toml_str(&text, None).unwrap_err();
+            assert_eq!(
+                render_errors(&errors),
+                format!("aws.region: {bad:?} is not an AWS region (like \"us-east-1\")\n"),
+                "{bad}"
+            );
+        }
+        for good in ["us-east-1", "us-gov-west-1", "ap-southeast-2", "eu-central-1", "us-isob-east-1"] {
+            assert!(Config::from_toml_str(&format!("[aws]\nregion = {good:?}\n"), None).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_region_from_the_environment_is_checked_too() {
+        let errors = Config::from_toml_str("", Some("moon")).unwrap_err();
+        assert_eq!(
+            render_errors(&errors),
+            "aws.region: \"moon\" (from AWS_REGION) is not an AWS region (like \"us-east-1\")\n"
+        );
+    }
+
+    #[test]
+    fn a_region_that_is_not_a_string_is_a_type_error() {
+        let errors = Config::from_toml_str("[aws]\nregion = 1\n", None).unwrap_err();
+        assert_eq!(render_errors(&errors), "aws.region: 1 is not a string\n");
+        assert_eq!(errors[0].kind(), "wrong_type");
+    }
+
+    // --- aws -------------------------------------------------------------
+
+    #[test]
+    fn endpoint_url_must_be_an_http_or_https_url() {
+        for good in ["http://127.0.0.1:4566", "https://ec2.us-east-1.amazonaws.com", "http://[::1]:4566/", "HTTP://x"] {
+            let config = ok(&format!("endpoint_url = {good:?}\n"));
+            assert_eq!(config.aws.endpoint_url.as_deref(), Some(good));
+        }
+        for (bad, why) in [
+            ("ftp://x", "is not an http:// or https:// URL"),
+            ("127.0.0.1:4566", "is not an http:// or https:// URL"),
+            ("http://", "has no host"),
+            ("http://:80", "has no host"),
+            ("http://host:99999", "has an invalid port"),
+            ("http://host:", "has an invalid port"),
+            ("http://a b", "is not a URL (it contains whitespace)"),
+            ("http://[::1", "has an unclosed IPv6 address"),
+            ("http://ho%st", "has an invalid host"),
+        ] {
+            assert_eq!(one_error(&format!("endpoint_url = {bad:?}\n")), format!("aws.endpoint_url: {bad:?} {why}"));
+        }
+    }
+
+    #[test]
+    fn profile_is_read_and_must_not_be_empty() {
+        assert_eq!(ok("profile = \"migration\"\n").aws.profile.as_deref(), Some("migration"));
+        assert_eq!(
+            one_error("profile = \"\"\n"),
+            "aws.profile: must not be empty (remove the key to use the default chain)"
+        );
+    }
+
+    // --- structure ---------------------------------------------------------
+
+    #[test]
+    fn an_unknown_key_is_reported_with_its_path() {
+        let errors = errors("[safety]\nmax_revoke_per_cycle = 5\n");
+        assert_eq!(errors, ["safety.max_revoke_per_cycle: unknown key"]);
+    }
+
+    #[test]
+    fn an_unknown_section_is_reported_once_not_key_by_key() {
+        assert_eq!(errors("[deamon]\ninterval = \"5s\"\nlisten = \"x\"\n"), ["deamon: unknown key"]);
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_mirror_names_its_index() {
+        let text = format!("{}{}", mirror("sg-01", ""), mirror("sg-02", "vcp = \"vpc-1\""));
+        assert_eq!(errors(&text), ["mirror[1].vcp: unknown key"]);
+    }
+
+    #[test]
+    fn an_unknown_key_with_odd_characters_is_quoted_in_the_path() {
+        assert_eq!(errors("[aws.\"my key\"]\n"), ["aws.\"my key\": unknown key"]);
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_a_type_error() {
+        let errors = Config::from_toml_str("aws = \"us-east-1\"\n", None).unwrap_err();
+        let rendered = render_errors(&errors);
+        assert_eq!(
+            rendered,
+            "aws.region: required key is missing (or set AWS_REGION)\naws: expected a table ([aws]), found a string\n"
+        );
+    }
+
+    #[test]
+    fn mirror_as_a_single_table_is_a_type_error() {
+        assert_eq!(
+            errors("[mirror]\nsource_group = \"sg-01\"\n"),
+            ["mirror: expected an array of tables ([[mirror]]), found a table"]
+        );
+    }
+
+    #[test]
+    fn a_mirror_entry_that_is_not_a_table_keeps_later_indices_stable() {
+        let text = "mirror = [\"sg-01\", { source_group = \"sg-02\", vpc = \"vpc-xyz\" }]\n";
+        let errors = Config::from_toml_str(text, Some("us-east-1")).unwrap_err();
+        assert_eq!(
+            render_errors(&errors),
+            "mirror[0]: expected a table, found a string\nmirror[1].vpc: \"vpc-xyz\" is not a VPC id\n"
+        );
+    }
+
+    #[test]
+    fn inline_mirror_tables_are_accepted() {
+        let text = "mirror = [{ source_group = \"sg-01\", vpc = \"vpc-02\" }]\n";
+        let config = Config::from_toml_str(text, Some("us-east-1")).unwrap();
+        assert_eq!(config.mirrors.len(), 1);
+    }
+
+    #[test]
+    fn a_syntax_error_is_one_error_with_line_and_column() {
+        let errors = Config::from_toml_str("[aws]\nregion = \"us-east-1\n[daemon]\nmode = audit\n", None).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].kind(), "syntax");
+        assert_eq!(errors[0].path, "");
+        assert_eq!(errors[0].location(), Some(Location { line: 2, column: 20 }));
+        assert_eq!(
+            errors[0].to_string(),
+            "TOML syntax error at line 2, column 20: invalid basic string, expected `\"`"
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_a_syntax_error() {
+        let errors =
+            Config::from_toml_str("[aws]\nregion = \"us-east-1\"\nregion = \"us-east-2\"\n", None).unwrap_err();
+        assert_eq!(render_errors(&errors), "TOML syntax error at line 3, column 1: duplicate key\n");
+    }
+
+    #[test]
+    fn every_error_is_reported_in_one_run_in_file_order() {
+        let text = "[daemon]\ninterval = \"30 parsecs\"\nbogus = 1\n[safety]\nmax_source_shrink = 1.5\n\
+                    delete_orphans = \"yes\"\n[rate_limit]\nmutating_burst = 0\n";
+        assert_eq!(
+            errors(text),
+            [
+                "daemon.interval: \"30 parsecs\" is not a duration",
+                "daemon.bogus: unknown key",
+                "safety.max_source_shrink: 1.5 is outside (0, 1]",
+                "safety.delete_orphans: \"yes\" is not a boolean (true or false)",
+                "rate_limit.mutating_burst: 0 is less than 1",
+            ]
+        );
+    }
+
+    // --- daemon ------------------------------------------------------------
+
+    #[test]
+    fn a_malformed_duration_is_reported_as_written() {
+        assert_eq!(
+            one_error("[daemon]\ninterval = \"30 parsecs\"\n"),
+            "daemon.interval: \"30 parsecs\" is not a duration"
+        );
+        assert_eq!(
+            one_error("[safety]\norphan_grace = \"ten minutes\"\n"),
+            "safety.orphan_grace: \"ten minutes\" is not a duration"
+        );
+    }
+
+    #[test]
+    fn a_duration_written_as_a_number_is_a_type_error() {
+        assert_eq!(
+            one_error("[daemon]\ninterval = 30\n"),
+            "daemon.interval: 30 is not a duration (write it as a string, e.g. \"30s\")"
+        );
+    }
+
+    #[test]
+    fn durations_are_read_with_humantime() {
+        let config = ok("[daemon]\ninterval = \"1m 30s\"\n[safety]\norphan_grace = \"2h\"\n");
+        assert_eq!(config.daemon.interval, Duration::from_secs(90));
+        assert_eq!(config.safety.orphan_grace, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn an_interval_shorter_than_one_second_is_rejected() {
+        assert_eq!(
+            one_error("[daemon]\ninterval = \"500ms\"\n"),
+            "daemon.interval: \"500ms\" is shorter than the minimum 1s"
+        );
+        assert_eq!(ok("[daemon]\ninterval = \"1s\"\n").daemon.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_orphan_grace_of_zero_is_allowed() {
+        assert_eq!(ok("[safety]\norphan_grace = \"0s\"\n").safety.orphan_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn listen_must_be_a_socket_address() {
+        assert_eq!(ok("[daemon]\nlisten = \"[::]:9000\"\n").daemon.listen, "[::]:9000".parse().unwrap());
+        assert_eq!(
+            one_error("[daemon]\nlisten = \"localhost:9464\"\n"),
+            "daemon.listen: \"localhost:9464\" is not a socket address (IP:port, like \"127.0.0.1:9464\")"
+        );
+    }
+
+    #[test]
+    fn mode_must_be_enforce_or_audit() {
+        assert_eq!(ok("[daemon]\nmode = \"audit\"\n").daemon.mode, Mode::Audit);
+        assert_eq!(
+            one_error("[daemon]\nmode = \"dry-run\"\n"),
+            "daemon.mode: \"dry-run\" is not a mode (\"enforce\" or \"audit\")"
+        );
+        assert_eq!(
+            one_error(&mirror("sg-01", "mode = true")),
+            "mirror[0].mode: true is not a mode (\"enforce\" or \"audit\")"
+        );
+    }
+
+    // --- safety ------------------------------------------------------------
+
+    #[test]
+    fn max_source_shrink_must_be_in_zero_exclusive_to_one_inclusive() {
+        for bad in ["0", "0.0", "1.5", "-0.1", "nan", "inf"] {
+            assert_eq!(
+                one_error(&format!("[safety]\nmax_source_shrink = {bad}\n")),
+                format!("safety.max_source_shrink: {bad} is outside (0, 1]")
+            );
+        }
+        assert_eq!(ok("[safety]\nmax_source_shrink = 1\n").safety.max_source_shrink, 1.0);
+        assert_eq!(ok("[safety]\nmax_source_shrink = 0.01\n").safety.max_source_shrink, 0.01);
+        assert_eq!(
+            one_error("[safety]\nmax_source_shrink = \"50%\"\n"),
+            "safety.max_source_shrink: \"50%\" is not a number"
+        );
+    }
+
+    #[test]
+    fn caps_of_zero_are_allowed() {
+        let config = ok("[safety]\nmax_revokes_per_cycle = 0\nmax_deletes_per_cycle = 0\nmax_unlinks_per_cycle = 0\n");
+        assert_eq!(
+            (
+                config.safety.max_revokes_per_cycle,
+                config.safety.max_deletes_per_cycle,
+                config.safety.max_unlinks_per_cycle
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn caps_must_be_non_negative_integers() {
+        assert_eq!(
+            errors(
+                "[safety]\nmax_revokes_per_cycle = -1\nmax_deletes_per_cycle = 2.5\nmax_unlinks_per_cycle = \"50\"\n"
+            ),
+            [
+                "safety.max_revokes_per_cycle: -1 is negative",
+                "safety.max_deletes_per_cycle: 2.5 is not an integer",
+                "safety.max_unlinks_per_cycle: \"50\" is not an integer",
+            ]
+        );
+    }
+
+    #[test]
+    fn delete_orphans_must_be_a_boolean() {
+        assert!(!ok("[safety]\ndelete_orphans = false\n").safety.delete_orphans);
+        assert_eq!(
+            one_error("[safety]\ndelete_orphans = 0\n"),
+            "safety.delete_orphans: 0 is not a boolean (true or false)"
+        );
+    }
+
+    // --- rate limits, limits -------------------------------------------------
+
+    #[test]
+    fn rates_must_be_positive_and_finite() {
+        for bad in ["0", "0.0", "-1.5", "inf", "nan"] {
+            assert_eq!(
+                one_error(&format!("[rate_limit]\nmutating_per_second = {bad}\n")),
+                format!("rate_limit.mutating_per_second: {bad} is not a finite number greater than 0")
+            );
+        }
+        assert_eq!(
+            one_error("[rate_limit]\ndescribe_per_second = \"fast\"\n"),
+            "rate_limit.describe_per_second: \"fast\" is not a number"
+        );
+        let config = ok("[rate_limit]\nmutating_per_second = 3\ndescribe_per_second = 0.5\n");
+        assert_eq!((config.rate_limit.mutating_per_second, config.rate_limit.describe_per_second), (3.0, 0.5));
+    }
+
+    #[test]
+    fn bursts_and_max_in_flight_must_be_at_least_one() {
+        assert_eq!(
+            errors("[rate_limit]\nmutating_burst = 0\ndescribe_burst = -3\nmax_in_flight = 0\n"),
+            [
+                "rate_limit.mutating_burst: 0 is less than 1",
+                "rate_limit.describe_burst: -3 is less than 1",
+                "rate_limit.max_in_flight: 0 is less than 1",
+            ]
+        );
+        assert_eq!(
+            one_error("[rate_limit]\nmutating_burst = 4294967296\n"),
+            "rate_limit.mutating_burst: 4294967296 is larger than the maximum 4294967295"
+        );
+        let config = ok("[rate_limit]\nmutating_burst = 1\ndescribe_burst = 1\nmax_in_flight = 1\n");
+        assert_eq!(
+            (config.rate_limit.mutating_burst, config.rate_limit.describe_burst, config.rate_limit.max_in_flight),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn rules_per_group_must_be_between_1_and_1000() {
+        assert_eq!(ok("[limits]\nrules_per_group = 1000\n").limits.rules_per_group, 1000);
+        assert_eq!(ok("[limits]\nrules_per_group = 1\n").limits.rules_per_group, 1);
+        for bad in ["0", "1001", "-5"] {
+            assert_eq!(
+                one_error(&format!("[limits]\nrules_per_group = {bad}\n")),
+                format!("limits.rules_per_group: {bad} is outside 1..=1000")
+            );
+        }
+    }
+
+    // --- discovery -----------------------------------------------------------
+
+    #[test]
+    fn an_empty_tag_key_disables_discovery() {
+        assert_eq!(ok("[discovery]\ntag_key = \"\"\n").discovery.tag_key, None);
+        assert_eq!(ok("[discovery]\ntag_key = \"team:mirror\"\n").discovery.tag_key.as_deref(), Some("team:mirror"));
+    }
+
+    #[test]
+    fn a_tag_key_must_be_a_usable_ec2_tag_key() {
+        let long = "k".repeat(129);
+        assert_eq!(
+            one_error(&format!("[discovery]\ntag_key = \"{long}\"\n")),
+            "discovery.tag_key: is longer than 128 characters"
+        );
+        assert_eq!(
+            one_error("[discovery]\ntag_key = \"aws:mirror\"\n"),
+            "discovery.tag_key: \"aws:mirror\" uses the reserved \"aws:\" prefix"
+        );
+        assert_eq!(one_error("[discovery]\ntag_key = false\n"), "discovery.tag_key: false is not a string");
+    }
+
+    // --- mirrors -------------------------------------------------------------
+
+    #[test]
+    fn a_mirror_is_read_with_its_defaults() {
+        let config = ok(&mirror("sg-0a1b2c3d", ""));
+        let expected =
+            MirrorConfig::new(SourceRef::Id(GroupId::try_new("sg-0a1b2c3d").unwrap()), VpcId::try_new(VPC).unwrap());
+        assert_eq!(config.mirrors, [expected]);
+    }
+
+    #[test]
+    fn a_mirror_reads_every_override() {
+        let config = ok(&mirror(
+            "web",
+            "name = \"web-mirror\"\nlink_instances = false\nmode = \"audit\"\nadopt = true\nenable_classiclink = true",
+        ));
+        let m = &config.mirrors[0];
+        assert_eq!(m.source, SourceRef::Name("web".to_owned()));
+        assert_eq!(m.name.as_deref(), Some("web-mirror"));
+        assert!(!m.link_instances && m.adopt && m.enable_classiclink);
+        assert_eq!(m.mode, Some(Mode::Audit));
+        assert_eq!(config.mode_of(m), Mode::Audit);
+    }
+
+    #[test]
+    fn mirror_booleans_must_be_booleans() {
+        assert_eq!(
+            errors(&mirror("sg-01", "link_instances = 1\nadopt = \"no\"\nenable_classiclink = []")),
+            [
+                "mirror[0].link_instances: 1 is not a boolean (true or false)",
+                "mirror[0].adopt: \"no\" is not a boolean (true or false)",
+                "mirror[0].enable_classiclink: an array is not a boolean (true or false)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_source_group_starting_with_sg_must_be_a_well_formed_id() {
+        assert_eq!(one_error(&mirror("sg-xyz", "")), "mirror[0].source_group: \"sg-xyz\" is not a security group id");
+    }
+
+    #[test]
+    fn a_source_group_not_starting_with_sg_is_a_name() {
+        assert_eq!(ok(&mirror("web servers", "")).mirrors[0].source, SourceRef::Name("web servers".to_owned()));
+        assert_eq!(
+            one_error(&mirror("", "")),
+            "mirror[0].source_group: must not be empty (a group id like \"sg-0a1b2c3d\" or a group name)"
+        );
+        assert_eq!(one_error(&mirror(&"w".repeat(256), "")), "mirror[0].source_group: is longer than 255 characters");
+        assert!(parse(&mirror(&"w".repeat(255), "")).is_ok());
+    }
+
+    #[test]
+    fn vpc_must_be_a_vpc_id() {
+        let text = format!("{}[[mirror]]\nsource_group = \"sg-02\"\nvpc = \"vpc-xyz\"\n", mirror("sg-01", ""));
+        assert_eq!(one_error(&text), "mirror[1].vpc: \"vpc-xyz\" is not a VPC id");
+        assert_eq!(one_error("[[mirror]]\nsource_group = \"sg-01\"\nvpc = 7\n"), "mirror[0].vpc: 7 is not a string");
+    }
+
+    #[test]
+    fn missing_source_group_and_vpc_are_reported_at_the_entry() {
+        let errors = parse("\n[[mirror]]\nname = \"x\"\n").unwrap_err();
+        assert_eq!(
+            render_errors(&errors),
+            "mirror[0].source_group: required key is missing\nmirror[0].vpc: required key is missing\n"
+        );
+        assert_eq!(errors[0].location(), Some(Location { line: 4, column: 1 }));
+    }
+
+    #[test]
+    fn a_mirror_name_must_be_a_valid_vpc_group_name() {
+        let long = "n".repeat(256);
+        for (name, why) in [
+            ("", "must not be empty".to_owned()),
+            (long.as_str(), "is longer than 255 characters".to_owned()),
+            ("sg-web", "\"sg-web\" starts with \"sg-\", which EC2 does not allow in group names".to_owned()),
+            (
+                "web%",
+                "\"web%\" contains '%'; VPC group names allow letters, digits, spaces and ._-:/()#,@[]+=&;{}!$*"
+                    .to_owned(),
+            ),
+        ] {
+            assert_eq!(one_error(&mirror("sg-01", &format!("name = {name:?}"))), format!("mirror[0].name: {why}"));
+        }
+        assert!(parse(&mirror("sg-01", "name = \"Web tier (v2): 10.0.0.0/8 #1\"")).is_ok());
+    }
+
+    #[test]
+    fn the_same_source_id_twice_is_reported_on_the_later_entry() {
+        let text = format!("{}{}{}", mirror("sg-01", ""), mirror("sg-02", ""), mirror("sg-01", "name = \"other\""));
+        assert_eq!(errors(&text), ["mirror[2].source_group: \"sg-01\" is already mapped by mirror[0]"]);
+    }
+
+    #[test]
+    fn the_same_source_name_twice_is_reported_even_into_another_vpc() {
+        let text = format!("{}[[mirror]]\nsource_group = \"web\"\nvpc = \"vpc-02\"\n", mirror("web", ""));
+        let errors = parse(&text).unwrap_err();
+        assert_eq!(render_errors(&errors), "mirror[1].source_group: \"web\" is already mapped by mirror[0]\n");
+        assert_eq!(errors[0].kind(), "duplicate");
+    }
+
+    #[test]
+    fn the_same_explicit_mirror_name_in_the_same_vpc_is_reported_ignoring_case() {
+        let text = format!("{}{}", mirror("sg-01", "name = \"web\""), mirror("sg-02", "name = \"WEB\""));
+        assert_eq!(
+            errors(&text),
+            [format!("mirror[1].name: mirror name \"WEB\" is already used in {VPC} by mirror[0]")]
+        );
+    }
+
+    #[test]
+    fn a_source_name_counts_as_the_mirror_name_when_no_name_is_given() {
+        let text = format!("{}{}", mirror("web", ""), mirror("sg-02", "name = \"web\""));
+        assert_eq!(
+            errors(&text),
+            [format!("mirror[1].name: mirror name \"web\" is already used in {VPC} by mirror[0]")]
+        );
+        let text = format!("{}{}", mirror("sg-01", "name = \"web\""), mirror("web", ""));
+        assert_eq!(
+            errors(&text),
+            [format!(
+                "mirror[1].source_group: mirror name \"web\" (the source's name) is already used in {VPC} by mirror[0]"
+            )]
+        );
+    }
+
+    #[test]
+    fn the_same_mirror_name_in_different_vpcs_is_fine() {
+        let text = format!(
+            "{}[[mirror]]\nsource_group = \"sg-02\"\nvpc = \"vpc-02\"\nname = \"web\"\n",
+            mirror("sg-01", "name = \"web\"")
+        );
+        assert_eq!(ok(&text).mirrors.len(), 2);
+    }
+
+    #[test]
+    fn mirrors_by_id_without_a_name_never_collide_on_names() {
+        assert_eq!(ok(&format!("{}{}", mirror("sg-01", ""), mirror("sg-02", ""))).mirrors.len(), 2);
+    }
+
+    // --- errors and loading ------------------------------------------------
+
+    #[test]
+    fn render_errors_sorts_by_position_and_puts_unlocated_errors_first() {
+        let errors = Config::from_toml_str("[daemon]\nmode = \"x\"\n[aws]\nzone = 1\n", None).unwrap_err();
+        assert_eq!(
+            render_errors(&errors),
+            "daemon.mode: \"x\" is not a mode (\"enforce\" or \"audit\")\naws.region: required key is missing (or set AWS_REGION)\naws.zone: unknown key\n"
+        );
+        let mut reversed = errors.clone();
+        reversed.reverse();
+        assert_eq!(render_errors(&reversed), render_errors(&errors));
+        let errors = Config::from_toml_str("[daemon]\nmode = \"x\"\n", None).unwrap_err();
+        assert_eq!(errors[0].path, "aws.region", "no location sorts first");
+    }
+
+    #[test]
+    fn an_error_displays_as_path_colon_message_and_has_a_kind() {
+        let errors = Config::from_toml_str("x = 1\n", Some("us-east-1")).unwrap_err();
+        assert_eq!(errors[0].path, "x");
+        assert_eq!(errors[0].message, "unknown key");
+        assert_eq!(errors[0].to_string(), "x: unknown key");
+        assert_eq!(errors[0].kind(), "unknown_key");
+        assert_eq!(errors[0].location(), Some(Location { line: 1, column: 1 }));
+    }
+
+    #[test]
+    fn load_names_the_path_of_an_unreadable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.toml");
+        let err = Config::load(&path, None).unwrap_err();
+        assert_eq!(err.kind(), "read");
+        assert!(err.to_string().starts_with(&format!("cannot read configuration file {}: ", path.display())), "{err}");
+    }
+
+    #[test]
+    fn load_returns_every_validation_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[daemon]\nmode = \"x\"\nlisten = \"y\"\n").unwrap();
+        let err = Config::load(&path, Some("us-east-1")).unwrap_err();
+        assert_eq!(err.kind(), "invalid");
+        let ConfigLoadError::Invalid { errors, .. } = &err else { panic!("{err}") };
+        assert_eq!(errors.len(), 2);
+        assert_eq!(
+            err.to_string(),
+            format!("invalid configuration file {} (2 errors):\n{}", path.display(), render_errors(errors).trim_end())
+        );
+    }
+
+    // --- the schema and the shipped example ----------------------------------
+
+    /// A file setting every key of `SCHEMA` to a non-default value.
+    const EVERY_KEY: &str = r#"
+[aws]
+region = "eu-west-1"
+endpoint_url = "http://127.0.0.1:4566"
+profile = "migration"
+[daemon]
+interval = "1m"
+listen = "0.0.0.0:9000"
+mode = "audit"
+[safety]
+max_revokes_per_cycle = 1
+max_deletes_per_cycle = 2
+max_unlinks_per_cycle = 3
+orphan_grace = "1h"
+delete_orphans = false
+max_source_shrink = 0.25
+[rate_limit]
+mutating_per_second = 1.5
+mutating_burst = 3
+describe_per_second = 2.5
+describe_burst = 4
+max_in_flight = 8
+[limits]
+rules_per_group = 120
+[discovery]
+tag_key = "mirror-to"
+[[mirror]]
+source_group = "web"
+vpc = "vpc-0123"
+name = "web-mirror"
+link_instances = false
+mode = "enforce"
+adopt = true
+enable_classiclink = true
+"#;
+
+    #[test]
+    fn every_key_of_the_schema_is_a_field_of_the_raw_config() {
+        let raw: RawConfig = toml::from_str(EVERY_KEY).unwrap();
+        assert!(raw.aws.is_some() && raw.mirror.len() == 1);
+        for (section, shape) in SCHEMA {
+            let (Shape::Table(keys) | Shape::ArrayOfTables(keys)) = shape;
+            for key in *keys {
+                assert!(EVERY_KEY.contains(&format!("\n{key} = ")), "{section}.{key} missing from EVERY_KEY");
+            }
+            assert!(EVERY_KEY.contains(&format!("[{section}]")), "{section}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_read_into_the_config() {
+        let config = Config::from_toml_str(EVERY_KEY, None).unwrap();
+        let mut expected = Config::with_region("eu-west-1");
+        expected.aws.endpoint_url = Some("http://127.0.0.1:4566".to_owned());
+        expected.aws.profile = Some("migration".to_owned());
+        expected.daemon = DaemonConfig {
+            interval: Duration::from_secs(60),
+            listen: "0.0.0.0:9000".parse().unwrap(),
+            mode: Mode::Audit,
+        };
+        expected.safety = SafetyConfig {
+            max_revokes_per_cycle: 1,
+            max_deletes_per_cycle: 2,
+            max_unlinks_per_cycle: 3,
+            orphan_grace: Duration::from_secs(3600),
+            delete_orphans: false,
+            max_source_shrink: 0.25,
+        };
+        expected.rate_limit = RateLimitConfig {
+            mutating_per_second: 1.5,
+            mutating_burst: 3,
+            describe_per_second: 2.5,
+            describe_burst: 4,
+            max_in_flight: 8,
+        };
+        expected.limits.rules_per_group = 120;
+        expected.discovery.tag_key = Some("mirror-to".to_owned());
+        expected.mirrors = vec![MirrorConfig {
+            source: SourceRef::Name("web".to_owned()),
+            vpc: VpcId::try_new("vpc-0123").unwrap(),
+            name: Some("web-mirror".to_owned()),
+            link_instances: false,
+            mode: Some(Mode::Enforce),
+            adopt: true,
+            enable_classiclink: true,
+        }];
+        assert_eq!(config, expected);
+    }
+
+    fn shipped_example() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/classiclink-mirror.toml")
+    }
+
+    #[test]
+    fn the_shipped_example_validates_and_sets_every_default() {
+        let config = Config::load(&shipped_example(), None).unwrap_or_else(|e| panic!("{e}"));
+        let mut expected = Config::with_region("us-east-1");
+        expected.mirrors = vec![MirrorConfig::new(
+            SourceRef::Id(GroupId::try_new("sg-0a1b2c3d").unwrap()),
+            VpcId::try_new("vpc-9f2e1d0c").unwrap(),
+        )];
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn the_shipped_example_documents_every_key() {
+        let text = std::fs::read_to_string(shipped_example()).unwrap();
+        for (section, shape) in SCHEMA {
+            let (Shape::Table(keys) | Shape::ArrayOfTables(keys)) = shape;
+            for key in *keys {
+                // Set, or shown commented out (keys without a default).
+                let documented = text.lines().any(|line| {
+                    line.trim_start().trim_start_matches('#').trim_start().starts_with(&format!("{key} = "))
+                });
+                assert!(documented, "{section}.{key} is not in the shipped example");
+            }
+        }
     }
 }
