@@ -21,4 +21,5 @@ pub mod cli;
 pub mod config;
 pub mod ec2;
 pub mod model;
+pub mod observe;
 pub mod plan;

@@ -76,13 +76,7 @@ fn validate(path: &std::path::Path) -> u8 {
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
-    match Config::load(path, env_region().as_deref()) {
-        Ok(config) => Ok(config),
-        Err(ConfigLoadError::Invalid { errors, .. }) => {
-            anyhow::bail!("{} is invalid:\n{}", path.display(), config::render_errors(&errors).trim_end())
-        }
-        Err(error) => Err(error.into()),
-    }
+    Ok(Config::load(path, env_region().as_deref())?)
 }
 
 fn plan_offline(args: &PlanArgs) -> anyhow::Result<u8> {

@@ -9,9 +9,7 @@ use futures::future::join_all;
 
 use crate::config::{Config, SourceRef};
 use crate::ec2::{Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter};
-use crate::model::{
-    GroupId, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, VpcId, mirror_name,
-};
+use crate::model::{GroupId, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, VpcId, mirror_name};
 
 /// EC2 accepts at most this many values in one filter.
 pub const MAX_FILTER_VALUES: usize = 200;
@@ -57,7 +55,11 @@ fn chunks<T: Clone>(items: &BTreeSet<T>) -> Vec<Vec<T>> {
 }
 
 /// Runs one describe per chunk of filter values, concurrently.
-async fn describe_groups_chunked<F>(ec2: &dyn Ec2, values: Vec<Vec<F>>, make: impl Fn(Vec<F>) -> GroupFilter) -> Vec<Result<Vec<SecurityGroup>, Ec2Error>> {
+async fn describe_groups_chunked<F>(
+    ec2: &dyn Ec2,
+    values: Vec<Vec<F>>,
+    make: impl Fn(Vec<F>) -> GroupFilter,
+) -> Vec<Result<Vec<SecurityGroup>, Ec2Error>> {
     let filters: Vec<GroupFilter> = values.into_iter().map(make).collect();
     join_all(filters.iter().map(|f| ec2.describe_security_groups(f))).await
 }
@@ -86,7 +88,13 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
         async {
             match &config.discovery.tag_key {
                 Some(key) => {
-                    vec![ec2.describe_security_groups(&GroupFilter { tag_keys: vec![key.clone()], ..GroupFilter::default() }).await]
+                    vec![
+                        ec2.describe_security_groups(&GroupFilter {
+                            tag_keys: vec![key.clone()],
+                            ..GroupFilter::default()
+                        })
+                        .await,
+                    ]
                 }
                 None => Vec::new(),
             }
@@ -132,8 +140,10 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
 
     // VPC side, instances, links and VPC flags are independent of each other.
     let vpc_list: Vec<VpcId> = vpcs.iter().cloned().collect();
+    let mirror_filter = GroupFilter { tag_keys: vec![OWNERSHIP_TAG.to_owned()], ..GroupFilter::default() };
+    let all_links = LinkFilter::default();
     let (mirrors, candidates, instances, links, vpc_flags) = futures::join!(
-        ec2.describe_security_groups(&GroupFilter { tag_keys: vec![OWNERSHIP_TAG.to_owned()], ..GroupFilter::default() }),
+        ec2.describe_security_groups(&mirror_filter),
         async {
             if vpc_list.is_empty() {
                 return Vec::new();
@@ -158,17 +168,16 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
         },
         // Every link of the account in one paginated call: cheaper than
         // filtering by thousands of instance ids, and it shows foreign links.
-        ec2.describe_classic_link_instances(&LinkFilter::default()),
-        async {
-            if vpc_list.is_empty() { Ok(Vec::new()) } else { ec2.describe_vpc_classic_link(&vpc_list).await }
-        }
+        ec2.describe_classic_link_instances(&all_links),
+        async { if vpc_list.is_empty() { Ok(Vec::new()) } else { ec2.describe_vpc_classic_link(&vpc_list).await } }
     );
 
     for result in std::iter::once(mirrors).chain(candidates) {
         match result {
-            Ok(groups) => obs.snapshot.vpc_groups.extend(
-                groups.into_iter().filter(|g| g.vpc_id.is_some()).map(|g| (g.id.clone(), g)),
-            ),
+            Ok(groups) => obs
+                .snapshot
+                .vpc_groups
+                .extend(groups.into_iter().filter(|g| g.vpc_id.is_some()).map(|g| (g.id.clone(), g))),
             Err(error) => obs.fail(SnapshotPart::VpcGroups, error),
         }
     }
@@ -184,7 +193,9 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
                 obs.snapshot.vpc_groups.values().filter(|g| g.mirrored_from().is_some()).map(|g| &g.id).collect();
             let relevant: Vec<_> = found
                 .into_iter()
-                .filter(|l| obs.snapshot.instances.contains_key(&l.instance_id) || l.groups.iter().any(|g| ours.contains(g)))
+                .filter(|l| {
+                    obs.snapshot.instances.contains_key(&l.instance_id) || l.groups.iter().any(|g| ours.contains(g))
+                })
                 .collect();
             obs.snapshot.links.extend(relevant.into_iter().map(|l| (l.instance_id.clone(), l)));
         }

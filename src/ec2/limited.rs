@@ -23,9 +23,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
-use super::{
-    Category, CreateGroup, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, LinkFilter, Operation,
-};
+use super::{Category, CreateGroup, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, LinkFilter, Operation};
 use crate::config::RateLimitConfig;
 use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
 
@@ -132,7 +130,11 @@ impl Lane {
             .expect("positive period")
             .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst >= 1"));
         let clock = TokioClock::default();
-        Self { bucket: RateLimiter::direct_with_clock(quota, clock.clone()), clock, pacer: Mutex::new(Pacer::new(per_second)) }
+        Self {
+            bucket: RateLimiter::direct_with_clock(quota, clock.clone()),
+            clock,
+            pacer: Mutex::new(Pacer::new(per_second)),
+        }
     }
 
     async fn acquire(&self) {

@@ -10,6 +10,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+pub mod limited;
+
 use crate::model::{Grant, GroupId, Instance, InstanceId, InstanceState, Link, SecurityGroup, Vpc, VpcId};
 
 /// Every EC2 action the daemon or its tests use; bounded metric label.
