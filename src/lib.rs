@@ -20,6 +20,8 @@
 pub mod cli;
 pub mod config;
 pub mod ec2;
+pub mod execute;
 pub mod model;
 pub mod observe;
 pub mod plan;
+pub mod reconcile;

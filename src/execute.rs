@@ -1,0 +1,497 @@
+//! Execute: the last stage of a pass. Runs a [`Plan`] through the [`Ec2`]
+//! port and returns an [`Outcome`] per action.
+//!
+//! - Order: an action starts once every action it depends on succeeded; a
+//!   failed (or audited, or cancelled) action skips its dependants, and
+//!   everything else still runs. Up to `max_in_flight` actions run at once,
+//!   started in plan order.
+//! - Idempotence (SPEC §5): "already there" and "already gone" answers are
+//!   success; a duplicate create adopts the group when it carries our tag.
+//! - Retries here are only for eventual consistency (a group or instance not
+//!   yet visible right after its creation); throttling and 5xx are retried by
+//!   [`crate::ec2::limited::Limited`] underneath.
+//! - Cancellation: once the token fires no new action starts; in-flight ones
+//!   finish.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation};
+use crate::model::{Grant, GroupId, OWNERSHIP_TAG, VpcId};
+use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
+
+/// Why an action failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    /// EC2 refused it.
+    #[error(transparent)]
+    Ec2(#[from] Ec2Error),
+    /// A group of that name exists and is not ours (a race with someone else).
+    #[error("group {name:?} in {vpc} exists and is not a mirror of {source_group} ({found})")]
+    NotOurs {
+        /// The VPC.
+        vpc: VpcId,
+        /// The name.
+        name: String,
+        /// The source we wanted to mirror.
+        source_group: GroupId,
+        /// What we found instead.
+        found: String,
+    },
+    /// A planned group reference could not be resolved to an id.
+    #[error("mirror of {source_group} in {vpc} was not created")]
+    Unresolved {
+        /// The source.
+        source_group: GroupId,
+        /// The VPC.
+        vpc: VpcId,
+    },
+}
+
+impl ExecuteError {
+    /// Stable metric label.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ec2(e) => e.kind(),
+            Self::NotOurs { .. } => "not_ours",
+            Self::Unresolved { .. } => "unresolved",
+        }
+    }
+
+    /// The EC2 error code, when EC2 answered.
+    #[must_use]
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Ec2(e) => Some(&e.code),
+            _ => None,
+        }
+    }
+}
+
+/// How one action ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionResult {
+    /// EC2 did it.
+    Done,
+    /// It was already in the target state (duplicate / not found answers, or
+    /// a concurrent daemon's mirror adopted).
+    AlreadyDone,
+    /// It failed; dependants were skipped.
+    Failed(ExecuteError),
+    /// A dependency did not succeed.
+    Skipped,
+    /// Audited: planned, never executed.
+    Audit,
+    /// Cancelled before it started.
+    Cancelled,
+}
+
+impl ActionResult {
+    /// True for `Done` and `AlreadyDone`.
+    #[must_use]
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Self::Done | Self::AlreadyDone)
+    }
+
+    /// Stable metric label (`actions_total{outcome}`).
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::AlreadyDone => "already_done",
+            Self::Failed(_) => "failed",
+            Self::Skipped => "skipped",
+            Self::Audit => "audit",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The outcome of one planned action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Which action.
+    pub id: ActionId,
+    /// Its kind.
+    pub kind: ActionKind,
+    /// Its pair, if one.
+    pub pair: Option<PairKey>,
+    /// How it ended.
+    pub result: ActionResult,
+}
+
+/// Everything a plan's execution produced.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// One per planned action, in plan order.
+    pub outcomes: Vec<Outcome>,
+    /// Mirrors created (or adopted after a duplicate create), by pair.
+    pub created: BTreeMap<PairKey, GroupId>,
+}
+
+impl Report {
+    /// Actions that failed.
+    pub fn failures(&self) -> impl Iterator<Item = (&Outcome, &ExecuteError)> {
+        self.outcomes.iter().filter_map(|o| match &o.result {
+            ActionResult::Failed(e) => Some((o, e)),
+            _ => None,
+        })
+    }
+
+    /// Number of outcomes with this result label.
+    #[must_use]
+    pub fn count(&self, label: &str) -> usize {
+        self.outcomes.iter().filter(|o| o.result.label() == label).count()
+    }
+}
+
+/// Executor settings.
+#[derive(Clone, Debug)]
+pub struct ExecuteOptions {
+    /// Actions in flight at once.
+    pub max_in_flight: usize,
+    /// Waits for a just-created group or instance to become visible.
+    pub consistency_min_delay: Duration,
+    /// Cap on one such wait.
+    pub consistency_max_delay: Duration,
+    /// Retries for eventual consistency before giving up until the next pass.
+    pub consistency_retries: usize,
+}
+
+impl Default for ExecuteOptions {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 4,
+            consistency_min_delay: Duration::from_millis(250),
+            consistency_max_delay: Duration::from_secs(4),
+            consistency_retries: 6,
+        }
+    }
+}
+
+fn is_not_yet_visible(error: &Ec2Error) -> bool {
+    matches!(error.code.as_str(), "InvalidGroup.NotFound" | "InvalidInstanceID.NotFound")
+}
+
+struct Runner<'a> {
+    ec2: &'a dyn Ec2,
+    options: &'a ExecuteOptions,
+    created: Mutex<BTreeMap<PairKey, GroupId>>,
+}
+
+impl Runner<'_> {
+    fn resolve(&self, group: &GroupRef) -> Result<GroupId, ExecuteError> {
+        match group {
+            GroupRef::Existing(id) => Ok(id.clone()),
+            GroupRef::New { source, vpc } => self
+                .created
+                .lock()
+                .expect("created lock")
+                .get(&PairKey { source: source.clone(), vpc: vpc.clone() })
+                .cloned()
+                .ok_or_else(|| ExecuteError::Unresolved { source_group: source.clone(), vpc: vpc.clone() }),
+        }
+    }
+
+    fn resolve_grants(&self, grants: &[Grant<GroupRef>]) -> Result<Vec<Grant>, ExecuteError> {
+        grants
+            .iter()
+            .map(|g| {
+                let peer = match &g.key.peer {
+                    crate::model::Peer::Group { group, owner } => {
+                        crate::model::Peer::Group { group: self.resolve(group)?, owner: owner.clone() }
+                    }
+                    crate::model::Peer::Ipv4(n) => crate::model::Peer::Ipv4(*n),
+                    crate::model::Peer::Ipv6(n) => crate::model::Peer::Ipv6(*n),
+                    crate::model::Peer::PrefixList(p) => crate::model::Peer::PrefixList(p.clone()),
+                };
+                Ok(Grant::new(g.key.protocol, g.key.ports, peer, g.description.clone()))
+            })
+            .collect()
+    }
+
+    /// Retries `call` while EC2 does not yet see a resource created moments ago.
+    async fn settled<T, F, Fut>(&self, call: F) -> Result<T, Ec2Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Ec2Error>>,
+    {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.options.consistency_min_delay)
+            .with_max_delay(self.options.consistency_max_delay)
+            .with_max_times(self.options.consistency_retries)
+            .with_jitter();
+        call.retry(backoff).sleep(tokio::time::sleep).when(is_not_yet_visible).await
+    }
+
+    async fn run(&self, planned: &PlannedAction) -> ActionResult {
+        match self.dispatch(planned).await {
+            Ok(result) => result,
+            Err(error) => ActionResult::Failed(error),
+        }
+    }
+
+    async fn dispatch(&self, planned: &PlannedAction) -> Result<ActionResult, ExecuteError> {
+        match &planned.action {
+            Action::CreateMirror { source, vpc, name, description, tags } => {
+                self.create_mirror(source, vpc, name, description, tags).await
+            }
+            Action::TagGroup { group, tags, .. } => {
+                self.settled(|| self.ec2.create_tags(group, tags)).await?;
+                Ok(ActionResult::Done)
+            }
+            Action::UntagGroup { group, keys, .. } => match self.ec2.delete_tags(group, keys).await {
+                Ok(()) => Ok(ActionResult::Done),
+                Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+                Err(e) => Err(e.into()),
+            },
+            Action::Authorize { group, grants } => {
+                let group = self.resolve(group)?;
+                let grants = self.resolve_grants(grants)?;
+                self.authorize(&group, &grants).await
+            }
+            Action::Revoke { group, grants } => self.revoke(group, grants).await,
+            Action::UpdateDescriptions { group, grants, .. } => {
+                match self.ec2.update_ingress_descriptions(group, grants).await {
+                    Ok(()) => Ok(ActionResult::Done),
+                    // The rule is gone since we looked: the next pass re-plans it.
+                    Err(e) if e.code == "InvalidPermission.NotFound" => Ok(ActionResult::AlreadyDone),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Action::Attach { instance, vpc, groups } => {
+                let groups = groups.iter().map(|g| self.resolve(g)).collect::<Result<Vec<_>, _>>()?;
+                match self.settled(|| self.ec2.attach_classic_link_vpc(instance, vpc, &groups)).await {
+                    Ok(()) => Ok(ActionResult::Done),
+                    Err(e) if e.code == "InstanceAlreadyLinked" => Ok(ActionResult::AlreadyDone),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Action::Detach { instance, vpc, .. } => self.detach(instance, vpc).await,
+            Action::Relink { instance, from_vpc, vpc, groups, .. } => {
+                let groups = groups.iter().map(|g| self.resolve(g)).collect::<Result<Vec<_>, _>>()?;
+                self.detach(instance, from_vpc).await?;
+                match self.settled(|| self.ec2.attach_classic_link_vpc(instance, vpc, &groups)).await {
+                    Ok(()) => Ok(ActionResult::Done),
+                    Err(e) => {
+                        warn!(instance_id = %instance, vpc_id = %vpc, code = %e.code,
+                            "relink detached the instance but could not attach it again; the next pass retries");
+                        Err(e.into())
+                    }
+                }
+            }
+            Action::DeleteMirror { group, .. } => match self.ec2.delete_security_group(group).await {
+                Ok(()) => Ok(ActionResult::Done),
+                Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+                Err(e) => Err(e.into()),
+            },
+            Action::EnableClassicLink { vpc } => {
+                self.ec2.enable_vpc_classic_link(vpc).await?;
+                Ok(ActionResult::Done)
+            }
+        }
+    }
+
+    async fn create_mirror(
+        &self,
+        source: &GroupId,
+        vpc: &VpcId,
+        name: &str,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<ActionResult, ExecuteError> {
+        let key = PairKey { source: source.clone(), vpc: vpc.clone() };
+        let request = CreateGroup {
+            vpc_id: vpc.clone(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            tags: tags.clone(),
+        };
+        let (id, result) = match self.ec2.create_security_group(&request).await {
+            Ok(id) => (id, ActionResult::Done),
+            Err(e) if e.code == "InvalidGroup.Duplicate" => {
+                // Someone created it since we looked — maybe a second daemon.
+                // Adopt it only if it carries our tag for this source.
+                let filter = GroupFilter {
+                    vpc_ids: vec![vpc.clone()],
+                    group_names: vec![name.to_owned()],
+                    ..GroupFilter::default()
+                };
+                let found = self
+                    .settled(|| async {
+                        let groups = self.ec2.describe_security_groups(&filter).await?;
+                        groups.into_iter().next().ok_or_else(|| {
+                            Ec2Error::new(Operation::DescribeSecurityGroups, "InvalidGroup.NotFound", "not visible yet")
+                        })
+                    })
+                    .await?;
+                if found.mirrored_from().as_ref() != Some(source) {
+                    let owner =
+                        found.tags.get(OWNERSHIP_TAG).map_or("untagged".to_owned(), |v| format!("tagged for {v}"));
+                    return Err(ExecuteError::NotOurs {
+                        vpc: vpc.clone(),
+                        name: name.to_owned(),
+                        source_group: source.clone(),
+                        found: format!("{} {owner}", found.id),
+                    });
+                }
+                (found.id, ActionResult::AlreadyDone)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.created.lock().expect("created lock").insert(key, id);
+        Ok(result)
+    }
+
+    async fn authorize(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
+        match self.settled(|| self.ec2.authorize_ingress(group, grants)).await {
+            Ok(()) => Ok(ActionResult::Done),
+            Err(e) if e.code == "InvalidPermission.Duplicate" => {
+                if grants.len() == 1 {
+                    return Ok(ActionResult::AlreadyDone);
+                }
+                // EC2 rejects the whole request when one grant exists: add the
+                // rest one by one (rare: only after a race).
+                for grant in grants {
+                    match self.ec2.authorize_ingress(group, std::slice::from_ref(grant)).await {
+                        Ok(()) => {}
+                        Err(e) if e.code == "InvalidPermission.Duplicate" => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(ActionResult::Done)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn revoke(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
+        match self.ec2.revoke_ingress(group, grants).await {
+            Ok(()) => Ok(ActionResult::Done),
+            Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+            Err(e) if e.code == "InvalidPermission.NotFound" => {
+                if grants.len() == 1 {
+                    return Ok(ActionResult::AlreadyDone);
+                }
+                for grant in grants {
+                    match self.ec2.revoke_ingress(group, std::slice::from_ref(grant)).await {
+                        Ok(()) => {}
+                        Err(e) if e.code == "InvalidPermission.NotFound" => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(ActionResult::Done)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn detach(&self, instance: &crate::model::InstanceId, vpc: &VpcId) -> Result<ActionResult, ExecuteError> {
+        match self.ec2.detach_classic_link_vpc(instance, vpc).await {
+            Ok(()) => Ok(ActionResult::Done),
+            // Not linked any more (stopped, terminated, or detached by someone).
+            Err(e) if e.kind == crate::ec2::ErrorKind::NotFound || e.code == "InvalidInstanceID.NotLinked" => {
+                Ok(ActionResult::AlreadyDone)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn log_outcome(planned: &PlannedAction, result: &ActionResult) {
+    let kind = planned.action.kind().as_str();
+    let action = serde_json::to_string(&planned.action).unwrap_or_default();
+    match result {
+        ActionResult::Done | ActionResult::AlreadyDone => {
+            info!(action = kind, outcome = result.label(), detail = %action, "action succeeded");
+        }
+        ActionResult::Failed(error) => {
+            warn!(action = kind, error_kind = error.kind(), error = %error, detail = %action, "action failed");
+        }
+        _ => {}
+    }
+}
+
+/// Executes `plan`. Never fails as a whole: each action's outcome is in the
+/// report, in plan order.
+pub async fn execute(ec2: &dyn Ec2, plan: &Plan, options: &ExecuteOptions, cancel: &CancellationToken) -> Report {
+    let runner = Runner { ec2, options, created: Mutex::new(BTreeMap::new()) };
+    let count = plan.actions.len();
+    let mut results: Vec<Option<ActionResult>> = vec![None; count];
+    let mut waiting_on: Vec<usize> = plan.actions.iter().map(|a| a.depends_on.len()).collect();
+    let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); count];
+    for action in &plan.actions {
+        for dep in &action.depends_on {
+            dependants[dep.0].push(action.id.0);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..count).filter(|&i| waiting_on[i] == 0).collect();
+    let mut in_flight = FuturesUnordered::new();
+    let max_in_flight = options.max_in_flight.max(1);
+
+    // Marks `index` finished and releases or skips its dependants.
+    let mut finish =
+        |index: usize, result: ActionResult, results: &mut Vec<Option<ActionResult>>, ready: &mut BTreeSet<usize>| {
+            let ok = result.succeeded();
+            results[index] = Some(result);
+            let mut queue = VecDeque::from([(index, ok)]);
+            while let Some((done, ok)) = queue.pop_front() {
+                for &next in &dependants[done] {
+                    if results[next].is_some() {
+                        continue;
+                    }
+                    if ok {
+                        waiting_on[next] -= 1;
+                        if waiting_on[next] == 0 {
+                            ready.insert(next);
+                        }
+                    } else {
+                        let skipped =
+                            if plan.actions[next].audit { ActionResult::Audit } else { ActionResult::Skipped };
+                        results[next] = Some(skipped);
+                        ready.remove(&next);
+                        queue.push_back((next, false));
+                    }
+                }
+            }
+        };
+
+    loop {
+        while in_flight.len() < max_in_flight && !cancel.is_cancelled() {
+            let Some(index) = ready.pop_first() else { break };
+            let planned = &plan.actions[index];
+            if planned.audit {
+                finish(index, ActionResult::Audit, &mut results, &mut ready);
+                continue;
+            }
+            let runner = &runner;
+            in_flight.push(async move { (index, runner.run(planned).await) });
+        }
+        let Some((index, result)) = in_flight.next().await else { break };
+        log_outcome(&plan.actions[index], &result);
+        finish(index, result, &mut results, &mut ready);
+    }
+
+    drop(in_flight);
+    let outcomes = plan
+        .actions
+        .iter()
+        .zip(results)
+        .map(|(planned, result)| Outcome {
+            id: planned.id,
+            kind: planned.action.kind(),
+            pair: planned.pair.clone(),
+            result: result.unwrap_or(ActionResult::Cancelled),
+        })
+        .collect();
+    let created = runner.created.into_inner().expect("created lock");
+    Report { outcomes, created }
+}
