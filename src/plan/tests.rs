@@ -1009,3 +1009,64 @@ fn json_plan_is_versioned() {
     assert_eq!(value["converged"], false);
     assert_eq!(value["actions"][0]["action"]["type"], "create_mirror");
 }
+
+#[test]
+fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
+    // Regression: serde's snake_case spelled EnableClassicLink and
+    // ClassicLinkDisabled "enable_classic_link" / "classic_link_disabled",
+    // while docs/plan-json.md and the metric labels say "enable_classiclink"
+    // / "classiclink_disabled".
+    for kind in ActionKind::ALL {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str(), "{kind:?}");
+    }
+    let enable = Action::EnableClassicLink { vpc: vpc(VPC) };
+    assert_eq!(serde_json::to_value(&enable).unwrap()["type"], enable.kind().as_str());
+
+    use WarningKind as W;
+    let warnings = [
+        W::Unmirrorable,
+        W::MissingSource,
+        W::ConflictNameTaken,
+        W::ConflictForeignLink,
+        W::ConflictMultiVpc,
+        W::ConflictDuplicateMapping,
+        W::ConflictDuplicateName,
+        W::ConflictInvalidMapping,
+        W::DiscoveryTag,
+        W::QuotaExceeded,
+        W::LinkLimit,
+        W::ClassicLinkDisabled,
+        W::VpcNotFound,
+        W::OrphanWaiting,
+        W::OrphanKept,
+        W::DeleteBackoff,
+        W::NameDrift,
+        W::IncompleteSnapshot,
+        W::SafetyHold,
+    ];
+    // Fails to compile when a kind is added, so the list above stays complete.
+    let _exhaustive = |kind: W| match kind {
+        W::Unmirrorable
+        | W::MissingSource
+        | W::ConflictNameTaken
+        | W::ConflictForeignLink
+        | W::ConflictMultiVpc
+        | W::ConflictDuplicateMapping
+        | W::ConflictDuplicateName
+        | W::ConflictInvalidMapping
+        | W::DiscoveryTag
+        | W::QuotaExceeded
+        | W::LinkLimit
+        | W::ClassicLinkDisabled
+        | W::VpcNotFound
+        | W::OrphanWaiting
+        | W::OrphanKept
+        | W::DeleteBackoff
+        | W::NameDrift
+        | W::IncompleteSnapshot
+        | W::SafetyHold => (),
+    };
+    for kind in warnings {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str(), "{kind:?}");
+    }
+}
