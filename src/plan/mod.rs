@@ -1062,7 +1062,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let age = self.now.duration_since(since).unwrap_or_default();
-            if !complete || age < grace {
+            if age < grace {
                 let left = grace.saturating_sub(age);
                 self.warn(
                     WarningKind::OrphanWaiting,

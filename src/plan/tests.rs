@@ -841,6 +841,20 @@ fn an_incomplete_snapshot_plans_no_revoke_detach_or_delete() {
 }
 
 #[test]
+fn an_orphan_past_its_grace_under_an_incomplete_snapshot_is_held_not_waiting() {
+    // Regression: it was reported as "removal in 0s (orphan_grace)" and not
+    // counted in deferred.held, unlike the same orphan under the shrink guard.
+    let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    world.snap.incomplete.insert(SnapshotPart::Links);
+    let (plan, next) = world.plan_with(&memory, t0() + Duration::from_secs(3600));
+    assert!(plan.actions.is_empty());
+    assert!(warnings_of(&plan, WarningKind::OrphanWaiting).is_empty(), "{:?}", plan.warnings);
+    assert_eq!(plan.deferred.held, 1);
+    assert_eq!(next.orphans_since, memory.orphans_since);
+}
+
+#[test]
 fn the_shrink_guard_holds_destructive_actions_until_the_drop_persists_for_the_grace() {
     let full = World::new()
         .classic("sg-0a1", "web", vec![])
