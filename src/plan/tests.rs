@@ -972,6 +972,41 @@ fn audited_revokes_do_not_use_the_revoke_budget() {
 }
 
 #[test]
+fn global_audit_shows_a_due_orphans_deletion_after_its_audited_detach_and_revoke() {
+    // Regression: the audited detach and revoke were taken for work that
+    // never runs, so the deletion was left out of the plan and counted as
+    // deferred: an audit never showed what enforcing would delete.
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
+        .mirror("sg-77e", "old", "sg-0a9", vec![])
+        .link("i-1", VPC, &["sg-77e"]);
+    world.config.daemon.mode = Mode::Audit;
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&plan), vec![ActionKind::Revoke, ActionKind::Detach, ActionKind::DeleteMirror]);
+    assert!(plan.actions.iter().all(|a| a.audit));
+    assert_eq!(plan.actions[2].depends_on, vec![ActionId(0), ActionId(1)]);
+    assert_eq!(plan.deferred, Deferred::default());
+}
+
+#[test]
+fn an_enforced_deletion_waits_for_a_reference_only_an_audited_mapping_would_revoke() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit))
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
+        .mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&plan), vec![ActionKind::Revoke]);
+    assert!(plan.actions[0].audit);
+    assert_eq!(plan.deferred.deletes, 1);
+}
+
+#[test]
 fn planning_is_deterministic() {
     let world = linked_world().instance("i-1", InstanceState::Running, &["sg-0a1", "sg-0a2"]).mirror(
         "sg-77e",
