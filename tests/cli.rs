@@ -284,3 +284,17 @@ fn plan_without_a_region_uses_aws_region() {
     );
     assert_ne!(with.code, EXIT_ERROR, "{}", with.stderr);
 }
+
+#[test]
+fn a_usage_error_exits_1_not_2_which_would_read_as_changes_pending() {
+    // Regression: clap's own exit code for usage errors is 2, which `plan`
+    // uses for "changes pending"; automation read a typo as drift.
+    let run = Run::of(cli().args(["plan", "--snapshot", "x.json"]));
+    assert_eq!(run.code, EXIT_ERROR);
+    assert!(run.stderr.contains("--config"), "{}", run.stderr);
+    let run = Run::of(cli().args(["plan", "--config", "c.toml", "--snapshot", "s.json", "--format", "yaml"]));
+    assert_eq!(run.code, EXIT_ERROR);
+    let help = Run::of(cli().args(["plan", "--help"]));
+    assert_eq!(help.code, EXIT_OK);
+    assert!(help.stdout.contains("--snapshot"), "{}", help.stdout);
+}
