@@ -298,3 +298,25 @@ fn a_usage_error_exits_1_not_2_which_would_read_as_changes_pending() {
     assert_eq!(help.code, EXIT_OK);
     assert!(help.stdout.contains("--snapshot"), "{}", help.stdout);
 }
+
+// ----- docs ----------------------------------------------------------------------
+
+/// The body of the first fenced block of `lang` after `heading` in `doc`.
+fn fenced_after(doc: &str, heading: &str, lang: &str) -> String {
+    let start = doc.find(heading).unwrap_or_else(|| panic!("{heading:?} is in the document"));
+    let fence = format!("```{lang}\n");
+    let body = start + doc[start..].find(&fence).unwrap_or_else(|| panic!("a {lang} block after {heading:?}"));
+    let body = &doc[body + fence.len()..];
+    body[..body.find("```").expect("the block is closed")].to_owned()
+}
+
+#[test]
+fn the_documented_snapshot_example_plans_as_documented() {
+    let doc = std::fs::read_to_string(root().join("docs/snapshot-json.md")).expect("docs/snapshot-json.md");
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = write_temp(&dir, "example.json", &fenced_after(&doc, "## Example", "json"));
+    let config = write_temp(&dir, "example.toml", "[aws]\nregion = \"us-east-1\"\n");
+    let run = Run::of(cli().arg("plan").arg("--config").arg(&config).arg("--snapshot").arg(&snapshot));
+    assert_eq!(run.code, EXIT_CHANGES);
+    assert_eq!(run.stdout, fenced_after(&doc, "## Example", "text"));
+}
