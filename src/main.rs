@@ -21,7 +21,16 @@ const EXIT_ERROR: u8 = 1;
 const EXIT_CHANGES: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Not `Cli::parse()`: clap exits 2 on a usage error, which `plan` uses
+    // for "changes pending". Usage errors are errors (1); --help and
+    // --version succeed (0).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { EXIT_ERROR } else { EXIT_OK });
+        }
+    };
     init_tracing(&cli.global);
     match run(cli) {
         Ok(code) => ExitCode::from(code),

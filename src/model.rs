@@ -457,6 +457,7 @@ impl Grant<GroupId> {
 
 /// A security group as observed: Classic when `vpc_id` is `None`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SecurityGroup {
     /// Group id.
     pub id: GroupId,
@@ -543,6 +544,7 @@ impl InstanceState {
 
 /// An instance that is a member of at least one managed source group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Instance {
     /// Instance id.
     pub id: InstanceId,
@@ -557,6 +559,7 @@ pub struct Instance {
 
 /// A ClassicLink link: a Classic instance attached to VPC security groups.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Link {
     /// The linked Classic instance.
     pub instance_id: InstanceId,
@@ -568,6 +571,7 @@ pub struct Link {
 
 /// A target VPC as far as the daemon cares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Vpc {
     /// VPC id.
     pub id: VpcId,
@@ -853,5 +857,21 @@ mod tests {
         assert!(Snapshot::from_json(dup).unwrap_err().to_string().contains("duplicate id vpc-1"));
         let bad = r#"{"vpcs": [{"id": "vpc-XYZ"}]}"#;
         assert!(Snapshot::from_json(bad).unwrap_err().to_string().contains("is not a VPC id"));
+    }
+
+    #[test]
+    fn snapshot_json_rejects_misspelt_fields_of_groups_instances_links_and_vpcs() {
+        // Regression: only the top level denied unknown fields, so a
+        // hand-written or replayed snapshot with "classiclink_enabled": true
+        // silently meant ClassicLink off, and "ingres" a group without rules.
+        for (text, field) in [
+            (r#"{"vpcs": [{"id": "vpc-1", "classiclink_enabled": true}]}"#, "classiclink_enabled"),
+            (r#"{"source_groups": [{"id": "sg-1", "name": "web", "ingres": []}]}"#, "ingres"),
+            (r#"{"instances": [{"id": "i-1", "state": "running", "groups": [], "vpc": "vpc-1"}]}"#, "vpc"),
+            (r#"{"links": [{"instance_id": "i-1", "vpc_id": "vpc-1", "group_ids": []}]}"#, "group_ids"),
+        ] {
+            let error = Snapshot::from_json(text).unwrap_err().to_string();
+            assert!(error.contains(&format!("unknown field `{field}`")), "{error}");
+        }
     }
 }

@@ -95,6 +95,9 @@ struct Planner<'a> {
     unlinks_of_group: BTreeMap<GroupId, Vec<ActionId>>,
     /// Groups still in a link that is not being fixed this cycle.
     links_pending: BTreeSet<GroupId>,
+    /// Groups whose links or references are removed by audited actions only
+    /// shown, never run: they block an executed deletion, not an audited one.
+    removed_by_audit: BTreeSet<GroupId>,
     revoke_budget: usize,
     unlink_budget: usize,
     delete_budget: usize,
@@ -119,6 +122,7 @@ impl<'a> Planner<'a> {
             refs_pending: BTreeSet::new(),
             unlinks_of_group: BTreeMap::new(),
             links_pending: BTreeSet::new(),
+            removed_by_audit: BTreeSet::new(),
             revoke_budget: config.safety.max_revokes_per_cycle,
             unlink_budget: config.safety.max_unlinks_per_cycle,
             delete_budget: config.safety.max_deletes_per_cycle,
@@ -723,14 +727,11 @@ impl<'a> Planner<'a> {
             })
             .collect();
         let id = self.push(Action::Revoke { group: group.clone(), grants }, deps, audit, Some(key.clone()));
-        if audit {
-            for peer in referenced {
-                self.refs_pending.insert(peer);
+        for peer in referenced {
+            if audit {
+                self.removed_by_audit.insert(peer.clone());
             }
-        } else {
-            for peer in referenced {
-                self.revokes_of_ref.entry(peer).or_default().push(id);
-            }
+            self.revokes_of_ref.entry(peer).or_default().push(id);
         }
         id
     }
@@ -999,10 +1000,9 @@ impl<'a> Planner<'a> {
     fn note_unlinks(&mut self, id: ActionId, removed: Vec<GroupId>, audit: bool) {
         for group in removed {
             if audit {
-                self.links_pending.insert(group);
-            } else {
-                self.unlinks_of_group.entry(group).or_default().push(id);
+                self.removed_by_audit.insert(group.clone());
             }
+            self.unlinks_of_group.entry(group).or_default().push(id);
         }
     }
 
@@ -1062,7 +1062,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let age = self.now.duration_since(since).unwrap_or_default();
-            if !complete || age < grace {
+            if age < grace {
                 let left = grace.saturating_sub(age);
                 self.warn(
                     WarningKind::OrphanWaiting,
@@ -1097,9 +1097,13 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let is_default = group.name == "default";
-            if !is_default && (self.links_pending.contains(&group.id) || self.refs_pending.contains(&group.id)) {
+            let pending = self.links_pending.contains(&group.id)
+                || self.refs_pending.contains(&group.id)
+                || (!audit && self.removed_by_audit.contains(&group.id));
+            if !is_default && pending {
                 // Deleting would fail with DependencyViolation: wait until the
-                // detaches and revokes it needs have run.
+                // detaches and revokes it needs have run. An audited deletion
+                // only needs them planned, audited or not.
                 self.plan.deferred.deletes += 1;
                 continue;
             }

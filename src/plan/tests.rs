@@ -841,6 +841,20 @@ fn an_incomplete_snapshot_plans_no_revoke_detach_or_delete() {
 }
 
 #[test]
+fn an_orphan_past_its_grace_under_an_incomplete_snapshot_is_held_not_waiting() {
+    // Regression: it was reported as "removal in 0s (orphan_grace)" and not
+    // counted in deferred.held, unlike the same orphan under the shrink guard.
+    let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    world.snap.incomplete.insert(SnapshotPart::Links);
+    let (plan, next) = world.plan_with(&memory, t0() + Duration::from_secs(3600));
+    assert!(plan.actions.is_empty());
+    assert!(warnings_of(&plan, WarningKind::OrphanWaiting).is_empty(), "{:?}", plan.warnings);
+    assert_eq!(plan.deferred.held, 1);
+    assert_eq!(next.orphans_since, memory.orphans_since);
+}
+
+#[test]
 fn the_shrink_guard_holds_destructive_actions_until_the_drop_persists_for_the_grace() {
     let full = World::new()
         .classic("sg-0a1", "web", vec![])
@@ -958,6 +972,41 @@ fn audited_revokes_do_not_use_the_revoke_budget() {
 }
 
 #[test]
+fn global_audit_shows_a_due_orphans_deletion_after_its_audited_detach_and_revoke() {
+    // Regression: the audited detach and revoke were taken for work that
+    // never runs, so the deletion was left out of the plan and counted as
+    // deferred: an audit never showed what enforcing would delete.
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
+        .mirror("sg-77e", "old", "sg-0a9", vec![])
+        .link("i-1", VPC, &["sg-77e"]);
+    world.config.daemon.mode = Mode::Audit;
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&plan), vec![ActionKind::Revoke, ActionKind::Detach, ActionKind::DeleteMirror]);
+    assert!(plan.actions.iter().all(|a| a.audit));
+    assert_eq!(plan.actions[2].depends_on, vec![ActionId(0), ActionId(1)]);
+    assert_eq!(plan.deferred, Deferred::default());
+}
+
+#[test]
+fn an_enforced_deletion_waits_for_a_reference_only_an_audited_mapping_would_revoke() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit))
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
+        .mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&plan), vec![ActionKind::Revoke]);
+    assert!(plan.actions[0].audit);
+    assert_eq!(plan.deferred.deletes, 1);
+}
+
+#[test]
 fn planning_is_deterministic() {
     let world = linked_world().instance("i-1", InstanceState::Running, &["sg-0a1", "sg-0a2"]).mirror(
         "sg-77e",
@@ -1008,4 +1057,65 @@ fn json_plan_is_versioned() {
     assert_eq!(value["version"], 1);
     assert_eq!(value["converged"], false);
     assert_eq!(value["actions"][0]["action"]["type"], "create_mirror");
+}
+
+#[test]
+fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
+    // Regression: serde's snake_case spelled EnableClassicLink and
+    // ClassicLinkDisabled "enable_classic_link" / "classic_link_disabled",
+    // while docs/plan-json.md and the metric labels say "enable_classiclink"
+    // / "classiclink_disabled".
+    for kind in ActionKind::ALL {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str(), "{kind:?}");
+    }
+    let enable = Action::EnableClassicLink { vpc: vpc(VPC) };
+    assert_eq!(serde_json::to_value(&enable).unwrap()["type"], enable.kind().as_str());
+
+    use WarningKind as W;
+    let warnings = [
+        W::Unmirrorable,
+        W::MissingSource,
+        W::ConflictNameTaken,
+        W::ConflictForeignLink,
+        W::ConflictMultiVpc,
+        W::ConflictDuplicateMapping,
+        W::ConflictDuplicateName,
+        W::ConflictInvalidMapping,
+        W::DiscoveryTag,
+        W::QuotaExceeded,
+        W::LinkLimit,
+        W::ClassicLinkDisabled,
+        W::VpcNotFound,
+        W::OrphanWaiting,
+        W::OrphanKept,
+        W::DeleteBackoff,
+        W::NameDrift,
+        W::IncompleteSnapshot,
+        W::SafetyHold,
+    ];
+    // Fails to compile when a kind is added, so the list above stays complete.
+    let _exhaustive = |kind: W| match kind {
+        W::Unmirrorable
+        | W::MissingSource
+        | W::ConflictNameTaken
+        | W::ConflictForeignLink
+        | W::ConflictMultiVpc
+        | W::ConflictDuplicateMapping
+        | W::ConflictDuplicateName
+        | W::ConflictInvalidMapping
+        | W::DiscoveryTag
+        | W::QuotaExceeded
+        | W::LinkLimit
+        | W::ClassicLinkDisabled
+        | W::VpcNotFound
+        | W::OrphanWaiting
+        | W::OrphanKept
+        | W::DeleteBackoff
+        | W::NameDrift
+        | W::IncompleteSnapshot
+        | W::SafetyHold => (),
+    };
+    for kind in warnings {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str(), "{kind:?}");
+    }
 }

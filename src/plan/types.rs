@@ -172,6 +172,7 @@ pub enum Action {
         source: GroupId,
     },
     /// `EnableVpcClassicLink`.
+    #[serde(rename = "enable_classiclink")]
     EnableClassicLink {
         /// The VPC.
         vpc: VpcId,
@@ -230,6 +231,7 @@ pub enum ActionKind {
     /// [`Action::DeleteMirror`].
     DeleteMirror,
     /// [`Action::EnableClassicLink`].
+    #[serde(rename = "enable_classiclink")]
     EnableClassicLink,
 }
 
@@ -349,6 +351,7 @@ pub enum WarningKind {
     /// A link would need more than 5 groups.
     LinkLimit,
     /// The target VPC has ClassicLink disabled.
+    #[serde(rename = "classiclink_disabled")]
     ClassicLinkDisabled,
     /// The target VPC does not exist (or its default group was not seen).
     VpcNotFound,
