@@ -69,7 +69,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 fn validate(path: &std::path::Path) -> u8 {
     match Config::load(path, env_region().as_deref()) {
         Ok(config) => {
-            println!("{}: valid ({} mappings)", path.display(), config.mirrors.len());
+            let count = config.mirrors.len();
+            println!("{}: valid ({count} mapping{})", path.display(), if count == 1 { "" } else { "s" });
             EXIT_OK
         }
         Err(ConfigLoadError::Invalid { errors, .. }) => {
@@ -78,7 +79,7 @@ fn validate(path: &std::path::Path) -> u8 {
             EXIT_ERROR
         }
         Err(error) => {
-            println!("{error}");
+            eprintln!("error: {error}");
             EXIT_ERROR
         }
     }

@@ -60,6 +60,17 @@ enum MirrorChoice {
     New,
 }
 
+/// Where an orphan is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OrphanStage {
+    /// `delete_orphans = false`: reported, never removed.
+    Kept,
+    /// Within `orphan_grace`, with this much left.
+    Waiting(std::time::Duration),
+    /// Grace over: detach, drop references, delete.
+    Due,
+}
+
 /// The per-grant diff of one mirror before quota and caps.
 struct GrantDiff {
     add: Vec<Grant<GroupRef>>,
@@ -81,6 +92,13 @@ struct Planner<'a> {
     mirrors: BTreeMap<GroupId, MirrorChoice>,
     /// Groups counted as ours: tagged mirrors and groups being tagged.
     ours: BTreeSet<GroupId>,
+    /// Orphans that must keep working: still within `orphan_grace`, or kept
+    /// by `delete_orphans = false`. References to them and links with them
+    /// are left alone (SPEC §4.5: detach and drop references only once the
+    /// orphan is due for removal).
+    protected: BTreeSet<GroupId>,
+    /// Orphans, with whether their grace is over, in id order.
+    orphans: Vec<(GroupId, OrphanStage)>,
     /// Action ids of creates and tags, by source.
     prepare_action: BTreeMap<GroupId, ActionId>,
     /// `EnableClassicLink` action per VPC.
@@ -115,6 +133,8 @@ impl<'a> Planner<'a> {
             managed: BTreeMap::new(),
             mirrors: BTreeMap::new(),
             ours: BTreeSet::new(),
+            protected: BTreeSet::new(),
+            orphans: Vec::new(),
             prepare_action: BTreeMap::new(),
             enable_action: BTreeMap::new(),
             linkable_vpcs: BTreeSet::new(),
@@ -133,6 +153,7 @@ impl<'a> Planner<'a> {
         self.resolve_mappings();
         self.choose_mirrors();
         self.apply_safety_guards();
+        self.find_orphans();
         self.plan_classiclink_enablement();
         self.plan_grants();
         self.plan_links();
@@ -457,8 +478,27 @@ impl<'a> Planner<'a> {
 
     // ----- safety ----------------------------------------------------------
 
+    /// A group whose references and links this plan manages: ours, and not
+    /// an orphan that must keep working.
+    fn is_ours(&self, group: &GroupId) -> bool {
+        self.ours.contains(group) && !self.protected.contains(group)
+    }
+
+    /// Running Classic instances that are members of a managed group with
+    /// `link_instances`: the instances the daemon keeps linked. A describe
+    /// that suddenly returns far fewer is what the shrink guard is for.
     fn linked_instance_count(&self) -> usize {
-        self.snap.links.values().filter(|l| l.groups.iter().any(|g| self.ours.contains(g))).count()
+        self.snap
+            .instances
+            .values()
+            .filter(|i| i.vpc_id.is_none() && i.state == InstanceState::Running)
+            .filter(|i| {
+                i.groups.iter().any(|g| {
+                    self.managed.get(g).is_some_and(|m| m.source.is_classic() && m.link_instances)
+                        && self.mirrors.contains_key(g)
+                })
+            })
+            .count()
     }
 
     fn apply_safety_guards(&mut self) {
@@ -496,17 +536,27 @@ impl<'a> Planner<'a> {
                     self.plan.holds.shrink = true;
                     self.next_memory.shrink_since = Some(since);
                     let left = self.config.safety.orphan_grace - waited;
+                    let mut drops = Vec::new();
+                    if shrunk(base.managed_sources, current.managed_sources) {
+                        drops.push(format!(
+                            "managed source groups {} -> {}",
+                            base.managed_sources, current.managed_sources
+                        ));
+                    }
+                    if shrunk(base.linked_instances, current.linked_instances) {
+                        drops.push(format!(
+                            "linked instances {} -> {}",
+                            base.linked_instances, current.linked_instances
+                        ));
+                    }
                     self.warn(
                         WarningKind::SafetyHold,
                         None,
                         None,
                         format!(
-                            "managed sources {} -> {} and linked instances {} -> {} dropped by more than {:.0}%; \
-                             destructive actions held for another {}",
-                            base.managed_sources,
-                            current.managed_sources,
-                            base.linked_instances,
-                            current.linked_instances,
+                            "{} dropped by more than {:.0}% (max_source_shrink); destructive actions held for \
+                             another {} unless it recovers",
+                            drops.join(" and "),
                             limit * 100.0,
                             humantime::format_duration(round_secs(left))
                         ),
@@ -809,7 +859,7 @@ impl<'a> Planner<'a> {
         for grant in &group.ingress {
             let owned = match &grant.key.peer {
                 Peer::Ipv4(_) => true,
-                Peer::Group { group, owner: None } => self.ours.contains(group),
+                Peer::Group { group, owner: None } => self.is_ours(group),
                 _ => false,
             };
             actual.insert(grant.clone().map_group(GroupRef::Existing).key, (grant, owned));
@@ -841,6 +891,9 @@ impl<'a> Planner<'a> {
         let snap = self.snap;
         let destructive_held = self.destructive_held();
         let global_audit = self.global_audit();
+        // Without the full list of links, an attach would be a guess (EC2
+        // rejects attaching an instance that is already linked).
+        let links_known = !snap.incomplete.contains(&crate::model::SnapshotPart::Links);
         let mut instance_ids: BTreeSet<&InstanceId> = snap.instances.keys().collect();
         instance_ids.extend(snap.links.keys());
 
@@ -886,7 +939,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let target = entitled.into_iter().next();
-            if target.is_none() && link.is_none_or(|l| !l.groups.iter().any(|g| self.ours.contains(g))) {
+            if target.is_none() && link.is_none_or(|l| !l.groups.iter().any(|g| self.is_ours(g))) {
                 continue;
             }
             if target.is_none() {
@@ -896,6 +949,7 @@ impl<'a> Planner<'a> {
 
             let action = match (link, target) {
                 (None, None) => continue,
+                (None, Some(_)) if !links_known => continue,
                 (None, Some((vpc, mirrors))) => {
                     if mirrors.len() > MAX_GROUPS_PER_LINK {
                         self.link_limit_warning(instance_id, &vpc, mirrors.len());
@@ -904,11 +958,11 @@ impl<'a> Planner<'a> {
                     Action::Attach { instance: instance_id.clone(), vpc, groups: mirrors.into_iter().collect() }
                 }
                 (Some(link), target) => {
-                    let has_ours = link.groups.iter().any(|g| self.ours.contains(g));
+                    let has_ours = link.groups.iter().any(|g| self.is_ours(g));
                     let foreign: BTreeSet<GroupRef> = link
                         .groups
                         .iter()
-                        .filter(|g| !self.ours.contains(*g))
+                        .filter(|g| !self.is_ours(g))
                         .map(|g| GroupRef::Existing(g.clone()))
                         .collect();
                     let current: BTreeSet<GroupRef> =
@@ -975,6 +1029,19 @@ impl<'a> Planner<'a> {
                 }
                 self.unlink_budget -= 1;
             }
+            // Drift belongs to the pairs entitled to the link and to the
+            // pairs whose mirrors the action removes from it.
+            let mut pair_keys = pair_keys;
+            for group in &removed {
+                if let Some(key) = self.pair_of_mirror(group) {
+                    pair_keys.push(key);
+                }
+            }
+            pair_keys.sort();
+            pair_keys.dedup();
+            for key in &pair_keys {
+                self.pair_drift(key).links += 1;
+            }
             let mut deps = Vec::new();
             let (Action::Attach { vpc, groups, .. } | Action::Relink { vpc, groups, .. }) = &action else {
                 let id = self.push(action, deps, audit, pair_keys.first().cloned());
@@ -989,12 +1056,17 @@ impl<'a> Planner<'a> {
                 };
                 deps.extend(source.and_then(|s| self.prepare_action.get(&s).copied()));
             }
-            for key in &pair_keys {
-                self.pair_drift(key).links += 1;
-            }
             let id = self.push(action, deps, audit, pair_keys.first().cloned());
             self.note_unlinks(id, removed, audit);
         }
+    }
+
+    /// The managed pair whose (existing) mirror `group` is.
+    fn pair_of_mirror(&self, group: &GroupId) -> Option<PairKey> {
+        self.mirrors.iter().find_map(|(source, choice)| match choice {
+            MirrorChoice::Existing { id, .. } if id == group => self.pair_key(source),
+            _ => None,
+        })
     }
 
     fn note_unlinks(&mut self, id: ActionId, removed: Vec<GroupId>, audit: bool) {
@@ -1019,7 +1091,9 @@ impl<'a> Planner<'a> {
 
     // ----- 5. orphans --------------------------------------------------------
 
-    fn plan_orphans(&mut self) {
+    /// Finds the orphans (tagged groups no pair claims), remembers since when,
+    /// and decides which must keep working this pass.
+    fn find_orphans(&mut self) {
         let chosen: BTreeSet<GroupId> = self
             .mirrors
             .values()
@@ -1032,11 +1106,8 @@ impl<'a> Planner<'a> {
         if complete {
             self.next_memory.orphans_since.clear();
         }
-        let audit = self.global_audit();
-        let held = self.destructive_held();
-        let grace = self.config.safety.orphan_grace;
         for group in self.snap.vpc_groups.values() {
-            let (Some(source), Some(vpc)) = (group.mirrored_from(), group.vpc_id.clone()) else { continue };
+            let (Some(_), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { continue };
             if chosen.contains(&group.id) {
                 continue;
             }
@@ -1044,36 +1115,60 @@ impl<'a> Planner<'a> {
             if complete {
                 self.next_memory.orphans_since.insert(group.id.clone(), since);
             }
+            let age = self.now.duration_since(since).unwrap_or_default();
+            let stage = if !self.config.safety.delete_orphans {
+                OrphanStage::Kept
+            } else if age < self.config.safety.orphan_grace {
+                OrphanStage::Waiting(self.config.safety.orphan_grace - age)
+            } else {
+                OrphanStage::Due
+            };
+            if stage != OrphanStage::Due {
+                self.protected.insert(group.id.clone());
+            }
             self.plan.orphans.push(Orphan {
                 group: group.id.clone(),
-                vpc: vpc.clone(),
+                vpc: group.vpc_id.clone().expect("VPC group"),
                 name: group.name.clone(),
-                source: source.clone(),
+                source: group.mirrored_from().expect("tagged"),
                 since,
             });
+            self.orphans.push((group.id.clone(), stage));
+        }
+    }
+
+    fn plan_orphans(&mut self) {
+        let complete = self.snap.is_complete();
+        let audit = self.global_audit();
+        let held = self.destructive_held();
+        for (id, stage) in std::mem::take(&mut self.orphans) {
+            let group = &self.snap.vpc_groups[&id];
+            let (source, vpc) = (group.mirrored_from().expect("tagged"), group.vpc_id.clone().expect("VPC group"));
             let label = format!("{} ({}) in {vpc}", group.id, group.name);
-            if !self.config.safety.delete_orphans {
-                self.warn(
-                    WarningKind::OrphanKept,
-                    None,
-                    Some(group.id.to_string()),
-                    format!("orphaned mirror {label} of {source} is kept: delete_orphans = false"),
-                );
-                continue;
-            }
-            let age = self.now.duration_since(since).unwrap_or_default();
-            if age < grace {
-                let left = grace.saturating_sub(age);
-                self.warn(
-                    WarningKind::OrphanWaiting,
-                    None,
-                    Some(group.id.to_string()),
-                    format!(
-                        "orphaned mirror {label} of {source}: removal in {} (orphan_grace)",
-                        humantime::format_duration(round_secs(left))
-                    ),
-                );
-                continue;
+            match stage {
+                OrphanStage::Kept => {
+                    self.warn(
+                        WarningKind::OrphanKept,
+                        None,
+                        Some(group.id.to_string()),
+                        format!("orphaned mirror {label} of {source} is kept: delete_orphans = false"),
+                    );
+                    continue;
+                }
+                OrphanStage::Waiting(left) => {
+                    self.warn(
+                        WarningKind::OrphanWaiting,
+                        None,
+                        Some(group.id.to_string()),
+                        format!(
+                            "orphaned mirror {label} of {source}: its links and references stay; removal in {} \
+                             (orphan_grace)",
+                            humantime::format_duration(round_secs(left))
+                        ),
+                    );
+                    continue;
+                }
+                OrphanStage::Due => {}
             }
             if let Some(backoff) = self.memory.delete_backoff.get(&group.id)
                 && backoff.retry_after > self.now

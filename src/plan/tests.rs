@@ -856,38 +856,57 @@ fn an_orphan_past_its_grace_under_an_incomplete_snapshot_is_held_not_waiting() {
 
 #[test]
 fn the_shrink_guard_holds_destructive_actions_until_the_drop_persists_for_the_grace() {
-    let full = World::new()
-        .classic("sg-0a1", "web", vec![])
-        .classic("sg-0a2", "app", vec![])
-        .classic("sg-0a3", "db", vec![])
-        .map("sg-0a1", VPC)
-        .map("sg-0a2", VPC)
-        .map("sg-0a3", VPC)
-        .mirror("sg-77c", "web", "sg-0a1", vec![])
-        .mirror("sg-77d", "app", "sg-0a2", vec![])
-        .mirror("sg-77e", "db", "sg-0a3", vec![])
-        .link("i-1", VPC, &["sg-77d"])
-        .instance("i-1", InstanceState::Running, &["sg-0a2"]);
-    let (_, memory) = full.plan_with(&Memory::default(), t0());
-    assert_eq!(memory.baseline, Some(Baseline { managed_sources: 3, linked_instances: 1 }));
+    let mut full =
+        World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC).mirror("sg-77c", "web", "sg-0a1", vec![]);
+    for n in 1..=4 {
+        let id = format!("i-{n}");
+        full = full.instance(&id, InstanceState::Running, &["sg-0a1"]).link(&id, VPC, &["sg-77c"]);
+    }
+    let (first, memory) = full.plan_with(&Memory::default(), t0());
+    assert!(first.actions.is_empty());
+    assert_eq!(memory.baseline, Some(Baseline { managed_sources: 1, linked_instances: 4 }));
 
-    // Two of three mappings vanish (e.g. a truncated config file).
+    // The instance describe suddenly answers (successfully) with nothing,
+    // while the links are still there: without the guard, four detaches.
     let mut shrunk = full;
-    shrunk.config.mirrors.truncate(1);
+    shrunk.snap.instances.clear();
     let (plan, memory) = shrunk.plan_with(&memory, t0() + Duration::from_secs(30));
     assert!(plan.holds.shrink);
-    assert!(plan.actions.iter().all(|a| !a.action.is_destructive()));
+    assert!(plan.actions.is_empty());
     assert_eq!(warnings_of(&plan, WarningKind::SafetyHold).len(), 1);
-    assert!(plan.deferred.held > 0);
+    assert_eq!(plan.deferred.held, 4);
 
     let (plan, memory) = shrunk.plan_with(&memory, t0() + Duration::from_secs(629));
-    assert!(plan.holds.shrink);
+    assert!(plan.holds.shrink, "the drop has lasted 599 s of the 600 s grace");
     let (plan, memory) = shrunk.plan_with(&memory, t0() + Duration::from_secs(630));
     assert!(!plan.holds.shrink);
-    // The orphans have served their grace too; sg-77d goes after its detach.
-    assert_eq!(kinds(&plan), vec![ActionKind::Detach, ActionKind::DeleteMirror, ActionKind::DeleteMirror]);
-    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
-    assert_eq!(memory.baseline, Some(Baseline { managed_sources: 1, linked_instances: 1 }));
+    assert_eq!(kinds(&plan), vec![ActionKind::Detach; 4]);
+    assert_eq!(memory.baseline, Some(Baseline { managed_sources: 1, linked_instances: 0 }));
+}
+
+#[test]
+fn an_orphan_keeps_its_links_and_references_until_its_grace_is_over() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![from_group(80, "sg-0a9")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
+        .mirror("sg-77e", "old", "sg-0a9", vec![])
+        .instance("i-1", InstanceState::Running, &["sg-0a1"])
+        .link("i-1", VPC, &["sg-77c", "sg-77e"])
+        .link("i-2", VPC, &["sg-77e"]);
+    let (waiting, memory) = world.plan_with(&Memory::default(), t0());
+    assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+    let (due, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&due), vec![ActionKind::Revoke, ActionKind::Relink, ActionKind::Detach, ActionKind::DeleteMirror]);
+}
+
+#[test]
+fn a_kept_orphan_keeps_its_links() {
+    let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]).link("i-2", VPC, &["sg-77e"]);
+    world.config.safety.delete_orphans = false;
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(86_400));
+    assert!(plan.actions.is_empty());
 }
 
 #[test]
@@ -1118,4 +1137,22 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
     for kind in warnings {
         assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str(), "{kind:?}");
     }
+}
+
+#[test]
+fn no_attach_is_guessed_when_the_links_were_not_fully_observed() {
+    let mut world = linked_world().instance("i-1", InstanceState::Running, &["sg-0a1"]);
+    world.snap.incomplete.insert(SnapshotPart::Links);
+    assert!(world.plan().actions.is_empty());
+}
+
+#[test]
+fn a_detach_counts_as_link_drift_of_the_pair_whose_mirror_it_removes() {
+    let world = linked_world().link("i-7", VPC, &["sg-77c"]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::Detach]);
+    let web = plan.pairs.iter().find(|p| p.key.source == sg("sg-0a1")).unwrap();
+    assert_eq!(web.drift.links, 1);
+    assert!(!web.in_sync());
+    assert_eq!(plan.actions[0].pair.as_ref(), Some(&web.key));
 }
