@@ -19,4 +19,5 @@
 
 pub mod config;
 pub mod ec2;
+pub mod emulator;
 pub mod model;
