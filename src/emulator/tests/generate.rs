@@ -64,9 +64,11 @@ async fn a_generated_estate_loads() {
 
 /// The benchmark size; run with
 /// `cargo test --release --lib generator_builds_the_large_estate -- --ignored --nocapture`.
-#[test]
+#[tokio::test]
 #[ignore = "large: run in release"]
-fn generator_builds_the_large_estate_in_seconds() {
+async fn generator_builds_the_large_estate_in_seconds_and_describes_stay_fast() {
+    use crate::ec2::{Ec2, GroupFilter, InstanceFilter, Operation};
+
     let start = Instant::now();
     let estate = GenerateSpec::large().estate();
     let generated = start.elapsed();
@@ -77,4 +79,24 @@ fn generator_builds_the_large_estate_in_seconds() {
     assert_eq!(stats.instances, 50_000);
     assert_eq!(stats.grants, 3 + 4 + 5000 * 100);
     assert!(loaded.as_secs() < 10);
+
+    let start = Instant::now();
+    let all = emu.describe_instances(&InstanceFilter::default()).await.unwrap();
+    let groups: Vec<GroupId> = (0..200).map(|g| emu.group_id(None, &GenerateSpec::group_name(g)).unwrap()).collect();
+    let some =
+        emu.describe_instances(&InstanceFilter { group_ids: groups.clone(), ..Default::default() }).await.unwrap();
+    let described =
+        emu.describe_security_groups(&GroupFilter { group_ids: groups, ..Default::default() }).await.unwrap();
+    let every_group = emu.describe_security_groups(&GroupFilter::default()).await.unwrap();
+    println!(
+        "described {} instances, {} of 200 groups, {} + {} groups in {:?} ({} DescribeInstances pages)",
+        all.len(),
+        some.len(),
+        described.len(),
+        every_group.len(),
+        start.elapsed(),
+        emu.counters().requests(Operation::DescribeInstances)
+    );
+    assert_eq!(all.len(), 50_000);
+    assert!(start.elapsed().as_secs() < 5);
 }
