@@ -367,9 +367,7 @@ pub fn canonical_ipv4(text: &str) -> Result<Ipv4Net, ModelError> {
     let text = text.trim();
     let net = match text.parse::<Ipv4Net>() {
         Ok(net) => net,
-        Err(_) => {
-            text.parse::<Ipv4Addr>().map(|a| Ipv4Net::from(a)).map_err(|_| ModelError::BadCidr(text.to_owned()))?
-        }
+        Err(_) => text.parse::<Ipv4Addr>().map(Ipv4Net::from).map_err(|_| ModelError::BadCidr(text.to_owned()))?,
     };
     Ok(net.trunc())
 }
@@ -382,9 +380,7 @@ pub fn canonical_ipv6(text: &str) -> Result<Ipv6Net, ModelError> {
     let text = text.trim();
     let net = match text.parse::<Ipv6Net>() {
         Ok(net) => net,
-        Err(_) => {
-            text.parse::<Ipv6Addr>().map(|a| Ipv6Net::from(a)).map_err(|_| ModelError::BadCidr(text.to_owned()))?
-        }
+        Err(_) => text.parse::<Ipv6Addr>().map(Ipv6Net::from).map_err(|_| ModelError::BadCidr(text.to_owned()))?,
     };
     Ok(net.trunc())
 }
