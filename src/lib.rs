@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod ec2;
+pub mod emulator;
 pub mod execute;
 pub mod model;
 pub mod observe;

@@ -1,0 +1,112 @@
+//! The [`Ec2`] port implemented by the emulator: what `observe` and
+//! `execute` call. Describes walk every page ([`PORT_PAGE_SIZE`] items each,
+//! one counted request per page) and fail as a whole if any page fails, so the
+//! caller can tell a complete answer from a partial one.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation};
+use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
+
+use super::state::GroupSpec;
+use super::{Emulator, PORT_PAGE_SIZE, Page, PageRequest};
+
+/// Fetches every page of one describe.
+async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, Ec2Error>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = Result<Page<T>, Ec2Error>>,
+{
+    let mut items = Vec::new();
+    let mut next_token = None;
+    loop {
+        let page = fetch(PageRequest::after(PORT_PAGE_SIZE, next_token)).await?;
+        items.extend(page.items);
+        match page.next_token {
+            Some(token) => next_token = Some(token),
+            None => return Ok(items),
+        }
+    }
+}
+
+#[async_trait]
+impl Ec2 for Emulator {
+    async fn describe_security_groups(&self, filter: &GroupFilter) -> Result<Vec<SecurityGroup>, Ec2Error> {
+        all_pages(|page| async move { self.describe_security_groups_page(&[], filter, &page).await }).await
+    }
+
+    async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, Ec2Error> {
+        all_pages(|page| async move { self.describe_instances_page(&[], filter, &page).await }).await
+    }
+
+    async fn describe_classic_link_instances(&self, filter: &LinkFilter) -> Result<Vec<Link>, Ec2Error> {
+        all_pages(|page| async move { self.describe_classic_link_instances_page(&[], filter, &page).await }).await
+    }
+
+    async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
+        self.request(Operation::DescribeVpcClassicLink, |world, _| world.vpc_classic_link(vpc_ids, true)).await
+    }
+
+    async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
+        let spec = GroupSpec {
+            id: None,
+            vpc_id: Some(request.vpc_id.clone()),
+            name: request.name.clone(),
+            description: request.description.clone(),
+            tags: request.tags.clone(),
+        };
+        self.request(Operation::CreateSecurityGroup, |world, now| world.create_group(now, spec)).await
+    }
+
+    async fn delete_security_group(&self, group_id: &GroupId) -> Result<(), Ec2Error> {
+        self.request(Operation::DeleteSecurityGroup, |world, now| world.delete_group(now, group_id)).await
+    }
+
+    async fn authorize_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        self.request(Operation::AuthorizeSecurityGroupIngress, |world, now| world.authorize(now, group_id, grants))
+            .await
+    }
+
+    async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        self.request(Operation::RevokeSecurityGroupIngress, |world, now| world.revoke(now, group_id, grants).map(drop))
+            .await
+    }
+
+    async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        self.request(Operation::UpdateSecurityGroupRuleDescriptionsIngress, |world, now| {
+            world.update_descriptions(now, group_id, grants)
+        })
+        .await
+    }
+
+    async fn create_tags(&self, group_id: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error> {
+        self.request(Operation::CreateTags, |world, now| world.create_tags(now, std::slice::from_ref(group_id), tags))
+            .await
+    }
+
+    async fn delete_tags(&self, group_id: &GroupId, keys: &[String]) -> Result<(), Ec2Error> {
+        let keys: Vec<(String, Option<String>)> = keys.iter().map(|k| (k.clone(), None)).collect();
+        self.request(Operation::DeleteTags, |world, now| world.delete_tags(now, std::slice::from_ref(group_id), &keys))
+            .await
+    }
+
+    async fn attach_classic_link_vpc(
+        &self,
+        instance_id: &InstanceId,
+        vpc_id: &VpcId,
+        groups: &[GroupId],
+    ) -> Result<(), Ec2Error> {
+        self.request(Operation::AttachClassicLinkVpc, |world, now| world.attach(now, instance_id, vpc_id, groups)).await
+    }
+
+    async fn detach_classic_link_vpc(&self, instance_id: &InstanceId, vpc_id: &VpcId) -> Result<(), Ec2Error> {
+        self.request(Operation::DetachClassicLinkVpc, |world, now| world.detach(now, instance_id, vpc_id).map(drop))
+            .await
+    }
+
+    async fn enable_vpc_classic_link(&self, vpc_id: &VpcId) -> Result<(), Ec2Error> {
+        self.request(Operation::EnableVpcClassicLink, |world, _| world.enable_classic_link(vpc_id)).await
+    }
+}

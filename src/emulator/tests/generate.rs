@@ -1,0 +1,102 @@
+//! The synthetic estate generator.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::*;
+use crate::emulator::{Estate, GenerateSpec};
+use crate::model::DEFAULT_DISCOVERY_TAG;
+
+fn spec() -> GenerateSpec {
+    GenerateSpec {
+        classic_groups: 50,
+        rules_per_group: 20,
+        cross_reference_fraction: 0.25,
+        instances: 400,
+        stopped_fraction: 0.1,
+        vpcs: 2,
+        discovery_fraction: 0.5,
+        seed: 42,
+        ..GenerateSpec::default()
+    }
+}
+
+#[test]
+fn the_same_spec_generates_the_same_estate_and_another_seed_another() {
+    assert_eq!(spec().estate(), spec().estate());
+    assert_ne!(spec().estate(), GenerateSpec { seed: 43, ..spec() }.estate());
+}
+
+#[test]
+fn generated_estates_have_the_requested_shape() {
+    let estate: Estate = spec().estate();
+    assert_eq!(estate.vpcs.len(), 2);
+    assert!(estate.vpcs.iter().all(|v| v.classic_link));
+    assert_eq!(estate.groups.len(), 50);
+    assert!(estate.groups.iter().all(|g| g.rules.len() == 20 && g.vpc.is_none()));
+    let rules: Vec<_> = estate.groups.iter().flat_map(|g| &g.rules).collect();
+    let cross = rules.iter().filter(|r| r.from_group.is_some()).count();
+    assert!((150..=350).contains(&cross), "about a quarter of 1000 rules reference groups, got {cross}");
+    for group in &estate.groups {
+        assert!(group.rules.iter().all(|r| r.from_group.as_deref() != Some(group.name.as_str())));
+    }
+    let tagged = estate.groups.iter().filter(|g| g.tags.contains_key(DEFAULT_DISCOVERY_TAG)).count();
+    assert!((10..=40).contains(&tagged), "about half carry the discovery tag, got {tagged}");
+    assert_eq!(estate.instances.len(), 400);
+    for instance in &estate.instances {
+        let distinct: BTreeSet<_> = instance.groups.iter().collect();
+        assert!((1..=3).contains(&distinct.len()) && distinct.len() == instance.groups.len());
+    }
+}
+
+#[tokio::test]
+async fn a_generated_estate_loads() {
+    let emu = Emulator::from_estate(&spec().estate(), EmulatorOptions::default()).unwrap();
+    let stats = emu.stats();
+    assert_eq!(stats.vpcs, 2);
+    assert_eq!(stats.groups, 1 + 2 + 50, "Classic default, two VPC defaults, the generated groups");
+    assert_eq!(stats.grants, 3 + 2 + 50 * 20);
+    assert_eq!(stats.instances, 400);
+    let vpc = GenerateSpec::vpc_id(1);
+    assert!(emu.peek_vpc(&vpc).unwrap().classic_link_enabled);
+    assert!(emu.group_id(None, &GenerateSpec::group_name(49)).is_some());
+}
+
+/// The benchmark size; run with
+/// `cargo test --release --lib generator_builds_the_large_estate -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "large: run in release"]
+async fn generator_builds_the_large_estate_in_seconds_and_describes_stay_fast() {
+    use crate::ec2::{Ec2, GroupFilter, InstanceFilter, Operation};
+
+    let start = Instant::now();
+    let estate = GenerateSpec::large().estate();
+    let generated = start.elapsed();
+    let emu = Emulator::from_estate(&estate, EmulatorOptions::default()).unwrap();
+    let loaded = start.elapsed();
+    let stats = emu.stats();
+    println!("generated in {generated:?}, loaded by {loaded:?}: {stats:?}");
+    assert_eq!(stats.instances, 50_000);
+    assert_eq!(stats.grants, 3 + 4 + 5000 * 100);
+    assert!(loaded.as_secs() < 10);
+
+    let start = Instant::now();
+    let all = emu.describe_instances(&InstanceFilter::default()).await.unwrap();
+    let groups: Vec<GroupId> = (0..200).map(|g| emu.group_id(None, &GenerateSpec::group_name(g)).unwrap()).collect();
+    let some =
+        emu.describe_instances(&InstanceFilter { group_ids: groups.clone(), ..Default::default() }).await.unwrap();
+    let described =
+        emu.describe_security_groups(&GroupFilter { group_ids: groups, ..Default::default() }).await.unwrap();
+    let every_group = emu.describe_security_groups(&GroupFilter::default()).await.unwrap();
+    println!(
+        "described {} instances, {} of 200 groups, {} + {} groups in {:?} ({} DescribeInstances pages)",
+        all.len(),
+        some.len(),
+        described.len(),
+        every_group.len(),
+        start.elapsed(),
+        emu.counters().requests(Operation::DescribeInstances)
+    );
+    assert_eq!(all.len(), 50_000);
+    assert!(start.elapsed().as_secs() < 5);
+}
