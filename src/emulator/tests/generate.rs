@@ -62,11 +62,10 @@ async fn a_generated_estate_loads() {
     assert!(emu.group_id(None, &GenerateSpec::group_name(49)).is_some());
 }
 
-/// The benchmark size; run with
-/// `cargo test --release --lib generator_builds_the_large_estate -- --ignored --nocapture`.
+/// The benchmark size loads whole and pages correctly. How fast is a
+/// benchmark's business (docs/BENCHMARKS.md), not a test's.
 #[tokio::test]
-#[ignore = "large: run in release"]
-async fn generator_builds_the_large_estate_in_seconds_and_describes_stay_fast() {
+async fn generator_builds_the_benchmark_estate_and_describes_page_through_it() {
     use crate::ec2::{Ec2, GroupFilter, InstanceFilter, Operation};
 
     let start = Instant::now();
@@ -78,7 +77,6 @@ async fn generator_builds_the_large_estate_in_seconds_and_describes_stay_fast() 
     println!("generated in {generated:?}, loaded by {loaded:?}: {stats:?}");
     assert_eq!(stats.instances, 50_000);
     assert_eq!(stats.grants, 3 + 4 + 5000 * 100);
-    assert!(loaded.as_secs() < 10);
 
     let start = Instant::now();
     let all = emu.describe_instances(&InstanceFilter::default()).await.unwrap();
@@ -98,5 +96,9 @@ async fn generator_builds_the_large_estate_in_seconds_and_describes_stay_fast() 
         emu.counters().requests(Operation::DescribeInstances)
     );
     assert_eq!(all.len(), 50_000);
-    assert!(start.elapsed().as_secs() < 5);
+    assert_eq!(every_group.len(), stats.groups);
+    assert_eq!(
+        emu.counters().requests(Operation::DescribeInstances) as usize,
+        50_000_usize.div_ceil(1000) + some.len().div_ceil(1000)
+    );
 }

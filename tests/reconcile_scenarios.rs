@@ -1,0 +1,563 @@
+//! End-to-end passes — observe → plan → execute — against the in-process
+//! emulator engine, one test per SPEC §4–§6 behaviour, plus faults. Tokio's
+//! clock is paused, so throttling, backoff and consistency windows cost no
+//! wall time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use classiclink_mirror::config::{Config, MirrorConfig, SourceRef};
+use classiclink_mirror::ec2::limited::Limited;
+use classiclink_mirror::ec2::{Ec2, GroupFilter, Operation};
+use classiclink_mirror::emulator::GenerateSpec;
+use classiclink_mirror::emulator::{Emulator, EmulatorOptions, NewGroup, NewVpc, RunInstances};
+use classiclink_mirror::emulator::{ErrorInjection, Faults, IpPermission, Throttle};
+use classiclink_mirror::execute::ActionResult;
+use classiclink_mirror::model::{
+    Grant, GroupId, InstanceId, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
+};
+use classiclink_mirror::plan::{ActionKind, Memory};
+use classiclink_mirror::reconcile::{PassReport, apply, execute_options, reconcile_once};
+use tokio_util::sync::CancellationToken;
+
+const MUTATING: [Operation; 10] = [
+    Operation::CreateSecurityGroup,
+    Operation::DeleteSecurityGroup,
+    Operation::AuthorizeSecurityGroupIngress,
+    Operation::RevokeSecurityGroupIngress,
+    Operation::UpdateSecurityGroupRuleDescriptionsIngress,
+    Operation::CreateTags,
+    Operation::DeleteTags,
+    Operation::AttachClassicLinkVpc,
+    Operation::DetachClassicLinkVpc,
+    Operation::EnableVpcClassicLink,
+];
+
+fn tcp(port: u16, cidr: &str) -> Grant {
+    Grant::new(Protocol::Tcp, Ports::Range { from: port, to: port }, Peer::Ipv4(cidr.parse().unwrap()), None)
+}
+fn from_group(port: u16, group: &GroupId) -> Grant {
+    Grant::new(
+        Protocol::Tcp,
+        Ports::Range { from: port, to: port },
+        Peer::Group { group: group.clone(), owner: None },
+        None,
+    )
+}
+fn from_account(port: u16, group: &str, owner: &str) -> Grant {
+    Grant::new(
+        Protocol::Tcp,
+        Ports::Range { from: port, to: port },
+        Peer::Group { group: GroupId::try_new(group).unwrap(), owner: Some(owner.into()) },
+        None,
+    )
+}
+
+/// A test clock for the planner's `now`, advanced by hand.
+struct Clock(Mutex<SystemTime>);
+impl Clock {
+    fn new() -> Self {
+        Self(Mutex::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)))
+    }
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+/// A three-tier Classic estate and a target VPC with ClassicLink on.
+struct Estate {
+    emu: Emulator,
+    vpc: VpcId,
+    web: GroupId,
+    app: GroupId,
+    db: GroupId,
+    instances: Vec<InstanceId>,
+}
+
+async fn allow(emu: &Emulator, group: &GroupId, grants: &[Grant]) {
+    let account = emu.account_id();
+    let permissions: Vec<IpPermission> = grants.iter().map(|g| IpPermission::from_grant(g, &account)).collect();
+    emu.authorize_permissions(group, &permissions).await.unwrap();
+}
+
+async fn three_tiers() -> Estate {
+    let emu = Emulator::new(EmulatorOptions::default());
+    let vpc = emu.create_vpc(&NewVpc::classic_link(true)).await.unwrap();
+    let web = emu.create_group(&NewGroup::classic("web", "Web tier")).await.unwrap();
+    let app = emu.create_group(&NewGroup::classic("app", "App tier")).await.unwrap();
+    let db = emu.create_group(&NewGroup::classic("db", "Database tier")).await.unwrap();
+    allow(&emu, &web, &[tcp(443, "0.0.0.0/0"), from_account(80, "sg-843f59ed", "amazon-elb")]).await;
+    allow(&emu, &app, &[from_group(8080, &web), from_group(7000, &app)]).await;
+    allow(&emu, &db, &[from_group(5432, &app), tcp(5432, "198.51.100.0/24")]).await;
+    let mut instances = Vec::new();
+    instances.extend(emu.run_instances(&RunInstances::classic([web.clone()]).count(3)).await.unwrap());
+    instances.extend(emu.run_instances(&RunInstances::classic([app.clone()]).count(2)).await.unwrap());
+    instances.extend(emu.run_instances(&RunInstances::classic([app.clone(), db.clone()])).await.unwrap());
+    Estate { emu, vpc, web, app, db, instances }
+}
+
+fn config_for(vpc: &VpcId, sources: &[&GroupId]) -> Config {
+    let mut config = Config::with_region("us-east-1");
+    config.discovery.tag_key = None;
+    config.safety.orphan_grace = Duration::from_secs(600);
+    for source in sources {
+        config.mirrors.push(MirrorConfig::new(SourceRef::Id((*source).clone()), vpc.clone()));
+    }
+    config
+}
+
+fn limited(emu: &Emulator, config: &Config) -> Limited<Emulator> {
+    Limited::new(emu.clone(), &config.rate_limit)
+}
+
+async fn pass(ec2: &dyn Ec2, config: &Config, memory: &mut Memory, clock: &Clock) -> PassReport {
+    let report =
+        reconcile_once(ec2, config, memory, clock.now(), &execute_options(config), &CancellationToken::new()).await;
+    for (outcome, error) in report.report.failures() {
+        eprintln!("failed: {:?} {error}", outcome.kind);
+    }
+    report
+}
+
+async fn mirrors(emu: &Emulator) -> Vec<SecurityGroup> {
+    emu.describe_security_groups(&GroupFilter { tag_keys: vec![OWNERSHIP_TAG.into()], ..GroupFilter::default() })
+        .await
+        .unwrap()
+}
+
+async fn mirror_of(emu: &Emulator, source: &GroupId) -> SecurityGroup {
+    mirrors(emu).await.into_iter().find(|g| g.mirrored_from().as_ref() == Some(source)).expect("mirror exists")
+}
+
+fn mutating_calls(emu: &Emulator) -> BTreeMap<Operation, u64> {
+    let counters = emu.counters();
+    MUTATING.iter().map(|op| (*op, counters.requests(*op))).filter(|(_, n)| *n > 0).collect()
+}
+
+fn keys(grants: &[Grant]) -> BTreeSet<String> {
+    grants.iter().map(|g| serde_json::to_string(&g.key).unwrap()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_estate_converges_with_the_fewest_writes_and_a_second_pass_writes_nothing() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app, &estate.db]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    estate.emu.reset_counters();
+
+    let first = pass(&ec2, &config, &mut memory, &clock).await;
+    assert_eq!(first.failed(), 0);
+    // One create per mirror, one authorize per mirror with grants, one
+    // attach per running member instance — nothing else.
+    let expected = BTreeMap::from([
+        (Operation::CreateSecurityGroup, 3),
+        (Operation::AuthorizeSecurityGroupIngress, 3),
+        (Operation::AttachClassicLinkVpc, estate.instances.len() as u64),
+    ]);
+    assert_eq!(mutating_calls(&estate.emu), expected);
+
+    estate.emu.reset_counters();
+    let second = pass(&ec2, &config, &mut memory, &clock).await;
+    assert!(second.converged(), "{:?}", second.plan.actions);
+    assert_eq!(estate.emu.counters().mutating_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rules_are_mirrored_with_references_translated_to_the_mirrors() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app, &estate.db]);
+    let ec2 = limited(&estate.emu, &config);
+    let report = apply(&ec2, &config, 5, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged);
+
+    let (web, app, db) = (
+        mirror_of(&estate.emu, &estate.web).await,
+        mirror_of(&estate.emu, &estate.app).await,
+        mirror_of(&estate.emu, &estate.db).await,
+    );
+    assert_eq!(keys(&web.ingress), keys(&[tcp(443, "0.0.0.0/0")]), "the ELB reference cannot be mirrored");
+    assert_eq!(keys(&app.ingress), keys(&[from_group(8080, &web.id), from_group(7000, &app.id)]));
+    assert_eq!(keys(&db.ingress), keys(&[from_group(5432, &app.id), tcp(5432, "198.51.100.0/24")]));
+    assert_eq!(db.description, "Database tier");
+    assert_eq!(web.vpc_id.as_ref(), Some(&estate.vpc));
+
+    // Links: every instance with exactly the mirrors of its groups.
+    let last = estate.instances.last().unwrap();
+    let link = estate.emu.peek_link(last).expect("linked");
+    assert_eq!(link.groups, BTreeSet::from([app.id.clone(), db.id.clone()]));
+    assert_eq!(estate.emu.peek_link(&estate.instances[0]).unwrap().groups, BTreeSet::from([web.id.clone()]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_rule_change_is_followed_by_add_revoke_and_description_update() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    pass(&ec2, &config, &mut memory, &clock).await;
+
+    let account = estate.emu.account_id();
+    estate
+        .emu
+        .revoke_permissions(&estate.web, &[IpPermission::from_grant(&tcp(443, "0.0.0.0/0"), &account)])
+        .await
+        .unwrap();
+    let described = Grant { description: Some("office".into()), ..tcp(22, "203.0.113.0/24") };
+    allow(&estate.emu, &estate.web, std::slice::from_ref(&described)).await;
+    estate.emu.reset_counters();
+    let changed = pass(&ec2, &config, &mut memory, &clock).await;
+    assert_eq!(changed.failed(), 0);
+    assert_eq!(estate.emu.counters().requests(Operation::AuthorizeSecurityGroupIngress), 1);
+    assert_eq!(estate.emu.counters().requests(Operation::RevokeSecurityGroupIngress), 1);
+    let mirror = mirror_of(&estate.emu, &estate.web).await;
+    assert_eq!(mirror.ingress, vec![described]);
+
+    // A description change is an in-place update, not revoke + add.
+    estate
+        .emu
+        .revoke_permissions(&estate.web, &[IpPermission::from_grant(&tcp(22, "203.0.113.0/24"), &account)])
+        .await
+        .unwrap();
+    allow(&estate.emu, &estate.web, &[Grant { description: Some("new office".into()), ..tcp(22, "203.0.113.0/24") }])
+        .await;
+    estate.emu.reset_counters();
+    pass(&ec2, &config, &mut memory, &clock).await;
+    assert_eq!(
+        mutating_calls(&estate.emu),
+        BTreeMap::from([(Operation::UpdateSecurityGroupRuleDescriptionsIngress, 1)])
+    );
+    assert_eq!(mirror_of(&estate.emu, &estate.web).await.ingress[0].description.as_deref(), Some("new office"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_classic_default_group_maps_onto_the_vpc_default_group() {
+    let estate = three_tiers().await;
+    let classic_default = estate.emu.default_group(None).unwrap();
+    allow(&estate.emu, &classic_default, &[tcp(22, "10.0.0.0/8")]).await;
+    let config = config_for(&estate.vpc, &[&classic_default]);
+    let ec2 = limited(&estate.emu, &config);
+    estate.emu.reset_counters();
+    let report = apply(&ec2, &config, 5, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged);
+    let vpc_default = estate.emu.default_group(Some(&estate.vpc)).unwrap();
+    let group = estate.emu.peek_group(&vpc_default).unwrap();
+    assert_eq!(group.mirrored_from(), Some(classic_default.clone()));
+    assert!(group.ingress.contains(&tcp(22, "10.0.0.0/8")));
+    assert_eq!(estate.emu.counters().requests(Operation::CreateSecurityGroup), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_same_name_group_that_is_not_ours_is_left_alone() {
+    let estate = three_tiers().await;
+    let theirs = estate.emu.create_group(&NewGroup::in_vpc(&estate.vpc, "web", "owned by another team")).await.unwrap();
+    allow(&estate.emu, &theirs, &[tcp(3389, "0.0.0.0/0")]).await;
+    let config = config_for(&estate.vpc, &[&estate.web]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    estate.emu.reset_counters();
+    let report = pass(&ec2, &config, &mut memory, &clock).await;
+    assert_eq!(estate.emu.counters().mutating_calls(), 0);
+    assert!(report.plan.warnings.iter().any(|w| w.kind.conflict_kind() == Some("name_taken")));
+    assert_eq!(estate.emu.peek_group(&theirs).unwrap().ingress, vec![tcp(3389, "0.0.0.0/0")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_with_foreign_groups_is_relinked_keeping_them() {
+    let estate = three_tiers().await;
+    let ops = estate.emu.create_group(&NewGroup::in_vpc(&estate.vpc, "ops", "monitoring")).await.unwrap();
+    let instance = &estate.instances[0];
+    estate.emu.attach_classic_link_vpc(instance, &estate.vpc, std::slice::from_ref(&ops)).await.unwrap();
+    let config = config_for(&estate.vpc, &[&estate.web]);
+    let ec2 = limited(&estate.emu, &config);
+    let report = apply(&ec2, &config, 5, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged);
+    let web = mirror_of(&estate.emu, &estate.web).await;
+    assert_eq!(estate.emu.peek_link(instance).unwrap().groups, BTreeSet::from([ops, web.id]));
+    assert!(report.passes[0].plan.actions.iter().any(|a| a.action.kind() == ActionKind::Relink));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_instance_is_linked_again_once_it_runs() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    pass(&ec2, &config, &mut memory, &clock).await;
+    let instance = &estate.instances[0];
+    estate.emu.stop_instances(std::slice::from_ref(instance)).await.unwrap();
+    assert!(estate.emu.peek_link(instance).is_none(), "EC2 unlinks a stopped instance");
+    estate.emu.reset_counters();
+    let stopped = pass(&ec2, &config, &mut memory, &clock).await;
+    assert!(stopped.converged(), "{:?}", stopped.plan.actions);
+    assert_eq!(estate.emu.counters().mutating_calls(), 0);
+    estate.emu.start_instances(std::slice::from_ref(instance)).await.unwrap();
+    pass(&ec2, &config, &mut memory, &clock).await;
+    assert!(estate.emu.peek_link(instance).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_orphan_is_detached_dereferenced_and_deleted_after_its_grace() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    pass(&ec2, &config, &mut memory, &clock).await;
+    let web_mirror = mirror_of(&estate.emu, &estate.web).await;
+
+    // Stop mirroring web: its mirror is an orphan that keeps working for the grace.
+    let smaller = config_for(&estate.vpc, &[&estate.app]);
+    estate.emu.reset_counters();
+    let waiting = pass(&ec2, &smaller, &mut memory, &clock).await;
+    assert_eq!(waiting.plan.orphans.len(), 1);
+    assert_eq!(estate.emu.counters().mutating_calls(), 0);
+    assert!(estate.emu.peek_link(&estate.instances[0]).is_some());
+
+    clock.advance(Duration::from_secs(600));
+    let due = pass(&ec2, &smaller, &mut memory, &clock).await;
+    assert_eq!(due.failed(), 0, "{:?}", due.report.outcomes);
+    assert!(estate.emu.peek_group(&web_mirror.id).is_none(), "deleted");
+    assert!(estate.emu.peek_link(&estate.instances[0]).is_none(), "detached first");
+    let app_mirror = mirror_of(&estate.emu, &estate.app).await;
+    assert_eq!(keys(&app_mirror.ingress), keys(&[from_group(7000, &app_mirror.id)]), "reference revoked");
+    assert!(memory.orphans_since.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vpc_group_is_mirrored_into_another_vpc_without_links() {
+    let emu = Emulator::new(EmulatorOptions::default());
+    let old = emu.create_vpc(&NewVpc::default()).await.unwrap();
+    let new = emu.create_vpc(&NewVpc::default()).await.unwrap();
+    let api = emu.create_group(&NewGroup::in_vpc(&old, "api", "API")).await.unwrap();
+    allow(&emu, &api, &[tcp(443, "10.0.0.0/8"), from_group(9000, &api)]).await;
+    emu.run_instances(&RunInstances::in_vpc(&old, [api.clone()])).await.unwrap();
+    let config = config_for(&new, &[&api]);
+    let ec2 = limited(&emu, &config);
+    let report = apply(&ec2, &config, 5, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged);
+    let mirror = mirror_of(&emu, &api).await;
+    assert_eq!(mirror.vpc_id, Some(new));
+    assert_eq!(keys(&mirror.ingress), keys(&[tcp(443, "10.0.0.0/8"), from_group(9000, &mirror.id)]));
+    assert_eq!(emu.counters().requests(Operation::AttachClassicLinkVpc), 0);
+}
+
+// ----- faults -----------------------------------------------------------------
+
+fn generated(groups: usize, instances: usize, seed: u64) -> (Emulator, Config) {
+    let spec = GenerateSpec {
+        classic_groups: groups,
+        rules_per_group: 4,
+        cross_reference_fraction: 0.3,
+        instances,
+        vpcs: 1,
+        discovery_fraction: 1.0,
+        seed,
+        ..GenerateSpec::default()
+    };
+    let emu = Emulator::from_estate(&spec.estate(), EmulatorOptions::default()).unwrap();
+    let mut config = Config::with_region("us-east-1");
+    config.safety.orphan_grace = Duration::ZERO;
+    (emu, config)
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_ec2_throttling_a_large_estate_converges_and_no_action_fails_for_throttling() {
+    let (emu, config) = generated(300, 1000, 1);
+    emu.set_faults(Faults { throttle: Some(Throttle::ec2()), ..Faults::none() });
+    let ec2 = limited(&emu, &config);
+    let report = apply(&ec2, &config, 3, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged, "passes: {}", report.passes.len());
+    let failed: usize = report.passes.iter().map(PassReport::failed).sum();
+    assert_eq!(failed, 0);
+    assert!(report.passes.iter().all(|p| p.snapshot.is_complete()));
+    let counters = emu.counters();
+    assert_eq!(counters.requests(Operation::CreateSecurityGroup), 300);
+    assert_eq!(counters.requests(Operation::AttachClassicLinkVpc), 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_ec2_throttles_below_our_rate_retries_and_slowdown_keep_every_action_alive() {
+    let (emu, config) = generated(100, 300, 6);
+    // EC2's buckets at a fifth of the defaults: 1 write/s, bucket 10 — half
+    // of what the daemon's own limiter allows, so EC2 does throttle.
+    emu.set_faults(Faults { throttle: Some(Throttle::ec2().scaled(0.2)), ..Faults::none() });
+    let ec2 = limited(&emu, &config);
+    let report = apply(&ec2, &config, 3, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged);
+    let failed: usize = report.passes.iter().map(PassReport::failed).sum();
+    assert_eq!(failed, 0);
+    assert!(emu.counters().throttled_total() > 0, "the test must actually be throttled");
+    assert!(ec2.stats().throttled.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_20_percent_injected_errors_the_estate_converges_within_a_few_passes() {
+    let (emu, config) = generated(40, 120, 2);
+    emu.set_faults(Faults {
+        errors: ErrorInjection { rate: 0.2, after_effect: 0.3, ..ErrorInjection::default() },
+        seed: 7,
+        ..Faults::none()
+    });
+    let ec2 = limited(&emu, &config).with_retry(classiclink_mirror::ec2::limited::RetryPolicy {
+        min_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(2),
+        max_retries: 1,
+    });
+    let report = apply(&ec2, &config, 8, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged, "not converged after {} passes", report.passes.len());
+    emu.set_faults(Faults::none());
+    assert_eq!(mirrors(&emu).await.len(), 40, "no duplicate mirrors");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_an_eventual_consistency_window_it_converges_without_duplicate_groups() {
+    let (emu, config) = generated(30, 60, 3);
+    emu.set_faults(Faults { consistency_window: Duration::from_secs(2), ..Faults::none() });
+    let ec2 = limited(&emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    let first = pass(&ec2, &config, &mut memory, &clock).await;
+    assert_eq!(first.failed(), 0, "authorize/attach on new mirrors wait for visibility");
+    // The next pass may run inside the window: it must not create again.
+    let second = pass(&ec2, &config, &mut memory, &clock).await;
+    assert_eq!(second.failed(), 0, "{:?}", second.report.outcomes);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let third = pass(&ec2, &config, &mut memory, &clock).await;
+    assert!(third.converged(), "{:?}", third.plan.actions);
+    assert_eq!(mirrors(&emu).await.len(), 30);
+    assert_eq!(
+        emu.counters().requests(Operation::CreateSecurityGroup)
+            - emu.counters().errors(Operation::CreateSecurityGroup, "InvalidGroup.Duplicate"),
+        30
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_security_group_describes_never_lead_to_a_revoke_delete_or_detach() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app]);
+    let ec2 = limited(&estate.emu, &config).with_retry(classiclink_mirror::ec2::limited::RetryPolicy {
+        min_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+        max_retries: 2,
+    });
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    pass(&ec2, &config, &mut memory, &clock).await;
+    // Now every DescribeSecurityGroups fails, web is no longer mapped and its
+    // orphan is long due: a naive daemon would revoke, detach and delete.
+    let smaller = config_for(&estate.vpc, &[&estate.app]);
+    pass(&ec2, &smaller, &mut memory, &clock).await;
+    clock.advance(Duration::from_secs(3600));
+    estate.emu.set_faults(Faults {
+        errors: ErrorInjection {
+            per_operation: BTreeMap::from([(Operation::DescribeSecurityGroups, 1.0)]),
+            ..ErrorInjection::default()
+        },
+        ..Faults::none()
+    });
+    estate.emu.reset_counters();
+    for _ in 0..3 {
+        let report = pass(&ec2, &smaller, &mut memory, &clock).await;
+        assert!(!report.snapshot.is_complete());
+        clock.advance(Duration::from_secs(60));
+    }
+    let counters = estate.emu.counters();
+    for op in [
+        Operation::RevokeSecurityGroupIngress,
+        Operation::DeleteSecurityGroup,
+        Operation::DetachClassicLinkVpc,
+        Operation::DeleteTags,
+    ] {
+        assert_eq!(counters.requests(op), 0, "{op}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_reconcilers_on_one_world_converge_to_the_same_state_without_duplicate_mirrors() {
+    let (emu, config) = generated(25, 50, 4);
+    let (a, b) = (limited(&emu, &config), limited(&emu, &config));
+    let clock = Clock::new();
+    let (mut memory_a, mut memory_b) = (Memory::default(), Memory::default());
+    for _ in 0..3 {
+        let (ra, rb) = tokio::join!(pass(&a, &config, &mut memory_a, &clock), pass(&b, &config, &mut memory_b, &clock));
+        // A race is allowed to fail an action; the next pass repairs it.
+        let _ = (ra, rb);
+    }
+    let settled_a = pass(&a, &config, &mut memory_a, &clock).await;
+    let settled_b = pass(&b, &config, &mut memory_b, &clock).await;
+    assert!(settled_a.converged(), "{:?}", settled_a.plan.actions);
+    assert!(settled_b.converged(), "{:?}", settled_b.plan.actions);
+    let all = mirrors(&emu).await;
+    assert_eq!(all.len(), 25);
+    let sources: BTreeSet<GroupId> = all.iter().filter_map(SecurityGroup::mirrored_from).collect();
+    assert_eq!(sources.len(), 25, "one mirror per source");
+}
+
+#[tokio::test(start_paused = true)]
+async fn audit_mode_reports_drift_and_writes_nothing() {
+    let estate = three_tiers().await;
+    let mut config = config_for(&estate.vpc, &[&estate.web, &estate.app]);
+    config.daemon.mode = classiclink_mirror::config::Mode::Audit;
+    let ec2 = limited(&estate.emu, &config);
+    estate.emu.reset_counters();
+    let report = apply(&ec2, &config, 5, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged, "audited drift does not count against convergence");
+    assert!(!report.passes[0].plan.actions.is_empty());
+    assert!(report.passes[0].report.outcomes.iter().all(|o| o.result == ActionResult::Audit));
+    assert_eq!(estate.emu.counters().mutating_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_stops_new_actions_and_lets_in_flight_ones_finish() {
+    let (emu, config) = generated(20, 40, 5);
+    let ec2 = limited(&emu, &config);
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let report = apply(&ec2, &config, 3, &|| SystemTime::UNIX_EPOCH, &cancel).await;
+    assert!(report.passes.is_empty());
+    assert_eq!(emu.counters().mutating_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_action_skips_its_dependants_and_everything_else_still_runs() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    pass(&ec2, &config, &mut memory, &clock).await;
+
+    // Now app is mapped too, but every CreateSecurityGroup is refused; web's
+    // mirror has drift that needs no create.
+    let both = config_for(&estate.vpc, &[&estate.web, &estate.app]);
+    allow(&estate.emu, &estate.web, &[tcp(8443, "10.0.0.0/8")]).await;
+    estate.emu.set_faults(Faults {
+        errors: ErrorInjection {
+            per_operation: BTreeMap::from([(Operation::CreateSecurityGroup, 1.0)]),
+            codes: vec!["UnauthorizedOperation".into()],
+            ..ErrorInjection::default()
+        },
+        ..Faults::none()
+    });
+    let report = pass(&ec2, &both, &mut memory, &clock).await;
+    let by_kind = |kind: ActionKind| -> Vec<&str> {
+        report.report.outcomes.iter().filter(|o| o.kind == kind).map(|o| o.result.label()).collect()
+    };
+    assert_eq!(by_kind(ActionKind::CreateMirror), vec!["failed"]);
+    // app's authorize and the attaches of app's instances depend on the create.
+    assert!(by_kind(ActionKind::Attach).iter().all(|l| *l == "skipped"));
+    assert!(!by_kind(ActionKind::Attach).is_empty());
+    // web's new rule is independent of it and still lands.
+    assert_eq!(by_kind(ActionKind::Authorize).iter().filter(|l| **l == "done").count(), 1);
+    assert!(mirror_of(&estate.emu, &estate.web).await.ingress.contains(&tcp(8443, "10.0.0.0/8")));
+}
