@@ -561,3 +561,43 @@ async fn a_failed_action_skips_its_dependants_and_everything_else_still_runs() {
     assert_eq!(by_kind(ActionKind::Authorize).iter().filter(|l| **l == "done").count(), 1);
     assert!(mirror_of(&estate.emu, &estate.web).await.ingress.contains(&tcp(8443, "10.0.0.0/8")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn observe_uses_filters_and_one_call_per_kind_of_thing() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app, &estate.db]);
+    estate.emu.reset_counters();
+    let observation = classiclink_mirror::observe::observe(&estate.emu, &config).await;
+    assert!(observation.errors.is_empty());
+    assert_eq!(observation.snapshot.source_groups.len(), 3);
+    assert_eq!(observation.snapshot.instances.len(), estate.instances.len());
+    let counters = estate.emu.counters();
+    // Sources by id, mirrors by tag, same-name candidates in the target VPCs.
+    assert_eq!(counters.requests(Operation::DescribeSecurityGroups), 3);
+    assert_eq!(counters.requests(Operation::DescribeInstances), 1);
+    assert_eq!(counters.requests(Operation::DescribeClassicLinkInstances), 1);
+    assert_eq!(counters.requests(Operation::DescribeVpcClassicLink), 1);
+    assert_eq!(counters.mutating_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_in_flight_bounds_how_many_actions_run_at_once() {
+    async fn cold_pass_time(max_in_flight: usize) -> Duration {
+        let (emu, mut config) = generated(8, 0, 9);
+        config.rate_limit.max_in_flight = max_in_flight;
+        config.rate_limit.mutating_burst = 100;
+        emu.set_faults(Faults { latency: Duration::from_secs(1), ..Faults::none() });
+        let ec2 = limited(&emu, &config);
+        let clock = Clock::new();
+        let started = tokio::time::Instant::now();
+        let report = pass(&ec2, &config, &mut Memory::default(), &clock).await;
+        assert_eq!(report.failed(), 0);
+        started.elapsed()
+    }
+    // 8 creates, then 8 authorizes, each answered after 1 s; describes in
+    // between take a few seconds of their own.
+    let one = cold_pass_time(1).await;
+    let four = cold_pass_time(4).await;
+    assert!(one >= Duration::from_secs(16), "{one:?}");
+    assert!(four < one - Duration::from_secs(10), "4 in flight: {four:?}, 1 in flight: {one:?}");
+}
