@@ -664,13 +664,20 @@ impl<'a> Planner<'a> {
                 }
             }
 
+            // A grant to a mirror that only an audited mapping would create or
+            // tag cannot run until that mapping is enforced: it is shown as
+            // audited drift, and the rest of this mapping goes ahead.
+            let (waiting, mut add): (Vec<_>, Vec<_>) = diff
+                .add
+                .into_iter()
+                .partition(|g| !mapping.audit && self.peer_prepare(g).is_some_and(|id| self.plan.actions[id.0].audit));
+
             // Quota: the group may hold `quota` grants at any moment. Grants
             // that would not fit even after every revocation are reported;
             // grants that only wait for deferred revocations are deferred.
             let after_all = diff.current - diff.revoke.len();
             let fits_ever = quota.saturating_sub(after_all);
             let fits_now = quota.saturating_sub(diff.current - allowed);
-            let mut add = diff.add;
             if add.len() > fits_ever {
                 let dropped = add.len() - fits_ever;
                 self.warn(
@@ -704,26 +711,19 @@ impl<'a> Planner<'a> {
                 pre_id = Some(id);
             }
             let mut authorize_id = None;
-            if !add.is_empty() {
+            for (grants, waits) in [(add, false), (waiting, true)] {
+                if grants.is_empty() {
+                    continue;
+                }
                 let mut deps = group_deps.clone();
                 deps.extend(pre_id);
-                for grant in &add {
-                    if let Peer::Group { group: GroupRef::New { source: peer, .. }, .. } = &grant.key.peer {
-                        deps.extend(self.prepare_action.get(peer).copied());
-                    }
-                    if let Peer::Group { group: GroupRef::Existing(peer), .. } = &grant.key.peer
-                        && let Some(source_of_peer) = self.tagged_now_for(peer)
-                    {
-                        deps.extend(self.prepare_action.get(&source_of_peer).copied());
-                    }
+                deps.extend(grants.iter().filter_map(|g| self.peer_prepare(g)));
+                let count = grants.len();
+                let audit = mapping.audit || waits;
+                let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
+                if !waits {
+                    authorize_id = Some(id);
                 }
-                let count = add.len();
-                authorize_id = Some(self.push(
-                    Action::Authorize { group: mirror.clone(), grants: add },
-                    deps,
-                    mapping.audit,
-                    Some(key.clone()),
-                ));
                 self.pair_drift(&key).add += count;
             }
             if !post.is_empty() {
@@ -754,6 +754,16 @@ impl<'a> Planner<'a> {
             MirrorChoice::Existing { id, tag: Some(_) } if id == mirror => Some(source.clone()),
             _ => None,
         })
+    }
+
+    /// The create or tag action a grant's peer mirror waits for, if any.
+    fn peer_prepare(&self, grant: &Grant<GroupRef>) -> Option<ActionId> {
+        let source = match &grant.key.peer {
+            Peer::Group { group: GroupRef::New { source, .. }, .. } => Some(source.clone()),
+            Peer::Group { group: GroupRef::Existing(peer), .. } => self.tagged_now_for(peer),
+            _ => None,
+        };
+        source.and_then(|s| self.prepare_action.get(&s).copied())
     }
 
     fn pair_drift(&mut self, key: &PairKey) -> &mut Drift {

@@ -1026,6 +1026,43 @@ fn an_enforced_deletion_waits_for_a_reference_only_an_audited_mapping_would_revo
 }
 
 #[test]
+fn enforced_grant_to_a_mirror_an_audited_mapping_would_create_is_only_audited() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![from_group(80, "sg-0a1"), tcp(443, "10.0.0.0/8")])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit))
+        .map("sg-0a2", VPC)
+        .mirror("sg-77d", "app", "sg-0a2", vec![]);
+    let plan = world.plan();
+    // The audited create of web's mirror never runs: app's grant to it
+    // cannot either, but app's other grant must not wait for it.
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize, ActionKind::Authorize]);
+    let audited: Vec<bool> = plan.actions.iter().map(|a| a.audit).collect();
+    assert_eq!(audited, vec![true, false, true]);
+    assert_eq!(plan.actions[1].depends_on, vec![]);
+    assert_eq!(plan.actions[2].depends_on, vec![ActionId(0)]);
+    let Action::Authorize { grants, .. } = &plan.actions[1].action else { panic!() };
+    assert_eq!(grants, &vec![existing(tcp(443, "10.0.0.0/8"))]);
+    assert_eq!(plan.pairs[1].drift.add, 2);
+}
+
+#[test]
+fn enforced_grant_to_a_default_group_an_audited_mapping_would_tag_is_only_audited() {
+    let world = World::new()
+        .classic("sg-0a0", "default", vec![])
+        .classic("sg-0a2", "app", vec![from_group(22, "sg-0a0")])
+        .map("sg-0a0", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit))
+        .map("sg-0a2", VPC)
+        .vpc_group("sg-d00", "default", VPC, None, vec![]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::TagGroup, ActionKind::CreateMirror, ActionKind::Authorize]);
+    assert!(plan.actions[0].audit && !plan.actions[1].audit && plan.actions[2].audit);
+    assert!(plan.executable().all(|a| a.depends_on.iter().all(|d| !plan.actions[d.0].audit)));
+}
+
+#[test]
 fn planning_is_deterministic() {
     let world = linked_world().instance("i-1", InstanceState::Running, &["sg-0a1", "sg-0a2"]).mirror(
         "sg-77e",
