@@ -641,12 +641,13 @@ impl<'a> Planner<'a> {
             let diff = self.diff(&mirror, desired);
             let quota = self.config.limits.rules_per_group;
 
-            // Revocations this cycle: all of them when audited (shown, never
-            // run), none under a hold, otherwise up to the remaining budget.
-            let allowed = if mapping.audit {
-                diff.revoke.len()
-            } else if destructive_held {
+            // Revocations this cycle: none under a hold (not even shown: a
+            // partial view cannot justify them), all of them when audited
+            // (shown, never run), otherwise up to the remaining budget.
+            let allowed = if destructive_held {
                 0
+            } else if mapping.audit {
+                diff.revoke.len()
             } else {
                 diff.revoke.len().min(self.revoke_budget)
             };
@@ -1026,12 +1027,14 @@ impl<'a> Planner<'a> {
                 }
                 _ => Vec::new(),
             };
-            if action.is_destructive() && !audit {
-                if destructive_held {
+            if action.is_destructive() && destructive_held {
+                if !audit {
                     self.plan.deferred.held += 1;
-                    self.links_pending.extend(removed);
-                    continue;
                 }
+                self.links_pending.extend(removed);
+                continue;
+            }
+            if action.is_destructive() && !audit {
                 if self.unlink_budget == 0 {
                     self.plan.deferred.unlinks += 1;
                     self.links_pending.extend(removed);
