@@ -1154,6 +1154,10 @@ impl<'a> Planner<'a> {
         let complete = self.snap.is_complete();
         let audit = self.global_audit();
         let held = self.destructive_held();
+        let orphans: BTreeSet<GroupId> = self.orphans.iter().map(|(id, _)| id.clone()).collect();
+        // Deletions and untags to plan, with their dependencies and the rules
+        // of other orphans to revoke first.
+        let mut due: Vec<(Action, Vec<ActionId>, OrphanReferences)> = Vec::new();
         for (id, stage) in std::mem::take(&mut self.orphans) {
             let group = &self.snap.vpc_groups[&id];
             let (source, vpc) = (group.mirrored_from().expect("tagged"), group.vpc_id.clone().expect("VPC group"));
@@ -1215,12 +1219,23 @@ impl<'a> Planner<'a> {
                 self.plan.deferred.deletes += 1;
                 continue;
             }
+            // Other orphans are not synced, so the rule sync does not drop
+            // their references to this one; EC2 refuses the deletion while
+            // they exist (forever, when two orphans reference each other).
+            let from_orphans = if is_default { Vec::new() } else { orphan_references(self.snap, &orphans, &group.id) };
+            let revokes: usize = from_orphans.iter().map(|(_, grants)| grants.len()).sum();
             if !audit && !is_default {
                 if self.delete_budget == 0 {
                     self.plan.deferred.deletes += 1;
                     continue;
                 }
+                if revokes > self.revoke_budget {
+                    self.plan.deferred.deletes += 1;
+                    self.plan.deferred.revokes += revokes;
+                    continue;
+                }
                 self.delete_budget -= 1;
+                self.revoke_budget -= revokes;
             }
             let action = if is_default {
                 Action::UntagGroup { group: group.id.clone(), vpc, keys: vec![OWNERSHIP_TAG.to_owned()] }
@@ -1232,12 +1247,54 @@ impl<'a> Planner<'a> {
                 deps.extend(self.unlinks_of_group.get(&group.id).into_iter().flatten().copied());
                 deps.extend(self.revokes_of_ref.get(&group.id).into_iter().flatten().copied());
             }
+            due.push((action, deps, from_orphans));
+        }
+        // The revokes first (one per referring orphan), then the deletions,
+        // each after the revokes of references to it and of rules on it.
+        let mut revoke_on: BTreeMap<GroupId, Vec<Grant>> = BTreeMap::new();
+        for (_, _, from_orphans) in &due {
+            for (referrer, grants) in from_orphans {
+                revoke_on.entry(referrer.clone()).or_default().extend(grants.iter().cloned());
+            }
+        }
+        let mut revoke_id: BTreeMap<GroupId, ActionId> = BTreeMap::new();
+        for (referrer, mut grants) in revoke_on {
+            grants.sort();
+            let id = self.push(Action::Revoke { group: referrer.clone(), grants }, vec![], audit, None);
+            revoke_id.insert(referrer, id);
+        }
+        for (action, mut deps, from_orphans) in due {
+            if let Action::DeleteMirror { group, .. } = &action {
+                deps.extend(revoke_id.get(group).copied());
+            }
+            deps.extend(from_orphans.iter().map(|(referrer, _)| revoke_id[referrer]));
             self.push(action, deps, audit, None);
         }
         if complete {
             self.next_memory.delete_backoff.retain(|g, _| self.next_memory.orphans_since.contains_key(g));
         }
     }
+}
+
+/// Rules of other orphans referencing one orphan, by referring orphan.
+type OrphanReferences = Vec<(GroupId, Vec<Grant>)>;
+
+/// The rules of other orphans that reference `target`, by orphan. Default
+/// groups are left out: of those only the tag is ever removed.
+fn orphan_references(snap: &Snapshot, orphans: &BTreeSet<GroupId>, target: &GroupId) -> OrphanReferences {
+    snap.vpc_groups
+        .values()
+        .filter(|g| &g.id != target && g.name != "default" && orphans.contains(&g.id))
+        .filter_map(|g| {
+            let grants: Vec<Grant> = g
+                .ingress
+                .iter()
+                .filter(|r| matches!(&r.key.peer, Peer::Group { group, owner: None } if group == target))
+                .cloned()
+                .collect();
+            (!grants.is_empty()).then(|| (g.id.clone(), grants))
+        })
+        .collect()
 }
 
 fn origin_label(origin: Origin) -> String {

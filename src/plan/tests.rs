@@ -807,6 +807,43 @@ fn orphan_deletion_waits_while_a_reference_to_it_cannot_be_revoked() {
 }
 
 #[test]
+fn orphans_referencing_each_other_are_deleted_after_revoking_those_references() {
+    // web and app allowed each other; both mappings were removed.
+    let world = World::new()
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77d"), from_group(9000, "sg-77c")])
+        .mirror("sg-77d", "app", "sg-0a2", vec![from_group(8080, "sg-77c"), tcp(22, "10.0.0.0/8")]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(
+        kinds(&plan),
+        vec![ActionKind::Revoke, ActionKind::Revoke, ActionKind::DeleteMirror, ActionKind::DeleteMirror]
+    );
+    // Only the references between them go; a self-reference does not block.
+    assert_eq!(revoked(&plan), vec![from_group(80, "sg-77d"), from_group(8080, "sg-77c")]);
+    assert_eq!(plan.actions[2].depends_on, vec![ActionId(0), ActionId(1)]);
+    assert_eq!(plan.actions[3].depends_on, vec![ActionId(0), ActionId(1)]);
+    let text = render_text(&plan, &world.snap);
+    assert!(text.contains("orphan sg-77c - ingress tcp 80 from sg-77d (app) [classic sg-0a2]\n"), "{text}");
+}
+
+#[test]
+fn orphan_deletion_waits_while_references_from_other_orphans_cannot_be_revoked() {
+    let mut world = World::new().mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77d")]).mirror(
+        "sg-77d",
+        "app",
+        "sg-0a2",
+        vec![],
+    );
+    world.config.safety.max_revokes_per_cycle = 0;
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    // sg-77c has no references to it and goes; sg-77d waits.
+    assert_eq!(kinds(&plan), vec![ActionKind::DeleteMirror]);
+    assert_eq!(plan.deferred.deletes, 1);
+    assert_eq!(plan.deferred.revokes, 1);
+}
+
+#[test]
 fn dependency_violation_backs_off_the_deletion() {
     let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
     let (_, mut memory) = world.plan_with(&Memory::default(), t0());
