@@ -405,6 +405,10 @@ impl<'a> Planner<'a> {
                             );
                             None
                         }
+                        None if snap.source_groups.contains_key(&group.id) => {
+                            self.source_taken_warning(&key, group, &mapping);
+                            None
+                        }
                         None => Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Default) }),
                     },
                     None => {
@@ -439,6 +443,11 @@ impl<'a> Planner<'a> {
                 Some(MirrorChoice::Existing { id: chosen.id.clone(), tag: None })
             } else if let Some(group) = by_name.get(&(mapping.vpc.clone(), mapping.name.as_str())) {
                 match group.mirrored_from() {
+                    // Never adopt a source: the source side is never written.
+                    None if snap.source_groups.contains_key(&group.id) => {
+                        self.source_taken_warning(&key, group, &mapping);
+                        None
+                    }
                     None if mapping.adopt => {
                         Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Adopt) })
                     }
@@ -474,6 +483,23 @@ impl<'a> Planner<'a> {
             }
             self.plan.pairs.push(pair);
         }
+    }
+
+    /// The group a mapping would adopt (or tag, as the VPC default) is itself
+    /// a source group.
+    fn source_taken_warning(&mut self, key: &PairKey, group: &SecurityGroup, mapping: &Mapping<'a>) {
+        self.warn(
+            WarningKind::ConflictNameTaken,
+            Some(key.clone()),
+            Some(group.id.to_string()),
+            format!(
+                "{} already has a group {:?} ({}) that is itself a source group; {} is not mirrored",
+                mapping.vpc,
+                group.name,
+                group.id,
+                self.group_label(&key.source)
+            ),
+        );
     }
 
     // ----- safety ----------------------------------------------------------

@@ -363,6 +363,47 @@ fn adopt_tags_the_same_name_group_and_manages_it() {
     assert!(plan.actions[1..].iter().all(|a| a.depends_on.contains(&ActionId(0))));
 }
 
+/// Moves a VPC group into the snapshot's sources, as observe lists a VPC
+/// group a mapping names.
+fn as_source(mut world: World, id: &str) -> World {
+    let group = world.snap.vpc_groups.get(&sg(id)).unwrap().clone();
+    world.snap.source_groups.insert(sg(id), group);
+    world
+}
+
+#[test]
+fn adopt_never_takes_over_a_group_that_is_itself_a_source() {
+    let world = World::new()
+        .vpc_group("sg-5a1", "web", VPC, None, vec![tcp(443, "10.0.0.0/8")])
+        .map("sg-5a1", VPC2)
+        .classic("sg-0a1", "web", vec![tcp(22, "10.0.0.0/8")])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.adopt = true);
+    let plan = as_source(world, "sg-5a1").plan();
+    // web (VPC) is mirrored into VPC2; the Classic web cannot take it over.
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize]);
+    assert!(matches!(&plan.actions[0].action, Action::CreateMirror { vpc: v, .. } if v == &vpc(VPC2)));
+    let conflicts = warnings_of(&plan, WarningKind::ConflictNameTaken);
+    assert_eq!(conflicts.len(), 1);
+    assert!(conflicts[0].message.contains("itself a source group"), "{}", conflicts[0].message);
+}
+
+#[test]
+fn a_vpc_default_group_that_is_itself_a_source_is_never_tagged() {
+    let world = World::new()
+        .vpc_group("sg-d00", "default", VPC, None, vec![tcp(443, "10.0.0.0/8")])
+        .map("sg-d00", VPC2)
+        .classic("sg-0a0", "default", vec![tcp(22, "10.0.0.0/8")])
+        .map("sg-0a0", VPC)
+        .vpc_group("sg-d02", "default", VPC2, None, vec![]);
+    let plan = as_source(world, "sg-d00").plan();
+    // Only VPC's default group mirrored into VPC2's default group.
+    assert!(
+        plan.actions.iter().all(|a| !matches!(&a.action, Action::TagGroup { group, .. } if group == &sg("sg-d00")))
+    );
+    assert_eq!(warnings_of(&plan, WarningKind::ConflictNameTaken).len(), 1);
+}
+
 #[test]
 fn mirror_left_in_the_old_vpc_becomes_an_orphan_when_the_mapping_moves() {
     let world =
