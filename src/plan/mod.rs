@@ -1045,6 +1045,13 @@ impl<'a> Planner<'a> {
                     }
                 }
             };
+            // A link into a VPC whose ClassicLink only an audited mapping
+            // would enable cannot be made: show it, audited, with that enable.
+            if let Action::Attach { vpc, .. } | Action::Relink { vpc, .. } = &action
+                && self.enable_action.get(vpc).is_some_and(|id| self.plan.actions[id.0].audit)
+            {
+                audit = true;
+            }
 
             let removed: Vec<GroupId> = match &action {
                 Action::Detach { groups, .. } => groups.clone(),

@@ -763,6 +763,29 @@ fn enable_classiclink_true_enables_it_before_linking() {
 }
 
 #[test]
+fn enforced_link_never_waits_for_a_classiclink_enable_only_an_audited_mapping_asks_for() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| {
+            m.mode = Some(Mode::Audit);
+            m.enable_classiclink = true;
+        })
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .mirror("sg-77d", "app", "sg-0a2", vec![])
+        .instance("i-1", InstanceState::Running, &["sg-0a2"]);
+    world.snap.vpcs.get_mut(&vpc(VPC)).unwrap().classic_link_enabled = false;
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::EnableClassicLink, ActionKind::Attach]);
+    // app does not ask for ClassicLink to be enabled; web, which does, is
+    // audited: the enable never runs, so neither can the link.
+    assert!(plan.actions.iter().all(|a| a.audit), "{:?}", plan.actions);
+    assert!(plan.is_converged());
+}
+
+#[test]
 fn vpc_source_mirrors_rules_without_classiclink() {
     let mut world = World::new()
         .vpc_group("sg-5a1", "api", VPC2, None, vec![tcp(443, "10.0.0.0/8"), from_group(80, "sg-5a1")])
