@@ -405,6 +405,10 @@ impl<'a> Planner<'a> {
                             );
                             None
                         }
+                        None if snap.source_groups.contains_key(&group.id) => {
+                            self.source_taken_warning(&key, group, &mapping);
+                            None
+                        }
                         None => Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Default) }),
                     },
                     None => {
@@ -439,6 +443,11 @@ impl<'a> Planner<'a> {
                 Some(MirrorChoice::Existing { id: chosen.id.clone(), tag: None })
             } else if let Some(group) = by_name.get(&(mapping.vpc.clone(), mapping.name.as_str())) {
                 match group.mirrored_from() {
+                    // Never adopt a source: the source side is never written.
+                    None if snap.source_groups.contains_key(&group.id) => {
+                        self.source_taken_warning(&key, group, &mapping);
+                        None
+                    }
                     None if mapping.adopt => {
                         Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Adopt) })
                     }
@@ -474,6 +483,23 @@ impl<'a> Planner<'a> {
             }
             self.plan.pairs.push(pair);
         }
+    }
+
+    /// The group a mapping would adopt (or tag, as the VPC default) is itself
+    /// a source group.
+    fn source_taken_warning(&mut self, key: &PairKey, group: &SecurityGroup, mapping: &Mapping<'a>) {
+        self.warn(
+            WarningKind::ConflictNameTaken,
+            Some(key.clone()),
+            Some(group.id.to_string()),
+            format!(
+                "{} already has a group {:?} ({}) that is itself a source group; {} is not mirrored",
+                mapping.vpc,
+                group.name,
+                group.id,
+                self.group_label(&key.source)
+            ),
+        );
     }
 
     // ----- safety ----------------------------------------------------------
@@ -641,12 +667,13 @@ impl<'a> Planner<'a> {
             let diff = self.diff(&mirror, desired);
             let quota = self.config.limits.rules_per_group;
 
-            // Revocations this cycle: all of them when audited (shown, never
-            // run), none under a hold, otherwise up to the remaining budget.
-            let allowed = if mapping.audit {
-                diff.revoke.len()
-            } else if destructive_held {
+            // Revocations this cycle: none under a hold (not even shown: a
+            // partial view cannot justify them), all of them when audited
+            // (shown, never run), otherwise up to the remaining budget.
+            let allowed = if destructive_held {
                 0
+            } else if mapping.audit {
+                diff.revoke.len()
             } else {
                 diff.revoke.len().min(self.revoke_budget)
             };
@@ -664,13 +691,20 @@ impl<'a> Planner<'a> {
                 }
             }
 
+            // A grant to a mirror that only an audited mapping would create or
+            // tag cannot run until that mapping is enforced: it is shown as
+            // audited drift, and the rest of this mapping goes ahead.
+            let (waiting, mut add): (Vec<_>, Vec<_>) = diff
+                .add
+                .into_iter()
+                .partition(|g| !mapping.audit && self.peer_prepare(g).is_some_and(|id| self.plan.actions[id.0].audit));
+
             // Quota: the group may hold `quota` grants at any moment. Grants
             // that would not fit even after every revocation are reported;
             // grants that only wait for deferred revocations are deferred.
             let after_all = diff.current - diff.revoke.len();
             let fits_ever = quota.saturating_sub(after_all);
             let fits_now = quota.saturating_sub(diff.current - allowed);
-            let mut add = diff.add;
             if add.len() > fits_ever {
                 let dropped = add.len() - fits_ever;
                 self.warn(
@@ -704,26 +738,19 @@ impl<'a> Planner<'a> {
                 pre_id = Some(id);
             }
             let mut authorize_id = None;
-            if !add.is_empty() {
+            for (grants, waits) in [(add, false), (waiting, true)] {
+                if grants.is_empty() {
+                    continue;
+                }
                 let mut deps = group_deps.clone();
                 deps.extend(pre_id);
-                for grant in &add {
-                    if let Peer::Group { group: GroupRef::New { source: peer, .. }, .. } = &grant.key.peer {
-                        deps.extend(self.prepare_action.get(peer).copied());
-                    }
-                    if let Peer::Group { group: GroupRef::Existing(peer), .. } = &grant.key.peer
-                        && let Some(source_of_peer) = self.tagged_now_for(peer)
-                    {
-                        deps.extend(self.prepare_action.get(&source_of_peer).copied());
-                    }
+                deps.extend(grants.iter().filter_map(|g| self.peer_prepare(g)));
+                let count = grants.len();
+                let audit = mapping.audit || waits;
+                let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
+                if !waits {
+                    authorize_id = Some(id);
                 }
-                let count = add.len();
-                authorize_id = Some(self.push(
-                    Action::Authorize { group: mirror.clone(), grants: add },
-                    deps,
-                    mapping.audit,
-                    Some(key.clone()),
-                ));
                 self.pair_drift(&key).add += count;
             }
             if !post.is_empty() {
@@ -754,6 +781,16 @@ impl<'a> Planner<'a> {
             MirrorChoice::Existing { id, tag: Some(_) } if id == mirror => Some(source.clone()),
             _ => None,
         })
+    }
+
+    /// The create or tag action a grant's peer mirror waits for, if any.
+    fn peer_prepare(&self, grant: &Grant<GroupRef>) -> Option<ActionId> {
+        let source = match &grant.key.peer {
+            Peer::Group { group: GroupRef::New { source, .. }, .. } => Some(source.clone()),
+            Peer::Group { group: GroupRef::Existing(peer), .. } => self.tagged_now_for(peer),
+            _ => None,
+        };
+        source.and_then(|s| self.prepare_action.get(&s).copied())
     }
 
     fn pair_drift(&mut self, key: &PairKey) -> &mut Drift {
@@ -1008,6 +1045,13 @@ impl<'a> Planner<'a> {
                     }
                 }
             };
+            // A link into a VPC whose ClassicLink only an audited mapping
+            // would enable cannot be made: show it, audited, with that enable.
+            if let Action::Attach { vpc, .. } | Action::Relink { vpc, .. } = &action
+                && self.enable_action.get(vpc).is_some_and(|id| self.plan.actions[id.0].audit)
+            {
+                audit = true;
+            }
 
             let removed: Vec<GroupId> = match &action {
                 Action::Detach { groups, .. } => groups.clone(),
@@ -1016,12 +1060,14 @@ impl<'a> Planner<'a> {
                 }
                 _ => Vec::new(),
             };
-            if action.is_destructive() && !audit {
-                if destructive_held {
+            if action.is_destructive() && destructive_held {
+                if !audit {
                     self.plan.deferred.held += 1;
-                    self.links_pending.extend(removed);
-                    continue;
                 }
+                self.links_pending.extend(removed);
+                continue;
+            }
+            if action.is_destructive() && !audit {
                 if self.unlink_budget == 0 {
                     self.plan.deferred.unlinks += 1;
                     self.links_pending.extend(removed);
@@ -1141,6 +1187,10 @@ impl<'a> Planner<'a> {
         let complete = self.snap.is_complete();
         let audit = self.global_audit();
         let held = self.destructive_held();
+        let orphans: BTreeSet<GroupId> = self.orphans.iter().map(|(id, _)| id.clone()).collect();
+        // Deletions and untags to plan, with their dependencies and the rules
+        // of other orphans to revoke first.
+        let mut due: Vec<(Action, Vec<ActionId>, OrphanReferences)> = Vec::new();
         for (id, stage) in std::mem::take(&mut self.orphans) {
             let group = &self.snap.vpc_groups[&id];
             let (source, vpc) = (group.mirrored_from().expect("tagged"), group.vpc_id.clone().expect("VPC group"));
@@ -1202,12 +1252,23 @@ impl<'a> Planner<'a> {
                 self.plan.deferred.deletes += 1;
                 continue;
             }
+            // Other orphans are not synced, so the rule sync does not drop
+            // their references to this one; EC2 refuses the deletion while
+            // they exist (forever, when two orphans reference each other).
+            let from_orphans = if is_default { Vec::new() } else { orphan_references(self.snap, &orphans, &group.id) };
+            let revokes: usize = from_orphans.iter().map(|(_, grants)| grants.len()).sum();
             if !audit && !is_default {
                 if self.delete_budget == 0 {
                     self.plan.deferred.deletes += 1;
                     continue;
                 }
+                if revokes > self.revoke_budget {
+                    self.plan.deferred.deletes += 1;
+                    self.plan.deferred.revokes += revokes;
+                    continue;
+                }
                 self.delete_budget -= 1;
+                self.revoke_budget -= revokes;
             }
             let action = if is_default {
                 Action::UntagGroup { group: group.id.clone(), vpc, keys: vec![OWNERSHIP_TAG.to_owned()] }
@@ -1219,12 +1280,54 @@ impl<'a> Planner<'a> {
                 deps.extend(self.unlinks_of_group.get(&group.id).into_iter().flatten().copied());
                 deps.extend(self.revokes_of_ref.get(&group.id).into_iter().flatten().copied());
             }
+            due.push((action, deps, from_orphans));
+        }
+        // The revokes first (one per referring orphan), then the deletions,
+        // each after the revokes of references to it and of rules on it.
+        let mut revoke_on: BTreeMap<GroupId, Vec<Grant>> = BTreeMap::new();
+        for (_, _, from_orphans) in &due {
+            for (referrer, grants) in from_orphans {
+                revoke_on.entry(referrer.clone()).or_default().extend(grants.iter().cloned());
+            }
+        }
+        let mut revoke_id: BTreeMap<GroupId, ActionId> = BTreeMap::new();
+        for (referrer, mut grants) in revoke_on {
+            grants.sort();
+            let id = self.push(Action::Revoke { group: referrer.clone(), grants }, vec![], audit, None);
+            revoke_id.insert(referrer, id);
+        }
+        for (action, mut deps, from_orphans) in due {
+            if let Action::DeleteMirror { group, .. } = &action {
+                deps.extend(revoke_id.get(group).copied());
+            }
+            deps.extend(from_orphans.iter().map(|(referrer, _)| revoke_id[referrer]));
             self.push(action, deps, audit, None);
         }
         if complete {
             self.next_memory.delete_backoff.retain(|g, _| self.next_memory.orphans_since.contains_key(g));
         }
     }
+}
+
+/// Rules of other orphans referencing one orphan, by referring orphan.
+type OrphanReferences = Vec<(GroupId, Vec<Grant>)>;
+
+/// The rules of other orphans that reference `target`, by orphan. Default
+/// groups are left out: of those only the tag is ever removed.
+fn orphan_references(snap: &Snapshot, orphans: &BTreeSet<GroupId>, target: &GroupId) -> OrphanReferences {
+    snap.vpc_groups
+        .values()
+        .filter(|g| &g.id != target && g.name != "default" && orphans.contains(&g.id))
+        .filter_map(|g| {
+            let grants: Vec<Grant> = g
+                .ingress
+                .iter()
+                .filter(|r| matches!(&r.key.peer, Peer::Group { group, owner: None } if group == target))
+                .cloned()
+                .collect();
+            (!grants.is_empty()).then(|| (g.id.clone(), grants))
+        })
+        .collect()
 }
 
 fn origin_label(origin: Origin) -> String {

@@ -255,6 +255,13 @@ fn other_line(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
         Action::UntagGroup { group, vpc, .. } => {
             let _ = writeln!(out, "untag {group} (default) in {vpc}: no longer a mirror{audit}");
         }
+        Action::Revoke { group, grants } => {
+            // Rules of an orphan that reference an orphan being deleted.
+            for grant in grants {
+                let grant = grant.clone().map_group(GroupRef::Existing);
+                let _ = writeln!(out, "orphan {group} - ingress {}{audit}", namer.grant(&grant));
+            }
+        }
         _ => {}
     }
 }
@@ -299,7 +306,7 @@ pub fn render_text(plan: &Plan, snapshot: &Snapshot) -> String {
             grant_lines(&mut out, &namer, planned);
         }
     }
-    for planned in plan.actions.iter().filter(|a| !is_pair_action(a.action.kind())) {
+    for planned in plan.actions.iter().filter(|a| !is_pair_action(a.action.kind()) || a.pair.is_none()) {
         other_line(&mut out, &namer, planned);
     }
     for warning in &plan.warnings {

@@ -363,6 +363,47 @@ fn adopt_tags_the_same_name_group_and_manages_it() {
     assert!(plan.actions[1..].iter().all(|a| a.depends_on.contains(&ActionId(0))));
 }
 
+/// Moves a VPC group into the snapshot's sources, as observe lists a VPC
+/// group a mapping names.
+fn as_source(mut world: World, id: &str) -> World {
+    let group = world.snap.vpc_groups.get(&sg(id)).unwrap().clone();
+    world.snap.source_groups.insert(sg(id), group);
+    world
+}
+
+#[test]
+fn adopt_never_takes_over_a_group_that_is_itself_a_source() {
+    let world = World::new()
+        .vpc_group("sg-5a1", "web", VPC, None, vec![tcp(443, "10.0.0.0/8")])
+        .map("sg-5a1", VPC2)
+        .classic("sg-0a1", "web", vec![tcp(22, "10.0.0.0/8")])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.adopt = true);
+    let plan = as_source(world, "sg-5a1").plan();
+    // web (VPC) is mirrored into VPC2; the Classic web cannot take it over.
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize]);
+    assert!(matches!(&plan.actions[0].action, Action::CreateMirror { vpc: v, .. } if v == &vpc(VPC2)));
+    let conflicts = warnings_of(&plan, WarningKind::ConflictNameTaken);
+    assert_eq!(conflicts.len(), 1);
+    assert!(conflicts[0].message.contains("itself a source group"), "{}", conflicts[0].message);
+}
+
+#[test]
+fn a_vpc_default_group_that_is_itself_a_source_is_never_tagged() {
+    let world = World::new()
+        .vpc_group("sg-d00", "default", VPC, None, vec![tcp(443, "10.0.0.0/8")])
+        .map("sg-d00", VPC2)
+        .classic("sg-0a0", "default", vec![tcp(22, "10.0.0.0/8")])
+        .map("sg-0a0", VPC)
+        .vpc_group("sg-d02", "default", VPC2, None, vec![]);
+    let plan = as_source(world, "sg-d00").plan();
+    // Only VPC's default group mirrored into VPC2's default group.
+    assert!(
+        plan.actions.iter().all(|a| !matches!(&a.action, Action::TagGroup { group, .. } if group == &sg("sg-d00")))
+    );
+    assert_eq!(warnings_of(&plan, WarningKind::ConflictNameTaken).len(), 1);
+}
+
 #[test]
 fn mirror_left_in_the_old_vpc_becomes_an_orphan_when_the_mapping_moves() {
     let world =
@@ -722,6 +763,29 @@ fn enable_classiclink_true_enables_it_before_linking() {
 }
 
 #[test]
+fn enforced_link_never_waits_for_a_classiclink_enable_only_an_audited_mapping_asks_for() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| {
+            m.mode = Some(Mode::Audit);
+            m.enable_classiclink = true;
+        })
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .mirror("sg-77d", "app", "sg-0a2", vec![])
+        .instance("i-1", InstanceState::Running, &["sg-0a2"]);
+    world.snap.vpcs.get_mut(&vpc(VPC)).unwrap().classic_link_enabled = false;
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::EnableClassicLink, ActionKind::Attach]);
+    // app does not ask for ClassicLink to be enabled; web, which does, is
+    // audited: the enable never runs, so neither can the link.
+    assert!(plan.actions.iter().all(|a| a.audit), "{:?}", plan.actions);
+    assert!(plan.is_converged());
+}
+
+#[test]
 fn vpc_source_mirrors_rules_without_classiclink() {
     let mut world = World::new()
         .vpc_group("sg-5a1", "api", VPC2, None, vec![tcp(443, "10.0.0.0/8"), from_group(80, "sg-5a1")])
@@ -807,6 +871,43 @@ fn orphan_deletion_waits_while_a_reference_to_it_cannot_be_revoked() {
 }
 
 #[test]
+fn orphans_referencing_each_other_are_deleted_after_revoking_those_references() {
+    // web and app allowed each other; both mappings were removed.
+    let world = World::new()
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77d"), from_group(9000, "sg-77c")])
+        .mirror("sg-77d", "app", "sg-0a2", vec![from_group(8080, "sg-77c"), tcp(22, "10.0.0.0/8")]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(
+        kinds(&plan),
+        vec![ActionKind::Revoke, ActionKind::Revoke, ActionKind::DeleteMirror, ActionKind::DeleteMirror]
+    );
+    // Only the references between them go; a self-reference does not block.
+    assert_eq!(revoked(&plan), vec![from_group(80, "sg-77d"), from_group(8080, "sg-77c")]);
+    assert_eq!(plan.actions[2].depends_on, vec![ActionId(0), ActionId(1)]);
+    assert_eq!(plan.actions[3].depends_on, vec![ActionId(0), ActionId(1)]);
+    let text = render_text(&plan, &world.snap);
+    assert!(text.contains("orphan sg-77c - ingress tcp 80 from sg-77d (app) [classic sg-0a2]\n"), "{text}");
+}
+
+#[test]
+fn orphan_deletion_waits_while_references_from_other_orphans_cannot_be_revoked() {
+    let mut world = World::new().mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77d")]).mirror(
+        "sg-77d",
+        "app",
+        "sg-0a2",
+        vec![],
+    );
+    world.config.safety.max_revokes_per_cycle = 0;
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    // sg-77c has no references to it and goes; sg-77d waits.
+    assert_eq!(kinds(&plan), vec![ActionKind::DeleteMirror]);
+    assert_eq!(plan.deferred.deletes, 1);
+    assert_eq!(plan.deferred.revokes, 1);
+}
+
+#[test]
 fn dependency_violation_backs_off_the_deletion() {
     let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
     let (_, mut memory) = world.plan_with(&Memory::default(), t0());
@@ -852,6 +953,30 @@ fn an_orphan_past_its_grace_under_an_incomplete_snapshot_is_held_not_waiting() {
     assert!(warnings_of(&plan, WarningKind::OrphanWaiting).is_empty(), "{:?}", plan.warnings);
     assert_eq!(plan.deferred.held, 1);
     assert_eq!(next.orphans_since, memory.orphans_since);
+}
+
+#[test]
+fn an_incomplete_snapshot_shows_no_destructive_drift_for_audited_mappings_either() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")])
+        .classic("sg-0a2", "app", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit))
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(22, "0.0.0.0/0")])
+        .mirror("sg-77d", "app", "sg-0a2", vec![])
+        .instance("i-1", InstanceState::Running, &["sg-0a1"])
+        .link("i-1", VPC, &["sg-77c", "sg-77d"]);
+    let complete = world.plan();
+    assert_eq!(kinds(&complete), vec![ActionKind::Authorize, ActionKind::Revoke, ActionKind::Relink]);
+    assert!(complete.actions.iter().all(|a| a.audit));
+    world.snap.incomplete.insert(SnapshotPart::Instances);
+    let plan = world.plan();
+    // The partial view may have missed what makes them wrong (here: i-1 may
+    // be in app too): neither the revoke nor the relink may be reported.
+    assert_eq!(kinds(&plan), vec![ActionKind::Authorize]);
+    assert!(plan.actions[0].audit);
+    assert_eq!(plan.deferred.held, 0, "audited actions are not counted as held");
 }
 
 #[test]
@@ -1023,6 +1148,43 @@ fn an_enforced_deletion_waits_for_a_reference_only_an_audited_mapping_would_revo
     assert_eq!(kinds(&plan), vec![ActionKind::Revoke]);
     assert!(plan.actions[0].audit);
     assert_eq!(plan.deferred.deletes, 1);
+}
+
+#[test]
+fn enforced_grant_to_a_mirror_an_audited_mapping_would_create_is_only_audited() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .classic("sg-0a2", "app", vec![from_group(80, "sg-0a1"), tcp(443, "10.0.0.0/8")])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit))
+        .map("sg-0a2", VPC)
+        .mirror("sg-77d", "app", "sg-0a2", vec![]);
+    let plan = world.plan();
+    // The audited create of web's mirror never runs: app's grant to it
+    // cannot either, but app's other grant must not wait for it.
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize, ActionKind::Authorize]);
+    let audited: Vec<bool> = plan.actions.iter().map(|a| a.audit).collect();
+    assert_eq!(audited, vec![true, false, true]);
+    assert_eq!(plan.actions[1].depends_on, vec![]);
+    assert_eq!(plan.actions[2].depends_on, vec![ActionId(0)]);
+    let Action::Authorize { grants, .. } = &plan.actions[1].action else { panic!() };
+    assert_eq!(grants, &vec![existing(tcp(443, "10.0.0.0/8"))]);
+    assert_eq!(plan.pairs[1].drift.add, 2);
+}
+
+#[test]
+fn enforced_grant_to_a_default_group_an_audited_mapping_would_tag_is_only_audited() {
+    let world = World::new()
+        .classic("sg-0a0", "default", vec![])
+        .classic("sg-0a2", "app", vec![from_group(22, "sg-0a0")])
+        .map("sg-0a0", VPC)
+        .with_last(|m| m.mode = Some(Mode::Audit))
+        .map("sg-0a2", VPC)
+        .vpc_group("sg-d00", "default", VPC, None, vec![]);
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::TagGroup, ActionKind::CreateMirror, ActionKind::Authorize]);
+    assert!(plan.actions[0].audit && !plan.actions[1].audit && plan.actions[2].audit);
+    assert!(plan.executable().all(|a| a.depends_on.iter().all(|d| !plan.actions[d.0].audit)));
 }
 
 #[test]
