@@ -10,6 +10,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+pub mod aws;
 pub mod limited;
 
 use crate::model::{Grant, GroupId, Instance, InstanceId, InstanceState, Link, SecurityGroup, Vpc, VpcId};
