@@ -390,6 +390,14 @@ impl Ec2 for AwsEc2 {
             .send()
             .await
             .map_err(|e| classify(op, e))?;
+        // In EC2-Classic and default VPCs, EC2 answers rules it did not find
+        // with `UnknownIpPermissions` instead of `InvalidPermission.NotFound`.
+        // Either way they are absent, which is what a revoke wants.
+        if !out.unknown_ip_permissions().is_empty() {
+            tracing::debug!(group_id = %group_id, unknown = out.unknown_ip_permissions().len(),
+                "revoke named rules the group does not have");
+            return Ok(());
+        }
         check_return(op, out.r#return())
     }
 
