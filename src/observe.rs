@@ -9,7 +9,9 @@ use futures::future::join_all;
 
 use crate::config::{Config, SourceRef};
 use crate::ec2::{Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter};
-use crate::model::{GroupId, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, VpcId, mirror_name};
+use crate::model::{
+    GroupId, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, mirror_name,
+};
 
 /// EC2 accepts at most this many values in one filter.
 pub const MAX_FILTER_VALUES: usize = 200;
@@ -138,6 +140,12 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
         }
     }
 
+    // ClassicLink matters only when a Classic group is managed. VPC-to-VPC
+    // mirroring (SPEC §4.6) must not depend on the ClassicLink APIs, which
+    // are gone from today's AWS (and from other EC2 emulators): it sees no
+    // links and learns which target VPCs exist from DescribeVpcs.
+    let uses_classiclink = !classic_sources.is_empty();
+
     // VPC side, instances, links and VPC flags are independent of each other.
     let vpc_list: Vec<VpcId> = vpcs.iter().cloned().collect();
     let mirror_filter = GroupFilter { tag_keys: vec![OWNERSHIP_TAG.to_owned()], ..GroupFilter::default() };
@@ -168,8 +176,17 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
         },
         // Every link of the account in one paginated call: cheaper than
         // filtering by thousands of instance ids, and it shows foreign links.
-        ec2.describe_classic_link_instances(&all_links),
-        async { if vpc_list.is_empty() { Ok(Vec::new()) } else { ec2.describe_vpc_classic_link(&vpc_list).await } }
+        async { if uses_classiclink { ec2.describe_classic_link_instances(&all_links).await } else { Ok(Vec::new()) } },
+        async {
+            if vpc_list.is_empty() {
+                Ok(Vec::new())
+            } else if uses_classiclink {
+                ec2.describe_vpc_classic_link(&vpc_list).await
+            } else {
+                let found = ec2.describe_vpcs(&vpc_list).await?;
+                Ok(found.into_iter().map(|id| Vpc { id, classic_link_enabled: false }).collect())
+            }
+        }
     );
 
     for result in std::iter::once(mirrors).chain(candidates) {

@@ -450,6 +450,17 @@ async fn vpc_classic_link_flags_are_read_and_unknown_vpcs_are_left_out() {
 }
 
 #[tokio::test]
+async fn describe_vpcs_tells_which_vpcs_exist_and_leaves_unknown_ones_out() {
+    let Some(moto) = moto() else { return };
+    let ec2 = client(moto).await;
+    let known = ok(moto, ec2.create_vpc("172.29.0.0/16").await);
+    let unknown = VpcId::try_new("vpc-0fedcba9876543210").unwrap();
+    let found = ok(moto, ec2.describe_vpcs(&[known.clone(), unknown]).await);
+    assert_eq!(found, vec![known]);
+    assert!(ok(moto, ec2.describe_vpcs(&[]).await).is_empty());
+}
+
+#[tokio::test]
 async fn moto_does_not_implement_classic_link_instances_and_the_adapter_says_so_without_panicking() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;

@@ -348,6 +348,10 @@ async fn a_vpc_group_is_mirrored_into_another_vpc_without_links() {
     assert_eq!(mirror.vpc_id, Some(new));
     assert_eq!(keys(&mirror.ingress), keys(&[tcp(443, "10.0.0.0/8"), from_group(9000, &mirror.id)]));
     assert_eq!(emu.counters().requests(Operation::AttachClassicLinkVpc), 0);
+    // VPC-to-VPC mirroring must work where the ClassicLink APIs are gone.
+    assert_eq!(emu.counters().requests(Operation::DescribeClassicLinkInstances), 0);
+    assert_eq!(emu.counters().requests(Operation::DescribeVpcClassicLink), 0);
+    assert!(emu.counters().requests(Operation::DescribeVpcs) > 0);
 }
 
 // ----- faults -----------------------------------------------------------------

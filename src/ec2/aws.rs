@@ -332,6 +332,31 @@ impl Ec2 for AwsEc2 {
         }
     }
 
+    async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error> {
+        if vpc_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A `vpc-id` filter, not `VpcIds`: unknown ids are simply absent.
+        let op = Operation::DescribeVpcs;
+        let mut pages = self
+            .client
+            .describe_vpcs()
+            .set_filters(filter("vpc-id", id_strings(vpc_ids)).map(|f| vec![f]))
+            .max_results(self.page_size)
+            .into_paginator()
+            .items()
+            .send();
+        let mut found = Vec::new();
+        while let Some(item) = pages.next().await {
+            let vpc = item.map_err(|e| classify(op, e))?;
+            let id = vpc.vpc_id().ok_or_else(|| Ec2Error::new(op, MALFORMED_RESPONSE, "Vpcs[].VpcId is missing"))?;
+            found.push(
+                VpcId::try_new(id).map_err(|e| Ec2Error::new(op, MALFORMED_RESPONSE, format!("Vpcs[].VpcId: {e}")))?,
+            );
+        }
+        Ok(found)
+    }
+
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
         let op = Operation::CreateSecurityGroup;
         let mut call = self

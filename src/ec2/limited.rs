@@ -275,6 +275,9 @@ impl<E: Ec2> Ec2 for Limited<E> {
     async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
         self.call(Operation::DescribeVpcClassicLink, || self.inner.describe_vpc_classic_link(vpc_ids)).await
     }
+    async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error> {
+        self.call(Operation::DescribeVpcs, || self.inner.describe_vpcs(vpc_ids)).await
+    }
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
         self.call(Operation::CreateSecurityGroup, || self.inner.create_security_group(request)).await
     }

@@ -322,6 +322,10 @@ pub trait Ec2: Send + Sync {
     /// `DescribeVpcClassicLink` for these VPCs. Missing VPCs are left out of
     /// the answer rather than failing it.
     async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error>;
+    /// `DescribeVpcs` filtered by `vpc-id`: which of these VPCs exist.
+    /// Unknown ids are left out rather than failing the call. Unlike
+    /// `describe_vpc_classic_link`, this works where ClassicLink is gone.
+    async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error>;
     /// `CreateSecurityGroup` with `TagSpecifications`; returns the new id.
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error>;
     /// `DeleteSecurityGroup`.

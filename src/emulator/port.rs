@@ -49,6 +49,13 @@ impl Ec2 for Emulator {
         self.request(Operation::DescribeVpcClassicLink, |world, _| world.vpc_classic_link(vpc_ids, true)).await
     }
 
+    async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error> {
+        self.request(Operation::DescribeVpcs, |world, _| {
+            world.vpc_classic_link(vpc_ids, true).map(|vpcs| vpcs.into_iter().map(|v| v.id).collect())
+        })
+        .await
+    }
+
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
         let spec = GroupSpec {
             id: None,
