@@ -55,6 +55,10 @@ pub enum Command {
     /// Observe and plan, print the plan, change nothing. Exit 0: nothing to
     /// do; 2: changes pending; 1: error.
     Plan(PlanArgs),
+    /// Observe → plan → execute passes until the plan is empty or
+    /// `--max-passes` ran. Exit 0: converged (audited drift allowed); 1:
+    /// error; 3: not converged.
+    Apply(ApplyArgs),
     /// Parse and validate the mapping file, print every error with its key
     /// path. Exit 0: valid; 1: invalid.
     Validate(ConfigArg),
@@ -78,8 +82,23 @@ pub struct PlanArgs {
     #[arg(long, value_enum, default_value_t, env = "CLASSICLINK_MIRROR_PLAN_FORMAT")]
     pub format: PlanFormat,
     /// Plan offline from a captured JSON snapshot instead of observing EC2.
+    #[arg(long, value_name = "FILE", conflicts_with = "dump_snapshot")]
+    pub snapshot: Option<PathBuf>,
+    /// Also write the observed snapshot as JSON to FILE (to replay it later
+    /// with `--snapshot`).
     #[arg(long, value_name = "FILE")]
-    pub snapshot: PathBuf,
+    pub dump_snapshot: Option<PathBuf>,
+}
+
+/// `apply` flags.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The mapping file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Stop after this many passes even if not converged.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), env = "CLASSICLINK_MIRROR_MAX_PASSES")]
+    pub max_passes: u32,
 }
 
 #[cfg(test)]
@@ -97,6 +116,19 @@ mod tests {
         let cli = Cli::parse_from(["x", "plan", "--config", "c.toml", "--format", "json", "--snapshot", "s.json"]);
         let Command::Plan(args) = cli.command else { panic!() };
         assert_eq!(args.format, PlanFormat::Json);
-        assert_eq!(args.snapshot, PathBuf::from("s.json"));
+        assert_eq!(args.snapshot, Some(PathBuf::from("s.json")));
+    }
+}
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+
+    #[test]
+    fn apply_defaults_to_five_passes_and_refuses_zero() {
+        let cli = Cli::parse_from(["x", "apply", "--config", "c.toml"]);
+        let Command::Apply(args) = cli.command else { panic!() };
+        assert_eq!(args.max_passes, 5);
+        assert!(Cli::try_parse_from(["x", "apply", "--config", "c.toml", "--max-passes", "0"]).is_err());
     }
 }

@@ -7,10 +7,16 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::Parser;
-use classiclink_mirror::cli::{Cli, Command, GlobalArgs, LogFormat, PlanArgs, PlanFormat};
+use std::path::Path;
+
+use classiclink_mirror::cli::{ApplyArgs, Cli, Command, GlobalArgs, LogFormat, PlanArgs, PlanFormat};
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
+use classiclink_mirror::ec2::aws::AwsEc2;
+use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
+use classiclink_mirror::{observe, reconcile};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// Exit code: success, or nothing to do.
@@ -59,10 +65,106 @@ fn env_region() -> Option<String> {
     std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty())
 }
 
+/// Exit code of `apply`: not converged after `--max-passes`.
+const EXIT_NOT_CONVERGED: u8 = 3;
+
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate(args) => Ok(validate(&args.config)),
-        Command::Plan(args) => plan_offline(&args),
+        Command::Plan(args) => match &args.snapshot {
+            Some(snapshot) => plan_offline(&args, snapshot),
+            None => block_on(plan_live(&args))?,
+        },
+        Command::Apply(args) => block_on(apply(&args))?,
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    Ok(runtime.block_on(future))
+}
+
+/// The EC2 client of a one-shot command: the SDK adapter under the
+/// configured rate limits.
+async fn connect(config: &Config) -> Limited<AwsEc2> {
+    Limited::new(AwsEc2::from_config(&config.aws).await, &config.rate_limit)
+}
+
+fn print_plan(plan: &plan::Plan, snapshot: &Snapshot, format: PlanFormat) {
+    match format {
+        PlanFormat::Text => print!("{}", plan::render_text(plan, snapshot)),
+        PlanFormat::Json => print!("{}", plan::render_json(plan)),
+    }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so a
+/// reader never sees half a file.
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().context("the path has no file name")?.to_string_lossy();
+    let temporary = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    std::fs::write(&temporary, text).with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
+async fn plan_live(args: &PlanArgs) -> anyhow::Result<u8> {
+    let config = load_config(&args.config.config)?;
+    let ec2 = connect(&config).await;
+    let observation = observe::observe(&ec2, &config).await;
+    for error in &observation.errors {
+        eprintln!("warning: {error}");
+    }
+    if let Some(path) = &args.dump_snapshot {
+        write_atomically(path, &(observation.snapshot.to_json() + "\n"))?;
+    }
+    let (plan, _) = plan::plan(&config, &observation.snapshot, &Memory::default(), SystemTime::now());
+    print_plan(&plan, &observation.snapshot, args.format);
+    Ok(if plan.is_empty() { EXIT_OK } else { EXIT_CHANGES })
+}
+
+async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
+    let config = load_config(&args.config.config)?;
+    let ec2 = connect(&config).await;
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing the actions in flight");
+            on_signal.cancel();
+        }
+    });
+    let max_passes = usize::try_from(args.max_passes).unwrap_or(usize::MAX);
+    let report = reconcile::apply(&ec2, &config, max_passes, &SystemTime::now, &cancel).await;
+    for (number, pass) in report.passes.iter().enumerate() {
+        let summary = plan::Summary::of(&pass.plan);
+        println!(
+            "pass {}: {} actions ({} done, {} failed, {} skipped){}",
+            number + 1,
+            pass.plan.actions.len() - summary.audit_only,
+            pass.report.count("done") + pass.report.count("already_done"),
+            pass.failed(),
+            pass.report.count("skipped"),
+            if pass.snapshot.is_complete() { "" } else { "; snapshot incomplete" }
+        );
+        for (outcome, error) in pass.report.failures() {
+            println!("  failed {}: {error}", outcome.kind.as_str());
+        }
+    }
+    if let Some(last) = report.passes.last() {
+        // What is left: audited drift, warnings, or what did not converge.
+        if !last.plan.is_empty() || !last.plan.warnings.is_empty() {
+            print!("{}", plan::render_text(&last.plan, &last.snapshot));
+        }
+    }
+    if report.converged {
+        println!("converged");
+        Ok(EXIT_OK)
+    } else if cancel.is_cancelled() {
+        println!("interrupted before converging");
+        Ok(EXIT_NOT_CONVERGED)
+    } else {
+        println!("not converged after {} passes", report.passes.len());
+        Ok(EXIT_NOT_CONVERGED)
     }
 }
 
@@ -89,16 +191,11 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path, env_region().as_deref())?)
 }
 
-fn plan_offline(args: &PlanArgs) -> anyhow::Result<u8> {
+fn plan_offline(args: &PlanArgs, path: &Path) -> anyhow::Result<u8> {
     let config = load_config(&args.config.config)?;
-    let text = std::fs::read_to_string(&args.snapshot)
-        .with_context(|| format!("cannot read snapshot {}", args.snapshot.display()))?;
-    let snapshot =
-        Snapshot::from_json(&text).with_context(|| format!("{} is not a valid snapshot", args.snapshot.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read snapshot {}", path.display()))?;
+    let snapshot = Snapshot::from_json(&text).with_context(|| format!("{} is not a valid snapshot", path.display()))?;
     let (plan, _) = plan::plan(&config, &snapshot, &Memory::default(), SystemTime::now());
-    match args.format {
-        PlanFormat::Text => print!("{}", plan::render_text(&plan, &snapshot)),
-        PlanFormat::Json => print!("{}", plan::render_json(&plan)),
-    }
+    print_plan(&plan, &snapshot, args.format);
     Ok(if plan.is_empty() { EXIT_OK } else { EXIT_CHANGES })
 }

@@ -9,119 +9,25 @@
 //! endpoint is loopback and credentials are static.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::net::TcpListener;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use classiclink_mirror::config::AwsConfig;
-use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions, StaticCredentials};
+use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions};
 use classiclink_mirror::ec2::{CreateGroup, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, LinkFilter};
 use classiclink_mirror::model::{
     Grant, GroupId, InstanceId, InstanceState, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
     canonical_ipv4, canonical_ipv6,
 };
 
-/// Set by `scripts/test` (and so CI): a missing moto is then a failure.
-const REQUIRE_MOTO: &str = "CLASSICLINK_MIRROR_REQUIRE_MOTO";
 /// moto's account id.
 const MOTO_ACCOUNT: &str = "123456789012";
 /// Any AMI id: moto does not check it.
 const IMAGE: &str = "ami-12c6146b";
 
-struct Moto {
-    url: String,
-    log: PathBuf,
-    _watchdog: Mutex<Child>,
-}
-
-static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
-
-/// The shared moto server, started on first use; `None` (after a loud
-/// message) when moto is not installed and not required.
-fn moto() -> Option<&'static Moto> {
-    MOTO.get_or_init(start_moto).as_ref()
-}
-
-fn start_moto() -> Option<Moto> {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-    if !bin.exists() {
-        assert!(
-            std::env::var_os(REQUIRE_MOTO).is_none(),
-            "{REQUIRE_MOTO} is set but {} is missing: run ./scripts/test, which installs moto",
-            bin.display()
-        );
-        // Straight to stderr: libtest captures `eprintln!`, and a skip must be
-        // seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n\n*** SKIPPING moto conformance tests: {} is missing. ***\n\
-             *** Run ./scripts/test (it installs moto into .venv) to run them. ***\n",
-            bin.display()
-        );
-        return None;
-    }
-    // A free port: bind to 0, read it, close.
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{port}.log"));
-    let log_file = std::fs::File::create(&log).expect("moto log file");
-    // moto runs under a small shell watchdog that stops it once this test
-    // process is gone: statics are never dropped, so nothing else would.
-    let watchdog = Command::new("sh")
-        .arg("-c")
-        .arg(
-            r#""$1" -H 127.0.0.1 -p "$2" & moto=$!
-               while kill -0 "$3" 2>/dev/null && kill -0 "$moto" 2>/dev/null; do sleep 0.2; done
-               kill "$moto" 2>/dev/null; wait"#,
-        )
-        .arg("moto-watchdog")
-        .arg(&bin)
-        .arg(port.to_string())
-        .arg(std::process::id().to_string())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log handle"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start moto_server");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not listen on port {port} within 30 s; see {}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(Moto { url: format!("http://127.0.0.1:{port}"), log, _watchdog: Mutex::new(watchdog) })
-}
-
-fn endpoint_config(url: &str) -> AwsConfig {
-    AwsConfig { region: "us-east-1".into(), endpoint_url: Some(url.to_owned()), profile: None }
-}
-
-fn test_credentials() -> Option<StaticCredentials> {
-    Some(StaticCredentials { access_key_id: "test".into(), secret_access_key: "test".into() })
-}
-
-async fn client_with(moto: &Moto, page_size: i32) -> AwsEc2 {
-    let options = AwsOptions { page_size, credentials: test_credentials(), ..AwsOptions::default() };
-    AwsEc2::from_config_with(&endpoint_config(&moto.url), options).await
-}
-
-async fn client(moto: &Moto) -> AwsEc2 {
-    client_with(moto, AwsOptions::default().page_size).await
-}
-
-/// Unwraps, naming moto's log on failure.
-fn ok<T>(moto: &Moto, result: Result<T, Ec2Error>) -> T {
-    result.unwrap_or_else(|e| panic!("{e} (moto log: {})", moto.log.display()))
-}
+mod common;
+use common::moto::{client, client_with, endpoint_config, moto, ok, test_credentials};
 
 fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()

@@ -23,7 +23,7 @@ mod types;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-pub use render::{PLAN_JSON_VERSION, render_json, render_text};
+pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
 use crate::config::{Config, Mode, SourceRef};
