@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod ec2;
 pub mod emulator;
 pub mod execute;

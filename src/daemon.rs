@@ -1,0 +1,290 @@
+//! The daemon (`run`): the loop that calls observe → plan → execute every
+//! `interval`, keeps the planner's `Memory` between passes, reloads the
+//! mapping file, and shuts down cleanly.
+//!
+//! - Passes never overlap: the next one starts `interval` (±10% jitter) after
+//!   the previous one *started*, or at once if that one overran — a slow pass
+//!   delays the next rather than stacking.
+//! - One [`CancellationToken`] stops everything: on the first shutdown event
+//!   no new pass or action starts, in-flight actions get `drain_grace` to
+//!   finish, and `run` returns. (A second signal is `main`'s business: it
+//!   exits at once.)
+//! - Reload (SIGHUP, or the file's content changed): a valid file takes effect
+//!   at the next pass, and what changed is logged; an invalid one is rejected
+//!   with its errors and the old configuration keeps running.
+//! - Everything observable goes through [`PassObserver`] (metrics, `/status`,
+//!   health, sd-notify), so the loop itself stays testable with the in-process
+//!   emulator and paused time.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigLoadError, render_errors};
+use crate::ec2::Ec2;
+use crate::plan::Memory;
+use crate::reconcile::{PassReport, execute_options, reconcile_once};
+
+/// What the daemon is told from outside (signals, tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Re-read the mapping file (SIGHUP).
+    Reload,
+    /// Stop (SIGTERM, SIGINT).
+    Shutdown,
+}
+
+/// How a reload ended; bounded metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new file is in force from the next pass.
+    Applied,
+    /// The new file was invalid; the old configuration keeps running.
+    Rejected,
+}
+
+impl ReloadOutcome {
+    /// Stable label.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Receives what the loop does. Metrics, `/status`, health and sd-notify
+/// implement it; every method has a no-op default.
+pub trait PassObserver: Send + Sync {
+    /// A pass is starting.
+    fn pass_started(&self, _config: &Config) {}
+    /// A pass finished.
+    fn pass_finished(&self, _pass: &PassReport, _config: &Config, _now: SystemTime) {}
+    /// A reload was attempted.
+    fn reloaded(&self, _outcome: ReloadOutcome) {}
+    /// The daemon is stopping.
+    fn stopping(&self) {}
+}
+
+/// Builds the EC2 client for a configuration (again after a reload that
+/// changed `[aws]` or `[rate_limit]`).
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// A client for `config`.
+    async fn connect(&self, config: &Config) -> Arc<dyn Ec2>;
+}
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The mapping file could not be loaded at start.
+    #[error(transparent)]
+    Config(#[from] ConfigLoadError),
+}
+
+impl DaemonError {
+    /// Stable label.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config(e) => e.kind(),
+        }
+    }
+}
+
+/// The wall clock the planner's `now` comes from (orphan grace, shrink
+/// guard). Only the daemon reads it; tests give one driven by tokio's clock.
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Daemon settings that are not in the mapping file.
+#[derive(Clone)]
+pub struct Settings {
+    /// The mapping file.
+    pub config_path: PathBuf,
+    /// `AWS_REGION`, used when the file has no region.
+    pub env_region: Option<String>,
+    /// How long in-flight actions may take to finish after a shutdown.
+    pub drain_grace: Duration,
+    /// How often to look for a changed mapping file.
+    pub watch_every: Duration,
+    /// Where `now` comes from.
+    pub wall_clock: WallClock,
+}
+
+impl Settings {
+    /// Defaults: 20 s drain grace (well inside systemd's stop timeout), the
+    /// file checked every 5 s.
+    #[must_use]
+    pub fn new(config_path: PathBuf, env_region: Option<String>) -> Self {
+        Self {
+            config_path,
+            env_region,
+            drain_grace: Duration::from_secs(20),
+            watch_every: Duration::from_secs(5),
+            wall_clock: Arc::new(SystemTime::now),
+        }
+    }
+}
+
+/// `interval` ±10%, so that many daemons never beat in step.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random_range(0.9..=1.1))
+}
+
+/// Mirror pairs named by a config, for "what changed" on reload.
+fn mapping_keys(config: &Config) -> BTreeSet<String> {
+    config.mirrors.iter().map(|m| format!("{} -> {}", m.source, m.vpc)).collect()
+}
+
+/// The running daemon's state between passes.
+struct Loop<'a> {
+    settings: &'a Settings,
+    connector: &'a dyn Connector,
+    observer: &'a dyn PassObserver,
+    config: Config,
+    config_text: String,
+    ec2: Arc<dyn Ec2>,
+    memory: Memory,
+}
+
+impl Loop<'_> {
+    /// Re-reads the file; applies it when valid and different.
+    async fn reload(&mut self, why: &str) {
+        let text = match std::fs::read_to_string(&self.settings.config_path) {
+            Ok(text) => text,
+            Err(e) => {
+                error!(path = %self.settings.config_path.display(), error = %e, trigger = why,
+                    "cannot read the mapping file; the current configuration keeps running");
+                self.observer.reloaded(ReloadOutcome::Rejected);
+                return;
+            }
+        };
+        match Config::from_toml_str(&text, self.settings.env_region.as_deref()) {
+            Ok(config) => {
+                let (before, after) = (mapping_keys(&self.config), mapping_keys(&config));
+                let added: Vec<&String> = after.difference(&before).collect();
+                let removed: Vec<&String> = before.difference(&after).collect();
+                if config.aws != self.config.aws || config.rate_limit != self.config.rate_limit {
+                    self.ec2 = self.connector.connect(&config).await;
+                }
+                if config.daemon.listen != self.config.daemon.listen {
+                    warn!(listen = %config.daemon.listen, "daemon.listen changed: it takes effect after a restart");
+                }
+                info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
+                self.config = config;
+                self.config_text = text;
+                self.observer.reloaded(ReloadOutcome::Applied);
+            }
+            Err(errors) => {
+                error!(trigger = why, errors = %render_errors(&errors).trim_end(),
+                    "the new mapping file is invalid and was rejected; the current configuration keeps running");
+                // Remember the rejected text so the watcher does not reject it again every tick.
+                self.config_text = text;
+                self.observer.reloaded(ReloadOutcome::Rejected);
+            }
+        }
+    }
+
+    fn file_changed(&self) -> bool {
+        std::fs::read_to_string(&self.settings.config_path).is_ok_and(|text| text != self.config_text)
+    }
+}
+
+/// Runs the daemon until an [`Event::Shutdown`] arrives (or `events` closes).
+///
+/// # Errors
+/// [`DaemonError::Config`] when the mapping file cannot be loaded at start;
+/// after that, nothing stops the loop but a shutdown.
+pub async fn run(
+    settings: &Settings,
+    connector: &dyn Connector,
+    observer: &dyn PassObserver,
+    mut events: mpsc::Receiver<Event>,
+) -> Result<(), DaemonError> {
+    let config_text = std::fs::read_to_string(&settings.config_path)
+        .map_err(|source| ConfigLoadError::Read { path: settings.config_path.clone(), source })?;
+    let config = Config::from_toml_str(&config_text, settings.env_region.as_deref())
+        .map_err(|errors| ConfigLoadError::Invalid { path: settings.config_path.clone(), errors })?;
+    let ec2 = connector.connect(&config).await;
+    let mut state = Loop { settings, connector, observer, config, config_text, ec2, memory: Memory::default() };
+    info!(path = %settings.config_path.display(), mappings = state.config.mirrors.len(),
+        interval = %humantime::format_duration(state.config.daemon.interval), "daemon started");
+
+    let cancel = CancellationToken::new();
+    let mut watch = tokio::time::interval(settings.watch_every);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_start = Instant::now();
+    let mut reload_pending = false;
+
+    'daemon: loop {
+        // Wait for the next pass, reloading on the way when asked.
+        loop {
+            if reload_pending {
+                reload_pending = false;
+                state.reload("signal").await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(next_start) => break,
+                event = events.recv() => match event {
+                    Some(Event::Reload) => reload_pending = true,
+                    Some(Event::Shutdown) | None => break 'daemon,
+                },
+                _ = watch.tick() => {
+                    if state.file_changed() {
+                        state.reload("file changed").await;
+                    }
+                }
+            }
+        }
+
+        let started = Instant::now();
+        observer.pass_started(&state.config);
+        let options = execute_options(&state.config);
+        let config = state.config.clone();
+        let ec2 = Arc::clone(&state.ec2);
+        let mut memory = std::mem::take(&mut state.memory);
+        let pass = async {
+            let now = (settings.wall_clock)();
+            let report = reconcile_once(ec2.as_ref(), &config, &mut memory, now, &options, &cancel).await;
+            (report, memory)
+        };
+        tokio::pin!(pass);
+        let mut stopping = false;
+        let finished = loop {
+            tokio::select! {
+                finished = &mut pass => break Some(finished),
+                event = events.recv(), if !stopping => match event {
+                    Some(Event::Reload) => reload_pending = true,
+                    Some(Event::Shutdown) | None => {
+                        info!(grace = %humantime::format_duration(settings.drain_grace),
+                            "shutting down: no new actions; waiting for the ones in flight");
+                        stopping = true;
+                        cancel.cancel();
+                    }
+                },
+                () = tokio::time::sleep(settings.drain_grace), if stopping => {
+                    warn!("in-flight actions did not finish within the drain grace; stopping anyway");
+                    break None;
+                }
+            }
+        };
+        let Some((report, memory)) = finished else { break 'daemon };
+        state.memory = memory;
+        observer.pass_finished(&report, &state.config, (settings.wall_clock)());
+        if stopping {
+            break 'daemon;
+        }
+        next_start = started + jittered(state.config.daemon.interval);
+    }
+    observer.stopping();
+    info!("daemon stopped");
+    Ok(())
+}

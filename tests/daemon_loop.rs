@@ -1,0 +1,272 @@
+//! The daemon loop in process, against the emulator engine, with tokio's
+//! clock paused: pass cadence without overlap, memory across passes, reload
+//! (signal and file change, valid and invalid), and shutdown during a pass.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use classiclink_mirror::config::Config;
+use classiclink_mirror::daemon::{Connector, Event, PassObserver, ReloadOutcome, Settings, run};
+use classiclink_mirror::ec2::limited::Limited;
+use classiclink_mirror::ec2::{Ec2, GroupFilter};
+use classiclink_mirror::emulator::{Emulator, EmulatorOptions, Faults, NewGroup, NewVpc, RunInstances};
+use classiclink_mirror::model::{GroupId, OWNERSHIP_TAG, VpcId};
+use classiclink_mirror::reconcile::PassReport;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+struct EmulatorConnector(Emulator);
+
+#[async_trait]
+impl Connector for EmulatorConnector {
+    async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
+        Arc::new(Limited::new(self.0.clone(), &config.rate_limit))
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    starts: Mutex<Vec<Instant>>,
+    passes: Mutex<Vec<(usize, usize, usize)>>, // (pairs, actions, failed)
+    reloads: Mutex<Vec<ReloadOutcome>>,
+    stopped: Mutex<bool>,
+}
+
+impl PassObserver for Recorder {
+    fn pass_started(&self, _: &Config) {
+        self.starts.lock().unwrap().push(Instant::now());
+    }
+    fn pass_finished(&self, pass: &PassReport, _: &Config, _: SystemTime) {
+        self.passes.lock().unwrap().push((pass.plan.pairs.len(), pass.plan.actions.len(), pass.failed()));
+    }
+    fn reloaded(&self, outcome: ReloadOutcome) {
+        self.reloads.lock().unwrap().push(outcome);
+    }
+    fn stopping(&self) {
+        *self.stopped.lock().unwrap() = true;
+    }
+}
+
+struct World {
+    emu: Emulator,
+    vpc: VpcId,
+    web: GroupId,
+    app: GroupId,
+}
+
+async fn world() -> World {
+    let emu = Emulator::new(EmulatorOptions::default());
+    let vpc = emu.create_vpc(&NewVpc::classic_link(true)).await.unwrap();
+    let web = emu.create_group(&NewGroup::classic("web", "Web tier")).await.unwrap();
+    let app = emu.create_group(&NewGroup::classic("app", "App tier")).await.unwrap();
+    emu.run_instances(&RunInstances::classic([web.clone()]).count(2)).await.unwrap();
+    World { emu, vpc, web, app }
+}
+
+fn write_config(path: &Path, vpc: &VpcId, sources: &[&GroupId], extra: &str) {
+    let mut text =
+        format!("[aws]\nregion = \"us-east-1\"\n[daemon]\ninterval = \"10s\"\n[discovery]\ntag_key = \"\"\n{extra}");
+    for source in sources {
+        text.push_str(&format!("[[mirror]]\nsource_group = \"{source}\"\nvpc = \"{vpc}\"\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+async fn mirrored_sources(emu: &Emulator) -> Vec<GroupId> {
+    let filter = GroupFilter { tag_keys: vec![OWNERSHIP_TAG.into()], ..GroupFilter::default() };
+    let mut sources: Vec<GroupId> =
+        emu.describe_security_groups(&filter).await.unwrap().iter().filter_map(|g| g.mirrored_from()).collect();
+    sources.sort();
+    sources
+}
+
+/// Lets the loop run for `d` of (paused) time.
+async fn run_for(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn passes_start_every_interval_with_jitter_and_never_overlap() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    write_config(&path, &w.vpc, &[&w.web], "");
+    // Each request takes 1 s: a pass is much shorter than the interval.
+    w.emu.set_faults(Faults { latency: Duration::from_secs(1), ..Faults::none() });
+    let recorder = Arc::new(Recorder::default());
+    let (tx, rx) = mpsc::channel(4);
+    let settings = Settings::new(path, None);
+    let connector = EmulatorConnector(w.emu.clone());
+    let observer = Arc::clone(&recorder);
+    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    run_for(Duration::from_secs(65)).await;
+    tx.send(Event::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+
+    let starts = recorder.starts.lock().unwrap().clone();
+    assert!(starts.len() >= 5, "{} passes in 65 s", starts.len());
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_secs(9) && gap <= Duration::from_secs(11), "gap {gap:?}");
+    }
+    let passes = recorder.passes.lock().unwrap().clone();
+    assert!(passes[0].1 > 0, "the first pass creates and links");
+    assert!(passes[1..].iter().all(|p| p.1 == 0 && p.2 == 0), "later passes are converged: {passes:?}");
+    assert!(*recorder.stopped.lock().unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_pass_delays_the_next_instead_of_stacking() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    write_config(&path, &w.vpc, &[&w.web, &w.app], "");
+    // ~12 requests of 3 s each, some in parallel: the first pass overruns 10 s.
+    w.emu.set_faults(Faults { latency: Duration::from_secs(3), ..Faults::none() });
+    let recorder = Arc::new(Recorder::default());
+    let (tx, rx) = mpsc::channel(4);
+    let settings = Settings::new(path, None);
+    let connector = EmulatorConnector(w.emu.clone());
+    let observer = Arc::clone(&recorder);
+    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    run_for(Duration::from_secs(40)).await;
+    tx.send(Event::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+    let starts = recorder.starts.lock().unwrap().clone();
+    let passes = recorder.passes.lock().unwrap().len();
+    // Every pass but possibly the last finished before the next started.
+    assert!(starts.len() <= passes + 1, "{} starts, {passes} finished", starts.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_valid_reload_takes_effect_at_the_next_pass_and_an_invalid_one_is_rejected() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    write_config(&path, &w.vpc, &[&w.web], "");
+    let recorder = Arc::new(Recorder::default());
+    let (tx, rx) = mpsc::channel(4);
+    let mut settings = Settings::new(path.clone(), None);
+    settings.watch_every = Duration::from_secs(3600); // this test reloads by signal only
+    let connector = EmulatorConnector(w.emu.clone());
+    let observer = Arc::clone(&recorder);
+    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    run_for(Duration::from_secs(5)).await;
+    assert_eq!(mirrored_sources(&w.emu).await, vec![w.web.clone()]);
+
+    // An invalid file: rejected, and web keeps being reconciled.
+    std::fs::write(&path, "[aws]\nregion = \"us-east-1\"\n[daemon]\ninterval = \"soon\"\n").unwrap();
+    tx.send(Event::Reload).await.unwrap();
+    run_for(Duration::from_secs(12)).await;
+    assert_eq!(recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Rejected]);
+    assert_eq!(recorder.passes.lock().unwrap().last().unwrap().0, 1, "the old config still has one pair");
+
+    // A valid file adding app: mirrored at the next pass.
+    write_config(&path, &w.vpc, &[&w.web, &w.app], "");
+    tx.send(Event::Reload).await.unwrap();
+    run_for(Duration::from_secs(12)).await;
+    assert_eq!(recorder.reloads.lock().unwrap().last(), Some(&ReloadOutcome::Applied));
+    let mut expected = vec![w.web.clone(), w.app.clone()];
+    expected.sort();
+    assert_eq!(mirrored_sources(&w.emu).await, expected);
+
+    tx.send(Event::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_file_is_noticed_without_a_signal() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    write_config(&path, &w.vpc, &[&w.web], "");
+    let recorder = Arc::new(Recorder::default());
+    let (tx, rx) = mpsc::channel(4);
+    let settings = Settings::new(path.clone(), None);
+    let connector = EmulatorConnector(w.emu.clone());
+    let observer = Arc::clone(&recorder);
+    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    run_for(Duration::from_secs(2)).await;
+    write_config(&path, &w.vpc, &[&w.web, &w.app], "");
+    run_for(Duration::from_secs(25)).await;
+    assert_eq!(recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Applied], "reloaded exactly once");
+    assert_eq!(mirrored_sources(&w.emu).await.len(), 2);
+    tx.send(Event::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_survives_between_passes_so_an_orphan_is_deleted_after_its_grace() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    write_config(&path, &w.vpc, &[&w.web, &w.app], "[safety]\norphan_grace = \"30s\"\n");
+    let recorder = Arc::new(Recorder::default());
+    let (tx, rx) = mpsc::channel(4);
+    let mut settings = Settings::new(path.clone(), None);
+    // The planner's wall clock, driven by tokio's paused clock.
+    let (base, epoch) = (SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000), Instant::now());
+    settings.wall_clock = Arc::new(move || base + epoch.elapsed());
+    let connector = EmulatorConnector(w.emu.clone());
+    let observer = Arc::clone(&recorder);
+    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    run_for(Duration::from_secs(5)).await;
+    write_config(&path, &w.vpc, &[&w.web], "[safety]\norphan_grace = \"30s\"\n");
+    tx.send(Event::Reload).await.unwrap();
+    run_for(Duration::from_secs(25)).await;
+    assert_eq!(mirrored_sources(&w.emu).await.len(), 2, "the orphan waits for its grace");
+    run_for(Duration::from_secs(30)).await;
+    assert_eq!(mirrored_sources(&w.emu).await, vec![w.web.clone()], "deleted once the grace has passed");
+    tx.send(Event::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_throttled_pass_stops_new_actions_and_returns_within_the_grace() {
+    let w = world().await;
+    // Twenty more groups to mirror: a long pass of slow writes.
+    let mut sources = vec![w.web.clone()];
+    for n in 0..20 {
+        sources.push(w.emu.create_group(&NewGroup::classic(format!("g{n}"), "tier")).await.unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    let refs: Vec<&GroupId> = sources.iter().collect();
+    write_config(&path, &w.vpc, &refs, "[rate_limit]\nmutating_per_second = 1.0\nmutating_burst = 1\n");
+    w.emu.set_faults(Faults { latency: Duration::from_millis(500), ..Faults::none() });
+    let recorder = Arc::new(Recorder::default());
+    let (tx, rx) = mpsc::channel(4);
+    let settings = Settings::new(path, None);
+    let connector = EmulatorConnector(w.emu.clone());
+    let observer = Arc::clone(&recorder);
+    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    run_for(Duration::from_secs(6)).await;
+    let asked = Instant::now();
+    tx.send(Event::Shutdown).await.unwrap();
+    daemon.await.unwrap().unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(20), "stopped after {:?}", asked.elapsed());
+    let mirrored = mirrored_sources(&w.emu).await.len();
+    assert!(mirrored > 0 && mirrored < sources.len(), "stopped part way: {mirrored} of {}", sources.len());
+    // No half-made mirror: every group in the VPC besides default is tagged.
+    let all = w
+        .emu
+        .describe_security_groups(&GroupFilter { vpc_ids: vec![w.vpc.clone()], ..GroupFilter::default() })
+        .await
+        .unwrap();
+    assert!(all.iter().all(|g| g.name == "default" || g.mirrored_from().is_some()));
+}
+
+#[tokio::test]
+async fn an_invalid_file_at_start_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    std::fs::write(&path, "[daemon]\ninterval = 5\n").unwrap();
+    let emu = Emulator::new(EmulatorOptions::default());
+    let (_tx, rx) = mpsc::channel(1);
+    let settings = Settings::new(path, None);
+    let error = run(&settings, &EmulatorConnector(emu), &Recorder::default(), rx).await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("mirror.toml") && text.contains("daemon.interval"), "{text}");
+}
