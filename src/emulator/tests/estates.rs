@@ -252,3 +252,11 @@ fn reading_a_missing_file_is_a_read_error() {
     assert!(matches!(err, EstateError::Read { .. }));
     assert_eq!(err.kind(), "read");
 }
+
+#[test]
+fn the_shipped_demo_estate_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo-estate.toml");
+    let estate = crate::emulator::Estate::read(&path).unwrap();
+    let emu = crate::emulator::Emulator::from_estate(&estate, crate::emulator::EmulatorOptions::default()).unwrap();
+    assert_eq!(emu.stats().instances, 20);
+}
