@@ -22,6 +22,7 @@ pub mod config;
 pub mod ec2;
 pub mod emulator;
 pub mod execute;
+pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod observe;
