@@ -95,6 +95,9 @@ pub enum ActionResult {
 }
 
 impl ActionResult {
+    /// Every [`ActionResult::label`], for pre-registering metric label values.
+    pub const LABELS: [&'static str; 6] = ["done", "already_done", "failed", "skipped", "audit", "cancelled"];
+
     /// True for `Done` and `AlreadyDone`.
     #[must_use]
     pub fn succeeded(&self) -> bool {

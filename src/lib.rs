@@ -23,6 +23,8 @@ pub mod daemon;
 pub mod ec2;
 pub mod emulator;
 pub mod execute;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;

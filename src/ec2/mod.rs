@@ -178,6 +178,17 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for pre-registering metric label values.
+    pub const ALL: [Self; 7] = [
+        Self::Throttled,
+        Self::NotFound,
+        Self::Duplicate,
+        Self::Dependency,
+        Self::Invalid,
+        Self::Transient,
+        Self::Fatal,
+    ];
+
     /// Classifies an EC2 error code (never the message).
     #[must_use]
     pub fn from_code(code: &str) -> Self {
