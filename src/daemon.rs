@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigLoadError, render_errors};
+pub use crate::http::WallClock;
+pub use crate::metrics::ReloadOutcome;
 use crate::ec2::Ec2;
 use crate::plan::Memory;
 use crate::reconcile::{PassReport, execute_options, reconcile_once};
@@ -39,26 +41,6 @@ pub enum Event {
     Reload,
     /// Stop (SIGTERM, SIGINT).
     Shutdown,
-}
-
-/// How a reload ended; bounded metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReloadOutcome {
-    /// The new file is in force from the next pass.
-    Applied,
-    /// The new file was invalid; the old configuration keeps running.
-    Rejected,
-}
-
-impl ReloadOutcome {
-    /// Stable label.
-    #[must_use]
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Rejected => "rejected",
-        }
-    }
 }
 
 /// Receives what the loop does. Metrics, `/status`, health and sd-notify
@@ -99,10 +81,6 @@ impl DaemonError {
         }
     }
 }
-
-/// The wall clock the planner's `now` comes from (orphan grace, shrink
-/// guard). Only the daemon reads it; tests give one driven by tokio's clock.
-pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Daemon settings that are not in the mapping file.
 #[derive(Clone)]
