@@ -7,8 +7,9 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::Parser;
-use classiclink_mirror::cli::{Cli, Command, GlobalArgs, LogFormat, PlanArgs, PlanFormat};
+use classiclink_mirror::cli::{Cli, Command, EmulatorArgs, GlobalArgs, LogFormat, PlanArgs, PlanFormat};
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
+use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
 use tracing_subscriber::EnvFilter;
@@ -63,6 +64,63 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate(args) => Ok(validate(&args.config)),
         Command::Plan(args) => plan_offline(&args),
+        Command::Emulator(args) => run_emulator(&args),
+    }
+}
+
+/// `emulator`: seed the world, print the bound address, serve until
+/// SIGINT/SIGTERM.
+fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut faults =
+            Faults::none().with_error_rate(args.error_rate).with_consistency_window(args.consistency_delay);
+        if args.throttle {
+            faults = faults.with_throttle(Throttle::ec2());
+        }
+        let options = EmulatorOptions { faults, ..EmulatorOptions::default() };
+        let world = match &args.estate {
+            Some(path) => {
+                let estate = Estate::read(path).map_err(|error| match error {
+                    EstateError::Parse(toml) => anyhow::anyhow!("estate {} is not valid: {toml}", path.display()),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+                Emulator::from_estate(&estate, options)
+                    .map_err(|errors| anyhow::anyhow!("estate {} is not valid:\n{errors}", path.display()))?
+            }
+            None => Emulator::new(options),
+        };
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr().context("the listener has no address")?;
+        let stats = world.stats();
+        tracing::info!(%address, vpcs = stats.vpcs, groups = stats.groups, instances = stats.instances,
+            links = stats.links, "emulator serving the EC2 Query API");
+        println!("emulator listening on http://{address}");
+        std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
+        emulator::server::serve(world, listener, shutdown_signal()).await.context("the emulator server failed")?;
+        tracing::info!("emulator stopped");
+        Ok(EXIT_OK)
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the emulator");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 
