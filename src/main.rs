@@ -90,6 +90,7 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
             }
             None => Emulator::new(options),
         };
+        let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -99,29 +100,25 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
             links = stats.links, "emulator serving the EC2 Query API");
         println!("emulator listening on http://{address}");
         std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
-        emulator::server::serve(world, listener, shutdown_signal()).await.context("the emulator server failed")?;
+        emulator::server::serve(world, listener, shutdown).await.context("the emulator server failed")?;
         tracing::info!("emulator stopped");
         Ok(EXIT_OK)
     })
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the emulator");
-                std::future::pending::<()>().await;
-            }
+/// A future that completes on the first SIGINT or SIGTERM. The handlers
+/// are installed here, before the address is printed, so a signal sent as
+/// soon as the address is known cannot kill the process by default action.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
+    })
 }
 
 fn validate(path: &std::path::Path) -> u8 {
