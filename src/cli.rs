@@ -2,7 +2,9 @@
 //! what each command does. Every flag that makes sense as an environment
 //! variable has one.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -62,6 +64,36 @@ pub enum Command {
     /// Parse and validate the mapping file, print every error with its key
     /// path. Exit 0: valid; 1: invalid.
     Validate(ConfigArg),
+    /// Serve the EC2 emulator (SPEC §9) over EC2's Query API until SIGINT or
+    /// SIGTERM. Prints `emulator listening on http://ADDR` first.
+    Emulator(EmulatorArgs),
+}
+
+/// `emulator` flags: where to listen, what world to seed, which faults.
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4566", env = "CLASSICLINK_MIRROR_EMULATOR_LISTEN")]
+    pub listen: SocketAddr,
+    /// Estate file (TOML, docs/estate.md) to seed the world; default: only the EC2-Classic `default` group.
+    #[arg(long, value_name = "FILE", env = "CLASSICLINK_MIRROR_EMULATOR_ESTATE")]
+    pub estate: Option<PathBuf>,
+    /// Throttle like EC2's default token buckets (describe 100 + 20/s, mutating 50 + 5/s).
+    #[arg(long, env = "CLASSICLINK_MIRROR_EMULATOR_THROTTLE")]
+    pub throttle: bool,
+    /// Share of requests answered with an injected `InternalError` / `Unavailable`, 0 to 1.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate,
+          env = "CLASSICLINK_MIRROR_EMULATOR_ERROR_RATE")]
+    pub error_rate: f64,
+    /// How long new groups and instances stay invisible (e.g. `1s`, `500ms`).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration,
+          env = "CLASSICLINK_MIRROR_EMULATOR_CONSISTENCY_DELAY")]
+    pub consistency_delay: Duration,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) { Ok(rate) } else { Err(format!("{rate} is not between 0 and 1")) }
 }
 
 /// `--config`.
@@ -130,5 +162,39 @@ mod apply_tests {
         let Command::Apply(args) = cli.command else { panic!() };
         assert_eq!(args.max_passes, 5);
         assert!(Cli::try_parse_from(["x", "apply", "--config", "c.toml", "--max-passes", "0"]).is_err());
+    }
+
+    #[test]
+    fn emulator_parses_its_flags_and_defaults() {
+        let cli = Cli::parse_from(["x", "emulator"]);
+        let Command::Emulator(args) = cli.command else { panic!() };
+        assert_eq!(args.listen, "127.0.0.1:4566".parse().unwrap());
+        assert_eq!((args.throttle, args.error_rate, args.consistency_delay), (false, 0.0, Duration::ZERO));
+        let cli = Cli::parse_from([
+            "x",
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--estate",
+            "e.toml",
+            "--throttle",
+            "--error-rate",
+            "0.25",
+            "--consistency-delay",
+            "1s 500ms",
+        ]);
+        let Command::Emulator(args) = cli.command else { panic!() };
+        assert_eq!(args.listen.port(), 0);
+        assert_eq!(args.estate, Some(PathBuf::from("e.toml")));
+        assert!(args.throttle);
+        assert!((args.error_rate - 0.25).abs() < f64::EPSILON);
+        assert_eq!(args.consistency_delay, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn error_rates_outside_zero_to_one_are_usage_errors() {
+        for rate in ["1.5", "-0.1", "lots"] {
+            assert!(Cli::try_parse_from(["x", "emulator", "--error-rate", rate]).is_err(), "{rate}");
+        }
     }
 }

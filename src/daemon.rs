@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigLoadError, render_errors};
+use crate::ec2::Ec2;
 pub use crate::http::WallClock;
 pub use crate::metrics::ReloadOutcome;
-use crate::ec2::Ec2;
 use crate::plan::Memory;
 use crate::reconcile::{PassReport, execute_options, reconcile_once};
 

@@ -9,10 +9,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use std::path::Path;
 
-use classiclink_mirror::cli::{ApplyArgs, Cli, Command, GlobalArgs, LogFormat, PlanArgs, PlanFormat};
+use classiclink_mirror::cli::{ApplyArgs, Cli, Command, EmulatorArgs, GlobalArgs, LogFormat, PlanArgs, PlanFormat};
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
 use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::limited::Limited;
+use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
 use classiclink_mirror::{observe, reconcile};
@@ -76,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             None => block_on(plan_live(&args))?,
         },
         Command::Apply(args) => block_on(apply(&args))?,
+        Command::Emulator(args) => run_emulator(&args),
     }
 }
 
@@ -166,6 +168,59 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
         println!("not converged after {} passes", report.passes.len());
         Ok(EXIT_NOT_CONVERGED)
     }
+}
+
+/// `emulator`: seed the world, print the bound address, serve until
+/// SIGINT/SIGTERM.
+fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut faults =
+            Faults::none().with_error_rate(args.error_rate).with_consistency_window(args.consistency_delay);
+        if args.throttle {
+            faults = faults.with_throttle(Throttle::ec2());
+        }
+        let options = EmulatorOptions { faults, ..EmulatorOptions::default() };
+        let world = match &args.estate {
+            Some(path) => {
+                let estate = Estate::read(path).map_err(|error| match error {
+                    EstateError::Parse(toml) => anyhow::anyhow!("estate {} is not valid: {toml}", path.display()),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+                Emulator::from_estate(&estate, options)
+                    .map_err(|errors| anyhow::anyhow!("estate {} is not valid:\n{errors}", path.display()))?
+            }
+            None => Emulator::new(options),
+        };
+        let shutdown = shutdown_signal()?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr().context("the listener has no address")?;
+        let stats = world.stats();
+        tracing::info!(%address, vpcs = stats.vpcs, groups = stats.groups, instances = stats.instances,
+            links = stats.links, "emulator serving the EC2 Query API");
+        println!("emulator listening on http://{address}");
+        std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
+        emulator::server::serve(world, listener, shutdown).await.context("the emulator server failed")?;
+        tracing::info!("emulator stopped");
+        Ok(EXIT_OK)
+    })
+}
+
+/// A future that completes on the first SIGINT or SIGTERM. The handlers
+/// are installed here, before the address is printed, so a signal sent as
+/// soon as the address is known cannot kill the process by default action.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
 
 fn validate(path: &std::path::Path) -> u8 {

@@ -54,13 +54,38 @@ pub const INTERNAL_ERROR: &str = "InternalError";
 /// Injected server fault (HTTP 503).
 pub const UNAVAILABLE: &str = "Unavailable";
 
+/// A security group id of the wrong shape in a request parameter.
+pub const GROUP_ID_MALFORMED: &str = "InvalidGroupId.Malformed";
+/// An instance id of the wrong shape in a request parameter.
+pub const INSTANCE_ID_MALFORMED: &str = "InvalidInstanceID.Malformed";
+/// A VPC id of the wrong shape in a request parameter.
+pub const VPC_ID_MALFORMED: &str = "InvalidVpcID.Malformed";
+/// A resource id of no known kind (`CreateTags`, `DeleteTags`).
+pub const INVALID_ID: &str = "InvalidID";
+/// A subnet id: the emulator has no subnets, so every subnet is unknown.
+pub const SUBNET_NOT_FOUND: &str = "InvalidSubnetID.NotFound";
+/// More instances in one `RunInstances` than the emulator launches at once.
+pub const INSTANCE_LIMIT: &str = "InstanceLimitExceeded";
+/// A request the emulator understands but does not model (instance tags, rule ids, ...).
+pub const UNSUPPORTED: &str = "Unsupported";
+/// An `Action` the Query API does not know.
+pub const INVALID_ACTION: &str = "InvalidAction";
+/// A request without an `Action`.
+pub const MISSING_ACTION: &str = "MissingAction";
+/// A request whose percent-encoding or character encoding is broken.
+pub const MALFORMED_QUERY_STRING: &str = "MalformedQueryString";
+/// `DryRun=true`: the request would have been attempted (HTTP 412).
+pub const DRY_RUN_OPERATION: &str = "DryRunOperation";
+
 /// The HTTP status EC2 sends with an error code: 503 for throttling and
-/// unavailability, 500 for other server faults, 400 for everything else.
+/// unavailability, 500 for other server faults, 412 for `DryRunOperation`,
+/// 400 for everything else.
 #[must_use]
 pub fn http_status(code: &str) -> u16 {
     match code {
         REQUEST_LIMIT_EXCEEDED | UNAVAILABLE | "ServiceUnavailable" => 503,
         INTERNAL_ERROR | "InternalFailure" => 500,
+        DRY_RUN_OPERATION => 412,
         _ => 400,
     }
 }
@@ -91,5 +116,7 @@ mod tests {
         assert_eq!(http_status(REQUEST_LIMIT_EXCEEDED), 503);
         assert_eq!(http_status(INTERNAL_ERROR), 500);
         assert_eq!(http_status(GROUP_NOT_FOUND), 400);
+        assert_eq!(http_status(DRY_RUN_OPERATION), 412);
+        assert_eq!(http_status(INVALID_ACTION), 400);
     }
 }

@@ -1,7 +1,7 @@
 //! Per-action request counters (SPEC §9): how many requests each EC2 action
 //! received and how each ended. Tests assert on them ("a converged second
-//! pass writes nothing"), benchmarks report them, and the HTTP server will
-//! expose them as JSON.
+//! pass writes nothing"), benchmarks report them, and the HTTP server
+//! serves them as JSON (`GET /_emulator/calls`).
 
 use std::collections::BTreeMap;
 

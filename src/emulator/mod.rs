@@ -2,13 +2,13 @@
 //!
 //! An in-memory EC2 with Classic semantics (SPEC §9). It stands in for EC2
 //! behind the [`Ec2`](crate::ec2::Ec2) port, so `observe` and `execute` run
-//! unchanged against it: in unit and daemon tests directly, and — once the
-//! Query-API server wraps it — in `demo`, the end-to-end tests and the
+//! unchanged against it: in unit and daemon tests directly, and — through
+//! the Query-API [`server`] — in `demo`, the end-to-end tests and the
 //! benchmarks through the real `aws-sdk-ec2` over HTTP.
 //!
 //! ```text
 //!  observe / execute ──► Ec2 port ──► Emulator ──► request pipeline ──► World
-//!  HTTP server (later) ──► EC2-shaped actions ──┘   (latency, throttling,     (state + EC2 rules)
+//!  HTTP server ──► EC2-shaped actions ──────────┘   (latency, throttling,     (state + EC2 rules)
 //!                                                     injected errors, counters)
 //! ```
 //!
@@ -33,6 +33,7 @@ mod filters;
 pub mod generate;
 mod permissions;
 mod port;
+pub mod server;
 mod state;
 mod validate;
 
