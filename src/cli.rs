@@ -54,6 +54,9 @@ pub enum PlanFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: reconcile every `daemon.interval` until SIGTERM/SIGINT
+    /// (exit 0). SIGHUP or a changed file reloads the mapping file.
+    Run(ConfigArg),
     /// Observe and plan, print the plan, change nothing. Exit 0: nothing to
     /// do; 2: changes pending; 1: error.
     Plan(PlanArgs),

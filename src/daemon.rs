@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +31,9 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
+use crate::http;
 pub use crate::http::WallClock;
+use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
 use crate::plan::Memory;
 use crate::reconcile::{PassReport, execute_options, reconcile_once};
@@ -48,10 +52,10 @@ pub enum Event {
 pub trait PassObserver: Send + Sync {
     /// A pass is starting.
     fn pass_started(&self, _config: &Config) {}
-    /// A pass finished.
-    fn pass_finished(&self, _pass: &PassReport, _config: &Config, _now: SystemTime) {}
-    /// A reload was attempted.
-    fn reloaded(&self, _outcome: ReloadOutcome) {}
+    /// A pass finished; `started_at` is the `now` the planner was given.
+    fn pass_finished(&self, _pass: &PassReport, _config: &Config, _started_at: SystemTime) {}
+    /// A reload was attempted; `config` is the configuration in force after it.
+    fn reloaded(&self, _outcome: ReloadOutcome, _config: &Config) {}
     /// The daemon is stopping.
     fn stopping(&self) {}
 }
@@ -141,7 +145,7 @@ impl Loop<'_> {
             Err(e) => {
                 error!(path = %self.settings.config_path.display(), error = %e, trigger = why,
                     "cannot read the mapping file; the current configuration keeps running");
-                self.observer.reloaded(ReloadOutcome::Rejected);
+                self.observer.reloaded(ReloadOutcome::Rejected, &self.config);
                 return;
             }
         };
@@ -159,14 +163,14 @@ impl Loop<'_> {
                 info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
                 self.config = config;
                 self.config_text = text;
-                self.observer.reloaded(ReloadOutcome::Applied);
+                self.observer.reloaded(ReloadOutcome::Applied, &self.config);
             }
             Err(errors) => {
                 error!(trigger = why, errors = %render_errors(&errors).trim_end(),
                     "the new mapping file is invalid and was rejected; the current configuration keeps running");
                 // Remember the rejected text so the watcher does not reject it again every tick.
                 self.config_text = text;
-                self.observer.reloaded(ReloadOutcome::Rejected);
+                self.observer.reloaded(ReloadOutcome::Rejected, &self.config);
             }
         }
     }
@@ -229,9 +233,9 @@ pub async fn run(
         let config = state.config.clone();
         let ec2 = Arc::clone(&state.ec2);
         let mut memory = std::mem::take(&mut state.memory);
+        let started_at = (settings.wall_clock)();
         let pass = async {
-            let now = (settings.wall_clock)();
-            let report = reconcile_once(ec2.as_ref(), &config, &mut memory, now, &options, &cancel).await;
+            let report = reconcile_once(ec2.as_ref(), &config, &mut memory, started_at, &options, &cancel).await;
             (report, memory)
         };
         tokio::pin!(pass);
@@ -256,7 +260,7 @@ pub async fn run(
         };
         let Some((report, memory)) = finished else { break 'daemon };
         state.memory = memory;
-        observer.pass_finished(&report, &state.config, (settings.wall_clock)());
+        observer.pass_finished(&report, &state.config, started_at);
         if stopping {
             break 'daemon;
         }
@@ -265,4 +269,137 @@ pub async fn run(
     observer.stopping();
     info!("daemon stopped");
     Ok(())
+}
+
+/// Metrics, `/status`, health and systemd notification as one
+/// [`PassObserver`]: what `run` attaches to the loop.
+pub struct Instruments {
+    state: http::State,
+    notified_ready: AtomicBool,
+}
+
+impl Instruments {
+    /// Instruments reporting into `state`.
+    #[must_use]
+    pub fn new(state: http::State) -> Self {
+        Self { state, notified_ready: AtomicBool::new(false) }
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    // Outside systemd (no NOTIFY_SOCKET) this does nothing.
+    if let Err(e) = sd_notify::notify(state) {
+        warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+impl PassObserver for Instruments {
+    fn pass_started(&self, _config: &Config) {
+        self.state.cycle_started();
+    }
+
+    fn pass_finished(&self, pass: &PassReport, _config: &Config, started_at: SystemTime) {
+        self.state.record_pass(pass, started_at);
+        if self.state.is_ready() && !self.notified_ready.swap(true, Ordering::SeqCst) {
+            info!("first complete snapshot: ready");
+            notify(&[sd_notify::NotifyState::Ready]);
+        }
+    }
+
+    fn reloaded(&self, outcome: ReloadOutcome, config: &Config) {
+        self.state.metrics().record_reload(outcome);
+        if outcome == ReloadOutcome::Applied {
+            self.state.apply_config(config);
+        }
+    }
+
+    fn stopping(&self) {
+        notify(&[sd_notify::NotifyState::Stopping]);
+    }
+}
+
+/// Pings the systemd watchdog while the loop is alive (a cycle started
+/// within three intervals), at half the watchdog period. A wedged loop stops
+/// the pings and systemd restarts the service.
+async fn watchdog(state: http::State, cancel: CancellationToken) {
+    let Some(period) = sd_notify::watchdog_enabled() else { return };
+    let mut tick = tokio::time::interval(period / 2);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                if state.liveness().alive {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    }
+}
+
+/// Errors of [`serve`] before the loop runs.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The mapping file could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigLoadError),
+    /// `daemon.listen` could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The loop stopped with an error.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+}
+
+impl ServeError {
+    /// Stable label.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config(e) => e.kind(),
+            Self::Listen { .. } => "listen",
+            Self::Daemon(e) => e.kind(),
+        }
+    }
+}
+
+/// `run`: loads the mapping file, serves `/metrics`, `/healthz`, `/readyz`
+/// and `/status` on `daemon.listen`, pings the systemd watchdog, and runs
+/// the loop until [`Event::Shutdown`]. `connect` builds the EC2 client and
+/// is given the metrics so every request is counted.
+///
+/// # Errors
+/// [`ServeError`] when the file is invalid or the address cannot be bound.
+pub async fn serve(
+    settings: &Settings,
+    make_connector: impl FnOnce(Arc<Metrics>) -> Box<dyn Connector>,
+    events: mpsc::Receiver<Event>,
+) -> Result<(), ServeError> {
+    let config = Config::load(&settings.config_path, settings.env_region.as_deref())?;
+    let metrics = Metrics::new();
+    let state = http::State::new(Arc::clone(&metrics), &config);
+    let listener = tokio::net::TcpListener::bind(config.daemon.listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: config.daemon.listen, source })?;
+    let address = listener.local_addr().map_err(|source| ServeError::Listen { addr: config.daemon.listen, source })?;
+    info!(listen = %address, "serving /metrics /healthz /readyz /status");
+    let stop_http = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(listener, state.clone(), stop_http.clone().cancelled_owned()));
+    let watchdog_task = tokio::spawn(watchdog(state.clone(), stop_http.clone()));
+    let connector = make_connector(metrics);
+    let instruments = Instruments::new(state);
+    let result = run(settings, connector.as_ref(), &instruments, events).await;
+    stop_http.cancel();
+    let _ = watchdog_task.await;
+    match http_task.await {
+        Ok(Err(e)) => warn!(error = %e, "the HTTP server stopped with an error"),
+        Err(e) => warn!(error = %e, "the HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    Ok(result?)
 }

@@ -17,6 +17,12 @@ use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, Esta
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
 use classiclink_mirror::{observe, reconcile};
+use std::sync::Arc;
+
+use classiclink_mirror::daemon::{self, Connector, Event, Settings};
+use classiclink_mirror::ec2::Ec2;
+use classiclink_mirror::metrics::Metrics;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -55,7 +61,10 @@ fn init_tracing(global: &GlobalArgs) {
     };
     let format =
         global.log_format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -72,12 +81,64 @@ const EXIT_NOT_CONVERGED: u8 = 3;
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate(args) => Ok(validate(&args.config)),
+        Command::Run(args) => block_on(run_daemon(&args.config))?,
         Command::Plan(args) => match &args.snapshot {
             Some(snapshot) => plan_offline(&args, snapshot),
             None => block_on(plan_live(&args))?,
         },
         Command::Apply(args) => block_on(apply(&args))?,
         Command::Emulator(args) => run_emulator(&args),
+    }
+}
+
+/// Builds the SDK client of the daemon, its requests counted in the metrics.
+struct AwsConnector {
+    metrics: Arc<Metrics>,
+}
+
+#[async_trait::async_trait]
+impl Connector for AwsConnector {
+    async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
+        let client = AwsEc2::from_config(&config.aws).await;
+        Arc::new(Limited::new(client, &config.rate_limit).with_observer(self.metrics.request_observer()))
+    }
+}
+
+async fn run_daemon(config: &Path) -> anyhow::Result<u8> {
+    let settings = Settings::new(config.to_owned(), env_region());
+    let (events, receiver) = mpsc::channel(8);
+    tokio::spawn(forward_signals(events));
+    daemon::serve(&settings, |metrics| Box::new(AwsConnector { metrics }), receiver).await?;
+    Ok(EXIT_OK)
+}
+
+/// SIGTERM/SIGINT ask the loop to stop (a second one exits at once); SIGHUP
+/// asks it to reload.
+async fn forward_signals(events: mpsc::Sender<Event>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        eprintln!("error: cannot install signal handlers");
+        std::process::exit(i32::from(EXIT_ERROR));
+    };
+    let mut stopping = false;
+    loop {
+        let event = tokio::select! {
+            _ = term.recv() => Event::Shutdown,
+            _ = int.recv() => Event::Shutdown,
+            _ = hup.recv() => Event::Reload,
+        };
+        if event == Event::Shutdown {
+            if stopping {
+                eprintln!("second stop signal: exiting now");
+                std::process::exit(i32::from(EXIT_ERROR));
+            }
+            stopping = true;
+        }
+        if events.send(event).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -41,7 +41,7 @@ impl PassObserver for Recorder {
     fn pass_finished(&self, pass: &PassReport, _: &Config, _: SystemTime) {
         self.passes.lock().unwrap().push((pass.plan.pairs.len(), pass.plan.actions.len(), pass.failed()));
     }
-    fn reloaded(&self, outcome: ReloadOutcome) {
+    fn reloaded(&self, outcome: ReloadOutcome, _: &Config) {
         self.reloads.lock().unwrap().push(outcome);
     }
     fn stopping(&self) {
