@@ -57,6 +57,10 @@ pub enum Command {
     /// The daemon: reconcile every `daemon.interval` until SIGTERM/SIGINT
     /// (exit 0). SIGHUP or a changed file reloads the mapping file.
     Run(ConfigArg),
+    /// Start the EC2 emulator with a sample Classic estate and the daemon
+    /// against it over HTTP; narrate until converged, change the Classic side
+    /// a few times, and keep serving `/metrics` until Ctrl-C.
+    Demo(DemoArgs),
     /// Observe and plan, print the plan, change nothing. Exit 0: nothing to
     /// do; 2: changes pending; 1: error.
     Plan(PlanArgs),
@@ -123,6 +127,20 @@ pub struct PlanArgs {
     /// with `--snapshot`).
     #[arg(long, value_name = "FILE")]
     pub dump_snapshot: Option<PathBuf>,
+}
+
+/// `demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the daemon serves `/metrics`, `/healthz`, `/readyz`, `/status`.
+    #[arg(long, default_value = "127.0.0.1:9464", env = "CLASSICLINK_MIRROR_DEMO_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Time between passes.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Exit once the scripted changes are mirrored instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit_when_done: bool,
 }
 
 /// `apply` flags.

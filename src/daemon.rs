@@ -58,6 +58,8 @@ pub trait PassObserver: Send + Sync {
     fn reloaded(&self, _outcome: ReloadOutcome, _config: &Config) {}
     /// The daemon is stopping.
     fn stopping(&self) {}
+    /// `/metrics` and friends are served on `address`.
+    fn serving(&self, _address: std::net::SocketAddr) {}
 }
 
 /// Builds the EC2 client for a configuration (again after a reload that
@@ -380,6 +382,49 @@ pub async fn serve(
     make_connector: impl FnOnce(Arc<Metrics>) -> Box<dyn Connector>,
     events: mpsc::Receiver<Event>,
 ) -> Result<(), ServeError> {
+    serve_with(settings, make_connector, &NoObserver, events).await
+}
+
+/// An observer that ignores everything.
+pub struct NoObserver;
+impl PassObserver for NoObserver {}
+
+/// Two observers as one.
+struct Both<'a>(&'a dyn PassObserver, &'a dyn PassObserver);
+
+impl PassObserver for Both<'_> {
+    fn pass_started(&self, config: &Config) {
+        self.0.pass_started(config);
+        self.1.pass_started(config);
+    }
+    fn pass_finished(&self, pass: &PassReport, config: &Config, started_at: SystemTime) {
+        self.0.pass_finished(pass, config, started_at);
+        self.1.pass_finished(pass, config, started_at);
+    }
+    fn reloaded(&self, outcome: ReloadOutcome, config: &Config) {
+        self.0.reloaded(outcome, config);
+        self.1.reloaded(outcome, config);
+    }
+    fn stopping(&self) {
+        self.0.stopping();
+        self.1.stopping();
+    }
+    fn serving(&self, address: std::net::SocketAddr) {
+        self.0.serving(address);
+        self.1.serving(address);
+    }
+}
+
+/// [`serve`] with one more observer of the loop (the `demo`'s narrator).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    settings: &Settings,
+    make_connector: impl FnOnce(Arc<Metrics>) -> Box<dyn Connector>,
+    extra: &dyn PassObserver,
+    events: mpsc::Receiver<Event>,
+) -> Result<(), ServeError> {
     let config = Config::load(&settings.config_path, settings.env_region.as_deref())?;
     let metrics = Metrics::new();
     let state = http::State::new(Arc::clone(&metrics), &config);
@@ -388,12 +433,13 @@ pub async fn serve(
         .map_err(|source| ServeError::Listen { addr: config.daemon.listen, source })?;
     let address = listener.local_addr().map_err(|source| ServeError::Listen { addr: config.daemon.listen, source })?;
     info!(listen = %address, "serving /metrics /healthz /readyz /status");
+    extra.serving(address);
     let stop_http = CancellationToken::new();
     let http_task = tokio::spawn(http::serve(listener, state.clone(), stop_http.clone().cancelled_owned()));
     let watchdog_task = tokio::spawn(watchdog(state.clone(), stop_http.clone()));
     let connector = make_connector(metrics);
     let instruments = Instruments::new(state);
-    let result = run(settings, connector.as_ref(), &instruments, events).await;
+    let result = run(settings, connector.as_ref(), &Both(&instruments, extra), events).await;
     stop_http.cancel();
     let _ = watchdog_task.await;
     match http_task.await {

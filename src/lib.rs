@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod ec2;
 pub mod emulator;
 pub mod execute;

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use std::path::Path;
 
-use classiclink_mirror::cli::{ApplyArgs, Cli, Command, EmulatorArgs, GlobalArgs, LogFormat, PlanArgs, PlanFormat};
+use classiclink_mirror::cli::{
+    ApplyArgs, Cli, Command, DemoArgs, EmulatorArgs, GlobalArgs, LogFormat, PlanArgs, PlanFormat,
+};
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
 use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::limited::Limited;
@@ -20,6 +22,7 @@ use classiclink_mirror::{observe, reconcile};
 use std::sync::Arc;
 
 use classiclink_mirror::daemon::{self, Connector, Event, Settings};
+use classiclink_mirror::demo;
 use classiclink_mirror::ec2::Ec2;
 use classiclink_mirror::metrics::Metrics;
 use tokio::sync::mpsc;
@@ -82,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate(args) => Ok(validate(&args.config)),
         Command::Run(args) => block_on(run_daemon(&args.config))?,
+        Command::Demo(args) => block_on(run_demo(&args))?,
         Command::Plan(args) => match &args.snapshot {
             Some(snapshot) => plan_offline(&args, snapshot),
             None => block_on(plan_live(&args))?,
@@ -102,6 +106,15 @@ impl Connector for AwsConnector {
         let client = AwsEc2::from_config(&config.aws).await;
         Arc::new(Limited::new(client, &config.rate_limit).with_observer(self.metrics.request_observer()))
     }
+}
+
+async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
+    let (events, receiver) = mpsc::channel(8);
+    tokio::spawn(forward_signals(events));
+    let options =
+        demo::DemoOptions { listen: args.listen, exit_when_done: args.exit_when_done, interval: args.interval };
+    demo::run(options, receiver).await?;
+    Ok(EXIT_OK)
 }
 
 async fn run_daemon(config: &Path) -> anyhow::Result<u8> {

@@ -1,0 +1,397 @@
+//! `demo`: the whole product on one machine, for a newcomer. Starts the EC2
+//! emulator over HTTP with the sample Classic estate (`config/demo-estate.toml`,
+//! built in), runs the daemon against it through the real AWS SDK, narrates
+//! each pass, then changes the Classic side a few times — a new rule, new
+//! instances, a discovery tag removed — so the mirrors can be seen following,
+//! and keeps serving `/metrics` until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::daemon::{Connector, Event, PassObserver, ServeError, Settings, serve_with};
+use crate::ec2::aws::{AwsEc2, AwsOptions, StaticCredentials};
+use crate::ec2::limited::{Limited, RequestObserver};
+use crate::ec2::{Category, Ec2, Operation};
+use crate::emulator::{Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
+use crate::model::{DEFAULT_DISCOVERY_TAG, Grant, GroupId, Peer, Ports, Protocol};
+use crate::plan::{Action, WarningKind};
+use crate::reconcile::PassReport;
+
+/// The sample estate, built into the binary so `demo` runs from anywhere.
+pub const DEMO_ESTATE: &str = include_str!("../config/demo-estate.toml");
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The built-in estate did not load (a bug in the shipped file).
+    #[error("the demo estate is invalid: {0}")]
+    Estate(String),
+    /// Local I/O (a port, a temporary file).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon stopped with an error.
+    #[error(transparent)]
+    Daemon(#[from] ServeError),
+    /// A scripted change to the Classic side failed.
+    #[error("changing the Classic estate failed: {0}")]
+    Script(#[from] crate::ec2::Ec2Error),
+}
+
+impl DemoError {
+    /// Stable label.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Estate(_) => "estate",
+            Self::Io { .. } => "io",
+            Self::Daemon(e) => e.kind(),
+            Self::Script(e) => e.kind(),
+        }
+    }
+}
+
+/// Demo settings.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Where the daemon serves `/metrics` (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Stop after the scripted changes instead of serving until Ctrl-C.
+    pub exit_when_done: bool,
+    /// Time between passes.
+    pub interval: Duration,
+}
+
+/// Counts the writes sent, for the progress line.
+struct WriteCounter(Arc<AtomicU64>);
+
+impl RequestObserver for WriteCounter {
+    fn record(&self, operation: Operation, _outcome: &'static str, _elapsed: Duration) {
+        if operation.category() == Category::Mutating {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Both the metrics and the progress line see every request.
+struct Fanout(Box<dyn RequestObserver>, WriteCounter);
+
+impl RequestObserver for Fanout {
+    fn record(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
+        self.0.record(operation, outcome, elapsed);
+        self.1.record(operation, outcome, elapsed);
+    }
+}
+
+struct DemoConnector {
+    metrics: Arc<crate::metrics::Metrics>,
+    writes: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Connector for DemoConnector {
+    async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
+        let client = AwsEc2::from_config_with(&config.aws, demo_aws_options()).await;
+        let observer = Fanout(self.metrics.request_observer(), WriteCounter(Arc::clone(&self.writes)));
+        Arc::new(Limited::new(client, &config.rate_limit).with_observer(Box::new(observer)))
+    }
+}
+
+fn demo_aws_options() -> AwsOptions {
+    AwsOptions {
+        credentials: Some(StaticCredentials { access_key_id: "demo".into(), secret_access_key: "demo".into() }),
+        ..AwsOptions::default()
+    }
+}
+
+/// What the narrator tells the script.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Progress {
+    passes: u64,
+    /// The last pass planned nothing to execute on a complete snapshot.
+    converged: bool,
+    /// Orphaned mirrors the last pass saw.
+    orphans: usize,
+}
+
+/// Prints each pass in words, with a progress line while it runs.
+struct Narrator {
+    writes: Arc<AtomicU64>,
+    bar: Mutex<Option<ProgressBar>>,
+    seen_warnings: Mutex<std::collections::BTreeSet<String>>,
+    progress: watch::Sender<Progress>,
+    metrics_at: watch::Sender<Option<SocketAddr>>,
+}
+
+fn describe_pass(pass: &PassReport) -> Vec<String> {
+    let mut created = Vec::new();
+    let (mut added, mut removed, mut updated, mut linked, mut relinked, mut unlinked, mut deleted) =
+        (0, 0, 0, 0, 0, 0, Vec::new());
+    for (planned, outcome) in pass.plan.actions.iter().zip(&pass.report.outcomes) {
+        if !outcome.result.succeeded() {
+            continue;
+        }
+        match &planned.action {
+            Action::CreateMirror { name, vpc, .. } => created.push(format!("{name} in {vpc}")),
+            Action::Authorize { grants, .. } => added += grants.len(),
+            Action::Revoke { grants, .. } => removed += grants.len(),
+            Action::UpdateDescriptions { grants, .. } => updated += grants.len(),
+            Action::Attach { .. } => linked += 1,
+            Action::Relink { .. } => relinked += 1,
+            Action::Detach { .. } => unlinked += 1,
+            Action::DeleteMirror { name, .. } => deleted.push(name.clone()),
+            Action::TagGroup { .. } | Action::UntagGroup { .. } | Action::EnableClassicLink { .. } => {}
+        }
+    }
+    let mut lines = Vec::new();
+    if !created.is_empty() {
+        lines.push(format!("  created mirrors: {}", created.join(", ")));
+    }
+    for (count, what) in [
+        (added, "rules added"),
+        (removed, "rules removed"),
+        (updated, "descriptions updated"),
+        (linked, "instances linked"),
+        (relinked, "instances relinked"),
+        (unlinked, "instances unlinked"),
+    ] {
+        if count > 0 {
+            lines.push(format!("  {count} {what}"));
+        }
+    }
+    if !deleted.is_empty() {
+        lines.push(format!("  deleted orphaned mirrors: {}", deleted.join(", ")));
+    }
+    for (outcome, error) in pass.report.failures() {
+        lines.push(format!("  failed {}: {error}", outcome.kind.as_str()));
+    }
+    lines
+}
+
+impl PassObserver for Narrator {
+    fn pass_started(&self, _config: &Config) {
+        let number = self.progress.borrow().passes + 1;
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} pass {prefix}: {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(number.to_string());
+        bar.set_message("observing and reconciling");
+        bar.enable_steady_tick(Duration::from_millis(100));
+        let writes = Arc::clone(&self.writes);
+        writes.store(0, Ordering::Relaxed);
+        let ticker = bar.clone();
+        tokio::spawn(async move {
+            while !ticker.is_finished() {
+                ticker.set_message(format!("{} EC2 writes sent", writes.load(Ordering::Relaxed)));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        *self.bar.lock().expect("bar") = Some(bar);
+    }
+
+    fn pass_finished(&self, pass: &PassReport, _config: &Config, _started_at: SystemTime) {
+        if let Some(bar) = self.bar.lock().expect("bar").take() {
+            bar.finish_and_clear();
+        }
+        let number = self.progress.borrow().passes + 1;
+        let converged = pass.converged();
+        let lines = describe_pass(pass);
+        if lines.is_empty() {
+            println!("pass {number}: in sync ({} pairs, {:.1?})", pass.plan.pairs.len(), pass.duration);
+        } else {
+            let count = pass.plan.actions.len();
+            let noun = if count == 1 { "action" } else { "actions" };
+            println!("pass {number}: {count} {noun} in {:.1?}", pass.duration);
+            for line in lines {
+                println!("{line}");
+            }
+        }
+        let mut seen = self.seen_warnings.lock().expect("warnings");
+        for warning in &pass.plan.warnings {
+            // Orphan countdowns change every pass; say each only once.
+            let key = match warning.kind {
+                WarningKind::OrphanWaiting => format!("orphan {:?}", warning.subject),
+                _ => warning.message.clone(),
+            };
+            if seen.insert(key) {
+                println!("  warning: {}", warning.message);
+            }
+        }
+        let orphans = pass.plan.orphans.len();
+        self.progress.send_modify(|p| {
+            p.passes += 1;
+            p.converged = converged;
+            p.orphans = orphans;
+        });
+    }
+
+    fn serving(&self, address: SocketAddr) {
+        let _ = self.metrics_at.send(Some(address));
+    }
+}
+
+async fn wait_for(progress: &mut watch::Receiver<Progress>, what: impl Fn(&Progress) -> bool) {
+    // The sender lives as long as the daemon; a closed channel ends the wait.
+    let _ = progress.wait_for(what).await;
+}
+
+/// Waits for a pass that starts after now and converges.
+async fn next_convergence(progress: &mut watch::Receiver<Progress>) {
+    let after = progress.borrow().passes;
+    wait_for(progress, |p| p.passes > after && p.converged).await;
+}
+
+fn tcp_from(port: u16, cidr: &str, description: &str) -> Grant {
+    let peer = Peer::Ipv4(cidr.parse().expect("literal CIDR"));
+    Grant::new(Protocol::Tcp, Ports::Range { from: port, to: port }, peer, Some(description.to_owned()))
+}
+
+/// Changes the Classic side step by step, each time waiting for the mirrors
+/// to follow.
+async fn script(
+    client: &AwsEc2,
+    emulator: &Emulator,
+    mut progress: watch::Receiver<Progress>,
+) -> Result<(), DemoError> {
+    let group = |name: &str| -> GroupId { emulator.group_id(None, name).expect("demo estate group") };
+    wait_for(&mut progress, |p| p.converged).await;
+    println!("\n==> the VPC side mirrors the Classic estate. Now changing the Classic side.\n");
+
+    println!("==> Classic: app now allows tcp 9090 from 10.30.0.0/16 (\"metrics scrape\")");
+    client.authorize_ingress(&group("app"), &[tcp_from(9090, "10.30.0.0/16", "metrics scrape")]).await?;
+    next_convergence(&mut progress).await;
+
+    println!("\n==> Classic: two more web instances are launched");
+    client.run_instances("ami-12c6146b", &[group("web")], 2).await?;
+    next_convergence(&mut progress).await;
+
+    println!("\n==> Classic: the discovery tag is removed from db (it stops being mirrored)");
+    client.delete_tags(&group("db"), &[DEFAULT_DISCOVERY_TAG.to_owned()]).await?;
+    next_convergence(&mut progress).await;
+    println!("    db's mirror is now an orphan: it keeps its links and references for orphan_grace,");
+    println!("    then its instances are unlinked, references to it revoked, and it is deleted.");
+    wait_for(&mut progress, |p| p.orphans == 0 && p.converged).await;
+    Ok(())
+}
+
+fn demo_config(endpoint: &str, options: &DemoOptions) -> String {
+    format!(
+        "# Written by `classiclink-mirror demo`; edit it while the demo runs to see a reload.\n\
+         [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n\
+         [daemon]\ninterval = \"{}\"\nlisten = \"{}\"\n\n\
+         [safety]\norphan_grace = \"{}\"\n\n\
+         [discovery]\ntag_key = \"{DEFAULT_DISCOVERY_TAG}\"\n",
+        humantime::format_duration(options.interval),
+        options.listen,
+        humantime::format_duration(options.interval * 3),
+    )
+}
+
+/// Runs the demo until Ctrl-C (or, with `exit_when_done`, until the script
+/// has run).
+///
+/// # Errors
+/// [`DemoError`] when the emulator or the daemon cannot start.
+pub async fn run(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> Result<(), DemoError> {
+    let estate = Estate::from_toml(DEMO_ESTATE).map_err(|e: EstateError| DemoError::Estate(e.to_string()))?;
+    let faults = Faults { throttle: Some(Throttle::ec2()), latency: Duration::from_millis(15), ..Faults::none() };
+    let emulator = Emulator::from_estate(&estate, EmulatorOptions { faults, ..EmulatorOptions::default() })
+        .map_err(|e| DemoError::Estate(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| DemoError::Io { what: "cannot bind the emulator", source })?;
+    let endpoint = format!(
+        "http://{}",
+        listener.local_addr().map_err(|source| DemoError::Io { what: "emulator address", source })?
+    );
+    let stop_emulator = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(crate::emulator::server::serve(
+        emulator.clone(),
+        listener,
+        stop_emulator.clone().cancelled_owned(),
+    ));
+
+    let dir = tempfile_dir()?;
+    let config_path = dir.join("classiclink-mirror.toml");
+    std::fs::write(&config_path, demo_config(&endpoint, &options))
+        .map_err(|source| DemoError::Io { what: "cannot write the demo config", source })?;
+    println!("EC2 emulator (EC2-Classic estate: web, app, db, bastion, cache; 20 instances) at {endpoint}");
+    println!("daemon config: {}", config_path.display());
+
+    let writes = Arc::new(AtomicU64::new(0));
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let (metrics_tx, mut metrics_rx) = watch::channel(None);
+    let narrator = Narrator {
+        writes: Arc::clone(&writes),
+        bar: Mutex::new(None),
+        seen_warnings: Mutex::new(Default::default()),
+        progress: progress_tx,
+        metrics_at: metrics_tx,
+    };
+    let (events, receiver) = mpsc::channel(8);
+    let settings = Settings::new(config_path.clone(), None);
+    let client = AwsEc2::from_config_with(
+        &crate::config::AwsConfig { region: "us-east-1".into(), endpoint_url: Some(endpoint.clone()), profile: None },
+        demo_aws_options(),
+    )
+    .await;
+
+    let daemon = serve_with(
+        &settings,
+        |metrics| Box::new(DemoConnector { metrics, writes: Arc::clone(&writes) }),
+        &narrator,
+        receiver,
+    );
+    let driver = async {
+        let _ = metrics_rx.wait_for(Option::is_some).await;
+        let address = (*metrics_rx.borrow()).expect("set");
+        println!("daemon metrics at http://{address}/metrics, status at http://{address}/status\n");
+        // Ctrl-C stops the demo at any point, script or not.
+        let scripted = tokio::select! {
+            scripted = script(&client, &emulator, progress_rx) => scripted,
+            _ = stop.recv() => {
+                let _ = events.send(Event::Shutdown).await;
+                return Ok(());
+            }
+        };
+        match &scripted {
+            Ok(()) if options.exit_when_done => println!("\ndemo finished"),
+            Ok(()) => println!("\ndemo finished; still serving http://{address}/metrics — Ctrl-C to stop"),
+            Err(e) => println!("\ndemo script stopped: {e}"),
+        }
+        if !options.exit_when_done && scripted.is_ok() {
+            let _ = stop.recv().await;
+        }
+        let _ = events.send(Event::Shutdown).await;
+        scripted
+    };
+    let (served, scripted) = tokio::join!(daemon, driver);
+    stop_emulator.cancel();
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    served?;
+    scripted
+}
+
+/// A private temporary directory for the demo's config file.
+fn tempfile_dir() -> Result<PathBuf, DemoError> {
+    let dir = std::env::temp_dir().join(format!("classiclink-mirror-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| DemoError::Io { what: "cannot create a temporary directory", source })?;
+    Ok(dir)
+}
