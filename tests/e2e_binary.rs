@@ -52,7 +52,8 @@ fn binary() -> Command {
 
 /// A running `emulator` process.
 struct EmulatorProcess {
-    child: Child,
+    /// Kept so the process lives as long as the test (killed on drop).
+    _child: Child,
     url: String,
 }
 
@@ -72,7 +73,7 @@ impl EmulatorProcess {
             .expect("a first line");
         let url = first.rsplit(' ').next().expect("an address").to_owned();
         assert!(url.starts_with("http://127.0.0.1:"), "{first}");
-        Self { child, url }
+        Self { _child: child, url }
     }
 
     async fn sdk(&self) -> AwsEc2 {
@@ -248,11 +249,14 @@ async fn the_daemon_serves_health_metrics_and_status_reloads_and_stops_cleanly()
     let pid = daemon.id().unwrap().to_string();
     Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
     eventually(Duration::from_secs(20), "a rejected reload", || async {
-        metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_config_reloads_total{outcome=\"rejected\"}")
-            >= 1.0
+        metric(
+            &get(&format!("{base}/metrics")).await.1,
+            "classiclink_mirror_config_reloads_total{outcome=\"rejected\"}",
+        ) >= 1.0
     })
     .await;
-    let cycles = metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_cycles_total{outcome=\"success\"}");
+    let cycles =
+        metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_cycles_total{outcome=\"success\"}");
     eventually(Duration::from_secs(20), "cycles after the rejection", || async {
         metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_cycles_total{outcome=\"success\"}")
             > cycles
@@ -292,7 +296,7 @@ async fn sigterm_during_a_throttled_pass_exits_0_within_the_grace_and_leaves_no_
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = lines.next_line().await.unwrap().unwrap().rsplit(' ').next().unwrap().to_owned();
-    let emulator = EmulatorProcess { child, url };
+    let emulator = EmulatorProcess { _child: child, url };
     let config = write_config(
         dir.path(),
         &emulator.url,
@@ -307,10 +311,8 @@ async fn sigterm_during_a_throttled_pass_exits_0_within_the_grace_and_leaves_no_
     assert_eq!(status.code(), Some(0));
     assert!(asked.elapsed() < Duration::from_secs(25), "stopped within the drain grace: {:?}", asked.elapsed());
     let target = VpcId::try_new(TARGET_VPC).unwrap();
-    let groups = ec2
-        .describe_security_groups(&GroupFilter { vpc_ids: vec![target], ..GroupFilter::default() })
-        .await
-        .unwrap();
+    let groups =
+        ec2.describe_security_groups(&GroupFilter { vpc_ids: vec![target], ..GroupFilter::default() }).await.unwrap();
     let made = groups.iter().filter(|g| g.name != "default").count();
     assert!(made < 60, "the pass was interrupted ({made} of 60)");
     assert!(groups.iter().all(|g| g.name == "default" || g.mirrored_from().is_some()), "every mirror is tagged");
