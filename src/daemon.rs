@@ -36,7 +36,7 @@ pub use crate::http::WallClock;
 use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
 use crate::plan::Memory;
-use crate::reconcile::{PassReport, execute_options, reconcile_once};
+use crate::reconcile::{PassReport, execute_options, reconcile_once_observed};
 
 /// What the daemon is told from outside (signals, tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub enum Event {
 pub trait PassObserver: Send + Sync {
     /// A pass is starting.
     fn pass_started(&self, _config: &Config) {}
+    /// The pass's observation ended (before planning and execution).
+    fn snapshot_observed(&self, _snapshot: &crate::model::Snapshot) {}
     /// A pass finished; `started_at` is the `now` the planner was given.
     fn pass_finished(&self, _pass: &PassReport, _config: &Config, _started_at: SystemTime) {}
     /// A reload was attempted; `config` is the configuration in force after it.
@@ -237,7 +239,17 @@ pub async fn run(
         let mut memory = std::mem::take(&mut state.memory);
         let started_at = (settings.wall_clock)();
         let pass = async {
-            let report = reconcile_once(ec2.as_ref(), &config, &mut memory, started_at, &options, &cancel).await;
+            let on_observed = |snapshot: &crate::model::Snapshot| observer.snapshot_observed(snapshot);
+            let report = reconcile_once_observed(
+                ec2.as_ref(),
+                &config,
+                &mut memory,
+                started_at,
+                &options,
+                &cancel,
+                &on_observed,
+            )
+            .await;
             (report, memory)
         };
         tokio::pin!(pass);
@@ -278,13 +290,27 @@ pub async fn run(
 pub struct Instruments {
     state: http::State,
     notified_ready: AtomicBool,
+    /// When the pass under way started, if one is.
+    pass_since: std::sync::Mutex<Option<Instant>>,
 }
+
+/// The longest pass the watchdog trusts to be making progress.
+const MAX_TRUSTED_PASS: Duration = Duration::from_secs(3600);
 
 impl Instruments {
     /// Instruments reporting into `state`.
     #[must_use]
     pub fn new(state: http::State) -> Self {
-        Self { state, notified_ready: AtomicBool::new(false) }
+        Self { state, notified_ready: AtomicBool::new(false), pass_since: std::sync::Mutex::new(None) }
+    }
+
+    /// Alive for the watchdog: a cycle started recently, or a pass is under
+    /// way and not absurdly long (a cold start may legitimately take many
+    /// intervals).
+    fn alive(&self) -> bool {
+        let in_pass =
+            self.pass_since.lock().expect("pass lock").is_some_and(|since| since.elapsed() < MAX_TRUSTED_PASS);
+        in_pass || self.state.liveness().alive
     }
 }
 
@@ -298,14 +324,20 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 impl PassObserver for Instruments {
     fn pass_started(&self, _config: &Config) {
         self.state.cycle_started();
+        *self.pass_since.lock().expect("pass lock") = Some(Instant::now());
     }
 
-    fn pass_finished(&self, pass: &PassReport, _config: &Config, started_at: SystemTime) {
-        self.state.record_pass(pass, started_at);
+    fn snapshot_observed(&self, snapshot: &crate::model::Snapshot) {
+        self.state.snapshot_observed(snapshot.is_complete());
         if self.state.is_ready() && !self.notified_ready.swap(true, Ordering::SeqCst) {
             info!("first complete snapshot: ready");
             notify(&[sd_notify::NotifyState::Ready]);
         }
+    }
+
+    fn pass_finished(&self, pass: &PassReport, _config: &Config, started_at: SystemTime) {
+        *self.pass_since.lock().expect("pass lock") = None;
+        self.state.record_pass(pass, started_at);
     }
 
     fn reloaded(&self, outcome: ReloadOutcome, config: &Config) {
@@ -320,17 +352,17 @@ impl PassObserver for Instruments {
     }
 }
 
-/// Pings the systemd watchdog while the loop is alive (a cycle started
-/// within three intervals), at half the watchdog period. A wedged loop stops
-/// the pings and systemd restarts the service.
-async fn watchdog(state: http::State, cancel: CancellationToken) {
+/// Pings the systemd watchdog at half its period while the loop is alive (a
+/// cycle started within three intervals, or a pass under way for less than
+/// an hour). A wedged loop stops the pings and systemd restarts the service.
+async fn watchdog(instruments: Arc<Instruments>, cancel: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else { return };
     let mut tick = tokio::time::interval(period / 2);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {
-                if state.liveness().alive {
+                if instruments.alive() {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
@@ -397,6 +429,10 @@ impl PassObserver for Both<'_> {
         self.0.pass_started(config);
         self.1.pass_started(config);
     }
+    fn snapshot_observed(&self, snapshot: &crate::model::Snapshot) {
+        self.0.snapshot_observed(snapshot);
+        self.1.snapshot_observed(snapshot);
+    }
     fn pass_finished(&self, pass: &PassReport, config: &Config, started_at: SystemTime) {
         self.0.pass_finished(pass, config, started_at);
         self.1.pass_finished(pass, config, started_at);
@@ -436,10 +472,10 @@ pub async fn serve_with(
     extra.serving(address);
     let stop_http = CancellationToken::new();
     let http_task = tokio::spawn(http::serve(listener, state.clone(), stop_http.clone().cancelled_owned()));
-    let watchdog_task = tokio::spawn(watchdog(state.clone(), stop_http.clone()));
     let connector = make_connector(metrics);
-    let instruments = Instruments::new(state);
-    let result = run(settings, connector.as_ref(), &Both(&instruments, extra), events).await;
+    let instruments = Arc::new(Instruments::new(state));
+    let watchdog_task = tokio::spawn(watchdog(Arc::clone(&instruments), stop_http.clone()));
+    let result = run(settings, connector.as_ref(), &Both(instruments.as_ref(), extra), events).await;
     stop_http.cancel();
     let _ = watchdog_task.await;
     match http_task.await {

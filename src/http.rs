@@ -636,6 +636,15 @@ impl State {
         lock(&self.shared.health).is_ready()
     }
 
+    /// An observation finished: the first complete one makes the daemon
+    /// ready (before its plan is executed, which may take long on a cold
+    /// estate).
+    pub fn snapshot_observed(&self, complete: bool) {
+        if complete {
+            lock(&self.shared.health).mark_ready();
+        }
+    }
+
     /// Liveness now (`/healthz`).
     #[must_use]
     pub fn liveness(&self) -> Liveness {

@@ -5,14 +5,14 @@
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::ec2::Ec2;
 use crate::execute::{ActionResult, ExecuteOptions, Report, execute};
 use crate::model::Snapshot;
 use crate::observe::{ObserveError, observe};
-use crate::plan::{Action, Memory, Plan, plan};
+use crate::plan::{Action, Memory, Plan, WarningKind, plan};
 
 /// What one pass saw, decided and did.
 #[derive(Debug, Clone)]
@@ -60,10 +60,49 @@ pub async fn reconcile_once(
     options: &ExecuteOptions,
     cancel: &CancellationToken,
 ) -> PassReport {
+    reconcile_once_observed(ec2, config, memory, now, options, cancel, &|_| {}).await
+}
+
+/// [`reconcile_once`], calling `on_observed` with the snapshot as soon as
+/// observation ends (readiness must not wait for a long execution).
+pub async fn reconcile_once_observed(
+    ec2: &dyn Ec2,
+    config: &Config,
+    memory: &mut Memory,
+    now: SystemTime,
+    options: &ExecuteOptions,
+    cancel: &CancellationToken,
+    on_observed: &(dyn Fn(&Snapshot) + Sync),
+) -> PassReport {
     let started = tokio::time::Instant::now();
     let observation = observe(ec2, config).await;
+    on_observed(&observation.snapshot);
     let (plan, next) = plan(config, &observation.snapshot, memory, now);
     *memory = next;
+    for error in &observation.errors {
+        warn!(part = error.part.as_str(), code = %error.source.code, error = %error.source,
+            "a describe failed: that part of the snapshot is incomplete, destructive actions wait");
+    }
+    for warning in &plan.warnings {
+        // Conflicts and safety holds need a human; the rest is in /status and the plan.
+        if warning.kind.conflict_kind().is_some()
+            || matches!(warning.kind, WarningKind::SafetyHold | WarningKind::IncompleteSnapshot)
+        {
+            warn!(
+                kind = warning.kind.as_str(),
+                subject = warning.subject.as_deref().unwrap_or(""),
+                "{}",
+                warning.message
+            );
+        } else {
+            debug!(
+                kind = warning.kind.as_str(),
+                subject = warning.subject.as_deref().unwrap_or(""),
+                "{}",
+                warning.message
+            );
+        }
+    }
     let report = execute(ec2, &plan, options, cancel).await;
     for (planned, outcome) in plan.actions.iter().zip(&report.outcomes) {
         let Action::DeleteMirror { group, .. } = &planned.action else { continue };

@@ -28,6 +28,7 @@ impl Connector for EmulatorConnector {
 
 #[derive(Default)]
 struct Recorder {
+    order: Mutex<Vec<&'static str>>,
     starts: Mutex<Vec<Instant>>,
     passes: Mutex<Vec<(usize, usize, usize)>>, // (pairs, actions, failed)
     reloads: Mutex<Vec<ReloadOutcome>>,
@@ -37,8 +38,13 @@ struct Recorder {
 impl PassObserver for Recorder {
     fn pass_started(&self, _: &Config) {
         self.starts.lock().unwrap().push(Instant::now());
+        self.order.lock().unwrap().push("started");
+    }
+    fn snapshot_observed(&self, _: &classiclink_mirror::model::Snapshot) {
+        self.order.lock().unwrap().push("observed");
     }
     fn pass_finished(&self, pass: &PassReport, _: &Config, _: SystemTime) {
+        self.order.lock().unwrap().push("finished");
         self.passes.lock().unwrap().push((pass.plan.pairs.len(), pass.plan.actions.len(), pass.failed()));
     }
     fn reloaded(&self, outcome: ReloadOutcome, _: &Config) {
@@ -115,6 +121,9 @@ async fn passes_start_every_interval_with_jitter_and_never_overlap() {
     assert!(passes[0].1 > 0, "the first pass creates and links");
     assert!(passes[1..].iter().all(|p| p.1 == 0 && p.2 == 0), "later passes are converged: {passes:?}");
     assert!(*recorder.stopped.lock().unwrap());
+    // Readiness hangs on the observation, which comes before the execution.
+    let order = recorder.order.lock().unwrap().clone();
+    assert_eq!(&order[..3], &["started", "observed", "finished"]);
 }
 
 #[tokio::test(start_paused = true)]
