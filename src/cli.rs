@@ -61,6 +61,9 @@ pub enum Command {
     /// against it over HTTP; narrate until converged, change the Classic side
     /// a few times, and keep serving `/metrics` until Ctrl-C.
     Demo(DemoArgs),
+    /// Exit 0 when the daemon's `/healthz` answers 200 (for container health
+    /// checks on images without curl).
+    Healthcheck(HealthcheckArgs),
     /// Observe and plan, print the plan, change nothing. Exit 0: nothing to
     /// do; 2: changes pending; 1: error.
     Plan(PlanArgs),
@@ -141,6 +144,14 @@ pub struct DemoArgs {
     /// Exit once the scripted changes are mirrored instead of serving until Ctrl-C.
     #[arg(long)]
     pub exit_when_done: bool,
+}
+
+/// `healthcheck` flags.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to probe.
+    #[arg(long, default_value = "http://127.0.0.1:9464/healthz", env = "CLASSICLINK_MIRROR_HEALTHCHECK_URL")]
+    pub url: String,
 }
 
 /// `apply` flags.

@@ -86,6 +86,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate(args) => Ok(validate(&args.config)),
         Command::Run(args) => block_on(run_daemon(&args.config))?,
         Command::Demo(args) => block_on(run_demo(&args))?,
+        Command::Healthcheck(args) => {
+            let status = classiclink_mirror::http::probe(&args.url, std::time::Duration::from_secs(5))?;
+            println!("{}: {status}", args.url);
+            Ok(if status == 200 { EXIT_OK } else { EXIT_ERROR })
+        }
         Command::Plan(args) => match &args.snapshot {
             Some(snapshot) => plan_offline(&args, snapshot),
             None => block_on(plan_live(&args))?,

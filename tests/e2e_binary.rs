@@ -272,8 +272,14 @@ async fn the_daemon_serves_health_metrics_and_status_reloads_and_stops_cleanly()
     })
     .await;
 
+    // The container health check probes the same endpoint.
+    let probe = run_command(&["healthcheck", "--url", &format!("{base}/healthz")]).await;
+    assert_eq!(probe.code, 0, "{}{}", probe.stdout, probe.stderr);
+
     let status = stop(daemon, "TERM").await;
     assert_eq!(status.code(), Some(0));
+    let gone = run_command(&["healthcheck", "--url", &format!("{base}/healthz")]).await;
+    assert_eq!(gone.code, 1, "nothing listens any more: {}", gone.stderr);
 }
 
 #[tokio::test]
