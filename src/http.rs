@@ -823,24 +823,7 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         let samples = parse_exposition(&body).unwrap_or_else(|e| panic!("{e}"));
-        for metric in [
-            "cycles_total",
-            "cycle_duration_seconds",
-            "last_successful_cycle_timestamp_seconds",
-            "managed_pairs",
-            "drift_grants",
-            "drift_links",
-            "actions_total",
-            "actions_deferred_total",
-            "aws_requests_total",
-            "aws_request_duration_seconds",
-            "throttled_requests_total",
-            "unmirrorable_grants",
-            "conflicts",
-            "orphans",
-            "safety_hold",
-            "config_reloads_total",
-        ] {
+        for metric in crate::metrics::SPEC_METRICS {
             assert!(body.contains(&format!("# TYPE {PREFIX}_{metric} ")), "{metric} missing");
         }
         let name = format!("{PREFIX}_config_reloads_total");

@@ -816,6 +816,27 @@ pub(crate) mod test_support {
 }
 
 #[cfg(test)]
+/// Every metric SPEC §7 requires, without the prefix.
+pub(crate) const SPEC_METRICS: [&str; 16] = [
+    "cycles_total",
+    "cycle_duration_seconds",
+    "last_successful_cycle_timestamp_seconds",
+    "managed_pairs",
+    "drift_grants",
+    "drift_links",
+    "actions_total",
+    "actions_deferred_total",
+    "aws_requests_total",
+    "aws_request_duration_seconds",
+    "throttled_requests_total",
+    "unmirrorable_grants",
+    "conflicts",
+    "orphans",
+    "safety_hold",
+    "config_reloads_total",
+];
+
+#[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::time::{Duration, SystemTime};
@@ -824,26 +845,6 @@ mod tests {
     use super::*;
     use crate::ec2::limited::{Limited, RetryPolicy};
     use crate::plan::Drift;
-
-    /// Every metric SPEC §7 requires, without the prefix.
-    const SPEC_METRICS: [&str; 16] = [
-        "cycles_total",
-        "cycle_duration_seconds",
-        "last_successful_cycle_timestamp_seconds",
-        "managed_pairs",
-        "drift_grants",
-        "drift_links",
-        "actions_total",
-        "actions_deferred_total",
-        "aws_requests_total",
-        "aws_request_duration_seconds",
-        "throttled_requests_total",
-        "unmirrorable_grants",
-        "conflicts",
-        "orphans",
-        "safety_hold",
-        "config_reloads_total",
-    ];
 
     fn name(metric: &str) -> String {
         format!("{PREFIX}_{metric}")

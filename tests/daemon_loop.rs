@@ -88,6 +88,34 @@ async fn mirrored_sources(emu: &Emulator) -> Vec<GroupId> {
     sources
 }
 
+/// A daemon running in the background against `emu`.
+struct Running {
+    events: mpsc::Sender<Event>,
+    task: tokio::task::JoinHandle<Result<(), classiclink_mirror::daemon::DaemonError>>,
+    recorder: Arc<Recorder>,
+}
+
+fn spawn(settings: Settings, emu: &Emulator) -> Running {
+    let recorder = Arc::new(Recorder::default());
+    let (events, rx) = mpsc::channel(4);
+    let connector = EmulatorConnector(emu.clone());
+    let observer = Arc::clone(&recorder);
+    let task = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    Running { events, task, recorder }
+}
+
+impl Running {
+    async fn send(&self, event: Event) {
+        self.events.send(event).await.unwrap();
+    }
+
+    async fn stop(self) -> Arc<Recorder> {
+        self.send(Event::Shutdown).await;
+        self.task.await.unwrap().unwrap();
+        self.recorder
+    }
+}
+
 /// Lets the loop run for `d` of (paused) time.
 async fn run_for(d: Duration) {
     tokio::time::sleep(d).await;
@@ -101,15 +129,10 @@ async fn passes_start_every_interval_with_jitter_and_never_overlap() {
     write_config(&path, &w.vpc, &[&w.web], "");
     // Each request takes 1 s: a pass is much shorter than the interval.
     w.emu.set_faults(Faults { latency: Duration::from_secs(1), ..Faults::none() });
-    let recorder = Arc::new(Recorder::default());
-    let (tx, rx) = mpsc::channel(4);
     let settings = Settings::new(path, None);
-    let connector = EmulatorConnector(w.emu.clone());
-    let observer = Arc::clone(&recorder);
-    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    let daemon = spawn(settings, &w.emu);
     run_for(Duration::from_secs(65)).await;
-    tx.send(Event::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    let recorder = daemon.stop().await;
 
     let starts = recorder.starts.lock().unwrap().clone();
     assert!(starts.len() >= 5, "{} passes in 65 s", starts.len());
@@ -134,15 +157,10 @@ async fn a_slow_pass_delays_the_next_instead_of_stacking() {
     write_config(&path, &w.vpc, &[&w.web, &w.app], "");
     // ~12 requests of 3 s each, some in parallel: the first pass overruns 10 s.
     w.emu.set_faults(Faults { latency: Duration::from_secs(3), ..Faults::none() });
-    let recorder = Arc::new(Recorder::default());
-    let (tx, rx) = mpsc::channel(4);
     let settings = Settings::new(path, None);
-    let connector = EmulatorConnector(w.emu.clone());
-    let observer = Arc::clone(&recorder);
-    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    let daemon = spawn(settings, &w.emu);
     run_for(Duration::from_secs(40)).await;
-    tx.send(Event::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    let recorder = daemon.stop().await;
     let starts = recorder.starts.lock().unwrap().clone();
     let passes = recorder.passes.lock().unwrap().len();
     // Every pass but possibly the last finished before the next started.
@@ -155,34 +173,29 @@ async fn a_valid_reload_takes_effect_at_the_next_pass_and_an_invalid_one_is_reje
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mirror.toml");
     write_config(&path, &w.vpc, &[&w.web], "");
-    let recorder = Arc::new(Recorder::default());
-    let (tx, rx) = mpsc::channel(4);
     let mut settings = Settings::new(path.clone(), None);
     settings.watch_every = Duration::from_secs(3600); // this test reloads by signal only
-    let connector = EmulatorConnector(w.emu.clone());
-    let observer = Arc::clone(&recorder);
-    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    let daemon = spawn(settings, &w.emu);
     run_for(Duration::from_secs(5)).await;
     assert_eq!(mirrored_sources(&w.emu).await, vec![w.web.clone()]);
 
     // An invalid file: rejected, and web keeps being reconciled.
     std::fs::write(&path, "[aws]\nregion = \"us-east-1\"\n[daemon]\ninterval = \"soon\"\n").unwrap();
-    tx.send(Event::Reload).await.unwrap();
+    daemon.send(Event::Reload).await;
     run_for(Duration::from_secs(12)).await;
-    assert_eq!(recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Rejected]);
-    assert_eq!(recorder.passes.lock().unwrap().last().unwrap().0, 1, "the old config still has one pair");
+    assert_eq!(daemon.recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Rejected]);
+    assert_eq!(daemon.recorder.passes.lock().unwrap().last().unwrap().0, 1, "the old config still has one pair");
 
     // A valid file adding app: mirrored at the next pass.
     write_config(&path, &w.vpc, &[&w.web, &w.app], "");
-    tx.send(Event::Reload).await.unwrap();
+    daemon.send(Event::Reload).await;
     run_for(Duration::from_secs(12)).await;
-    assert_eq!(recorder.reloads.lock().unwrap().last(), Some(&ReloadOutcome::Applied));
+    assert_eq!(daemon.recorder.reloads.lock().unwrap().last(), Some(&ReloadOutcome::Applied));
     let mut expected = vec![w.web.clone(), w.app.clone()];
     expected.sort();
     assert_eq!(mirrored_sources(&w.emu).await, expected);
 
-    tx.send(Event::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    daemon.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -191,19 +204,14 @@ async fn a_changed_file_is_noticed_without_a_signal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mirror.toml");
     write_config(&path, &w.vpc, &[&w.web], "");
-    let recorder = Arc::new(Recorder::default());
-    let (tx, rx) = mpsc::channel(4);
     let settings = Settings::new(path.clone(), None);
-    let connector = EmulatorConnector(w.emu.clone());
-    let observer = Arc::clone(&recorder);
-    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    let daemon = spawn(settings, &w.emu);
     run_for(Duration::from_secs(2)).await;
     write_config(&path, &w.vpc, &[&w.web, &w.app], "");
     run_for(Duration::from_secs(25)).await;
-    assert_eq!(recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Applied], "reloaded exactly once");
+    assert_eq!(daemon.recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Applied], "reloaded exactly once");
     assert_eq!(mirrored_sources(&w.emu).await.len(), 2);
-    tx.send(Event::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    daemon.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -212,24 +220,19 @@ async fn memory_survives_between_passes_so_an_orphan_is_deleted_after_its_grace(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mirror.toml");
     write_config(&path, &w.vpc, &[&w.web, &w.app], "[safety]\norphan_grace = \"30s\"\n");
-    let recorder = Arc::new(Recorder::default());
-    let (tx, rx) = mpsc::channel(4);
     let mut settings = Settings::new(path.clone(), None);
     // The planner's wall clock, driven by tokio's paused clock.
     let (base, epoch) = (SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000), Instant::now());
     settings.wall_clock = Arc::new(move || base + epoch.elapsed());
-    let connector = EmulatorConnector(w.emu.clone());
-    let observer = Arc::clone(&recorder);
-    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    let daemon = spawn(settings, &w.emu);
     run_for(Duration::from_secs(5)).await;
     write_config(&path, &w.vpc, &[&w.web], "[safety]\norphan_grace = \"30s\"\n");
-    tx.send(Event::Reload).await.unwrap();
+    daemon.send(Event::Reload).await;
     run_for(Duration::from_secs(25)).await;
     assert_eq!(mirrored_sources(&w.emu).await.len(), 2, "the orphan waits for its grace");
     run_for(Duration::from_secs(30)).await;
     assert_eq!(mirrored_sources(&w.emu).await, vec![w.web.clone()], "deleted once the grace has passed");
-    tx.send(Event::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    daemon.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,16 +248,12 @@ async fn shutdown_during_a_throttled_pass_stops_new_actions_and_returns_within_t
     let refs: Vec<&GroupId> = sources.iter().collect();
     write_config(&path, &w.vpc, &refs, "[rate_limit]\nmutating_per_second = 1.0\nmutating_burst = 1\n");
     w.emu.set_faults(Faults { latency: Duration::from_millis(500), ..Faults::none() });
-    let recorder = Arc::new(Recorder::default());
-    let (tx, rx) = mpsc::channel(4);
     let settings = Settings::new(path, None);
-    let connector = EmulatorConnector(w.emu.clone());
-    let observer = Arc::clone(&recorder);
-    let daemon = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
+    let daemon = spawn(settings, &w.emu);
     run_for(Duration::from_secs(6)).await;
     let asked = Instant::now();
-    tx.send(Event::Shutdown).await.unwrap();
-    daemon.await.unwrap().unwrap();
+    let recorder = daemon.stop().await;
+    assert!(*recorder.stopped.lock().unwrap());
     assert!(asked.elapsed() < Duration::from_secs(20), "stopped after {:?}", asked.elapsed());
     let mirrored = mirrored_sources(&w.emu).await.len();
     assert!(mirrored > 0 && mirrored < sources.len(), "stopped part way: {mirrored} of {}", sources.len());
