@@ -47,7 +47,9 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { EXIT_ERROR } else { EXIT_OK });
         }
     };
-    init_tracing(&cli.global);
+    // The demo narrates on stdout; its daemon's INFO lines would drown that.
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    init_tracing(&cli.global, default_level);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -57,10 +59,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(global: &GlobalArgs) {
+fn init_tracing(global: &GlobalArgs, default_level: &str) {
     let filter = match &global.log_level {
-        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new(default_level)),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
     };
     let format =
         global.log_format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json });
