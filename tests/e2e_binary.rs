@@ -229,7 +229,10 @@ async fn the_daemon_serves_health_metrics_and_status_reloads_and_stops_cleanly()
     let (_, status) = get(&format!("{base}/status")).await;
     assert!(status.contains("name_taken"), "the estate's name conflict shows in /status: {status}");
 
-    // A rule added on the Classic side is mirrored by a later pass.
+    // A rule added on the Classic side is mirrored by a later pass, and the
+    // metrics move with it.
+    let authorized = "classiclink_mirror_actions_total{kind=\"authorize\",outcome=\"done\"}";
+    let before = metric(&get(&format!("{base}/metrics")).await.1, authorized);
     let web = GroupId::try_new("sg-0a1b2c3d").unwrap();
     let rule = classiclink_mirror::model::Grant::new(
         Protocol::Tcp,
@@ -240,6 +243,10 @@ async fn the_daemon_serves_health_metrics_and_status_reloads_and_stops_cleanly()
     ec2.authorize_ingress(&web, std::slice::from_ref(&rule)).await.unwrap();
     eventually(Duration::from_secs(20), "the new rule on web's mirror", || async {
         mirrors(&ec2).await.iter().any(|g| g.name == "web" && g.ingress.iter().any(|r| r.key == rule.key))
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the authorize counted", || async {
+        metric(&get(&format!("{base}/metrics")).await.1, authorized) > before
     })
     .await;
 
