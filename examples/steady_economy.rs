@@ -36,9 +36,7 @@ fn main() {
     let snapshot = &pass.snapshot;
     let (instances, links, vpcs) = (snapshot.instances.len(), snapshot.links.len(), snapshot.vpcs.len());
     let mirrors = snapshot.vpc_groups.values().filter(|g| g.mirrored_from().is_some()).count();
-    println!(
-        "estate: {groups} groups, {instances} running instances, {links} links, {vpcs} VPC(s), {mirrors} mirrors"
-    );
+    println!("estate: {groups} groups, {instances} running instances, {links} links, {vpcs} VPC(s), {mirrors} mirrors");
     for (operation, counts) in counters.iter().filter(|(_, c)| c.requests > 0) {
         println!("{operation:?}: {}", counts.requests);
     }
