@@ -1,0 +1,51 @@
+//! Figure 1 of issue 6: `plan` on generated estates of 500, 5,000 and 20,000
+//! Classic groups × 100 grants (20% cross references), 10 instances per
+//! group, one target VPC, discovery on every group. The snapshot is observed
+//! once from the in-process emulator, outside the timed loop.
+//!
+//! - `plan/cold/N`: nothing mirrored yet; the plan creates everything.
+//! - `plan/steady/N`: after `apply` converged; the plan is empty.
+//!
+//! The default sizes are 500 and 5,000; 20,000 (a cold plan takes seconds
+//! there, so ten samples take minutes) is opt-in:
+//! `BENCH_GROUPS=20000 cargo bench --bench planner`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use classiclink_mirror::plan::{Memory, plan};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+mod support;
+
+fn planner(c: &mut Criterion) {
+    let mut bench = c.benchmark_group("plan");
+    bench.sample_size(10).warm_up_time(Duration::from_secs(1));
+    let config = support::config();
+    // `cargo test --all-targets` (CI) runs this without `--bench`, each
+    // benchmark once, in a debug build: a smoke test on a small estate.
+    let default: &[usize] = if std::env::args().any(|a| a == "--bench") { &[500, 5_000] } else { &[50] };
+    for groups in support::sizes(default) {
+        let runtime = support::runtime();
+        let emu = support::emulator(&runtime, &support::spec(groups));
+        let cold = runtime.block_on(support::snapshot(&emu, &config));
+        bench.throughput(Throughput::Elements(groups as u64));
+        bench.measurement_time(Duration::from_secs(if groups >= 5_000 { 10 } else { 3 }));
+        bench.bench_with_input(BenchmarkId::new("cold", groups), &cold, |b, snapshot| {
+            b.iter(|| plan(&config, black_box(snapshot), &Memory::default(), support::now()));
+        });
+        drop(cold);
+
+        runtime.block_on(support::converge(&emu, &config));
+        let steady = runtime.block_on(support::snapshot(&emu, &config));
+        let (check, _) = plan(&config, &steady, &Memory::default(), support::now());
+        assert!(check.is_converged(), "the converged estate still plans {} actions", check.actions.len());
+        bench.bench_with_input(BenchmarkId::new("steady", groups), &steady, |b, snapshot| {
+            b.iter(|| plan(&config, black_box(snapshot), &Memory::default(), support::now()));
+        });
+    }
+    bench.finish();
+}
+
+criterion_group!(benches, planner);
+criterion_main!(benches);
