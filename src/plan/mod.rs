@@ -90,6 +90,10 @@ struct Planner<'a> {
     managed: BTreeMap<GroupId, Mapping<'a>>,
     /// The mirror of each managed source, when one can be had.
     mirrors: BTreeMap<GroupId, MirrorChoice>,
+    /// The source of each existing chosen mirror (the inverse of `mirrors`).
+    source_of_mirror: BTreeMap<GroupId, GroupId>,
+    /// Index of each pair in `plan.pairs` (sorted only at the end).
+    pair_index: BTreeMap<PairKey, usize>,
     /// Groups counted as ours: tagged mirrors and groups being tagged.
     ours: BTreeSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
@@ -132,6 +136,8 @@ impl<'a> Planner<'a> {
             next_memory: memory.clone(),
             managed: BTreeMap::new(),
             mirrors: BTreeMap::new(),
+            source_of_mirror: BTreeMap::new(),
+            pair_index: BTreeMap::new(),
             ours: BTreeSet::new(),
             protected: BTreeSet::new(),
             orphans: Vec::new(),
@@ -258,9 +264,14 @@ impl<'a> Planner<'a> {
         }
 
         if let Some(tag_key) = &self.config.discovery.tag_key {
+            // The first config entry naming each source, for "config wins".
+            let mut named_by_config: BTreeMap<GroupId, usize> = BTreeMap::new();
+            for (position, candidate) in candidates.iter().enumerate() {
+                named_by_config.entry(candidate.source.id.clone()).or_insert(position);
+            }
             for source in snap.source_groups.values().filter(|g| g.is_classic()) {
                 let Some(value) = source.tags.get(tag_key) else { continue };
-                if let Some(existing) = candidates.iter().find(|m| m.source.id == source.id) {
+                if let Some(existing) = named_by_config.get(&source.id).map(|&position| &candidates[position]) {
                     let Origin::Config(index) = existing.origin else { continue };
                     self.warn(
                         WarningKind::DiscoveryTag,
@@ -478,9 +489,13 @@ impl<'a> Planner<'a> {
                 if let MirrorChoice::Existing { id, .. } = &choice {
                     self.ours.insert(id.clone());
                 }
+                if let MirrorChoice::Existing { id, .. } = &choice {
+                    self.source_of_mirror.insert(id.clone(), source.clone());
+                }
                 self.mirrors.insert(source.clone(), choice);
                 pair.mirror = self.mirror_ref(&source);
             }
+            self.pair_index.insert(pair.key.clone(), self.plan.pairs.len());
             self.plan.pairs.push(pair);
         }
     }
@@ -777,10 +792,8 @@ impl<'a> Planner<'a> {
     /// The source whose mirror `mirror` is about to be tagged by this plan
     /// (default group or adoption), so that users of it wait for the tag.
     fn tagged_now_for(&self, mirror: &GroupId) -> Option<GroupId> {
-        self.mirrors.iter().find_map(|(source, choice)| match choice {
-            MirrorChoice::Existing { id, tag: Some(_) } if id == mirror => Some(source.clone()),
-            _ => None,
-        })
+        let source = self.source_of_mirror.get(mirror)?;
+        matches!(self.mirrors.get(source), Some(MirrorChoice::Existing { tag: Some(_), .. })).then(|| source.clone())
     }
 
     /// The create or tag action a grant's peer mirror waits for, if any.
@@ -794,7 +807,8 @@ impl<'a> Planner<'a> {
     }
 
     fn pair_drift(&mut self, key: &PairKey) -> &mut Drift {
-        &mut self.plan.pairs.iter_mut().find(|p| &p.key == key).expect("pair exists").drift
+        let index = self.pair_index[key];
+        &mut self.plan.pairs[index].drift
     }
 
     fn push_revoke(
@@ -1109,10 +1123,7 @@ impl<'a> Planner<'a> {
 
     /// The managed pair whose (existing) mirror `group` is.
     fn pair_of_mirror(&self, group: &GroupId) -> Option<PairKey> {
-        self.mirrors.iter().find_map(|(source, choice)| match choice {
-            MirrorChoice::Existing { id, .. } if id == group => self.pair_key(source),
-            _ => None,
-        })
+        self.source_of_mirror.get(group).and_then(|source| self.pair_key(source))
     }
 
     fn note_unlinks(&mut self, id: ActionId, removed: Vec<GroupId>, audit: bool) {
