@@ -193,12 +193,32 @@ pub async fn run(
     settings: &Settings,
     connector: &dyn Connector,
     observer: &dyn PassObserver,
-    mut events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<Event>,
 ) -> Result<(), DaemonError> {
-    let config_text = std::fs::read_to_string(&settings.config_path)
+    let (config, config_text) = load(settings)?;
+    run_loaded(settings, config, config_text, connector, observer, events).await;
+    Ok(())
+}
+
+/// Reads and validates the mapping file once, keeping its text (the
+/// watcher compares it to notice changes).
+fn load(settings: &Settings) -> Result<(Config, String), ConfigLoadError> {
+    let text = std::fs::read_to_string(&settings.config_path)
         .map_err(|source| ConfigLoadError::Read { path: settings.config_path.clone(), source })?;
-    let config = Config::from_toml_str(&config_text, settings.env_region.as_deref())
+    let config = Config::from_toml_str(&text, settings.env_region.as_deref())
         .map_err(|errors| ConfigLoadError::Invalid { path: settings.config_path.clone(), errors })?;
+    Ok((config, text))
+}
+
+/// The loop, from a configuration already loaded from `config_text`.
+async fn run_loaded(
+    settings: &Settings,
+    config: Config,
+    config_text: String,
+    connector: &dyn Connector,
+    observer: &dyn PassObserver,
+    mut events: mpsc::Receiver<Event>,
+) {
     let ec2 = connector.connect(&config).await;
     let mut state = Loop { settings, connector, observer, config, config_text, ec2, memory: Memory::default() };
     info!(path = %settings.config_path.display(), mappings = state.config.mirrors.len(),
@@ -282,7 +302,6 @@ pub async fn run(
     }
     observer.stopping();
     info!("daemon stopped");
-    Ok(())
 }
 
 /// Metrics, `/status`, health and systemd notification as one
@@ -385,9 +404,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// The loop stopped with an error.
-    #[error(transparent)]
-    Daemon(#[from] DaemonError),
 }
 
 impl ServeError {
@@ -397,7 +413,6 @@ impl ServeError {
         match self {
             Self::Config(e) => e.kind(),
             Self::Listen { .. } => "listen",
-            Self::Daemon(e) => e.kind(),
         }
     }
 }
@@ -461,7 +476,8 @@ pub async fn serve_with(
     extra: &dyn PassObserver,
     events: mpsc::Receiver<Event>,
 ) -> Result<(), ServeError> {
-    let config = Config::load(&settings.config_path, settings.env_region.as_deref())?;
+    // One read of the file serves both the listener and the loop.
+    let (config, config_text) = load(settings)?;
     let metrics = Metrics::new();
     let state = http::State::new(Arc::clone(&metrics), &config);
     let listener = tokio::net::TcpListener::bind(config.daemon.listen)
@@ -475,7 +491,7 @@ pub async fn serve_with(
     let connector = make_connector(metrics);
     let instruments = Arc::new(Instruments::new(state));
     let watchdog_task = tokio::spawn(watchdog(Arc::clone(&instruments), stop_http.clone()));
-    let result = run(settings, connector.as_ref(), &Both(instruments.as_ref(), extra), events).await;
+    run_loaded(settings, config, config_text, connector.as_ref(), &Both(instruments.as_ref(), extra), events).await;
     stop_http.cancel();
     let _ = watchdog_task.await;
     match http_task.await {
@@ -483,5 +499,5 @@ pub async fn serve_with(
         Err(e) => warn!(error = %e, "the HTTP server task failed"),
         Ok(Ok(())) => {}
     }
-    Ok(result?)
+    Ok(())
 }
