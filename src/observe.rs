@@ -1,7 +1,19 @@
 //! Observe: the first stage of a pass. Describes, through the [`Ec2`] port,
-//! everything the planner needs into one [`Snapshot`], with the fewest calls
-//! (server-side filters, not full scans where the estate allows), and marks a
-//! part incomplete when any of its calls failed. It gathers; it never decides.
+//! everything the planner needs into one [`Snapshot`], with the fewest calls,
+//! and marks a part incomplete when any page of any call feeding it failed.
+//! It gathers; it never decides.
+//!
+//! The calls of one pass (each paginated by 1,000; a filter takes at most
+//! [`MAX_FILTER_VALUES`] values, so long lists are split into chunks):
+//!
+//! - source groups: by config id, by config name (chunked), by discovery tag;
+//! - VPC groups: every group with the ownership tag, and by name (chunked)
+//!   the mirror names and `default` in the target VPCs;
+//! - instances: the pending and running members of the managed Classic
+//!   groups, filtered by group id while those fit in one chunk, else by state
+//!   alone and kept here when they are members;
+//! - every ClassicLink link of the account, and the target VPCs' ClassicLink
+//!   flags (`DescribeVpcs` instead when no Classic group is managed).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +22,7 @@ use futures::future::join_all;
 use crate::config::{Config, SourceRef};
 use crate::ec2::{Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter};
 use crate::model::{
-    GroupId, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, mirror_name,
+    GroupId, Instance, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, mirror_name,
 };
 
 /// EC2 accepts at most this many values in one filter.
@@ -66,9 +78,82 @@ async fn describe_groups_chunked<F>(
     join_all(filters.iter().map(|f| ec2.describe_security_groups(f))).await
 }
 
+/// How observe asks for the instances of the managed Classic groups. Both
+/// give the same instances; they differ in cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InstanceQuery {
+    /// One `DescribeInstances` per chunk of [`MAX_FILTER_VALUES`] group ids
+    /// (`instance.group-id`). Reads only members, but an instance in groups of
+    /// several chunks is read once per chunk, and each chunk is a call.
+    ByGroup,
+    /// One paginated `DescribeInstances` filtered by state only, members kept
+    /// here: ⌈pending and running instances of the account / 1000⌉ calls,
+    /// whatever the number of groups.
+    ByState,
+}
+
+impl InstanceQuery {
+    /// The group-id filter while the managed groups fit in one chunk (one
+    /// call that reads members only, cheaper on a large account); the state
+    /// filter beyond, where the chunks would multiply the calls.
+    fn for_groups(count: usize) -> Self {
+        if count > MAX_FILTER_VALUES { Self::ByState } else { Self::ByGroup }
+    }
+}
+
+/// Choices that change what observe costs, never what it sees. `observe`
+/// uses the default; tests force each choice to prove the snapshot is the same.
+#[derive(Clone, Copy, Debug, Default)]
+struct Strategy {
+    /// `None`: [`InstanceQuery::for_groups`].
+    instances: Option<InstanceQuery>,
+}
+
+/// The instance states the snapshot holds: running instances are linked (and
+/// counted by the shrink guard), pending ones are left for the next cycle;
+/// stopped ones have no link to keep.
+const OBSERVED_STATES: [InstanceState; 2] = [InstanceState::Pending, InstanceState::Running];
+
+/// The pending and running instances that are members of `groups`, one
+/// result per call.
+async fn describe_member_instances(
+    ec2: &dyn Ec2,
+    groups: &BTreeSet<GroupId>,
+    query: InstanceQuery,
+) -> Vec<Result<Vec<Instance>, Ec2Error>> {
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    match query {
+        InstanceQuery::ByGroup => {
+            let filters: Vec<InstanceFilter> = chunks(groups)
+                .into_iter()
+                .map(|group_ids| InstanceFilter {
+                    group_ids,
+                    states: OBSERVED_STATES.to_vec(),
+                    ..InstanceFilter::default()
+                })
+                .collect();
+            join_all(filters.iter().map(|f| ec2.describe_instances(f))).await
+        }
+        InstanceQuery::ByState => {
+            let filter = InstanceFilter { states: OBSERVED_STATES.to_vec(), ..InstanceFilter::default() };
+            let members = ec2
+                .describe_instances(&filter)
+                .await
+                .map(|all| all.into_iter().filter(|i| i.groups.iter().any(|g| groups.contains(g))).collect());
+            vec![members]
+        }
+    }
+}
+
 /// Observes everything `config` manages. Never fails as a whole: failed calls
 /// mark their part incomplete and are returned with the snapshot.
 pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
+    observe_with(ec2, config, Strategy::default()).await
+}
+
+async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Observation {
     let mut obs = Observation::default();
 
     // Source groups: by id, by name, and by discovery tag (three filters,
@@ -145,6 +230,7 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
     // are gone from today's AWS (and from other EC2 emulators): it sees no
     // links and learns which target VPCs exist from DescribeVpcs.
     let uses_classiclink = !classic_sources.is_empty();
+    let instance_query = strategy.instances.unwrap_or_else(|| InstanceQuery::for_groups(classic_sources.len()));
 
     // VPC side, instances, links and VPC flags are independent of each other.
     let vpc_list: Vec<VpcId> = vpcs.iter().cloned().collect();
@@ -163,17 +249,7 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
             })
             .await
         },
-        async {
-            let filters: Vec<InstanceFilter> = chunks(&classic_sources)
-                .into_iter()
-                .map(|group_ids| InstanceFilter {
-                    group_ids,
-                    states: vec![InstanceState::Pending, InstanceState::Running],
-                    ..InstanceFilter::default()
-                })
-                .collect();
-            join_all(filters.iter().map(|f| ec2.describe_instances(f))).await
-        },
+        describe_member_instances(ec2, &classic_sources, instance_query),
         // Every link of the account in one paginated call: cheaper than
         // filtering by thousands of instance ids, and it shows foreign links.
         async { if uses_classiclink { ec2.describe_classic_link_instances(&all_links).await } else { Ok(Vec::new()) } },
@@ -223,4 +299,269 @@ pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
         Err(error) => obs.fail(SnapshotPart::Vpcs, error),
     }
     obs
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::ec2::{CreateGroup, Operation};
+    use crate::emulator::estate::EstateInstance;
+    use crate::emulator::{Emulator, EmulatorOptions, ErrorInjection, Estate, Faults, GenerateSpec};
+    use crate::model::{DEFAULT_DISCOVERY_TAG, Grant, InstanceId, Link};
+
+    /// The describe actions and how many requests (pages) each received.
+    fn describes(emu: &Emulator) -> BTreeMap<Operation, u64> {
+        let counters = emu.counters();
+        [
+            Operation::DescribeSecurityGroups,
+            Operation::DescribeInstances,
+            Operation::DescribeClassicLinkInstances,
+            Operation::DescribeVpcClassicLink,
+            Operation::DescribeVpcs,
+        ]
+        .into_iter()
+        .map(|op| (op, counters.requests(op)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+
+    /// Requests of one paginated describe answering `items` (1,000 a page;
+    /// an empty answer is one request too).
+    fn pages(items: usize) -> u64 {
+        items.div_ceil(1000).max(1) as u64
+    }
+
+    /// Pending and running instances of the estate, Classic or not.
+    fn live(estate: &Estate) -> usize {
+        estate.instances.iter().filter(|i| OBSERVED_STATES.contains(&i.state)).map(|i| i.count).sum()
+    }
+
+    /// `groups` generated Classic groups (a `tagged` fraction carrying the
+    /// discovery tag), `instances` Classic instances in 1–3 of them with a
+    /// fifth stopped, plus 7 pending Classic instances in the first group, a
+    /// Classic instance in the Classic `default` group only and 3 running
+    /// instances in the VPC: every kind the state-only describe returns and
+    /// the member filter must drop.
+    fn estate(groups: usize, tagged: f64, instances: usize) -> Estate {
+        let mut estate = GenerateSpec {
+            classic_groups: groups,
+            rules_per_group: 3,
+            cross_reference_fraction: 0.3,
+            instances,
+            stopped_fraction: 0.2,
+            vpcs: 1,
+            discovery_fraction: tagged,
+            seed: 7,
+            ..GenerateSpec::default()
+        }
+        .estate();
+        let first = estate.groups[0].name.clone();
+        estate.instances.extend([
+            EstateInstance {
+                groups: vec![first],
+                state: InstanceState::Pending,
+                count: 7,
+                ..EstateInstance::default()
+            },
+            EstateInstance { groups: vec!["default".into()], ..EstateInstance::default() },
+            EstateInstance { vpc: Some(estate.vpcs[0].name.clone()), count: 3, ..EstateInstance::default() },
+        ]);
+        estate
+    }
+
+    /// Managed groups carrying the discovery tag, so the estate needs no
+    /// `[[mirror]]` entry; the orphan grace is zero so `apply` converges.
+    fn config() -> Config {
+        let mut config = Config::with_region("us-east-1");
+        config.safety.orphan_grace = Duration::ZERO;
+        config
+    }
+
+    fn load(estate: &Estate) -> Emulator {
+        Emulator::from_estate(estate, EmulatorOptions::default()).expect("the estate loads")
+    }
+
+    fn tagged(estate: &Estate) -> usize {
+        estate.groups.iter().filter(|g| g.tags.contains_key(DEFAULT_DISCOVERY_TAG)).count()
+    }
+
+    async fn observed(emu: &Emulator, config: &Config, strategy: Strategy) -> (Snapshot, BTreeMap<Operation, u64>) {
+        emu.reset_counters();
+        let observation = observe_with(emu, config, strategy).await;
+        assert!(observation.errors.is_empty(), "{:?}", observation.errors);
+        assert!(observation.snapshot.is_complete());
+        (observation.snapshot, describes(emu))
+    }
+
+    const BY_GROUP: Strategy = Strategy { instances: Some(InstanceQuery::ByGroup) };
+    const BY_STATE: Strategy = Strategy { instances: Some(InstanceQuery::ByState) };
+
+    #[tokio::test(start_paused = true)]
+    async fn up_to_one_chunk_of_managed_groups_instances_are_described_by_group_id_in_one_call() {
+        let estate = estate(MAX_FILTER_VALUES, 1.0, 1500);
+        assert_eq!(tagged(&estate), MAX_FILTER_VALUES);
+        let emu = load(&estate);
+        let config = config();
+        let (snapshot, calls) = observed(&emu, &config, Strategy::default()).await;
+        // Every group is managed: all live instances are members but the
+        // Classic `default` one and the 3 in the VPC.
+        let members = live(&estate) - 4;
+        assert_eq!(snapshot.instances.len(), members);
+        assert_eq!(
+            calls,
+            BTreeMap::from([
+                // Sources by discovery tag; mirrors by ownership tag (none);
+                // the 200 mirror names and `default`, two chunks.
+                (Operation::DescribeSecurityGroups, 4),
+                (Operation::DescribeInstances, pages(members)),
+                (Operation::DescribeClassicLinkInstances, 1),
+                (Operation::DescribeVpcClassicLink, 1),
+            ])
+        );
+        assert!(calls[&Operation::DescribeInstances] > 1, "several pages");
+
+        let (by_state, by_state_calls) = observed(&emu, &config, BY_STATE).await;
+        assert_eq!(by_state, snapshot);
+        // Reading the whole account costs more here: that is why one chunk
+        // keeps the group filter.
+        assert_eq!(by_state_calls[&Operation::DescribeInstances], pages(live(&estate)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beyond_one_chunk_of_managed_groups_instances_are_described_by_state_and_members_kept() {
+        let estate = estate(300, 0.8, 2500);
+        let managed = tagged(&estate);
+        assert!(managed > MAX_FILTER_VALUES && managed < 300, "{managed} managed groups");
+        let emu = load(&estate);
+        let config = config();
+        let (snapshot, calls) = observed(&emu, &config, Strategy::default()).await;
+        assert_eq!(
+            calls,
+            BTreeMap::from([
+                // Sources by tag; mirrors by tag; 2 chunks of mirror names
+                // and `default`.
+                (Operation::DescribeSecurityGroups, 4),
+                // Every pending and running instance of the account, once.
+                (Operation::DescribeInstances, pages(live(&estate))),
+                (Operation::DescribeClassicLinkInstances, 1),
+                (Operation::DescribeVpcClassicLink, 1),
+            ])
+        );
+        assert!(calls[&Operation::DescribeInstances] > 1, "several pages");
+
+        // The same instances as filtering by chunks of group ids, which the
+        // server answers (instances in groups of both chunks come twice).
+        let (by_group, by_group_calls) = observed(&emu, &config, BY_GROUP).await;
+        assert_eq!(snapshot, by_group);
+        assert!(by_group_calls[&Operation::DescribeInstances] > calls[&Operation::DescribeInstances]);
+        let managed: BTreeSet<&GroupId> = snapshot.source_groups.keys().collect();
+        assert!(snapshot.instances.values().all(|i| {
+            i.vpc_id.is_none()
+                && matches!(i.state, InstanceState::Running | InstanceState::Pending)
+                && i.groups.iter().any(|g| managed.contains(g))
+        }));
+        assert_eq!(snapshot.instances.values().filter(|i| i.state == InstanceState::Pending).count(), 7);
+        assert!(snapshot.instances.len() < live(&estate) - 4, "members of unmanaged groups only are dropped");
+    }
+
+    /// The emulator, with chosen describes failing before they reach it.
+    struct Failing<'a> {
+        emu: &'a Emulator,
+        groups: fn(&GroupFilter) -> bool,
+        instances: bool,
+    }
+
+    fn injected(operation: Operation) -> Ec2Error {
+        Ec2Error::new(operation, "InternalError", "injected")
+    }
+
+    #[async_trait]
+    impl Ec2 for Failing<'_> {
+        async fn describe_security_groups(&self, filter: &GroupFilter) -> Result<Vec<SecurityGroup>, Ec2Error> {
+            if (self.groups)(filter) {
+                return Err(injected(Operation::DescribeSecurityGroups));
+            }
+            self.emu.describe_security_groups(filter).await
+        }
+        async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, Ec2Error> {
+            if self.instances {
+                return Err(injected(Operation::DescribeInstances));
+            }
+            self.emu.describe_instances(filter).await
+        }
+        async fn describe_classic_link_instances(&self, filter: &LinkFilter) -> Result<Vec<Link>, Ec2Error> {
+            self.emu.describe_classic_link_instances(filter).await
+        }
+        async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
+            self.emu.describe_vpc_classic_link(vpc_ids).await
+        }
+        async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error> {
+            self.emu.describe_vpcs(vpc_ids).await
+        }
+        async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
+            self.emu.create_security_group(request).await
+        }
+        async fn delete_security_group(&self, group_id: &GroupId) -> Result<(), Ec2Error> {
+            self.emu.delete_security_group(group_id).await
+        }
+        async fn authorize_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+            self.emu.authorize_ingress(group_id, grants).await
+        }
+        async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+            self.emu.revoke_ingress(group_id, grants).await
+        }
+        async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+            self.emu.update_ingress_descriptions(group_id, grants).await
+        }
+        async fn create_tags(&self, group_id: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error> {
+            self.emu.create_tags(group_id, tags).await
+        }
+        async fn delete_tags(&self, group_id: &GroupId, keys: &[String]) -> Result<(), Ec2Error> {
+            self.emu.delete_tags(group_id, keys).await
+        }
+        async fn attach_classic_link_vpc(
+            &self,
+            instance_id: &InstanceId,
+            vpc_id: &VpcId,
+            groups: &[GroupId],
+        ) -> Result<(), Ec2Error> {
+            self.emu.attach_classic_link_vpc(instance_id, vpc_id, groups).await
+        }
+        async fn detach_classic_link_vpc(&self, instance_id: &InstanceId, vpc_id: &VpcId) -> Result<(), Ec2Error> {
+            self.emu.detach_classic_link_vpc(instance_id, vpc_id).await
+        }
+        async fn enable_vpc_classic_link(&self, vpc_id: &VpcId) -> Result<(), Ec2Error> {
+            self.emu.enable_vpc_classic_link(vpc_id).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_instance_describe_fails_only_instances_is_incomplete_either_way() {
+        for (groups, strategy) in [(MAX_FILTER_VALUES, BY_GROUP), (MAX_FILTER_VALUES, BY_STATE), (300, BY_STATE)] {
+            let estate = estate(groups, 1.0, 600);
+            let emu = load(&estate);
+            let config = config();
+            let failing = Failing { emu: &emu, groups: |_| false, instances: true };
+            let observation = observe_with(&failing, &config, strategy).await;
+            assert_eq!(observation.snapshot.incomplete, BTreeSet::from([SnapshotPart::Instances]), "{strategy:?}");
+            assert!(observation.snapshot.instances.is_empty());
+            assert!(observation.errors.iter().all(|e| e.part == SnapshotPart::Instances));
+
+            // The emulator's own injected errors, on every page.
+            emu.set_faults(Faults {
+                errors: ErrorInjection {
+                    per_operation: BTreeMap::from([(Operation::DescribeInstances, 1.0)]),
+                    ..ErrorInjection::default()
+                },
+                ..Faults::none()
+            });
+            let observation = observe_with(&emu, &config, strategy).await;
+            assert_eq!(observation.snapshot.incomplete, BTreeSet::from([SnapshotPart::Instances]), "{strategy:?}");
+        }
+    }
 }
