@@ -586,7 +586,8 @@ pub struct Vpc {
 pub enum SnapshotPart {
     /// Source groups (by config id/name and by discovery tag).
     SourceGroups,
-    /// VPC-side groups: tagged mirrors, same-name candidates, default groups.
+    /// VPC-side groups: tagged mirrors, and the groups named like a mirror
+    /// that no tagged group of its VPC is named like.
     VpcGroups,
     /// Instances of managed Classic groups.
     Instances,
@@ -625,8 +626,11 @@ pub struct Snapshot {
     /// Groups that may be sources: named by config, or carrying the discovery tag.
     #[serde(default, with = "keyed_groups")]
     pub source_groups: BTreeMap<GroupId, SecurityGroup>,
-    /// Groups in target VPCs: our tagged mirrors, groups with a mirror's name,
-    /// and each target VPC's `default` group.
+    /// Every group carrying our ownership tag; and for each managed pair
+    /// whose VPC has no tagged group of the mirror's name, the group of that
+    /// name in that VPC, if any (for a source named `default`, the VPC's
+    /// `default` group). Groups of a mirror's name in other VPCs, and the
+    /// `default` groups no mapping maps onto, are not looked up.
     #[serde(default, with = "keyed_groups")]
     pub vpc_groups: BTreeMap<GroupId, SecurityGroup>,
     /// Instances that are members of managed Classic groups.

@@ -7,8 +7,9 @@
 //! [`MAX_FILTER_VALUES`] values, so long lists are split into chunks):
 //!
 //! - source groups: by config id, by config name (chunked), by discovery tag;
-//! - VPC groups: every group with the ownership tag, and by name (chunked)
-//!   the mirror names and `default` in the target VPCs;
+//! - VPC groups: every group with the ownership tag, then, by name and target
+//!   VPC, only the mirror names that describe did not find (none in steady
+//!   state);
 //! - instances: the pending and running members of the managed Classic
 //!   groups, filtered by group id while those fit in one chunk, else by state
 //!   alone and kept here when they are members;
@@ -107,6 +108,9 @@ impl InstanceQuery {
 struct Strategy {
     /// `None`: [`InstanceQuery::for_groups`].
     instances: Option<InstanceQuery>,
+    /// Look up every mirror name, including those the ownership-tag describe
+    /// already found (what happens anyway when that describe fails).
+    every_name: bool,
 }
 
 /// The instance states the snapshot holds: running instances are linked (and
@@ -145,6 +149,53 @@ async fn describe_member_instances(
             vec![members]
         }
     }
+}
+
+/// The VPC groups: every group carrying the ownership tag, then, by name, the
+/// `wanted` (VPC, mirror name) pairs that describe did not find. Names are
+/// unique within a VPC, so a tagged group with the pair's name is the group
+/// the name lookup would return: in steady state every mirror is found by
+/// its tag and the name lookup does not run. It waits for the tag describe;
+/// if that fails, every wanted name is looked up, as if none were found, so
+/// the planner still recognises each mirror by its name (and does not plan
+/// to create it again) while the part is marked incomplete. Name results are
+/// kept for their wanted pairs only, so the answer is the same whichever
+/// names the tag found. One result per call, the tag describe first.
+async fn describe_vpc_groups(
+    ec2: &dyn Ec2,
+    wanted: &BTreeMap<VpcId, BTreeSet<String>>,
+    every_name: bool,
+) -> Vec<Result<Vec<SecurityGroup>, Ec2Error>> {
+    let mirror_filter = GroupFilter { tag_keys: vec![OWNERSHIP_TAG.to_owned()], ..GroupFilter::default() };
+    let tagged = ec2.describe_security_groups(&mirror_filter).await;
+    let found: BTreeSet<(&VpcId, &str)> = match &tagged {
+        Ok(groups) if !every_name => {
+            groups.iter().filter_map(|g| Some((g.vpc_id.as_ref()?, g.name.as_str()))).collect()
+        }
+        _ => BTreeSet::new(),
+    };
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut vpcs: BTreeSet<VpcId> = BTreeSet::new();
+    for (vpc, wanted_names) in wanted {
+        for name in wanted_names.iter().filter(|n| !found.contains(&(vpc, n.as_str()))) {
+            names.insert(name.clone());
+            vpcs.insert(vpc.clone());
+        }
+    }
+    let vpc_ids: Vec<VpcId> = vpcs.into_iter().collect();
+    let by_name = describe_groups_chunked(ec2, chunks(&names), |group_names| GroupFilter {
+        group_names,
+        vpc_ids: vpc_ids.clone(),
+        ..GroupFilter::default()
+    })
+    .await;
+    // The filter asks for every missing name in every VPC missing one; keep
+    // the pairs asked for.
+    let is_wanted =
+        |g: &SecurityGroup| g.vpc_id.as_ref().and_then(|v| wanted.get(v)).is_some_and(|names| names.contains(&g.name));
+    std::iter::once(tagged)
+        .chain(by_name.into_iter().map(|result| result.map(|groups| groups.into_iter().filter(is_wanted).collect())))
+        .collect()
 }
 
 /// Observes everything `config` manages. Never fails as a whole: failed calls
@@ -195,13 +246,16 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
     }
 
     // What the sources tell us: target VPCs, the Classic groups whose
-    // instances matter, and the names mirrors will have.
+    // instances matter, and the name each mirror has in its VPC. A source
+    // named `default` (mirror name "default") maps onto its VPC's `default`
+    // group (SPEC §4.2), which is looked up like any other mirror name; no
+    // other mapping needs a VPC's `default` group.
     let sources = &obs.snapshot.source_groups;
     let classic_by_name: BTreeMap<&str, &SecurityGroup> =
         sources.values().filter(|g| g.is_classic()).map(|g| (g.name.as_str(), g)).collect();
     let mut vpcs: BTreeSet<VpcId> = BTreeSet::new();
     let mut classic_sources: BTreeSet<GroupId> = BTreeSet::new();
-    let mut mirror_names: BTreeSet<String> = BTreeSet::from(["default".to_owned()]);
+    let mut mirror_names: BTreeMap<VpcId, BTreeSet<String>> = BTreeMap::new();
     for mapping in &config.mirrors {
         vpcs.insert(mapping.vpc.clone());
         let source = match &mapping.source {
@@ -212,15 +266,16 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
             if source.is_classic() {
                 classic_sources.insert(source.id.clone());
             }
-            mirror_names.insert(mirror_name(mapping.name.as_deref().unwrap_or(&source.name), &source.id));
+            let name = mirror_name(mapping.name.as_deref().unwrap_or(&source.name), &source.id);
+            mirror_names.entry(mapping.vpc.clone()).or_default().insert(name);
         }
     }
     if let Some(key) = &config.discovery.tag_key {
         for source in sources.values().filter(|g| g.is_classic()) {
             if let Some(vpc) = source.tags.get(key).and_then(|v| VpcId::try_new(v.trim()).ok()) {
-                vpcs.insert(vpc);
+                vpcs.insert(vpc.clone());
                 classic_sources.insert(source.id.clone());
-                mirror_names.insert(mirror_name(&source.name, &source.id));
+                mirror_names.entry(vpc).or_default().insert(mirror_name(&source.name, &source.id));
             }
         }
     }
@@ -234,21 +289,9 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
 
     // VPC side, instances, links and VPC flags are independent of each other.
     let vpc_list: Vec<VpcId> = vpcs.iter().cloned().collect();
-    let mirror_filter = GroupFilter { tag_keys: vec![OWNERSHIP_TAG.to_owned()], ..GroupFilter::default() };
     let all_links = LinkFilter::default();
-    let (mirrors, candidates, instances, links, vpc_flags) = futures::join!(
-        ec2.describe_security_groups(&mirror_filter),
-        async {
-            if vpc_list.is_empty() {
-                return Vec::new();
-            }
-            describe_groups_chunked(ec2, chunks(&mirror_names), |group_names| GroupFilter {
-                group_names,
-                vpc_ids: vpc_list.clone(),
-                ..GroupFilter::default()
-            })
-            .await
-        },
+    let (vpc_groups, instances, links, vpc_flags) = futures::join!(
+        describe_vpc_groups(ec2, &mirror_names, strategy.every_name),
         describe_member_instances(ec2, &classic_sources, instance_query),
         // Every link of the account in one paginated call: cheaper than
         // filtering by thousands of instance ids, and it shows foreign links.
@@ -265,7 +308,7 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
         }
     );
 
-    for result in std::iter::once(mirrors).chain(candidates) {
+    for result in vpc_groups {
         match result {
             Ok(groups) => obs
                 .snapshot
@@ -304,15 +347,18 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     use async_trait::async_trait;
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::config::MirrorConfig;
     use crate::ec2::{CreateGroup, Operation};
     use crate::emulator::estate::EstateInstance;
-    use crate::emulator::{Emulator, EmulatorOptions, ErrorInjection, Estate, Faults, GenerateSpec};
+    use crate::emulator::{Emulator, EmulatorOptions, ErrorInjection, Estate, Faults, GenerateSpec, NewGroup, NewVpc};
     use crate::model::{DEFAULT_DISCOVERY_TAG, Grant, InstanceId, Link};
+    use crate::plan::Memory;
 
     /// The describe actions and how many requests (pages) each received.
     fn describes(emu: &Emulator) -> BTreeMap<Operation, u64> {
@@ -390,6 +436,15 @@ mod tests {
         estate.groups.iter().filter(|g| g.tags.contains_key(DEFAULT_DISCOVERY_TAG)).count()
     }
 
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    async fn converge(ec2: &dyn Ec2, config: &Config) {
+        let report = crate::reconcile::apply(ec2, config, 5, &now, &CancellationToken::new()).await;
+        assert!(report.converged, "not converged after {} passes", report.passes.len());
+    }
+
     async fn observed(emu: &Emulator, config: &Config, strategy: Strategy) -> (Snapshot, BTreeMap<Operation, u64>) {
         emu.reset_counters();
         let observation = observe_with(emu, config, strategy).await;
@@ -398,8 +453,8 @@ mod tests {
         (observation.snapshot, describes(emu))
     }
 
-    const BY_GROUP: Strategy = Strategy { instances: Some(InstanceQuery::ByGroup) };
-    const BY_STATE: Strategy = Strategy { instances: Some(InstanceQuery::ByState) };
+    const BY_GROUP: Strategy = Strategy { instances: Some(InstanceQuery::ByGroup), every_name: false };
+    const BY_STATE: Strategy = Strategy { instances: Some(InstanceQuery::ByState), every_name: false };
 
     #[tokio::test(start_paused = true)]
     async fn up_to_one_chunk_of_managed_groups_instances_are_described_by_group_id_in_one_call() {
@@ -416,8 +471,8 @@ mod tests {
             calls,
             BTreeMap::from([
                 // Sources by discovery tag; mirrors by ownership tag (none);
-                // the 200 mirror names and `default`, two chunks.
-                (Operation::DescribeSecurityGroups, 4),
+                // the 200 mirror names, one chunk.
+                (Operation::DescribeSecurityGroups, 3),
                 (Operation::DescribeInstances, pages(members)),
                 (Operation::DescribeClassicLinkInstances, 1),
                 (Operation::DescribeVpcClassicLink, 1),
@@ -443,8 +498,7 @@ mod tests {
         assert_eq!(
             calls,
             BTreeMap::from([
-                // Sources by tag; mirrors by tag; 2 chunks of mirror names
-                // and `default`.
+                // Sources by tag; mirrors by tag; 2 chunks of mirror names.
                 (Operation::DescribeSecurityGroups, 4),
                 // Every pending and running instance of the account, once.
                 (Operation::DescribeInstances, pages(live(&estate))),
@@ -467,6 +521,88 @@ mod tests {
         }));
         assert_eq!(snapshot.instances.values().filter(|i| i.state == InstanceState::Pending).count(), 7);
         assert!(snapshot.instances.len() < live(&estate) - 4, "members of unmanaged groups only are dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_converged_estate_finds_every_mirror_by_its_tag_and_looks_up_no_name() {
+        let estate = estate(300, 0.8, 2500);
+        let emu = load(&estate);
+        let config = config();
+        converge(&emu, &config).await;
+        let (snapshot, calls) = observed(&emu, &config, Strategy::default()).await;
+        let mirrors = snapshot.vpc_groups.values().filter(|g| g.mirrored_from().is_some()).count();
+        assert_eq!(mirrors, tagged(&estate));
+        assert_eq!(
+            calls,
+            BTreeMap::from([
+                // Sources by discovery tag, mirrors by ownership tag: no name.
+                (Operation::DescribeSecurityGroups, 2),
+                (Operation::DescribeInstances, pages(live(&estate))),
+                (Operation::DescribeClassicLinkInstances, pages(snapshot.links.len())),
+                (Operation::DescribeVpcClassicLink, 1),
+            ])
+        );
+        assert_eq!(emu.counters().mutating_calls(), 0);
+
+        // Looking every name up as well finds nothing more.
+        let (every_name, every_name_calls) =
+            observed(&emu, &config, Strategy { every_name: true, ..Strategy::default() }).await;
+        assert_eq!(every_name, snapshot);
+        assert_eq!(every_name_calls[&Operation::DescribeSecurityGroups], 2 + 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_names_the_tag_did_not_find_are_looked_up_and_only_in_the_vpcs_missing_them() {
+        let emu = Emulator::new(EmulatorOptions::default());
+        let (a, b) = (
+            emu.create_vpc(&NewVpc::classic_link(true)).await.unwrap(),
+            emu.create_vpc(&NewVpc::classic_link(true)).await.unwrap(),
+        );
+        let web = emu.create_group(&NewGroup::classic("web", "Web")).await.unwrap();
+        let app = emu.create_group(&NewGroup::classic("app", "App")).await.unwrap();
+        // web is mirrored into a already; app is not yet, and b has an
+        // unrelated group named "web" and one named "app".
+        let web_mirror =
+            emu.create_group(&NewGroup::in_vpc(&a, "web", "Web").tag(OWNERSHIP_TAG, web.to_string())).await.unwrap();
+        let foreign_web = emu.create_group(&NewGroup::in_vpc(&b, "web", "someone else")).await.unwrap();
+        let foreign_app = emu.create_group(&NewGroup::in_vpc(&b, "app", "someone else")).await.unwrap();
+        let mut config = config();
+        config.discovery.tag_key = None;
+        config.mirrors.push(MirrorConfig::new(SourceRef::Id(web.clone()), a.clone()));
+        config.mirrors.push(MirrorConfig::new(SourceRef::Id(app.clone()), b.clone()));
+        let (snapshot, calls) = observed(&emu, &config, Strategy::default()).await;
+        // Sources by id, mirrors by tag, "app" in b.
+        assert_eq!(calls[&Operation::DescribeSecurityGroups], 3);
+        let vpc_groups: BTreeSet<&GroupId> = snapshot.vpc_groups.keys().collect();
+        assert_eq!(vpc_groups, BTreeSet::from([&web_mirror, &foreign_app]));
+        assert!(!vpc_groups.contains(&foreign_web), "b's \"web\" is no mirror's name in b");
+        // No mapping needs a VPC's `default` group.
+        assert!(!vpc_groups.contains(&emu.default_group(Some(&a)).unwrap()));
+
+        let (every_name, _) = observed(&emu, &config, Strategy { every_name: true, ..Strategy::default() }).await;
+        assert_eq!(every_name, snapshot);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_named_default_looks_up_the_vpc_default_group_until_it_carries_our_tag() {
+        let emu = Emulator::new(EmulatorOptions::default());
+        let vpc = emu.create_vpc(&NewVpc::classic_link(true)).await.unwrap();
+        let vpc_default = emu.default_group(Some(&vpc)).unwrap();
+        let mut config = config();
+        config.discovery.tag_key = None;
+        // By id: by name, the source describe also returns the VPC's
+        // `default` group, which the planner then refuses as "a source".
+        let classic_default = emu.default_group(None).unwrap();
+        config.mirrors.push(MirrorConfig::new(SourceRef::Id(classic_default), vpc.clone()));
+        let (cold, calls) = observed(&emu, &config, Strategy::default()).await;
+        assert!(cold.vpc_groups.contains_key(&vpc_default));
+        // Sources by id, mirrors by tag, "default" by name.
+        assert_eq!(calls[&Operation::DescribeSecurityGroups], 3);
+
+        converge(&emu, &config).await;
+        let (steady, calls) = observed(&emu, &config, Strategy::default()).await;
+        assert!(steady.vpc_groups[&vpc_default].mirrored_from().is_some());
+        assert_eq!(calls[&Operation::DescribeSecurityGroups], 2, "the tagged default group is found by its tag");
     }
 
     /// The emulator, with chosen describes failing before they reach it.
@@ -538,6 +674,51 @@ mod tests {
         async fn enable_vpc_classic_link(&self, vpc_id: &VpcId) -> Result<(), Ec2Error> {
             self.emu.enable_vpc_classic_link(vpc_id).await
         }
+    }
+
+    fn is_ownership_tag_describe(filter: &GroupFilter) -> bool {
+        filter.tag_keys == [OWNERSHIP_TAG]
+    }
+
+    fn is_mirror_name_lookup(filter: &GroupFilter) -> bool {
+        !filter.group_names.is_empty() && !filter.vpc_ids.is_empty()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_ownership_tag_describe_fails_every_mirror_name_is_looked_up_and_vpc_groups_is_incomplete() {
+        let estate = estate(300, 0.8, 2500);
+        let emu = load(&estate);
+        let config = config();
+        converge(&emu, &config).await;
+        let (complete, _) = observed(&emu, &config, Strategy::default()).await;
+
+        emu.reset_counters();
+        let failing = Failing { emu: &emu, groups: is_ownership_tag_describe, instances: false };
+        let observation = observe(&failing, &config).await;
+        assert_eq!(observation.snapshot.incomplete, BTreeSet::from([SnapshotPart::VpcGroups]));
+        assert_eq!(observation.errors.len(), 1);
+        // Sources by tag (1) and the 2 chunks of every mirror name: each
+        // mirror is still seen, by its name (it carries our tag), ...
+        assert_eq!(emu.counters().requests(Operation::DescribeSecurityGroups), 1 + 2);
+        let mut expected = complete.clone();
+        expected.incomplete.insert(SnapshotPart::VpcGroups);
+        assert_eq!(observation.snapshot, expected);
+        // ... so the planner plans no second mirror, and nothing destructive.
+        let (plan, _) = crate::plan::plan(&config, &observation.snapshot, &Memory::default(), now());
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_a_mirror_name_lookup_fails_vpc_groups_is_incomplete() {
+        let estate = estate(300, 0.8, 2500);
+        let emu = load(&estate);
+        let config = config();
+        let failing = Failing { emu: &emu, groups: is_mirror_name_lookup, instances: false };
+        let observation = observe(&failing, &config).await;
+        assert_eq!(observation.snapshot.incomplete, BTreeSet::from([SnapshotPart::VpcGroups]));
+        assert_eq!(observation.errors.len(), 2, "both chunks");
+        let (plan, _) = crate::plan::plan(&config, &observation.snapshot, &Memory::default(), now());
+        assert!(plan.holds.destructive_held());
     }
 
     #[tokio::test(start_paused = true)]

@@ -585,6 +585,26 @@ async fn observe_uses_filters_and_one_call_per_kind_of_thing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_converged_estate_is_observed_without_looking_up_any_mirror_name() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app, &estate.db]);
+    let report = apply(&estate.emu, &config, 5, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
+    assert!(report.converged);
+    estate.emu.reset_counters();
+    let observation = classiclink_mirror::observe::observe(&estate.emu, &config).await;
+    assert!(observation.errors.is_empty());
+    assert_eq!(observation.snapshot.vpc_groups.len(), 3, "the three mirrors, and no default group");
+    let counters = estate.emu.counters();
+    // Sources by id, mirrors by tag: every mirror is found by its tag, so no
+    // name is looked up.
+    assert_eq!(counters.requests(Operation::DescribeSecurityGroups), 2);
+    assert_eq!(counters.requests(Operation::DescribeInstances), 1);
+    assert_eq!(counters.requests(Operation::DescribeClassicLinkInstances), 1);
+    assert_eq!(counters.requests(Operation::DescribeVpcClassicLink), 1);
+    assert_eq!(counters.total_requests(), 5);
+}
+
+#[tokio::test(start_paused = true)]
 async fn max_in_flight_bounds_how_many_actions_run_at_once() {
     async fn cold_pass_time(max_in_flight: usize) -> Duration {
         let (emu, mut config) = generated(8, 0, 9);
