@@ -238,6 +238,13 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
             }
         }
     );
+    // A name resolves to a Classic group only (names are unique there, not
+    // across VPCs): the describe by name also returns every VPC group of that
+    // name (each VPC's `default`, our own mirrors), and none of them is a
+    // source.
+    let by_name = by_name
+        .into_iter()
+        .map(|result| result.map(|groups| groups.into_iter().filter(SecurityGroup::is_classic).collect()));
     for result in by_id.into_iter().chain(by_name).chain(by_tag) {
         match result {
             Ok(groups) => obs.snapshot.source_groups.extend(groups.into_iter().map(|g| (g.id.clone(), g))),
@@ -585,24 +592,55 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_source_named_default_looks_up_the_vpc_default_group_until_it_carries_our_tag() {
-        let emu = Emulator::new(EmulatorOptions::default());
-        let vpc = emu.create_vpc(&NewVpc::classic_link(true)).await.unwrap();
-        let vpc_default = emu.default_group(Some(&vpc)).unwrap();
+        for by_name in [false, true] {
+            let emu = Emulator::new(EmulatorOptions::default());
+            let vpc = emu.create_vpc(&NewVpc::classic_link(true)).await.unwrap();
+            let vpc_default = emu.default_group(Some(&vpc)).unwrap();
+            let classic_default = emu.default_group(None).unwrap();
+            let mut config = config();
+            config.discovery.tag_key = None;
+            let source =
+                if by_name { SourceRef::Name("default".into()) } else { SourceRef::Id(classic_default.clone()) };
+            config.mirrors.push(MirrorConfig::new(source, vpc.clone()));
+            let (cold, calls) = observed(&emu, &config, Strategy::default()).await;
+            // The describe by name also returns the VPC's own `default`: it is
+            // a mirror candidate, never a source.
+            assert_eq!(cold.source_groups.keys().collect::<Vec<_>>(), [&classic_default], "by name: {by_name}");
+            assert!(cold.vpc_groups.contains_key(&vpc_default));
+            // Sources by id or name, mirrors by tag, "default" by name.
+            assert_eq!(calls[&Operation::DescribeSecurityGroups], 3);
+
+            converge(&emu, &config).await;
+            let (steady, calls) = observed(&emu, &config, Strategy::default()).await;
+            assert!(steady.vpc_groups[&vpc_default].mirrored_from().is_some(), "by name: {by_name}");
+            assert_eq!(calls[&Operation::DescribeSecurityGroups], 2, "the tagged default group is found by its tag");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_given_by_name_is_the_classic_group_not_its_mirror_of_the_same_name() {
+        let estate: Estate = toml::from_str(
+            r#"
+            [[vpc]]
+            name = "target"
+            classic_link = true
+
+            [[group]]
+            name = "web"
+            rules = [{ protocol = "tcp", port = 443, cidr = "0.0.0.0/0" }]
+            "#,
+        )
+        .expect("estate");
+        let emu = load(&estate);
+        let vpc = emu.vpc_id("target").unwrap();
         let mut config = config();
         config.discovery.tag_key = None;
-        // By id: by name, the source describe also returns the VPC's
-        // `default` group, which the planner then refuses as "a source".
-        let classic_default = emu.default_group(None).unwrap();
-        config.mirrors.push(MirrorConfig::new(SourceRef::Id(classic_default), vpc.clone()));
-        let (cold, calls) = observed(&emu, &config, Strategy::default()).await;
-        assert!(cold.vpc_groups.contains_key(&vpc_default));
-        // Sources by id, mirrors by tag, "default" by name.
-        assert_eq!(calls[&Operation::DescribeSecurityGroups], 3);
-
+        config.mirrors.push(MirrorConfig::new(SourceRef::Name("web".into()), vpc));
         converge(&emu, &config).await;
-        let (steady, calls) = observed(&emu, &config, Strategy::default()).await;
-        assert!(steady.vpc_groups[&vpc_default].mirrored_from().is_some());
-        assert_eq!(calls[&Operation::DescribeSecurityGroups], 2, "the tagged default group is found by its tag");
+        let (steady, _) = observed(&emu, &config, Strategy::default()).await;
+        assert_eq!(steady.source_groups.len(), 1);
+        assert!(steady.source_groups.values().all(SecurityGroup::is_classic));
+        assert_eq!(steady.vpc_groups.values().filter(|g| g.name == "web").count(), 1, "the mirror is a VPC group");
     }
 
     /// The emulator, with chosen describes failing before they reach it.
