@@ -51,6 +51,18 @@ enum Figure {
     Fig5(Fig5Args),
     /// Figures 3, 4 and 5 with their defaults.
     All,
+    /// Write a figure's generated estate to a file (for profiling by hand:
+    /// `classiclink-mirror emulator --estate FILE`).
+    Estate(EstateFileArgs),
+}
+
+#[derive(Debug, Args)]
+struct EstateFileArgs {
+    #[command(flatten)]
+    estate: EstateArgs,
+    /// Where to write it.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -158,7 +170,11 @@ async fn figure5(cli: &Cli, options: &fig5::Options) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    anyhow::ensure!(cli.bin.exists(), "{} does not exist: cargo build --release first", cli.bin.display());
+    anyhow::ensure!(
+        matches!(cli.figure, Figure::Estate(_)) || cli.bin.exists(),
+        "{} does not exist: cargo build --release first",
+        cli.bin.display()
+    );
     match &cli.figure {
         Figure::Fig3(args) => {
             let default = fig3::Options::default();
@@ -181,6 +197,18 @@ async fn main() -> anyhow::Result<()> {
             let default = fig5::Options::default();
             let options = fig5::Options { shape: args.estate.shape(default.shape), requests: args.requests, ..default };
             figure5(&cli, &options).await
+        }
+        Figure::Estate(args) => {
+            let shape = args.estate.shape(fig3::Options::default().shape);
+            let estate = shape.write(&args.out)?;
+            println!(
+                "{}: {} groups, {} instances, {} grants",
+                args.out.display(),
+                estate.groups.len(),
+                estate.instances.len(),
+                estate.groups.iter().map(|g| g.rules.len()).sum::<usize>()
+            );
+            Ok(())
         }
         Figure::All => {
             figure3(&cli, &fig3::Options::default()).await?;
