@@ -91,6 +91,11 @@ pub struct EmulatorArgs {
     /// Throttle like EC2's default token buckets (describe 100 + 20/s, mutating 50 + 5/s).
     #[arg(long, env = "CLASSICLINK_MIRROR_EMULATOR_THROTTLE")]
     pub throttle: bool,
+    /// Multiply both buckets' size and refill rate by K (e.g. `10` for a ten
+    /// times larger account, `0.5` for a stingier one); needs `--throttle`.
+    #[arg(long, value_name = "K", default_value_t = 1.0, value_parser = parse_scale, requires = "throttle",
+          env = "CLASSICLINK_MIRROR_EMULATOR_THROTTLE_SCALE")]
+    pub throttle_scale: f64,
     /// Share of requests answered with an injected `InternalError` / `Unavailable`, 0 to 1.
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate,
           env = "CLASSICLINK_MIRROR_EMULATOR_ERROR_RATE")]
@@ -104,6 +109,16 @@ pub struct EmulatorArgs {
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
     if (0.0..=1.0).contains(&rate) { Ok(rate) } else { Err(format!("{rate} is not between 0 and 1")) }
+}
+
+fn parse_scale(text: &str) -> Result<f64, String> {
+    let scale: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
+    // Below 0.02 the mutating bucket (50 × K) holds less than one request.
+    if scale.is_finite() && (0.02..=1000.0).contains(&scale) {
+        Ok(scale)
+    } else {
+        Err(format!("{scale} is not between 0.02 and 1000"))
+    }
 }
 
 /// `--config`.
@@ -202,6 +217,7 @@ mod apply_tests {
         let Command::Emulator(args) = cli.command else { panic!() };
         assert_eq!(args.listen, "127.0.0.1:4566".parse().unwrap());
         assert_eq!((args.throttle, args.error_rate, args.consistency_delay), (false, 0.0, Duration::ZERO));
+        assert!((args.throttle_scale - 1.0).abs() < f64::EPSILON);
         let cli = Cli::parse_from([
             "x",
             "emulator",
@@ -221,6 +237,23 @@ mod apply_tests {
         assert!(args.throttle);
         assert!((args.error_rate - 0.25).abs() < f64::EPSILON);
         assert_eq!(args.consistency_delay, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn throttle_scale_multiplies_the_buckets_and_needs_throttle() {
+        let cli = Cli::parse_from(["x", "emulator", "--throttle", "--throttle-scale", "10"]);
+        let Command::Emulator(args) = cli.command else { panic!() };
+        assert!(args.throttle);
+        assert!((args.throttle_scale - 10.0).abs() < f64::EPSILON);
+        let error = Cli::try_parse_from(["x", "emulator", "--throttle-scale", "10"]).unwrap_err();
+        assert!(error.to_string().contains("--throttle"), "{error}");
+        for scale in ["0", "-1", "0.01", "1001", "inf", "NaN", "lots"] {
+            assert!(
+                Cli::try_parse_from(["x", "emulator", "--throttle", "--throttle-scale", scale]).is_err(),
+                "{scale}"
+            );
+        }
+        assert!(Cli::try_parse_from(["x", "emulator", "--throttle", "--throttle-scale", "0.5"]).is_ok());
     }
 
     #[test]

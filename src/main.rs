@@ -259,7 +259,7 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
         let mut faults =
             Faults::none().with_error_rate(args.error_rate).with_consistency_window(args.consistency_delay);
         if args.throttle {
-            faults = faults.with_throttle(Throttle::ec2());
+            faults = faults.with_throttle(Throttle::ec2().scaled(args.throttle_scale));
         }
         let options = EmulatorOptions { faults, ..EmulatorOptions::default() };
         let world = match &args.estate {
@@ -281,6 +281,15 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
         let stats = world.stats();
         tracing::info!(%address, vpcs = stats.vpcs, groups = stats.groups, instances = stats.instances,
             links = stats.links, "emulator serving the EC2 Query API");
+        if let Some(throttle) = world.faults().throttle {
+            tracing::info!(
+                describe_burst = throttle.describe.capacity,
+                describe_per_second = throttle.describe.refill_per_second,
+                mutating_burst = throttle.mutating.capacity,
+                mutating_per_second = throttle.mutating.refill_per_second,
+                "throttling like EC2's token buckets"
+            );
+        }
         println!("emulator listening on http://{address}");
         std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
         emulator::server::serve(world, listener, shutdown).await.context("the emulator server failed")?;

@@ -177,6 +177,34 @@ async fn fault_flags_reach_the_engine() {
 }
 
 #[tokio::test]
+async fn throttle_scale_shrinks_or_grows_the_buckets() {
+    // × 0.02: the describe bucket holds 2 requests, the mutating one 1, and
+    // they refill at 0.4/s and 0.1/s: the next request of each category, a
+    // few milliseconds later, is throttled.
+    let mut command = binary();
+    command.args(["emulator", "--listen", "127.0.0.1:0", "--throttle", "--throttle-scale", "0.02"]);
+    let emulator = Running::start(command).await;
+    let port = emulator.port().await;
+    let all = GroupFilter::default();
+    port.describe_security_groups(&all).await.expect("first describe token");
+    port.describe_security_groups(&all).await.expect("second describe token");
+    let error = port.describe_security_groups(&all).await.expect_err("the describe bucket is empty");
+    assert_eq!(error.code, codes::REQUEST_LIMIT_EXCEEDED);
+    let vpc = port.create_vpc("10.0.0.0/16").await.expect("the only mutating token");
+    let request = CreateGroup { vpc_id: vpc, name: "m".into(), description: "m".into(), tags: BTreeMap::new() };
+    let error = port.create_security_group(&request).await.expect_err("the mutating bucket is empty");
+    assert_eq!(error.kind, ErrorKind::Throttled);
+    let (status, stderr) = emulator.stop("TERM").await;
+    assert_eq!(status.code(), Some(0), "{stderr}");
+
+    let mut command = binary();
+    command.args(["emulator", "--listen", "127.0.0.1:0", "--throttle-scale", "2"]);
+    let (code, _, stderr) = run_to_exit(command).await;
+    assert_eq!(code, 1, "--throttle-scale without --throttle is a usage error: {stderr}");
+    assert!(stderr.contains("--throttle"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_bad_estate_exits_1_naming_the_file_and_the_place() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("broken.toml");

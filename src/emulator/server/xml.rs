@@ -21,19 +21,46 @@ pub(crate) const NAMESPACE: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 /// U+FFFD; a carriage return is written as a character reference so XML's
 /// line-end normalisation cannot turn it into a newline.
 pub(crate) fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\r' => out.push_str("&#13;"),
-            '\t' | '\n' => out.push(c),
-            c if u32::from(c) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
+    // Runs of characters that need nothing are copied whole: answers are
+    // megabytes of ids, names and CIDRs that almost never need escaping.
+    let mut clean_from = 0;
+    for (at, c) in text.char_indices() {
+        let replacement = match c {
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '&' => "&amp;",
+            '"' => "&quot;",
+            '\'' => "&apos;",
+            '\r' => "&#13;",
+            '\t' | '\n' => continue,
+            c if u32::from(c) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => "\u{FFFD}",
+            _ => continue,
+        };
+        out.push_str(&text[clean_from..at]);
+        out.push_str(replacement);
+        clean_from = at + c.len_utf8();
+    }
+    out.push_str(&text[clean_from..]);
+}
+
+/// Appends `n` in decimal without the formatting machinery (two numbers
+/// per rule: ports).
+fn push_integer(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+        rest /= 10;
+        if rest == 0 {
+            break;
         }
     }
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// An XML fragment under construction. Element names are literals of this
@@ -52,13 +79,19 @@ impl Xml {
         self.out
     }
 
+    // Plain pushes, not `write!`: formatting machinery per element was
+    // most of the time of a 10 MB page (docs/BENCHMARKS.md, figure 5).
     pub(crate) fn open(&mut self, tag: &str) -> &mut Self {
-        let _ = write!(self.out, "<{tag}>");
+        self.out.push('<');
+        self.out.push_str(tag);
+        self.out.push('>');
         self
     }
 
     pub(crate) fn close(&mut self, tag: &str) -> &mut Self {
-        let _ = write!(self.out, "</{tag}>");
+        self.out.push_str("</");
+        self.out.push_str(tag);
+        self.out.push('>');
         self
     }
 
@@ -79,14 +112,16 @@ impl Xml {
 
     /// `<tag>n</tag>`.
     pub(crate) fn number(&mut self, tag: &str, n: i64) -> &mut Self {
-        let _ = write!(self.out, "<{tag}>{n}</{tag}>");
-        self
+        self.open(tag);
+        push_integer(&mut self.out, n);
+        self.close(tag)
     }
 
     /// `<tag>true|false</tag>`.
     pub(crate) fn boolean(&mut self, tag: &str, b: bool) -> &mut Self {
-        let _ = write!(self.out, "<{tag}>{b}</{tag}>");
-        self
+        self.open(tag);
+        self.out.push_str(if b { "true" } else { "false" });
+        self.close(tag)
     }
 
     /// `<tag><item>…</item>…</tag>`, or `<tag/>` for no items.
@@ -98,7 +133,9 @@ impl Xml {
     ) {
         let mut items = items.into_iter().peekable();
         if items.peek().is_none() {
-            let _ = write!(self.out, "<{tag}/>");
+            self.out.push('<');
+            self.out.push_str(tag);
+            self.out.push_str("/>");
             return;
         }
         self.open(tag);
@@ -120,7 +157,8 @@ impl Xml {
 
 /// The document of a successful action.
 pub(crate) fn response(action: &str, request_id: &str, inner: &str) -> String {
-    let mut out = format!(r#"<?xml version="1.0" encoding="UTF-8"?>{}<{action}Response xmlns="{NAMESPACE}">"#, '\n');
+    let mut out = String::with_capacity(inner.len() + 256);
+    let _ = write!(out, r#"<?xml version="1.0" encoding="UTF-8"?>{}<{action}Response xmlns="{NAMESPACE}">"#, '\n');
     out.push_str("<requestId>");
     escape_into(&mut out, request_id);
     out.push_str("</requestId>");
@@ -223,6 +261,28 @@ mod tests {
         assert_eq!(escaped("line\r\nnext\ttab"), "line&#13;\nnext\ttab");
         assert_eq!(escaped("bell\u{7}nul\u{0}\u{FFFF}"), "bell\u{FFFD}nul\u{FFFD}\u{FFFD}");
         assert_eq!(escaped("caf\u{e9} \u{1F600}"), "caf\u{e9} \u{1F600}");
+    }
+
+    #[test]
+    fn numbers_and_booleans_are_written_in_full() {
+        let mut x = Xml::new();
+        for n in [0, 7, -1, 65_535, i64::MIN, i64::MAX] {
+            x.number("n", n);
+        }
+        x.boolean("b", true).boolean("b", false);
+        assert_eq!(
+            x.into_string(),
+            "<n>0</n><n>7</n><n>-1</n><n>65535</n><n>-9223372036854775808</n><n>9223372036854775807</n>\
+             <b>true</b><b>false</b>"
+        );
+    }
+
+    #[test]
+    fn escaping_keeps_the_clean_runs_around_each_replacement() {
+        assert_eq!(escaped(""), "");
+        assert_eq!(escaped("sg-0a1b2c3d"), "sg-0a1b2c3d");
+        assert_eq!(escaped("<<x>>"), "&lt;&lt;x&gt;&gt;");
+        assert_eq!(escaped("\u{e9}<\u{1F600}&\u{FFFE}"), "\u{e9}&lt;\u{1F600}&amp;\u{FFFD}");
     }
 
     #[test]

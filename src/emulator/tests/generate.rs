@@ -102,3 +102,28 @@ async fn generator_builds_the_benchmark_estate_and_describes_page_through_it() {
         50_000_usize.div_ceil(1000) + some.len().div_ceil(1000)
     );
 }
+
+/// The benchmark runner seeds the `emulator` process by saving a generated
+/// estate as TOML and passing it to `--estate`: the file must give the same
+/// world as the estate itself.
+#[tokio::test]
+async fn a_generated_estate_saved_as_toml_loads_into_the_same_world() {
+    use crate::ec2::{Ec2, GroupFilter, InstanceFilter, LinkFilter};
+
+    let estate = spec().estate();
+    let text = estate.to_toml();
+    let reread = Estate::from_toml(&text).expect("the saved estate parses");
+    assert_eq!(reread, estate);
+
+    let direct = Emulator::from_estate(&estate, EmulatorOptions::default()).unwrap();
+    let from_file = Emulator::from_estate(&reread, EmulatorOptions::default()).unwrap();
+    assert_eq!(direct.stats(), from_file.stats());
+    let groups = |emu: Emulator| async move { emu.describe_security_groups(&GroupFilter::default()).await.unwrap() };
+    assert_eq!(groups(direct.clone()).await, groups(from_file.clone()).await);
+    let instances = |emu: Emulator| async move { emu.describe_instances(&InstanceFilter::default()).await.unwrap() };
+    assert_eq!(instances(direct.clone()).await, instances(from_file.clone()).await);
+    let links =
+        |emu: Emulator| async move { emu.describe_classic_link_instances(&LinkFilter::default()).await.unwrap() };
+    assert_eq!(links(direct.clone()).await, links(from_file.clone()).await);
+    assert_eq!(direct.vpc_ids(), from_file.vpc_ids());
+}
