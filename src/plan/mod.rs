@@ -20,6 +20,7 @@
 mod render;
 mod types;
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
@@ -791,19 +792,19 @@ impl<'a> Planner<'a> {
 
     /// The source whose mirror `mirror` is about to be tagged by this plan
     /// (default group or adoption), so that users of it wait for the tag.
-    fn tagged_now_for(&self, mirror: &GroupId) -> Option<GroupId> {
+    fn tagged_now_for(&self, mirror: &GroupId) -> Option<&GroupId> {
         let source = self.source_of_mirror.get(mirror)?;
-        matches!(self.mirrors.get(source), Some(MirrorChoice::Existing { tag: Some(_), .. })).then(|| source.clone())
+        matches!(self.mirrors.get(source), Some(MirrorChoice::Existing { tag: Some(_), .. })).then_some(source)
     }
 
     /// The create or tag action a grant's peer mirror waits for, if any.
     fn peer_prepare(&self, grant: &Grant<GroupRef>) -> Option<ActionId> {
         let source = match &grant.key.peer {
-            Peer::Group { group: GroupRef::New { source, .. }, .. } => Some(source.clone()),
+            Peer::Group { group: GroupRef::New { source, .. }, .. } => Some(source),
             Peer::Group { group: GroupRef::Existing(peer), .. } => self.tagged_now_for(peer),
             _ => None,
         };
-        source.and_then(|s| self.prepare_action.get(&s).copied())
+        source.and_then(|s| self.prepare_action.get(s).copied())
     }
 
     fn pair_drift(&mut self, key: &PairKey) -> &mut Drift {
@@ -837,11 +838,13 @@ impl<'a> Planner<'a> {
         id
     }
 
-    /// The source's grants translated for its mirror; reports what cannot be.
-    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> BTreeMap<GrantKey<GroupRef>, Option<String>> {
-        let mut desired = BTreeMap::new();
-        let mut ingress = mapping.source.ingress.clone();
-        ingress.sort();
+    /// The source's grants translated for its mirror, sorted by key, one per
+    /// key (the first, in the order of the sorted source grants); reports
+    /// what cannot be translated.
+    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Grant<GroupRef>> {
+        let mut desired = Vec::with_capacity(mapping.source.ingress.len());
+        let mut ingress: Vec<&Grant> = mapping.source.ingress.iter().collect();
+        ingress.sort_unstable();
         for grant in ingress {
             let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
             let peer = match &grant.key.peer {
@@ -860,13 +863,13 @@ impl<'a> Planner<'a> {
             match peer {
                 Ok(peer) => {
                     let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
-                    desired.entry(key).or_insert(description);
+                    desired.push(Grant { key, description });
                 }
                 Err(reason) => {
                     let message = format!(
                         "{} rule {} cannot be mirrored: {}",
                         mapping.source.id,
-                        self.describe_source_grant(&grant),
+                        self.describe_source_grant(grant),
                         reason.phrase()
                     );
                     self.plan.warnings.push(Warning {
@@ -879,6 +882,12 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        // Translation keeps the source order except among group peers (a
+        // mirror's id or a new mirror sorts unlike its source's id), so this
+        // stable sort mostly finds one sorted run. Stable, and keeping the
+        // first of equal keys: the first description wins.
+        desired.sort_by(|a, b| a.key.cmp(&b.key));
+        desired.dedup_by(|later, first| later.key == first.key);
         desired
     }
 
@@ -898,41 +907,52 @@ impl<'a> Planner<'a> {
         format!("{} from {peer}", render::proto_ports(grant.key.protocol, &grant.key.ports))
     }
 
-    fn diff(&self, mirror: &GroupRef, desired: BTreeMap<GrantKey<GroupRef>, Option<String>>) -> GrantDiff {
+    /// `desired` (sorted by key, one per key) against the mirror's rules: a
+    /// merge of two sorted lists, without copying either.
+    fn diff(&self, mirror: &GroupRef, desired: Vec<Grant<GroupRef>>) -> GrantDiff {
         let GroupRef::Existing(id) = mirror else {
-            let add = desired.into_iter().map(|(key, description)| Grant { key, description }).collect();
-            return GrantDiff { add, revoke: Vec::new(), update: Vec::new(), current: 0 };
+            return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
         let Some(group) = self.snap.vpc_groups.get(id) else {
             return GrantDiff { add: Vec::new(), revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
-        let mut actual: BTreeMap<GrantKey<GroupRef>, (&Grant, bool)> = BTreeMap::new();
-        for grant in &group.ingress {
-            let owned = match &grant.key.peer {
-                Peer::Ipv4(_) => true,
-                Peer::Group { group, owner: None } => self.is_ours(group),
-                _ => false,
-            };
-            actual.insert(grant.clone().map_group(GroupRef::Existing).key, (grant, owned));
+        // The rules by key; of several with one key, the last observed.
+        let mut actual: Vec<&Grant> = group.ingress.iter().collect();
+        actual.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut deduped: Vec<&Grant> = Vec::with_capacity(actual.len());
+        for grant in actual {
+            match deduped.last_mut() {
+                Some(last) if last.key == grant.key => *last = grant,
+                _ => deduped.push(grant),
+            }
         }
+        let owned = |grant: &Grant| match &grant.key.peer {
+            Peer::Ipv4(_) => true,
+            Peer::Group { group, owner: None } => self.is_ours(group),
+            _ => false,
+        };
         let mut add = Vec::new();
         let mut update = Vec::new();
-        for (key, description) in &desired {
-            match actual.get(key) {
-                None => add.push(Grant { key: key.clone(), description: description.clone() }),
-                Some((have, _)) if have.description != *description => {
-                    let mut grant = (*have).clone();
-                    grant.description = description.clone();
-                    update.push((grant, have.description.clone()));
+        let mut revoke = Vec::new();
+        let mut have = deduped.into_iter().peekable();
+        for want in desired {
+            // Observed rules sorting before the next desired one are not desired.
+            while let Some(grant) = have.next_if(|g| cmp_planned_observed(&want.key, &g.key) == Ordering::Greater) {
+                if owned(grant) {
+                    revoke.push(grant.clone());
+                }
+            }
+            match have.next_if(|g| cmp_planned_observed(&want.key, &g.key) == Ordering::Equal) {
+                None => add.push(want),
+                Some(grant) if grant.description != want.description => {
+                    let mut updated = grant.clone();
+                    updated.description = want.description;
+                    update.push((updated, grant.description.clone()));
                 }
                 Some(_) => {}
             }
         }
-        let revoke = actual
-            .iter()
-            .filter(|(key, (_, owned))| *owned && !desired.contains_key(*key))
-            .map(|(_, (grant, _))| (*grant).clone())
-            .collect();
+        revoke.extend(have.filter(|g| owned(g)).cloned());
         GrantDiff { add, revoke, update, current: group.ingress.len() }
     }
 
@@ -1111,10 +1131,10 @@ impl<'a> Planner<'a> {
             deps.extend(self.enable_action.get(vpc).copied());
             for group in groups {
                 let source = match group {
-                    GroupRef::New { source, .. } => Some(source.clone()),
+                    GroupRef::New { source, .. } => Some(source),
                     GroupRef::Existing(id) => self.tagged_now_for(id),
                 };
-                deps.extend(source.and_then(|s| self.prepare_action.get(&s).copied()));
+                deps.extend(source.and_then(|s| self.prepare_action.get(s).copied()));
             }
             let id = self.push(action, deps, audit, pair_keys.first().cloned());
             self.note_unlinks(id, removed, audit);
@@ -1318,6 +1338,33 @@ impl<'a> Planner<'a> {
             self.next_memory.delete_backoff.retain(|g, _| self.next_memory.orphans_since.contains_key(g));
         }
     }
+}
+
+/// Orders a planned key against an observed one as if the observed key's
+/// group were `GroupRef::Existing`: the order of `GrantKey<GroupRef>`, without
+/// converting (cloning) the observed key.
+fn cmp_planned_observed(planned: &GrantKey<GroupRef>, observed: &GrantKey) -> Ordering {
+    fn rank<G>(peer: &Peer<G>) -> u8 {
+        match peer {
+            Peer::Ipv4(_) => 0,
+            Peer::Ipv6(_) => 1,
+            Peer::PrefixList(_) => 2,
+            Peer::Group { .. } => 3,
+        }
+    }
+    planned.protocol.cmp(&observed.protocol).then(planned.ports.cmp(&observed.ports)).then_with(|| {
+        match (&planned.peer, &observed.peer) {
+            (Peer::Ipv4(a), Peer::Ipv4(b)) => a.cmp(b),
+            (Peer::Ipv6(a), Peer::Ipv6(b)) => a.cmp(b),
+            (Peer::PrefixList(a), Peer::PrefixList(b)) => a.cmp(b),
+            (Peer::Group { group: GroupRef::Existing(a), owner: p }, Peer::Group { group: b, owner: o }) => {
+                a.cmp(b).then_with(|| p.cmp(o))
+            }
+            // `New` sorts after every `Existing`.
+            (Peer::Group { group: GroupRef::New { .. }, .. }, Peer::Group { .. }) => Ordering::Greater,
+            (planned, observed) => rank(planned).cmp(&rank(observed)),
+        }
+    })
 }
 
 /// Rules of other orphans referencing one orphan, by referring orphan.
