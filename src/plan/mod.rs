@@ -21,7 +21,7 @@ mod render;
 mod types;
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
@@ -39,7 +39,8 @@ pub fn plan(config: &Config, snapshot: &Snapshot, memory: &Memory, now: SystemTi
     Planner::new(config, snapshot, memory, now).run()
 }
 
-/// A managed source group and where it goes.
+/// A managed source group and where it goes; from phase 2 on, also what
+/// the plan has decided for it so far.
 #[derive(Clone, Debug)]
 struct Mapping<'a> {
     source: &'a SecurityGroup,
@@ -50,6 +51,14 @@ struct Mapping<'a> {
     adopt: bool,
     enable_classiclink: bool,
     origin: Origin,
+    /// Its mirror, when one can be had (phase 2).
+    mirror: Option<MirrorChoice>,
+    /// Its pair's index in `plan.pairs` (phase 2; that list is sorted only at
+    /// the end). Pairs are pushed in source order, so this index orders
+    /// pairs as their keys do.
+    pair: usize,
+    /// The create or tag action of its mirror (phase 3).
+    prepare: Option<ActionId>,
 }
 
 /// What a pair's mirror is.
@@ -87,25 +96,22 @@ struct Planner<'a> {
     now: SystemTime,
     plan: Plan,
     next_memory: Memory,
-    /// Managed sources by id.
-    managed: BTreeMap<GroupId, Mapping<'a>>,
-    /// The mirror of each managed source, when one can be had.
-    mirrors: BTreeMap<GroupId, MirrorChoice>,
-    /// The source of each existing chosen mirror (the inverse of `mirrors`).
-    source_of_mirror: BTreeMap<GroupId, GroupId>,
-    /// Index of each pair in `plan.pairs` (sorted only at the end).
-    pair_index: BTreeMap<PairKey, usize>,
+    /// Managed sources in id order, the order every phase walks them in.
+    managed: Vec<Mapping<'a>>,
+    /// Index of each managed source in `managed`. Looked up per rule and per
+    /// instance, never iterated (its order would not be deterministic).
+    managed_index: HashMap<&'a GroupId, usize>,
+    /// The source (index in `managed`) of each existing chosen mirror.
+    source_of_mirror: HashMap<GroupId, usize>,
     /// Groups counted as ours: tagged mirrors and groups being tagged.
-    ours: BTreeSet<GroupId>,
+    ours: HashSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
     /// are left alone (SPEC §4.5: detach and drop references only once the
     /// orphan is due for removal).
-    protected: BTreeSet<GroupId>,
+    protected: HashSet<GroupId>,
     /// Orphans, with whether their grace is over, in id order.
     orphans: Vec<(GroupId, OrphanStage)>,
-    /// Action ids of creates and tags, by source.
-    prepare_action: BTreeMap<GroupId, ActionId>,
     /// `EnableClassicLink` action per VPC.
     enable_action: BTreeMap<VpcId, ActionId>,
     /// VPCs where links can be made this cycle.
@@ -135,14 +141,12 @@ impl<'a> Planner<'a> {
             now,
             plan: Plan::default(),
             next_memory: memory.clone(),
-            managed: BTreeMap::new(),
-            mirrors: BTreeMap::new(),
-            source_of_mirror: BTreeMap::new(),
-            pair_index: BTreeMap::new(),
-            ours: BTreeSet::new(),
-            protected: BTreeSet::new(),
+            managed: Vec::new(),
+            managed_index: HashMap::new(),
+            source_of_mirror: HashMap::new(),
+            ours: HashSet::new(),
+            protected: HashSet::new(),
             orphans: Vec::new(),
-            prepare_action: BTreeMap::new(),
             enable_action: BTreeMap::new(),
             linkable_vpcs: BTreeSet::new(),
             revokes_of_ref: BTreeMap::new(),
@@ -201,16 +205,15 @@ impl<'a> Planner<'a> {
             .map_or_else(|| id.to_string(), |g| format!("{id} ({})", g.name))
     }
 
-    fn pair_key(&self, source: &GroupId) -> Option<PairKey> {
-        self.managed.get(source).map(|m| PairKey { source: source.clone(), vpc: m.vpc.clone() })
+    /// The managed source `source`.
+    fn mapping(&self, source: &GroupId) -> Option<&Mapping<'a>> {
+        self.managed_index.get(source).map(|&index| &self.managed[index])
     }
 
-    fn mirror_ref(&self, source: &GroupId) -> Option<GroupRef> {
-        let mapping = self.managed.get(source)?;
-        match self.mirrors.get(source)? {
-            MirrorChoice::Existing { id, .. } => Some(GroupRef::Existing(id.clone())),
-            MirrorChoice::New => Some(GroupRef::New { source: source.clone(), vpc: mapping.vpc.clone() }),
-        }
+    /// The mirror of a managed source, as grants and links name it (phase 2
+    /// keeps it on the source's pair).
+    fn mirror_ref(&self, mapping: &Mapping<'a>) -> Option<&GroupRef> {
+        mapping.mirror.as_ref().and(self.plan.pairs[mapping.pair].mirror.as_ref())
     }
 
     // ----- 1. which groups are managed ------------------------------------
@@ -223,6 +226,7 @@ impl<'a> Planner<'a> {
             classic_by_name.entry(group.name.as_str()).or_default().push(group);
         }
         let mut claimed_names: BTreeMap<(VpcId, String), GroupId> = BTreeMap::new();
+        let mut managed: BTreeMap<GroupId, Mapping<'a>> = BTreeMap::new();
 
         let mut candidates: Vec<Mapping<'a>> = Vec::new();
         for (index, entry) in self.config.mirrors.iter().enumerate() {
@@ -261,6 +265,9 @@ impl<'a> Planner<'a> {
                 adopt: entry.adopt,
                 enable_classiclink: entry.enable_classiclink,
                 origin: Origin::Config(index),
+                mirror: None,
+                pair: 0,
+                prepare: None,
             });
         }
 
@@ -303,6 +310,9 @@ impl<'a> Planner<'a> {
                     adopt: false,
                     enable_classiclink: false,
                     origin: Origin::Tag,
+                    mirror: None,
+                    pair: 0,
+                    prepare: None,
                 });
             }
         }
@@ -311,7 +321,7 @@ impl<'a> Planner<'a> {
             let id = mapping.source.id.clone();
             let label = self.group_label(&id);
             let origin = origin_label(mapping.origin);
-            if let Some(first) = self.managed.get(&id) {
+            if let Some(first) = managed.get(&id) {
                 let first = origin_label(first.origin);
                 self.warn(
                     WarningKind::ConflictDuplicateMapping,
@@ -354,8 +364,10 @@ impl<'a> Planner<'a> {
                 continue;
             }
             claimed_names.insert(name_key, id.clone());
-            self.managed.insert(id, mapping);
+            managed.insert(id, mapping);
         }
+        self.managed = managed.into_values().collect();
+        self.managed_index = self.managed.iter().enumerate().map(|(index, m)| (&m.source.id, index)).collect();
     }
 
     // ----- 2. which group is each mirror ----------------------------------
@@ -374,9 +386,9 @@ impl<'a> Planner<'a> {
             by_name.insert((vpc.clone(), group.name.as_str()), group);
         }
 
-        let sources: Vec<GroupId> = self.managed.keys().cloned().collect();
-        for source in sources {
-            let mapping = self.managed[&source].clone();
+        for index in 0..self.managed.len() {
+            let mapping = self.managed[index].clone();
+            let source = mapping.source.id.clone();
             let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
             let mut pair = PairPlan {
                 key: key.clone(),
@@ -486,17 +498,19 @@ impl<'a> Planner<'a> {
             } else {
                 Some(MirrorChoice::New)
             };
-            if let Some(choice) = choice {
-                if let MirrorChoice::Existing { id, .. } = &choice {
-                    self.ours.insert(id.clone());
-                }
-                if let MirrorChoice::Existing { id, .. } = &choice {
-                    self.source_of_mirror.insert(id.clone(), source.clone());
-                }
-                self.mirrors.insert(source.clone(), choice);
-                pair.mirror = self.mirror_ref(&source);
+            if let Some(choice) = &choice {
+                pair.mirror = Some(match choice {
+                    MirrorChoice::Existing { id, .. } => {
+                        self.ours.insert(id.clone());
+                        self.source_of_mirror.insert(id.clone(), index);
+                        GroupRef::Existing(id.clone())
+                    }
+                    MirrorChoice::New => GroupRef::New { source: source.clone(), vpc: mapping.vpc.clone() },
+                });
             }
-            self.pair_index.insert(pair.key.clone(), self.plan.pairs.len());
+            let mapping = &mut self.managed[index];
+            mapping.mirror = choice;
+            mapping.pair = self.plan.pairs.len();
             self.plan.pairs.push(pair);
         }
     }
@@ -536,8 +550,7 @@ impl<'a> Planner<'a> {
             .filter(|i| i.vpc_id.is_none() && i.state == InstanceState::Running)
             .filter(|i| {
                 i.groups.iter().any(|g| {
-                    self.managed.get(g).is_some_and(|m| m.source.is_classic() && m.link_instances)
-                        && self.mirrors.contains_key(g)
+                    self.mapping(g).is_some_and(|m| m.source.is_classic() && m.link_instances && m.mirror.is_some())
                 })
             })
             .count()
@@ -616,8 +629,8 @@ impl<'a> Planner<'a> {
 
     fn plan_classiclink_enablement(&mut self) {
         let mut wanted: BTreeMap<VpcId, (bool, bool)> = BTreeMap::new(); // (enable requested, all audited)
-        for (source, mapping) in &self.managed {
-            if !mapping.source.is_classic() || !mapping.link_instances || !self.mirrors.contains_key(source) {
+        for mapping in &self.managed {
+            if !mapping.source.is_classic() || !mapping.link_instances || mapping.mirror.is_none() {
                 continue;
             }
             let entry = wanted.entry(mapping.vpc.clone()).or_insert((false, true));
@@ -652,12 +665,13 @@ impl<'a> Planner<'a> {
     fn plan_grants(&mut self) {
         // Creates and tags first, so that every grant and link action can
         // depend on them.
-        let sources: Vec<GroupId> = self.mirrors.keys().cloned().collect();
-        for source in &sources {
-            let mapping = self.managed[source].clone();
-            let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
+        let sources: Vec<usize> = (0..self.managed.len()).filter(|&i| self.managed[i].mirror.is_some()).collect();
+        for &index in &sources {
+            let mapping = &self.managed[index];
+            let source = &mapping.source.id;
+            let key = self.plan.pairs[mapping.pair].key.clone();
             let tags = BTreeMap::from([(OWNERSHIP_TAG.to_owned(), source.to_string())]);
-            let action = match &self.mirrors[source] {
+            let action = match mapping.mirror.as_ref().expect("chosen mirror") {
                 MirrorChoice::New => Action::CreateMirror {
                     source: source.clone(),
                     vpc: mapping.vpc.clone(),
@@ -670,15 +684,17 @@ impl<'a> Planner<'a> {
                 }
                 MirrorChoice::Existing { tag: None, .. } => continue,
             };
-            let id = self.push(action, vec![], mapping.audit, Some(key));
-            self.prepare_action.insert(source.clone(), id);
+            let audit = mapping.audit;
+            let id = self.push(action, vec![], audit, Some(key));
+            self.managed[index].prepare = Some(id);
         }
 
         let destructive_held = self.destructive_held();
-        for source in &sources {
-            let mapping = self.managed[source].clone();
-            let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
-            let mirror = self.mirror_ref(source).expect("chosen mirror");
+        for &index in &sources {
+            let mapping = self.managed[index].clone();
+            let source = &mapping.source.id;
+            let key = self.plan.pairs[mapping.pair].key.clone();
+            let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
             let desired = self.desired_grants(&mapping, &key);
             let diff = self.diff(&mirror, desired);
             let quota = self.config.limits.rules_per_group;
@@ -747,7 +763,7 @@ impl<'a> Planner<'a> {
             let revoke_now: Vec<Grant> = diff.revoke[..allowed].to_vec();
             let (pre, post) = revoke_now.split_at(pre_count);
 
-            let mut group_deps: Vec<ActionId> = self.prepare_action.get(source).copied().into_iter().collect();
+            let mut group_deps: Vec<ActionId> = mapping.prepare.into_iter().collect();
             let mut pre_id = None;
             if !pre.is_empty() {
                 let id = self.push_revoke(&mirror, pre.to_vec(), group_deps.clone(), mapping.audit, &key);
@@ -767,18 +783,18 @@ impl<'a> Planner<'a> {
                 if !waits {
                     authorize_id = Some(id);
                 }
-                self.pair_drift(&key).add += count;
+                self.drift(mapping.pair).add += count;
             }
             if !post.is_empty() {
                 let mut deps = group_deps.clone();
                 deps.extend(authorize_id);
                 self.push_revoke(&mirror, post.to_vec(), deps, mapping.audit, &key);
             }
-            self.pair_drift(&key).remove += diff.revoke.len();
+            self.drift(mapping.pair).remove += diff.revoke.len();
             if !diff.update.is_empty() {
                 let GroupRef::Existing(group) = &mirror else { unreachable!("updates need an existing mirror") };
                 let (grants, previous): (Vec<Grant>, Vec<Option<String>>) = diff.update.into_iter().unzip();
-                self.pair_drift(&key).update += grants.len();
+                self.drift(mapping.pair).update += grants.len();
                 group_deps.sort();
                 self.push(
                     Action::UpdateDescriptions { group: group.clone(), grants, previous },
@@ -792,23 +808,30 @@ impl<'a> Planner<'a> {
 
     /// The source whose mirror `mirror` is about to be tagged by this plan
     /// (default group or adoption), so that users of it wait for the tag.
-    fn tagged_now_for(&self, mirror: &GroupId) -> Option<&GroupId> {
-        let source = self.source_of_mirror.get(mirror)?;
-        matches!(self.mirrors.get(source), Some(MirrorChoice::Existing { tag: Some(_), .. })).then_some(source)
+    fn tagged_now_for(&self, mirror: &GroupId) -> Option<&Mapping<'a>> {
+        let source = &self.managed[*self.source_of_mirror.get(mirror)?];
+        matches!(source.mirror, Some(MirrorChoice::Existing { tag: Some(_), .. })).then_some(source)
+    }
+
+    /// The create or tag action `group`, a mirror in a grant or a link,
+    /// waits for, if any.
+    fn prepare_of(&self, group: &GroupRef) -> Option<ActionId> {
+        match group {
+            GroupRef::New { source, .. } => self.mapping(source)?.prepare,
+            GroupRef::Existing(id) => self.tagged_now_for(id)?.prepare,
+        }
     }
 
     /// The create or tag action a grant's peer mirror waits for, if any.
     fn peer_prepare(&self, grant: &Grant<GroupRef>) -> Option<ActionId> {
-        let source = match &grant.key.peer {
-            Peer::Group { group: GroupRef::New { source, .. }, .. } => Some(source),
-            Peer::Group { group: GroupRef::Existing(peer), .. } => self.tagged_now_for(peer),
+        match &grant.key.peer {
+            Peer::Group { group, .. } => self.prepare_of(group),
             _ => None,
-        };
-        source.and_then(|s| self.prepare_action.get(s).copied())
+        }
     }
 
-    fn pair_drift(&mut self, key: &PairKey) -> &mut Drift {
-        let index = self.pair_index[key];
+    /// The drift of the pair at `index` in `plan.pairs`.
+    fn drift(&mut self, index: usize) -> &mut Drift {
         &mut self.plan.pairs[index].drift
     }
 
@@ -851,11 +874,11 @@ impl<'a> Planner<'a> {
                 Peer::Ipv4(net) => Ok(Peer::Ipv4(*net)),
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
-                Peer::Group { group, owner: None } => match self.managed.get(group) {
+                Peer::Group { group, owner: None } => match self.mapping(group) {
                     None => Err(Unmirrorable::NotManaged),
                     Some(peer_mapping) if peer_mapping.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
-                    Some(_) => match self.mirror_ref(group) {
-                        Some(mirror) => Ok(Peer::Group { group: mirror, owner: None }),
+                    Some(peer_mapping) => match self.mirror_ref(peer_mapping) {
+                        Some(mirror) => Ok(Peer::Group { group: mirror.clone(), owner: None }),
                         None => Err(Unmirrorable::MirrorUnavailable),
                     },
                 },
@@ -978,19 +1001,20 @@ impl<'a> Planner<'a> {
             }
             // The mirrors the instance is entitled to, by VPC.
             let mut entitled: BTreeMap<VpcId, BTreeSet<GroupRef>> = BTreeMap::new();
-            let mut sources: Vec<GroupId> = Vec::new();
+            // Their pairs, as indices in `plan.pairs` (ordered as the keys).
+            let mut pairs: Vec<usize> = Vec::new();
             let mut audit = false;
             for group in instance.map(|i| &i.groups).into_iter().flatten() {
-                let Some(mapping) = self.managed.get(group) else { continue };
+                let Some(mapping) = self.mapping(group) else { continue };
                 if !mapping.source.is_classic() || !mapping.link_instances {
                     continue;
                 }
-                let Some(mirror) = self.mirror_ref(group) else { continue };
+                let Some(mirror) = self.mirror_ref(mapping) else { continue };
                 if !self.linkable_vpcs.contains(&mapping.vpc) {
                     continue;
                 }
-                entitled.entry(mapping.vpc.clone()).or_default().insert(mirror);
-                sources.push(group.clone());
+                entitled.entry(mapping.vpc.clone()).or_default().insert(mirror.clone());
+                pairs.push(mapping.pair);
                 audit |= mapping.audit;
             }
             if entitled.len() > 1 {
@@ -1016,7 +1040,6 @@ impl<'a> Planner<'a> {
             if target.is_none() {
                 audit = global_audit;
             }
-            let pair_keys: Vec<PairKey> = sources.iter().filter_map(|s| self.pair_key(s)).collect();
 
             let action = match (link, target) {
                 (None, None) => continue,
@@ -1111,39 +1134,29 @@ impl<'a> Planner<'a> {
             }
             // Drift belongs to the pairs entitled to the link and to the
             // pairs whose mirrors the action removes from it.
-            let mut pair_keys = pair_keys;
-            for group in &removed {
-                if let Some(key) = self.pair_of_mirror(group) {
-                    pair_keys.push(key);
-                }
+            pairs.extend(removed.iter().filter_map(|group| self.pair_of_mirror(group)));
+            pairs.sort_unstable();
+            pairs.dedup();
+            for &pair in &pairs {
+                self.drift(pair).links += 1;
             }
-            pair_keys.sort();
-            pair_keys.dedup();
-            for key in &pair_keys {
-                self.pair_drift(key).links += 1;
-            }
+            let pair = pairs.first().map(|&first| self.plan.pairs[first].key.clone());
             let mut deps = Vec::new();
             let (Action::Attach { vpc, groups, .. } | Action::Relink { vpc, groups, .. }) = &action else {
-                let id = self.push(action, deps, audit, pair_keys.first().cloned());
+                let id = self.push(action, deps, audit, pair);
                 self.note_unlinks(id, removed, audit);
                 continue;
             };
             deps.extend(self.enable_action.get(vpc).copied());
-            for group in groups {
-                let source = match group {
-                    GroupRef::New { source, .. } => Some(source),
-                    GroupRef::Existing(id) => self.tagged_now_for(id),
-                };
-                deps.extend(source.and_then(|s| self.prepare_action.get(s).copied()));
-            }
-            let id = self.push(action, deps, audit, pair_keys.first().cloned());
+            deps.extend(groups.iter().filter_map(|group| self.prepare_of(group)));
+            let id = self.push(action, deps, audit, pair);
             self.note_unlinks(id, removed, audit);
         }
     }
 
-    /// The managed pair whose (existing) mirror `group` is.
-    fn pair_of_mirror(&self, group: &GroupId) -> Option<PairKey> {
-        self.source_of_mirror.get(group).and_then(|source| self.pair_key(source))
+    /// The pair (index in `plan.pairs`) whose (existing) mirror `group` is.
+    fn pair_of_mirror(&self, group: &GroupId) -> Option<usize> {
+        self.source_of_mirror.get(group).map(|&source| self.managed[source].pair)
     }
 
     fn note_unlinks(&mut self, id: ActionId, removed: Vec<GroupId>, audit: bool) {
@@ -1171,21 +1184,14 @@ impl<'a> Planner<'a> {
     /// Finds the orphans (tagged groups no pair claims), remembers since when,
     /// and decides which must keep working this pass.
     fn find_orphans(&mut self) {
-        let chosen: BTreeSet<GroupId> = self
-            .mirrors
-            .values()
-            .filter_map(|c| match c {
-                MirrorChoice::Existing { id, .. } => Some(id.clone()),
-                MirrorChoice::New => None,
-            })
-            .collect();
         let complete = self.snap.is_complete();
         if complete {
             self.next_memory.orphans_since.clear();
         }
         for group in self.snap.vpc_groups.values() {
             let (Some(_), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { continue };
-            if chosen.contains(&group.id) {
+            // A chosen mirror is not an orphan.
+            if self.source_of_mirror.contains_key(&group.id) {
                 continue;
             }
             let since = self.memory.orphans_since.get(&group.id).copied().unwrap_or(self.now);
