@@ -29,8 +29,8 @@ pub use types::*;
 
 use crate::config::{Config, Mode, SourceRef};
 use crate::model::{
-    Grant, GrantKey, GroupId, InstanceId, InstanceState, MAX_GROUPS_PER_LINK, OWNERSHIP_TAG, Peer, SecurityGroup,
-    Snapshot, VpcId, mirror_description, mirror_name, sanitize_text,
+    Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, OWNERSHIP_TAG, Peer,
+    SecurityGroup, Snapshot, VpcId, mirror_description, mirror_name, sanitize_text,
 };
 
 /// Plans one cycle. Pure and deterministic; returns the plan and the memory
@@ -988,19 +988,17 @@ impl<'a> Planner<'a> {
         // Without the full list of links, an attach would be a guess (EC2
         // rejects attaching an instance that is already linked).
         let links_known = !snap.incomplete.contains(&crate::model::SnapshotPart::Links);
-        let mut instance_ids: BTreeSet<&InstanceId> = snap.instances.keys().collect();
-        instance_ids.extend(snap.links.keys());
 
-        for instance_id in instance_ids {
-            let instance = snap.instances.get(instance_id);
-            let link = snap.links.get(instance_id);
+        for (instance_id, instance, link) in instances_and_links(snap) {
             // VPC instances cannot be linked; pending ones are left for the
             // next cycle; stopped ones were unlinked by EC2.
             if instance.is_some_and(|i| i.vpc_id.is_some() || i.state != InstanceState::Running) {
                 continue;
             }
-            // The mirrors the instance is entitled to, by VPC.
-            let mut entitled: BTreeMap<VpcId, BTreeSet<GroupRef>> = BTreeMap::new();
+            // The mirrors the instance is entitled to, with their VPCs,
+            // borrowed: most instances need no action, so nothing is copied
+            // until one is planned.
+            let mut entitled: Vec<(&VpcId, &GroupRef)> = Vec::new();
             // Their pairs, as indices in `plan.pairs` (ordered as the keys).
             let mut pairs: Vec<usize> = Vec::new();
             let mut audit = false;
@@ -1013,12 +1011,13 @@ impl<'a> Planner<'a> {
                 if !self.linkable_vpcs.contains(&mapping.vpc) {
                     continue;
                 }
-                entitled.entry(mapping.vpc.clone()).or_default().insert(mirror.clone());
+                entitled.push((&mapping.vpc, mirror));
                 pairs.push(mapping.pair);
                 audit |= mapping.audit;
             }
-            if entitled.len() > 1 {
-                let vpcs: Vec<String> = entitled.keys().map(ToString::to_string).collect();
+            if entitled.iter().any(|(vpc, _)| *vpc != entitled[0].0) {
+                let vpcs: BTreeSet<&VpcId> = entitled.iter().map(|(vpc, _)| *vpc).collect();
+                let vpcs: Vec<String> = vpcs.into_iter().map(ToString::to_string).collect();
                 self.warn(
                     WarningKind::ConflictMultiVpc,
                     None,
@@ -1033,12 +1032,26 @@ impl<'a> Planner<'a> {
                 }
                 continue;
             }
-            let target = entitled.into_iter().next();
+            // The one VPC and its mirrors, as a sorted set.
+            let target: Option<(&VpcId, Vec<&GroupRef>)> = entitled.first().map(|&(vpc, _)| {
+                let mut mirrors: Vec<&GroupRef> = entitled.iter().map(|&(_, mirror)| mirror).collect();
+                mirrors.sort_unstable();
+                mirrors.dedup();
+                (vpc, mirrors)
+            });
             if target.is_none() && link.is_none_or(|l| !l.groups.iter().any(|g| self.is_ours(g))) {
                 continue;
             }
             if target.is_none() {
                 audit = global_audit;
+            }
+            // Already linked as it should be (most instances in a steady
+            // state): decided without copying a group id.
+            if let (Some(link), Some((vpc, mirrors))) = (link, &target)
+                && **vpc == link.vpc_id
+                && self.link_has_exactly(link, mirrors)
+            {
+                continue;
             }
 
             let action = match (link, target) {
@@ -1046,12 +1059,19 @@ impl<'a> Planner<'a> {
                 (None, Some(_)) if !links_known => continue,
                 (None, Some((vpc, mirrors))) => {
                     if mirrors.len() > MAX_GROUPS_PER_LINK {
+                        let vpc = vpc.clone();
                         self.link_limit_warning(instance_id, &vpc, mirrors.len());
                         continue;
                     }
-                    Action::Attach { instance: instance_id.clone(), vpc, groups: mirrors.into_iter().collect() }
+                    Action::Attach {
+                        instance: instance_id.clone(),
+                        vpc: vpc.clone(),
+                        groups: mirrors.into_iter().cloned().collect(),
+                    }
                 }
                 (Some(link), target) => {
+                    let target: Option<(VpcId, BTreeSet<GroupRef>)> =
+                        target.map(|(vpc, mirrors)| (vpc.clone(), mirrors.into_iter().cloned().collect()));
                     let has_ours = link.groups.iter().any(|g| self.is_ours(g));
                     let foreign: BTreeSet<GroupRef> = link
                         .groups
@@ -1152,6 +1172,13 @@ impl<'a> Planner<'a> {
             let id = self.push(action, deps, audit, pair);
             self.note_unlinks(id, removed, audit);
         }
+    }
+
+    /// Whether `link` holds exactly the groups it should in its VPC: its
+    /// groups that are not ours, kept as they are, and `mirrors`.
+    fn link_has_exactly(&self, link: &Link, mirrors: &[&GroupRef]) -> bool {
+        mirrors.iter().all(|m| m.existing().is_some_and(|id| link.groups.contains(id)))
+            && link.groups.iter().all(|g| !self.is_ours(g) || mirrors.iter().any(|m| m.existing() == Some(g)))
     }
 
     /// The pair (index in `plan.pairs`) whose (existing) mirror `group` is.
@@ -1370,6 +1397,30 @@ fn cmp_planned_observed(planned: &GrantKey<GroupRef>, observed: &GrantKey) -> Or
             (Peer::Group { group: GroupRef::New { .. }, .. }, Peer::Group { .. }) => Ordering::Greater,
             (planned, observed) => rank(planned).cmp(&rank(observed)),
         }
+    })
+}
+
+/// Every instance id of the snapshot's instances and links, in id order,
+/// with its instance and its link (either may be missing): a merge of the
+/// two sorted maps.
+fn instances_and_links(snap: &Snapshot) -> impl Iterator<Item = (&InstanceId, Option<&Instance>, Option<&Link>)> {
+    let mut instances = snap.instances.iter().peekable();
+    let mut links = snap.links.iter().peekable();
+    std::iter::from_fn(move || {
+        let order = match (instances.peek(), links.peek()) {
+            (None, None) => return None,
+            (Some((instance, _)), Some((link, _))) => instance.cmp(link),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+        };
+        Some(match order {
+            Ordering::Less => instances.next().map(|(id, instance)| (id, Some(instance), None))?,
+            Ordering::Greater => links.next().map(|(id, link)| (id, None, Some(link)))?,
+            Ordering::Equal => {
+                let (id, instance) = instances.next()?;
+                (id, Some(instance), links.next().map(|(_, link)| link))
+            }
+        })
     })
 }
 
