@@ -1,12 +1,16 @@
 //! Figure 1 (memory) of issue 6: peak RSS of a snapshot and one plan.
 //!
-//! `cargo run --release --example plan_rss -- 5000 [--cold-only]`
+//! `cargo run --release --example plan_rss -- 5000 [--cold-only] [--keep DIR]`
 //!
 //! The parent process generates the estate of `benches/support` at that size,
 //! observes it from the in-process emulator (cold, then after `apply`
 //! converged) and saves each snapshot as JSON. A fresh child process per
 //! snapshot then loads it and plans once, so its peak RSS (`VmHWM`) is the
 //! snapshot and the plan alone, as in the daemon — not the emulator's world.
+//!
+//! `--keep DIR` leaves the snapshots in `DIR` (`cold-N.json`, `steady-N.json`)
+//! for profiling one plan without the emulator:
+//! `valgrind --tool=callgrind target/release/examples/plan_rss --measure DIR/cold-5000.json`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -28,8 +32,12 @@ fn status_mib(key: &str) -> f64 {
     kib / 1024.0
 }
 
-/// The child: load one snapshot, plan once, print what it cost.
-fn measure(path: &Path) {
+/// The child: load one snapshot, plan once, print what it cost. Then, with
+/// `--repeat N`, plan N more times and print the median and fastest of those
+/// (warm: allocator and caches primed by the first); with `--json OUT`, write
+/// the whole plan and the next memory as JSON to OUT, to compare two builds'
+/// plans of the same large estate byte for byte.
+fn measure(path: &Path, repeat: usize, json: Option<&Path>) {
     let started = Instant::now();
     let snapshot: Snapshot =
         serde_json::from_reader(BufReader::new(File::open(path).expect("snapshot file"))).expect("snapshot JSON");
@@ -51,7 +59,24 @@ fn measure(path: &Path) {
         load.as_millis(),
         planning.as_millis(),
     );
+    if let Some(out) = json {
+        let text = serde_json::to_string(&(&planned, &memory)).expect("plan JSON");
+        std::fs::write(out, text).expect("plan JSON written");
+    }
     drop((planned, memory));
+    if repeat > 0 {
+        let mut times: Vec<f64> = (0..repeat)
+            .map(|_| {
+                let started = Instant::now();
+                let result = plan(&support::config(), &snapshot, &Memory::default(), support::now());
+                let elapsed = started.elapsed();
+                drop(result);
+                elapsed.as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!("repeat={repeat} median_ms={:.1} min_ms={:.1}", times[times.len() / 2], times[0]);
+    }
 }
 
 fn save(snapshot: &Snapshot, path: &Path) {
@@ -61,22 +86,27 @@ fn save(snapshot: &Snapshot, path: &Path) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, path] = args.as_slice()
+    if let [flag, path, rest @ ..] = args.as_slice()
         && flag == "--measure"
     {
-        measure(Path::new(path));
+        let option = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1));
+        let repeat = option("--repeat").map_or(0, |n| n.parse().expect("--repeat N"));
+        measure(Path::new(path), repeat, option("--json").map(Path::new));
         return;
     }
     let groups: usize = args.first().and_then(|a| a.parse().ok()).expect("usage: plan_rss GROUPS [--cold-only]");
     let cold_only = args.iter().any(|a| a == "--cold-only");
-    let dir = tempfile::tempdir().expect("a temporary directory");
+    let keep = args.iter().position(|a| a == "--keep").map(|i| args.get(i + 1).expect("--keep DIR"));
+    let temp = tempfile::tempdir().expect("a temporary directory");
+    let dir = keep.map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
+    std::fs::create_dir_all(&dir).expect("the snapshot directory");
     let config = support::config();
     let runtime = support::runtime();
 
     let started = Instant::now();
     let emu = support::emulator(&runtime, &support::spec(groups));
     let cold = runtime.block_on(support::snapshot(&emu, &config));
-    save(&cold, &dir.path().join("cold.json"));
+    save(&cold, &dir.join(format!("cold-{groups}.json")));
     drop(cold);
     eprintln!("estate of {groups} groups loaded and observed in {:.1?}", started.elapsed());
     let mut phases = vec!["cold"];
@@ -85,7 +115,7 @@ fn main() {
         runtime.block_on(support::converge(&emu, &config));
         eprintln!("converged with apply in {:.1?}", started.elapsed());
         let steady = runtime.block_on(support::snapshot(&emu, &config));
-        save(&steady, &dir.path().join("steady.json"));
+        save(&steady, &dir.join(format!("steady-{groups}.json")));
         phases.push("steady");
     }
     eprintln!("this process (emulator world included): peak {:.1} MiB", status_mib("VmHWM:"));
@@ -93,7 +123,7 @@ fn main() {
 
     let exe = std::env::current_exe().expect("own path");
     for phase in phases {
-        let path = dir.path().join(format!("{phase}.json"));
+        let path = dir.join(format!("{phase}-{groups}.json"));
         let output = Command::new(&exe).arg("--measure").arg(&path).output().expect("the child runs");
         assert!(output.status.success(), "child failed: {}", String::from_utf8_lossy(&output.stderr));
         print!("{phase}: {}", String::from_utf8_lossy(&output.stdout));

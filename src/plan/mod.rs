@@ -20,7 +20,8 @@
 mod render;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
 
 pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
@@ -28,8 +29,8 @@ pub use types::*;
 
 use crate::config::{Config, Mode, SourceRef};
 use crate::model::{
-    Grant, GrantKey, GroupId, InstanceId, InstanceState, MAX_GROUPS_PER_LINK, OWNERSHIP_TAG, Peer, SecurityGroup,
-    Snapshot, VpcId, mirror_description, mirror_name, sanitize_text,
+    Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, OWNERSHIP_TAG, Peer,
+    SecurityGroup, Snapshot, VpcId, mirror_description, mirror_name, sanitize_text,
 };
 
 /// Plans one cycle. Pure and deterministic; returns the plan and the memory
@@ -38,7 +39,8 @@ pub fn plan(config: &Config, snapshot: &Snapshot, memory: &Memory, now: SystemTi
     Planner::new(config, snapshot, memory, now).run()
 }
 
-/// A managed source group and where it goes.
+/// A managed source group and where it goes; from phase 2 on, also what
+/// the plan has decided for it so far.
 #[derive(Clone, Debug)]
 struct Mapping<'a> {
     source: &'a SecurityGroup,
@@ -49,6 +51,14 @@ struct Mapping<'a> {
     adopt: bool,
     enable_classiclink: bool,
     origin: Origin,
+    /// Its mirror, when one can be had (phase 2).
+    mirror: Option<MirrorChoice>,
+    /// Its pair's index in `plan.pairs` (phase 2; that list is sorted only at
+    /// the end). Pairs are pushed in source order, so this index orders
+    /// pairs as their keys do.
+    pair: usize,
+    /// The create or tag action of its mirror (phase 3).
+    prepare: Option<ActionId>,
 }
 
 /// What a pair's mirror is.
@@ -86,25 +96,22 @@ struct Planner<'a> {
     now: SystemTime,
     plan: Plan,
     next_memory: Memory,
-    /// Managed sources by id.
-    managed: BTreeMap<GroupId, Mapping<'a>>,
-    /// The mirror of each managed source, when one can be had.
-    mirrors: BTreeMap<GroupId, MirrorChoice>,
-    /// The source of each existing chosen mirror (the inverse of `mirrors`).
-    source_of_mirror: BTreeMap<GroupId, GroupId>,
-    /// Index of each pair in `plan.pairs` (sorted only at the end).
-    pair_index: BTreeMap<PairKey, usize>,
+    /// Managed sources in id order, the order every phase walks them in.
+    managed: Vec<Mapping<'a>>,
+    /// Index of each managed source in `managed`. Looked up per rule and per
+    /// instance, never iterated (its order would not be deterministic).
+    managed_index: HashMap<&'a GroupId, usize>,
+    /// The source (index in `managed`) of each existing chosen mirror.
+    source_of_mirror: HashMap<GroupId, usize>,
     /// Groups counted as ours: tagged mirrors and groups being tagged.
-    ours: BTreeSet<GroupId>,
+    ours: HashSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
     /// are left alone (SPEC §4.5: detach and drop references only once the
     /// orphan is due for removal).
-    protected: BTreeSet<GroupId>,
+    protected: HashSet<GroupId>,
     /// Orphans, with whether their grace is over, in id order.
     orphans: Vec<(GroupId, OrphanStage)>,
-    /// Action ids of creates and tags, by source.
-    prepare_action: BTreeMap<GroupId, ActionId>,
     /// `EnableClassicLink` action per VPC.
     enable_action: BTreeMap<VpcId, ActionId>,
     /// VPCs where links can be made this cycle.
@@ -134,14 +141,12 @@ impl<'a> Planner<'a> {
             now,
             plan: Plan::default(),
             next_memory: memory.clone(),
-            managed: BTreeMap::new(),
-            mirrors: BTreeMap::new(),
-            source_of_mirror: BTreeMap::new(),
-            pair_index: BTreeMap::new(),
-            ours: BTreeSet::new(),
-            protected: BTreeSet::new(),
+            managed: Vec::new(),
+            managed_index: HashMap::new(),
+            source_of_mirror: HashMap::new(),
+            ours: HashSet::new(),
+            protected: HashSet::new(),
             orphans: Vec::new(),
-            prepare_action: BTreeMap::new(),
             enable_action: BTreeMap::new(),
             linkable_vpcs: BTreeSet::new(),
             revokes_of_ref: BTreeMap::new(),
@@ -200,16 +205,15 @@ impl<'a> Planner<'a> {
             .map_or_else(|| id.to_string(), |g| format!("{id} ({})", g.name))
     }
 
-    fn pair_key(&self, source: &GroupId) -> Option<PairKey> {
-        self.managed.get(source).map(|m| PairKey { source: source.clone(), vpc: m.vpc.clone() })
+    /// The managed source `source`.
+    fn mapping(&self, source: &GroupId) -> Option<&Mapping<'a>> {
+        self.managed_index.get(source).map(|&index| &self.managed[index])
     }
 
-    fn mirror_ref(&self, source: &GroupId) -> Option<GroupRef> {
-        let mapping = self.managed.get(source)?;
-        match self.mirrors.get(source)? {
-            MirrorChoice::Existing { id, .. } => Some(GroupRef::Existing(id.clone())),
-            MirrorChoice::New => Some(GroupRef::New { source: source.clone(), vpc: mapping.vpc.clone() }),
-        }
+    /// The mirror of a managed source, as grants and links name it (phase 2
+    /// keeps it on the source's pair).
+    fn mirror_ref(&self, mapping: &Mapping<'a>) -> Option<&GroupRef> {
+        mapping.mirror.as_ref().and(self.plan.pairs[mapping.pair].mirror.as_ref())
     }
 
     // ----- 1. which groups are managed ------------------------------------
@@ -222,6 +226,7 @@ impl<'a> Planner<'a> {
             classic_by_name.entry(group.name.as_str()).or_default().push(group);
         }
         let mut claimed_names: BTreeMap<(VpcId, String), GroupId> = BTreeMap::new();
+        let mut managed: BTreeMap<GroupId, Mapping<'a>> = BTreeMap::new();
 
         let mut candidates: Vec<Mapping<'a>> = Vec::new();
         for (index, entry) in self.config.mirrors.iter().enumerate() {
@@ -260,6 +265,9 @@ impl<'a> Planner<'a> {
                 adopt: entry.adopt,
                 enable_classiclink: entry.enable_classiclink,
                 origin: Origin::Config(index),
+                mirror: None,
+                pair: 0,
+                prepare: None,
             });
         }
 
@@ -302,6 +310,9 @@ impl<'a> Planner<'a> {
                     adopt: false,
                     enable_classiclink: false,
                     origin: Origin::Tag,
+                    mirror: None,
+                    pair: 0,
+                    prepare: None,
                 });
             }
         }
@@ -310,7 +321,7 @@ impl<'a> Planner<'a> {
             let id = mapping.source.id.clone();
             let label = self.group_label(&id);
             let origin = origin_label(mapping.origin);
-            if let Some(first) = self.managed.get(&id) {
+            if let Some(first) = managed.get(&id) {
                 let first = origin_label(first.origin);
                 self.warn(
                     WarningKind::ConflictDuplicateMapping,
@@ -353,8 +364,10 @@ impl<'a> Planner<'a> {
                 continue;
             }
             claimed_names.insert(name_key, id.clone());
-            self.managed.insert(id, mapping);
+            managed.insert(id, mapping);
         }
+        self.managed = managed.into_values().collect();
+        self.managed_index = self.managed.iter().enumerate().map(|(index, m)| (&m.source.id, index)).collect();
     }
 
     // ----- 2. which group is each mirror ----------------------------------
@@ -373,9 +386,9 @@ impl<'a> Planner<'a> {
             by_name.insert((vpc.clone(), group.name.as_str()), group);
         }
 
-        let sources: Vec<GroupId> = self.managed.keys().cloned().collect();
-        for source in sources {
-            let mapping = self.managed[&source].clone();
+        for index in 0..self.managed.len() {
+            let mapping = self.managed[index].clone();
+            let source = mapping.source.id.clone();
             let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
             let mut pair = PairPlan {
                 key: key.clone(),
@@ -485,17 +498,19 @@ impl<'a> Planner<'a> {
             } else {
                 Some(MirrorChoice::New)
             };
-            if let Some(choice) = choice {
-                if let MirrorChoice::Existing { id, .. } = &choice {
-                    self.ours.insert(id.clone());
-                }
-                if let MirrorChoice::Existing { id, .. } = &choice {
-                    self.source_of_mirror.insert(id.clone(), source.clone());
-                }
-                self.mirrors.insert(source.clone(), choice);
-                pair.mirror = self.mirror_ref(&source);
+            if let Some(choice) = &choice {
+                pair.mirror = Some(match choice {
+                    MirrorChoice::Existing { id, .. } => {
+                        self.ours.insert(id.clone());
+                        self.source_of_mirror.insert(id.clone(), index);
+                        GroupRef::Existing(id.clone())
+                    }
+                    MirrorChoice::New => GroupRef::New { source: source.clone(), vpc: mapping.vpc.clone() },
+                });
             }
-            self.pair_index.insert(pair.key.clone(), self.plan.pairs.len());
+            let mapping = &mut self.managed[index];
+            mapping.mirror = choice;
+            mapping.pair = self.plan.pairs.len();
             self.plan.pairs.push(pair);
         }
     }
@@ -535,8 +550,7 @@ impl<'a> Planner<'a> {
             .filter(|i| i.vpc_id.is_none() && i.state == InstanceState::Running)
             .filter(|i| {
                 i.groups.iter().any(|g| {
-                    self.managed.get(g).is_some_and(|m| m.source.is_classic() && m.link_instances)
-                        && self.mirrors.contains_key(g)
+                    self.mapping(g).is_some_and(|m| m.source.is_classic() && m.link_instances && m.mirror.is_some())
                 })
             })
             .count()
@@ -615,8 +629,8 @@ impl<'a> Planner<'a> {
 
     fn plan_classiclink_enablement(&mut self) {
         let mut wanted: BTreeMap<VpcId, (bool, bool)> = BTreeMap::new(); // (enable requested, all audited)
-        for (source, mapping) in &self.managed {
-            if !mapping.source.is_classic() || !mapping.link_instances || !self.mirrors.contains_key(source) {
+        for mapping in &self.managed {
+            if !mapping.source.is_classic() || !mapping.link_instances || mapping.mirror.is_none() {
                 continue;
             }
             let entry = wanted.entry(mapping.vpc.clone()).or_insert((false, true));
@@ -651,12 +665,13 @@ impl<'a> Planner<'a> {
     fn plan_grants(&mut self) {
         // Creates and tags first, so that every grant and link action can
         // depend on them.
-        let sources: Vec<GroupId> = self.mirrors.keys().cloned().collect();
-        for source in &sources {
-            let mapping = self.managed[source].clone();
-            let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
+        let sources: Vec<usize> = (0..self.managed.len()).filter(|&i| self.managed[i].mirror.is_some()).collect();
+        for &index in &sources {
+            let mapping = &self.managed[index];
+            let source = &mapping.source.id;
+            let key = self.plan.pairs[mapping.pair].key.clone();
             let tags = BTreeMap::from([(OWNERSHIP_TAG.to_owned(), source.to_string())]);
-            let action = match &self.mirrors[source] {
+            let action = match mapping.mirror.as_ref().expect("chosen mirror") {
                 MirrorChoice::New => Action::CreateMirror {
                     source: source.clone(),
                     vpc: mapping.vpc.clone(),
@@ -669,15 +684,17 @@ impl<'a> Planner<'a> {
                 }
                 MirrorChoice::Existing { tag: None, .. } => continue,
             };
-            let id = self.push(action, vec![], mapping.audit, Some(key));
-            self.prepare_action.insert(source.clone(), id);
+            let audit = mapping.audit;
+            let id = self.push(action, vec![], audit, Some(key));
+            self.managed[index].prepare = Some(id);
         }
 
         let destructive_held = self.destructive_held();
-        for source in &sources {
-            let mapping = self.managed[source].clone();
-            let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
-            let mirror = self.mirror_ref(source).expect("chosen mirror");
+        for &index in &sources {
+            let mapping = self.managed[index].clone();
+            let source = &mapping.source.id;
+            let key = self.plan.pairs[mapping.pair].key.clone();
+            let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
             let desired = self.desired_grants(&mapping, &key);
             let diff = self.diff(&mirror, desired);
             let quota = self.config.limits.rules_per_group;
@@ -746,7 +763,7 @@ impl<'a> Planner<'a> {
             let revoke_now: Vec<Grant> = diff.revoke[..allowed].to_vec();
             let (pre, post) = revoke_now.split_at(pre_count);
 
-            let mut group_deps: Vec<ActionId> = self.prepare_action.get(source).copied().into_iter().collect();
+            let mut group_deps: Vec<ActionId> = mapping.prepare.into_iter().collect();
             let mut pre_id = None;
             if !pre.is_empty() {
                 let id = self.push_revoke(&mirror, pre.to_vec(), group_deps.clone(), mapping.audit, &key);
@@ -766,18 +783,18 @@ impl<'a> Planner<'a> {
                 if !waits {
                     authorize_id = Some(id);
                 }
-                self.pair_drift(&key).add += count;
+                self.drift(mapping.pair).add += count;
             }
             if !post.is_empty() {
                 let mut deps = group_deps.clone();
                 deps.extend(authorize_id);
                 self.push_revoke(&mirror, post.to_vec(), deps, mapping.audit, &key);
             }
-            self.pair_drift(&key).remove += diff.revoke.len();
+            self.drift(mapping.pair).remove += diff.revoke.len();
             if !diff.update.is_empty() {
                 let GroupRef::Existing(group) = &mirror else { unreachable!("updates need an existing mirror") };
                 let (grants, previous): (Vec<Grant>, Vec<Option<String>>) = diff.update.into_iter().unzip();
-                self.pair_drift(&key).update += grants.len();
+                self.drift(mapping.pair).update += grants.len();
                 group_deps.sort();
                 self.push(
                     Action::UpdateDescriptions { group: group.clone(), grants, previous },
@@ -791,23 +808,30 @@ impl<'a> Planner<'a> {
 
     /// The source whose mirror `mirror` is about to be tagged by this plan
     /// (default group or adoption), so that users of it wait for the tag.
-    fn tagged_now_for(&self, mirror: &GroupId) -> Option<GroupId> {
-        let source = self.source_of_mirror.get(mirror)?;
-        matches!(self.mirrors.get(source), Some(MirrorChoice::Existing { tag: Some(_), .. })).then(|| source.clone())
+    fn tagged_now_for(&self, mirror: &GroupId) -> Option<&Mapping<'a>> {
+        let source = &self.managed[*self.source_of_mirror.get(mirror)?];
+        matches!(source.mirror, Some(MirrorChoice::Existing { tag: Some(_), .. })).then_some(source)
+    }
+
+    /// The create or tag action `group`, a mirror in a grant or a link,
+    /// waits for, if any.
+    fn prepare_of(&self, group: &GroupRef) -> Option<ActionId> {
+        match group {
+            GroupRef::New { source, .. } => self.mapping(source)?.prepare,
+            GroupRef::Existing(id) => self.tagged_now_for(id)?.prepare,
+        }
     }
 
     /// The create or tag action a grant's peer mirror waits for, if any.
     fn peer_prepare(&self, grant: &Grant<GroupRef>) -> Option<ActionId> {
-        let source = match &grant.key.peer {
-            Peer::Group { group: GroupRef::New { source, .. }, .. } => Some(source.clone()),
-            Peer::Group { group: GroupRef::Existing(peer), .. } => self.tagged_now_for(peer),
+        match &grant.key.peer {
+            Peer::Group { group, .. } => self.prepare_of(group),
             _ => None,
-        };
-        source.and_then(|s| self.prepare_action.get(&s).copied())
+        }
     }
 
-    fn pair_drift(&mut self, key: &PairKey) -> &mut Drift {
-        let index = self.pair_index[key];
+    /// The drift of the pair at `index` in `plan.pairs`.
+    fn drift(&mut self, index: usize) -> &mut Drift {
         &mut self.plan.pairs[index].drift
     }
 
@@ -837,22 +861,24 @@ impl<'a> Planner<'a> {
         id
     }
 
-    /// The source's grants translated for its mirror; reports what cannot be.
-    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> BTreeMap<GrantKey<GroupRef>, Option<String>> {
-        let mut desired = BTreeMap::new();
-        let mut ingress = mapping.source.ingress.clone();
-        ingress.sort();
+    /// The source's grants translated for its mirror, sorted by key, one per
+    /// key (the first, in the order of the sorted source grants); reports
+    /// what cannot be translated.
+    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Grant<GroupRef>> {
+        let mut desired = Vec::with_capacity(mapping.source.ingress.len());
+        let mut ingress: Vec<&Grant> = mapping.source.ingress.iter().collect();
+        ingress.sort_unstable();
         for grant in ingress {
             let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
             let peer = match &grant.key.peer {
                 Peer::Ipv4(net) => Ok(Peer::Ipv4(*net)),
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
-                Peer::Group { group, owner: None } => match self.managed.get(group) {
+                Peer::Group { group, owner: None } => match self.mapping(group) {
                     None => Err(Unmirrorable::NotManaged),
                     Some(peer_mapping) if peer_mapping.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
-                    Some(_) => match self.mirror_ref(group) {
-                        Some(mirror) => Ok(Peer::Group { group: mirror, owner: None }),
+                    Some(peer_mapping) => match self.mirror_ref(peer_mapping) {
+                        Some(mirror) => Ok(Peer::Group { group: mirror.clone(), owner: None }),
                         None => Err(Unmirrorable::MirrorUnavailable),
                     },
                 },
@@ -860,13 +886,13 @@ impl<'a> Planner<'a> {
             match peer {
                 Ok(peer) => {
                     let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
-                    desired.entry(key).or_insert(description);
+                    desired.push(Grant { key, description });
                 }
                 Err(reason) => {
                     let message = format!(
                         "{} rule {} cannot be mirrored: {}",
                         mapping.source.id,
-                        self.describe_source_grant(&grant),
+                        self.describe_source_grant(grant),
                         reason.phrase()
                     );
                     self.plan.warnings.push(Warning {
@@ -879,6 +905,12 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        // Translation keeps the source order except among group peers (a
+        // mirror's id or a new mirror sorts unlike its source's id), so this
+        // stable sort mostly finds one sorted run. Stable, and keeping the
+        // first of equal keys: the first description wins.
+        desired.sort_by(|a, b| a.key.cmp(&b.key));
+        desired.dedup_by(|later, first| later.key == first.key);
         desired
     }
 
@@ -898,41 +930,52 @@ impl<'a> Planner<'a> {
         format!("{} from {peer}", render::proto_ports(grant.key.protocol, &grant.key.ports))
     }
 
-    fn diff(&self, mirror: &GroupRef, desired: BTreeMap<GrantKey<GroupRef>, Option<String>>) -> GrantDiff {
+    /// `desired` (sorted by key, one per key) against the mirror's rules: a
+    /// merge of two sorted lists, without copying either.
+    fn diff(&self, mirror: &GroupRef, desired: Vec<Grant<GroupRef>>) -> GrantDiff {
         let GroupRef::Existing(id) = mirror else {
-            let add = desired.into_iter().map(|(key, description)| Grant { key, description }).collect();
-            return GrantDiff { add, revoke: Vec::new(), update: Vec::new(), current: 0 };
+            return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
         let Some(group) = self.snap.vpc_groups.get(id) else {
             return GrantDiff { add: Vec::new(), revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
-        let mut actual: BTreeMap<GrantKey<GroupRef>, (&Grant, bool)> = BTreeMap::new();
-        for grant in &group.ingress {
-            let owned = match &grant.key.peer {
-                Peer::Ipv4(_) => true,
-                Peer::Group { group, owner: None } => self.is_ours(group),
-                _ => false,
-            };
-            actual.insert(grant.clone().map_group(GroupRef::Existing).key, (grant, owned));
+        // The rules by key; of several with one key, the last observed.
+        let mut actual: Vec<&Grant> = group.ingress.iter().collect();
+        actual.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut deduped: Vec<&Grant> = Vec::with_capacity(actual.len());
+        for grant in actual {
+            match deduped.last_mut() {
+                Some(last) if last.key == grant.key => *last = grant,
+                _ => deduped.push(grant),
+            }
         }
+        let owned = |grant: &Grant| match &grant.key.peer {
+            Peer::Ipv4(_) => true,
+            Peer::Group { group, owner: None } => self.is_ours(group),
+            _ => false,
+        };
         let mut add = Vec::new();
         let mut update = Vec::new();
-        for (key, description) in &desired {
-            match actual.get(key) {
-                None => add.push(Grant { key: key.clone(), description: description.clone() }),
-                Some((have, _)) if have.description != *description => {
-                    let mut grant = (*have).clone();
-                    grant.description = description.clone();
-                    update.push((grant, have.description.clone()));
+        let mut revoke = Vec::new();
+        let mut have = deduped.into_iter().peekable();
+        for want in desired {
+            // Observed rules sorting before the next desired one are not desired.
+            while let Some(grant) = have.next_if(|g| cmp_planned_observed(&want.key, &g.key) == Ordering::Greater) {
+                if owned(grant) {
+                    revoke.push(grant.clone());
+                }
+            }
+            match have.next_if(|g| cmp_planned_observed(&want.key, &g.key) == Ordering::Equal) {
+                None => add.push(want),
+                Some(grant) if grant.description != want.description => {
+                    let mut updated = grant.clone();
+                    updated.description = want.description;
+                    update.push((updated, grant.description.clone()));
                 }
                 Some(_) => {}
             }
         }
-        let revoke = actual
-            .iter()
-            .filter(|(key, (_, owned))| *owned && !desired.contains_key(*key))
-            .map(|(_, (grant, _))| (*grant).clone())
-            .collect();
+        revoke.extend(have.filter(|g| owned(g)).cloned());
         GrantDiff { add, revoke, update, current: group.ingress.len() }
     }
 
@@ -945,36 +988,36 @@ impl<'a> Planner<'a> {
         // Without the full list of links, an attach would be a guess (EC2
         // rejects attaching an instance that is already linked).
         let links_known = !snap.incomplete.contains(&crate::model::SnapshotPart::Links);
-        let mut instance_ids: BTreeSet<&InstanceId> = snap.instances.keys().collect();
-        instance_ids.extend(snap.links.keys());
 
-        for instance_id in instance_ids {
-            let instance = snap.instances.get(instance_id);
-            let link = snap.links.get(instance_id);
+        for (instance_id, instance, link) in instances_and_links(snap) {
             // VPC instances cannot be linked; pending ones are left for the
             // next cycle; stopped ones were unlinked by EC2.
             if instance.is_some_and(|i| i.vpc_id.is_some() || i.state != InstanceState::Running) {
                 continue;
             }
-            // The mirrors the instance is entitled to, by VPC.
-            let mut entitled: BTreeMap<VpcId, BTreeSet<GroupRef>> = BTreeMap::new();
-            let mut sources: Vec<GroupId> = Vec::new();
+            // The mirrors the instance is entitled to, with their VPCs,
+            // borrowed: most instances need no action, so nothing is copied
+            // until one is planned.
+            let mut entitled: Vec<(&VpcId, &GroupRef)> = Vec::new();
+            // Their pairs, as indices in `plan.pairs` (ordered as the keys).
+            let mut pairs: Vec<usize> = Vec::new();
             let mut audit = false;
             for group in instance.map(|i| &i.groups).into_iter().flatten() {
-                let Some(mapping) = self.managed.get(group) else { continue };
+                let Some(mapping) = self.mapping(group) else { continue };
                 if !mapping.source.is_classic() || !mapping.link_instances {
                     continue;
                 }
-                let Some(mirror) = self.mirror_ref(group) else { continue };
+                let Some(mirror) = self.mirror_ref(mapping) else { continue };
                 if !self.linkable_vpcs.contains(&mapping.vpc) {
                     continue;
                 }
-                entitled.entry(mapping.vpc.clone()).or_default().insert(mirror);
-                sources.push(group.clone());
+                entitled.push((&mapping.vpc, mirror));
+                pairs.push(mapping.pair);
                 audit |= mapping.audit;
             }
-            if entitled.len() > 1 {
-                let vpcs: Vec<String> = entitled.keys().map(ToString::to_string).collect();
+            if entitled.iter().any(|(vpc, _)| *vpc != entitled[0].0) {
+                let vpcs: BTreeSet<&VpcId> = entitled.iter().map(|(vpc, _)| *vpc).collect();
+                let vpcs: Vec<String> = vpcs.into_iter().map(ToString::to_string).collect();
                 self.warn(
                     WarningKind::ConflictMultiVpc,
                     None,
@@ -989,26 +1032,46 @@ impl<'a> Planner<'a> {
                 }
                 continue;
             }
-            let target = entitled.into_iter().next();
+            // The one VPC and its mirrors, as a sorted set.
+            let target: Option<(&VpcId, Vec<&GroupRef>)> = entitled.first().map(|&(vpc, _)| {
+                let mut mirrors: Vec<&GroupRef> = entitled.iter().map(|&(_, mirror)| mirror).collect();
+                mirrors.sort_unstable();
+                mirrors.dedup();
+                (vpc, mirrors)
+            });
             if target.is_none() && link.is_none_or(|l| !l.groups.iter().any(|g| self.is_ours(g))) {
                 continue;
             }
             if target.is_none() {
                 audit = global_audit;
             }
-            let pair_keys: Vec<PairKey> = sources.iter().filter_map(|s| self.pair_key(s)).collect();
+            // Already linked as it should be (most instances in a steady
+            // state): decided without copying a group id.
+            if let (Some(link), Some((vpc, mirrors))) = (link, &target)
+                && **vpc == link.vpc_id
+                && self.link_has_exactly(link, mirrors)
+            {
+                continue;
+            }
 
             let action = match (link, target) {
                 (None, None) => continue,
                 (None, Some(_)) if !links_known => continue,
                 (None, Some((vpc, mirrors))) => {
                     if mirrors.len() > MAX_GROUPS_PER_LINK {
+                        let vpc = vpc.clone();
                         self.link_limit_warning(instance_id, &vpc, mirrors.len());
                         continue;
                     }
-                    Action::Attach { instance: instance_id.clone(), vpc, groups: mirrors.into_iter().collect() }
+                    Action::Attach {
+                        instance: instance_id.clone(),
+                        vpc: vpc.clone(),
+                        groups: mirrors.into_iter().cloned().collect(),
+                    }
                 }
                 (Some(link), target) => {
+                    let target: Option<(VpcId, BTreeSet<GroupRef>)> =
+                        target.map(|(vpc, mirrors)| (vpc.clone(), mirrors.into_iter().cloned().collect()));
                     let has_ours = link.groups.iter().any(|g| self.is_ours(g));
                     let foreign: BTreeSet<GroupRef> = link
                         .groups
@@ -1091,39 +1154,36 @@ impl<'a> Planner<'a> {
             }
             // Drift belongs to the pairs entitled to the link and to the
             // pairs whose mirrors the action removes from it.
-            let mut pair_keys = pair_keys;
-            for group in &removed {
-                if let Some(key) = self.pair_of_mirror(group) {
-                    pair_keys.push(key);
-                }
+            pairs.extend(removed.iter().filter_map(|group| self.pair_of_mirror(group)));
+            pairs.sort_unstable();
+            pairs.dedup();
+            for &pair in &pairs {
+                self.drift(pair).links += 1;
             }
-            pair_keys.sort();
-            pair_keys.dedup();
-            for key in &pair_keys {
-                self.pair_drift(key).links += 1;
-            }
+            let pair = pairs.first().map(|&first| self.plan.pairs[first].key.clone());
             let mut deps = Vec::new();
             let (Action::Attach { vpc, groups, .. } | Action::Relink { vpc, groups, .. }) = &action else {
-                let id = self.push(action, deps, audit, pair_keys.first().cloned());
+                let id = self.push(action, deps, audit, pair);
                 self.note_unlinks(id, removed, audit);
                 continue;
             };
             deps.extend(self.enable_action.get(vpc).copied());
-            for group in groups {
-                let source = match group {
-                    GroupRef::New { source, .. } => Some(source.clone()),
-                    GroupRef::Existing(id) => self.tagged_now_for(id),
-                };
-                deps.extend(source.and_then(|s| self.prepare_action.get(&s).copied()));
-            }
-            let id = self.push(action, deps, audit, pair_keys.first().cloned());
+            deps.extend(groups.iter().filter_map(|group| self.prepare_of(group)));
+            let id = self.push(action, deps, audit, pair);
             self.note_unlinks(id, removed, audit);
         }
     }
 
-    /// The managed pair whose (existing) mirror `group` is.
-    fn pair_of_mirror(&self, group: &GroupId) -> Option<PairKey> {
-        self.source_of_mirror.get(group).and_then(|source| self.pair_key(source))
+    /// Whether `link` holds exactly the groups it should in its VPC: its
+    /// groups that are not ours, kept as they are, and `mirrors`.
+    fn link_has_exactly(&self, link: &Link, mirrors: &[&GroupRef]) -> bool {
+        mirrors.iter().all(|m| m.existing().is_some_and(|id| link.groups.contains(id)))
+            && link.groups.iter().all(|g| !self.is_ours(g) || mirrors.iter().any(|m| m.existing() == Some(g)))
+    }
+
+    /// The pair (index in `plan.pairs`) whose (existing) mirror `group` is.
+    fn pair_of_mirror(&self, group: &GroupId) -> Option<usize> {
+        self.source_of_mirror.get(group).map(|&source| self.managed[source].pair)
     }
 
     fn note_unlinks(&mut self, id: ActionId, removed: Vec<GroupId>, audit: bool) {
@@ -1151,21 +1211,14 @@ impl<'a> Planner<'a> {
     /// Finds the orphans (tagged groups no pair claims), remembers since when,
     /// and decides which must keep working this pass.
     fn find_orphans(&mut self) {
-        let chosen: BTreeSet<GroupId> = self
-            .mirrors
-            .values()
-            .filter_map(|c| match c {
-                MirrorChoice::Existing { id, .. } => Some(id.clone()),
-                MirrorChoice::New => None,
-            })
-            .collect();
         let complete = self.snap.is_complete();
         if complete {
             self.next_memory.orphans_since.clear();
         }
         for group in self.snap.vpc_groups.values() {
             let (Some(_), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { continue };
-            if chosen.contains(&group.id) {
+            // A chosen mirror is not an orphan.
+            if self.source_of_mirror.contains_key(&group.id) {
                 continue;
             }
             let since = self.memory.orphans_since.get(&group.id).copied().unwrap_or(self.now);
@@ -1318,6 +1371,57 @@ impl<'a> Planner<'a> {
             self.next_memory.delete_backoff.retain(|g, _| self.next_memory.orphans_since.contains_key(g));
         }
     }
+}
+
+/// Orders a planned key against an observed one as if the observed key's
+/// group were `GroupRef::Existing`: the order of `GrantKey<GroupRef>`, without
+/// converting (cloning) the observed key.
+fn cmp_planned_observed(planned: &GrantKey<GroupRef>, observed: &GrantKey) -> Ordering {
+    fn rank<G>(peer: &Peer<G>) -> u8 {
+        match peer {
+            Peer::Ipv4(_) => 0,
+            Peer::Ipv6(_) => 1,
+            Peer::PrefixList(_) => 2,
+            Peer::Group { .. } => 3,
+        }
+    }
+    planned.protocol.cmp(&observed.protocol).then(planned.ports.cmp(&observed.ports)).then_with(|| {
+        match (&planned.peer, &observed.peer) {
+            (Peer::Ipv4(a), Peer::Ipv4(b)) => a.cmp(b),
+            (Peer::Ipv6(a), Peer::Ipv6(b)) => a.cmp(b),
+            (Peer::PrefixList(a), Peer::PrefixList(b)) => a.cmp(b),
+            (Peer::Group { group: GroupRef::Existing(a), owner: p }, Peer::Group { group: b, owner: o }) => {
+                a.cmp(b).then_with(|| p.cmp(o))
+            }
+            // `New` sorts after every `Existing`.
+            (Peer::Group { group: GroupRef::New { .. }, .. }, Peer::Group { .. }) => Ordering::Greater,
+            (planned, observed) => rank(planned).cmp(&rank(observed)),
+        }
+    })
+}
+
+/// Every instance id of the snapshot's instances and links, in id order,
+/// with its instance and its link (either may be missing): a merge of the
+/// two sorted maps.
+fn instances_and_links(snap: &Snapshot) -> impl Iterator<Item = (&InstanceId, Option<&Instance>, Option<&Link>)> {
+    let mut instances = snap.instances.iter().peekable();
+    let mut links = snap.links.iter().peekable();
+    std::iter::from_fn(move || {
+        let order = match (instances.peek(), links.peek()) {
+            (None, None) => return None,
+            (Some((instance, _)), Some((link, _))) => instance.cmp(link),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+        };
+        Some(match order {
+            Ordering::Less => instances.next().map(|(id, instance)| (id, Some(instance), None))?,
+            Ordering::Greater => links.next().map(|(id, link)| (id, None, Some(link)))?,
+            Ordering::Equal => {
+                let (id, instance) = instances.next()?;
+                (id, Some(instance), links.next().map(|(_, link)| link))
+            }
+        })
+    })
 }
 
 /// Rules of other orphans referencing one orphan, by referring orphan.

@@ -1318,3 +1318,43 @@ fn a_detach_counts_as_link_drift_of_the_pair_whose_mirror_it_removes() {
     assert!(!web.in_sync());
     assert_eq!(plan.actions[0].pair.as_ref(), Some(&web.key));
 }
+
+#[test]
+fn an_observed_key_compares_with_a_planned_one_as_if_it_were_an_existing_group_ref() {
+    // The rule diff merges planned keys with observed ones without
+    // converting them; the order must be exactly `GrantKey<GroupRef>`'s.
+    let ports = [Ports::None, Ports::Range { from: 22, to: 22 }, Ports::Range { from: 22, to: 80 }];
+    let peers: Vec<Peer> = vec![
+        Peer::Ipv4("10.0.0.0/8".parse().unwrap()),
+        Peer::Ipv4("192.168.0.0/16".parse().unwrap()),
+        Peer::Ipv6("2001:db8::/32".parse().unwrap()),
+        Peer::PrefixList(crate::model::PrefixListId::try_new("pl-1a").unwrap()),
+        Peer::Group { group: sg("sg-0a1"), owner: None },
+        Peer::Group { group: sg("sg-0a1"), owner: Some("210987654321".into()) },
+        Peer::Group { group: sg("sg-0b2"), owner: None },
+    ];
+    let mut observed = Vec::new();
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        for ports in ports {
+            for peer in &peers {
+                observed.push(GrantKey { protocol, ports, peer: peer.clone() });
+            }
+        }
+    }
+    let mut planned: Vec<GrantKey<GroupRef>> = observed
+        .iter()
+        .map(|k| Grant { key: k.clone(), description: None }.map_group(GroupRef::Existing).key)
+        .collect();
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        let new =
+            |source: &str| Peer::Group { group: GroupRef::New { source: sg(source), vpc: vpc(VPC) }, owner: None };
+        planned.push(GrantKey { protocol, ports: ports[1], peer: new("sg-0a1") });
+        planned.push(GrantKey { protocol, ports: ports[1], peer: new("sg-000") });
+    }
+    for want in &planned {
+        for have in &observed {
+            let converted = Grant { key: have.clone(), description: None }.map_group(GroupRef::Existing).key;
+            assert_eq!(cmp_planned_observed(want, have), want.cmp(&converted), "{want:?} against {have:?}");
+        }
+    }
+}
