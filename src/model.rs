@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -76,11 +77,15 @@ fn is_ec2_id(value: &str, prefix: &str) -> bool {
     (1..=32).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+/// Ids are immutable text shared by reference count: the planner copies
+/// each id into many actions, pairs and indexes, and a copy is then a
+/// counter increment instead of an allocation. They compare, hash, print and
+/// serialise as their text.
 macro_rules! ec2_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates the `prefix-hex` shape.
@@ -90,9 +95,18 @@ macro_rules! ec2_id {
             pub fn try_new(value: impl Into<String>) -> Result<Self, ModelError> {
                 let value = value.into();
                 if is_ec2_id(&value, $prefix) {
-                    Ok(Self(value))
+                    Ok(Self(Arc::from(value)))
                 } else {
                     Err(ModelError::BadId { what: $what, value })
+                }
+            }
+
+            /// [`Self::try_new`] on borrowed text: one allocation, for the id.
+            fn try_from_str(value: &str) -> Result<Self, ModelError> {
+                if is_ec2_id(value, $prefix) {
+                    Ok(Self(Arc::from(value)))
+                } else {
+                    Err(ModelError::BadId { what: $what, value: value.to_owned() })
                 }
             }
 
@@ -112,7 +126,7 @@ macro_rules! ec2_id {
         impl FromStr for $name {
             type Err = ModelError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::try_new(s)
+                Self::try_from_str(s)
             }
         }
 
@@ -124,8 +138,19 @@ macro_rules! ec2_id {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(d)?;
-                Self::try_new(text).map_err(serde::de::Error::custom)
+                // Borrowed text when the format allows it (one allocation,
+                // not two); errors read as `String`'s would.
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        $name::try_from_str(text).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Text)
             }
         }
     };
@@ -491,7 +516,7 @@ impl SecurityGroup {
     /// well-formed value.
     #[must_use]
     pub fn mirrored_from(&self) -> Option<GroupId> {
-        self.tags.get(OWNERSHIP_TAG).and_then(|v| GroupId::try_new(v.as_str()).ok())
+        self.tags.get(OWNERSHIP_TAG).and_then(|v| v.parse().ok())
     }
 }
 
