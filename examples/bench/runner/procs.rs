@@ -149,12 +149,6 @@ impl EmulatorProcess {
         AwsEc2::from_config_with(&aws, AwsOptions { credentials: Some(credentials), ..AwsOptions::default() }).await
     }
 
-    /// The process id, for reports.
-    #[must_use]
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     /// Kills the emulator and waits for it.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
