@@ -81,9 +81,13 @@ enum OrphanStage {
     Due,
 }
 
+/// A grant a mirror should have, with the create or tag action of the
+/// mirror it references, if that mirror is created or tagged by this plan.
+type Desired = (Grant<GroupRef>, Option<ActionId>);
+
 /// The per-grant diff of one mirror before quota and caps.
 struct GrantDiff {
-    add: Vec<Grant<GroupRef>>,
+    add: Vec<Desired>,
     revoke: Vec<Grant>,
     update: Vec<(Grant, Option<String>)>,
     current: usize,
@@ -729,7 +733,7 @@ impl<'a> Planner<'a> {
             let (waiting, mut add): (Vec<_>, Vec<_>) = diff
                 .add
                 .into_iter()
-                .partition(|g| !mapping.audit && self.peer_prepare(g).is_some_and(|id| self.plan.actions[id.0].audit));
+                .partition(|(_, peer)| !mapping.audit && peer.is_some_and(|id| self.plan.actions[id.0].audit));
 
             // Quota: the group may hold `quota` grants at any moment. Grants
             // that would not fit even after every revocation are reported;
@@ -776,7 +780,12 @@ impl<'a> Planner<'a> {
                 }
                 let mut deps = group_deps.clone();
                 deps.extend(pre_id);
-                deps.extend(grants.iter().filter_map(|g| self.peer_prepare(g)));
+                deps.extend(grants.iter().filter_map(|&(_, peer)| peer));
+                // A new vector of the exact size (collecting would reuse the
+                // larger one, and the plan keeps every action).
+                let mut plain = Vec::with_capacity(grants.len());
+                plain.extend(grants.into_iter().map(|(grant, _)| grant));
+                let grants = plain;
                 let count = grants.len();
                 let audit = mapping.audit || waits;
                 let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
@@ -822,14 +831,6 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The create or tag action a grant's peer mirror waits for, if any.
-    fn peer_prepare(&self, grant: &Grant<GroupRef>) -> Option<ActionId> {
-        match &grant.key.peer {
-            Peer::Group { group, .. } => self.prepare_of(group),
-            _ => None,
-        }
-    }
-
     /// The drift of the pair at `index` in `plan.pairs`.
     fn drift(&mut self, index: usize) -> &mut Drift {
         &mut self.plan.pairs[index].drift
@@ -862,31 +863,33 @@ impl<'a> Planner<'a> {
     }
 
     /// The source's grants translated for its mirror, sorted by key, one per
-    /// key (the first, in the order of the sorted source grants); reports
-    /// what cannot be translated.
-    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Grant<GroupRef>> {
+    /// key (the first, in the order of the sorted source grants), each with
+    /// the create or tag action of the mirror it references; reports what
+    /// cannot be translated. Needs the create and tag actions planned.
+    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Desired> {
         let mut desired = Vec::with_capacity(mapping.source.ingress.len());
         let mut ingress: Vec<&Grant> = mapping.source.ingress.iter().collect();
         ingress.sort_unstable();
         for grant in ingress {
             let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
             let peer = match &grant.key.peer {
-                Peer::Ipv4(net) => Ok(Peer::Ipv4(*net)),
+                Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
                 Peer::Group { group, owner: None } => match self.mapping(group) {
                     None => Err(Unmirrorable::NotManaged),
                     Some(peer_mapping) if peer_mapping.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
+                    // The peer's mirror waits for its own create or tag.
                     Some(peer_mapping) => match self.mirror_ref(peer_mapping) {
-                        Some(mirror) => Ok(Peer::Group { group: mirror.clone(), owner: None }),
+                        Some(mirror) => Ok((Peer::Group { group: mirror.clone(), owner: None }, peer_mapping.prepare)),
                         None => Err(Unmirrorable::MirrorUnavailable),
                     },
                 },
             };
             match peer {
-                Ok(peer) => {
+                Ok((peer, prepare)) => {
                     let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
-                    desired.push(Grant { key, description });
+                    desired.push((Grant { key, description }, prepare));
                 }
                 Err(reason) => {
                     let message = format!(
@@ -909,8 +912,8 @@ impl<'a> Planner<'a> {
         // mirror's id or a new mirror sorts unlike its source's id), so this
         // stable sort mostly finds one sorted run. Stable, and keeping the
         // first of equal keys: the first description wins.
-        desired.sort_by(|a, b| a.key.cmp(&b.key));
-        desired.dedup_by(|later, first| later.key == first.key);
+        desired.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
+        desired.dedup_by(|(later, _), (first, _)| later.key == first.key);
         desired
     }
 
@@ -932,7 +935,7 @@ impl<'a> Planner<'a> {
 
     /// `desired` (sorted by key, one per key) against the mirror's rules: a
     /// merge of two sorted lists, without copying either.
-    fn diff(&self, mirror: &GroupRef, desired: Vec<Grant<GroupRef>>) -> GrantDiff {
+    fn diff(&self, mirror: &GroupRef, desired: Vec<Desired>) -> GrantDiff {
         let GroupRef::Existing(id) = mirror else {
             return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
@@ -958,15 +961,27 @@ impl<'a> Planner<'a> {
         let mut update = Vec::new();
         let mut revoke = Vec::new();
         let mut have = deduped.into_iter().peekable();
-        for want in desired {
-            // Observed rules sorting before the next desired one are not desired.
-            while let Some(grant) = have.next_if(|g| cmp_planned_observed(&want.key, &g.key) == Ordering::Greater) {
-                if owned(grant) {
-                    revoke.push(grant.clone());
+        for (want, prepare) in desired {
+            // Observed rules sorting before the next desired one are not
+            // desired; one sorting after it means it is missing.
+            let mut found = None;
+            while let Some(&grant) = have.peek() {
+                match cmp_planned_observed(&want.key, &grant.key) {
+                    Ordering::Greater => {
+                        if owned(grant) {
+                            revoke.push(grant.clone());
+                        }
+                        have.next();
+                    }
+                    Ordering::Equal => {
+                        found = have.next();
+                        break;
+                    }
+                    Ordering::Less => break,
                 }
             }
-            match have.next_if(|g| cmp_planned_observed(&want.key, &g.key) == Ordering::Equal) {
-                None => add.push(want),
+            match found {
+                None => add.push((want, prepare)),
                 Some(grant) if grant.description != want.description => {
                     let mut updated = grant.clone();
                     updated.description = want.description;
