@@ -39,6 +39,15 @@ pub fn plan(config: &Config, snapshot: &Snapshot, memory: &Memory, now: SystemTi
     Planner::new(config, snapshot, memory, now).run()
 }
 
+/// A hash map for the planner's indexes by id or name: only probed, never
+/// iterated, so its order cannot leak into the plan. The keys are short
+/// text (ids AWS chooses, group names), hashed hundreds of thousands of
+/// times a plan, for which foldhash is several times cheaper than SipHash.
+type LookupMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A hash set for the planner's indexes; see [`LookupMap`].
+type LookupSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// A managed source group and where it goes; from phase 2 on, also what
 /// the plan has decided for it so far.
 #[derive(Clone, Debug)]
@@ -81,9 +90,13 @@ enum OrphanStage {
     Due,
 }
 
+/// A grant a mirror should have, with the create or tag action of the
+/// mirror it references, if that mirror is created or tagged by this plan.
+type Desired = (Grant<GroupRef>, Option<ActionId>);
+
 /// The per-grant diff of one mirror before quota and caps.
 struct GrantDiff {
-    add: Vec<Grant<GroupRef>>,
+    add: Vec<Desired>,
     revoke: Vec<Grant>,
     update: Vec<(Grant, Option<String>)>,
     current: usize,
@@ -100,16 +113,16 @@ struct Planner<'a> {
     managed: Vec<Mapping<'a>>,
     /// Index of each managed source in `managed`. Looked up per rule and per
     /// instance, never iterated (its order would not be deterministic).
-    managed_index: HashMap<&'a GroupId, usize>,
+    managed_index: LookupMap<&'a GroupId, usize>,
     /// The source (index in `managed`) of each existing chosen mirror.
-    source_of_mirror: HashMap<GroupId, usize>,
+    source_of_mirror: LookupMap<GroupId, usize>,
     /// Groups counted as ours: tagged mirrors and groups being tagged.
-    ours: HashSet<GroupId>,
+    ours: LookupSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
     /// are left alone (SPEC §4.5: detach and drop references only once the
     /// orphan is due for removal).
-    protected: HashSet<GroupId>,
+    protected: LookupSet<GroupId>,
     /// Orphans, with whether their grace is over, in id order.
     orphans: Vec<(GroupId, OrphanStage)>,
     /// `EnableClassicLink` action per VPC.
@@ -142,10 +155,10 @@ impl<'a> Planner<'a> {
             plan: Plan::default(),
             next_memory: memory.clone(),
             managed: Vec::new(),
-            managed_index: HashMap::new(),
-            source_of_mirror: HashMap::new(),
-            ours: HashSet::new(),
-            protected: HashSet::new(),
+            managed_index: LookupMap::default(),
+            source_of_mirror: LookupMap::default(),
+            ours: LookupSet::default(),
+            protected: LookupSet::default(),
             orphans: Vec::new(),
             enable_action: BTreeMap::new(),
             linkable_vpcs: BTreeSet::new(),
@@ -221,12 +234,16 @@ impl<'a> Planner<'a> {
     fn resolve_mappings(&mut self) {
         let snap = self.snap;
         let sources_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::SourceGroups);
-        let mut classic_by_name: BTreeMap<&str, Vec<&SecurityGroup>> = BTreeMap::new();
-        for group in snap.source_groups.values().filter(|g| g.is_classic()) {
-            classic_by_name.entry(group.name.as_str()).or_default().push(group);
+        let mut classic_by_name: LookupMap<&str, Vec<&SecurityGroup>> = LookupMap::default();
+        if self.config.mirrors.iter().any(|entry| matches!(entry.source, SourceRef::Name(_))) {
+            for group in snap.source_groups.values().filter(|g| g.is_classic()) {
+                classic_by_name.entry(group.name.as_str()).or_default().push(group);
+            }
         }
-        let mut claimed_names: BTreeMap<(VpcId, String), GroupId> = BTreeMap::new();
-        let mut managed: BTreeMap<GroupId, Mapping<'a>> = BTreeMap::new();
+        let mut claimed_names: LookupMap<(VpcId, String), GroupId> = LookupMap::default();
+        // The accepted mappings, and the position of each source among them.
+        let mut managed: Vec<Mapping<'a>> = Vec::new();
+        let mut managed_index: LookupMap<&'a GroupId, usize> = LookupMap::default();
 
         let mut candidates: Vec<Mapping<'a>> = Vec::new();
         for (index, entry) in self.config.mirrors.iter().enumerate() {
@@ -258,7 +275,7 @@ impl<'a> Planner<'a> {
             };
             candidates.push(Mapping {
                 source,
-                vpc: entry.vpc.clone(),
+                vpc: self.intern_vpc(entry.vpc.clone()),
                 name: mirror_name(entry.name.as_deref().unwrap_or(&source.name), &source.id),
                 link_instances: entry.link_instances,
                 audit: self.config.mode_of(entry) == Mode::Audit,
@@ -292,7 +309,7 @@ impl<'a> Planner<'a> {
                     );
                     continue;
                 }
-                let Ok(vpc) = VpcId::try_new(value.trim()) else {
+                let Ok(vpc) = value.trim().parse().map(|vpc| self.intern_vpc(vpc)) else {
                     self.warn(
                         WarningKind::DiscoveryTag,
                         None,
@@ -318,56 +335,78 @@ impl<'a> Planner<'a> {
         }
 
         for mapping in candidates {
-            let id = mapping.source.id.clone();
-            let label = self.group_label(&id);
-            let origin = origin_label(mapping.origin);
-            if let Some(first) = managed.get(&id) {
-                let first = origin_label(first.origin);
-                self.warn(
-                    WarningKind::ConflictDuplicateMapping,
-                    None,
-                    Some(id.to_string()),
-                    format!("{origin} names {label}, which {first} already mirrors; ignored"),
-                );
-                continue;
-            }
-            if mapping.source.mirrored_from().is_some() {
-                self.warn(
-                    WarningKind::ConflictInvalidMapping,
-                    None,
-                    Some(id.to_string()),
-                    format!("{origin}: {label} is itself a mirror; ignored"),
-                );
-                continue;
-            }
-            if mapping.source.vpc_id.as_ref() == Some(&mapping.vpc) {
-                self.warn(
-                    WarningKind::ConflictInvalidMapping,
-                    None,
-                    Some(id.to_string()),
-                    format!("{origin}: {label} is already in {}; a group cannot mirror into its own VPC", mapping.vpc),
-                );
-                continue;
-            }
+            let source: &'a SecurityGroup = mapping.source;
+            let first = managed_index.get(&source.id).map(|&position| managed[position].origin);
             let name_key = (mapping.vpc.clone(), mapping.name.clone());
-            if let Some(other) = claimed_names.get(&name_key) {
-                let other = self.group_label(other);
-                self.warn(
-                    WarningKind::ConflictDuplicateName,
-                    None,
-                    Some(id.to_string()),
-                    format!(
-                        "{origin}: mirror name {:?} in {} is already used by the mirror of {other}; {label} ignored",
-                        mapping.name, mapping.vpc
-                    ),
-                );
+            if let Some((kind, message)) = self.rejection(&mapping, first, claimed_names.get(&name_key)) {
+                self.warn(kind, None, Some(source.id.to_string()), message);
                 continue;
             }
-            claimed_names.insert(name_key, id.clone());
-            managed.insert(id, mapping);
+            claimed_names.insert(name_key, source.id.clone());
+            managed_index.insert(&source.id, managed.len());
+            managed.push(mapping);
         }
-        self.managed = managed.into_values().collect();
-        self.managed_index = self.managed.iter().enumerate().map(|(index, m)| (&m.source.id, index)).collect();
+        // In id order, the order every later phase walks them in.
+        managed.sort_unstable_by(|a, b| a.source.id.cmp(&b.source.id));
+        self.managed_index = managed.iter().enumerate().map(|(index, m)| (&m.source.id, index)).collect();
+        self.managed = managed;
+    }
+
+    /// Why a candidate mapping cannot be accepted, if it cannot: its source
+    /// is already mapped (`first`, by that origin), is itself a mirror or
+    /// already in the target VPC, or its mirror name is taken (by the mirror
+    /// of `name_taken_by`).
+    fn rejection(
+        &self,
+        mapping: &Mapping<'a>,
+        first: Option<Origin>,
+        name_taken_by: Option<&GroupId>,
+    ) -> Option<(WarningKind, String)> {
+        // Labels are formatted only for a rejection.
+        let label = || self.group_label(&mapping.source.id);
+        let origin = || origin_label(mapping.origin);
+        if let Some(first) = first {
+            let first = origin_label(first);
+            return Some((
+                WarningKind::ConflictDuplicateMapping,
+                format!("{} names {}, which {first} already mirrors; ignored", origin(), label()),
+            ));
+        }
+        if mapping.source.mirrored_from().is_some() {
+            return Some((
+                WarningKind::ConflictInvalidMapping,
+                format!("{}: {} is itself a mirror; ignored", origin(), label()),
+            ));
+        }
+        if mapping.source.vpc_id.as_ref() == Some(&mapping.vpc) {
+            return Some((
+                WarningKind::ConflictInvalidMapping,
+                format!(
+                    "{}: {} is already in {}; a group cannot mirror into its own VPC",
+                    origin(),
+                    label(),
+                    mapping.vpc
+                ),
+            ));
+        }
+        let other = self.group_label(name_taken_by?);
+        Some((
+            WarningKind::ConflictDuplicateName,
+            format!(
+                "{}: mirror name {:?} in {} is already used by the mirror of {other}; {} ignored",
+                origin(),
+                mapping.name,
+                mapping.vpc,
+                label()
+            ),
+        ))
+    }
+
+    /// The snapshot's own copy of `vpc` when it has one, so that the
+    /// mappings into one VPC share its id (equal ids then compare by
+    /// address first).
+    fn intern_vpc(&self, vpc: VpcId) -> VpcId {
+        self.snap.vpcs.get_key_value(&vpc).map_or(vpc, |(known, _)| known.clone())
     }
 
     // ----- 2. which group is each mirror ----------------------------------
@@ -375,8 +414,8 @@ impl<'a> Planner<'a> {
     fn choose_mirrors(&mut self) {
         let snap = self.snap;
         let vpcs_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::Vpcs);
-        let mut tagged: BTreeMap<(VpcId, GroupId), Vec<&SecurityGroup>> = BTreeMap::new();
-        let mut by_name: BTreeMap<(VpcId, &str), &SecurityGroup> = BTreeMap::new();
+        let mut tagged: LookupMap<(VpcId, GroupId), Vec<&SecurityGroup>> = LookupMap::default();
+        let mut by_name: LookupMap<(VpcId, &str), &SecurityGroup> = LookupMap::default();
         for group in snap.vpc_groups.values() {
             let Some(vpc) = &group.vpc_id else { continue };
             if let Some(source) = group.mirrored_from() {
@@ -729,7 +768,7 @@ impl<'a> Planner<'a> {
             let (waiting, mut add): (Vec<_>, Vec<_>) = diff
                 .add
                 .into_iter()
-                .partition(|g| !mapping.audit && self.peer_prepare(g).is_some_and(|id| self.plan.actions[id.0].audit));
+                .partition(|(_, peer)| !mapping.audit && peer.is_some_and(|id| self.plan.actions[id.0].audit));
 
             // Quota: the group may hold `quota` grants at any moment. Grants
             // that would not fit even after every revocation are reported;
@@ -776,7 +815,12 @@ impl<'a> Planner<'a> {
                 }
                 let mut deps = group_deps.clone();
                 deps.extend(pre_id);
-                deps.extend(grants.iter().filter_map(|g| self.peer_prepare(g)));
+                deps.extend(grants.iter().filter_map(|&(_, peer)| peer));
+                // A new vector of the exact size (collecting would reuse the
+                // larger one, and the plan keeps every action).
+                let mut plain = Vec::with_capacity(grants.len());
+                plain.extend(grants.into_iter().map(|(grant, _)| grant));
+                let grants = plain;
                 let count = grants.len();
                 let audit = mapping.audit || waits;
                 let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
@@ -822,14 +866,6 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The create or tag action a grant's peer mirror waits for, if any.
-    fn peer_prepare(&self, grant: &Grant<GroupRef>) -> Option<ActionId> {
-        match &grant.key.peer {
-            Peer::Group { group, .. } => self.prepare_of(group),
-            _ => None,
-        }
-    }
-
     /// The drift of the pair at `index` in `plan.pairs`.
     fn drift(&mut self, index: usize) -> &mut Drift {
         &mut self.plan.pairs[index].drift
@@ -862,31 +898,33 @@ impl<'a> Planner<'a> {
     }
 
     /// The source's grants translated for its mirror, sorted by key, one per
-    /// key (the first, in the order of the sorted source grants); reports
-    /// what cannot be translated.
-    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Grant<GroupRef>> {
+    /// key (the first, in the order of the sorted source grants), each with
+    /// the create or tag action of the mirror it references; reports what
+    /// cannot be translated. Needs the create and tag actions planned.
+    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Desired> {
         let mut desired = Vec::with_capacity(mapping.source.ingress.len());
         let mut ingress: Vec<&Grant> = mapping.source.ingress.iter().collect();
         ingress.sort_unstable();
         for grant in ingress {
             let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
             let peer = match &grant.key.peer {
-                Peer::Ipv4(net) => Ok(Peer::Ipv4(*net)),
+                Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
                 Peer::Group { group, owner: None } => match self.mapping(group) {
                     None => Err(Unmirrorable::NotManaged),
                     Some(peer_mapping) if peer_mapping.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
+                    // The peer's mirror waits for its own create or tag.
                     Some(peer_mapping) => match self.mirror_ref(peer_mapping) {
-                        Some(mirror) => Ok(Peer::Group { group: mirror.clone(), owner: None }),
+                        Some(mirror) => Ok((Peer::Group { group: mirror.clone(), owner: None }, peer_mapping.prepare)),
                         None => Err(Unmirrorable::MirrorUnavailable),
                     },
                 },
             };
             match peer {
-                Ok(peer) => {
+                Ok((peer, prepare)) => {
                     let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
-                    desired.push(Grant { key, description });
+                    desired.push((Grant { key, description }, prepare));
                 }
                 Err(reason) => {
                     let message = format!(
@@ -909,8 +947,8 @@ impl<'a> Planner<'a> {
         // mirror's id or a new mirror sorts unlike its source's id), so this
         // stable sort mostly finds one sorted run. Stable, and keeping the
         // first of equal keys: the first description wins.
-        desired.sort_by(|a, b| a.key.cmp(&b.key));
-        desired.dedup_by(|later, first| later.key == first.key);
+        desired.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
+        desired.dedup_by(|(later, _), (first, _)| later.key == first.key);
         desired
     }
 
@@ -932,7 +970,7 @@ impl<'a> Planner<'a> {
 
     /// `desired` (sorted by key, one per key) against the mirror's rules: a
     /// merge of two sorted lists, without copying either.
-    fn diff(&self, mirror: &GroupRef, desired: Vec<Grant<GroupRef>>) -> GrantDiff {
+    fn diff(&self, mirror: &GroupRef, desired: Vec<Desired>) -> GrantDiff {
         let GroupRef::Existing(id) = mirror else {
             return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
@@ -958,15 +996,27 @@ impl<'a> Planner<'a> {
         let mut update = Vec::new();
         let mut revoke = Vec::new();
         let mut have = deduped.into_iter().peekable();
-        for want in desired {
-            // Observed rules sorting before the next desired one are not desired.
-            while let Some(grant) = have.next_if(|g| cmp_planned_observed(&want.key, &g.key) == Ordering::Greater) {
-                if owned(grant) {
-                    revoke.push(grant.clone());
+        for (want, prepare) in desired {
+            // Observed rules sorting before the next desired one are not
+            // desired; one sorting after it means it is missing.
+            let mut found = None;
+            while let Some(&grant) = have.peek() {
+                match cmp_planned_observed(&want.key, &grant.key) {
+                    Ordering::Greater => {
+                        if owned(grant) {
+                            revoke.push(grant.clone());
+                        }
+                        have.next();
+                    }
+                    Ordering::Equal => {
+                        found = have.next();
+                        break;
+                    }
+                    Ordering::Less => break,
                 }
             }
-            match have.next_if(|g| cmp_planned_observed(&want.key, &g.key) == Ordering::Equal) {
-                None => add.push(want),
+            match found {
+                None => add.push((want, prepare)),
                 Some(grant) if grant.description != want.description => {
                     let mut updated = grant.clone();
                     updated.description = want.description;
