@@ -68,6 +68,10 @@ struct Mapping<'a> {
     pair: usize,
     /// The create or tag action of its mirror (phase 3).
     prepare: Option<ActionId>,
+    /// Whether its instances are linked to its mirror: a Classic source with
+    /// `link_instances`, a mirror, and ClassicLink usable in its VPC this
+    /// cycle (known after the enablement phase).
+    links_instances: bool,
 }
 
 /// What a pair's mirror is.
@@ -285,6 +289,7 @@ impl<'a> Planner<'a> {
                 mirror: None,
                 pair: 0,
                 prepare: None,
+                links_instances: false,
             });
         }
 
@@ -330,6 +335,7 @@ impl<'a> Planner<'a> {
                     mirror: None,
                     pair: 0,
                     prepare: None,
+                    links_instances: false,
                 });
             }
         }
@@ -697,6 +703,12 @@ impl<'a> Planner<'a> {
                 );
             }
         }
+        for mapping in &mut self.managed {
+            mapping.links_instances = mapping.source.is_classic()
+                && mapping.link_instances
+                && mapping.mirror.is_some()
+                && self.linkable_vpcs.contains(&mapping.vpc);
+        }
     }
 
     // ----- 3. grants -------------------------------------------------------
@@ -765,10 +777,9 @@ impl<'a> Planner<'a> {
             // A grant to a mirror that only an audited mapping would create or
             // tag cannot run until that mapping is enforced: it is shown as
             // audited drift, and the rest of this mapping goes ahead.
-            let (waiting, mut add): (Vec<_>, Vec<_>) = diff
-                .add
-                .into_iter()
-                .partition(|(_, peer)| !mapping.audit && peer.is_some_and(|id| self.plan.actions[id.0].audit));
+            let waits = |(_, peer): &Desired| !mapping.audit && peer.is_some_and(|id| self.plan.actions[id.0].audit);
+            let (waiting, mut add): (Vec<_>, Vec<_>) =
+                if diff.add.iter().any(waits) { diff.add.into_iter().partition(waits) } else { (Vec::new(), diff.add) };
 
             // Quota: the group may hold `quota` grants at any moment. Grants
             // that would not fit even after every revocation are reported;
@@ -902,10 +913,10 @@ impl<'a> Planner<'a> {
     /// the create or tag action of the mirror it references; reports what
     /// cannot be translated. Needs the create and tag actions planned.
     fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Desired> {
-        let mut desired = Vec::with_capacity(mapping.source.ingress.len());
-        let mut ingress: Vec<&Grant> = mapping.source.ingress.iter().collect();
-        ingress.sort_unstable();
-        for grant in ingress {
+        let mut desired: Vec<Desired> = Vec::with_capacity(mapping.source.ingress.len());
+        // Whether the translated keys come out strictly increasing.
+        let mut in_order = true;
+        for grant in by_key(&mapping.source.ingress, |a, b| a.cmp(b)) {
             let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
             let peer = match &grant.key.peer {
                 Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
@@ -924,6 +935,7 @@ impl<'a> Planner<'a> {
             match peer {
                 Ok((peer, prepare)) => {
                     let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
+                    in_order &= desired.last().is_none_or(|(last, _)| last.key < key);
                     desired.push((Grant { key, description }, prepare));
                 }
                 Err(reason) => {
@@ -944,11 +956,13 @@ impl<'a> Planner<'a> {
             }
         }
         // Translation keeps the source order except among group peers (a
-        // mirror's id or a new mirror sorts unlike its source's id), so this
-        // stable sort mostly finds one sorted run. Stable, and keeping the
-        // first of equal keys: the first description wins.
-        desired.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
-        desired.dedup_by(|(later, _), (first, _)| later.key == first.key);
+        // mirror's id or a new mirror sorts unlike its source's id). When it
+        // did not: a stable sort, keeping the first of equal keys (the first
+        // description wins).
+        if !in_order {
+            desired.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
+            desired.dedup_by(|(later, _), (first, _)| later.key == first.key);
+        }
         desired
     }
 
@@ -978,10 +992,8 @@ impl<'a> Planner<'a> {
             return GrantDiff { add: Vec::new(), revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
         // The rules by key; of several with one key, the last observed.
-        let mut actual: Vec<&Grant> = group.ingress.iter().collect();
-        actual.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut deduped: Vec<&Grant> = Vec::with_capacity(actual.len());
-        for grant in actual {
+        let mut deduped: Vec<&Grant> = Vec::with_capacity(group.ingress.len());
+        for grant in by_key(&group.ingress, |a, b| a.key.cmp(&b.key)) {
             match deduped.last_mut() {
                 Some(last) if last.key == grant.key => *last = grant,
                 _ => deduped.push(grant),
@@ -1038,6 +1050,9 @@ impl<'a> Planner<'a> {
         // Without the full list of links, an attach would be a guess (EC2
         // rejects attaching an instance that is already linked).
         let links_known = !snap.incomplete.contains(&crate::model::SnapshotPart::Links);
+        // The managed sources (indices in `managed`) whose mirrors an
+        // instance is entitled to; one buffer for every instance.
+        let mut entitled: Vec<usize> = Vec::new();
 
         for (instance_id, instance, link) in instances_and_links(snap) {
             // VPC instances cannot be linked; pending ones are left for the
@@ -1045,28 +1060,22 @@ impl<'a> Planner<'a> {
             if instance.is_some_and(|i| i.vpc_id.is_some() || i.state != InstanceState::Running) {
                 continue;
             }
-            // The mirrors the instance is entitled to, with their VPCs,
-            // borrowed: most instances need no action, so nothing is copied
-            // until one is planned.
-            let mut entitled: Vec<(&VpcId, &GroupRef)> = Vec::new();
-            // Their pairs, as indices in `plan.pairs` (ordered as the keys).
-            let mut pairs: Vec<usize> = Vec::new();
+            entitled.clear();
             let mut audit = false;
             for group in instance.map(|i| &i.groups).into_iter().flatten() {
-                let Some(mapping) = self.mapping(group) else { continue };
-                if !mapping.source.is_classic() || !mapping.link_instances {
-                    continue;
+                let Some(&index) = self.managed_index.get(group) else { continue };
+                if self.managed[index].links_instances {
+                    entitled.push(index);
+                    audit |= self.managed[index].audit;
                 }
-                let Some(mirror) = self.mirror_ref(mapping) else { continue };
-                if !self.linkable_vpcs.contains(&mapping.vpc) {
-                    continue;
-                }
-                entitled.push((&mapping.vpc, mirror));
-                pairs.push(mapping.pair);
-                audit |= mapping.audit;
             }
-            if entitled.iter().any(|(vpc, _)| *vpc != entitled[0].0) {
-                let vpcs: BTreeSet<&VpcId> = entitled.iter().map(|(vpc, _)| *vpc).collect();
+            // In the order of their mirrors, so that those come out as a
+            // sorted set; nothing is copied until an action is planned.
+            let mirror_of = |index: usize| self.mirror_ref(&self.managed[index]).expect("linked sources have mirrors");
+            entitled.sort_unstable_by(|&a, &b| mirror_of(a).cmp(mirror_of(b)));
+            let vpc_of = |index: usize| &self.managed[index].vpc;
+            if entitled.iter().any(|&index| vpc_of(index) != vpc_of(entitled[0])) {
+                let vpcs: BTreeSet<&VpcId> = entitled.iter().map(|&index| vpc_of(index)).collect();
                 let vpcs: Vec<String> = vpcs.into_iter().map(ToString::to_string).collect();
                 self.warn(
                     WarningKind::ConflictMultiVpc,
@@ -1082,27 +1091,28 @@ impl<'a> Planner<'a> {
                 }
                 continue;
             }
-            // The one VPC and its mirrors, as a sorted set.
-            let target: Option<(&VpcId, Vec<&GroupRef>)> = entitled.first().map(|&(vpc, _)| {
-                let mut mirrors: Vec<&GroupRef> = entitled.iter().map(|&(_, mirror)| mirror).collect();
-                mirrors.sort_unstable();
-                mirrors.dedup();
-                (vpc, mirrors)
-            });
-            if target.is_none() && link.is_none_or(|l| !l.groups.iter().any(|g| self.is_ours(g))) {
+            if entitled.is_empty() && link.is_none_or(|l| !l.groups.iter().any(|g| self.is_ours(g))) {
                 continue;
             }
-            if target.is_none() {
+            if entitled.is_empty() {
                 audit = global_audit;
             }
             // Already linked as it should be (most instances in a steady
             // state): decided without copying a group id.
-            if let (Some(link), Some((vpc, mirrors))) = (link, &target)
-                && **vpc == link.vpc_id
-                && self.link_has_exactly(link, mirrors)
+            if let (Some(link), Some(&first)) = (link, entitled.first())
+                && *vpc_of(first) == link.vpc_id
+                && self.link_has_exactly(link, entitled.iter().map(|&index| mirror_of(index)))
             {
                 continue;
             }
+            // The one VPC and its mirrors, as a sorted set.
+            let target: Option<(&VpcId, Vec<&GroupRef>)> = entitled.first().map(|&first| {
+                let mut mirrors: Vec<&GroupRef> = entitled.iter().map(|&index| mirror_of(index)).collect();
+                mirrors.dedup();
+                (vpc_of(first), mirrors)
+            });
+            // Their pairs, as indices in `plan.pairs` (ordered as the keys).
+            let mut pairs: Vec<usize> = entitled.iter().map(|&index| self.managed[index].pair).collect();
 
             let action = match (link, target) {
                 (None, None) => continue,
@@ -1225,10 +1235,19 @@ impl<'a> Planner<'a> {
     }
 
     /// Whether `link` holds exactly the groups it should in its VPC: its
-    /// groups that are not ours, kept as they are, and `mirrors`.
-    fn link_has_exactly(&self, link: &Link, mirrors: &[&GroupRef]) -> bool {
-        mirrors.iter().all(|m| m.existing().is_some_and(|id| link.groups.contains(id)))
-            && link.groups.iter().all(|g| !self.is_ours(g) || mirrors.iter().any(|m| m.existing() == Some(g)))
+    /// groups that are not ours, kept as they are, and `mirrors` (sorted).
+    /// A merge of the two sorted lists.
+    fn link_has_exactly<'m>(&self, link: &Link, mirrors: impl Iterator<Item = &'m GroupRef>) -> bool {
+        let mut mirrors = mirrors.peekable();
+        for group in &link.groups {
+            let entitled = mirrors.next_if(|mirror| mirror.existing() == Some(group)).is_some();
+            // A group of ours that is not one of the mirrors goes.
+            if !entitled && self.is_ours(group) {
+                return false;
+            }
+        }
+        // A mirror not in the link (or not yet created) comes.
+        mirrors.next().is_none()
     }
 
     /// The pair (index in `plan.pairs`) whose (existing) mirror `group` is.
@@ -1448,6 +1467,18 @@ fn cmp_planned_observed(planned: &GrantKey<GroupRef>, observed: &GrantKey) -> Or
             (planned, observed) => rank(planned).cmp(&rank(observed)),
         }
     })
+}
+
+/// `rules` in the order of `cmp` (stable), without sorting when they are
+/// already in strictly increasing key order: observe and EC2 list a group's
+/// rules one per key, and usually in order, so one pass of comparisons
+/// replaces a sort (both orders agree when keys are distinct).
+fn by_key(rules: &[Grant], cmp: impl Fn(&Grant, &Grant) -> Ordering) -> Vec<&Grant> {
+    let mut sorted: Vec<&Grant> = rules.iter().collect();
+    if !rules.windows(2).all(|pair| pair[0].key < pair[1].key) {
+        sorted.sort_by(|a, b| cmp(a, b));
+    }
+    sorted
 }
 
 /// Every instance id of the snapshot's instances and links, in id order,
