@@ -722,12 +722,39 @@ keyed_list!(keyed_vpcs, VpcId, Vpc, id);
 /// (`a-zA-Z0-9 ._-:/()#,@[]+=&;{}!$*`), up to 255 characters.
 #[must_use]
 pub fn sanitize_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c) { c } else { '_' })
-        .take(255)
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    let allowed = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                ' ' | '.'
+                    | '_'
+                    | '-'
+                    | ':'
+                    | '/'
+                    | '('
+                    | ')'
+                    | '#'
+                    | ','
+                    | '@'
+                    | '['
+                    | ']'
+                    | '+'
+                    | '='
+                    | '&'
+                    | ';'
+                    | '{'
+                    | '}'
+                    | '!'
+                    | '$'
+                    | '*'
+            )
+    };
+    // Most names and descriptions are clean already (allowed characters are
+    // ASCII, so the length in bytes is the length in characters).
+    if text.len() <= 255 && text.chars().all(allowed) {
+        return text.trim().to_owned();
+    }
+    text.chars().map(|c| if allowed(c) { c } else { '_' }).take(255).collect::<String>().trim().to_owned()
 }
 
 /// The mirror's name: sanitised; never empty, never `sg-…` (EC2 forbids both).
@@ -829,6 +856,20 @@ mod tests {
             Some(String::new()),
         );
         assert_eq!(empty.description, None);
+    }
+
+    #[test]
+    fn sanitized_text_keeps_allowed_characters_replaces_others_and_is_trimmed_to_255() {
+        assert_eq!(sanitize_text("  web-tier (main) #1  "), "web-tier (main) #1");
+        assert_eq!(sanitize_text("Web Tier <main>"), "Web Tier _main_");
+        assert_eq!(sanitize_text("café ünïcode"), "caf_ _n_code");
+        assert_eq!(sanitize_text("a\tb\nc"), "a_b_c");
+        let clean = "x".repeat(255);
+        assert_eq!(sanitize_text(&clean), clean);
+        assert_eq!(sanitize_text(&"y".repeat(300)), "y".repeat(255));
+        assert_eq!(sanitize_text(&format!("{} z", "w".repeat(254))), format!("{}", "w".repeat(254)));
+        assert_eq!(sanitize_text(&format!("{}é", "v".repeat(254))), format!("{}_", "v".repeat(254)));
+        assert_eq!(sanitize_text(""), "");
     }
 
     #[test]
