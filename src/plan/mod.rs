@@ -916,7 +916,7 @@ impl<'a> Planner<'a> {
         let mut desired: Vec<Desired> = Vec::with_capacity(mapping.source.ingress.len());
         // Whether the translated keys come out strictly increasing.
         let mut in_order = true;
-        for grant in by_key(&mapping.source.ingress, |a, b| a.cmp(b)) {
+        for grant in by_key(&mapping.source.ingress, |a, b| a.cmp(b)).0 {
             let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
             let peer = match &grant.key.peer {
                 Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
@@ -992,12 +992,15 @@ impl<'a> Planner<'a> {
             return GrantDiff { add: Vec::new(), revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
         // The rules by key; of several with one key, the last observed.
-        let mut deduped: Vec<&Grant> = Vec::with_capacity(group.ingress.len());
-        for grant in by_key(&group.ingress, |a, b| a.key.cmp(&b.key)) {
-            match deduped.last_mut() {
-                Some(last) if last.key == grant.key => *last = grant,
-                _ => deduped.push(grant),
-            }
+        let (mut deduped, distinct) = by_key(&group.ingress, |a, b| a.key.cmp(&b.key));
+        if !distinct {
+            deduped.dedup_by(|later, earlier| {
+                let same = later.key == earlier.key;
+                if same {
+                    *earlier = *later;
+                }
+                same
+            });
         }
         let owned = |grant: &Grant| match &grant.key.peer {
             Peer::Ipv4(_) => true,
@@ -1106,10 +1109,14 @@ impl<'a> Planner<'a> {
                 continue;
             }
             // The one VPC and its mirrors, as a sorted set.
-            let target: Option<(&VpcId, Vec<&GroupRef>)> = entitled.first().map(|&first| {
-                let mut mirrors: Vec<&GroupRef> = entitled.iter().map(|&index| mirror_of(index)).collect();
-                mirrors.dedup();
-                (vpc_of(first), mirrors)
+            let target: Option<(VpcId, Vec<GroupRef>)> = entitled.first().map(|&first| {
+                let mut mirrors: Vec<GroupRef> = Vec::with_capacity(entitled.len());
+                for &index in &entitled {
+                    if mirrors.last() != Some(mirror_of(index)) {
+                        mirrors.push(mirror_of(index).clone());
+                    }
+                }
+                (vpc_of(first).clone(), mirrors)
             });
             // Their pairs, as indices in `plan.pairs` (ordered as the keys).
             let mut pairs: Vec<usize> = entitled.iter().map(|&index| self.managed[index].pair).collect();
@@ -1119,19 +1126,14 @@ impl<'a> Planner<'a> {
                 (None, Some(_)) if !links_known => continue,
                 (None, Some((vpc, mirrors))) => {
                     if mirrors.len() > MAX_GROUPS_PER_LINK {
-                        let vpc = vpc.clone();
                         self.link_limit_warning(instance_id, &vpc, mirrors.len());
                         continue;
                     }
-                    Action::Attach {
-                        instance: instance_id.clone(),
-                        vpc: vpc.clone(),
-                        groups: mirrors.into_iter().cloned().collect(),
-                    }
+                    Action::Attach { instance: instance_id.clone(), vpc, groups: mirrors }
                 }
                 (Some(link), target) => {
                     let target: Option<(VpcId, BTreeSet<GroupRef>)> =
-                        target.map(|(vpc, mirrors)| (vpc.clone(), mirrors.into_iter().cloned().collect()));
+                        target.map(|(vpc, mirrors)| (vpc, mirrors.into_iter().collect()));
                     let has_ours = link.groups.iter().any(|g| self.is_ours(g));
                     let foreign: BTreeSet<GroupRef> = link
                         .groups
@@ -1469,16 +1471,17 @@ fn cmp_planned_observed(planned: &GrantKey<GroupRef>, observed: &GrantKey) -> Or
     })
 }
 
-/// `rules` in the order of `cmp` (stable), without sorting when they are
-/// already in strictly increasing key order: observe and EC2 list a group's
-/// rules one per key, and usually in order, so one pass of comparisons
-/// replaces a sort (both orders agree when keys are distinct).
-fn by_key(rules: &[Grant], cmp: impl Fn(&Grant, &Grant) -> Ordering) -> Vec<&Grant> {
+/// `rules` in the order of `cmp` (stable), and whether their keys are
+/// distinct. Observe and EC2 list a group's rules one per key, and usually
+/// in key order: then one pass of comparisons replaces a sort (both orders
+/// agree when keys are distinct).
+fn by_key(rules: &[Grant], cmp: impl Fn(&Grant, &Grant) -> Ordering) -> (Vec<&Grant>, bool) {
     let mut sorted: Vec<&Grant> = rules.iter().collect();
-    if !rules.windows(2).all(|pair| pair[0].key < pair[1].key) {
-        sorted.sort_by(|a, b| cmp(a, b));
+    if rules.windows(2).all(|pair| pair[0].key < pair[1].key) {
+        return (sorted, true);
     }
-    sorted
+    sorted.sort_by(|a, b| cmp(a, b));
+    (sorted, false)
 }
 
 /// Every instance id of the snapshot's instances and links, in id order,
