@@ -94,13 +94,74 @@ enum OrphanStage {
     Due,
 }
 
-/// A grant a mirror should have, with the create or tag action of the
-/// mirror it references, if that mirror is created or tagged by this plan.
-type Desired = (Grant<GroupRef>, Option<ActionId>);
+/// Grants a mirror should have, each with the create or tag action of the
+/// mirror it references when this plan creates or tags that mirror. Two
+/// parallel lists, so that the grants move into their action as they are.
+#[derive(Default)]
+struct Desired {
+    grants: Vec<Grant<GroupRef>>,
+    waits_for: Vec<Option<Prepare>>,
+}
+
+/// The create or tag action a grant's peer mirror waits for, with whether
+/// that action is audited (kept beside it so that deciding which grants wait
+/// does not read the action list at random).
+#[derive(Clone, Copy, Debug)]
+struct Prepare {
+    action: ActionId,
+    audited: bool,
+}
+
+/// What a grant naming a managed source as its peer translates to, one per
+/// entry of `managed` and built once the creates and tags are planned. Rules
+/// name peers at random, so each translation reads this small entry instead
+/// of the (much larger) mapping and its pair, which on a large estate are
+/// cache misses.
+#[derive(Debug)]
+struct PeerTarget {
+    /// Position of the mapping's VPC in the plan's VPC list: compared, not read.
+    vpc: usize,
+    mirror: Option<GroupRef>,
+    prepare: Option<Prepare>,
+}
+
+impl Desired {
+    fn with_capacity(capacity: usize) -> Self {
+        Self { grants: Vec::with_capacity(capacity), waits_for: Vec::with_capacity(capacity) }
+    }
+
+    fn push(&mut self, grant: Grant<GroupRef>, waits_for: Option<Prepare>) {
+        self.grants.push(grant);
+        self.waits_for.push(waits_for);
+    }
+
+    fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.grants.truncate(len);
+        self.waits_for.truncate(len);
+    }
+
+    /// Splits off the grants for which `wait` holds, keeping the order.
+    fn split_off_waiting(&mut self, wait: impl Fn(Option<Prepare>) -> bool) -> Self {
+        if !self.waits_for.iter().any(|&w| wait(w)) {
+            return Self::default();
+        }
+        let mut kept = Self::with_capacity(self.len());
+        let mut waiting = Self::default();
+        for (grant, waits_for) in self.grants.drain(..).zip(self.waits_for.drain(..)) {
+            if wait(waits_for) { &mut waiting } else { &mut kept }.push(grant, waits_for);
+        }
+        *self = kept;
+        waiting
+    }
+}
 
 /// The per-grant diff of one mirror before quota and caps.
 struct GrantDiff {
-    add: Vec<Desired>,
+    add: Desired,
     revoke: Vec<Grant>,
     update: Vec<(Grant, Option<String>)>,
     current: usize,
@@ -117,7 +178,9 @@ struct Planner<'a> {
     managed: Vec<Mapping<'a>>,
     /// Index of each managed source in `managed`. Looked up per rule and per
     /// instance, never iterated (its order would not be deterministic).
-    managed_index: LookupMap<&'a GroupId, usize>,
+    managed_index: LookupMap<GroupId, usize>,
+    /// How grants naming each managed source translate (see [`PeerTarget`]).
+    peer_targets: Vec<PeerTarget>,
     /// The source (index in `managed`) of each existing chosen mirror.
     source_of_mirror: LookupMap<GroupId, usize>,
     /// Groups counted as ours: tagged mirrors and groups being tagged.
@@ -160,6 +223,7 @@ impl<'a> Planner<'a> {
             next_memory: memory.clone(),
             managed: Vec::new(),
             managed_index: LookupMap::default(),
+            peer_targets: Vec::new(),
             source_of_mirror: LookupMap::default(),
             ours: LookupSet::default(),
             protected: LookupSet::default(),
@@ -354,7 +418,9 @@ impl<'a> Planner<'a> {
         }
         // In id order, the order every later phase walks them in.
         managed.sort_unstable_by(|a, b| a.source.id.cmp(&b.source.id));
-        self.managed_index = managed.iter().enumerate().map(|(index, m)| (&m.source.id, index)).collect();
+        // Owned keys: a probe then compares ids stored in the table itself
+        // instead of following a pointer into the snapshot for each rule.
+        self.managed_index = managed.iter().enumerate().map(|(index, m)| (m.source.id.clone(), index)).collect();
         self.managed = managed;
     }
 
@@ -739,6 +805,7 @@ impl<'a> Planner<'a> {
             let id = self.push(action, vec![], audit, Some(key));
             self.managed[index].prepare = Some(id);
         }
+        self.peer_targets = self.peer_targets();
 
         let destructive_held = self.destructive_held();
         for &index in &sources {
@@ -746,7 +813,7 @@ impl<'a> Planner<'a> {
             let source = &mapping.source.id;
             let key = self.plan.pairs[mapping.pair].key.clone();
             let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
-            let desired = self.desired_grants(&mapping, &key);
+            let desired = self.desired_grants(index, &mapping, &key);
             let diff = self.diff(&mirror, desired);
             let quota = self.config.limits.rules_per_group;
 
@@ -777,9 +844,8 @@ impl<'a> Planner<'a> {
             // A grant to a mirror that only an audited mapping would create or
             // tag cannot run until that mapping is enforced: it is shown as
             // audited drift, and the rest of this mapping goes ahead.
-            let waits = |(_, peer): &Desired| !mapping.audit && peer.is_some_and(|id| self.plan.actions[id.0].audit);
-            let (waiting, mut add): (Vec<_>, Vec<_>) =
-                if diff.add.iter().any(waits) { diff.add.into_iter().partition(waits) } else { (Vec::new(), diff.add) };
+            let mut add = diff.add;
+            let waiting = add.split_off_waiting(|peer| !mapping.audit && peer.is_some_and(|prepare| prepare.audited));
 
             // Quota: the group may hold `quota` grants at any moment. Grants
             // that would not fit even after every revocation are reported;
@@ -820,18 +886,13 @@ impl<'a> Planner<'a> {
                 pre_id = Some(id);
             }
             let mut authorize_id = None;
-            for (grants, waits) in [(add, false), (waiting, true)] {
+            for (Desired { grants, waits_for }, waits) in [(add, false), (waiting, true)] {
                 if grants.is_empty() {
                     continue;
                 }
                 let mut deps = group_deps.clone();
                 deps.extend(pre_id);
-                deps.extend(grants.iter().filter_map(|&(_, peer)| peer));
-                // A new vector of the exact size (collecting would reuse the
-                // larger one, and the plan keeps every action).
-                let mut plain = Vec::with_capacity(grants.len());
-                plain.extend(grants.into_iter().map(|(grant, _)| grant));
-                let grants = plain;
+                deps.extend(waits_for.into_iter().flatten().map(|prepare| prepare.action));
                 let count = grants.len();
                 let audit = mapping.audit || waits;
                 let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
@@ -911,9 +972,11 @@ impl<'a> Planner<'a> {
     /// The source's grants translated for its mirror, sorted by key, one per
     /// key (the first, in the order of the sorted source grants), each with
     /// the create or tag action of the mirror it references; reports what
-    /// cannot be translated. Needs the create and tag actions planned.
-    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Desired> {
-        let mut desired: Vec<Desired> = Vec::with_capacity(mapping.source.ingress.len());
+    /// cannot be translated. `index` is the mapping's position in `managed`.
+    /// Needs the create and tag actions planned.
+    fn desired_grants(&mut self, index: usize, mapping: &Mapping<'a>, key: &PairKey) -> Desired {
+        let mut desired = Desired::with_capacity(mapping.source.ingress.len());
+        let vpc = self.peer_targets[index].vpc;
         // Whether the translated keys come out strictly increasing.
         let mut in_order = true;
         for grant in by_key(&mapping.source.ingress, |a, b| a.cmp(b)).0 {
@@ -922,21 +985,23 @@ impl<'a> Planner<'a> {
                 Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
-                Peer::Group { group, owner: None } => match self.mapping(group) {
-                    None => Err(Unmirrorable::NotManaged),
-                    Some(peer_mapping) if peer_mapping.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
-                    // The peer's mirror waits for its own create or tag.
-                    Some(peer_mapping) => match self.mirror_ref(peer_mapping) {
-                        Some(mirror) => Ok((Peer::Group { group: mirror.clone(), owner: None }, peer_mapping.prepare)),
-                        None => Err(Unmirrorable::MirrorUnavailable),
-                    },
-                },
+                Peer::Group { group, owner: None } => {
+                    match self.managed_index.get(group).map(|&index| &self.peer_targets[index]) {
+                        None => Err(Unmirrorable::NotManaged),
+                        Some(target) if target.vpc != vpc => Err(Unmirrorable::OtherVpc),
+                        // The peer's mirror waits for its own create or tag.
+                        Some(target) => match &target.mirror {
+                            Some(mirror) => Ok((Peer::Group { group: mirror.clone(), owner: None }, target.prepare)),
+                            None => Err(Unmirrorable::MirrorUnavailable),
+                        },
+                    }
+                }
             };
             match peer {
                 Ok((peer, prepare)) => {
                     let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
-                    in_order &= desired.last().is_none_or(|(last, _)| last.key < key);
-                    desired.push((Grant { key, description }, prepare));
+                    in_order &= desired.grants.last().is_none_or(|last| last.key < key);
+                    desired.push(Grant { key, description }, prepare);
                 }
                 Err(reason) => {
                     let message = format!(
@@ -960,10 +1025,26 @@ impl<'a> Planner<'a> {
         // did not: a stable sort, keeping the first of equal keys (the first
         // description wins).
         if !in_order {
-            desired.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
-            desired.dedup_by(|(later, _), (first, _)| later.key == first.key);
+            let mut pairs: Vec<_> = desired.grants.into_iter().zip(desired.waits_for).collect();
+            pairs.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
+            pairs.dedup_by(|(later, _), (first, _)| later.key == first.key);
+            (desired.grants, desired.waits_for) = pairs.into_iter().unzip();
         }
         desired
+    }
+
+    /// One [`PeerTarget`] per managed source, in `managed` order.
+    fn peer_targets(&self) -> Vec<PeerTarget> {
+        let vpcs: BTreeMap<&VpcId, usize> =
+            self.managed.iter().map(|m| &m.vpc).collect::<BTreeSet<_>>().into_iter().zip(0..).collect();
+        self.managed
+            .iter()
+            .map(|mapping| PeerTarget {
+                vpc: vpcs[&mapping.vpc],
+                mirror: self.mirror_ref(mapping).cloned(),
+                prepare: mapping.prepare.map(|action| Prepare { action, audited: self.plan.actions[action.0].audit }),
+            })
+            .collect()
     }
 
     fn describe_source_grant(&self, grant: &Grant) -> String {
@@ -984,12 +1065,12 @@ impl<'a> Planner<'a> {
 
     /// `desired` (sorted by key, one per key) against the mirror's rules: a
     /// merge of two sorted lists, without copying either.
-    fn diff(&self, mirror: &GroupRef, desired: Vec<Desired>) -> GrantDiff {
+    fn diff(&self, mirror: &GroupRef, desired: Desired) -> GrantDiff {
         let GroupRef::Existing(id) = mirror else {
             return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
         let Some(group) = self.snap.vpc_groups.get(id) else {
-            return GrantDiff { add: Vec::new(), revoke: Vec::new(), update: Vec::new(), current: 0 };
+            return GrantDiff { add: Desired::default(), revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
         // The rules by key; of several with one key, the last observed.
         let (mut deduped, distinct) = by_key(&group.ingress, |a, b| a.key.cmp(&b.key));
@@ -1007,11 +1088,11 @@ impl<'a> Planner<'a> {
             Peer::Group { group, owner: None } => self.is_ours(group),
             _ => false,
         };
-        let mut add = Vec::new();
+        let mut add = Desired::default();
         let mut update = Vec::new();
         let mut revoke = Vec::new();
         let mut have = deduped.into_iter().peekable();
-        for (want, prepare) in desired {
+        for (want, prepare) in desired.grants.into_iter().zip(desired.waits_for) {
             // Observed rules sorting before the next desired one are not
             // desired; one sorting after it means it is missing.
             let mut found = None;
@@ -1031,7 +1112,7 @@ impl<'a> Planner<'a> {
                 }
             }
             match found {
-                None => add.push((want, prepare)),
+                None => add.push(want, prepare),
                 Some(grant) if grant.description != want.description => {
                     let mut updated = grant.clone();
                     updated.description = want.description;
