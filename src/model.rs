@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
-use std::sync::Arc;
 
+use compact_str::CompactString;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -77,15 +77,16 @@ fn is_ec2_id(value: &str, prefix: &str) -> bool {
     (1..=32).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// Ids are immutable text shared by reference count: the planner copies
-/// each id into many actions, pairs and indexes, and a copy is then a
-/// counter increment instead of an allocation. They compare, hash, print and
-/// serialise as their text.
+/// Ids are text stored inline (EC2's ids, up to 24 bytes, need no heap): the
+/// planner copies, compares and hashes ids by the hundred thousand, and an
+/// inline id is copied without an allocation or an atomic counter and compared
+/// without following a pointer to another cache line. They compare, hash,
+/// print and serialise as their text.
 macro_rules! ec2_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $what:literal) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Arc<str>);
+        pub struct $name(CompactString);
 
         impl $name {
             /// Validates the `prefix-hex` shape.
@@ -95,7 +96,7 @@ macro_rules! ec2_id {
             pub fn try_new(value: impl Into<String>) -> Result<Self, ModelError> {
                 let value = value.into();
                 if is_ec2_id(&value, $prefix) {
-                    Ok(Self(Arc::from(value)))
+                    Ok(Self(CompactString::from(value)))
                 } else {
                     Err(ModelError::BadId { what: $what, value })
                 }
@@ -104,7 +105,7 @@ macro_rules! ec2_id {
             /// [`Self::try_new`] on borrowed text: one allocation, for the id.
             fn try_from_str(value: &str) -> Result<Self, ModelError> {
                 if is_ec2_id(value, $prefix) {
-                    Ok(Self(Arc::from(value)))
+                    Ok(Self(CompactString::from(value)))
                 } else {
                     Err(ModelError::BadId { what: $what, value: value.to_owned() })
                 }
@@ -726,12 +727,39 @@ keyed_list!(keyed_vpcs, VpcId, Vpc, id);
 /// (`a-zA-Z0-9 ._-:/()#,@[]+=&;{}!$*`), up to 255 characters.
 #[must_use]
 pub fn sanitize_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c) { c } else { '_' })
-        .take(255)
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    let allowed = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                ' ' | '.'
+                    | '_'
+                    | '-'
+                    | ':'
+                    | '/'
+                    | '('
+                    | ')'
+                    | '#'
+                    | ','
+                    | '@'
+                    | '['
+                    | ']'
+                    | '+'
+                    | '='
+                    | '&'
+                    | ';'
+                    | '{'
+                    | '}'
+                    | '!'
+                    | '$'
+                    | '*'
+            )
+    };
+    // Most names and descriptions are clean already (allowed characters are
+    // ASCII, so the length in bytes is the length in characters).
+    if text.len() <= 255 && text.chars().all(allowed) {
+        return text.trim().to_owned();
+    }
+    text.chars().map(|c| if allowed(c) { c } else { '_' }).take(255).collect::<String>().trim().to_owned()
 }
 
 /// The mirror's name: sanitised; never empty, never `sg-…` (EC2 forbids both).
@@ -766,6 +794,23 @@ mod tests {
         assert!(VpcId::try_new("vpc-9f2e1d0c").is_ok());
         assert!(InstanceId::try_new("i-0b3").is_ok());
         assert_eq!(VpcId::try_new("vpc-xyz").unwrap_err().to_string(), r#""vpc-xyz" is not a VPC id"#);
+    }
+
+    #[test]
+    fn ids_longer_than_fit_inline_behave_as_their_text() {
+        // EC2's ids fit the inline store; the longest accepted ones (32 hex
+        // digits) do not, and must compare, hash and print the same way.
+        let long = format!("vpc-{}", "f".repeat(32));
+        let short = "vpc-0123456789abcdef0";
+        let ids = [VpcId::try_new(long.clone()).unwrap(), VpcId::try_new(short).unwrap()];
+        assert_eq!(ids[0].as_str(), long);
+        assert_eq!(ids[0].to_string(), long);
+        assert_eq!(ids[0].cmp(&ids[1]), long.as_str().cmp(short));
+        assert_eq!(ids[0].clone(), ids[0]);
+        let json = serde_json::to_string(&ids).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<VpcId>>(&json).unwrap(), ids);
+        let set: std::collections::HashSet<&VpcId> = ids.iter().chain(&ids).collect();
+        assert_eq!(set.len(), 2);
     }
 
     #[test]
@@ -833,6 +878,20 @@ mod tests {
             Some(String::new()),
         );
         assert_eq!(empty.description, None);
+    }
+
+    #[test]
+    fn sanitized_text_keeps_allowed_characters_replaces_others_and_is_trimmed_to_255() {
+        assert_eq!(sanitize_text("  web-tier (main) #1  "), "web-tier (main) #1");
+        assert_eq!(sanitize_text("Web Tier <main>"), "Web Tier _main_");
+        assert_eq!(sanitize_text("café ünïcode"), "caf_ _n_code");
+        assert_eq!(sanitize_text("a\tb\nc"), "a_b_c");
+        let clean = "x".repeat(255);
+        assert_eq!(sanitize_text(&clean), clean);
+        assert_eq!(sanitize_text(&"y".repeat(300)), "y".repeat(255));
+        assert_eq!(sanitize_text(&format!("{} z", "w".repeat(254))), format!("{}", "w".repeat(254)));
+        assert_eq!(sanitize_text(&format!("{}é", "v".repeat(254))), format!("{}_", "v".repeat(254)));
+        assert_eq!(sanitize_text(""), "");
     }
 
     #[test]

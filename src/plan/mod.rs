@@ -68,6 +68,10 @@ struct Mapping<'a> {
     pair: usize,
     /// The create or tag action of its mirror (phase 3).
     prepare: Option<ActionId>,
+    /// Whether its instances are linked to its mirror: a Classic source with
+    /// `link_instances`, a mirror, and ClassicLink usable in its VPC this
+    /// cycle (known after the enablement phase).
+    links_instances: bool,
 }
 
 /// What a pair's mirror is.
@@ -90,13 +94,74 @@ enum OrphanStage {
     Due,
 }
 
-/// A grant a mirror should have, with the create or tag action of the
-/// mirror it references, if that mirror is created or tagged by this plan.
-type Desired = (Grant<GroupRef>, Option<ActionId>);
+/// Grants a mirror should have, each with the create or tag action of the
+/// mirror it references when this plan creates or tags that mirror. Two
+/// parallel lists, so that the grants move into their action as they are.
+#[derive(Default)]
+struct Desired {
+    grants: Vec<Grant<GroupRef>>,
+    waits_for: Vec<Option<Prepare>>,
+}
+
+/// The create or tag action a grant's peer mirror waits for, with whether
+/// that action is audited (kept beside it so that deciding which grants wait
+/// does not read the action list at random).
+#[derive(Clone, Copy, Debug)]
+struct Prepare {
+    action: ActionId,
+    audited: bool,
+}
+
+/// What a grant naming a managed source as its peer translates to, one per
+/// entry of `managed` and built once the creates and tags are planned. Rules
+/// name peers at random, so each translation reads this small entry instead
+/// of the (much larger) mapping and its pair, which on a large estate are
+/// cache misses.
+#[derive(Debug)]
+struct PeerTarget {
+    /// Position of the mapping's VPC in the plan's VPC list: compared, not read.
+    vpc: usize,
+    mirror: Option<GroupRef>,
+    prepare: Option<Prepare>,
+}
+
+impl Desired {
+    fn with_capacity(capacity: usize) -> Self {
+        Self { grants: Vec::with_capacity(capacity), waits_for: Vec::with_capacity(capacity) }
+    }
+
+    fn push(&mut self, grant: Grant<GroupRef>, waits_for: Option<Prepare>) {
+        self.grants.push(grant);
+        self.waits_for.push(waits_for);
+    }
+
+    fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.grants.truncate(len);
+        self.waits_for.truncate(len);
+    }
+
+    /// Splits off the grants for which `wait` holds, keeping the order.
+    fn split_off_waiting(&mut self, wait: impl Fn(Option<Prepare>) -> bool) -> Self {
+        if !self.waits_for.iter().any(|&w| wait(w)) {
+            return Self::default();
+        }
+        let mut kept = Self::with_capacity(self.len());
+        let mut waiting = Self::default();
+        for (grant, waits_for) in self.grants.drain(..).zip(self.waits_for.drain(..)) {
+            if wait(waits_for) { &mut waiting } else { &mut kept }.push(grant, waits_for);
+        }
+        *self = kept;
+        waiting
+    }
+}
 
 /// The per-grant diff of one mirror before quota and caps.
 struct GrantDiff {
-    add: Vec<Desired>,
+    add: Desired,
     revoke: Vec<Grant>,
     update: Vec<(Grant, Option<String>)>,
     current: usize,
@@ -113,7 +178,9 @@ struct Planner<'a> {
     managed: Vec<Mapping<'a>>,
     /// Index of each managed source in `managed`. Looked up per rule and per
     /// instance, never iterated (its order would not be deterministic).
-    managed_index: LookupMap<&'a GroupId, usize>,
+    managed_index: LookupMap<GroupId, usize>,
+    /// How grants naming each managed source translate (see [`PeerTarget`]).
+    peer_targets: Vec<PeerTarget>,
     /// The source (index in `managed`) of each existing chosen mirror.
     source_of_mirror: LookupMap<GroupId, usize>,
     /// Groups counted as ours: tagged mirrors and groups being tagged.
@@ -156,6 +223,7 @@ impl<'a> Planner<'a> {
             next_memory: memory.clone(),
             managed: Vec::new(),
             managed_index: LookupMap::default(),
+            peer_targets: Vec::new(),
             source_of_mirror: LookupMap::default(),
             ours: LookupSet::default(),
             protected: LookupSet::default(),
@@ -285,6 +353,7 @@ impl<'a> Planner<'a> {
                 mirror: None,
                 pair: 0,
                 prepare: None,
+                links_instances: false,
             });
         }
 
@@ -330,6 +399,7 @@ impl<'a> Planner<'a> {
                     mirror: None,
                     pair: 0,
                     prepare: None,
+                    links_instances: false,
                 });
             }
         }
@@ -348,7 +418,9 @@ impl<'a> Planner<'a> {
         }
         // In id order, the order every later phase walks them in.
         managed.sort_unstable_by(|a, b| a.source.id.cmp(&b.source.id));
-        self.managed_index = managed.iter().enumerate().map(|(index, m)| (&m.source.id, index)).collect();
+        // Owned keys: a probe then compares ids stored in the table itself
+        // instead of following a pointer into the snapshot for each rule.
+        self.managed_index = managed.iter().enumerate().map(|(index, m)| (m.source.id.clone(), index)).collect();
         self.managed = managed;
     }
 
@@ -697,6 +769,12 @@ impl<'a> Planner<'a> {
                 );
             }
         }
+        for mapping in &mut self.managed {
+            mapping.links_instances = mapping.source.is_classic()
+                && mapping.link_instances
+                && mapping.mirror.is_some()
+                && self.linkable_vpcs.contains(&mapping.vpc);
+        }
     }
 
     // ----- 3. grants -------------------------------------------------------
@@ -727,6 +805,7 @@ impl<'a> Planner<'a> {
             let id = self.push(action, vec![], audit, Some(key));
             self.managed[index].prepare = Some(id);
         }
+        self.peer_targets = self.peer_targets();
 
         let destructive_held = self.destructive_held();
         for &index in &sources {
@@ -734,7 +813,7 @@ impl<'a> Planner<'a> {
             let source = &mapping.source.id;
             let key = self.plan.pairs[mapping.pair].key.clone();
             let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
-            let desired = self.desired_grants(&mapping, &key);
+            let desired = self.desired_grants(index, &mapping, &key);
             let diff = self.diff(&mirror, desired);
             let quota = self.config.limits.rules_per_group;
 
@@ -765,10 +844,8 @@ impl<'a> Planner<'a> {
             // A grant to a mirror that only an audited mapping would create or
             // tag cannot run until that mapping is enforced: it is shown as
             // audited drift, and the rest of this mapping goes ahead.
-            let (waiting, mut add): (Vec<_>, Vec<_>) = diff
-                .add
-                .into_iter()
-                .partition(|(_, peer)| !mapping.audit && peer.is_some_and(|id| self.plan.actions[id.0].audit));
+            let mut add = diff.add;
+            let waiting = add.split_off_waiting(|peer| !mapping.audit && peer.is_some_and(|prepare| prepare.audited));
 
             // Quota: the group may hold `quota` grants at any moment. Grants
             // that would not fit even after every revocation are reported;
@@ -809,18 +886,13 @@ impl<'a> Planner<'a> {
                 pre_id = Some(id);
             }
             let mut authorize_id = None;
-            for (grants, waits) in [(add, false), (waiting, true)] {
+            for (Desired { grants, waits_for }, waits) in [(add, false), (waiting, true)] {
                 if grants.is_empty() {
                     continue;
                 }
                 let mut deps = group_deps.clone();
                 deps.extend(pre_id);
-                deps.extend(grants.iter().filter_map(|&(_, peer)| peer));
-                // A new vector of the exact size (collecting would reuse the
-                // larger one, and the plan keeps every action).
-                let mut plain = Vec::with_capacity(grants.len());
-                plain.extend(grants.into_iter().map(|(grant, _)| grant));
-                let grants = plain;
+                deps.extend(waits_for.into_iter().flatten().map(|prepare| prepare.action));
                 let count = grants.len();
                 let audit = mapping.audit || waits;
                 let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
@@ -900,31 +972,36 @@ impl<'a> Planner<'a> {
     /// The source's grants translated for its mirror, sorted by key, one per
     /// key (the first, in the order of the sorted source grants), each with
     /// the create or tag action of the mirror it references; reports what
-    /// cannot be translated. Needs the create and tag actions planned.
-    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Vec<Desired> {
-        let mut desired = Vec::with_capacity(mapping.source.ingress.len());
-        let mut ingress: Vec<&Grant> = mapping.source.ingress.iter().collect();
-        ingress.sort_unstable();
-        for grant in ingress {
+    /// cannot be translated. `index` is the mapping's position in `managed`.
+    /// Needs the create and tag actions planned.
+    fn desired_grants(&mut self, index: usize, mapping: &Mapping<'a>, key: &PairKey) -> Desired {
+        let mut desired = Desired::with_capacity(mapping.source.ingress.len());
+        let vpc = self.peer_targets[index].vpc;
+        // Whether the translated keys come out strictly increasing.
+        let mut in_order = true;
+        for grant in by_key(&mapping.source.ingress, |a, b| a.cmp(b)).0 {
             let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
             let peer = match &grant.key.peer {
                 Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
-                Peer::Group { group, owner: None } => match self.mapping(group) {
-                    None => Err(Unmirrorable::NotManaged),
-                    Some(peer_mapping) if peer_mapping.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
-                    // The peer's mirror waits for its own create or tag.
-                    Some(peer_mapping) => match self.mirror_ref(peer_mapping) {
-                        Some(mirror) => Ok((Peer::Group { group: mirror.clone(), owner: None }, peer_mapping.prepare)),
-                        None => Err(Unmirrorable::MirrorUnavailable),
-                    },
-                },
+                Peer::Group { group, owner: None } => {
+                    match self.managed_index.get(group).map(|&index| &self.peer_targets[index]) {
+                        None => Err(Unmirrorable::NotManaged),
+                        Some(target) if target.vpc != vpc => Err(Unmirrorable::OtherVpc),
+                        // The peer's mirror waits for its own create or tag.
+                        Some(target) => match &target.mirror {
+                            Some(mirror) => Ok((Peer::Group { group: mirror.clone(), owner: None }, target.prepare)),
+                            None => Err(Unmirrorable::MirrorUnavailable),
+                        },
+                    }
+                }
             };
             match peer {
                 Ok((peer, prepare)) => {
                     let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
-                    desired.push((Grant { key, description }, prepare));
+                    in_order &= desired.grants.last().is_none_or(|last| last.key < key);
+                    desired.push(Grant { key, description }, prepare);
                 }
                 Err(reason) => {
                     let message = format!(
@@ -944,12 +1021,30 @@ impl<'a> Planner<'a> {
             }
         }
         // Translation keeps the source order except among group peers (a
-        // mirror's id or a new mirror sorts unlike its source's id), so this
-        // stable sort mostly finds one sorted run. Stable, and keeping the
-        // first of equal keys: the first description wins.
-        desired.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
-        desired.dedup_by(|(later, _), (first, _)| later.key == first.key);
+        // mirror's id or a new mirror sorts unlike its source's id). When it
+        // did not: a stable sort, keeping the first of equal keys (the first
+        // description wins).
+        if !in_order {
+            let mut pairs: Vec<_> = desired.grants.into_iter().zip(desired.waits_for).collect();
+            pairs.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
+            pairs.dedup_by(|(later, _), (first, _)| later.key == first.key);
+            (desired.grants, desired.waits_for) = pairs.into_iter().unzip();
+        }
         desired
+    }
+
+    /// One [`PeerTarget`] per managed source, in `managed` order.
+    fn peer_targets(&self) -> Vec<PeerTarget> {
+        let vpcs: BTreeMap<&VpcId, usize> =
+            self.managed.iter().map(|m| &m.vpc).collect::<BTreeSet<_>>().into_iter().zip(0..).collect();
+        self.managed
+            .iter()
+            .map(|mapping| PeerTarget {
+                vpc: vpcs[&mapping.vpc],
+                mirror: self.mirror_ref(mapping).cloned(),
+                prepare: mapping.prepare.map(|action| Prepare { action, audited: self.plan.actions[action.0].audit }),
+            })
+            .collect()
     }
 
     fn describe_source_grant(&self, grant: &Grant) -> String {
@@ -970,33 +1065,34 @@ impl<'a> Planner<'a> {
 
     /// `desired` (sorted by key, one per key) against the mirror's rules: a
     /// merge of two sorted lists, without copying either.
-    fn diff(&self, mirror: &GroupRef, desired: Vec<Desired>) -> GrantDiff {
+    fn diff(&self, mirror: &GroupRef, desired: Desired) -> GrantDiff {
         let GroupRef::Existing(id) = mirror else {
             return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
         let Some(group) = self.snap.vpc_groups.get(id) else {
-            return GrantDiff { add: Vec::new(), revoke: Vec::new(), update: Vec::new(), current: 0 };
+            return GrantDiff { add: Desired::default(), revoke: Vec::new(), update: Vec::new(), current: 0 };
         };
         // The rules by key; of several with one key, the last observed.
-        let mut actual: Vec<&Grant> = group.ingress.iter().collect();
-        actual.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut deduped: Vec<&Grant> = Vec::with_capacity(actual.len());
-        for grant in actual {
-            match deduped.last_mut() {
-                Some(last) if last.key == grant.key => *last = grant,
-                _ => deduped.push(grant),
-            }
+        let (mut deduped, distinct) = by_key(&group.ingress, |a, b| a.key.cmp(&b.key));
+        if !distinct {
+            deduped.dedup_by(|later, earlier| {
+                let same = later.key == earlier.key;
+                if same {
+                    *earlier = *later;
+                }
+                same
+            });
         }
         let owned = |grant: &Grant| match &grant.key.peer {
             Peer::Ipv4(_) => true,
             Peer::Group { group, owner: None } => self.is_ours(group),
             _ => false,
         };
-        let mut add = Vec::new();
+        let mut add = Desired::default();
         let mut update = Vec::new();
         let mut revoke = Vec::new();
         let mut have = deduped.into_iter().peekable();
-        for (want, prepare) in desired {
+        for (want, prepare) in desired.grants.into_iter().zip(desired.waits_for) {
             // Observed rules sorting before the next desired one are not
             // desired; one sorting after it means it is missing.
             let mut found = None;
@@ -1016,7 +1112,7 @@ impl<'a> Planner<'a> {
                 }
             }
             match found {
-                None => add.push((want, prepare)),
+                None => add.push(want, prepare),
                 Some(grant) if grant.description != want.description => {
                     let mut updated = grant.clone();
                     updated.description = want.description;
@@ -1038,6 +1134,9 @@ impl<'a> Planner<'a> {
         // Without the full list of links, an attach would be a guess (EC2
         // rejects attaching an instance that is already linked).
         let links_known = !snap.incomplete.contains(&crate::model::SnapshotPart::Links);
+        // The managed sources (indices in `managed`) whose mirrors an
+        // instance is entitled to; one buffer for every instance.
+        let mut entitled: Vec<usize> = Vec::new();
 
         for (instance_id, instance, link) in instances_and_links(snap) {
             // VPC instances cannot be linked; pending ones are left for the
@@ -1045,28 +1144,22 @@ impl<'a> Planner<'a> {
             if instance.is_some_and(|i| i.vpc_id.is_some() || i.state != InstanceState::Running) {
                 continue;
             }
-            // The mirrors the instance is entitled to, with their VPCs,
-            // borrowed: most instances need no action, so nothing is copied
-            // until one is planned.
-            let mut entitled: Vec<(&VpcId, &GroupRef)> = Vec::new();
-            // Their pairs, as indices in `plan.pairs` (ordered as the keys).
-            let mut pairs: Vec<usize> = Vec::new();
+            entitled.clear();
             let mut audit = false;
             for group in instance.map(|i| &i.groups).into_iter().flatten() {
-                let Some(mapping) = self.mapping(group) else { continue };
-                if !mapping.source.is_classic() || !mapping.link_instances {
-                    continue;
+                let Some(&index) = self.managed_index.get(group) else { continue };
+                if self.managed[index].links_instances {
+                    entitled.push(index);
+                    audit |= self.managed[index].audit;
                 }
-                let Some(mirror) = self.mirror_ref(mapping) else { continue };
-                if !self.linkable_vpcs.contains(&mapping.vpc) {
-                    continue;
-                }
-                entitled.push((&mapping.vpc, mirror));
-                pairs.push(mapping.pair);
-                audit |= mapping.audit;
             }
-            if entitled.iter().any(|(vpc, _)| *vpc != entitled[0].0) {
-                let vpcs: BTreeSet<&VpcId> = entitled.iter().map(|(vpc, _)| *vpc).collect();
+            // In the order of their mirrors, so that those come out as a
+            // sorted set; nothing is copied until an action is planned.
+            let mirror_of = |index: usize| self.mirror_ref(&self.managed[index]).expect("linked sources have mirrors");
+            entitled.sort_unstable_by(|&a, &b| mirror_of(a).cmp(mirror_of(b)));
+            let vpc_of = |index: usize| &self.managed[index].vpc;
+            if entitled.iter().any(|&index| vpc_of(index) != vpc_of(entitled[0])) {
+                let vpcs: BTreeSet<&VpcId> = entitled.iter().map(|&index| vpc_of(index)).collect();
                 let vpcs: Vec<String> = vpcs.into_iter().map(ToString::to_string).collect();
                 self.warn(
                     WarningKind::ConflictMultiVpc,
@@ -1082,46 +1175,46 @@ impl<'a> Planner<'a> {
                 }
                 continue;
             }
-            // The one VPC and its mirrors, as a sorted set.
-            let target: Option<(&VpcId, Vec<&GroupRef>)> = entitled.first().map(|&(vpc, _)| {
-                let mut mirrors: Vec<&GroupRef> = entitled.iter().map(|&(_, mirror)| mirror).collect();
-                mirrors.sort_unstable();
-                mirrors.dedup();
-                (vpc, mirrors)
-            });
-            if target.is_none() && link.is_none_or(|l| !l.groups.iter().any(|g| self.is_ours(g))) {
+            if entitled.is_empty() && link.is_none_or(|l| !l.groups.iter().any(|g| self.is_ours(g))) {
                 continue;
             }
-            if target.is_none() {
+            if entitled.is_empty() {
                 audit = global_audit;
             }
             // Already linked as it should be (most instances in a steady
             // state): decided without copying a group id.
-            if let (Some(link), Some((vpc, mirrors))) = (link, &target)
-                && **vpc == link.vpc_id
-                && self.link_has_exactly(link, mirrors)
+            if let (Some(link), Some(&first)) = (link, entitled.first())
+                && *vpc_of(first) == link.vpc_id
+                && self.link_has_exactly(link, entitled.iter().map(|&index| mirror_of(index)))
             {
                 continue;
             }
+            // The one VPC and its mirrors, as a sorted set.
+            let target: Option<(VpcId, Vec<GroupRef>)> = entitled.first().map(|&first| {
+                let mut mirrors: Vec<GroupRef> = Vec::with_capacity(entitled.len());
+                for &index in &entitled {
+                    if mirrors.last() != Some(mirror_of(index)) {
+                        mirrors.push(mirror_of(index).clone());
+                    }
+                }
+                (vpc_of(first).clone(), mirrors)
+            });
+            // Their pairs, as indices in `plan.pairs` (ordered as the keys).
+            let mut pairs: Vec<usize> = entitled.iter().map(|&index| self.managed[index].pair).collect();
 
             let action = match (link, target) {
                 (None, None) => continue,
                 (None, Some(_)) if !links_known => continue,
                 (None, Some((vpc, mirrors))) => {
                     if mirrors.len() > MAX_GROUPS_PER_LINK {
-                        let vpc = vpc.clone();
                         self.link_limit_warning(instance_id, &vpc, mirrors.len());
                         continue;
                     }
-                    Action::Attach {
-                        instance: instance_id.clone(),
-                        vpc: vpc.clone(),
-                        groups: mirrors.into_iter().cloned().collect(),
-                    }
+                    Action::Attach { instance: instance_id.clone(), vpc, groups: mirrors }
                 }
                 (Some(link), target) => {
                     let target: Option<(VpcId, BTreeSet<GroupRef>)> =
-                        target.map(|(vpc, mirrors)| (vpc.clone(), mirrors.into_iter().cloned().collect()));
+                        target.map(|(vpc, mirrors)| (vpc, mirrors.into_iter().collect()));
                     let has_ours = link.groups.iter().any(|g| self.is_ours(g));
                     let foreign: BTreeSet<GroupRef> = link
                         .groups
@@ -1225,10 +1318,19 @@ impl<'a> Planner<'a> {
     }
 
     /// Whether `link` holds exactly the groups it should in its VPC: its
-    /// groups that are not ours, kept as they are, and `mirrors`.
-    fn link_has_exactly(&self, link: &Link, mirrors: &[&GroupRef]) -> bool {
-        mirrors.iter().all(|m| m.existing().is_some_and(|id| link.groups.contains(id)))
-            && link.groups.iter().all(|g| !self.is_ours(g) || mirrors.iter().any(|m| m.existing() == Some(g)))
+    /// groups that are not ours, kept as they are, and `mirrors` (sorted).
+    /// A merge of the two sorted lists.
+    fn link_has_exactly<'m>(&self, link: &Link, mirrors: impl Iterator<Item = &'m GroupRef>) -> bool {
+        let mut mirrors = mirrors.peekable();
+        for group in &link.groups {
+            let entitled = mirrors.next_if(|mirror| mirror.existing() == Some(group)).is_some();
+            // A group of ours that is not one of the mirrors goes.
+            if !entitled && self.is_ours(group) {
+                return false;
+            }
+        }
+        // A mirror not in the link (or not yet created) comes.
+        mirrors.next().is_none()
     }
 
     /// The pair (index in `plan.pairs`) whose (existing) mirror `group` is.
@@ -1448,6 +1550,19 @@ fn cmp_planned_observed(planned: &GrantKey<GroupRef>, observed: &GrantKey) -> Or
             (planned, observed) => rank(planned).cmp(&rank(observed)),
         }
     })
+}
+
+/// `rules` in the order of `cmp` (stable), and whether their keys are
+/// distinct. Observe and EC2 list a group's rules one per key, and usually
+/// in key order: then one pass of comparisons replaces a sort (both orders
+/// agree when keys are distinct).
+fn by_key(rules: &[Grant], cmp: impl Fn(&Grant, &Grant) -> Ordering) -> (Vec<&Grant>, bool) {
+    let mut sorted: Vec<&Grant> = rules.iter().collect();
+    if rules.windows(2).all(|pair| pair[0].key < pair[1].key) {
+        return (sorted, true);
+    }
+    sorted.sort_by(|a, b| cmp(a, b));
+    (sorted, false)
 }
 
 /// Every instance id of the snapshot's instances and links, in id order,
