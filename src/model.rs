@@ -102,7 +102,7 @@ macro_rules! ec2_id {
                 }
             }
 
-            /// [`Self::try_new`] on borrowed text: one allocation, for the id.
+            /// [`Self::try_new`] on borrowed text, without an owned copy first.
             fn try_from_str(value: &str) -> Result<Self, ModelError> {
                 if is_ec2_id(value, $prefix) {
                     Ok(Self(CompactString::from(value)))
@@ -139,8 +139,8 @@ macro_rules! ec2_id {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                // Borrowed text when the format allows it (one allocation,
-                // not two); errors read as `String`'s would.
+                // Borrowed text when the format allows it (no `String` in
+                // between); errors read as `String`'s would.
                 struct Text;
                 impl serde::de::Visitor<'_> for Text {
                     type Value = $name;

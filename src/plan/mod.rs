@@ -343,7 +343,7 @@ impl<'a> Planner<'a> {
             };
             candidates.push(Mapping {
                 source,
-                vpc: self.intern_vpc(entry.vpc.clone()),
+                vpc: entry.vpc.clone(),
                 name: mirror_name(entry.name.as_deref().unwrap_or(&source.name), &source.id),
                 link_instances: entry.link_instances,
                 audit: self.config.mode_of(entry) == Mode::Audit,
@@ -378,7 +378,7 @@ impl<'a> Planner<'a> {
                     );
                     continue;
                 }
-                let Ok(vpc) = value.trim().parse().map(|vpc| self.intern_vpc(vpc)) else {
+                let Ok(vpc) = value.trim().parse::<VpcId>() else {
                     self.warn(
                         WarningKind::DiscoveryTag,
                         None,
@@ -472,13 +472,6 @@ impl<'a> Planner<'a> {
                 label()
             ),
         ))
-    }
-
-    /// The snapshot's own copy of `vpc` when it has one, so that the
-    /// mappings into one VPC share its id (equal ids then compare by
-    /// address first).
-    fn intern_vpc(&self, vpc: VpcId) -> VpcId {
-        self.snap.vpcs.get_key_value(&vpc).map_or(vpc, |(known, _)| known.clone())
     }
 
     // ----- 2. which group is each mirror ----------------------------------
