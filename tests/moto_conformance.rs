@@ -404,13 +404,15 @@ async fn credentials_and_region_from_the_environment_work_against_a_local_endpoi
         .output()
         .await
         .expect("run child test");
+    let stdout = String::from_utf8_lossy(&child.stdout);
     assert!(
         child.status.success(),
-        "the child test failed ({}):\n{}\n{}",
+        "the child test failed ({}):\n{stdout}\n{}",
         child.status,
-        String::from_utf8_lossy(&child.stdout),
         String::from_utf8_lossy(&child.stderr)
     );
+    // A renamed child would match no test and "pass" running nothing.
+    assert!(stdout.contains("test result: ok. 1 passed"), "the child test did not run:\n{stdout}");
 }
 
 #[tokio::test]
