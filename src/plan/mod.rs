@@ -119,8 +119,7 @@ struct Prepare {
 /// cache misses.
 #[derive(Debug)]
 struct PeerTarget {
-    /// Position of the mapping's VPC in the plan's VPC list: compared, not read.
-    vpc: usize,
+    vpc: VpcId,
     mirror: Option<GroupRef>,
     prepare: Option<Prepare>,
 }
@@ -806,7 +805,7 @@ impl<'a> Planner<'a> {
             let source = &mapping.source.id;
             let key = self.plan.pairs[mapping.pair].key.clone();
             let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
-            let desired = self.desired_grants(index, &mapping, &key);
+            let desired = self.desired_grants(&mapping, &key);
             let diff = self.diff(&mirror, desired);
             let quota = self.config.limits.rules_per_group;
 
@@ -965,11 +964,9 @@ impl<'a> Planner<'a> {
     /// The source's grants translated for its mirror, sorted by key, one per
     /// key (the first, in the order of the sorted source grants), each with
     /// the create or tag action of the mirror it references; reports what
-    /// cannot be translated. `index` is the mapping's position in `managed`.
-    /// Needs the create and tag actions planned.
-    fn desired_grants(&mut self, index: usize, mapping: &Mapping<'a>, key: &PairKey) -> Desired {
+    /// cannot be translated. Needs the create and tag actions planned.
+    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Desired {
         let mut desired = Desired::with_capacity(mapping.source.ingress.len());
-        let vpc = self.peer_targets[index].vpc;
         // Whether the translated keys come out strictly increasing.
         let mut in_order = true;
         for grant in by_key(&mapping.source.ingress, |a, b| a.cmp(b)).0 {
@@ -981,7 +978,7 @@ impl<'a> Planner<'a> {
                 Peer::Group { group, owner: None } => {
                     match self.managed_index.get(group).map(|&index| &self.peer_targets[index]) {
                         None => Err(Unmirrorable::NotManaged),
-                        Some(target) if target.vpc != vpc => Err(Unmirrorable::OtherVpc),
+                        Some(target) if target.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
                         // The peer's mirror waits for its own create or tag.
                         Some(target) => match &target.mirror {
                             Some(mirror) => Ok((Peer::Group { group: mirror.clone(), owner: None }, target.prepare)),
@@ -1028,12 +1025,10 @@ impl<'a> Planner<'a> {
 
     /// One [`PeerTarget`] per managed source, in `managed` order.
     fn peer_targets(&self) -> Vec<PeerTarget> {
-        let vpcs: BTreeMap<&VpcId, usize> =
-            self.managed.iter().map(|m| &m.vpc).collect::<BTreeSet<_>>().into_iter().zip(0..).collect();
         self.managed
             .iter()
             .map(|mapping| PeerTarget {
-                vpc: vpcs[&mapping.vpc],
+                vpc: mapping.vpc.clone(),
                 mirror: self.mirror_ref(mapping).cloned(),
                 prepare: mapping.prepare.map(|action| Prepare { action, audited: self.plan.actions[action.0].audit }),
             })
