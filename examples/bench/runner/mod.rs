@@ -3,7 +3,7 @@
 //! against generated estates over HTTP on 127.0.0.1, and measures.
 //!
 //! Shared by the `bench` example (`scripts/bench`, which prints the tables
-//! and the JSON lines for docs/BENCHMARKS.md) and by `tests/bench_runner.rs`
+//! and the JSON lines for docs/BENCHMARKS.md) and by `tests/it/bench_runner.rs`
 //! (the same code at a tiny size through the debug binary, asserting counts,
 //! never times).
 #![allow(dead_code)]

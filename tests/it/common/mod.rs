@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests' modules: where the crate lives,
+//! and the daemon's own SDK adapter pointed at a local endpoint (the
+//! emulator's HTTP server, a canned server or moto) with test credentials.
+#![allow(dead_code)] // each test module uses a different part of it
+
+pub mod moto;
+
+use std::path::Path;
+
+use classiclink_mirror::config::AwsConfig;
+use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions, StaticCredentials};
+
+/// The crate root: tests run the binary from here and read `tests/fixtures`.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `[aws]` for a local endpoint in `us-east-1`.
+pub fn endpoint_config(url: &str) -> AwsConfig {
+    AwsConfig { region: "us-east-1".into(), endpoint_url: Some(url.to_owned()), profile: None }
+}
+
+/// The credentials every local endpoint accepts.
+pub fn test_credentials() -> StaticCredentials {
+    StaticCredentials { access_key_id: "test".into(), secret_access_key: "test".into() }
+}
+
+/// The adapter against a local endpoint, with EC2's largest page.
+pub async fn local_port(url: &str) -> AwsEc2 {
+    local_port_paged(url, AwsOptions::default().page_size).await
+}
+
+/// The adapter against a local endpoint, reading `page_size` items a page.
+pub async fn local_port_paged(url: &str, page_size: i32) -> AwsEc2 {
+    let options = AwsOptions { page_size, credentials: Some(test_credentials()), ..AwsOptions::default() };
+    AwsEc2::from_config_with(&endpoint_config(url), options).await
+}

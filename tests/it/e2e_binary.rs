@@ -1,0 +1,343 @@
+//! The real binary end to end: `emulator` serving an estate on 127.0.0.1:0,
+//! and `apply`, `plan`, `run` and `demo` talking to it through the AWS SDK
+//! over HTTP. State is read back through the SDK and the emulator's
+//! `/_emulator/calls` counters. Every wait is bounded.
+
+use crate::common::root;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use classiclink_mirror::ec2::aws::AwsEc2;
+use classiclink_mirror::ec2::{Ec2, GroupFilter};
+use classiclink_mirror::model::{GroupId, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const TARGET_VPC: &str = "vpc-9f2e1d0c";
+const MUTATING: [&str; 10] = [
+    "CreateSecurityGroup",
+    "DeleteSecurityGroup",
+    "AuthorizeSecurityGroupIngress",
+    "RevokeSecurityGroupIngress",
+    "UpdateSecurityGroupRuleDescriptionsIngress",
+    "CreateTags",
+    "DeleteTags",
+    "AttachClassicLinkVpc",
+    "DetachClassicLinkVpc",
+    "EnableVpcClassicLink",
+];
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_classiclink-mirror"));
+    command
+        .current_dir(root())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CLASSICLINK_MIRROR_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// A running `emulator` process.
+struct EmulatorProcess {
+    /// Kept so the process lives as long as the test (killed on drop).
+    _child: Child,
+    url: String,
+}
+
+impl EmulatorProcess {
+    async fn start(args: &[&str]) -> Self {
+        let mut child = binary()
+            .args(["emulator", "--listen", "127.0.0.1:0", "--estate", "tests/fixtures/estates/small.toml"])
+            .args(args)
+            .spawn()
+            .expect("start the emulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the emulator prints its address within 30 s")
+            .expect("read stdout")
+            .expect("a first line");
+        let url = first.rsplit(' ').next().expect("an address").to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+        Self { _child: child, url }
+    }
+
+    async fn sdk(&self) -> AwsEc2 {
+        crate::common::local_port(&self.url).await
+    }
+
+    async fn calls(&self) -> BTreeMap<String, serde_json::Value> {
+        let body = reqwest::get(format!("{}/_emulator/calls", self.url)).await.unwrap().text().await.unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn mutating_calls(&self) -> u64 {
+        let calls = self.calls().await;
+        MUTATING.iter().filter_map(|op| calls.get(*op)).map(|c| c["requests"].as_u64().unwrap_or(0)).sum()
+    }
+
+    async fn reset_calls(&self) {
+        let response = reqwest::Client::new().post(format!("{}/_emulator/reset-calls", self.url)).send().await.unwrap();
+        assert!(response.status().is_success());
+    }
+}
+
+fn write_config(dir: &Path, url: &str, listen: &str, extra: &str) -> PathBuf {
+    let path = dir.join("mirror.toml");
+    let text = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n[daemon]\ninterval = \"1s\"\nlisten = \"{listen}\"\n{extra}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run_command(args: &[&str]) -> Output {
+    let output = tokio::time::timeout(Duration::from_secs(120), binary().args(args).output())
+        .await
+        .expect("the command finishes within 120 s")
+        .expect("the command runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+async fn mirrors(ec2: &AwsEc2) -> Vec<SecurityGroup> {
+    let filter = GroupFilter { tag_keys: vec![OWNERSHIP_TAG.into()], ..GroupFilter::default() };
+    ec2.describe_security_groups(&filter).await.unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` every 200 ms for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn stop(mut child: Child, signal: &str) -> ExitStatus {
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill").args([format!("-{signal}"), pid]).status().await.unwrap();
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits within 30 s").unwrap()
+}
+
+#[tokio::test]
+async fn apply_over_the_wire_converges_and_a_second_apply_writes_nothing() {
+    let emulator = EmulatorProcess::start(&["--throttle"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
+    let config = config.to_str().unwrap();
+
+    let plan = run_command(&["plan", "--config", config]).await;
+    assert_eq!(plan.code, 2, "changes pending: {}{}", plan.stdout, plan.stderr);
+
+    let first = run_command(&["apply", "--config", config]).await;
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(first.stdout.contains("converged"), "{}", first.stdout);
+    let ec2 = emulator.sdk().await;
+    // web is mirrored; app conflicts with a VPC group of the same name that is not ours.
+    let names: Vec<String> = mirrors(&ec2).await.into_iter().map(|g| g.name).collect();
+    assert!(names.contains(&"web".to_owned()), "{names:?}");
+    assert!(first.stdout.contains("not ours"), "the conflict is reported: {}", first.stdout);
+
+    emulator.reset_calls().await;
+    let second = run_command(&["apply", "--config", config]).await;
+    assert_eq!(second.code, 0, "{}", second.stdout);
+    assert_eq!(emulator.mutating_calls().await, 0, "a converged estate gets no writes");
+    let plan = run_command(&["plan", "--config", config]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stdout);
+}
+
+#[tokio::test]
+async fn apply_that_cannot_converge_in_one_pass_exits_3() {
+    let emulator = EmulatorProcess::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
+    let run = run_command(&["apply", "--config", config.to_str().unwrap(), "--max-passes", "1"]).await;
+    assert_eq!(run.code, 3, "one pass writes, a second would confirm: {}", run.stdout);
+    assert!(run.stdout.contains("not converged after 1 passes"), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn the_daemon_serves_health_metrics_and_status_reloads_and_stops_cleanly() {
+    let emulator = EmulatorProcess::start(&[]).await;
+    let ec2 = emulator.sdk().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = write_config(dir.path(), &emulator.url, &format!("127.0.0.1:{port}"), "");
+    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+
+    eventually(Duration::from_secs(30), "/readyz 200", || async { get(&format!("{base}/readyz")).await.0 == 200 })
+        .await;
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
+    assert!(metric(&metrics, "classiclink_mirror_cycles_total{outcome=\"success\"}") >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "classiclink_mirror_actions_total{kind=\"create_mirror\",outcome=\"done\"}") >= 1.0);
+    assert!(metric(&metrics, "classiclink_mirror_conflicts{kind=\"name_taken\"}") >= 1.0);
+    let (_, status) = get(&format!("{base}/status")).await;
+    assert!(status.contains("name_taken"), "the estate's name conflict shows in /status: {status}");
+
+    // A rule added on the Classic side is mirrored by a later pass, and the
+    // metrics move with it.
+    let authorized = "classiclink_mirror_actions_total{kind=\"authorize\",outcome=\"done\"}";
+    let before = metric(&get(&format!("{base}/metrics")).await.1, authorized);
+    let web = GroupId::try_new("sg-0a1b2c3d").unwrap();
+    let rule = classiclink_mirror::model::Grant::new(
+        Protocol::Tcp,
+        Ports::Range { from: 8443, to: 8443 },
+        Peer::Ipv4("10.9.0.0/16".parse().unwrap()),
+        None,
+    );
+    ec2.authorize_ingress(&web, std::slice::from_ref(&rule)).await.unwrap();
+    eventually(Duration::from_secs(20), "the new rule on web's mirror", || async {
+        mirrors(&ec2).await.iter().any(|g| g.name == "web" && g.ingress.iter().any(|r| r.key == rule.key))
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the authorize counted", || async {
+        metric(&get(&format!("{base}/metrics")).await.1, authorized) > before
+    })
+    .await;
+
+    // An invalid file + SIGHUP: rejected, counted, the old config keeps running.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "[daemon]\ninterval = \"fast\"\n").unwrap();
+    let pid = daemon.id().unwrap().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+    eventually(Duration::from_secs(20), "a rejected reload", || async {
+        metric(
+            &get(&format!("{base}/metrics")).await.1,
+            "classiclink_mirror_config_reloads_total{outcome=\"rejected\"}",
+        ) >= 1.0
+    })
+    .await;
+    let cycles =
+        metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_cycles_total{outcome=\"success\"}");
+    eventually(Duration::from_secs(20), "cycles after the rejection", || async {
+        metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_cycles_total{outcome=\"success\"}")
+            > cycles
+    })
+    .await;
+
+    // A valid file that also mirrors db under a new name + SIGHUP: applied.
+    let renamed = format!("{good}[[mirror]]\nsource_group = \"app\"\nvpc = \"{TARGET_VPC}\"\nname = \"app-classic\"\n");
+    std::fs::write(&config, renamed).unwrap();
+    Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+    eventually(Duration::from_secs(20), "the new mapping mirrored", || async {
+        mirrors(&ec2).await.iter().any(|g| g.name == "app-classic")
+    })
+    .await;
+
+    // The container health check probes the same endpoint.
+    let probe = run_command(&["healthcheck", "--url", &format!("{base}/healthz")]).await;
+    assert_eq!(probe.code, 0, "{}{}", probe.stdout, probe.stderr);
+
+    let status = stop(daemon, "TERM").await;
+    assert_eq!(status.code(), Some(0));
+    let gone = run_command(&["healthcheck", "--url", &format!("{base}/healthz")]).await;
+    assert_eq!(gone.code, 1, "nothing listens any more: {}", gone.stderr);
+}
+
+#[tokio::test]
+async fn sigterm_during_a_throttled_pass_exits_0_within_the_grace_and_leaves_no_half_made_group() {
+    // Sixty groups to mirror at one write a second: a long pass.
+    let mut estate = String::from("[[vpc]]\nname = \"target\"\nid = \"vpc-9f2e1d0c\"\nclassic_link = true\n");
+    for n in 0..60 {
+        estate.push_str(&format!(
+            "[[group]]\nname = \"g{n:02}\"\ntags = {{ \"classiclinkmirror:linkToVPC\" = \"vpc-9f2e1d0c\" }}\n\
+             [[group.rules]]\nprotocol = \"tcp\"\nport = {}\ncidr = \"10.0.0.0/8\"\n",
+            1000 + n
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let estate_path = dir.path().join("estate.toml");
+    std::fs::write(&estate_path, estate).unwrap();
+    let mut child = binary()
+        .args(["emulator", "--listen", "127.0.0.1:0", "--estate", estate_path.to_str().unwrap(), "--throttle"])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next_line().await.unwrap().unwrap().rsplit(' ').next().unwrap().to_owned();
+    let emulator = EmulatorProcess { _child: child, url };
+    let config = write_config(
+        dir.path(),
+        &emulator.url,
+        "127.0.0.1:0",
+        "[rate_limit]\nmutating_per_second = 1.0\nmutating_burst = 1\n",
+    );
+    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+    let ec2 = emulator.sdk().await;
+    eventually(Duration::from_secs(30), "the pass under way", || async { mirrors(&ec2).await.len() >= 3 }).await;
+    let asked = tokio::time::Instant::now();
+    let status = stop(daemon, "TERM").await;
+    assert_eq!(status.code(), Some(0));
+    assert!(asked.elapsed() < Duration::from_secs(25), "stopped within the drain grace: {:?}", asked.elapsed());
+    let target = VpcId::try_new(TARGET_VPC).unwrap();
+    let groups =
+        ec2.describe_security_groups(&GroupFilter { vpc_ids: vec![target], ..GroupFilter::default() }).await.unwrap();
+    let made = groups.iter().filter(|g| g.name != "default").count();
+    assert!(made < 60, "the pass was interrupted ({made} of 60)");
+    assert!(groups.iter().all(|g| g.name == "default" || g.mirrored_from().is_some()), "every mirror is tagged");
+}
+
+#[tokio::test]
+async fn demo_mirrors_the_sample_estate_and_follows_the_scripted_changes() {
+    let run = run_command(&["demo", "--listen", "127.0.0.1:0", "--interval", "1s", "--exit-when-done"]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    for expected in [
+        "created mirrors: web in vpc-0d3e4f50, app in vpc-0d3e4f50, db in vpc-0d3e4f50",
+        "16 instances linked",
+        "cannot be mirrored: group of another account",
+        "1 rules added",
+        "2 instances linked",
+        "deleted orphaned mirrors: db",
+        "demo finished",
+    ] {
+        assert!(run.stdout.contains(expected), "missing {expected:?} in:\n{}", run.stdout);
+    }
+}

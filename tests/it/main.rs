@@ -1,0 +1,23 @@
+//! The integration tests, one crate so the binary that links the AWS SDK is
+//! built and linked once. Each module was once its own `tests/*.rs` file and
+//! keeps its own `//!` page; helpers shared between them live in `common`.
+//!
+//! Run one module with `cargo test --test it module::` (for example
+//! `cargo test --test it plan_fixtures::`).
+
+mod common;
+
+mod aws_canned;
+mod bench_runner;
+mod cli;
+mod config_errors;
+mod daemon_loop;
+mod docs;
+mod e2e_binary;
+mod emulator_cli;
+mod emulator_wire;
+mod moto_apply;
+mod moto_conformance;
+mod plan_fixtures;
+mod planner_props;
+mod reconcile_scenarios;
