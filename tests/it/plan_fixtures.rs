@@ -95,7 +95,9 @@ fn every_scenario_plans_as_its_reviewed_snapshots() {
 fn every_snapshot_file_belongs_to_a_scenario() {
     let names: Vec<String> = scenarios().into_iter().map(|s| s.name).collect();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/snapshots/plans");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    // A moved directory must fail here, not pass by checking nothing.
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut checked = 0;
     for entry in entries {
         let file = entry.expect("readable directory entry").file_name().to_string_lossy().into_owned();
         let Some(stem) = file.strip_suffix(".snap") else { continue };
@@ -104,7 +106,9 @@ fn every_snapshot_file_belongs_to_a_scenario() {
             scenario.is_some_and(|s| names.iter().any(|n| n == s)),
             "{file} has no scenario in tests/fixtures/plans; delete it or restore the scenario"
         );
+        checked += 1;
     }
+    assert!(checked > 0, "no snapshot files in {}", dir.display());
 }
 
 #[test]
