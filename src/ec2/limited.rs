@@ -217,11 +217,13 @@ impl RetryPolicy {
 struct RetryQuota {
     capacity: u32,
     available: u32,
+    /// A retry was refused since the last one granted (logged once).
+    refusing: bool,
 }
 
 impl RetryQuota {
     fn new(capacity: u32) -> Self {
-        Self { capacity, available: capacity }
+        Self { capacity, available: capacity, refusing: false }
     }
 
     /// Takes `cost` tokens; `false` (and nothing taken) when fewer are left.
@@ -449,7 +451,22 @@ impl<E: Ec2> Limited<E> {
             RetryOutcome::QuotaEmpty
         };
         let left = quota.available;
+        // State changes of the quota are logged once, not per request.
+        let was_refusing = quota.refusing;
+        match outcome {
+            RetryOutcome::Retried => quota.refusing = false,
+            RetryOutcome::QuotaEmpty => quota.refusing = true,
+            RetryOutcome::MaxAttempts => {}
+        }
         drop(quota);
+        match (was_refusing, outcome) {
+            (false, RetryOutcome::QuotaEmpty) => tracing::warn!(%operation, code = %error.code, quota_left = left,
+                "the EC2 retry quota is empty: failing requests are no longer retried until requests succeed again"),
+            (true, RetryOutcome::Retried) => {
+                tracing::info!(quota_left = left, "the EC2 retry quota has tokens again: failing requests are retried");
+            }
+            _ => {}
+        }
         self.observer.retry(operation, outcome);
         if outcome == RetryOutcome::Retried {
             self.observer.retry_quota(left);
