@@ -124,8 +124,8 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 
 fn parse_operation_rate(text: &str) -> Result<(Operation, f64), String> {
     let (name, rate) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ACTION=RATE"))?;
-    let operation =
-        Operation::from_name(name.trim()).ok_or_else(|| format!("{:?} is not an EC2 action the emulator serves", name.trim()))?;
+    let operation = Operation::from_name(name.trim())
+        .ok_or_else(|| format!("{:?} is not an EC2 action the emulator serves", name.trim()))?;
     Ok((operation, parse_rate(rate)?))
 }
 
@@ -288,7 +288,11 @@ mod apply_tests {
         let Command::Emulator(args) = cli.command else { panic!() };
         assert_eq!(
             args.operation_error_rates,
-            [(Operation::DescribeSecurityGroups, 1.0), (Operation::DescribeInstances, 0.5), (Operation::DescribeVpcs, 0.0)]
+            [
+                (Operation::DescribeSecurityGroups, 1.0),
+                (Operation::DescribeInstances, 0.5),
+                (Operation::DescribeVpcs, 0.0)
+            ]
         );
         for bad in ["DescribeSecurityGroups", "DescribeNothing=1", "CreateTags=2", "CreateTags=x"] {
             assert!(Cli::try_parse_from(["x", "emulator", "--operation-error-rate", bad]).is_err(), "{bad}");

@@ -920,7 +920,11 @@ impl Checker<'_> {
         match raw {
             Some(raw) if duration > max => {
                 let shown = self.shown(raw);
-                self.invalid(path, raw, format!("{shown} is longer than the maximum {}", humantime::format_duration(max)));
+                self.invalid(
+                    path,
+                    raw,
+                    format!("{shown} is longer than the maximum {}", humantime::format_duration(max)),
+                );
                 None
             }
             _ => Some(duration),
@@ -1707,7 +1711,8 @@ mod tests {
         // `mutating_per_second = 1e12` used to validate, then panic building
         // the governor quota (its period rounds to 0 ns); `1e-300` was
         // silently raised to 1e-3.
-        for (key, bad) in [("mutating_per_second", "1e12"), ("describe_per_second", "1e10"), ("mutating_per_second", "1e-300")]
+        for (key, bad) in
+            [("mutating_per_second", "1e12"), ("describe_per_second", "1e10"), ("mutating_per_second", "1e-300")]
         {
             assert_eq!(
                 one_error(&format!("[rate_limit]\n{key} = {bad}\n")),
@@ -1741,9 +1746,14 @@ mod tests {
             ]
         );
         // A default base above an explicit cap is simply capped.
-        assert_eq!(ok("[rate_limit]\nretry_max_delay = \"500ms\"\n").rate_limit.retry_max_delay, Duration::from_millis(500));
         assert_eq!(
-            one_error("[rate_limit]\nretry_base_delay = \"3s\"\nretry_max_delay = \"2s\"\nretry_throttled_base_delay = \"1s\"\n"),
+            ok("[rate_limit]\nretry_max_delay = \"500ms\"\n").rate_limit.retry_max_delay,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            one_error(
+                "[rate_limit]\nretry_base_delay = \"3s\"\nretry_max_delay = \"2s\"\nretry_throttled_base_delay = \"1s\"\n"
+            ),
             "rate_limit.retry_base_delay: \"3s\" is longer than rate_limit.retry_max_delay (2s)"
         );
         let config = ok("[rate_limit]\nmax_attempts = 1\nretry_quota = 0\n");

@@ -109,7 +109,7 @@ impl AwsEc2 {
             // One layer owns retries: `ec2::limited::Limited` retries
             // throttling and 5xx with capped, jittered backoff and slows its
             // token buckets down (AIMD). SDK retries underneath would multiply
-            // the attempts (3 × 9), hide throttling from the AIMD pacer, and
+            // the attempts (3 × 3), hide throttling from the AIMD pacer, and
             // spend EC2's request budget behind our rate limiter's back.
             .retry_config(RetryConfig::disabled())
             // Without retries the attempt timeout is the operation timeout;

@@ -623,13 +623,7 @@ mod tests {
             let mut all = emu.describe_security_groups(&GroupFilter::default()).await.unwrap();
             all.retain(|g| g.name != "default");
             let groups = all;
-            Self {
-                emu,
-                groups,
-                tokens: Mutex::new(Vec::new()),
-                failures: Mutex::new(VecDeque::new()),
-                vpc_error: None,
-            }
+            Self { emu, groups, tokens: Mutex::new(Vec::new()), failures: Mutex::new(VecDeque::new()), vpc_error: None }
         }
 
         fn fail(self, token: Option<&str>, code: &'static str) -> Self {
@@ -787,7 +781,10 @@ mod tests {
         // Errors that asking again cannot fix are not retried at all.
         let paged = Paged::new(1).await.fail(None, "UnauthorizedOperation");
         let ec2 = Limited::new(paged, &limits());
-        assert_eq!(ec2.describe_security_groups(&GroupFilter::default()).await.unwrap_err().code, "UnauthorizedOperation");
+        assert_eq!(
+            ec2.describe_security_groups(&GroupFilter::default()).await.unwrap_err().code,
+            "UnauthorizedOperation"
+        );
         assert_eq!(ec2.inner().tokens().len(), 1);
     }
 
@@ -836,7 +833,10 @@ mod tests {
     fn backoff_ceilings_double_per_attempt_from_their_base_and_stop_at_the_cap() {
         let policy = RetryPolicy::default();
         let transient: Vec<Duration> = (1..=10).map(|n| policy.ceiling(n, ErrorKind::Transient)).collect();
-        assert_eq!(transient[..3], [Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)]);
+        assert_eq!(
+            transient[..3],
+            [Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)]
+        );
         assert_eq!(transient[9], Duration::from_secs(20));
         assert_eq!(policy.ceiling(1, ErrorKind::Throttled), Duration::from_secs(1));
         assert_eq!(policy.ceiling(6, ErrorKind::Throttled), Duration::from_secs(20), "32 s capped");

@@ -409,8 +409,11 @@ pub trait Ec2: Send + Sync {
         next_token: Option<String>,
     ) -> Result<Page<SecurityGroup>, Ec2Error>;
     /// One page of `DescribeInstances` with filters.
-    async fn instances_page(&self, filter: &InstanceFilter, next_token: Option<String>)
-    -> Result<Page<Instance>, Ec2Error>;
+    async fn instances_page(
+        &self,
+        filter: &InstanceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Instance>, Ec2Error>;
     /// One page of `DescribeClassicLinkInstances` with filters.
     async fn classic_link_instances_page(
         &self,

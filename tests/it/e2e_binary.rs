@@ -390,7 +390,11 @@ async fn plan_exits_1_instead_of_no_changes_when_every_describe_fails_or_ec2_is_
     let (failed, took) = timed(&["plan", "--config", failing.to_str().unwrap()]).await;
     eprintln!("every describe failing: plan took {took:?}");
     assert_eq!(failed.code, 1, "{}{}", failed.stdout, failed.stderr);
-    assert!(failed.stderr.contains("the observation of EC2 is incomplete (source_groups, vpc_groups)"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("the observation of EC2 is incomplete (source_groups, vpc_groups)"),
+        "{}",
+        failed.stderr
+    );
 
     // Nothing listens on that port: every request is refused.
     let nowhere = tempfile::tempdir().unwrap();
