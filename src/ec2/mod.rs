@@ -516,6 +516,31 @@ mod tests {
         assert_eq!(ErrorKind::from_code("UnauthorizedOperation"), ErrorKind::Fatal);
     }
 
+    #[tokio::test]
+    async fn the_pager_follows_next_tokens_and_stops_on_a_token_that_repeats() {
+        let pages = |token: Option<String>| async move {
+            Ok(match token.as_deref() {
+                None => Page { items: vec![1, 2], next_token: Some("a".into()) },
+                Some("a") => Page { items: vec![3], next_token: Some(String::new()) },
+                Some(_) => Page::last(vec![]),
+            })
+        };
+        assert_eq!(paginate(Operation::DescribeVpcs, pages).await.unwrap(), [1, 2, 3], "an empty token ends it");
+        // An endpoint answering the token it was sent would loop forever.
+        let stuck =
+            |_: Option<String>| async { Ok::<_, Ec2Error>(Page { items: vec![1], next_token: Some("x".into()) }) };
+        let error = paginate(Operation::DescribeVpcs, stuck).await.unwrap_err();
+        assert_eq!((error.code.as_str(), error.kind), (MALFORMED_RESPONSE, ErrorKind::Fatal));
+        // A failed page fails the describe: no partial answer.
+        let failing = |token: Option<String>| async move {
+            match token {
+                None => Ok(Page { items: vec![1], next_token: Some("b".into()) }),
+                Some(_) => Err(Ec2Error::new(Operation::DescribeVpcs, "InternalError", "down")),
+            }
+        };
+        assert_eq!(paginate(Operation::DescribeVpcs, failing).await.unwrap_err().code, "InternalError");
+    }
+
     #[test]
     fn operation_names_round_trip_and_categorise() {
         for op in Operation::ALL {
