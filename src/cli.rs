@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::ec2::Operation;
+
 /// Keeps mirrors of EC2-Classic security groups in a VPC, and the Classic
 /// instances ClassicLinked to them.
 #[derive(Debug, Parser)]
@@ -65,11 +67,13 @@ pub enum Command {
     /// checks on images without curl).
     Healthcheck(HealthcheckArgs),
     /// Observe and plan, print the plan, change nothing. Exit 0: nothing to
-    /// do; 2: changes pending; 1: error.
+    /// do; 2: changes pending; 1: error, including an incomplete observation
+    /// (a describe failed).
     Plan(PlanArgs),
     /// Observe → plan → execute passes until the plan is empty or
     /// `--max-passes` ran. Exit 0: converged (audited drift allowed); 1:
-    /// error; 3: not converged.
+    /// error, including a last pass that could not observe EC2 completely; 3:
+    /// not converged.
     Apply(ApplyArgs),
     /// Parse and validate the mapping file, print every error with its key
     /// path. Exit 0: valid; 1: invalid.
@@ -100,6 +104,13 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate,
           env = "CLASSICLINK_MIRROR_EMULATOR_ERROR_RATE")]
     pub error_rate: f64,
+    /// One action's share of injected errors, 0 to 1, in place of
+    /// `--error-rate` for it: `ACTION=RATE` with EC2's action name (e.g.
+    /// `DescribeSecurityGroups=1` fails every such request). Repeat the flag,
+    /// or separate pairs with commas, for several actions.
+    #[arg(long = "operation-error-rate", value_name = "ACTION=RATE", value_parser = parse_operation_rate,
+          value_delimiter = ',', env = "CLASSICLINK_MIRROR_EMULATOR_OPERATION_ERROR_RATE")]
+    pub operation_error_rates: Vec<(Operation, f64)>,
     /// How long new groups and instances stay invisible (e.g. `1s`, `500ms`).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration,
           env = "CLASSICLINK_MIRROR_EMULATOR_CONSISTENCY_DELAY")]
@@ -109,6 +120,13 @@ pub struct EmulatorArgs {
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
     if (0.0..=1.0).contains(&rate) { Ok(rate) } else { Err(format!("{rate} is not between 0 and 1")) }
+}
+
+fn parse_operation_rate(text: &str) -> Result<(Operation, f64), String> {
+    let (name, rate) = text.split_once('=').ok_or_else(|| format!("{text:?} is not ACTION=RATE"))?;
+    let operation = Operation::from_name(name.trim())
+        .ok_or_else(|| format!("{:?} is not an EC2 action the emulator serves", name.trim()))?;
+    Ok((operation, parse_rate(rate)?))
 }
 
 fn parse_scale(text: &str) -> Result<f64, String> {
@@ -254,6 +272,31 @@ mod apply_tests {
             );
         }
         assert!(Cli::try_parse_from(["x", "emulator", "--throttle", "--throttle-scale", "0.5"]).is_ok());
+    }
+
+    #[test]
+    fn operation_error_rates_name_an_action_and_a_rate_and_repeat() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "emulator",
+            "--operation-error-rate",
+            "DescribeSecurityGroups=1",
+            "--operation-error-rate",
+            "DescribeInstances=0.5,DescribeVpcs=0",
+        ])
+        .unwrap();
+        let Command::Emulator(args) = cli.command else { panic!() };
+        assert_eq!(
+            args.operation_error_rates,
+            [
+                (Operation::DescribeSecurityGroups, 1.0),
+                (Operation::DescribeInstances, 0.5),
+                (Operation::DescribeVpcs, 0.0)
+            ]
+        );
+        for bad in ["DescribeSecurityGroups", "DescribeNothing=1", "CreateTags=2", "CreateTags=x"] {
+            assert!(Cli::try_parse_from(["x", "emulator", "--operation-error-rate", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

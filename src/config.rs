@@ -31,7 +31,18 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::ec2::limited::{MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND};
 use crate::model::{DEFAULT_DISCOVERY_TAG, DEFAULT_RULES_PER_GROUP, GroupId, VpcId};
+
+/// Upper bound of `rate_limit.max_attempts`.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// Upper bound of `rate_limit.retry_base_delay` and
+/// `rate_limit.retry_throttled_base_delay`.
+pub const MAX_RETRY_BASE_DELAY: Duration = Duration::from_secs(60);
+/// Upper bound of `rate_limit.retry_max_delay`.
+pub const MAX_RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
+/// Upper bound of `rate_limit.retry_quota`, `retry_cost` and `retry_timeout_cost`.
+pub const MAX_RETRY_TOKENS: u32 = 1_000_000;
 
 /// Whether writes happen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -97,6 +108,20 @@ pub struct RateLimitConfig {
     pub describe_burst: u32,
     /// Actions in flight at once.
     pub max_in_flight: usize,
+    /// Attempts per EC2 request, the first included (1: never retry).
+    pub max_attempts: u32,
+    /// Backoff base after a transient error (5xx, timeout, connection).
+    pub retry_base_delay: Duration,
+    /// Backoff base after a throttling error.
+    pub retry_throttled_base_delay: Duration,
+    /// Cap on one backoff.
+    pub retry_max_delay: Duration,
+    /// Size of the client's retry quota, in tokens (0: never retry).
+    pub retry_quota: u32,
+    /// Quota tokens one retry costs.
+    pub retry_cost: u32,
+    /// Quota tokens one retry after a timeout costs.
+    pub retry_timeout_cost: u32,
 }
 
 /// `[limits]`: EC2 quotas of the account, when raised from the defaults.
@@ -203,6 +228,13 @@ impl Config {
                 describe_per_second: 5.0,
                 describe_burst: 20,
                 max_in_flight: 4,
+                max_attempts: 3,
+                retry_base_delay: Duration::from_millis(100),
+                retry_throttled_base_delay: Duration::from_secs(1),
+                retry_max_delay: Duration::from_secs(20),
+                retry_quota: 500,
+                retry_cost: 5,
+                retry_timeout_cost: 10,
             },
             limits: LimitsConfig { rules_per_group: DEFAULT_RULES_PER_GROUP },
             discovery: DiscoveryConfig { tag_key: Some(DEFAULT_DISCOVERY_TAG.to_owned()) },
@@ -387,6 +419,13 @@ const SCHEMA: &[(&str, Shape)] = &[
             "describe_per_second",
             "describe_burst",
             "max_in_flight",
+            "max_attempts",
+            "retry_base_delay",
+            "retry_throttled_base_delay",
+            "retry_max_delay",
+            "retry_quota",
+            "retry_cost",
+            "retry_timeout_cost",
         ]),
     ),
     ("limits", Shape::Table(&["rules_per_group"])),
@@ -454,6 +493,13 @@ struct RawRateLimit {
     describe_per_second: Option<RawValue>,
     describe_burst: Option<RawValue>,
     max_in_flight: Option<RawValue>,
+    max_attempts: Option<RawValue>,
+    retry_base_delay: Option<RawValue>,
+    retry_throttled_base_delay: Option<RawValue>,
+    retry_max_delay: Option<RawValue>,
+    retry_quota: Option<RawValue>,
+    retry_cost: Option<RawValue>,
+    retry_timeout_cost: Option<RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -836,12 +882,52 @@ impl Checker<'_> {
     fn rate(&mut self, path: &str, raw: Option<&RawValue>, default: f64) -> Option<f64> {
         let Some(raw) = raw else { return Some(default) };
         let rate = self.number(path, raw)?;
-        if rate.is_finite() && rate > 0.0 {
-            Some(rate)
-        } else {
-            let shown = self.shown(raw);
+        let shown = self.shown(raw);
+        if !(rate.is_finite() && rate > 0.0) {
             self.invalid(path, raw, format!("{shown} is not a finite number greater than 0"));
             None
+        } else if !(MIN_RATE_PER_SECOND..=MAX_RATE_PER_SECOND).contains(&rate) {
+            let message = format!("{shown} is outside {MIN_RATE_PER_SECOND}..={MAX_RATE_PER_SECOND} requests a second");
+            self.invalid(path, raw, message);
+            None
+        } else {
+            Some(rate)
+        }
+    }
+
+    /// A bucket size: an integer in `1..=`[`MAX_BURST`].
+    fn burst(&mut self, path: &str, raw: Option<&RawValue>, default: u32) -> Option<u32> {
+        let burst = self.integer(path, raw, default.into(), 1, u64::from(u32::MAX)).map(Self::u32_of)?;
+        match raw {
+            Some(raw) if burst > MAX_BURST => {
+                let shown = self.shown(raw);
+                self.invalid(path, raw, format!("{shown} is larger than the maximum {MAX_BURST}"));
+                None
+            }
+            _ => Some(burst),
+        }
+    }
+
+    /// A duration in `min..=max`.
+    fn bounded_duration(
+        &mut self,
+        path: &str,
+        raw: Option<&RawValue>,
+        default: Duration,
+        (min, max): (Duration, Duration),
+    ) -> Option<Duration> {
+        let duration = self.duration(path, raw, default, min)?;
+        match raw {
+            Some(raw) if duration > max => {
+                let shown = self.shown(raw);
+                self.invalid(
+                    path,
+                    raw,
+                    format!("{shown} is longer than the maximum {}", humantime::format_duration(max)),
+                );
+                None
+            }
+            _ => Some(duration),
         }
     }
 
@@ -1014,33 +1100,78 @@ impl Checker<'_> {
         let describe_per_second =
             self.rate("rate_limit.describe_per_second", raw.describe_per_second.as_ref(), defaults.describe_per_second);
         let u32_max = u64::from(u32::MAX);
-        let mutating_burst = self
-            .integer(
-                "rate_limit.mutating_burst",
-                raw.mutating_burst.as_ref(),
-                defaults.mutating_burst.into(),
-                1,
-                u32_max,
-            )
-            .map(Self::u32_of);
-        let describe_burst = self
-            .integer(
-                "rate_limit.describe_burst",
-                raw.describe_burst.as_ref(),
-                defaults.describe_burst.into(),
-                1,
-                u32_max,
-            )
-            .map(Self::u32_of);
+        let mutating_burst =
+            self.burst("rate_limit.mutating_burst", raw.mutating_burst.as_ref(), defaults.mutating_burst);
+        let describe_burst =
+            self.burst("rate_limit.describe_burst", raw.describe_burst.as_ref(), defaults.describe_burst);
         let max_in_flight = self
             .integer("rate_limit.max_in_flight", raw.max_in_flight.as_ref(), defaults.max_in_flight as u64, 1, u32_max)
             .map(Self::usize_of);
+        let max_attempts = self
+            .integer(
+                "rate_limit.max_attempts",
+                raw.max_attempts.as_ref(),
+                defaults.max_attempts.into(),
+                1,
+                MAX_ATTEMPTS.into(),
+            )
+            .map(Self::u32_of);
+        let base_bounds = (Duration::from_millis(1), MAX_RETRY_BASE_DELAY);
+        let retry_base_delay = self.bounded_duration(
+            "rate_limit.retry_base_delay",
+            raw.retry_base_delay.as_ref(),
+            defaults.retry_base_delay,
+            base_bounds,
+        );
+        let retry_throttled_base_delay = self.bounded_duration(
+            "rate_limit.retry_throttled_base_delay",
+            raw.retry_throttled_base_delay.as_ref(),
+            defaults.retry_throttled_base_delay,
+            base_bounds,
+        );
+        let retry_max_delay = self.bounded_duration(
+            "rate_limit.retry_max_delay",
+            raw.retry_max_delay.as_ref(),
+            defaults.retry_max_delay,
+            (Duration::from_millis(1), MAX_RETRY_MAX_DELAY),
+        );
+        let tokens = |cx: &mut Self, key: &str, value: &Option<RawValue>, default: u32, min: u64| {
+            cx.integer(&format!("rate_limit.{key}"), value.as_ref(), default.into(), min, MAX_RETRY_TOKENS.into())
+                .map(Self::u32_of)
+        };
+        let retry_quota = tokens(self, "retry_quota", &raw.retry_quota, defaults.retry_quota, 0);
+        let retry_cost = tokens(self, "retry_cost", &raw.retry_cost, defaults.retry_cost, 1);
+        let retry_timeout_cost =
+            tokens(self, "retry_timeout_cost", &raw.retry_timeout_cost, defaults.retry_timeout_cost, 1);
+        // A base above the cap would be silently cut to it: say so instead.
+        if let Some(max) = retry_max_delay {
+            for (key, value, base) in [
+                ("retry_base_delay", &raw.retry_base_delay, retry_base_delay),
+                ("retry_throttled_base_delay", &raw.retry_throttled_base_delay, retry_throttled_base_delay),
+            ] {
+                if let (Some(value), Some(base)) = (value, base)
+                    && base > max
+                {
+                    let shown = self.shown(value);
+                    let max = humantime::format_duration(max);
+                    let message = format!("{shown} is longer than rate_limit.retry_max_delay ({max})");
+                    self.invalid(&format!("rate_limit.{key}"), value, message);
+                }
+            }
+        }
         Some(RateLimitConfig {
             mutating_per_second: mutating_per_second?,
             mutating_burst: mutating_burst?,
             describe_per_second: describe_per_second?,
             describe_burst: describe_burst?,
             max_in_flight: max_in_flight?,
+            max_attempts: max_attempts?,
+            retry_base_delay: retry_base_delay?,
+            retry_throttled_base_delay: retry_throttled_base_delay?,
+            retry_max_delay: retry_max_delay?,
+            retry_quota: retry_quota?,
+            retry_cost: retry_cost?,
+            retry_timeout_cost: retry_timeout_cost?,
         })
     }
 
@@ -1576,6 +1707,60 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_that_validated_and_then_panicked_the_limiter_is_refused_with_its_bounds() {
+        // `mutating_per_second = 1e12` used to validate, then panic building
+        // the governor quota (its period rounds to 0 ns); `1e-300` was
+        // silently raised to 1e-3.
+        for (key, bad) in
+            [("mutating_per_second", "1e12"), ("describe_per_second", "1e10"), ("mutating_per_second", "1e-300")]
+        {
+            assert_eq!(
+                one_error(&format!("[rate_limit]\n{key} = {bad}\n")),
+                format!("rate_limit.{key}: {bad} is outside 0.001..=100000 requests a second")
+            );
+        }
+        let config = ok("[rate_limit]\nmutating_per_second = 100000\ndescribe_per_second = 0.001\n");
+        assert_eq!((config.rate_limit.mutating_per_second, config.rate_limit.describe_per_second), (1e5, 1e-3));
+        assert_eq!(
+            one_error("[rate_limit]\ndescribe_burst = 1000001\n"),
+            "rate_limit.describe_burst: 1000001 is larger than the maximum 1000000"
+        );
+        assert_eq!(ok("[rate_limit]\ndescribe_burst = 1000000\n").rate_limit.describe_burst, 1_000_000);
+    }
+
+    #[test]
+    fn retry_keys_are_bounded_and_a_base_delay_may_not_exceed_the_cap() {
+        assert_eq!(
+            errors(
+                "[rate_limit]\nmax_attempts = 0\nretry_base_delay = \"0s\"\nretry_throttled_base_delay = \"2m\"\n\
+                 retry_max_delay = \"1h\"\nretry_quota = -1\nretry_cost = 0\nretry_timeout_cost = 1000001\n"
+            ),
+            [
+                "rate_limit.max_attempts: 0 is outside 1..=10",
+                "rate_limit.retry_base_delay: \"0s\" is shorter than the minimum 1ms",
+                "rate_limit.retry_throttled_base_delay: \"2m\" is longer than the maximum 1m",
+                "rate_limit.retry_max_delay: \"1h\" is longer than the maximum 5m",
+                "rate_limit.retry_quota: -1 is outside 0..=1000000",
+                "rate_limit.retry_cost: 0 is outside 1..=1000000",
+                "rate_limit.retry_timeout_cost: 1000001 is outside 1..=1000000",
+            ]
+        );
+        // A default base above an explicit cap is simply capped.
+        assert_eq!(
+            ok("[rate_limit]\nretry_max_delay = \"500ms\"\n").rate_limit.retry_max_delay,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            one_error(
+                "[rate_limit]\nretry_base_delay = \"3s\"\nretry_max_delay = \"2s\"\nretry_throttled_base_delay = \"1s\"\n"
+            ),
+            "rate_limit.retry_base_delay: \"3s\" is longer than rate_limit.retry_max_delay (2s)"
+        );
+        let config = ok("[rate_limit]\nmax_attempts = 1\nretry_quota = 0\n");
+        assert_eq!((config.rate_limit.max_attempts, config.rate_limit.retry_quota), (1, 0));
+    }
+
+    #[test]
     fn rules_per_group_must_be_between_1_and_1000() {
         assert_eq!(ok("[limits]\nrules_per_group = 1000\n").limits.rules_per_group, 1000);
         assert_eq!(ok("[limits]\nrules_per_group = 1\n").limits.rules_per_group, 1);
@@ -1824,6 +2009,13 @@ mutating_burst = 3
 describe_per_second = 2.5
 describe_burst = 4
 max_in_flight = 8
+max_attempts = 5
+retry_base_delay = "50ms"
+retry_throttled_base_delay = "2s"
+retry_max_delay = "10s"
+retry_quota = 100
+retry_cost = 2
+retry_timeout_cost = 4
 [limits]
 rules_per_group = 120
 [discovery]
@@ -1876,6 +2068,13 @@ enable_classiclink = true
             describe_per_second: 2.5,
             describe_burst: 4,
             max_in_flight: 8,
+            max_attempts: 5,
+            retry_base_delay: Duration::from_millis(50),
+            retry_throttled_base_delay: Duration::from_secs(2),
+            retry_max_delay: Duration::from_secs(10),
+            retry_quota: 100,
+            retry_cost: 2,
+            retry_timeout_cost: 4,
         };
         expected.limits.rules_per_group = 120;
         expected.discovery.tag_key = Some("mirror-to".to_owned());

@@ -202,7 +202,18 @@ async fn plan_live(args: &PlanArgs) -> anyhow::Result<u8> {
     }
     let (plan, _) = plan::plan(&config, &observation.snapshot, &Memory::default(), SystemTime::now());
     print_plan(&plan, &observation.snapshot, args.format);
+    if !observation.snapshot.is_complete() {
+        // A plan from a partial view can miss changes: never "no changes".
+        eprintln!("{}", incomplete_observation(&observation.snapshot));
+        return Ok(EXIT_ERROR);
+    }
     Ok(if plan.is_empty() { EXIT_OK } else { EXIT_CHANGES })
+}
+
+/// The error line of a command whose observation of EC2 was incomplete.
+fn incomplete_observation(snapshot: &Snapshot) -> String {
+    let parts: Vec<&str> = snapshot.incomplete.iter().map(|part| part.as_str()).collect();
+    format!("error: the observation of EC2 is incomplete ({}): the plan may miss changes", parts.join(", "))
 }
 
 async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
@@ -242,6 +253,11 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
     if report.converged {
         println!("converged");
         Ok(EXIT_OK)
+    } else if let Some(last) = report.passes.last().filter(|pass| !pass.snapshot.is_complete()) {
+        // Not "not converged": whether anything is left to do is unknown.
+        println!("not converged after {} passes", report.passes.len());
+        eprintln!("{}", incomplete_observation(&last.snapshot));
+        Ok(EXIT_ERROR)
     } else if cancel.is_cancelled() {
         println!("interrupted before converging");
         Ok(EXIT_NOT_CONVERGED)
@@ -258,6 +274,9 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
     runtime.block_on(async {
         let mut faults =
             Faults::none().with_error_rate(args.error_rate).with_consistency_window(args.consistency_delay);
+        for (operation, rate) in &args.operation_error_rates {
+            faults = faults.with_operation_error_rate(*operation, *rate);
+        }
         if args.throttle {
             faults = faults.with_throttle(Throttle::ec2().scaled(args.throttle_scale));
         }

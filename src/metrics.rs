@@ -5,7 +5,8 @@
 //! - each finished pass ([`Metrics::record_pass`], or
 //!   [`Metrics::record_failed_cycle`] when a pass could not run at all);
 //! - each configuration reload ([`Metrics::record_reload`]);
-//! - each EC2 request attempt, through the [`RequestObserver`] that
+//! - each EC2 request attempt (every describe page is one) and each retry
+//!   decision, through the [`RequestObserver`] that
 //!   [`Metrics::request_observer`] hands to [`crate::ec2::limited::Limited`].
 //!
 //! [`Metrics::render`] gives the text exposition format for `/metrics`.
@@ -26,7 +27,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::ec2::limited::RequestObserver;
+use crate::ec2::limited::{RequestObserver, RetryOutcome};
 use crate::ec2::{ErrorKind, Operation};
 use crate::execute::ActionResult;
 use crate::model::SnapshotPart;
@@ -199,6 +200,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     request_duration: HistogramVec,
     throttled: IntCounter,
+    retries: IntCounterVec,
+    retry_quota: IntGauge,
     unmirrorable: IntGauge,
     conflicts: IntGaugeVec,
     orphans: IntGauge,
@@ -272,7 +275,7 @@ impl Metrics {
         let requests = IntCounterVec::new(
             opts(
                 "aws_requests_total",
-                "EC2 request attempts (retries included), by action and outcome (ok or error kind).",
+                "EC2 HTTP request attempts (each describe page one; retries included), by action and outcome (ok or error kind).",
             ),
             &["operation", "outcome"],
         )?;
@@ -284,6 +287,17 @@ impl Metrics {
         let throttled = IntCounter::with_opts(opts(
             "throttled_requests_total",
             "EC2 request attempts answered RequestLimitExceeded (or another throttling code).",
+        ))?;
+        let retries = IntCounterVec::new(
+            opts(
+                "aws_retries_total",
+                "Throttled or transient EC2 request attempts, by what followed (retried, max_attempts, quota_empty).",
+            ),
+            &["outcome"],
+        )?;
+        let retry_quota = IntGauge::with_opts(opts(
+            "aws_retry_quota_tokens",
+            "Tokens left in the EC2 client's retry quota; at 0, failing requests are no longer retried.",
         ))?;
         let unmirrorable = IntGauge::with_opts(opts(
             "unmirrorable_grants",
@@ -324,6 +338,8 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(throttled.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(retry_quota.clone()))?;
         registry.register(Box::new(unmirrorable.clone()))?;
         registry.register(Box::new(conflicts.clone()))?;
         registry.register(Box::new(orphans.clone()))?;
@@ -355,6 +371,9 @@ impl Metrics {
             }
             request_duration.with_label_values(&[op.as_str()]);
         }
+        for outcome in RetryOutcome::ALL {
+            retries.with_label_values(&[outcome.as_str()]);
+        }
         for kind in CONFLICT_KINDS.iter().filter_map(WarningKind::conflict_kind) {
             conflicts.with_label_values(&[kind]);
         }
@@ -380,6 +399,8 @@ impl Metrics {
             requests,
             request_duration,
             throttled,
+            retries,
+            retry_quota,
             unmirrorable,
             conflicts,
             orphans,
@@ -474,9 +495,22 @@ impl Metrics {
         }
     }
 
+    /// Records what followed a retryable EC2 error; what
+    /// [`RequestObserver::retry`] does.
+    pub fn record_retry(&self, outcome: RetryOutcome) {
+        self.retries.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    /// Records the tokens left in the retry quota; what
+    /// [`RequestObserver::retry_quota`] does.
+    pub fn record_retry_quota(&self, tokens: u32) {
+        self.retry_quota.set(i64::from(tokens));
+    }
+
     /// An observer for [`crate::ec2::limited::Limited::with_observer`] that
-    /// feeds `aws_requests_total`, `aws_request_duration_seconds` and
-    /// `throttled_requests_total`. Call it again for each new `Limited`
+    /// feeds `aws_requests_total`, `aws_request_duration_seconds`,
+    /// `throttled_requests_total`, `aws_retries_total` and
+    /// `aws_retry_quota_tokens`. Call it again for each new `Limited`
     /// (e.g. after a reload changed the rate limits): all share these metrics.
     #[must_use]
     pub fn request_observer(self: &Arc<Self>) -> Box<dyn RequestObserver> {
@@ -503,11 +537,23 @@ impl RequestObserver for Arc<Metrics> {
     fn record(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
         self.record_request(operation, outcome, elapsed);
     }
+    fn retry(&self, _: Operation, outcome: RetryOutcome) {
+        self.record_retry(outcome);
+    }
+    fn retry_quota(&self, tokens: u32) {
+        self.record_retry_quota(tokens);
+    }
 }
 
 impl RequestObserver for Metrics {
     fn record(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
         self.record_request(operation, outcome, elapsed);
+    }
+    fn retry(&self, _: Operation, outcome: RetryOutcome) {
+        self.record_retry(outcome);
+    }
+    fn retry_quota(&self, tokens: u32) {
+        self.record_retry_quota(tokens);
     }
 }
 
@@ -956,6 +1002,7 @@ mod tests {
                 v.extend(ActionResult::LABELS.iter().map(|l| (*l).to_owned()));
                 v.extend(ErrorKind::ALL.iter().map(|k| k.as_str().to_owned()));
                 v.extend(["ok", "applied", "rejected"].map(str::to_owned));
+                v.extend(RetryOutcome::ALL.iter().map(|o| o.as_str().to_owned()));
                 v
             }),
             ("kind", {
@@ -1129,8 +1176,13 @@ mod tests {
             ..Faults::none()
         });
         let config = crate::config::Config::with_region("us-east-1");
-        let retry =
-            RetryPolicy { min_delay: Duration::from_millis(10), max_delay: Duration::from_secs(1), max_retries: 3 };
+        let retry = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(10),
+            throttled_base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
         let ec2 = Limited::new(emu, &config.rate_limit).with_retry(retry).with_observer(metrics.request_observer());
         use crate::ec2::Ec2;
         let error = ec2.describe_vpc_classic_link(&[VpcId::try_new("vpc-1").unwrap()]).await.unwrap_err();
@@ -1143,6 +1195,12 @@ mod tests {
         assert_eq!(get(&s, "throttled_requests_total", &[]), 4.0);
         let not_found = [("operation", "DeleteSecurityGroup"), ("outcome", "not_found")];
         assert_eq!(get(&s, "aws_requests_total", &not_found), 1.0);
+        // Three retries, then the fourth attempt was the last; a not-found is
+        // never retried.
+        assert_eq!(get(&s, "aws_retries_total", &[("outcome", "retried")]), 3.0);
+        assert_eq!(get(&s, "aws_retries_total", &[("outcome", "max_attempts")]), 1.0);
+        assert_eq!(get(&s, "aws_retries_total", &[("outcome", "quota_empty")]), 0.0);
+        assert_eq!(get(&s, "aws_retry_quota_tokens", &[]), f64::from(500 - 3 * 5));
     }
 
     #[tokio::test(start_paused = true)]

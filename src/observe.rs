@@ -361,7 +361,7 @@ mod tests {
 
     use super::*;
     use crate::config::MirrorConfig;
-    use crate::ec2::{CreateGroup, Operation};
+    use crate::ec2::{CreateGroup, Operation, Page};
     use crate::emulator::estate::EstateInstance;
     use crate::emulator::{Emulator, EmulatorOptions, ErrorInjection, Estate, Faults, GenerateSpec, NewGroup, NewVpc};
     use crate::model::{DEFAULT_DISCOVERY_TAG, Grant, InstanceId, Link};
@@ -656,26 +656,38 @@ mod tests {
 
     #[async_trait]
     impl Ec2 for Failing<'_> {
-        async fn describe_security_groups(&self, filter: &GroupFilter) -> Result<Vec<SecurityGroup>, Ec2Error> {
+        async fn security_groups_page(
+            &self,
+            filter: &GroupFilter,
+            next_token: Option<String>,
+        ) -> Result<Page<SecurityGroup>, Ec2Error> {
             if (self.groups)(filter) {
                 return Err(injected(Operation::DescribeSecurityGroups));
             }
-            self.emu.describe_security_groups(filter).await
+            self.emu.security_groups_page(filter, next_token).await
         }
-        async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, Ec2Error> {
+        async fn instances_page(
+            &self,
+            filter: &InstanceFilter,
+            next_token: Option<String>,
+        ) -> Result<Page<Instance>, Ec2Error> {
             if self.instances {
                 return Err(injected(Operation::DescribeInstances));
             }
-            self.emu.describe_instances(filter).await
+            self.emu.instances_page(filter, next_token).await
         }
-        async fn describe_classic_link_instances(&self, filter: &LinkFilter) -> Result<Vec<Link>, Ec2Error> {
-            self.emu.describe_classic_link_instances(filter).await
+        async fn classic_link_instances_page(
+            &self,
+            filter: &LinkFilter,
+            next_token: Option<String>,
+        ) -> Result<Page<Link>, Ec2Error> {
+            self.emu.classic_link_instances_page(filter, next_token).await
         }
-        async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
-            self.emu.describe_vpc_classic_link(vpc_ids).await
+        async fn vpcs_page(&self, vpc_ids: &[VpcId], next_token: Option<String>) -> Result<Page<VpcId>, Ec2Error> {
+            self.emu.vpcs_page(vpc_ids, next_token).await
         }
-        async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error> {
-            self.emu.describe_vpcs(vpc_ids).await
+        async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
+            self.emu.vpc_classic_link_request(vpc_ids).await
         }
         async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
             self.emu.create_security_group(request).await

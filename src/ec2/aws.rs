@@ -3,7 +3,8 @@
 //!
 //! This is the only module that imports `aws_sdk_ec2`, `aws_config` or
 //! `aws_smithy_*`. It turns domain values into SDK requests and SDK shapes
-//! back into domain values, walks every page of paginated describes, and
+//! back into domain values, one request per port call (a describe page is a
+//! request with its `NextToken`; the pager above walks the pages), and
 //! classifies every failure by EC2 error *code* into an [`Ec2Error`]. It adds
 //! no policy: throttling, backoff and retries belong to
 //! [`super::limited::Limited`], semantic retries to the executor.
@@ -24,18 +25,14 @@ use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types as sdk;
 
-use super::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation};
+use super::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page, TIMEOUT};
 use crate::config::AwsConfig;
 use crate::model::{
     Grant, GroupId, Instance, InstanceId, InstanceState, Link, ModelError, Peer, Ports, PrefixListId, Protocol,
     SecurityGroup, Vpc, VpcId, canonical_ipv4, canonical_ipv6,
 };
 
-/// The synthetic error code of a response that parsed but does not make
-/// sense (a missing id, an unknown protocol): classified as fatal, because
-/// asking again gets the same answer, and never papered over, because a
-/// half-understood describe must not look like a complete one.
-pub const MALFORMED_RESPONSE: &str = "MalformedResponse";
+pub use super::MALFORMED_RESPONSE;
 
 /// EC2's largest page for the describes we paginate.
 pub const MAX_PAGE_SIZE: i32 = 1000;
@@ -112,7 +109,7 @@ impl AwsEc2 {
             // One layer owns retries: `ec2::limited::Limited` retries
             // throttling and 5xx with capped, jittered backoff and slows its
             // token buckets down (AIMD). SDK retries underneath would multiply
-            // the attempts (3 × 9), hide throttling from the AIMD pacer, and
+            // the attempts (3 × 3), hide throttling from the AIMD pacer, and
             // spend EC2's request budget behind our rate limiter's back.
             .retry_config(RetryConfig::disabled())
             // Without retries the attempt timeout is the operation timeout;
@@ -229,14 +226,6 @@ impl AwsEc2 {
             .map_err(|e| classify(op, e))?;
         Ok(())
     }
-
-    /// `DescribeVpcClassicLink` for exactly `vpc_ids`, all or nothing.
-    async fn describe_vpc_classic_link_exact(&self, vpc_ids: Option<Vec<String>>) -> Result<Vec<Vpc>, Ec2Error> {
-        let op = Operation::DescribeVpcClassicLink;
-        let out =
-            self.client.describe_vpc_classic_link().set_vpc_ids(vpc_ids).send().await.map_err(|e| classify(op, e))?;
-        out.vpcs().iter().map(vpc_from_sdk).collect::<Result<_, _>>().map_err(|m| m.error(op))
-    }
 }
 
 fn id_strings<T: fmt::Display>(ids: &[T]) -> Vec<String> {
@@ -257,104 +246,100 @@ fn check_return(op: Operation, value: Option<bool>) -> Result<(), Ec2Error> {
 
 #[async_trait]
 impl Ec2 for AwsEc2 {
-    async fn describe_security_groups(&self, filter: &GroupFilter) -> Result<Vec<SecurityGroup>, Ec2Error> {
+    async fn security_groups_page(
+        &self,
+        filter: &GroupFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<SecurityGroup>, Ec2Error> {
         let op = Operation::DescribeSecurityGroups;
-        let mut pages = self
+        let out = self
             .client
             .describe_security_groups()
             .set_filters(Some(group_filters(filter)).filter(|f| !f.is_empty()))
             .max_results(self.page_size)
-            .into_paginator()
-            .items()
-            .send();
-        let mut groups = Vec::new();
-        while let Some(item) = pages.next().await {
-            let group = item.map_err(|e| classify(op, e))?;
-            groups.push(security_group_from_sdk(&group).map_err(|m| m.error(op))?);
-        }
-        Ok(groups)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out
+            .security_groups()
+            .iter()
+            .map(security_group_from_sdk)
+            .collect::<Result<_, _>>()
+            .map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
     }
 
-    async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, Ec2Error> {
+    async fn instances_page(
+        &self,
+        filter: &InstanceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Instance>, Ec2Error> {
         let op = Operation::DescribeInstances;
-        let mut pages = self
+        let out = self
             .client
             .describe_instances()
             .set_filters(Some(instance_filters(filter)).filter(|f| !f.is_empty()))
             .max_results(self.page_size)
-            .into_paginator()
-            .items()
-            .send();
-        let mut instances = Vec::new();
-        while let Some(item) = pages.next().await {
-            let reservation = item.map_err(|e| classify(op, e))?;
-            for instance in reservation.instances() {
-                instances.push(instance_from_sdk(instance).map_err(|m| m.error(op))?);
-            }
-        }
-        Ok(instances)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out
+            .reservations()
+            .iter()
+            .flat_map(|reservation| reservation.instances())
+            .map(instance_from_sdk)
+            .collect::<Result<_, _>>()
+            .map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
     }
 
-    async fn describe_classic_link_instances(&self, filter: &LinkFilter) -> Result<Vec<Link>, Ec2Error> {
+    async fn classic_link_instances_page(
+        &self,
+        filter: &LinkFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Link>, Ec2Error> {
         let op = Operation::DescribeClassicLinkInstances;
-        let mut pages = self
+        let out = self
             .client
             .describe_classic_link_instances()
             .set_filters(Some(link_filters(filter)).filter(|f| !f.is_empty()))
             .max_results(self.page_size)
-            .into_paginator()
-            .items()
-            .send();
-        let mut links = Vec::new();
-        while let Some(item) = pages.next().await {
-            let link = item.map_err(|e| classify(op, e))?;
-            links.push(link_from_sdk(&link).map_err(|m| m.error(op))?);
-        }
-        Ok(links)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out.instances().iter().map(link_from_sdk).collect::<Result<_, _>>().map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
     }
 
-    /// EC2 fails the whole call with `InvalidVpcID.NotFound` when one id is
-    /// unknown, and says which only in the message, which we never parse. So
-    /// the adapter asks for the ids first (the common case, one small call)
-    /// and, on that error, describes every VPC of the region and keeps the
-    /// requested ones: a missing VPC is then simply absent from the answer.
-    async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
-        if vpc_ids.is_empty() {
-            // No ids would mean "every VPC" to EC2; the port means "none".
-            return Ok(Vec::new());
-        }
-        match self.describe_vpc_classic_link_exact(Some(id_strings(vpc_ids))).await {
-            Err(e) if e.code == "InvalidVpcID.NotFound" => {
-                let all = self.describe_vpc_classic_link_exact(None).await?;
-                Ok(all.into_iter().filter(|v| vpc_ids.contains(&v.id)).collect())
-            }
-            other => other,
-        }
-    }
-
-    async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error> {
-        if vpc_ids.is_empty() {
-            return Ok(Vec::new());
-        }
+    async fn vpcs_page(&self, vpc_ids: &[VpcId], next_token: Option<String>) -> Result<Page<VpcId>, Ec2Error> {
         // A `vpc-id` filter, not `VpcIds`: unknown ids are simply absent.
         let op = Operation::DescribeVpcs;
-        let mut pages = self
+        let out = self
             .client
             .describe_vpcs()
             .set_filters(filter("vpc-id", id_strings(vpc_ids)).map(|f| vec![f]))
             .max_results(self.page_size)
-            .into_paginator()
-            .items()
-            .send();
-        let mut found = Vec::new();
-        while let Some(item) = pages.next().await {
-            let vpc = item.map_err(|e| classify(op, e))?;
-            let id = vpc.vpc_id().ok_or_else(|| Ec2Error::new(op, MALFORMED_RESPONSE, "Vpcs[].VpcId is missing"))?;
-            found.push(
-                VpcId::try_new(id).map_err(|e| Ec2Error::new(op, MALFORMED_RESPONSE, format!("Vpcs[].VpcId: {e}")))?,
-            );
-        }
-        Ok(found)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out
+            .vpcs()
+            .iter()
+            .map(|vpc| parse_id(vpc.vpc_id(), "Vpcs[].VpcId", VpcId::try_new))
+            .collect::<Result<_, _>>()
+            .map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
+        let op = Operation::DescribeVpcClassicLink;
+        let ids = (!vpc_ids.is_empty()).then(|| id_strings(vpc_ids));
+        let out = self.client.describe_vpc_classic_link().set_vpc_ids(ids).send().await.map_err(|e| classify(op, e))?;
+        out.vpcs().iter().map(vpc_from_sdk).collect::<Result<_, _>>().map_err(|m| m.error(op))
     }
 
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
@@ -536,7 +521,7 @@ where
     let detail = DisplayErrorContext(&err).to_string();
     if let Some(creds) = find_source::<CredentialsError>(&err) {
         return match creds {
-            CredentialsError::ProviderTimedOut(_) => Ec2Error::transport(op, "Timeout", detail),
+            CredentialsError::ProviderTimedOut(_) => Ec2Error::transport(op, TIMEOUT, detail),
             _ => Ec2Error::new(op, "CredentialsUnavailable", detail),
         };
     }
@@ -549,8 +534,8 @@ where
             let status = response.raw().status().as_u16();
             from_answer(op, None, Some(&detail), Some(status))
         }
-        SdkError::TimeoutError(_) => Ec2Error::transport(op, "Timeout", detail),
-        SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => Ec2Error::transport(op, "Timeout", detail),
+        SdkError::TimeoutError(_) => Ec2Error::transport(op, TIMEOUT, detail),
+        SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => Ec2Error::transport(op, TIMEOUT, detail),
         SdkError::DispatchFailure(dispatch) if dispatch.is_io() => Ec2Error::transport(op, "ConnectionError", detail),
         // `is_user` (a bad endpoint URL, say) and `is_other`: sending again
         // will fail the same way.

@@ -2,8 +2,17 @@
 //!
 //! Domain types in and out, never SDK types. Two adapters sit behind it: the
 //! in-process emulator engine (`crate::emulator`) and the `aws-sdk-ec2`
-//! adapter. Describes paginate internally and either return every page or an
-//! error, so a caller can tell a complete answer from a partial one.
+//! adapter, and one decorator, [`limited::Limited`] (rate limits, retries).
+//!
+//! Every required method of [`Ec2`] is exactly one EC2 request: a paginated
+//! describe is asked for one page at a time (`*_page`, with the `NextToken`
+//! of the page before). The whole describes observe and execute call
+//! (`describe_security_groups`, …) are provided methods written once over
+//! [`paginate`]: they call the page methods of whatever port they run on, so
+//! on a [`limited::Limited`] port each page takes its own rate-limit token, is
+//! counted and timed as a request, and is retried alone (resumed from its
+//! token) when it fails. A whole describe returns every page or an error, so a
+//! caller can tell a complete answer from a partial one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +23,20 @@ pub mod aws;
 pub mod limited;
 
 use crate::model::{Grant, GroupId, Instance, InstanceId, InstanceState, Link, SecurityGroup, Vpc, VpcId};
+
+/// The synthetic error code of a response that parsed but does not make
+/// sense (a missing id, an unknown protocol, a page token that repeats):
+/// classified as fatal, because asking again gets the same answer, and never
+/// papered over, because a half-understood describe must not look like a
+/// complete one.
+pub const MALFORMED_RESPONSE: &str = "MalformedResponse";
+
+/// The synthetic error code of a request that got no answer in time
+/// (connect or operation timeout): transient, and the costlier retry.
+pub const TIMEOUT: &str = "Timeout";
+
+/// `InvalidVpcID.NotFound`: a VPC named by id does not exist.
+pub const VPC_NOT_FOUND: &str = "InvalidVpcID.NotFound";
 
 /// Every EC2 action the daemon or its tests use; bounded metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -321,22 +344,130 @@ pub struct CreateGroup {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The EC2 port. Every method is one EC2 action (describes: all its pages).
+/// One page of a paginated describe: domain items and the `NextToken` of
+/// the page after it (`None` on the last page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` (or an empty token) ends the walk.
+    pub next_token: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The only page of an answer.
+    #[must_use]
+    pub fn last(items: Vec<T>) -> Self {
+        Self { items, next_token: None }
+    }
+}
+
+/// Walks every page of one describe: `fetch(None)` first, then
+/// `fetch(Some(token))` with each page's `NextToken` until a page has none.
+/// The one pager of the crate: every whole describe of [`Ec2`] is this loop
+/// over its page method, so each page is a request of its own to the port
+/// underneath (and, through [`limited::Limited`], metered and retried alone).
+///
+/// # Errors
+/// The first page's error, as is: the items before it are dropped, because a
+/// partial describe must not look complete. A token equal to the one just
+/// sent would loop forever and fails as [`MALFORMED_RESPONSE`].
+pub async fn paginate<T, F, Fut>(operation: Operation, mut fetch: F) -> Result<Vec<T>, Ec2Error>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Page<T>, Ec2Error>>,
+{
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = fetch(token.clone()).await?;
+        items.extend(page.items);
+        match page.next_token.filter(|t| !t.is_empty()) {
+            None => return Ok(items),
+            Some(next) if token.as_deref() == Some(next.as_str()) => {
+                return Err(Ec2Error::new(
+                    operation,
+                    MALFORMED_RESPONSE,
+                    format!("malformed response: NextToken {next:?} repeats the token of the request"),
+                ));
+            }
+            Some(next) => token = Some(next),
+        }
+    }
+}
+
+/// The EC2 port. Every required method is one EC2 request; the whole
+/// describes are provided over [`paginate`] and must not be overridden (an
+/// override would hide its pages from a decorator such as
+/// [`limited::Limited`]).
 #[async_trait]
 pub trait Ec2: Send + Sync {
-    /// `DescribeSecurityGroups` with filters, all pages.
-    async fn describe_security_groups(&self, filter: &GroupFilter) -> Result<Vec<SecurityGroup>, Ec2Error>;
-    /// `DescribeInstances` with filters, all pages.
-    async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, Ec2Error>;
-    /// `DescribeClassicLinkInstances` with filters, all pages.
-    async fn describe_classic_link_instances(&self, filter: &LinkFilter) -> Result<Vec<Link>, Ec2Error>;
+    /// One page of `DescribeSecurityGroups` with filters.
+    async fn security_groups_page(
+        &self,
+        filter: &GroupFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<SecurityGroup>, Ec2Error>;
+    /// One page of `DescribeInstances` with filters.
+    async fn instances_page(
+        &self,
+        filter: &InstanceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Instance>, Ec2Error>;
+    /// One page of `DescribeClassicLinkInstances` with filters.
+    async fn classic_link_instances_page(
+        &self,
+        filter: &LinkFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Link>, Ec2Error>;
+    /// One page of `DescribeVpcs` filtered by `vpc-id` (never empty: the
+    /// provided [`Ec2::describe_vpcs`] asks for none without a request).
+    /// Unknown ids are left out rather than failing the request.
+    async fn vpcs_page(&self, vpc_ids: &[VpcId], next_token: Option<String>) -> Result<Page<VpcId>, Ec2Error>;
+    /// One `DescribeVpcClassicLink` request (it has no pages), as EC2 answers
+    /// it: exactly `vpc_ids`, where one unknown id fails the request with
+    /// [`VPC_NOT_FOUND`]; an empty list asks for every VPC of the region.
+    async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error>;
+
+    /// `DescribeSecurityGroups` with filters, every page.
+    async fn describe_security_groups(&self, filter: &GroupFilter) -> Result<Vec<SecurityGroup>, Ec2Error> {
+        paginate(Operation::DescribeSecurityGroups, |token| self.security_groups_page(filter, token)).await
+    }
+    /// `DescribeInstances` with filters, every page.
+    async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, Ec2Error> {
+        paginate(Operation::DescribeInstances, |token| self.instances_page(filter, token)).await
+    }
+    /// `DescribeClassicLinkInstances` with filters, every page.
+    async fn describe_classic_link_instances(&self, filter: &LinkFilter) -> Result<Vec<Link>, Ec2Error> {
+        paginate(Operation::DescribeClassicLinkInstances, |token| self.classic_link_instances_page(filter, token)).await
+    }
     /// `DescribeVpcClassicLink` for these VPCs. Missing VPCs are left out of
-    /// the answer rather than failing it.
-    async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error>;
-    /// `DescribeVpcs` filtered by `vpc-id`: which of these VPCs exist.
-    /// Unknown ids are left out rather than failing the call. Unlike
+    /// the answer rather than failing it: EC2 fails the whole request when
+    /// one id is unknown and says which only in the message, which we never
+    /// parse, so on [`VPC_NOT_FOUND`] a second request reads every VPC of the
+    /// region and the requested ones are kept. No ids: no request.
+    async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
+        if vpc_ids.is_empty() {
+            // No ids would mean "every VPC" to EC2; the port means "none".
+            return Ok(Vec::new());
+        }
+        match self.vpc_classic_link_request(vpc_ids).await {
+            Err(e) if e.code == VPC_NOT_FOUND => {
+                let all = self.vpc_classic_link_request(&[]).await?;
+                Ok(all.into_iter().filter(|v| vpc_ids.contains(&v.id)).collect())
+            }
+            other => other,
+        }
+    }
+    /// `DescribeVpcs` filtered by `vpc-id`, every page: which of these VPCs
+    /// exist. Unknown ids are left out rather than failing the call. Unlike
     /// `describe_vpc_classic_link`, this works where ClassicLink is gone.
-    async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error>;
+    async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error> {
+        if vpc_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        paginate(Operation::DescribeVpcs, |token| self.vpcs_page(vpc_ids, token)).await
+    }
     /// `CreateSecurityGroup` with `TagSpecifications`; returns the new id.
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error>;
     /// `DeleteSecurityGroup`.
@@ -383,6 +514,31 @@ mod tests {
         assert_eq!(ErrorKind::from_code("InvalidInstanceID.NotLinkable"), ErrorKind::Invalid);
         assert_eq!(ErrorKind::from_code("InternalError"), ErrorKind::Transient);
         assert_eq!(ErrorKind::from_code("UnauthorizedOperation"), ErrorKind::Fatal);
+    }
+
+    #[tokio::test]
+    async fn the_pager_follows_next_tokens_and_stops_on_a_token_that_repeats() {
+        let pages = |token: Option<String>| async move {
+            Ok(match token.as_deref() {
+                None => Page { items: vec![1, 2], next_token: Some("a".into()) },
+                Some("a") => Page { items: vec![3], next_token: Some(String::new()) },
+                Some(_) => Page::last(vec![]),
+            })
+        };
+        assert_eq!(paginate(Operation::DescribeVpcs, pages).await.unwrap(), [1, 2, 3], "an empty token ends it");
+        // An endpoint answering the token it was sent would loop forever.
+        let stuck =
+            |_: Option<String>| async { Ok::<_, Ec2Error>(Page { items: vec![1], next_token: Some("x".into()) }) };
+        let error = paginate(Operation::DescribeVpcs, stuck).await.unwrap_err();
+        assert_eq!((error.code.as_str(), error.kind), (MALFORMED_RESPONSE, ErrorKind::Fatal));
+        // A failed page fails the describe: no partial answer.
+        let failing = |token: Option<String>| async move {
+            match token {
+                None => Ok(Page { items: vec![1], next_token: Some("b".into()) }),
+                Some(_) => Err(Ec2Error::new(Operation::DescribeVpcs, "InternalError", "down")),
+            }
+        };
+        assert_eq!(paginate(Operation::DescribeVpcs, failing).await.unwrap_err().code, "InternalError");
     }
 
     #[test]

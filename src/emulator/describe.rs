@@ -38,22 +38,8 @@ impl PageRequest {
     }
 }
 
-/// One page of a describe: the items and the token of the next page, if any.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Page<T> {
-    /// The items of this page, in id order.
-    pub items: Vec<T>,
-    /// `NextToken`: `None` on the last page.
-    pub next_token: Option<String>,
-}
-
-impl<T> Page<T> {
-    /// `(items, next_token)`.
-    #[must_use]
-    pub fn into_parts(self) -> (Vec<T>, Option<String>) {
-        (self.items, self.next_token)
-    }
-}
+/// One page of a describe: the port's page type (items in id order).
+pub use crate::ec2::Page;
 
 /// How one action treats `MaxResults`.
 struct SizeRule {

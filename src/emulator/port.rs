@@ -1,59 +1,58 @@
 //! The [`Ec2`] port implemented by the emulator: what `observe` and
-//! `execute` call. Describes walk every page ([`PORT_PAGE_SIZE`] items each,
-//! one counted request per page) and fail as a whole if any page fails, so the
-//! caller can tell a complete answer from a partial one.
+//! `execute` call. Each port call is one counted request; describes answer
+//! one page ([`PORT_PAGE_SIZE`] items) per call, and the port's provided
+//! whole describes walk the pages, so the caller can tell a complete answer
+//! from a partial one.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation};
+use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page};
 use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
 
 use super::state::GroupSpec;
-use super::{Emulator, PORT_PAGE_SIZE, Page, PageRequest};
-
-/// Fetches every page of one describe.
-async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, Ec2Error>
-where
-    F: FnMut(PageRequest) -> Fut,
-    Fut: Future<Output = Result<Page<T>, Ec2Error>>,
-{
-    let mut items = Vec::new();
-    let mut next_token = None;
-    loop {
-        let page = fetch(PageRequest::after(PORT_PAGE_SIZE, next_token)).await?;
-        items.extend(page.items);
-        match page.next_token {
-            Some(token) => next_token = Some(token),
-            None => return Ok(items),
-        }
-    }
-}
+use super::{Emulator, PORT_PAGE_SIZE, PageRequest};
 
 #[async_trait]
 impl Ec2 for Emulator {
-    async fn describe_security_groups(&self, filter: &GroupFilter) -> Result<Vec<SecurityGroup>, Ec2Error> {
-        all_pages(|page| async move { self.describe_security_groups_page(&[], filter, &page).await }).await
+    async fn security_groups_page(
+        &self,
+        filter: &GroupFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<SecurityGroup>, Ec2Error> {
+        let page = PageRequest::after(PORT_PAGE_SIZE, next_token);
+        self.describe_security_groups_page(&[], filter, &page).await
     }
 
-    async fn describe_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>, Ec2Error> {
-        all_pages(|page| async move { self.describe_instances_page(&[], filter, &page).await }).await
+    async fn instances_page(
+        &self,
+        filter: &InstanceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Instance>, Ec2Error> {
+        let page = PageRequest::after(PORT_PAGE_SIZE, next_token);
+        self.describe_instances_page(&[], filter, &page).await
     }
 
-    async fn describe_classic_link_instances(&self, filter: &LinkFilter) -> Result<Vec<Link>, Ec2Error> {
-        all_pages(|page| async move { self.describe_classic_link_instances_page(&[], filter, &page).await }).await
+    async fn classic_link_instances_page(
+        &self,
+        filter: &LinkFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Link>, Ec2Error> {
+        let page = PageRequest::after(PORT_PAGE_SIZE, next_token);
+        self.describe_classic_link_instances_page(&[], filter, &page).await
     }
 
-    async fn describe_vpc_classic_link(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
-        self.request(Operation::DescribeVpcClassicLink, |world, _| world.vpc_classic_link(vpc_ids, true)).await
-    }
-
-    async fn describe_vpcs(&self, vpc_ids: &[VpcId]) -> Result<Vec<VpcId>, Ec2Error> {
+    /// The `vpc-id` filter of a few target VPCs: one page, as EC2 answers it.
+    async fn vpcs_page(&self, vpc_ids: &[VpcId], _next_token: Option<String>) -> Result<Page<VpcId>, Ec2Error> {
         self.request(Operation::DescribeVpcs, |world, _| {
-            world.vpc_classic_link(vpc_ids, true).map(|vpcs| vpcs.into_iter().map(|v| v.id).collect())
+            world.vpc_classic_link(vpc_ids, true).map(|vpcs| Page::last(vpcs.into_iter().map(|v| v.id).collect()))
         })
         .await
+    }
+
+    async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
+        self.request(Operation::DescribeVpcClassicLink, |world, _| world.vpc_classic_link(vpc_ids, false)).await
     }
 
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {

@@ -341,3 +341,67 @@ async fn demo_mirrors_the_sample_estate_and_follows_the_scripted_changes() {
         assert!(run.stdout.contains(expected), "missing {expected:?} in:\n{}", run.stdout);
     }
 }
+
+/// Emulator flags failing every request of every describe action.
+const EVERY_DESCRIBE_FAILS: [&str; 2] = [
+    "--operation-error-rate",
+    "DescribeSecurityGroups=1,DescribeInstances=1,DescribeClassicLinkInstances=1,DescribeVpcClassicLink=1,DescribeVpcs=1",
+];
+
+/// Runs `args`, returning the output and how long it took.
+async fn timed(args: &[&str]) -> (Output, Duration) {
+    let started = std::time::Instant::now();
+    let output = run_command(args).await;
+    (output, started.elapsed())
+}
+
+#[tokio::test]
+async fn against_an_ec2_failing_every_describe_apply_fails_fast_with_exit_1_and_sends_no_write() {
+    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
+    let config = config.to_str().unwrap();
+
+    let (one, one_took) = timed(&["apply", "--config", config, "--max-passes", "1"]).await;
+    let (two, two_took) = timed(&["apply", "--config", config, "--max-passes", "2"]).await;
+    eprintln!("every describe failing: apply --max-passes 1 took {one_took:?}, --max-passes 2 took {two_took:?}");
+    for (run, passes) in [(&one, 1), (&two, 2)] {
+        assert_eq!(run.code, 1, "an incomplete observation is an error: {}{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains("snapshot incomplete"), "{}", run.stdout);
+        assert!(run.stdout.contains(&format!("not converged after {passes} passes")), "{}", run.stdout);
+        assert!(run.stderr.contains("the observation of EC2 is incomplete"), "{}", run.stderr);
+    }
+    assert_eq!(emulator.mutating_calls().await, 0, "no write without a complete observation");
+    // Bounded retries: seconds, not the minutes of unbounded ones (the goal
+    // is 10 s a pass; the bound only catches a regression to minutes).
+    assert!(two_took < Duration::from_secs(60), "{two_took:?}");
+    let calls = emulator.calls().await;
+    let describes = calls["DescribeSecurityGroups"]["requests"].as_u64().unwrap_or(0);
+    // Three passes in all, each two describes of groups (sources, then
+    // mirrors by tag), each at most 3 attempts.
+    assert!(describes > 0 && describes <= 3 * 2 * 3, "at most 3 attempts per request: {describes}");
+}
+
+#[tokio::test]
+async fn plan_exits_1_instead_of_no_changes_when_every_describe_fails_or_ec2_is_unreachable() {
+    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let failing = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
+    let (failed, took) = timed(&["plan", "--config", failing.to_str().unwrap()]).await;
+    eprintln!("every describe failing: plan took {took:?}");
+    assert_eq!(failed.code, 1, "{}{}", failed.stdout, failed.stderr);
+    assert!(
+        failed.stderr.contains("the observation of EC2 is incomplete (source_groups, vpc_groups)"),
+        "{}",
+        failed.stderr
+    );
+
+    // Nothing listens on that port: every request is refused.
+    let nowhere = tempfile::tempdir().unwrap();
+    let unreachable = write_config(nowhere.path(), &format!("http://127.0.0.1:{}", free_port()), "127.0.0.1:0", "");
+    let (refused, took) = timed(&["plan", "--config", unreachable.to_str().unwrap()]).await;
+    eprintln!("unreachable EC2: plan took {took:?}");
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("ConnectionError"), "{}", refused.stderr);
+    assert!(took < Duration::from_secs(60), "{took:?}");
+}

@@ -412,9 +412,11 @@ async fn with_20_percent_injected_errors_the_estate_converges_within_a_few_passe
         ..Faults::none()
     });
     let ec2 = limited(&emu, &config).with_retry(classiclink_mirror::ec2::limited::RetryPolicy {
-        min_delay: Duration::from_millis(100),
+        max_attempts: 2,
+        base_delay: Duration::from_millis(100),
+        throttled_base_delay: Duration::from_millis(100),
         max_delay: Duration::from_secs(2),
-        max_retries: 1,
+        ..classiclink_mirror::ec2::limited::RetryPolicy::default()
     });
     let report = apply(&ec2, &config, 8, &|| SystemTime::UNIX_EPOCH, &CancellationToken::new()).await;
     assert!(report.converged, "not converged after {} passes", report.passes.len());
@@ -450,9 +452,11 @@ async fn failing_security_group_describes_never_lead_to_a_revoke_delete_or_detac
     let estate = three_tiers().await;
     let config = config_for(&estate.vpc, &[&estate.web, &estate.app]);
     let ec2 = limited(&estate.emu, &config).with_retry(classiclink_mirror::ec2::limited::RetryPolicy {
-        min_delay: Duration::from_millis(10),
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        throttled_base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
-        max_retries: 2,
+        ..classiclink_mirror::ec2::limited::RetryPolicy::default()
     });
     let clock = Clock::new();
     let mut memory = Memory::default();

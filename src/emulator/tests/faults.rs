@@ -130,10 +130,10 @@ async fn an_error_after_effect_applies_the_write_then_fails_so_a_retry_sees_a_du
 
 #[tokio::test(start_paused = true)]
 async fn every_request_waits_for_the_injected_latency() {
-    let (emu, _) = world_with_vpc().await;
+    let (emu, vpc) = world_with_vpc().await;
     emu.set_faults(Faults::none().with_latency(Duration::from_millis(250), Duration::ZERO));
     let start = Instant::now();
-    emu.describe_vpc_classic_link(&[]).await.unwrap();
+    emu.describe_vpc_classic_link(std::slice::from_ref(&vpc)).await.unwrap();
     emu.describe_security_groups(&GroupFilter::default()).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_millis(500));
 }
