@@ -277,7 +277,7 @@ async fn script(
     next_convergence(&mut progress).await;
 
     println!("\n==> Classic: two more web instances are launched");
-    client.run_instances("ami-12c6146b", &[group("web")], 2).await?;
+    client.world().run_instances("ami-12c6146b", &[group("web")], 2).await?;
     next_convergence(&mut progress).await;
 
     println!("\n==> Classic: the discovery tag is removed from db (it stops being mirrored)");

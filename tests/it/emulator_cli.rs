@@ -149,7 +149,7 @@ async fn fault_flags_reach_the_engine() {
     command.args(["emulator", "--listen", "127.0.0.1:0", "--consistency-delay", "1h", "--throttle"]);
     let slow = Running::start(command).await;
     let port = slow.port().await;
-    let vpc = port.create_vpc("10.0.0.0/16").await.expect("VPCs are visible at once");
+    let vpc = port.world().create_vpc("10.0.0.0/16").await.expect("VPCs are visible at once");
     let request = CreateGroup { vpc_id: vpc, name: "m".into(), description: "m".into(), tags: BTreeMap::new() };
     let group = port.create_security_group(&request).await.expect("create");
     let error = port.delete_security_group(&group).await.expect_err("not visible for an hour");
@@ -183,7 +183,7 @@ async fn throttle_scale_shrinks_or_grows_the_buckets() {
     port.describe_security_groups(&all).await.expect("second describe token");
     let error = port.describe_security_groups(&all).await.expect_err("the describe bucket is empty");
     assert_eq!(error.code, codes::REQUEST_LIMIT_EXCEEDED);
-    let vpc = port.create_vpc("10.0.0.0/16").await.expect("the only mutating token");
+    let vpc = port.world().create_vpc("10.0.0.0/16").await.expect("the only mutating token");
     let request = CreateGroup { vpc_id: vpc, name: "m".into(), description: "m".into(), tags: BTreeMap::new() };
     let error = port.create_security_group(&request).await.expect_err("the mutating bucket is empty");
     assert_eq!(error.kind, ErrorKind::Throttled);

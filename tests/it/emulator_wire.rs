@@ -164,7 +164,7 @@ async fn classic_and_vpc_groups_rules_and_tags_round_trip_through_the_sdk() {
     let sdk = wire.sdk();
 
     // CreateVpc (helper) and its default group; CreateSecurityGroup without a VPC is Classic.
-    let vpc = port.create_vpc("10.0.0.0/16").await.expect("create VPC");
+    let vpc = port.world().create_vpc("10.0.0.0/16").await.expect("create VPC");
     let out = sdk
         .create_security_group()
         .group_name("web")
@@ -328,7 +328,7 @@ async fn instances_launch_stop_start_and_terminate_through_the_sdk() {
     let web =
         sg(sdk.create_security_group().group_name("web").description("w").send().await.unwrap().group_id().unwrap());
 
-    let ids = port.run_instances("ami-12345678", std::slice::from_ref(&web), 3).await.expect("run");
+    let ids = port.world().run_instances("ami-12345678", std::slice::from_ref(&web), 3).await.expect("run");
     assert_eq!(ids.len(), 3);
     let members = InstanceFilter { group_ids: vec![web.clone()], ..InstanceFilter::default() };
     let instances = port.describe_instances(&members).await.expect("describe");
@@ -338,8 +338,8 @@ async fn instances_launch_stop_start_and_terminate_through_the_sdk() {
         assert_eq!(instance.groups, BTreeSet::from([web.clone()]));
     }
 
-    port.stop_instances(&ids[0..1]).await.expect("stop");
-    port.terminate_instances(&ids[2..3]).await.expect("terminate");
+    port.world().stop_instances(&ids[0..1]).await.expect("stop");
+    port.world().terminate_instances(&ids[2..3]).await.expect("terminate");
     let state_of = |id: &InstanceId, all: &[classiclink_mirror::model::Instance]| {
         all.iter().find(|i| &i.id == id).map(|i| i.state)
     };
@@ -357,7 +357,7 @@ async fn instances_launch_stop_start_and_terminate_through_the_sdk() {
     assert_eq!(change.previous_state().and_then(|s| s.name()), Some(&sdk::InstanceStateName::Stopped));
     assert_eq!(change.current_state().and_then(|s| s.name()), Some(&sdk::InstanceStateName::Running));
     assert_eq!(change.current_state().and_then(|s| s.code()), Some(16));
-    port.start_instances(&ids[0..1]).await.expect("starting a running instance is a no-op");
+    port.world().start_instances(&ids[0..1]).await.expect("starting a running instance is a no-op");
 
     // The raw answer: a reservation per instance with the group names.
     let out = sdk.describe_instances().instance_ids(ids[1].as_str()).send().await.expect("by id");
@@ -385,8 +385,8 @@ async fn instances_launch_stop_start_and_terminate_through_the_sdk() {
 async fn classic_link_enable_attach_describe_and_detach_through_the_sdk() {
     let wire = Wire::start(Emulator::default()).await;
     let port = wire.port().await;
-    let vpc = port.create_vpc("10.0.0.0/16").await.unwrap();
-    let other_vpc = port.create_vpc("172.31.0.0/16").await.unwrap();
+    let vpc = port.world().create_vpc("10.0.0.0/16").await.unwrap();
+    let other_vpc = port.world().create_vpc("172.31.0.0/16").await.unwrap();
     let create = |name: &str| CreateGroup {
         vpc_id: vpc.clone(),
         name: name.into(),
@@ -395,7 +395,7 @@ async fn classic_link_enable_attach_describe_and_detach_through_the_sdk() {
     };
     let mirror_a = port.create_security_group(&create("a")).await.unwrap();
     let mirror_b = port.create_security_group(&create("b")).await.unwrap();
-    let ids = port.run_instances("ami-1", &[], 2).await.unwrap();
+    let ids = port.world().run_instances("ami-1", &[], 2).await.unwrap();
 
     let flags = port.describe_vpc_classic_link(&[vpc.clone(), other_vpc.clone()]).await.unwrap();
     assert!(flags.iter().all(|v| !v.classic_link_enabled), "{flags:?}");
@@ -421,7 +421,7 @@ async fn classic_link_enable_attach_describe_and_detach_through_the_sdk() {
     assert_eq!(port.describe_classic_link_instances(&with_a).await.unwrap().len(), 1);
 
     port.detach_classic_link_vpc(&ids[0], &vpc).await.expect("detach");
-    port.stop_instances(&ids[1..2]).await.expect("stop");
+    port.world().stop_instances(&ids[1..2]).await.expect("stop");
     assert!(port.describe_classic_link_instances(&LinkFilter::default()).await.unwrap().is_empty(), "stop unlinks");
     port.detach_classic_link_vpc(&ids[0], &vpc).await.expect("detaching twice is a no-op");
 }
@@ -644,18 +644,18 @@ async fn every_engine_error_code_surfaces_through_the_sdk_with_its_classificatio
         (
             Operation::StopInstances,
             codes::INSTANCE_NOT_FOUND,
-            port.stop_instances(std::slice::from_ref(&missing_instance)).await,
+            port.world().stop_instances(std::slice::from_ref(&missing_instance)).await,
         ),
-        (Operation::StartInstances, codes::INCORRECT_INSTANCE_STATE, port.start_instances(&terminated).await),
+        (Operation::StartInstances, codes::INCORRECT_INSTANCE_STATE, port.world().start_instances(&terminated).await),
         (
             Operation::TerminateInstances,
             codes::INSTANCE_NOT_FOUND,
-            port.terminate_instances(std::slice::from_ref(&missing_instance)).await,
+            port.world().terminate_instances(std::slice::from_ref(&missing_instance)).await,
         ),
         (
             Operation::RunInstances,
             codes::GROUP_NOT_FOUND,
-            port.run_instances("ami-1", &mirrors[0..1], 1).await.map(drop),
+            port.world().run_instances("ami-1", &mirrors[0..1], 1).await.map(drop),
         ),
         (
             Operation::AttachClassicLinkVpc,
@@ -694,7 +694,7 @@ async fn every_engine_error_code_surfaces_through_the_sdk_with_its_classificatio
         ),
         (Operation::EnableVpcClassicLink, codes::VPC_CIDR_CONFLICT, port.enable_vpc_classic_link(&conflicting).await),
         (Operation::EnableVpcClassicLink, codes::VPC_NOT_FOUND, port.enable_vpc_classic_link(&missing_vpc).await),
-        (Operation::CreateVpc, "InvalidVpc.Range", port.create_vpc("10.0.0.0/8").await.map(drop)),
+        (Operation::CreateVpc, "InvalidVpc.Range", port.world().create_vpc("10.0.0.0/8").await.map(drop)),
     ];
     let counted = wire.emulator.counters();
     for (operation, code, result) in cases {

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod architecture;
 mod aws_canned;
 mod bench_runner;
 mod cli;

@@ -74,8 +74,8 @@ async fn mirrors_in(ec2: &dyn Ec2, vpc: &VpcId) -> Vec<SecurityGroup> {
 async fn apply_mirrors_a_vpc_into_another_idempotently_and_deletes_orphans() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let old = ok(moto, ec2.create_vpc("10.40.0.0/16").await);
-    let new = ok(moto, ec2.create_vpc("10.41.0.0/16").await);
+    let old = ok(moto, ec2.world().create_vpc("10.40.0.0/16").await);
+    let new = ok(moto, ec2.world().create_vpc("10.41.0.0/16").await);
     let group = |name: &str| CreateGroup {
         vpc_id: old.clone(),
         name: name.into(),
@@ -136,8 +136,8 @@ async fn apply_mirrors_a_vpc_into_another_idempotently_and_deletes_orphans() {
 async fn plan_can_dump_the_observed_snapshot_and_replay_it_offline() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let old = ok(moto, ec2.create_vpc("10.42.0.0/16").await);
-    let new = ok(moto, ec2.create_vpc("10.43.0.0/16").await);
+    let old = ok(moto, ec2.world().create_vpc("10.42.0.0/16").await);
+    let new = ok(moto, ec2.world().create_vpc("10.43.0.0/16").await);
     let request =
         CreateGroup { vpc_id: old, name: "cache".into(), description: "cache".into(), tags: Default::default() };
     let cache = ok(moto, ec2.create_security_group(&request).await);

@@ -90,8 +90,8 @@ fn assert_code(result: Result<impl std::fmt::Debug, Ec2Error>, code: &str, kind:
 async fn groups_are_created_with_their_tags_and_found_by_every_filter() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let a = ok(moto, ec2.create_vpc("10.20.0.0/16").await);
-    let b = ok(moto, ec2.create_vpc("10.21.0.0/16").await);
+    let a = ok(moto, ec2.world().create_vpc("10.20.0.0/16").await);
+    let b = ok(moto, ec2.world().create_vpc("10.21.0.0/16").await);
     let web_a = ok(moto, create_group(&ec2, &a, "web", &[(OWNERSHIP_TAG, "sg-0a1"), ("env", "prod")]).await);
     let app_a = ok(moto, create_group(&ec2, &a, "app", &[("env", "stage")]).await);
     let web_b = ok(moto, create_group(&ec2, &b, "web", &[]).await);
@@ -144,7 +144,7 @@ async fn groups_are_created_with_their_tags_and_found_by_every_filter() {
 async fn a_batch_of_grants_is_authorized_in_one_call_and_read_back_canonical() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let vpc = ok(moto, ec2.create_vpc("10.30.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("10.30.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[]).await);
     let app = ok(moto, create_group(&ec2, &vpc, "app", &[]).await);
     let grants = vec![
@@ -177,7 +177,7 @@ async fn a_batch_of_grants_is_authorized_in_one_call_and_read_back_canonical() {
 async fn grants_are_revoked_without_their_descriptions() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let vpc = ok(moto, ec2.create_vpc("10.31.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("10.31.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[]).await);
     let app = ok(moto, create_group(&ec2, &vpc, "app", &[]).await);
     let keep = grant(Protocol::Tcp, port(22), v4("10.0.0.0/8"), Some("bastion"));
@@ -205,7 +205,7 @@ async fn moto_cannot_revoke_a_described_group_reference_without_its_description(
     // so a moto upgrade that fixes it is noticed (docs/emulator.md).
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let vpc = ok(moto, ec2.create_vpc("10.32.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("10.32.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[]).await);
     let described = grant(Protocol::Tcp, port(443), refer(&web, None), Some("self"));
     ok(moto, ec2.authorize_ingress(&web, std::slice::from_ref(&described)).await);
@@ -216,7 +216,7 @@ async fn moto_cannot_revoke_a_described_group_reference_without_its_description(
 async fn descriptions_are_updated_in_place() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let vpc = ok(moto, ec2.create_vpc("10.33.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("10.33.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[]).await);
     let office = grant(Protocol::Tcp, port(443), v4("203.0.113.0/24"), Some("office"));
     let v6_office = grant(Protocol::Tcp, port(443), v6("2001:db8::/32"), None);
@@ -238,7 +238,7 @@ async fn moto_neither_removes_omitted_descriptions_nor_updates_group_reference_d
     // (docs/emulator.md); pinned so a moto upgrade that fixes it is noticed.
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let vpc = ok(moto, ec2.create_vpc("10.39.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("10.39.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[]).await);
     let described = [
         grant(Protocol::Tcp, port(443), v4("203.0.113.0/24"), Some("office")),
@@ -258,7 +258,7 @@ async fn moto_neither_removes_omitted_descriptions_nor_updates_group_reference_d
 async fn tags_are_added_and_removed_by_key_and_an_empty_removal_removes_nothing() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let vpc = ok(moto, ec2.create_vpc("10.34.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("10.34.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[("keep", "1")]).await);
     ok(moto, ec2.create_tags(&web, &tags(&[(OWNERSHIP_TAG, "sg-0a1"), ("env", "prod")])).await);
     assert_eq!(the_group(&ec2, &web).await.tags, tags(&[("keep", "1"), (OWNERSHIP_TAG, "sg-0a1"), ("env", "prod")]));
@@ -274,7 +274,7 @@ async fn tags_are_added_and_removed_by_key_and_an_empty_removal_removes_nothing(
 async fn create_and_delete_report_duplicates_and_missing_groups_by_code() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let vpc = ok(moto, ec2.create_vpc("10.35.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("10.35.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[(OWNERSHIP_TAG, "sg-0a1")]).await);
     let app = ok(moto, create_group(&ec2, &vpc, "app", &[]).await);
     assert_code(create_group(&ec2, &vpc, "web", &[]).await, "InvalidGroup.Duplicate", ErrorKind::Duplicate);
@@ -292,14 +292,14 @@ async fn instances_are_described_across_pages_with_every_filter() {
     let Some(moto) = moto() else { return };
     // Page size 5 (EC2's minimum): 13 reservations take three pages.
     let ec2 = client_with(moto, 5).await;
-    let vpc = ok(moto, ec2.create_vpc("10.36.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("10.36.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[]).await);
     let other = ok(moto, create_group(&ec2, &vpc, "other", &[]).await);
     let mut launched = Vec::new();
     for _ in 0..12 {
-        launched.extend(ok(moto, ec2.run_instances(IMAGE, std::slice::from_ref(&web), 1).await));
+        launched.extend(ok(moto, ec2.world().run_instances(IMAGE, std::slice::from_ref(&web), 1).await));
     }
-    let trio = ok(moto, ec2.run_instances(IMAGE, &[web.clone(), other.clone()], 3).await);
+    let trio = ok(moto, ec2.world().run_instances(IMAGE, &[web.clone(), other.clone()], 3).await);
     assert_eq!(trio.len(), 3, "one reservation of three instances");
     launched.extend(trio.iter().cloned());
 
@@ -309,7 +309,7 @@ async fn instances_are_described_across_pages_with_every_filter() {
     assert_eq!(found_ids, launched.iter().cloned().collect(), "every page was read");
     assert!(found.iter().all(|i| i.state == InstanceState::Running && i.groups.contains(&web)));
 
-    ok(moto, ec2.stop_instances(&launched[..2]).await);
+    ok(moto, ec2.world().stop_instances(&launched[..2]).await);
     let with_state = |states: Vec<InstanceState>| InstanceFilter { states, ..in_web.clone() };
     let stopped = ok(moto, ec2.describe_instances(&with_state(vec![InstanceState::Stopped])).await);
     assert_eq!(stopped.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), launched[..2].to_vec());
@@ -328,8 +328,8 @@ async fn instances_are_described_across_pages_with_every_filter() {
     // EC2-Classic: there is no Classic in moto.
     assert!(one[0].vpc_id.is_some());
 
-    ok(moto, ec2.start_instances(&launched[..1]).await);
-    ok(moto, ec2.terminate_instances(&launched[1..2]).await);
+    ok(moto, ec2.world().start_instances(&launched[..1]).await);
+    ok(moto, ec2.world().terminate_instances(&launched[1..2]).await);
     let terminated = ok(moto, ec2.describe_instances(&with_state(vec![InstanceState::Terminated])).await);
     assert_eq!(terminated.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), launched[1..2].to_vec());
 }
@@ -339,8 +339,8 @@ async fn vpc_classic_link_flags_are_read_and_unknown_vpcs_are_left_out() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
     // ClassicLink is possible for VPCs outside 10.0.0.0/8, or in 10.0/16 and 10.1/16.
-    let able = ok(moto, ec2.create_vpc("172.31.0.0/16").await);
-    let unable = ok(moto, ec2.create_vpc("10.37.0.0/16").await);
+    let able = ok(moto, ec2.world().create_vpc("172.31.0.0/16").await);
+    let unable = ok(moto, ec2.world().create_vpc("10.37.0.0/16").await);
     let unknown = VpcId::try_new("vpc-0123456789abcdef0").unwrap();
 
     let flags = ok(moto, ec2.describe_vpc_classic_link(&[able.clone(), unable.clone()]).await);
@@ -359,7 +359,7 @@ async fn vpc_classic_link_flags_are_read_and_unknown_vpcs_are_left_out() {
 async fn describe_vpcs_tells_which_vpcs_exist_and_leaves_unknown_ones_out() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let known = ok(moto, ec2.create_vpc("172.29.0.0/16").await);
+    let known = ok(moto, ec2.world().create_vpc("172.29.0.0/16").await);
     let unknown = VpcId::try_new("vpc-0fedcba9876543210").unwrap();
     let found = ok(moto, ec2.describe_vpcs(&[known.clone(), unknown]).await);
     assert_eq!(found, vec![known]);
@@ -370,7 +370,7 @@ async fn describe_vpcs_tells_which_vpcs_exist_and_leaves_unknown_ones_out() {
 async fn moto_does_not_implement_classic_link_instances_and_the_adapter_says_so_without_panicking() {
     let Some(moto) = moto() else { return };
     let ec2 = client(moto).await;
-    let vpc = ok(moto, ec2.create_vpc("172.30.0.0/16").await);
+    let vpc = ok(moto, ec2.world().create_vpc("172.30.0.0/16").await);
     let web = ok(moto, create_group(&ec2, &vpc, "web", &[]).await);
     let instance = InstanceId::try_new("i-0123456789abcdef0").unwrap();
     // moto answers actions it does not implement with an HTML 500 page.
@@ -421,7 +421,7 @@ async fn environment_child() {
     let Ok(url) = std::env::var("CLASSICLINK_MIRROR_MOTO_URL") else { return };
     let region = std::env::var("AWS_REGION").expect("AWS_REGION");
     let ec2 = AwsEc2::from_config(&AwsConfig { region, endpoint_url: Some(url), profile: None }).await;
-    let vpc = ec2.create_vpc("10.38.0.0/16").await.expect("create a VPC with credentials from the environment");
+    let vpc = ec2.world().create_vpc("10.38.0.0/16").await.expect("create a VPC with credentials from the environment");
     let groups = ec2.describe_security_groups(&GroupFilter { vpc_ids: vec![vpc], ..GroupFilter::default() }).await;
     assert_eq!(groups.expect("describe").len(), 1, "the VPC's default group");
 }

@@ -1,0 +1,441 @@
+//! The `aws-sdk-ec2` adapter of the [`Ec2`] port: how observe and execute
+//! reach real EC2 (or any EC2-compatible endpoint, such as our emulator).
+//!
+//! This directory is the only place that imports `aws_sdk_ec2`, `aws_config` or
+//! `aws_smithy_*`. It turns domain values into SDK requests and SDK shapes
+//! back into domain values, one request per port call (a describe page is a
+//! request with its `NextToken`; the pager above walks the pages), and
+//! classifies every failure by EC2 error *code* into an [`Ec2Error`]. It adds
+//! no policy: throttling, backoff and retries belong to
+//! [`super::limited::Limited`], semantic retries to the executor.
+//!
+//! - `mod.rs` (here): client set-up ([`AwsEc2::from_config`]) and the port's
+//!   methods, one SDK request each;
+//! - [`convert`]: SDK shapes ↔ domain values (grants, groups, instances, filters);
+//! - [`classify`]: SDK failures → [`Ec2Error`] by EC2 error code;
+//! - [`world`]: world-building calls (create a VPC, run instances …) for the
+//!   demo and the tests; not part of the port.
+
+mod classify;
+mod convert;
+mod world;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_sdk_ec2::config::timeout::TimeoutConfig;
+use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::types as sdk;
+
+use self::classify::{check_return, classify, parse_id};
+use self::convert::{
+    Descriptions, filter, group_filters, id_strings, instance_filters, instance_from_sdk, link_filters, link_from_sdk,
+    permissions_from_grants, security_group_from_sdk, tags_to_sdk, vpc_from_sdk,
+};
+pub use self::world::AwsWorld;
+use super::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page};
+use crate::config::AwsConfig;
+use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
+
+pub use super::MALFORMED_RESPONSE;
+
+/// EC2's largest page for the describes we paginate.
+pub const MAX_PAGE_SIZE: i32 = 1000;
+/// EC2's smallest accepted `MaxResults`.
+pub const MIN_PAGE_SIZE: i32 = 5;
+
+/// Static credentials, for endpoints that accept any (the emulator, moto).
+/// Production uses the standard credential chain instead.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key (never printed).
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"** redacted **")
+            .finish()
+    }
+}
+
+/// Tuning of the adapter; [`AwsOptions::default`] is what the daemon uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsOptions {
+    /// `MaxResults` of paginated describes, clamped to EC2's 5–1000.
+    pub page_size: i32,
+    /// Time allowed to open a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one request, from sending to the parsed response.
+    pub operation_timeout: Duration,
+    /// Use these instead of the standard credential chain.
+    pub credentials: Option<StaticCredentials>,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        Self {
+            page_size: MAX_PAGE_SIZE,
+            connect_timeout: Duration::from_secs(5),
+            // A 1,000-item describe page takes EC2 a few seconds at worst; a
+            // request still unanswered after 30 s is better failed (transient)
+            // and retried by `Limited` than left to stall the pass.
+            operation_timeout: Duration::from_secs(30),
+            credentials: None,
+        }
+    }
+}
+
+/// The EC2 port over `aws-sdk-ec2`.
+#[derive(Clone, Debug)]
+pub struct AwsEc2 {
+    client: Client,
+    page_size: i32,
+}
+
+impl AwsEc2 {
+    /// A client for `[aws]` with the default [`AwsOptions`]: the configured
+    /// region, endpoint and profile, and the standard credential chain
+    /// (environment, profile, web identity, container, instance role).
+    /// Nothing is contacted until the first call, so this cannot fail;
+    /// missing credentials surface as an [`Ec2Error`] on the first request.
+    pub async fn from_config(aws: &AwsConfig) -> Self {
+        Self::from_config_with(aws, AwsOptions::default()).await
+    }
+
+    /// [`AwsEc2::from_config`] with explicit tuning.
+    pub async fn from_config_with(aws: &AwsConfig, options: AwsOptions) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(aws.region.clone()))
+            // One layer owns retries: `ec2::limited::Limited` retries
+            // throttling and 5xx with capped, jittered backoff and slows its
+            // token buckets down (AIMD). SDK retries underneath would multiply
+            // the attempts (3 × 3), hide throttling from the AIMD pacer, and
+            // spend EC2's request budget behind our rate limiter's back.
+            .retry_config(RetryConfig::disabled())
+            // Without retries the attempt timeout is the operation timeout;
+            // both are set so a future retry setting cannot silently stretch
+            // a call beyond `operation_timeout`.
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(options.connect_timeout)
+                    .operation_attempt_timeout(options.operation_timeout)
+                    .operation_timeout(options.operation_timeout)
+                    .build(),
+            );
+        if let Some(url) = &aws.endpoint_url {
+            loader = loader.endpoint_url(url.clone());
+        }
+        if let Some(profile) = &aws.profile {
+            loader = loader.profile_name(profile.clone());
+        }
+        if let Some(creds) = &options.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                creds.access_key_id.clone(),
+                creds.secret_access_key.clone(),
+                None,
+                None,
+                "classiclink-mirror-static",
+            ));
+        }
+        let sdk_config = loader.load().await;
+        Self { client: Client::new(&sdk_config), page_size: options.page_size.clamp(MIN_PAGE_SIZE, MAX_PAGE_SIZE) }
+    }
+
+    /// World-building calls (create a VPC, run instances …) on the same
+    /// client, for the demo and the tests: not part of the port.
+    #[must_use]
+    pub fn world(&self) -> AwsWorld {
+        AwsWorld::new(self.client.clone())
+    }
+}
+
+#[async_trait]
+impl Ec2 for AwsEc2 {
+    async fn security_groups_page(
+        &self,
+        filter: &GroupFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<SecurityGroup>, Ec2Error> {
+        let op = Operation::DescribeSecurityGroups;
+        let out = self
+            .client
+            .describe_security_groups()
+            .set_filters(Some(group_filters(filter)).filter(|f| !f.is_empty()))
+            .max_results(self.page_size)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out
+            .security_groups()
+            .iter()
+            .map(security_group_from_sdk)
+            .collect::<Result<_, _>>()
+            .map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn instances_page(
+        &self,
+        filter: &InstanceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Instance>, Ec2Error> {
+        let op = Operation::DescribeInstances;
+        let out = self
+            .client
+            .describe_instances()
+            .set_filters(Some(instance_filters(filter)).filter(|f| !f.is_empty()))
+            .max_results(self.page_size)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out
+            .reservations()
+            .iter()
+            .flat_map(|reservation| reservation.instances())
+            .map(instance_from_sdk)
+            .collect::<Result<_, _>>()
+            .map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn classic_link_instances_page(
+        &self,
+        filter: &LinkFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Link>, Ec2Error> {
+        let op = Operation::DescribeClassicLinkInstances;
+        let out = self
+            .client
+            .describe_classic_link_instances()
+            .set_filters(Some(link_filters(filter)).filter(|f| !f.is_empty()))
+            .max_results(self.page_size)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out.instances().iter().map(link_from_sdk).collect::<Result<_, _>>().map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn vpcs_page(&self, vpc_ids: &[VpcId], next_token: Option<String>) -> Result<Page<VpcId>, Ec2Error> {
+        // A `vpc-id` filter, not `VpcIds`: unknown ids are simply absent.
+        let op = Operation::DescribeVpcs;
+        let out = self
+            .client
+            .describe_vpcs()
+            .set_filters(filter("vpc-id", id_strings(vpc_ids)).map(|f| vec![f]))
+            .max_results(self.page_size)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out
+            .vpcs()
+            .iter()
+            .map(|vpc| parse_id(vpc.vpc_id(), "Vpcs[].VpcId", VpcId::try_new))
+            .collect::<Result<_, _>>()
+            .map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
+        let op = Operation::DescribeVpcClassicLink;
+        let ids = (!vpc_ids.is_empty()).then(|| id_strings(vpc_ids));
+        let out = self.client.describe_vpc_classic_link().set_vpc_ids(ids).send().await.map_err(|e| classify(op, e))?;
+        out.vpcs().iter().map(vpc_from_sdk).collect::<Result<_, _>>().map_err(|m| m.error(op))
+    }
+
+    async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
+        let op = Operation::CreateSecurityGroup;
+        let mut call = self
+            .client
+            .create_security_group()
+            .vpc_id(request.vpc_id.as_str())
+            .group_name(&request.name)
+            .description(&request.description);
+        if !request.tags.is_empty() {
+            // Tags in the create call itself: a mirror can never exist
+            // without its ownership tag (docs/architecture.md, "Mirrors").
+            call = call.tag_specifications(
+                sdk::TagSpecification::builder()
+                    .resource_type(sdk::ResourceType::SecurityGroup)
+                    .set_tags(Some(tags_to_sdk(&request.tags)))
+                    .build(),
+            );
+        }
+        let out = call.send().await.map_err(|e| classify(op, e))?;
+        parse_id(out.group_id(), "GroupId", GroupId::try_new).map_err(|m| m.error(op))
+    }
+
+    async fn delete_security_group(&self, group_id: &GroupId) -> Result<(), Ec2Error> {
+        let op = Operation::DeleteSecurityGroup;
+        self.client.delete_security_group().group_id(group_id.as_str()).send().await.map_err(|e| classify(op, e))?;
+        Ok(())
+    }
+
+    async fn authorize_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let op = Operation::AuthorizeSecurityGroupIngress;
+        let out = self
+            .client
+            .authorize_security_group_ingress()
+            .group_id(group_id.as_str())
+            .set_ip_permissions(Some(permissions_from_grants(grants, Descriptions::Include)))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        check_return(op, out.r#return())
+    }
+
+    async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let op = Operation::RevokeSecurityGroupIngress;
+        let out = self
+            .client
+            .revoke_security_group_ingress()
+            .group_id(group_id.as_str())
+            // The description is not part of a rule's identity (docs/architecture.md, "Grants").
+            .set_ip_permissions(Some(permissions_from_grants(grants, Descriptions::Omit)))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        // In EC2-Classic and default VPCs, EC2 answers rules it did not find
+        // with `UnknownIpPermissions` instead of `InvalidPermission.NotFound`.
+        // Either way they are absent, which is what a revoke wants.
+        if !out.unknown_ip_permissions().is_empty() {
+            tracing::debug!(group_id = %group_id, unknown = out.unknown_ip_permissions().len(),
+                "revoke named rules the group does not have");
+            return Ok(());
+        }
+        check_return(op, out.r#return())
+    }
+
+    async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let op = Operation::UpdateSecurityGroupRuleDescriptionsIngress;
+        // A grant without a description is sent without one, which is how
+        // EC2 is told to remove the description.
+        let out = self
+            .client
+            .update_security_group_rule_descriptions_ingress()
+            .group_id(group_id.as_str())
+            .set_ip_permissions(Some(permissions_from_grants(grants, Descriptions::Include)))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        check_return(op, out.r#return())
+    }
+
+    async fn create_tags(&self, group_id: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let op = Operation::CreateTags;
+        self.client
+            .create_tags()
+            .resources(group_id.as_str())
+            .set_tags(Some(tags_to_sdk(tags)))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        Ok(())
+    }
+
+    async fn delete_tags(&self, group_id: &GroupId, keys: &[String]) -> Result<(), Ec2Error> {
+        // `DeleteTags` without tags deletes *every* tag of the resource,
+        // ownership tag included: never send it empty.
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let op = Operation::DeleteTags;
+        self.client
+            .delete_tags()
+            .resources(group_id.as_str())
+            // Key only: delete whatever the value is.
+            .set_tags(Some(keys.iter().map(|k| sdk::Tag::builder().key(k).build()).collect()))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        Ok(())
+    }
+
+    async fn attach_classic_link_vpc(
+        &self,
+        instance_id: &InstanceId,
+        vpc_id: &VpcId,
+        groups: &[GroupId],
+    ) -> Result<(), Ec2Error> {
+        let op = Operation::AttachClassicLinkVpc;
+        let out = self
+            .client
+            .attach_classic_link_vpc()
+            .instance_id(instance_id.as_str())
+            .vpc_id(vpc_id.as_str())
+            .set_groups(Some(id_strings(groups)))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        check_return(op, out.r#return())
+    }
+
+    async fn detach_classic_link_vpc(&self, instance_id: &InstanceId, vpc_id: &VpcId) -> Result<(), Ec2Error> {
+        let op = Operation::DetachClassicLinkVpc;
+        let out = self
+            .client
+            .detach_classic_link_vpc()
+            .instance_id(instance_id.as_str())
+            .vpc_id(vpc_id.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        check_return(op, out.r#return())
+    }
+
+    async fn enable_vpc_classic_link(&self, vpc_id: &VpcId) -> Result<(), Ec2Error> {
+        let op = Operation::EnableVpcClassicLink;
+        let out =
+            self.client.enable_vpc_classic_link().vpc_id(vpc_id.as_str()).send().await.map_err(|e| classify(op, e))?;
+        check_return(op, out.r#return())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_credentials_never_print_the_secret() {
+        let creds = StaticCredentials { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "s3cr3t".into() };
+        let printed =
+            format!("{creds:?} {:?}", AwsOptions { credentials: Some(creds.clone()), ..AwsOptions::default() });
+        assert!(printed.contains("AKIDEXAMPLE") && !printed.contains("s3cr3t"), "{printed}");
+    }
+
+    #[tokio::test]
+    async fn page_size_is_clamped_to_what_ec2_accepts() {
+        let aws =
+            AwsConfig { region: "us-east-1".into(), endpoint_url: Some("http://127.0.0.1:9".into()), profile: None };
+        let small = AwsEc2::from_config_with(&aws, AwsOptions { page_size: 1, ..AwsOptions::default() }).await;
+        assert_eq!(small.page_size, MIN_PAGE_SIZE);
+        let large = AwsEc2::from_config_with(&aws, AwsOptions { page_size: 5000, ..AwsOptions::default() }).await;
+        assert_eq!(large.page_size, MAX_PAGE_SIZE);
+    }
+}
