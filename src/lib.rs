@@ -25,6 +25,7 @@ pub mod ec2;
 pub mod emulator;
 pub mod execute;
 pub mod http;
+pub mod mapping;
 pub mod metrics;
 pub mod model;
 pub mod observe;

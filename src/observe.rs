@@ -23,7 +23,7 @@ use futures::future::join_all;
 use crate::config::{Config, SourceRef};
 use crate::ec2::{Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter};
 use crate::model::{
-    GroupId, Instance, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, mirror_name,
+    GroupId, Instance, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId,
 };
 
 /// EC2 accepts at most this many values in one filter.
@@ -252,39 +252,21 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
         }
     }
 
-    // What the sources tell us: target VPCs, the Classic groups whose
-    // instances matter, and the name each mirror has in its VPC. A source
-    // named `default` (mirror name "default") maps onto its VPC's `default`
-    // group (SPEC §4.2), which is looked up like any other mirror name; no
-    // other mapping needs a VPC's `default` group.
-    let sources = &obs.snapshot.source_groups;
-    let classic_by_name: BTreeMap<&str, &SecurityGroup> =
-        sources.values().filter(|g| g.is_classic()).map(|g| (g.name.as_str(), g)).collect();
-    let mut vpcs: BTreeSet<VpcId> = BTreeSet::new();
+    // What the sources tell us, resolved exactly as the planner resolves them
+    // (`mapping::resolve`): target VPCs, the Classic groups whose instances
+    // matter, and the name each mirror has in its VPC. A source named
+    // `default` (mirror name "default") maps onto its VPC's `default` group
+    // (docs/architecture.md, "Mirrors"), which is looked up like any other
+    // mirror name; no other mapping needs a VPC's `default` group.
+    let mut vpcs: BTreeSet<VpcId> = config.mirrors.iter().map(|mapping| mapping.vpc.clone()).collect();
     let mut classic_sources: BTreeSet<GroupId> = BTreeSet::new();
     let mut mirror_names: BTreeMap<VpcId, BTreeSet<String>> = BTreeMap::new();
-    for mapping in &config.mirrors {
-        vpcs.insert(mapping.vpc.clone());
-        let source = match &mapping.source {
-            SourceRef::Id(id) => sources.get(id),
-            SourceRef::Name(name) => classic_by_name.get(name.as_str()).copied(),
-        };
-        if let Some(source) = source {
-            if source.is_classic() {
-                classic_sources.insert(source.id.clone());
-            }
-            let name = mirror_name(mapping.name.as_deref().unwrap_or(&source.name), &source.id);
-            mirror_names.entry(mapping.vpc.clone()).or_default().insert(name);
+    for candidate in crate::mapping::resolve(config, &obs.snapshot.source_groups).candidates {
+        if candidate.source.is_classic() {
+            classic_sources.insert(candidate.source.id.clone());
         }
-    }
-    if let Some(key) = &config.discovery.tag_key {
-        for source in sources.values().filter(|g| g.is_classic()) {
-            if let Some(vpc) = source.tags.get(key).and_then(|v| VpcId::try_new(v.trim()).ok()) {
-                vpcs.insert(vpc.clone());
-                classic_sources.insert(source.id.clone());
-                mirror_names.entry(vpc).or_default().insert(mirror_name(&source.name, &source.id));
-            }
-        }
+        vpcs.insert(candidate.vpc.clone());
+        mirror_names.entry(candidate.vpc).or_default().insert(candidate.name);
     }
 
     // ClassicLink matters only when a Classic group is managed. VPC-to-VPC

@@ -27,10 +27,11 @@ use std::time::SystemTime;
 pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
-use crate::config::{Config, Mode, SourceRef};
+use crate::config::{Config, Mode};
+use crate::mapping::Unresolved;
 use crate::model::{
     Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, OWNERSHIP_TAG, Peer,
-    SecurityGroup, Snapshot, VpcId, mirror_description, mirror_name, sanitize_text,
+    SecurityGroup, Snapshot, VpcId, mirror_description, sanitize_text,
 };
 
 /// Plans one cycle. Pure and deterministic; returns the plan and the memory
@@ -39,14 +40,18 @@ pub fn plan(config: &Config, snapshot: &Snapshot, memory: &Memory, now: SystemTi
     Planner::new(config, snapshot, memory, now).run()
 }
 
-/// A hash map for the planner's indexes by id or name: only probed, never
-/// iterated, so its order cannot leak into the plan. The keys are short
-/// text (ids AWS chooses, group names), hashed hundreds of thousands of
-/// times a plan, for which foldhash is several times cheaper than SipHash.
-type LookupMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash map for the planner's indexes by id or name, meant to be probed,
+/// not iterated. Its hasher has a fixed seed, so even an iteration would be
+/// the same on every run and could not make the plan differ between two runs
+/// on the same input. The keys are short text (ids AWS chooses, group names),
+/// hashed hundreds of thousands of times a plan, for which foldhash is several
+/// times cheaper than SipHash; the planner hashes names from EC2 and the
+/// config, never from an attacker who could aim collisions at a known seed
+/// (and a collision would cost time, not correctness).
+type LookupMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// A hash set for the planner's indexes; see [`LookupMap`].
-type LookupSet<K> = HashSet<K, foldhash::fast::RandomState>;
+type LookupSet<K> = HashSet<K, foldhash::fast::FixedState>;
 
 /// A managed source group and where it goes; from phase 2 on, also what
 /// the plan has decided for it so far.
@@ -301,107 +306,78 @@ impl<'a> Planner<'a> {
     fn resolve_mappings(&mut self) {
         let snap = self.snap;
         let sources_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::SourceGroups);
-        let mut classic_by_name: LookupMap<&str, Vec<&SecurityGroup>> = LookupMap::default();
-        if self.config.mirrors.iter().any(|entry| matches!(entry.source, SourceRef::Name(_))) {
-            for group in snap.source_groups.values().filter(|g| g.is_classic()) {
-                classic_by_name.entry(group.name.as_str()).or_default().push(group);
+        let resolution = crate::mapping::resolve(self.config, &snap.source_groups);
+        for unresolved in &resolution.unresolved {
+            match *unresolved {
+                Unresolved::AmbiguousName { index, name } => self.warn(
+                    WarningKind::ConflictDuplicateMapping,
+                    None,
+                    Some(name.to_owned()),
+                    format!("mirror[{index}]: several Classic groups are named {name:?}; name it by id"),
+                ),
+                Unresolved::MissingSource { index, source } => {
+                    let why =
+                        if sources_complete { "does not exist" } else { "was not observed (incomplete snapshot)" };
+                    self.warn(
+                        WarningKind::MissingSource,
+                        None,
+                        Some(source.to_string()),
+                        format!("mirror[{index}]: source group {source} {why}"),
+                    );
+                }
+                Unresolved::TagOverridden { source, value, index } => {
+                    let tag_key = self.config.discovery.tag_key.as_deref().unwrap_or_default();
+                    self.warn(
+                        WarningKind::DiscoveryTag,
+                        None,
+                        Some(source.to_string()),
+                        format!(
+                            "{} carries {tag_key}={value} but mirror[{index}] names it; the config entry wins",
+                            self.group_label(source)
+                        ),
+                    );
+                }
+                Unresolved::TagNotAVpc { source, value } => {
+                    let tag_key = self.config.discovery.tag_key.as_deref().unwrap_or_default();
+                    self.warn(
+                        WarningKind::DiscoveryTag,
+                        None,
+                        Some(source.to_string()),
+                        format!("{} carries {tag_key}={value:?}, which is not a VPC id", self.group_label(source)),
+                    );
+                }
             }
         }
         let mut claimed_names: LookupMap<(VpcId, String), GroupId> = LookupMap::default();
         // The accepted mappings, and the position of each source among them.
         let mut managed: Vec<Mapping<'a>> = Vec::new();
         let mut managed_index: LookupMap<&'a GroupId, usize> = LookupMap::default();
-
-        let mut candidates: Vec<Mapping<'a>> = Vec::new();
-        for (index, entry) in self.config.mirrors.iter().enumerate() {
-            let source = match &entry.source {
-                SourceRef::Id(id) => snap.source_groups.get(id),
-                SourceRef::Name(name) => match classic_by_name.get(name.as_str()).map(Vec::as_slice) {
-                    Some([one]) => Some(*one),
-                    Some([_, _, ..]) => {
-                        self.warn(
-                            WarningKind::ConflictDuplicateMapping,
-                            None,
-                            Some(name.clone()),
-                            format!("mirror[{index}]: several Classic groups are named {name:?}; name it by id"),
-                        );
-                        continue;
-                    }
-                    _ => None,
-                },
+        let candidates = resolution.candidates.into_iter().map(|candidate| {
+            let (link_instances, audit, adopt, enable_classiclink) = match candidate.entry {
+                Some(entry) => (
+                    entry.link_instances,
+                    self.config.mode_of(entry) == Mode::Audit,
+                    entry.adopt,
+                    entry.enable_classiclink,
+                ),
+                None => (true, self.global_audit(), false, false),
             };
-            let Some(source) = source else {
-                let why = if sources_complete { "does not exist" } else { "was not observed (incomplete snapshot)" };
-                self.warn(
-                    WarningKind::MissingSource,
-                    None,
-                    Some(entry.source.to_string()),
-                    format!("mirror[{index}]: source group {} {why}", entry.source),
-                );
-                continue;
-            };
-            candidates.push(Mapping {
-                source,
-                vpc: entry.vpc.clone(),
-                name: mirror_name(entry.name.as_deref().unwrap_or(&source.name), &source.id),
-                link_instances: entry.link_instances,
-                audit: self.config.mode_of(entry) == Mode::Audit,
-                adopt: entry.adopt,
-                enable_classiclink: entry.enable_classiclink,
-                origin: Origin::Config(index),
+            Mapping {
+                source: candidate.source,
+                vpc: candidate.vpc,
+                name: candidate.name,
+                link_instances,
+                audit,
+                adopt,
+                enable_classiclink,
+                origin: candidate.origin,
                 mirror: None,
                 pair: 0,
                 prepare: None,
                 links_instances: false,
-            });
-        }
-
-        if let Some(tag_key) = &self.config.discovery.tag_key {
-            // The first config entry naming each source, for "config wins".
-            let mut named_by_config: BTreeMap<GroupId, usize> = BTreeMap::new();
-            for (position, candidate) in candidates.iter().enumerate() {
-                named_by_config.entry(candidate.source.id.clone()).or_insert(position);
             }
-            for source in snap.source_groups.values().filter(|g| g.is_classic()) {
-                let Some(value) = source.tags.get(tag_key) else { continue };
-                if let Some(existing) = named_by_config.get(&source.id).map(|&position| &candidates[position]) {
-                    let Origin::Config(index) = existing.origin else { continue };
-                    self.warn(
-                        WarningKind::DiscoveryTag,
-                        None,
-                        Some(source.id.to_string()),
-                        format!(
-                            "{} carries {tag_key}={value} but mirror[{index}] names it; the config entry wins",
-                            self.group_label(&source.id)
-                        ),
-                    );
-                    continue;
-                }
-                let Ok(vpc) = value.trim().parse::<VpcId>() else {
-                    self.warn(
-                        WarningKind::DiscoveryTag,
-                        None,
-                        Some(source.id.to_string()),
-                        format!("{} carries {tag_key}={value:?}, which is not a VPC id", self.group_label(&source.id)),
-                    );
-                    continue;
-                };
-                candidates.push(Mapping {
-                    source,
-                    vpc,
-                    name: mirror_name(&source.name, &source.id),
-                    link_instances: true,
-                    audit: self.global_audit(),
-                    adopt: false,
-                    enable_classiclink: false,
-                    origin: Origin::Tag,
-                    mirror: None,
-                    pair: 0,
-                    prepare: None,
-                    links_instances: false,
-                });
-            }
-        }
+        });
+        let candidates: Vec<Mapping<'a>> = candidates.collect();
 
         for mapping in candidates {
             let source: &'a SecurityGroup = mapping.source;
