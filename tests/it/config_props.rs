@@ -112,8 +112,13 @@ fn in_bounds_f64(b: Bounds<f64>) -> BoxedStrategy<String> {
 }
 
 fn in_bounds_duration(b: Bounds<Duration>) -> BoxedStrategy<String> {
-    let (min, max) = (b.min.as_millis(), b.max.as_millis());
-    prop_oneof![Just(min), Just(max), min..=max].prop_map(|ms| toml_string(&format!("{ms}ms"))).boxed()
+    let (min, max) = (b.min.as_nanos(), b.max.as_nanos());
+    let nanos =
+        |n: u128| Duration::new(u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX), (n % 1_000_000_000) as u32);
+    // humantime's own spelling parses back to exactly the same duration.
+    prop_oneof![Just(b.min), Just(b.max), (min..=max).prop_map(nanos)]
+        .prop_map(|d| toml_string(&humantime::format_duration(d).to_string()))
+        .boxed()
 }
 
 /// Values a key usually takes when valid: its bounds' range, or a few good
@@ -155,7 +160,7 @@ fn plausible(path: &str) -> BoxedStrategy<String> {
 fn line(path: &str, key: &str, wild: bool) -> BoxedStrategy<Option<String>> {
     let key = key.to_owned();
     let (k1, k2) = (key.clone(), key);
-    let (plausible_weight, any_weight) = if wild { (2, 2) } else { (40, 1) };
+    let (plausible_weight, any_weight) = if wild { (2, 2) } else { (100, 1) };
     prop_oneof![
         1 => Just(None),
         plausible_weight => plausible(path).prop_map(move |v| Some(format!("{k1} = {v}"))),
@@ -325,7 +330,9 @@ fn the_generator_reaches_valid_and_invalid_files_and_every_key() {
             }
         }
     }
-    assert!(valid >= 20 && invalid >= 20, "{valid} valid, {invalid} invalid");
+    // 67 and 333 with the deterministic runner when this was written: about
+    // one case in six of the property builds everything from a valid file.
+    assert!(valid >= 40 && invalid >= 200, "{valid} valid, {invalid} invalid");
     let keys: Vec<String> = schema().into_iter().flat_map(|(_, _, keys)| keys).collect();
     assert!(keys.len() >= 30, "{keys:?}");
     for key in &keys {
