@@ -18,6 +18,12 @@
 //! Errors carry the position of the offending key or value, so they are
 //! reported in file order. Indices in paths are 0-based (`mirror[0]` is the
 //! first `[[mirror]]`).
+//!
+//! Every number and duration has a range, written once in [`bounds`]; a value
+//! outside it is an error naming the key and the range, never clamped. So
+//! nothing built from a validated [`Config`] (the rate limiter, the daemon's
+//! timers, the planner's clock arithmetic) meets a value it cannot handle,
+//! and a reload cannot take the daemon down.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
