@@ -148,8 +148,14 @@ fn plausible(path: &str) -> BoxedStrategy<String> {
                 .prop_map(toml_float)
                 .boxed();
         }
-        // The booleans.
-        _ => return any::<bool>().prop_map(|b| b.to_string()).boxed(),
+        // A path (`daemon.state_dir`, coming with the state file).
+        "state_dir" => &["/var/lib/classiclink-mirror", "/tmp/\u{e9}tat"],
+        "delete_orphans" | "link_instances" | "adopt" | "enable_classiclink" => {
+            return any::<bool>().prop_map(|b| b.to_string()).boxed();
+        }
+        // A key added since: give it a plausible entry above, or the
+        // generator check below finds too few valid files.
+        _ => &["x"],
     };
     prop::sample::select(strings.to_vec()).prop_map(toml_string).boxed()
 }
