@@ -18,6 +18,12 @@
 //! Errors carry the position of the offending key or value, so they are
 //! reported in file order. Indices in paths are 0-based (`mirror[0]` is the
 //! first `[[mirror]]`).
+//!
+//! Every number and duration has a range, written once in [`bounds`]; a value
+//! outside it is an error naming the key and the range, never clamped. So
+//! nothing built from a validated [`Config`] (the rate limiter, the daemon's
+//! timers, the planner's clock arithmetic) meets a value it cannot handle,
+//! and a reload cannot take the daemon down.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,18 +37,149 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::ec2::limited::{MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND};
+use self::bounds::Bounds;
 use crate::model::{DEFAULT_DISCOVERY_TAG, DEFAULT_RULES_PER_GROUP, GroupId, VpcId};
 
-/// Upper bound of `rate_limit.max_attempts`.
-pub const MAX_ATTEMPTS: u32 = 10;
-/// Upper bound of `rate_limit.retry_base_delay` and
-/// `rate_limit.retry_throttled_base_delay`.
-pub const MAX_RETRY_BASE_DELAY: Duration = Duration::from_secs(60);
-/// Upper bound of `rate_limit.retry_max_delay`.
-pub const MAX_RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
-/// Upper bound of `rate_limit.retry_quota`, `retry_cost` and `retry_timeout_cost`.
-pub const MAX_RETRY_TOKENS: u32 = 1_000_000;
+/// The allowed values of every numeric and duration key, both ends
+/// included: the one place they are written. Validation refuses a value
+/// outside them with an error naming the key and the range, so nothing built
+/// from a validated [`Config`] meets a value it cannot represent (the
+/// limiter's buckets, the daemon's timers, the planner's clock arithmetic).
+/// [`bounds::all`] lists them for the documentation's tests.
+pub mod bounds {
+    use std::fmt;
+    use std::time::Duration;
+
+    use crate::ec2::limited::{MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND};
+
+    /// `min..=max` of the key at `key`.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct Bounds<T> {
+        /// The key's path, e.g. `daemon.interval`.
+        pub key: &'static str,
+        /// The smallest value allowed.
+        pub min: T,
+        /// The largest value allowed.
+        pub max: T,
+    }
+
+    impl<T: PartialOrd> Bounds<T> {
+        /// Whether `value` is allowed (NaN never is).
+        pub fn contains(&self, value: &T) -> bool {
+            self.min <= *value && *value <= self.max
+        }
+    }
+
+    impl fmt::Display for Bounds<u64> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}..={}", self.min, self.max)
+        }
+    }
+
+    impl fmt::Display for Bounds<f64> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}..={}", self.min, self.max)
+        }
+    }
+
+    impl fmt::Display for Bounds<Duration> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}..={}", humantime::format_duration(self.min), humantime::format_duration(self.max))
+        }
+    }
+
+    const fn of<T>(key: &'static str, min: T, max: T) -> Bounds<T> {
+        Bounds { key, min, max }
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const MILLISECOND: Duration = Duration::from_millis(1);
+    /// A day: the longest interval worth running a reconciler at.
+    const DAY: Duration = Duration::from_secs(86_400);
+    /// A year as humantime counts it (365.25 days), so it prints as `1year`.
+    const YEAR: Duration = Duration::from_secs(31_557_600);
+    /// More than any account holds (security groups × rules, instances).
+    const A_MILLION: u64 = 1_000_000;
+
+    /// `daemon.interval`: a second to a day.
+    pub const INTERVAL: Bounds<Duration> = of("daemon.interval", SECOND, DAY);
+    /// `safety.max_revokes_per_cycle`.
+    pub const MAX_REVOKES_PER_CYCLE: Bounds<u64> = of("safety.max_revokes_per_cycle", 0, A_MILLION);
+    /// `safety.max_deletes_per_cycle`.
+    pub const MAX_DELETES_PER_CYCLE: Bounds<u64> = of("safety.max_deletes_per_cycle", 0, A_MILLION);
+    /// `safety.max_unlinks_per_cycle`.
+    pub const MAX_UNLINKS_PER_CYCLE: Bounds<u64> = of("safety.max_unlinks_per_cycle", 0, A_MILLION);
+    /// `safety.orphan_grace`: up to a year.
+    pub const ORPHAN_GRACE: Bounds<Duration> = of("safety.orphan_grace", Duration::ZERO, YEAR);
+    /// `rate_limit.mutating_per_second`: what the limiter's buckets represent
+    /// exactly (one request every 1,000 s to one every 10 µs).
+    pub const MUTATING_PER_SECOND: Bounds<f64> =
+        of("rate_limit.mutating_per_second", MIN_RATE_PER_SECOND, MAX_RATE_PER_SECOND);
+    /// `rate_limit.mutating_burst`.
+    pub const MUTATING_BURST: Bounds<u64> = of("rate_limit.mutating_burst", 1, MAX_BURST as u64);
+    /// `rate_limit.describe_per_second`, as [`MUTATING_PER_SECOND`].
+    pub const DESCRIBE_PER_SECOND: Bounds<f64> =
+        of("rate_limit.describe_per_second", MIN_RATE_PER_SECOND, MAX_RATE_PER_SECOND);
+    /// `rate_limit.describe_burst`.
+    pub const DESCRIBE_BURST: Bounds<u64> = of("rate_limit.describe_burst", 1, MAX_BURST as u64);
+    /// `rate_limit.max_in_flight`: far beyond what EC2's request limits let
+    /// run at once.
+    pub const MAX_IN_FLIGHT: Bounds<u64> = of("rate_limit.max_in_flight", 1, 1000);
+    /// `rate_limit.max_attempts`.
+    pub const MAX_ATTEMPTS: Bounds<u64> = of("rate_limit.max_attempts", 1, 10);
+    /// `rate_limit.retry_base_delay`.
+    pub const RETRY_BASE_DELAY: Bounds<Duration> =
+        of("rate_limit.retry_base_delay", MILLISECOND, Duration::from_secs(60));
+    /// `rate_limit.retry_throttled_base_delay`.
+    pub const RETRY_THROTTLED_BASE_DELAY: Bounds<Duration> =
+        of("rate_limit.retry_throttled_base_delay", MILLISECOND, Duration::from_secs(60));
+    /// `rate_limit.retry_max_delay`.
+    pub const RETRY_MAX_DELAY: Bounds<Duration> =
+        of("rate_limit.retry_max_delay", MILLISECOND, Duration::from_secs(300));
+    /// `rate_limit.retry_quota` (0: never retry).
+    pub const RETRY_QUOTA: Bounds<u64> = of("rate_limit.retry_quota", 0, A_MILLION);
+    /// `rate_limit.retry_cost`.
+    pub const RETRY_COST: Bounds<u64> = of("rate_limit.retry_cost", 1, A_MILLION);
+    /// `rate_limit.retry_timeout_cost`.
+    pub const RETRY_TIMEOUT_COST: Bounds<u64> = of("rate_limit.retry_timeout_cost", 1, A_MILLION);
+    /// `limits.rules_per_group`: EC2's hard ceiling is 1000.
+    pub const RULES_PER_GROUP: Bounds<u64> = of("limits.rules_per_group", 1, 1000);
+    /// `safety.max_source_shrink` is a fraction in (0, 1]: its lower end is
+    /// excluded, so it is not a [`Bounds`].
+    pub const MAX_SOURCE_SHRINK: (&str, &str) = ("safety.max_source_shrink", "(0, 1]");
+
+    /// Every duration key.
+    pub const DURATIONS: [Bounds<Duration>; 5] =
+        [INTERVAL, ORPHAN_GRACE, RETRY_BASE_DELAY, RETRY_THROTTLED_BASE_DELAY, RETRY_MAX_DELAY];
+    /// Every rate key.
+    pub const RATES: [Bounds<f64>; 2] = [MUTATING_PER_SECOND, DESCRIBE_PER_SECOND];
+    /// Every integer key.
+    pub const INTEGERS: [Bounds<u64>; 11] = [
+        MAX_REVOKES_PER_CYCLE,
+        MAX_DELETES_PER_CYCLE,
+        MAX_UNLINKS_PER_CYCLE,
+        MUTATING_BURST,
+        DESCRIBE_BURST,
+        MAX_IN_FLIGHT,
+        MAX_ATTEMPTS,
+        RETRY_QUOTA,
+        RETRY_COST,
+        RETRY_TIMEOUT_COST,
+        RULES_PER_GROUP,
+    ];
+
+    /// Every bounded key with its range as the errors and the documentation
+    /// write it (`1s..=1day`).
+    #[must_use]
+    pub fn all() -> Vec<(&'static str, String)> {
+        let durations = DURATIONS.iter().map(|b| (b.key, b.to_string()));
+        let rates = RATES.iter().map(|b| (b.key, b.to_string()));
+        let integers = INTEGERS.iter().map(|b| (b.key, b.to_string()));
+        let mut all: Vec<(&'static str, String)> = durations.chain(rates).chain(integers).collect();
+        all.push((MAX_SOURCE_SHRINK.0, MAX_SOURCE_SHRINK.1.to_owned()));
+        all
+    }
+}
 
 /// Whether writes happen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -264,9 +401,28 @@ pub struct Location {
 
 impl Location {
     fn of_offset(text: &str, offset: usize) -> Self {
-        let before = text.get(..offset).unwrap_or(text);
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        Self { line: before.matches('\n').count() + 1, column: before[line_start..].chars().count() + 1 }
+        Self::of_offset_in(text, &LineStarts::of(text), offset)
+    }
+
+    /// [`Location::of_offset`] with the line starts computed once: a binary
+    /// search for the line, so locating every error of a large file stays
+    /// O(errors × log lines) rather than a scan of the text per error.
+    fn of_offset_in(text: &str, lines: &LineStarts, offset: usize) -> Self {
+        let offset = offset.min(text.len());
+        // The number of lines starting at or before the offset; the first starts at 0.
+        let line = lines.0.partition_point(|&start| start <= offset);
+        let start = lines.0.get(line.saturating_sub(1)).copied().unwrap_or(0);
+        let column = text.get(start..offset).map_or(0, |s| s.chars().count());
+        Self { line, column: column + 1 }
+    }
+}
+
+/// The byte offset where each line of a text starts.
+struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    fn of(text: &str) -> Self {
+        Self(std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect())
     }
 }
 
@@ -541,7 +697,7 @@ impl Config {
     /// parsing), otherwise all unknown keys, wrongly typed or invalid values,
     /// missing required keys and conflicting `[[mirror]]` entries at once.
     pub fn from_toml_str(text: &str, env_region: Option<&str>) -> Result<Config, Vec<ConfigError>> {
-        let mut cx = Checker { text, errors: Vec::new() };
+        let mut cx = Checker { text, errors: Vec::new(), lines: None };
         let mut root = match DeTable::parse(text) {
             Ok(root) => root,
             Err(e) => {
@@ -578,11 +734,50 @@ impl Config {
     /// [`ConfigLoadError::Read`] when the file cannot be read (it names the
     /// path), [`ConfigLoadError::Invalid`] with every validation error.
     pub fn load(path: &Path, env_region: Option<&str>) -> Result<Config, ConfigLoadError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read { path: path.to_owned(), source })?;
+        let text = read_bytes(path).and_then(|bytes| text_of(path, bytes))?;
         Self::from_toml_str(&text, env_region)
             .map_err(|errors| ConfigLoadError::Invalid { path: path.to_owned(), errors })
     }
+}
+
+/// The largest mapping file read, in bytes (16 MiB: some 200,000
+/// `[[mirror]]` entries). A path pointing at something endless (a device, a
+/// runaway file) is an error rather than all the memory.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The bytes of the mapping file at `path`, read in one go.
+///
+/// # Errors
+/// [`ConfigLoadError::Read`] naming the path when it cannot be read (missing,
+/// a directory, no permission) or is larger than [`MAX_FILE_BYTES`].
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ConfigLoadError> {
+    use std::io::Read as _;
+    let error = |source| ConfigLoadError::Read { path: path.to_owned(), source };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)).map_err(error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        let message = format!("the file is larger than {} MiB", MAX_FILE_BYTES >> 20);
+        return Err(error(std::io::Error::new(std::io::ErrorKind::FileTooLarge, message)));
+    }
+    Ok(bytes)
+}
+
+/// `bytes` of the file at `path` as text.
+///
+/// # Errors
+/// [`ConfigLoadError::Read`] naming the path and the position of the first
+/// byte that is not UTF-8.
+pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigLoadError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let good = e.utf8_error().valid_up_to();
+        let at = std::str::from_utf8(e.as_bytes().get(..good).unwrap_or_default())
+            .map_or(Location { line: 1, column: 1 }, |text| Location::of_offset(text, good));
+        let message = format!("the file is not UTF-8 text: invalid byte at {at}");
+        ConfigLoadError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -593,8 +788,6 @@ impl Config {
 const MAX_GROUP_NAME_LEN: usize = 255;
 /// Maximum length of a tag key (EC2).
 const MAX_TAG_KEY_LEN: usize = 128;
-/// Maximum of `limits.rules_per_group` (EC2's hard ceiling is 1000).
-const MAX_RULES_PER_GROUP: u64 = 1000;
 /// Punctuation EC2 allows in VPC security group names, besides letters,
 /// digits and spaces.
 const VPC_GROUP_NAME_PUNCTUATION: &str = "._-:/()#,@[]+=&;{}!$*";
@@ -636,6 +829,13 @@ fn is_plausible_region(region: &str) -> bool {
         && number.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The first control character of `text` (NUL, newline, DEL, ...), as
+/// `U+0000`: EC2 refuses them in group names and tags, and none belongs in a
+/// profile name or a URL.
+fn control_character(text: &str) -> Option<String> {
+    text.chars().find(|c| c.is_control()).map(|c| format!("U+{:04X}", u32::from(c)))
+}
+
 /// A small check that an endpoint is an `http://` or `https://` URL with a
 /// host and, if given, a valid port. Not a full URL parser.
 fn check_endpoint_url(url: &str) -> Result<(), &'static str> {
@@ -649,6 +849,9 @@ fn check_endpoint_url(url: &str) -> Result<(), &'static str> {
     };
     if url.chars().any(char::is_whitespace) {
         return Err("is not a URL (it contains whitespace)");
+    }
+    if control_character(url).is_some() {
+        return Err("is not a URL (it contains a control character)");
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
@@ -704,11 +907,15 @@ fn check_mirror_name(name: &str) -> Result<(), String> {
 struct Checker<'t> {
     text: &'t str,
     errors: Vec<ConfigError>,
+    /// Computed at the first error.
+    lines: Option<LineStarts>,
 }
 
 impl Checker<'_> {
     fn push(&mut self, kind: ErrorKind, path: impl Into<String>, span: Option<Range<usize>>, message: String) {
-        let location = span.map(|s| Location::of_offset(self.text, s.start));
+        let text = self.text;
+        let location =
+            span.map(|s| Location::of_offset_in(text, self.lines.get_or_insert_with(|| LineStarts::of(text)), s.start));
         self.errors.push(ConfigError { path: path.into(), message, kind, location });
     }
 
@@ -818,49 +1025,52 @@ impl Checker<'_> {
         }
     }
 
-    fn duration(&mut self, path: &str, raw: Option<&RawValue>, default: Duration, min: Duration) -> Option<Duration> {
+    /// A duration within `bounds`.
+    fn duration(&mut self, bounds: &Bounds<Duration>, raw: Option<&RawValue>, default: Duration) -> Option<Duration> {
+        let path = bounds.key;
         let Some(raw) = raw else { return Some(default) };
         let toml::Value::String(text) = raw.get_ref() else {
             self.wrong_type(path, raw, "a duration (write it as a string, e.g. \"30s\")");
             return None;
         };
-        let Ok(duration) = humantime::parse_duration(text) else {
-            self.invalid(path, raw, format!("{text:?} is not a duration"));
-            return None;
+        let max = humantime::format_duration(bounds.max);
+        let duration = match humantime::parse_duration(text) {
+            Ok(duration) => duration,
+            // More seconds than a u64 holds: a duration, and far too long.
+            Err(humantime::DurationError::NumberOverflow) => {
+                self.invalid(path, raw, format!("{text:?} is longer than the maximum {max}"));
+                return None;
+            }
+            Err(_) => {
+                self.invalid(path, raw, format!("{text:?} is not a duration"));
+                return None;
+            }
         };
-        if duration < min {
-            let min = humantime::format_duration(min);
+        if duration < bounds.min {
+            let min = humantime::format_duration(bounds.min);
             self.invalid(path, raw, format!("{text:?} is shorter than the minimum {min}"));
+            return None;
+        }
+        if duration > bounds.max {
+            self.invalid(path, raw, format!("{text:?} is longer than the maximum {max}"));
             return None;
         }
         Some(duration)
     }
 
-    /// An integer in `min..=max`; `max` is the type's maximum when the key
-    /// has no upper bound of its own.
-    fn integer(&mut self, path: &str, raw: Option<&RawValue>, default: u64, min: u64, max: u64) -> Option<u64> {
+    /// An integer within `bounds`.
+    fn integer(&mut self, bounds: &Bounds<u64>, raw: Option<&RawValue>, default: u64) -> Option<u64> {
+        let path = bounds.key;
         let Some(raw) = raw else { return Some(default) };
         let toml::Value::Integer(value) = raw.get_ref() else {
             self.wrong_type(path, raw, "an integer");
             return None;
         };
-        let shown = self.shown(raw);
         match u64::try_from(*value) {
-            Ok(v) if (min..=max).contains(&v) => Some(v),
-            _ if max < u64::from(u32::MAX) => {
-                self.invalid(path, raw, format!("{shown} is outside {min}..={max}"));
-                None
-            }
-            _ if *value < 0 && min == 0 => {
-                self.invalid(path, raw, format!("{shown} is negative"));
-                None
-            }
-            Ok(v) if v > max => {
-                self.invalid(path, raw, format!("{shown} is larger than the maximum {max}"));
-                None
-            }
+            Ok(v) if bounds.contains(&v) => Some(v),
             _ => {
-                self.invalid(path, raw, format!("{shown} is less than {min}"));
+                let shown = self.shown(raw);
+                self.invalid(path, raw, format!("{shown} is outside {bounds}"));
                 None
             }
         }
@@ -879,55 +1089,17 @@ impl Checker<'_> {
         }
     }
 
-    fn rate(&mut self, path: &str, raw: Option<&RawValue>, default: f64) -> Option<f64> {
+    /// A rate within `bounds` (NaN and the infinities are outside any).
+    fn rate(&mut self, bounds: &Bounds<f64>, raw: Option<&RawValue>, default: f64) -> Option<f64> {
+        let path = bounds.key;
         let Some(raw) = raw else { return Some(default) };
         let rate = self.number(path, raw)?;
-        let shown = self.shown(raw);
-        if !(rate.is_finite() && rate > 0.0) {
-            self.invalid(path, raw, format!("{shown} is not a finite number greater than 0"));
-            None
-        } else if !(MIN_RATE_PER_SECOND..=MAX_RATE_PER_SECOND).contains(&rate) {
-            let message = format!("{shown} is outside {MIN_RATE_PER_SECOND}..={MAX_RATE_PER_SECOND} requests a second");
-            self.invalid(path, raw, message);
-            None
-        } else {
+        if bounds.contains(&rate) {
             Some(rate)
-        }
-    }
-
-    /// A bucket size: an integer in `1..=`[`MAX_BURST`].
-    fn burst(&mut self, path: &str, raw: Option<&RawValue>, default: u32) -> Option<u32> {
-        let burst = self.integer(path, raw, default.into(), 1, u64::from(u32::MAX)).map(Self::u32_of)?;
-        match raw {
-            Some(raw) if burst > MAX_BURST => {
-                let shown = self.shown(raw);
-                self.invalid(path, raw, format!("{shown} is larger than the maximum {MAX_BURST}"));
-                None
-            }
-            _ => Some(burst),
-        }
-    }
-
-    /// A duration in `min..=max`.
-    fn bounded_duration(
-        &mut self,
-        path: &str,
-        raw: Option<&RawValue>,
-        default: Duration,
-        (min, max): (Duration, Duration),
-    ) -> Option<Duration> {
-        let duration = self.duration(path, raw, default, min)?;
-        match raw {
-            Some(raw) if duration > max => {
-                let shown = self.shown(raw);
-                self.invalid(
-                    path,
-                    raw,
-                    format!("{shown} is longer than the maximum {}", humantime::format_duration(max)),
-                );
-                None
-            }
-            _ => Some(duration),
+        } else {
+            let shown = self.shown(raw);
+            self.invalid(path, raw, format!("{shown} is outside {bounds} requests a second"));
+            None
         }
     }
 
@@ -1030,6 +1202,10 @@ impl Checker<'_> {
                 );
                 ok = false;
                 None
+            } else if let Some(c) = control_character(profile) {
+                self.invalid("aws.profile", value, format!("{profile:?} contains the control character {c}"));
+                ok = false;
+                None
             } else {
                 Some(profile.to_owned())
             }
@@ -1038,8 +1214,7 @@ impl Checker<'_> {
     }
 
     fn check_daemon(&mut self, raw: &RawDaemon, defaults: &DaemonConfig) -> Option<DaemonConfig> {
-        let interval =
-            self.duration("daemon.interval", raw.interval.as_ref(), defaults.interval, Duration::from_secs(1));
+        let interval = self.duration(&bounds::INTERVAL, raw.interval.as_ref(), defaults.interval);
         let listen = match &raw.listen {
             None => Some(defaults.listen),
             Some(value) => self.string("daemon.listen", value).and_then(|text| match text.parse::<SocketAddr>() {
@@ -1059,17 +1234,16 @@ impl Checker<'_> {
     }
 
     fn check_safety(&mut self, raw: &RawSafety, defaults: &SafetyConfig) -> Option<SafetyConfig> {
-        let cap = |cx: &mut Self, key: &str, value: &Option<RawValue>, default: usize| {
-            cx.integer(&format!("safety.{key}"), value.as_ref(), default as u64, 0, u64::MAX).map(Self::usize_of)
+        let cap = |cx: &mut Self, bounds: &Bounds<u64>, value: &Option<RawValue>, default: usize| {
+            cx.integer(bounds, value.as_ref(), default as u64).map(Self::usize_of)
         };
         let max_revokes =
-            cap(self, "max_revokes_per_cycle", &raw.max_revokes_per_cycle, defaults.max_revokes_per_cycle);
+            cap(self, &bounds::MAX_REVOKES_PER_CYCLE, &raw.max_revokes_per_cycle, defaults.max_revokes_per_cycle);
         let max_deletes =
-            cap(self, "max_deletes_per_cycle", &raw.max_deletes_per_cycle, defaults.max_deletes_per_cycle);
+            cap(self, &bounds::MAX_DELETES_PER_CYCLE, &raw.max_deletes_per_cycle, defaults.max_deletes_per_cycle);
         let max_unlinks =
-            cap(self, "max_unlinks_per_cycle", &raw.max_unlinks_per_cycle, defaults.max_unlinks_per_cycle);
-        let orphan_grace =
-            self.duration("safety.orphan_grace", raw.orphan_grace.as_ref(), defaults.orphan_grace, Duration::ZERO);
+            cap(self, &bounds::MAX_UNLINKS_PER_CYCLE, &raw.max_unlinks_per_cycle, defaults.max_unlinks_per_cycle);
+        let orphan_grace = self.duration(&bounds::ORPHAN_GRACE, raw.orphan_grace.as_ref(), defaults.orphan_grace);
         let delete_orphans =
             self.boolean("safety.delete_orphans", raw.delete_orphans.as_ref(), defaults.delete_orphans);
         let max_source_shrink = match &raw.max_source_shrink {
@@ -1079,7 +1253,8 @@ impl Checker<'_> {
                     Some(fraction)
                 } else {
                     let shown = self.shown(value);
-                    self.invalid("safety.max_source_shrink", value, format!("{shown} is outside (0, 1]"));
+                    let range = bounds::MAX_SOURCE_SHRINK.1;
+                    self.invalid("safety.max_source_shrink", value, format!("{shown} is outside {range}"));
                     None
                 }
             }),
@@ -1096,53 +1271,33 @@ impl Checker<'_> {
 
     fn check_rate_limit(&mut self, raw: &RawRateLimit, defaults: &RateLimitConfig) -> Option<RateLimitConfig> {
         let mutating_per_second =
-            self.rate("rate_limit.mutating_per_second", raw.mutating_per_second.as_ref(), defaults.mutating_per_second);
+            self.rate(&bounds::MUTATING_PER_SECOND, raw.mutating_per_second.as_ref(), defaults.mutating_per_second);
         let describe_per_second =
-            self.rate("rate_limit.describe_per_second", raw.describe_per_second.as_ref(), defaults.describe_per_second);
-        let u32_max = u64::from(u32::MAX);
+            self.rate(&bounds::DESCRIBE_PER_SECOND, raw.describe_per_second.as_ref(), defaults.describe_per_second);
+        let int = |cx: &mut Self, bounds: &Bounds<u64>, value: &Option<RawValue>, default: u64| {
+            cx.integer(bounds, value.as_ref(), default)
+        };
+        let u32_of = |value: Option<u64>| value.map(Self::u32_of);
         let mutating_burst =
-            self.burst("rate_limit.mutating_burst", raw.mutating_burst.as_ref(), defaults.mutating_burst);
+            u32_of(int(self, &bounds::MUTATING_BURST, &raw.mutating_burst, defaults.mutating_burst.into()));
         let describe_burst =
-            self.burst("rate_limit.describe_burst", raw.describe_burst.as_ref(), defaults.describe_burst);
-        let max_in_flight = self
-            .integer("rate_limit.max_in_flight", raw.max_in_flight.as_ref(), defaults.max_in_flight as u64, 1, u32_max)
-            .map(Self::usize_of);
-        let max_attempts = self
-            .integer(
-                "rate_limit.max_attempts",
-                raw.max_attempts.as_ref(),
-                defaults.max_attempts.into(),
-                1,
-                MAX_ATTEMPTS.into(),
-            )
-            .map(Self::u32_of);
-        let base_bounds = (Duration::from_millis(1), MAX_RETRY_BASE_DELAY);
-        let retry_base_delay = self.bounded_duration(
-            "rate_limit.retry_base_delay",
-            raw.retry_base_delay.as_ref(),
-            defaults.retry_base_delay,
-            base_bounds,
-        );
-        let retry_throttled_base_delay = self.bounded_duration(
-            "rate_limit.retry_throttled_base_delay",
+            u32_of(int(self, &bounds::DESCRIBE_BURST, &raw.describe_burst, defaults.describe_burst.into()));
+        let max_in_flight =
+            int(self, &bounds::MAX_IN_FLIGHT, &raw.max_in_flight, defaults.max_in_flight as u64).map(Self::usize_of);
+        let max_attempts = u32_of(int(self, &bounds::MAX_ATTEMPTS, &raw.max_attempts, defaults.max_attempts.into()));
+        let retry_base_delay =
+            self.duration(&bounds::RETRY_BASE_DELAY, raw.retry_base_delay.as_ref(), defaults.retry_base_delay);
+        let retry_throttled_base_delay = self.duration(
+            &bounds::RETRY_THROTTLED_BASE_DELAY,
             raw.retry_throttled_base_delay.as_ref(),
             defaults.retry_throttled_base_delay,
-            base_bounds,
         );
-        let retry_max_delay = self.bounded_duration(
-            "rate_limit.retry_max_delay",
-            raw.retry_max_delay.as_ref(),
-            defaults.retry_max_delay,
-            (Duration::from_millis(1), MAX_RETRY_MAX_DELAY),
-        );
-        let tokens = |cx: &mut Self, key: &str, value: &Option<RawValue>, default: u32, min: u64| {
-            cx.integer(&format!("rate_limit.{key}"), value.as_ref(), default.into(), min, MAX_RETRY_TOKENS.into())
-                .map(Self::u32_of)
-        };
-        let retry_quota = tokens(self, "retry_quota", &raw.retry_quota, defaults.retry_quota, 0);
-        let retry_cost = tokens(self, "retry_cost", &raw.retry_cost, defaults.retry_cost, 1);
+        let retry_max_delay =
+            self.duration(&bounds::RETRY_MAX_DELAY, raw.retry_max_delay.as_ref(), defaults.retry_max_delay);
+        let retry_quota = u32_of(int(self, &bounds::RETRY_QUOTA, &raw.retry_quota, defaults.retry_quota.into()));
+        let retry_cost = u32_of(int(self, &bounds::RETRY_COST, &raw.retry_cost, defaults.retry_cost.into()));
         let retry_timeout_cost =
-            tokens(self, "retry_timeout_cost", &raw.retry_timeout_cost, defaults.retry_timeout_cost, 1);
+            u32_of(int(self, &bounds::RETRY_TIMEOUT_COST, &raw.retry_timeout_cost, defaults.retry_timeout_cost.into()));
         // A base above the cap would be silently cut to it: say so instead.
         if let Some(max) = retry_max_delay {
             for (key, value, base) in [
@@ -1177,8 +1332,7 @@ impl Checker<'_> {
 
     fn check_limits(&mut self, raw: &RawLimits, defaults: &LimitsConfig) -> Option<LimitsConfig> {
         let default = defaults.rules_per_group as u64;
-        let rules_per_group =
-            self.integer("limits.rules_per_group", raw.rules_per_group.as_ref(), default, 1, MAX_RULES_PER_GROUP)?;
+        let rules_per_group = self.integer(&bounds::RULES_PER_GROUP, raw.rules_per_group.as_ref(), default)?;
         Some(LimitsConfig { rules_per_group: Self::usize_of(rules_per_group) })
     }
 
@@ -1196,6 +1350,11 @@ impl Checker<'_> {
         }
         if key.to_ascii_lowercase().starts_with("aws:") {
             self.invalid("discovery.tag_key", value, format!("{key:?} uses the reserved \"aws:\" prefix"));
+            return None;
+        }
+        if let Some(c) = control_character(key) {
+            let message = format!("{key:?} contains the control character {c}, which EC2 does not allow in tag keys");
+            self.invalid("discovery.tag_key", value, message);
             return None;
         }
         Some(DiscoveryConfig { tag_key: Some(key.to_owned()) })
@@ -1218,6 +1377,12 @@ impl Checker<'_> {
         }
         if text.chars().count() > MAX_GROUP_NAME_LEN {
             self.invalid(path, raw, format!("is longer than {MAX_GROUP_NAME_LEN} characters"));
+            return None;
+        }
+        if let Some(c) = control_character(text) {
+            let message =
+                format!("{text:?} contains the control character {c}, which EC2 does not allow in group names");
+            self.invalid(path, raw, message);
             return None;
         }
         Some(SourceRef::Name(text.to_owned()))
@@ -1543,7 +1708,7 @@ mod tests {
                 "daemon.bogus: unknown key",
                 "safety.max_source_shrink: 1.5 is outside (0, 1]",
                 "safety.delete_orphans: \"yes\" is not a boolean (true or false)",
-                "rate_limit.mutating_burst: 0 is less than 1",
+                "rate_limit.mutating_burst: 0 is outside 1..=1000000",
             ]
         );
     }
@@ -1651,7 +1816,7 @@ mod tests {
                 "[safety]\nmax_revokes_per_cycle = -1\nmax_deletes_per_cycle = 2.5\nmax_unlinks_per_cycle = \"50\"\n"
             ),
             [
-                "safety.max_revokes_per_cycle: -1 is negative",
+                "safety.max_revokes_per_cycle: -1 is outside 0..=1000000",
                 "safety.max_deletes_per_cycle: 2.5 is not an integer",
                 "safety.max_unlinks_per_cycle: \"50\" is not an integer",
             ]
@@ -1671,10 +1836,10 @@ mod tests {
 
     #[test]
     fn rates_must_be_positive_and_finite() {
-        for bad in ["0", "0.0", "-1.5", "inf", "nan"] {
+        for bad in ["0", "0.0", "-1.5", "inf", "-inf", "nan", "+nan", "-0.0"] {
             assert_eq!(
                 one_error(&format!("[rate_limit]\nmutating_per_second = {bad}\n")),
-                format!("rate_limit.mutating_per_second: {bad} is not a finite number greater than 0")
+                format!("rate_limit.mutating_per_second: {bad} is outside 0.001..=100000 requests a second")
             );
         }
         assert_eq!(
@@ -1690,14 +1855,14 @@ mod tests {
         assert_eq!(
             errors("[rate_limit]\nmutating_burst = 0\ndescribe_burst = -3\nmax_in_flight = 0\n"),
             [
-                "rate_limit.mutating_burst: 0 is less than 1",
-                "rate_limit.describe_burst: -3 is less than 1",
-                "rate_limit.max_in_flight: 0 is less than 1",
+                "rate_limit.mutating_burst: 0 is outside 1..=1000000",
+                "rate_limit.describe_burst: -3 is outside 1..=1000000",
+                "rate_limit.max_in_flight: 0 is outside 1..=1000",
             ]
         );
         assert_eq!(
             one_error("[rate_limit]\nmutating_burst = 4294967296\n"),
-            "rate_limit.mutating_burst: 4294967296 is larger than the maximum 4294967295"
+            "rate_limit.mutating_burst: 4294967296 is outside 1..=1000000"
         );
         let config = ok("[rate_limit]\nmutating_burst = 1\ndescribe_burst = 1\nmax_in_flight = 1\n");
         assert_eq!(
@@ -1723,7 +1888,7 @@ mod tests {
         assert_eq!((config.rate_limit.mutating_per_second, config.rate_limit.describe_per_second), (1e5, 1e-3));
         assert_eq!(
             one_error("[rate_limit]\ndescribe_burst = 1000001\n"),
-            "rate_limit.describe_burst: 1000001 is larger than the maximum 1000000"
+            "rate_limit.describe_burst: 1000001 is outside 1..=1000000"
         );
         assert_eq!(ok("[rate_limit]\ndescribe_burst = 1000000\n").rate_limit.describe_burst, 1_000_000);
     }
@@ -1758,6 +1923,87 @@ mod tests {
         );
         let config = ok("[rate_limit]\nmax_attempts = 1\nretry_quota = 0\n");
         assert_eq!((config.rate_limit.max_attempts, config.rate_limit.retry_quota), (1, 0));
+    }
+
+    /// `[section]\nkey = value\n` for the key path `section.key`.
+    fn set(path: &str, value: &str) -> String {
+        let (section, key) = path.split_once('.').unwrap_or_default();
+        format!("[{section}]\n{key} = {value}\n")
+    }
+
+    #[test]
+    fn every_integer_key_accepts_its_ends_and_refuses_one_beyond_naming_its_range() {
+        for b in bounds::INTEGERS {
+            assert!(parse(&set(b.key, &b.min.to_string())).is_ok(), "{} = {}", b.key, b.min);
+            assert!(parse(&set(b.key, &b.max.to_string())).is_ok(), "{} = {}", b.key, b.max);
+            let below = i128::from(b.min) - 1;
+            for beyond in [below.to_string(), (b.max + 1).to_string(), i64::MAX.to_string(), i64::MIN.to_string()] {
+                assert_eq!(
+                    one_error(&set(b.key, &beyond)),
+                    format!("{}: {beyond} is outside {}..={}", b.key, b.min, b.max)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_rate_key_accepts_its_ends_and_refuses_beyond_naming_its_range() {
+        for b in bounds::RATES {
+            assert!(parse(&set(b.key, &format!("{:?}", b.min))).is_ok(), "{}", b.key);
+            assert!(parse(&set(b.key, &format!("{:?}", b.max))).is_ok(), "{}", b.key);
+            for beyond in ["1e-300", "0.000999", "100000.01", "1e10", "1e12", "1.7976931348623157e308", "-5e-324"] {
+                assert_eq!(
+                    one_error(&set(b.key, beyond)),
+                    format!("{}: {beyond} is outside 0.001..=100000 requests a second", b.key)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_duration_key_accepts_its_ends_and_refuses_longer_naming_its_maximum() {
+        for b in bounds::DURATIONS {
+            let (min, max) = (humantime::format_duration(b.min), humantime::format_duration(b.max));
+            // A base delay may not exceed the cap: raise the cap to its own maximum.
+            let set = |key: &str, value: &str| {
+                let cap = if key.ends_with("base_delay") { "retry_max_delay = \"5m\"\n" } else { "" };
+                format!("{}{cap}", set(key, value))
+            };
+            assert!(parse(&set(b.key, &format!("\"{min}\""))).is_ok(), "{} = {min}", b.key);
+            assert!(parse(&set(b.key, &format!("\"{max}\""))).is_ok(), "{} = {max}", b.key);
+            // 200000000000 years still fits a Duration; the second one overflows
+            // humantime's u64 of seconds. Both are "too long", never a panic.
+            let one_more = humantime::format_duration(b.max + Duration::from_secs(1)).to_string();
+            for beyond in [one_more.as_str(), "200000000000years", "99999999999999999999999years", "584942417356years"]
+            {
+                assert_eq!(
+                    one_error(&set(b.key, &format!("{beyond:?}"))),
+                    format!("{}: {beyond:?} is longer than the maximum {max}", b.key)
+                );
+            }
+        }
+        assert_eq!(
+            one_error("[daemon]\ninterval = \"200000000000years\"\n"),
+            "daemon.interval: \"200000000000years\" is longer than the maximum 1day"
+        );
+        assert_eq!(ok("[safety]\norphan_grace = \"365days\"\n").safety.orphan_grace, Duration::from_secs(365 * 86_400));
+    }
+
+    #[test]
+    fn every_bound_is_documented_in_the_reference_and_the_shipped_example() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let reference = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+        let example = std::fs::read_to_string(root.join("config/classiclink-mirror.toml")).unwrap();
+        for (path, range) in bounds::all() {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            let row = reference.lines().find(|l| l.starts_with(&format!("| `{key}` |")));
+            assert!(row.is_some_and(|row| row.contains(&range)), "docs/configuration.md: {path} should say {range}");
+            // The comment block just above the key's line.
+            let lines: Vec<&str> = example.lines().collect();
+            let at = lines.iter().position(|l| l.starts_with(&format!("{key} = "))).unwrap_or_default();
+            let comment = lines[..at].iter().rev().take_while(|l| l.starts_with('#')).any(|l| l.contains(&range));
+            assert!(comment, "config/classiclink-mirror.toml: the comment of {path} should say {range}");
+        }
     }
 
     #[test]
@@ -1861,6 +2107,44 @@ mod tests {
             "mirror[0].source_group: required key is missing\nmirror[0].vpc: required key is missing\n"
         );
         assert_eq!(errors[0].location(), Some(Location { line: 4, column: 1 }));
+    }
+
+    #[test]
+    fn nul_and_other_control_characters_are_refused_in_names_tag_keys_profiles_and_urls() {
+        for (c, code) in
+            [('\0', "U+0000"), ('\n', "U+000A"), ('\u{1b}', "U+001B"), ('\u{7f}', "U+007F"), ('\u{85}', "U+0085")]
+        {
+            let name = format!("web{c}tier");
+            // As TOML writes it (`\u0000`); the errors show it as Rust does (`\0`).
+            let quoted = toml::Value::String(name.clone()).to_string();
+            assert_eq!(
+                one_error(&format!("[[mirror]]\nsource_group = {quoted}\nvpc = \"{VPC}\"\n")),
+                format!(
+                    "mirror[0].source_group: {name:?} contains the control character {code}, which EC2 does not allow in group names"
+                )
+            );
+            assert_eq!(
+                one_error(&format!("[discovery]\ntag_key = {quoted}\n")),
+                format!(
+                    "discovery.tag_key: {name:?} contains the control character {code}, which EC2 does not allow in tag keys"
+                )
+            );
+            assert_eq!(
+                one_error(&format!("profile = {quoted}\n")),
+                format!("aws.profile: {name:?} contains the control character {code}")
+            );
+            assert!(one_error(&mirror("sg-01", &format!("name = {quoted}"))).starts_with("mirror[0].name: "));
+            let url = format!("http://127.0.0.1:4566/{c}");
+            let quoted_url = toml::Value::String(url.clone()).to_string();
+            let why = if c.is_whitespace() { "it contains whitespace" } else { "it contains a control character" };
+            assert_eq!(
+                one_error(&format!("endpoint_url = {quoted_url}\n")),
+                format!("aws.endpoint_url: {url:?} is not a URL ({why})")
+            );
+        }
+        // Non-ASCII that is not a control character is a name EC2 may hold.
+        assert!(parse(&mirror("wéb", "")).is_ok());
+        assert!(parse("[discovery]\ntag_key = \"équipe:miroir\"\n").is_ok());
     }
 
     #[test]

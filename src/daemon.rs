@@ -9,15 +9,19 @@
 //!   no new pass or action starts, in-flight actions get `drain_grace` to
 //!   finish, and `run` returns. (A second signal is `main`'s business: it
 //!   exits at once.)
-//! - Reload (SIGHUP, or the file's content changed): a valid file takes effect
-//!   at the next pass, and what changed is logged; an invalid one is rejected
-//!   with its errors and the old configuration keeps running.
+//! - Reload (SIGHUP, or the file changed): a valid file takes effect at the
+//!   next pass, and what changed is logged; anything else — the file invalid,
+//!   deleted, a directory, unreadable, not UTF-8 — is rejected, logged and
+//!   counted once per change the watcher sees, and the old configuration
+//!   keeps running. A file made good again is reloaded without a signal.
+//!   Nothing built from a validated configuration can panic (every numeric
+//!   key is bounded), so a reload never takes the process down.
 //! - Everything observable goes through [`PassObserver`] (metrics, `/status`,
 //!   health, sd-notify), so the loop itself stays testable with the in-process
 //!   emulator and paused time.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -29,7 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigLoadError, render_errors};
+use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
 use crate::http;
 pub use crate::http::WallClock;
@@ -120,9 +124,13 @@ impl Settings {
     }
 }
 
-/// `interval` ±10%, so that many daemons never beat in step.
-fn jittered(interval: Duration) -> Duration {
-    interval.mul_f64(rand::random_range(0.9..=1.1))
+/// `interval` ±10%, so that many daemons never beat in step: the time from
+/// one pass's start to the next. Total: with `daemon.interval` bounded (at
+/// most a day), the result is too, so adding it to an `Instant` cannot
+/// overflow; an interval no `Duration` can hold ±10% is returned as is.
+#[must_use]
+pub fn jittered(interval: Duration) -> Duration {
+    Duration::try_from_secs_f64(interval.as_secs_f64() * rand::random_range(0.9..=1.1)).unwrap_or(interval)
 }
 
 /// Mirror pairs named by a config, for "what changed" on reload.
@@ -136,18 +144,57 @@ struct Loop<'a> {
     connector: &'a dyn Connector,
     observer: &'a dyn PassObserver,
     config: Config,
-    config_text: String,
+    /// What the file held when last read (by a reload or the watcher's
+    /// check that led to one); the watcher reloads when it changes.
+    seen: FileState,
     ec2: Arc<dyn Ec2>,
     memory: Memory,
 }
 
+/// The mapping file as the watcher sees it: a hash of its bytes, or why it
+/// could not be read. Every change between two of these is one reload
+/// attempt, so a broken file is reported once, not at every check, and a
+/// file made good again is reloaded without a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileState {
+    /// Read: the hash of its bytes (UTF-8 or not).
+    Content(u64),
+    /// Not read: missing, a directory, no permission, too large, ...
+    Unreadable(std::io::ErrorKind),
+}
+
+impl FileState {
+    fn of(read: &Result<Vec<u8>, ConfigLoadError>) -> Self {
+        match read {
+            Ok(bytes) => {
+                // SipHash with fixed keys: the same bytes hash alike across checks.
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hasher::write(&mut hasher, bytes);
+                Self::Content(std::hash::Hasher::finish(&hasher))
+            }
+            Err(ConfigLoadError::Read { source, .. }) => Self::Unreadable(source.kind()),
+            Err(ConfigLoadError::Invalid { .. }) => Self::Unreadable(std::io::ErrorKind::InvalidData),
+        }
+    }
+
+    fn now(path: &Path) -> Self {
+        Self::of(&config::read_bytes(path))
+    }
+}
+
 impl Loop<'_> {
-    /// Re-reads the file; applies it when valid and different.
+    /// Re-reads the file; applies it when valid. Anything else — the file
+    /// missing, a directory, unreadable, not UTF-8, invalid — is logged,
+    /// counted as a rejected reload, and the current configuration keeps
+    /// running.
     async fn reload(&mut self, why: &str) {
-        let text = match std::fs::read_to_string(&self.settings.config_path) {
+        let path = &self.settings.config_path;
+        let read = config::read_bytes(path);
+        self.seen = FileState::of(&read);
+        let text = match read.and_then(|bytes| config::text_of(path, bytes)) {
             Ok(text) => text,
             Err(e) => {
-                error!(path = %self.settings.config_path.display(), error = %e, trigger = why,
+                error!(path = %path.display(), error = %e, trigger = why,
                     "cannot read the mapping file; the current configuration keeps running");
                 self.observer.reloaded(ReloadOutcome::Rejected, &self.config);
                 return;
@@ -166,21 +213,22 @@ impl Loop<'_> {
                 }
                 info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
                 self.config = config;
-                self.config_text = text;
                 self.observer.reloaded(ReloadOutcome::Applied, &self.config);
             }
             Err(errors) => {
                 error!(trigger = why, errors = %render_errors(&errors).trim_end(),
                     "the new mapping file is invalid and was rejected; the current configuration keeps running");
-                // Remember the rejected text so the watcher does not reject it again every tick.
-                self.config_text = text;
                 self.observer.reloaded(ReloadOutcome::Rejected, &self.config);
             }
         }
     }
 
+    /// Whether the file differs from what the last reload (or the start)
+    /// read: other bytes, or now (un)readable, or unreadable for another
+    /// reason. A file replaced by a rename is read through its path, so it
+    /// counts like an edit in place.
     fn file_changed(&self) -> bool {
-        std::fs::read_to_string(&self.settings.config_path).is_ok_and(|text| text != self.config_text)
+        FileState::now(&self.settings.config_path) != self.seen
     }
 }
 
@@ -203,8 +251,8 @@ pub async fn run(
 /// Reads and validates the mapping file once, keeping its text (the
 /// watcher compares it to notice changes).
 fn load(settings: &Settings) -> Result<(Config, String), ConfigLoadError> {
-    let text = std::fs::read_to_string(&settings.config_path)
-        .map_err(|source| ConfigLoadError::Read { path: settings.config_path.clone(), source })?;
+    let path = &settings.config_path;
+    let text = config::read_bytes(path).and_then(|bytes| config::text_of(path, bytes))?;
     let config = Config::from_toml_str(&text, settings.env_region.as_deref())
         .map_err(|errors| ConfigLoadError::Invalid { path: settings.config_path.clone(), errors })?;
     Ok((config, text))
@@ -220,7 +268,8 @@ async fn run_loaded(
     mut events: mpsc::Receiver<Event>,
 ) {
     let ec2 = connector.connect(&config).await;
-    let mut state = Loop { settings, connector, observer, config, config_text, ec2, memory: Memory::default() };
+    let seen = FileState::of(&Ok(config_text.into_bytes()));
+    let mut state = Loop { settings, connector, observer, config, seen, ec2, memory: Memory::default() };
     info!(path = %settings.config_path.display(), mappings = state.config.mirrors.len(),
         interval = %humantime::format_duration(state.config.daemon.interval), "daemon started");
 

@@ -1,6 +1,7 @@
 //! The daemon loop in process, against the emulator engine, with tokio's
 //! clock paused: pass cadence without overlap, memory across passes, reload
-//! (signal and file change, valid and invalid), and shutdown during a pass.
+//! (signal and file change, valid and invalid; the file deleted, not UTF-8,
+//! a directory, replaced by a rename), and shutdown during a pass.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use classiclink_mirror::daemon::{Connector, Event, PassObserver, ReloadOutcome, 
 use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::ec2::{Ec2, GroupFilter};
 use classiclink_mirror::emulator::{Emulator, EmulatorOptions, Faults, NewGroup, NewVpc, RunInstances};
+use classiclink_mirror::metrics::Metrics;
 use classiclink_mirror::model::{GroupId, OWNERSHIP_TAG, VpcId};
 use classiclink_mirror::reconcile::PassReport;
 use tokio::sync::mpsc;
@@ -26,13 +28,48 @@ impl Connector for EmulatorConnector {
     }
 }
 
-#[derive(Default)]
 struct Recorder {
     order: Mutex<Vec<&'static str>>,
     starts: Mutex<Vec<Instant>>,
     passes: Mutex<Vec<(usize, usize, usize)>>, // (pairs, actions, failed)
     reloads: Mutex<Vec<ReloadOutcome>>,
     stopped: Mutex<bool>,
+    /// Fed with the reloads as the daemon's own instruments feed it.
+    metrics: Arc<Metrics>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            order: Mutex::default(),
+            starts: Mutex::default(),
+            passes: Mutex::default(),
+            reloads: Mutex::default(),
+            stopped: Mutex::default(),
+            metrics: Metrics::new(),
+        }
+    }
+}
+
+impl Recorder {
+    fn reloads(&self) -> Vec<ReloadOutcome> {
+        self.reloads.lock().unwrap().clone()
+    }
+
+    /// `config_last_reload_successful` as `/metrics` shows it.
+    fn last_reload_successful(&self) -> String {
+        let text = self.metrics.render();
+        let line = text.lines().find(|l| l.starts_with("classiclink_mirror_config_last_reload_successful "));
+        line.and_then(|l| l.split_whitespace().nth(1)).unwrap_or("absent").to_owned()
+    }
+
+    /// `config_reloads_total{outcome="rejected"}` as `/metrics` shows it.
+    fn rejected_total(&self) -> String {
+        let text = self.metrics.render();
+        let line =
+            text.lines().find(|l| l.starts_with("classiclink_mirror_config_reloads_total{outcome=\"rejected\"} "));
+        line.and_then(|l| l.split_whitespace().nth(1)).unwrap_or("absent").to_owned()
+    }
 }
 
 impl PassObserver for Recorder {
@@ -49,6 +86,7 @@ impl PassObserver for Recorder {
     }
     fn reloaded(&self, outcome: ReloadOutcome, _: &Config) {
         self.reloads.lock().unwrap().push(outcome);
+        self.metrics.record_reload(outcome);
     }
     fn stopping(&self) {
         *self.stopped.lock().unwrap() = true;
@@ -211,6 +249,148 @@ async fn a_changed_file_is_noticed_without_a_signal() {
     run_for(Duration::from_secs(25)).await;
     assert_eq!(daemon.recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Applied], "reloaded exactly once");
     assert_eq!(mirrored_sources(&w.emu).await.len(), 2);
+    daemon.stop().await;
+}
+
+/// A daemon on a valid one-mapping file, watched every 5 s, after its first
+/// pass; the file's path and its text.
+async fn watched_daemon(w: &World, dir: &tempfile::TempDir) -> (Running, std::path::PathBuf, String) {
+    let path = dir.path().join("mirror.toml");
+    write_config(&path, &w.vpc, &[&w.web], "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let daemon = spawn(Settings::new(path.clone(), None), &w.emu);
+    run_for(Duration::from_secs(2)).await;
+    assert_eq!(mirrored_sources(&w.emu).await, vec![w.web.clone()]);
+    (daemon, path, text)
+}
+
+/// The reload outcomes so far, and both reload metrics, after `d` more.
+async fn after(daemon: &Running, d: Duration) -> (Vec<ReloadOutcome>, String, String) {
+    run_for(d).await;
+    let r = &daemon.recorder;
+    (r.reloads(), r.last_reload_successful(), r.rejected_total())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_config_file_is_rejected_once_and_reloaded_when_restored() {
+    // The watcher used to be silent about a deleted file, and after it was
+    // restored `config_last_reload_successful` stayed 0 until a SIGHUP.
+    use ReloadOutcome::{Applied, Rejected};
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, path, text) = watched_daemon(&w, &dir).await;
+    std::fs::remove_file(&path).unwrap();
+    // Six checks of the watcher and two passes: one attempt, counted once.
+    assert_eq!(after(&daemon, Duration::from_secs(30)).await, (vec![Rejected], "0".into(), "1".into()));
+    // A SIGHUP meanwhile is an attempt of its own; the watcher does not add one.
+    daemon.send(Event::Reload).await;
+    assert_eq!(after(&daemon, Duration::from_secs(12)).await, (vec![Rejected; 2], "0".into(), "2".into()));
+    // The same text as before comes back: reloaded without a signal.
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(
+        after(&daemon, Duration::from_secs(6)).await,
+        (vec![Rejected, Rejected, Applied], "1".into(), "2".into())
+    );
+    assert_eq!(after(&daemon, Duration::from_secs(20)).await.0.len(), 3, "nothing more to reload");
+    // The old configuration ran all along.
+    assert!(daemon.recorder.passes.lock().unwrap().iter().all(|p| p.0 == 1));
+    daemon.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_file_made_non_utf8_is_rejected_once_and_reloaded_when_fixed() {
+    use ReloadOutcome::{Applied, Rejected};
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, path, text) = watched_daemon(&w, &dir).await;
+    let mut bytes = text.clone().into_bytes();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(after(&daemon, Duration::from_secs(30)).await, (vec![Rejected], "0".into(), "1".into()));
+    // Another non-UTF-8 content is another change, and another attempt.
+    bytes.extend_from_slice(b"\xff\n");
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(after(&daemon, Duration::from_secs(6)).await, (vec![Rejected; 2], "0".into(), "2".into()));
+    // Fixed, and with a second mapping: applied without a signal.
+    write_config(&path, &w.vpc, &[&w.web, &w.app], "");
+    assert_eq!(
+        after(&daemon, Duration::from_secs(6)).await,
+        (vec![Rejected, Rejected, Applied], "1".into(), "2".into())
+    );
+    run_for(Duration::from_secs(10)).await;
+    assert_eq!(mirrored_sources(&w.emu).await.len(), 2);
+    daemon.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_file_replaced_by_a_directory_is_rejected_once_and_reloaded_when_a_file_again() {
+    use ReloadOutcome::{Applied, Rejected};
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, path, text) = watched_daemon(&w, &dir).await;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    assert_eq!(after(&daemon, Duration::from_secs(30)).await, (vec![Rejected], "0".into(), "1".into()));
+    std::fs::remove_dir(&path).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(after(&daemon, Duration::from_secs(6)).await, (vec![Rejected, Applied], "1".into(), "1".into()));
+    daemon.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_file_replaced_atomically_by_a_rename_is_reloaded() {
+    use ReloadOutcome::{Applied, Rejected};
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, path, _) = watched_daemon(&w, &dir).await;
+    let replace = |text: &str| {
+        let temporary = dir.path().join(".mirror.toml.tmp");
+        std::fs::write(&temporary, text).unwrap();
+        std::fs::rename(&temporary, &path).unwrap();
+    };
+    replace("[aws]\nregion = \"us-east-1\"\n[daemon]\ninterval = \"soon\"\n");
+    assert_eq!(after(&daemon, Duration::from_secs(12)).await, (vec![Rejected], "0".into(), "1".into()));
+    write_config(&dir.path().join("next.toml"), &w.vpc, &[&w.web, &w.app], "");
+    replace(&std::fs::read_to_string(dir.path().join("next.toml")).unwrap());
+    assert_eq!(after(&daemon, Duration::from_secs(6)).await, (vec![Rejected, Applied], "1".into(), "1".into()));
+    daemon.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reloading_mutating_per_second_1e12_never_takes_the_daemon_down() {
+    // `mutating_per_second = 1e12` validated, and the reload then panicked
+    // the running daemon building the limiter (its period rounded to 0), so
+    // systemd crash-looped it. Now it is refused; and the most extreme file
+    // that does validate is applied and runs.
+    use ReloadOutcome::{Applied, Rejected};
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, path, _) = watched_daemon(&w, &dir).await;
+    write_config(&path, &w.vpc, &[&w.web], "[rate_limit]\nmutating_per_second = 1e12\ndescribe_per_second = 1e10\n");
+    assert_eq!(after(&daemon, Duration::from_secs(12)).await.0, vec![Rejected]);
+    let extremes = "[daemon]\ninterval = \"1s\"\n\
+        [safety]\nmax_revokes_per_cycle = 1000000\nmax_deletes_per_cycle = 1000000\nmax_unlinks_per_cycle = 0\n\
+        orphan_grace = \"1year\"\nmax_source_shrink = 1e-300\n\
+        [rate_limit]\nmutating_per_second = 100000\nmutating_burst = 1000000\ndescribe_per_second = 100000\n\
+        describe_burst = 1000000\nmax_in_flight = 1000\nmax_attempts = 10\nretry_base_delay = \"1m\"\n\
+        retry_throttled_base_delay = \"1ms\"\nretry_max_delay = \"5m\"\nretry_quota = 1000000\n\
+        retry_cost = 1\nretry_timeout_cost = 1000000\n[limits]\nrules_per_group = 1000\n";
+    // `write_config` sets `daemon.interval` itself: write this one whole.
+    let text = format!(
+        "[aws]\nregion = \"us-east-1\"\n[discovery]\ntag_key = \"\"\n{extremes}\
+         [[mirror]]\nsource_group = \"{}\"\nvpc = \"{}\"\n[[mirror]]\nsource_group = \"{}\"\nvpc = \"{}\"\n",
+        w.web, w.vpc, w.app, w.vpc
+    );
+    std::fs::write(&path, text).unwrap();
+    let passes_before = daemon.recorder.passes.lock().unwrap().len();
+    assert_eq!(after(&daemon, Duration::from_secs(20)).await.0, vec![Rejected, Applied]);
+    assert!(!daemon.task.is_finished(), "the daemon is still running");
+    assert!(daemon.recorder.passes.lock().unwrap().len() > passes_before + 2, "passes every second now");
+    assert_eq!(mirrored_sources(&w.emu).await.len(), 2);
+    // The minimum rates validate too: a describe every 1,000 s is slow, not fatal.
+    write_config(&path, &w.vpc, &[&w.web], "[rate_limit]\nmutating_per_second = 0.001\ndescribe_per_second = 0.001\n");
+    assert_eq!(after(&daemon, Duration::from_secs(12)).await.0, vec![Rejected, Applied, Applied]);
+    assert!(!daemon.task.is_finished(), "the daemon is still running");
     daemon.stop().await;
 }
 

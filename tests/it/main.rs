@@ -12,6 +12,7 @@ mod aws_canned;
 mod bench_runner;
 mod cli;
 mod config_errors;
+mod config_props;
 mod daemon_loop;
 mod docs;
 mod e2e_binary;
