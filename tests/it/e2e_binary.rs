@@ -405,3 +405,85 @@ async fn plan_exits_1_instead_of_no_changes_when_every_describe_fails_or_ec2_is_
     assert!(refused.stderr.contains("ConnectionError"), "{}", refused.stderr);
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
+
+/// `/status` as JSON (`Null` when it cannot be had).
+async fn status_json(base: &str) -> serde_json::Value {
+    let (code, body) = get(&format!("{base}/status")).await;
+    if code != 200 {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test]
+async fn a_first_pass_failing_every_describe_is_visible_while_it_runs_and_sigterm_stops_its_observation_at_once() {
+    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // Slow retries, so that one observation takes many seconds.
+    let config = write_config(
+        dir.path(),
+        &emulator.url,
+        &format!("127.0.0.1:{port}"),
+        "[rate_limit]\nmax_attempts = 10\nretry_base_delay = \"1s\"\nretry_max_delay = \"2s\"\n",
+    );
+    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+
+    // The first pass is shown under way, alive and not ready.
+    eventually(Duration::from_secs(30), "the first pass under way", || async {
+        status_json(&base).await["current_cycle"]["phase"] == "observing"
+    })
+    .await;
+    let status = status_json(&base).await;
+    assert_eq!(status["last_cycle"], serde_json::Value::Null, "{status}");
+    assert!(status["current_cycle"]["started_at"].is_string(), "{status}");
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
+
+    // The source describes' failure shows as soon as they have failed, while
+    // the pass goes on observing the rest.
+    eventually(Duration::from_secs(60), "the failing part shown during the pass", || async {
+        let status = status_json(&base).await;
+        status["last_cycle"].is_null()
+            && status["current_cycle"]["incomplete"]
+                .as_array()
+                .is_some_and(|parts| parts.contains(&"source_groups".into()))
+    })
+    .await;
+    let status = status_json(&base).await;
+    let code = &status["current_cycle"]["observe_errors"][0]["code"];
+    assert!(*code == "InternalError" || *code == "Unavailable", "{status}");
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200, "a pass making requests is alive");
+
+    // Once over, it is recorded as what it was.
+    eventually(Duration::from_secs(60), "the failed first pass recorded", || async {
+        status_json(&base).await["last_cycle"]["outcome"] == "failed"
+    })
+    .await;
+    let status = status_json(&base).await;
+    assert!(status["holds"]["incomplete"].as_array().unwrap().contains(&"source_groups".into()), "{status}");
+    assert_eq!(status["holds"]["destructive_held"], true);
+    assert!(!status["last_cycle"]["observe_errors"].as_array().unwrap().is_empty(), "{status}");
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
+    assert!(metric(&metrics, "classiclink_mirror_cycles_total{outcome=\"failed\"}") >= 1.0, "{metrics}");
+
+    // SIGTERM while the next pass observes: it stops at once, with nothing
+    // unfinished to wait for.
+    eventually(Duration::from_secs(30), "the next pass observing", || async {
+        status_json(&base).await["current_cycle"]["phase"] == "observing"
+    })
+    .await;
+    let pid = daemon.id().expect("running").to_string();
+    let asked = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let output =
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await.expect("exits").unwrap();
+    let took = asked.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(5), "stopped at once, not after the 20 s drain grace: {took:?}");
+    assert!(stderr.contains("shutdown during observation"), "{stderr}");
+    assert!(!stderr.contains("did not finish within the drain grace"), "{stderr}");
+    assert_eq!(emulator.mutating_calls().await, 0);
+}
