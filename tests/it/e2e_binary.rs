@@ -487,3 +487,32 @@ async fn a_first_pass_failing_every_describe_is_visible_while_it_runs_and_sigter
     assert!(!stderr.contains("did not finish within the drain grace"), "{stderr}");
     assert_eq!(emulator.mutating_calls().await, 0);
 }
+
+#[tokio::test]
+async fn apply_interrupted_during_observation_stops_at_once_and_says_nothing_was_started() {
+    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &emulator.url,
+        "127.0.0.1:0",
+        "[rate_limit]\nmax_attempts = 10\nretry_base_delay = \"1s\"\nretry_max_delay = \"2s\"\n",
+    );
+    let child = binary().args(["apply", "--config", config.to_str().unwrap()]).spawn().unwrap();
+    // Observing: the first describe is failing and backing off for seconds.
+    eventually(Duration::from_secs(30), "apply's first describes", || async {
+        emulator.calls().await.get("DescribeSecurityGroups").and_then(|c| c["requests"].as_u64()).unwrap_or(0) > 0
+    })
+    .await;
+    let pid = child.id().expect("running").to_string();
+    let asked = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect("exits").unwrap();
+    let took = asked.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(took < Duration::from_secs(5), "stopped at once: {took:?}");
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("pass 1: interrupted during observation; nothing planned or started"), "{stdout}");
+    assert!(stdout.contains("interrupted before converging"), "{stdout}");
+    assert_eq!(emulator.mutating_calls().await, 0);
+}
