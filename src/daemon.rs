@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
+use crate::execute::ActionResult;
 use crate::http;
 pub use crate::http::WallClock;
 use crate::metrics::Metrics;
@@ -62,6 +63,8 @@ pub trait PassObserver: Send + Sync {
     fn snapshot_observed(&self, _snapshot: &crate::model::Snapshot) {}
     /// The pass planned `actions` actions.
     fn planned(&self, _actions: usize) {}
+    /// An action of the pass ended as `result`.
+    fn action_finished(&self, _result: &ActionResult) {}
     /// A pass finished; `started_at` is the `now` the planner was given.
     fn pass_finished(&self, _pass: &PassReport, _config: &Config, _started_at: SystemTime) {}
     /// A reload was attempted; `config` is the configuration in force after it.
@@ -87,6 +90,9 @@ impl Progress for Observed<'_> {
     }
     fn planned(&self, actions: usize) {
         self.0.planned(actions);
+    }
+    fn action_finished(&self, result: &ActionResult) {
+        self.0.action_finished(result);
     }
 }
 
@@ -375,6 +381,10 @@ impl PassObserver for Instruments {
         self.state.pass_planned(actions);
     }
 
+    fn action_finished(&self, result: &ActionResult) {
+        self.state.action_finished(result);
+    }
+
     fn snapshot_observed(&self, snapshot: &crate::model::Snapshot) {
         self.state.snapshot_observed(snapshot.is_complete());
         if self.state.is_ready() && !self.notified_ready.swap(true, Ordering::SeqCst) {
@@ -487,6 +497,10 @@ impl PassObserver for Both<'_> {
     fn planned(&self, actions: usize) {
         self.0.planned(actions);
         self.1.planned(actions);
+    }
+    fn action_finished(&self, result: &ActionResult) {
+        self.0.action_finished(result);
+        self.1.action_finished(result);
     }
     fn pass_finished(&self, pass: &PassReport, config: &Config, started_at: SystemTime) {
         self.0.pass_finished(pass, config, started_at);

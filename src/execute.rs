@@ -473,6 +473,19 @@ fn log_outcome(planned: &PlannedAction, result: &ActionResult) {
 /// Executes `plan`. Never fails as a whole: each action's outcome is in the
 /// report, in plan order.
 pub async fn execute(ec2: &dyn Ec2, plan: &Plan, options: &ExecuteOptions, cancel: &CancellationToken) -> Report {
+    execute_reporting(ec2, plan, options, cancel, &|_| {}).await
+}
+
+/// [`execute`], calling `on_finished` with the result of each action it
+/// started, as soon as that action ends (`/status` shows a long execution
+/// while it runs).
+pub async fn execute_reporting(
+    ec2: &dyn Ec2,
+    plan: &Plan,
+    options: &ExecuteOptions,
+    cancel: &CancellationToken,
+    on_finished: &(dyn Fn(&ActionResult) + Sync),
+) -> Report {
     let runner = Runner { ec2, options, created: Mutex::new(BTreeMap::new()) };
     let count = plan.actions.len();
     let mut results: Vec<Option<ActionResult>> = vec![None; count];
@@ -530,6 +543,7 @@ pub async fn execute(ec2: &dyn Ec2, plan: &Plan, options: &ExecuteOptions, cance
         }
         let Some((index, result)) = in_flight.next().await else { break };
         log_outcome(&plan.actions[index], &result);
+        on_finished(&result);
         finish(index, result, &mut results, &mut ready);
     }
 

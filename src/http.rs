@@ -296,6 +296,9 @@ pub struct CurrentCycleStatus {
     /// The number of actions planned, once planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actions_planned: Option<usize>,
+    /// The actions that have ended so far, by outcome label (`done`,
+    /// `already_done`, `failed`, ...; labels with none are left out).
+    pub actions: BTreeMap<String, usize>,
 }
 
 /// What the board keeps about the cycle under way.
@@ -305,6 +308,7 @@ struct CurrentCycle {
     phase: Phase,
     observe_errors: Vec<ObserveErrorStatus>,
     actions_planned: Option<usize>,
+    actions: BTreeMap<String, usize>,
 }
 
 fn observe_error_status(error: &ObserveError) -> ObserveErrorStatus {
@@ -458,6 +462,7 @@ impl StatusBoard {
             phase: Phase::Observing,
             observe_errors: Vec::new(),
             actions_planned: None,
+            actions: BTreeMap::new(),
         });
     }
 
@@ -479,6 +484,13 @@ impl StatusBoard {
     pub fn pass_planned(&mut self, actions: usize) {
         if let Some(current) = &mut self.current {
             current.actions_planned = Some(actions);
+        }
+    }
+
+    /// An action of the cycle under way ended as `result`.
+    pub fn action_finished(&mut self, result: &ActionResult) {
+        if let Some(current) = &mut self.current {
+            *current.actions.entry(result.label().to_owned()).or_default() += 1;
         }
     }
 
@@ -628,6 +640,7 @@ impl StatusBoard {
                     observe_errors: c.observe_errors.clone(),
                     incomplete,
                     actions_planned: c.actions_planned,
+                    actions: c.actions.clone(),
                 }
             }),
             last_successful_cycle_at: self.last_success.map(rfc3339),
@@ -722,6 +735,11 @@ impl State {
     /// The cycle under way planned `actions` actions.
     pub fn pass_planned(&self, actions: usize) {
         lock(&self.shared.board).pass_planned(actions);
+    }
+
+    /// An action of the cycle under way ended as `result`.
+    pub fn action_finished(&self, result: &ActionResult) {
+        lock(&self.shared.board).action_finished(result);
     }
 
     /// A pass finished: records its metrics ([`Metrics::record_pass`]),
@@ -1327,9 +1345,13 @@ mod tests {
         state.pass_phase(Phase::Planning);
         state.pass_planned(0);
         state.pass_phase(Phase::Executing);
+        state.action_finished(&ActionResult::Done);
+        state.action_finished(&ActionResult::Done);
+        state.action_finished(&ActionResult::Skipped);
         let status = status_json(&state).await;
         assert_eq!(status["current_cycle"]["phase"], "executing");
         assert_eq!(status["current_cycle"]["actions_planned"], 0);
+        assert_eq!(status["current_cycle"]["actions"], serde_json::json!({"done": 2, "skipped": 1}));
 
         // It ends as what it was, and is no longer under way.
         let blind = PassBuilder::new().incomplete(SnapshotPart::SourceGroups).build();

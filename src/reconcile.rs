@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::ec2::Ec2;
-use crate::execute::{ActionResult, ExecuteOptions, Report, execute};
+use crate::execute::{ActionResult, ExecuteOptions, Report, execute_reporting};
 use crate::model::{Snapshot, SnapshotPart};
 use crate::observe::{ObserveError, observe_reporting};
 use crate::plan::{Action, Memory, Plan, WarningKind, plan};
@@ -52,6 +52,8 @@ pub trait Progress: Sync {
     fn observed(&self, _snapshot: &Snapshot) {}
     /// The plan to execute has `actions` actions.
     fn planned(&self, _actions: usize) {}
+    /// An action the execution started has ended as `result`.
+    fn action_finished(&self, _result: &ActionResult) {}
 }
 
 /// A [`Progress`] that ignores everything.
@@ -138,7 +140,7 @@ pub async fn reconcile_once_observed(
                 snapshot,
                 observe_errors: Vec::new(),
                 plan: Plan::default(),
-                report: crate::execute::Report::default(),
+                report: Report::default(),
                 duration: started.elapsed(),
                 interrupted: true,
             };
@@ -175,7 +177,7 @@ pub async fn reconcile_once_observed(
         }
     }
     progress.phase(Phase::Executing);
-    let report = execute(ec2, &plan, options, cancel).await;
+    let report = execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await;
     for (planned, outcome) in plan.actions.iter().zip(&report.outcomes) {
         let Action::DeleteMirror { group, .. } = &planned.action else { continue };
         match &outcome.result {
