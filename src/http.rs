@@ -1005,16 +1005,18 @@ pub async fn serve_with_limits(
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
                 // EMFILE, ENFILE, ENOBUFS...: the connection waits in the
-                // backlog. Free a descriptor if an idle connection holds one,
-                // and try again shortly instead of spinning on the error.
-                lock(&connections).close_oldest_idle();
+                // backlog. Free a descriptor if an idle connection holds one
+                // and try again as soon as it is closed; otherwise wait a
+                // little instead of spinning on the error.
+                let freed = lock(&connections).close_oldest_idle();
                 if let Some(suppressed) = accept_warning.due() {
                     tracing::warn!(error = %error, suppressed,
                         "the HTTP listener cannot accept a connection; retrying shortly");
                 }
+                let pause = if freed { Duration::from_millis(1) } else { limits.accept_error_backoff };
                 tokio::select! {
                     () = &mut shutdown => break,
-                    () = tokio::time::sleep(limits.accept_error_backoff) => continue,
+                    () = tokio::time::sleep(pause) => continue,
                 }
             }
         };

@@ -516,3 +516,64 @@ async fn apply_interrupted_during_observation_stops_at_once_and_says_nothing_was
     assert!(stdout.contains("interrupted before converging"), "{stdout}");
     assert_eq!(emulator.mutating_calls().await, 0);
 }
+
+#[tokio::test]
+async fn more_idle_sockets_than_open_files_allowed_neither_starve_healthz_nor_stall_passes() {
+    let emulator = EmulatorProcess::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = write_config(dir.path(), &emulator.url, &format!("127.0.0.1:{port}"), "");
+    // The daemon under a tiny open-files limit, below its connection cap.
+    let program = env!("CARGO_BIN_EXE_classiclink-mirror");
+    let daemon = Command::new("sh")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CLASSICLINK_MIRROR_LOG_FORMAT", "json")
+        .current_dir(root())
+        .args(["-c", "ulimit -n 100 && exec \"$0\" run --config \"$1\"", program, config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "/readyz 200", || async { get(&format!("{base}/readyz")).await.0 == 200 })
+        .await;
+
+    // 300 sockets that send nothing: more than the daemon may have open.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap());
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let asked = std::time::Instant::now();
+    let healthz = client.get(format!("{base}/healthz")).send().await.expect("/healthz answers");
+    assert_eq!(healthz.status(), 200);
+    assert!(asked.elapsed() < Duration::from_secs(3), "took {:?}", asked.elapsed());
+
+    // Passes go on: new passes succeed while the sockets are still open.
+    let success = "classiclink_mirror_cycles_total{outcome=\"success\"}";
+    let before = metric(&client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap(), success);
+    eventually(Duration::from_secs(20), "successful passes with the sockets open", || async {
+        let text = match client.get(format!("{base}/metrics")).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        metric(&text, success) >= before + 2.0
+    })
+    .await;
+    drop(idle);
+    let pid = daemon.id().expect("running").to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let output =
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await.expect("exits").unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // The listener did run out of descriptors, and said so without flooding the log.
+    let warnings = stderr.matches("the HTTP listener cannot accept a connection").count();
+    assert!((1..=5).contains(&warnings), "{warnings} accept warnings: {stderr}");
+}
