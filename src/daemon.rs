@@ -8,8 +8,8 @@
 //! - One [`CancellationToken`] stops everything: on the first shutdown event
 //!   no new pass or action starts, an observation under way stops at once
 //!   (nothing was started, so nothing waits), in-flight actions get
-//!   `drain_grace` to finish, and `run` returns. (A second signal is `main`'s business: it
-//!   exits at once.)
+//!   `drain_grace` to finish, and `run` returns. (A second signal is
+//!   `main`'s business: it exits at once.)
 //! - Reload (SIGHUP, or the file's content changed): a valid file takes effect
 //!   at the next pass, and what changed is logged; an invalid one is rejected
 //!   with its errors and the old configuration keeps running.
