@@ -6,9 +6,10 @@
 //!   the previous one *started*, or at once if that one overran — a slow pass
 //!   delays the next rather than stacking.
 //! - One [`CancellationToken`] stops everything: on the first shutdown event
-//!   no new pass or action starts, in-flight actions get `drain_grace` to
-//!   finish, and `run` returns. (A second signal is `main`'s business: it
-//!   exits at once.)
+//!   no new pass or action starts, an observation under way stops at once
+//!   (nothing was started, so nothing waits), in-flight actions get
+//!   `drain_grace` to finish, and `run` returns. (A second signal is
+//!   `main`'s business: it exits at once.)
 //! - Reload (SIGHUP, or the file changed): a valid file takes effect at the
 //!   next pass, and what changed is logged; anything else — the file invalid,
 //!   deleted, a directory, unreadable, not UTF-8 — is rejected, logged and
@@ -35,12 +36,14 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
+use crate::execute::ActionResult;
 use crate::http;
 pub use crate::http::WallClock;
 use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
+use crate::observe::ObserveError;
 use crate::plan::Memory;
-use crate::reconcile::{PassReport, execute_options, reconcile_once_observed};
+use crate::reconcile::{PassReport, Phase, Progress, execute_options, reconcile_once_observed};
 
 /// What the daemon is told from outside (signals, tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,8 +59,16 @@ pub enum Event {
 pub trait PassObserver: Send + Sync {
     /// A pass is starting.
     fn pass_started(&self, _config: &Config) {}
+    /// The pass entered `phase`.
+    fn phase(&self, _phase: Phase) {}
+    /// A describe of the pass failed (before its observation ends).
+    fn describe_failed(&self, _error: &ObserveError) {}
     /// The pass's observation ended (before planning and execution).
     fn snapshot_observed(&self, _snapshot: &crate::model::Snapshot) {}
+    /// The pass planned `actions` actions.
+    fn planned(&self, _actions: usize) {}
+    /// An action of the pass ended as `result`.
+    fn action_finished(&self, _result: &ActionResult) {}
     /// A pass finished; `started_at` is the `now` the planner was given.
     fn pass_finished(&self, _pass: &PassReport, _config: &Config, _started_at: SystemTime) {}
     /// A reload was attempted; `config` is the configuration in force after it.
@@ -66,6 +77,27 @@ pub trait PassObserver: Send + Sync {
     fn stopping(&self) {}
     /// `/metrics` and friends are served on `address`.
     fn serving(&self, _address: std::net::SocketAddr) {}
+}
+
+/// A pass's [`Progress`], told to a [`PassObserver`].
+struct Observed<'a>(&'a dyn PassObserver);
+
+impl Progress for Observed<'_> {
+    fn phase(&self, phase: Phase) {
+        self.0.phase(phase);
+    }
+    fn describe_failed(&self, error: &ObserveError) {
+        self.0.describe_failed(error);
+    }
+    fn observed(&self, snapshot: &crate::model::Snapshot) {
+        self.0.snapshot_observed(snapshot);
+    }
+    fn planned(&self, actions: usize) {
+        self.0.planned(actions);
+    }
+    fn action_finished(&self, result: &ActionResult) {
+        self.0.action_finished(result);
+    }
 }
 
 /// Builds the EC2 client for a configuration (again after a reload that
@@ -308,7 +340,6 @@ async fn run_loaded(
         let mut memory = std::mem::take(&mut state.memory);
         let started_at = (settings.wall_clock)();
         let pass = async {
-            let on_observed = |snapshot: &crate::model::Snapshot| observer.snapshot_observed(snapshot);
             let report = reconcile_once_observed(
                 ec2.as_ref(),
                 &config,
@@ -316,7 +347,7 @@ async fn run_loaded(
                 started_at,
                 &options,
                 &cancel,
-                &on_observed,
+                &Observed(observer),
             )
             .await;
             (report, memory)
@@ -358,27 +389,20 @@ async fn run_loaded(
 pub struct Instruments {
     state: http::State,
     notified_ready: AtomicBool,
-    /// When the pass under way started, if one is.
-    pass_since: std::sync::Mutex<Option<Instant>>,
 }
-
-/// The longest pass the watchdog trusts to be making progress.
-const MAX_TRUSTED_PASS: Duration = Duration::from_secs(3600);
 
 impl Instruments {
     /// Instruments reporting into `state`.
     #[must_use]
     pub fn new(state: http::State) -> Self {
-        Self { state, notified_ready: AtomicBool::new(false), pass_since: std::sync::Mutex::new(None) }
+        Self { state, notified_ready: AtomicBool::new(false) }
     }
 
-    /// Alive for the watchdog: a cycle started recently, or a pass is under
-    /// way and not absurdly long (a cold start may legitimately take many
-    /// intervals).
+    /// Alive for the watchdog, as for `/healthz`: a cycle started recently,
+    /// or a pass is under way and still making EC2 requests (a cold start
+    /// may legitimately take many intervals; a wedged one makes none).
     fn alive(&self) -> bool {
-        let in_pass =
-            self.pass_since.lock().expect("pass lock").is_some_and(|since| since.elapsed() < MAX_TRUSTED_PASS);
-        in_pass || self.state.liveness().alive
+        self.state.liveness().alive
     }
 }
 
@@ -392,7 +416,22 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 impl PassObserver for Instruments {
     fn pass_started(&self, _config: &Config) {
         self.state.cycle_started();
-        *self.pass_since.lock().expect("pass lock") = Some(Instant::now());
+    }
+
+    fn phase(&self, phase: Phase) {
+        self.state.pass_phase(phase);
+    }
+
+    fn describe_failed(&self, error: &ObserveError) {
+        self.state.describe_failed(error);
+    }
+
+    fn planned(&self, actions: usize) {
+        self.state.pass_planned(actions);
+    }
+
+    fn action_finished(&self, result: &ActionResult) {
+        self.state.action_finished(result);
     }
 
     fn snapshot_observed(&self, snapshot: &crate::model::Snapshot) {
@@ -404,7 +443,6 @@ impl PassObserver for Instruments {
     }
 
     fn pass_finished(&self, pass: &PassReport, _config: &Config, started_at: SystemTime) {
-        *self.pass_since.lock().expect("pass lock") = None;
         self.state.record_pass(pass, started_at);
     }
 
@@ -421,8 +459,8 @@ impl PassObserver for Instruments {
 }
 
 /// Pings the systemd watchdog at half its period while the loop is alive (a
-/// cycle started within three intervals, or a pass under way for less than
-/// an hour). A wedged loop stops the pings and systemd restarts the service.
+/// cycle started within three intervals, or a pass under way whose last EC2
+/// request ended within three intervals). A wedged loop stops the pings and systemd restarts the service.
 async fn watchdog(instruments: Arc<Instruments>, cancel: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else { return };
     let mut tick = tokio::time::interval(period / 2);
@@ -493,9 +531,25 @@ impl PassObserver for Both<'_> {
         self.0.pass_started(config);
         self.1.pass_started(config);
     }
+    fn phase(&self, phase: Phase) {
+        self.0.phase(phase);
+        self.1.phase(phase);
+    }
+    fn describe_failed(&self, error: &ObserveError) {
+        self.0.describe_failed(error);
+        self.1.describe_failed(error);
+    }
     fn snapshot_observed(&self, snapshot: &crate::model::Snapshot) {
         self.0.snapshot_observed(snapshot);
         self.1.snapshot_observed(snapshot);
+    }
+    fn planned(&self, actions: usize) {
+        self.0.planned(actions);
+        self.1.planned(actions);
+    }
+    fn action_finished(&self, result: &ActionResult) {
+        self.0.action_finished(result);
+        self.1.action_finished(result);
     }
     fn pass_finished(&self, pass: &PassReport, config: &Config, started_at: SystemTime) {
         self.0.pass_finished(pass, config, started_at);

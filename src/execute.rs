@@ -3,8 +3,14 @@
 //!
 //! - Order: an action starts once every action it depends on succeeded; a
 //!   failed (or audited, or cancelled) action skips its dependants, and
-//!   everything else still runs. Up to `max_in_flight` actions run at once,
-//!   started in plan order.
+//!   everything else still runs. Up to `max_in_flight` actions run at once:
+//!   link repairs (attach, relink) first, as soon as they are ready, so an
+//!   instance never waits unlinked behind slow work such as long grant
+//!   batches; the rest in plan order.
+//! - A relink detaches, then attaches: if the attach fails after the detach
+//!   succeeded, it is retried at once (`reattach_retries`), because the
+//!   instance is unlinked until it succeeds. Failing that, the next pass
+//!   plans an attach, and runs it first.
 //! - Idempotence (SPEC §5): "already there" and "already gone" answers are
 //!   success; a duplicate create adopts the group when it carries our tag.
 //! - Retries here are only for eventual consistency (a group or instance not
@@ -167,6 +173,14 @@ pub struct ExecuteOptions {
     pub consistency_max_delay: Duration,
     /// Retries for eventual consistency before giving up until the next pass.
     pub consistency_retries: usize,
+    /// Retries of the attach that follows a relink's detach, when it fails
+    /// for a transient reason or throttling (each is a full request, with
+    /// its own retries underneath).
+    pub reattach_retries: usize,
+    /// First wait between those retries.
+    pub reattach_min_delay: Duration,
+    /// Cap on one such wait.
+    pub reattach_max_delay: Duration,
 }
 
 impl Default for ExecuteOptions {
@@ -176,8 +190,24 @@ impl Default for ExecuteOptions {
             consistency_min_delay: Duration::from_millis(250),
             consistency_max_delay: Duration::from_secs(4),
             consistency_retries: 6,
+            reattach_retries: 5,
+            reattach_min_delay: Duration::from_millis(200),
+            reattach_max_delay: Duration::from_secs(2),
         }
     }
+}
+
+/// Link repairs run before any other ready action (0), the rest after (1).
+fn priority(action: &Action) -> u8 {
+    match action {
+        Action::Attach { .. } | Action::Relink { .. } => 0,
+        _ => 1,
+    }
+}
+
+/// Errors a re-attach is retried after (not-yet-visible is `settled`'s).
+fn is_worth_retrying(error: &Ec2Error) -> bool {
+    matches!(error.kind, crate::ec2::ErrorKind::Transient | crate::ec2::ErrorKind::Throttled)
 }
 
 fn is_not_yet_visible(error: &Ec2Error) -> bool {
@@ -282,11 +312,28 @@ impl Runner<'_> {
             Action::Relink { instance, from_vpc, vpc, groups, .. } => {
                 let groups = groups.iter().map(|g| self.resolve(g)).collect::<Result<Vec<_>, _>>()?;
                 self.detach(instance, from_vpc).await?;
-                match self.settled(|| self.ec2.attach_classic_link_vpc(instance, vpc, &groups)).await {
+                // The instance is unlinked until this succeeds: retry at once.
+                let backoff = ExponentialBuilder::default()
+                    .with_min_delay(self.options.reattach_min_delay)
+                    .with_max_delay(self.options.reattach_max_delay)
+                    .with_max_times(self.options.reattach_retries)
+                    .with_jitter();
+                let reattach = || self.settled(|| self.ec2.attach_classic_link_vpc(instance, vpc, &groups));
+                let result = reattach
+                    .retry(backoff)
+                    .sleep(tokio::time::sleep)
+                    .when(is_worth_retrying)
+                    .notify(|e, delay| {
+                        warn!(instance_id = %instance, vpc_id = %vpc, code = %e.code, retry_in_ms = delay.as_millis() as u64,
+                            "relink detached the instance and could not attach it again yet; retrying at once");
+                    })
+                    .await;
+                match result {
                     Ok(()) => Ok(ActionResult::Done),
+                    Err(e) if e.code == "InstanceAlreadyLinked" => Ok(ActionResult::AlreadyDone),
                     Err(e) => {
                         warn!(instance_id = %instance, vpc_id = %vpc, code = %e.code,
-                            "relink detached the instance but could not attach it again; the next pass retries");
+                            "relink detached the instance but could not attach it again; the next pass attaches it first");
                         Err(e.into())
                     }
                 }
@@ -426,6 +473,19 @@ fn log_outcome(planned: &PlannedAction, result: &ActionResult) {
 /// Executes `plan`. Never fails as a whole: each action's outcome is in the
 /// report, in plan order.
 pub async fn execute(ec2: &dyn Ec2, plan: &Plan, options: &ExecuteOptions, cancel: &CancellationToken) -> Report {
+    execute_reporting(ec2, plan, options, cancel, &|_| {}).await
+}
+
+/// [`execute`], calling `on_finished` with the result of each action it
+/// started, as soon as that action ends (`/status` shows a long execution
+/// while it runs).
+pub async fn execute_reporting(
+    ec2: &dyn Ec2,
+    plan: &Plan,
+    options: &ExecuteOptions,
+    cancel: &CancellationToken,
+    on_finished: &(dyn Fn(&ActionResult) + Sync),
+) -> Report {
     let runner = Runner { ec2, options, created: Mutex::new(BTreeMap::new()) };
     let count = plan.actions.len();
     let mut results: Vec<Option<ActionResult>> = vec![None; count];
@@ -436,40 +496,43 @@ pub async fn execute(ec2: &dyn Ec2, plan: &Plan, options: &ExecuteOptions, cance
             dependants[dep.0].push(action.id.0);
         }
     }
-    let mut ready: BTreeSet<usize> = (0..count).filter(|&i| waiting_on[i] == 0).collect();
+    // Ready actions, by (priority, plan order).
+    let rank = |index: usize| (priority(&plan.actions[index].action), index);
+    let mut ready: BTreeSet<(u8, usize)> = (0..count).filter(|&i| waiting_on[i] == 0).map(rank).collect();
     let mut in_flight = FuturesUnordered::new();
     let max_in_flight = options.max_in_flight.max(1);
 
     // Marks `index` finished and releases or skips its dependants.
-    let mut finish =
-        |index: usize, result: ActionResult, results: &mut Vec<Option<ActionResult>>, ready: &mut BTreeSet<usize>| {
-            let ok = result.succeeded();
-            results[index] = Some(result);
-            let mut queue = VecDeque::from([(index, ok)]);
-            while let Some((done, ok)) = queue.pop_front() {
-                for &next in &dependants[done] {
-                    if results[next].is_some() {
-                        continue;
+    let mut finish = |index: usize,
+                      result: ActionResult,
+                      results: &mut Vec<Option<ActionResult>>,
+                      ready: &mut BTreeSet<(u8, usize)>| {
+        let ok = result.succeeded();
+        results[index] = Some(result);
+        let mut queue = VecDeque::from([(index, ok)]);
+        while let Some((done, ok)) = queue.pop_front() {
+            for &next in &dependants[done] {
+                if results[next].is_some() {
+                    continue;
+                }
+                if ok {
+                    waiting_on[next] -= 1;
+                    if waiting_on[next] == 0 {
+                        ready.insert(rank(next));
                     }
-                    if ok {
-                        waiting_on[next] -= 1;
-                        if waiting_on[next] == 0 {
-                            ready.insert(next);
-                        }
-                    } else {
-                        let skipped =
-                            if plan.actions[next].audit { ActionResult::Audit } else { ActionResult::Skipped };
-                        results[next] = Some(skipped);
-                        ready.remove(&next);
-                        queue.push_back((next, false));
-                    }
+                } else {
+                    let skipped = if plan.actions[next].audit { ActionResult::Audit } else { ActionResult::Skipped };
+                    results[next] = Some(skipped);
+                    ready.remove(&rank(next));
+                    queue.push_back((next, false));
                 }
             }
-        };
+        }
+    };
 
     loop {
         while in_flight.len() < max_in_flight && !cancel.is_cancelled() {
-            let Some(index) = ready.pop_first() else { break };
+            let Some((_, index)) = ready.pop_first() else { break };
             let planned = &plan.actions[index];
             if planned.audit {
                 finish(index, ActionResult::Audit, &mut results, &mut ready);
@@ -480,6 +543,7 @@ pub async fn execute(ec2: &dyn Ec2, plan: &Plan, options: &ExecuteOptions, cance
         }
         let Some((index, result)) = in_flight.next().await else { break };
         log_outcome(&plan.actions[index], &result);
+        on_finished(&result);
         finish(index, result, &mut results, &mut ready);
     }
 

@@ -1,12 +1,18 @@
 //! The daemon's HTTP surface (SPEC §7): `/metrics`, `/healthz`, `/readyz`
 //! and `/status`, served by axum over a [`State`] the daemon loop updates.
 //!
-//! The loop tells the state three things: a cycle started
-//! ([`State::cycle_started`], for liveness), a pass finished
-//! ([`State::record_pass`]: metrics, readiness and the `/status` document in
-//! one call), and a new configuration is in force ([`State::apply_config`]).
-//! Handlers only read. `docs/metrics.md` documents the endpoints and the
-//! `/status` JSON.
+//! The loop tells the state what happens while it happens: a cycle started
+//! ([`State::cycle_started`], for liveness and `/status`'s `current_cycle`),
+//! its phase and the describes failing so far ([`State::pass_phase`],
+//! [`State::describe_failed`]), a pass finished ([`State::record_pass`]:
+//! metrics, readiness and the `/status` document in one call), and a new
+//! configuration is in force ([`State::apply_config`]). Handlers only read.
+//! `docs/metrics.md` documents the endpoints and the `/status` JSON.
+//!
+//! [`serve`] is hardened for months unattended (`docs/operations.md`, "The
+//! HTTP listener"): a header-read timeout that also closes idle keep-alive
+//! connections, a cap on open connections that closes the oldest idle one to
+//! make room, and accept errors (`EMFILE`) that back off instead of spinning.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,8 +31,9 @@ use crate::config::{Config, Mode};
 use crate::execute::{ActionResult, ExecuteError};
 use crate::metrics::{CONTENT_TYPE, CycleOutcome, Metrics};
 use crate::model::{GroupId, SnapshotPart, VpcId};
+use crate::observe::ObserveError;
 use crate::plan::{Action, ActionKind, Deferred, Drift, GroupRef, Origin, PairKey, WarningKind};
-use crate::reconcile::PassReport;
+use crate::reconcile::{PassReport, Phase};
 
 /// Schema version of the `/status` document: fields are only added within a
 /// version (`docs/metrics.md`).
@@ -42,6 +49,7 @@ pub struct Health {
     created: Instant,
     interval: Duration,
     last_cycle_started: Option<Instant>,
+    in_pass: bool,
     ready: bool,
 }
 
@@ -49,7 +57,9 @@ pub struct Health {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Liveness {
     /// True while a cycle started within [`LIVENESS_INTERVALS`] intervals
-    /// (before the first cycle: while the daemon started that recently).
+    /// (before the first cycle: while the daemon started that recently), or
+    /// while a pass is under way and an EC2 request of it ended within that
+    /// limit (a long pass making requests is alive).
     pub alive: bool,
     /// Time since the last cycle started (or since start, before the first).
     pub silent_for: Duration,
@@ -57,13 +67,16 @@ pub struct Liveness {
     pub limit: Duration,
     /// Whether any cycle has started yet.
     pub started_any: bool,
+    /// While a pass is under way: the time since its last EC2 request ended
+    /// (or since it started, before its first).
+    pub pass_quiet_for: Option<Duration>,
 }
 
 impl Health {
     /// A daemon that started at `now` and runs a cycle every `interval`.
     #[must_use]
     pub fn new(interval: Duration, now: Instant) -> Self {
-        Self { created: now, interval, last_cycle_started: None, ready: false }
+        Self { created: now, interval, last_cycle_started: None, in_pass: false, ready: false }
     }
 
     /// The interval changed (configuration reload).
@@ -71,9 +84,15 @@ impl Health {
         self.interval = interval;
     }
 
-    /// A cycle started at `now`.
+    /// A cycle started at `now`; it is under way until [`Health::cycle_finished`].
     pub fn cycle_started(&mut self, now: Instant) {
         self.last_cycle_started = Some(now);
+        self.in_pass = true;
+    }
+
+    /// The cycle under way finished.
+    pub fn cycle_finished(&mut self) {
+        self.in_pass = false;
     }
 
     /// The first complete snapshot was seen; readiness never goes back.
@@ -87,13 +106,24 @@ impl Health {
         self.ready
     }
 
-    /// Whether the loop is alive at `now`.
+    /// Whether the loop is alive at `now`, the last EC2 request having
+    /// ended at `last_request`.
     #[must_use]
-    pub fn liveness(&self, now: Instant) -> Liveness {
+    pub fn liveness(&self, now: Instant, last_request: Option<Instant>) -> Liveness {
         let since = self.last_cycle_started.unwrap_or(self.created);
         let silent_for = now.saturating_duration_since(since);
         let limit = self.interval.saturating_mul(LIVENESS_INTERVALS);
-        Liveness { alive: silent_for <= limit, silent_for, limit, started_any: self.last_cycle_started.is_some() }
+        let pass_quiet_for = self.in_pass.then(|| {
+            let active = last_request.map_or(since, |at| at.max(since));
+            now.saturating_duration_since(active)
+        });
+        Liveness {
+            alive: silent_for <= limit || pass_quiet_for.is_some_and(|quiet| quiet <= limit),
+            silent_for,
+            limit,
+            started_any: self.last_cycle_started.is_some(),
+            pass_quiet_for,
+        }
     }
 }
 
@@ -244,10 +274,54 @@ pub struct CycleStatus {
     pub actions: BTreeMap<String, usize>,
     /// Describe calls that failed.
     pub observe_errors: Vec<ObserveErrorStatus>,
-    /// Why the cycle could not run at all (outcome `failed` without a pass).
+    /// Why the cycle stopped early (a shutdown during observation: outcome
+    /// `failed`, nothing planned or started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// The cycle under way in `/status`: what it has found so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurrentCycleStatus {
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// How long it has been running.
+    pub running_seconds: f64,
+    /// What it is doing: `observing`, `planning` or `executing`.
+    pub phase: Phase,
+    /// Describe calls that failed so far.
+    pub observe_errors: Vec<ObserveErrorStatus>,
+    /// Snapshot parts known to be incomplete so far.
+    pub incomplete: Vec<SnapshotPart>,
+    /// The number of actions planned, once planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions_planned: Option<usize>,
+    /// The actions that have ended so far, by outcome label (`done`,
+    /// `already_done`, `failed`, ...; labels with none are left out).
+    pub actions: BTreeMap<String, usize>,
+}
+
+/// What the board keeps about the cycle under way.
+#[derive(Clone, Debug)]
+struct CurrentCycle {
+    started_at: SystemTime,
+    phase: Phase,
+    observe_errors: Vec<ObserveErrorStatus>,
+    actions_planned: Option<usize>,
+    actions: BTreeMap<String, usize>,
+}
+
+fn observe_error_status(error: &ObserveError) -> ObserveErrorStatus {
+    ObserveErrorStatus {
+        part: error.part,
+        kind: error.kind().to_owned(),
+        code: error.source.code.clone(),
+        message: error.source.to_string(),
+    }
+}
+
+/// The `error` of a cycle that a shutdown stopped during observation.
+pub const INTERRUPTED_OBSERVATION: &str = "stopped by a shutdown during observation; no action was planned or started";
 
 /// Safety holds of the last cycle in `/status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +349,8 @@ pub struct StatusDocument {
     pub ready: bool,
     /// The last cycle, once one finished.
     pub last_cycle: Option<CycleStatus>,
+    /// The cycle under way, if one is.
+    pub current_cycle: Option<CurrentCycleStatus>,
     /// When the last cycle with outcome `success` finished (RFC 3339).
     pub last_successful_cycle_at: Option<String>,
     /// Safety holds of the last cycle.
@@ -346,6 +422,7 @@ fn warning_status(warning: &crate::plan::Warning) -> WarningStatus {
 pub struct StatusBoard {
     mode: Mode,
     last_cycle: Option<CycleStatus>,
+    current: Option<CurrentCycle>,
     last_success: Option<SystemTime>,
     holds: HoldsStatus,
     deferred: Deferred,
@@ -362,6 +439,7 @@ impl StatusBoard {
         Self {
             mode,
             last_cycle: None,
+            current: None,
             last_success: None,
             holds: HoldsStatus::default(),
             deferred: Deferred::default(),
@@ -377,6 +455,45 @@ impl StatusBoard {
         self.mode = mode;
     }
 
+    /// A cycle started at `started_at`: `/status` shows it under way.
+    pub fn cycle_started(&mut self, started_at: SystemTime) {
+        self.current = Some(CurrentCycle {
+            started_at,
+            phase: Phase::Observing,
+            observe_errors: Vec::new(),
+            actions_planned: None,
+            actions: BTreeMap::new(),
+        });
+    }
+
+    /// The cycle under way entered `phase`.
+    pub fn pass_phase(&mut self, phase: Phase) {
+        if let Some(current) = &mut self.current {
+            current.phase = phase;
+        }
+    }
+
+    /// A describe of the cycle under way failed.
+    pub fn describe_failed(&mut self, error: &ObserveError) {
+        if let Some(current) = &mut self.current {
+            current.observe_errors.push(observe_error_status(error));
+        }
+    }
+
+    /// The cycle under way planned `actions` actions.
+    pub fn pass_planned(&mut self, actions: usize) {
+        if let Some(current) = &mut self.current {
+            current.actions_planned = Some(actions);
+        }
+    }
+
+    /// An action of the cycle under way ended as `result`.
+    pub fn action_finished(&mut self, result: &ActionResult) {
+        if let Some(current) = &mut self.current {
+            *current.actions.entry(result.label().to_owned()).or_default() += 1;
+        }
+    }
+
     /// Folds in a finished pass that started at `started_at` (the `now` given
     /// to [`crate::reconcile::reconcile_once`]) and ended as `outcome`.
     ///
@@ -388,6 +505,7 @@ impl StatusBoard {
         let finished = started_at + pass.duration;
         let complete = pass.snapshot.is_complete();
 
+        self.current = None;
         if outcome == CycleOutcome::Success {
             self.last_success = Some(finished);
         }
@@ -402,17 +520,8 @@ impl StatusBoard {
             finished_at: rfc3339(finished),
             duration_seconds: pass.duration.as_secs_f64(),
             actions,
-            observe_errors: pass
-                .observe_errors
-                .iter()
-                .map(|e| ObserveErrorStatus {
-                    part: e.part,
-                    kind: e.kind().to_owned(),
-                    code: e.source.code.clone(),
-                    message: e.source.to_string(),
-                })
-                .collect(),
-            error: None,
+            observe_errors: pass.observe_errors.iter().map(observe_error_status).collect(),
+            error: pass.interrupted.then(|| INTERRUPTED_OBSERVATION.to_owned()),
         });
         self.holds = HoldsStatus {
             destructive_held: plan.holds.destructive_held(),
@@ -510,20 +619,6 @@ impl StatusBoard {
         self.warnings = plan.warnings.iter().filter(|w| w.pair.is_none()).map(warning_status).collect();
     }
 
-    /// Records a cycle that could not run at all; the pairs keep the last
-    /// pass's picture.
-    pub fn record_failed_cycle(&mut self, started_at: SystemTime, duration: Duration, error: &str) {
-        self.last_cycle = Some(CycleStatus {
-            outcome: CycleOutcome::Failed,
-            started_at: rfc3339(started_at),
-            finished_at: rfc3339(started_at + duration),
-            duration_seconds: duration.as_secs_f64(),
-            actions: BTreeMap::new(),
-            observe_errors: Vec::new(),
-            error: Some(error.to_owned()),
-        });
-    }
-
     /// The `/status` document as of `generated_at`.
     #[must_use]
     pub fn document(&self, generated_at: SystemTime, ready: bool) -> StatusDocument {
@@ -534,6 +629,20 @@ impl StatusBoard {
             mode: self.mode,
             ready,
             last_cycle: self.last_cycle.clone(),
+            current_cycle: self.current.as_ref().map(|c| {
+                let mut incomplete: Vec<SnapshotPart> = c.observe_errors.iter().map(|e| e.part).collect();
+                incomplete.sort_unstable();
+                incomplete.dedup();
+                CurrentCycleStatus {
+                    started_at: rfc3339(c.started_at),
+                    running_seconds: generated_at.duration_since(c.started_at).unwrap_or_default().as_secs_f64(),
+                    phase: c.phase,
+                    observe_errors: c.observe_errors.clone(),
+                    incomplete,
+                    actions_planned: c.actions_planned,
+                    actions: c.actions.clone(),
+                }
+            }),
             last_successful_cycle_at: self.last_success.map(rfc3339),
             holds: self.holds.clone(),
             deferred: self.deferred,
@@ -605,9 +714,32 @@ impl State {
         lock(&self.shared.board).set_mode(config.daemon.mode);
     }
 
-    /// A cycle starts now: call at the top of every cycle (`/healthz`).
+    /// A cycle starts now: call at the top of every cycle (`/healthz`, and
+    /// `/status`'s `current_cycle` until [`State::record_pass`]).
     pub fn cycle_started(&self) {
         lock(&self.shared.health).cycle_started(Instant::now());
+        let now = (self.shared.clock)();
+        lock(&self.shared.board).cycle_started(now);
+    }
+
+    /// The cycle under way entered `phase`.
+    pub fn pass_phase(&self, phase: Phase) {
+        lock(&self.shared.board).pass_phase(phase);
+    }
+
+    /// A describe of the cycle under way failed.
+    pub fn describe_failed(&self, error: &ObserveError) {
+        lock(&self.shared.board).describe_failed(error);
+    }
+
+    /// The cycle under way planned `actions` actions.
+    pub fn pass_planned(&self, actions: usize) {
+        lock(&self.shared.board).pass_planned(actions);
+    }
+
+    /// An action of the cycle under way ended as `result`.
+    pub fn action_finished(&self, result: &ActionResult) {
+        lock(&self.shared.board).action_finished(result);
     }
 
     /// A pass finished: records its metrics ([`Metrics::record_pass`]),
@@ -617,17 +749,12 @@ impl State {
     pub fn record_pass(&self, pass: &PassReport, started_at: SystemTime) -> CycleOutcome {
         let outcome = self.shared.metrics.record_pass(pass, started_at);
         lock(&self.shared.board).update(pass, started_at, outcome);
+        let mut health = lock(&self.shared.health);
+        health.cycle_finished();
         if pass.snapshot.is_complete() {
-            lock(&self.shared.health).mark_ready();
+            health.mark_ready();
         }
         outcome
-    }
-
-    /// A cycle could not run at all (`error` says why): counts it as
-    /// `failed` and shows it as the last cycle in `/status`.
-    pub fn record_failed_cycle(&self, started_at: SystemTime, duration: Duration, error: &str) {
-        self.shared.metrics.record_failed_cycle(duration);
-        lock(&self.shared.board).record_failed_cycle(started_at, duration, error);
     }
 
     /// True after the first complete snapshot (`/readyz`; sd-notify `READY=1`).
@@ -648,7 +775,8 @@ impl State {
     /// Liveness now (`/healthz`).
     #[must_use]
     pub fn liveness(&self) -> Liveness {
-        lock(&self.shared.health).liveness(Instant::now())
+        let last_request = self.shared.metrics.last_request_at();
+        lock(&self.shared.health).liveness(Instant::now(), last_request)
     }
 
     /// The `/status` document now.
@@ -666,13 +794,19 @@ async fn metrics_handler(Extract(state): Extract<State>) -> Response {
 
 async fn healthz(Extract(state): Extract<State>) -> Response {
     let live = state.liveness();
-    let what = if live.started_any { "last cycle started" } else { "started, no cycle yet," };
-    let body = format!(
-        "{} {what} {}s ago (limit {}s)\n",
-        if live.alive { "ok:" } else { "unhealthy:" },
-        live.silent_for.as_secs(),
-        live.limit.as_secs()
-    );
+    let verdict = if live.alive { "ok:" } else { "unhealthy:" };
+    let body = match live.pass_quiet_for {
+        Some(quiet) => format!(
+            "{verdict} a pass is under way, started {}s ago; its last EC2 request ended {}s ago (limit {}s)\n",
+            live.silent_for.as_secs(),
+            quiet.as_secs(),
+            live.limit.as_secs()
+        ),
+        None => {
+            let what = if live.started_any { "last cycle started" } else { "started, no cycle yet," };
+            format!("{verdict} {what} {}s ago (limit {}s)\n", live.silent_for.as_secs(), live.limit.as_secs())
+        }
+    };
     let code = if live.alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
@@ -700,17 +834,251 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
+/// Limits of the HTTP listener (`docs/operations.md`, "The HTTP listener").
+#[derive(Clone, Debug)]
+pub struct ListenerLimits {
+    /// A connection must send a request's headers within this time of the
+    /// server starting to wait for them. The wait starts when the connection
+    /// opens and again after each answer, so this is also the idle
+    /// (keep-alive) timeout: a connection that sends nothing is closed after it.
+    pub header_read_timeout: Duration,
+    /// Open connections at most. A connection beyond it closes the oldest
+    /// connection with no request under way to make room, or is closed
+    /// itself when every open connection is busy.
+    pub max_connections: usize,
+    /// The pause after an accept error such as `EMFILE` (too many open
+    /// files) before accepting again, so that the loop neither spins nor stops.
+    pub accept_error_backoff: Duration,
+}
+
+/// [`ListenerLimits::header_read_timeout`] by default.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// [`ListenerLimits::max_connections`] by default.
+pub const MAX_CONNECTIONS: usize = 128;
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            accept_error_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// One open connection: how many of its requests are under way, and how to
+/// close it.
+struct Slot {
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    close: tokio_util::sync::CancellationToken,
+}
+
+/// The open connections, oldest first (ids grow).
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: BTreeMap<u64, Slot>,
+}
+
+impl Connections {
+    /// Closes the oldest connection with no request under way; false if
+    /// every connection is busy.
+    fn close_oldest_idle(&mut self) -> bool {
+        use std::sync::atomic::Ordering;
+        let idle = self.open.iter().find(|(_, slot)| slot.busy.load(Ordering::SeqCst) == 0).map(|(id, _)| *id);
+        match idle.and_then(|id| self.open.remove(&id)) {
+            Some(slot) => {
+                slot.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Counts a request under way on its connection while alive.
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Busy {
+    fn enter(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A warning logged at most once per [`Self::EVERY`], with the number of
+/// occurrences it stood for: a flood of accept errors or of connections
+/// must not become a flood of log lines.
+#[derive(Default)]
+struct RareWarning {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RareWarning {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// `Some(n)` when this occurrence should be logged, `n` being how many
+    /// were not since the last one logged; `None` when it should not.
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now.saturating_duration_since(last) < Self::EVERY) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Accept errors about one connection that went away before it was
+/// accepted: nothing to wait for.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 /// Serves [`router`] on `listener` until `shutdown` resolves, then finishes
-/// the requests in flight.
+/// the requests in flight, with the default [`ListenerLimits`].
 ///
 /// # Errors
-/// The I/O error that stopped the server.
+/// None today: accept errors are logged and waited out (the signature keeps
+/// room for a fatal one).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: State,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    serve_with_limits(listener, router(state), ListenerLimits::default(), shutdown).await
+}
+
+/// Serves `app` over HTTP/1.1 on `listener` within `limits` until `shutdown`
+/// resolves; then stops accepting, lets each connection finish its request
+/// under way (idle ones close at once) and returns.
+///
+/// hyper enforces the header-read (and so idle) timeout; the connection cap
+/// is written here because neither hyper, hyper-util nor tower limits
+/// *connections* (tower's limits count requests, and an idle connection
+/// makes none), and a plain cap that stops accepting would leave `/healthz`
+/// queued behind idle sockets until they time out.
+///
+/// # Errors
+/// None today: accept errors are logged and waited out.
+pub async fn serve_with_limits(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ListenerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let draining = tokio_util::sync::CancellationToken::new();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let max_connections = limits.max_connections.max(1);
+    let mut accept_warning = RareWarning::default();
+    let mut full_warning = RareWarning::default();
+    tokio::pin!(shutdown);
+
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            // Reap finished connection tasks as they end.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                // EMFILE, ENFILE, ENOBUFS...: the connection waits in the
+                // backlog. Free a descriptor if an idle connection holds one
+                // and try again as soon as it is closed; otherwise wait a
+                // little instead of spinning on the error.
+                let freed = lock(&connections).close_oldest_idle();
+                if let Some(suppressed) = accept_warning.due() {
+                    tracing::warn!(error = %error, suppressed,
+                        "the HTTP listener cannot accept a connection; retrying shortly");
+                }
+                let pause = if freed { Duration::from_millis(1) } else { limits.accept_error_backoff };
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        let (id, busy, close) = {
+            let mut open = lock(&connections);
+            if open.open.len() >= max_connections && !open.close_oldest_idle() {
+                if let Some(suppressed) = full_warning.due() {
+                    tracing::warn!(
+                        max_connections,
+                        suppressed,
+                        "every HTTP connection is busy: a new connection was closed"
+                    );
+                }
+                continue;
+            }
+            let id = open.next_id;
+            open.next_id += 1;
+            let slot = Slot { busy: Arc::default(), close: tokio_util::sync::CancellationToken::new() };
+            let handles = (id, Arc::clone(&slot.busy), slot.close.clone());
+            open.open.insert(id, slot);
+            handles
+        };
+        let service = {
+            let tower = TowerToHyperService::new(app.clone());
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let busy = Busy::enter(&busy);
+                let answer = hyper::service::Service::call(&tower, request);
+                async move {
+                    let response = answer.await;
+                    drop(busy);
+                    response
+                }
+            })
+        };
+        let http1 = http1.clone();
+        let connections = Arc::clone(&connections);
+        let draining = draining.clone();
+        tasks.spawn(async move {
+            let connection = http1.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let drain = tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "an HTTP connection ended with an error");
+                    }
+                    false
+                }
+                // Closed to make room: dropping the connection closes the socket.
+                () = close.cancelled() => false,
+                () = draining.cancelled() => true,
+            };
+            if drain {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+            lock(&connections).open.remove(&id);
+        });
+    }
+    drop(listener);
+    draining.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }
 
 #[cfg(test)]
@@ -955,15 +1323,86 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cycle_that_could_not_run_is_shown_and_counted() {
+    async fn a_pass_under_way_is_shown_with_its_phase_and_the_describes_failing_so_far() {
         let state = state();
-        state.record_failed_cycle(t0(), Duration::from_secs(3), "could not load credentials");
+        assert_eq!(status_json(&state).await["current_cycle"], Value::Null);
+        state.cycle_started();
+        let status = status_json(&state).await;
+        assert_eq!(status["current_cycle"]["phase"], "observing");
+        assert_eq!(status["current_cycle"]["started_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(status["current_cycle"]["observe_errors"], serde_json::json!([]));
+        let failure = ObserveError {
+            part: SnapshotPart::SourceGroups,
+            source: crate::ec2::Ec2Error::new(Operation::DescribeSecurityGroups, "InternalError", "boom"),
+        };
+        state.describe_failed(&failure);
+        state.describe_failed(&failure);
+        let status = status_json(&state).await;
+        let current = &status["current_cycle"];
+        assert_eq!(current["incomplete"], serde_json::json!(["source_groups"]));
+        assert_eq!(current["observe_errors"].as_array().unwrap().len(), 2);
+        assert_eq!(current["observe_errors"][0]["code"], "InternalError");
+        assert_eq!(current["observe_errors"][0]["kind"], "transient");
+        assert_eq!(status["last_cycle"], Value::Null, "no cycle finished yet");
+        state.pass_phase(Phase::Planning);
+        state.pass_planned(0);
+        state.pass_phase(Phase::Executing);
+        state.action_finished(&ActionResult::Done);
+        state.action_finished(&ActionResult::Done);
+        state.action_finished(&ActionResult::Skipped);
+        let status = status_json(&state).await;
+        assert_eq!(status["current_cycle"]["phase"], "executing");
+        assert_eq!(status["current_cycle"]["actions_planned"], 0);
+        assert_eq!(status["current_cycle"]["actions"], serde_json::json!({"done": 2, "skipped": 1}));
+
+        // It ends as what it was, and is no longer under way.
+        let blind = PassBuilder::new().incomplete(SnapshotPart::SourceGroups).build();
+        assert_eq!(state.record_pass(&blind, t0()), CycleOutcome::Failed);
+        let status = status_json(&state).await;
+        assert_eq!(status["current_cycle"], Value::Null);
+        assert_eq!(status["last_cycle"]["outcome"], "failed");
+        assert_eq!(status["holds"]["incomplete"], serde_json::json!(["source_groups"]));
+        assert_eq!(status["holds"]["destructive_held"], true);
+    }
+
+    #[tokio::test]
+    async fn a_pass_stopped_during_observation_is_recorded_as_failed_with_why_and_no_actions() {
+        let state = state();
+        state.cycle_started();
+        let mut stopped = PassBuilder::new().build();
+        stopped.snapshot.incomplete.extend(SnapshotPart::ALL);
+        stopped.interrupted = true;
+        assert_eq!(state.record_pass(&stopped, t0()), CycleOutcome::Failed);
         let status = status_json(&state).await;
         assert_eq!(status["last_cycle"]["outcome"], "failed");
-        assert_eq!(status["last_cycle"]["error"], "could not load credentials");
-        assert_eq!(status["last_cycle"]["finished_at"], "2027-01-15T08:00:03Z");
+        assert_eq!(status["last_cycle"]["error"], INTERRUPTED_OBSERVATION);
+        assert_eq!(status["last_cycle"]["actions"]["cancelled"], 0);
         let samples = parse_exposition(&get(&state, "/metrics").await.2).unwrap();
         assert_eq!(value(&samples, &format!("{PREFIX}_cycles_total"), &[("outcome", "failed")]), Some(1.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthz_stays_200_through_a_long_pass_that_keeps_making_requests() {
+        let state = state();
+        state.cycle_started();
+        // 30 s interval, limit 90 s; the pass runs 300 s, a request ending every 20 s.
+        for _ in 0..15 {
+            tokio::time::advance(Duration::from_secs(20)).await;
+            state.metrics().record_request(Operation::DescribeSecurityGroups, "transient", Duration::from_secs(1));
+            let (code, _, body) = get(&state, "/healthz").await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+        }
+        let (_, _, body) = get(&state, "/healthz").await;
+        assert!(body.contains("a pass is under way, started 300s ago; its last EC2 request ended 0s ago"), "{body}");
+        // A pass that stops making requests is not alive.
+        tokio::time::advance(Duration::from_secs(91)).await;
+        let (code, _, body) = get(&state, "/healthz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        // Once it finished, the usual rule: time since the last cycle started.
+        state.record_pass(&PassBuilder::new().build(), t0());
+        assert_eq!(get(&state, "/healthz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        state.cycle_started();
+        assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1037,6 +1476,84 @@ mod tests {
         assert_eq!(web_status["mirror"]["state"], "existing");
         assert_eq!(web_status["in_sync"], true);
         assert_eq!(pair(&status, app.as_str())["in_sync"], false);
+    }
+
+    /// Reads until the server closes the connection (or `limit` passes);
+    /// true when it closed.
+    async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        use tokio::io::AsyncReadExt as _;
+        let mut buffer = [0u8; 4096];
+        let read_to_end = async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(limit, read_to_end).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn healthz_answers_at_once_past_more_idle_connections_than_the_cap_and_idle_ones_are_closed() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = ListenerLimits {
+            header_read_timeout: Duration::from_secs(3),
+            max_connections: 4,
+            ..ListenerLimits::default()
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(serve_with_limits(listener, router(state()), limits, stop.clone().cancelled_owned()));
+
+        // Twelve sockets that never send a byte: three times the cap.
+        let mut idle = Vec::new();
+        for _ in 0..12 {
+            idle.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+        // /healthz still answers, long before any idle socket times out.
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let asked = std::time::Instant::now();
+        let response = client.get(format!("http://{address}/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        // Well before the 3 s timeout could have freed a slot.
+        assert!(asked.elapsed() < Duration::from_secs(2), "took {:?}", asked.elapsed());
+        let response = client.get(format!("http://{address}/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+
+        // A keep-alive connection that goes quiet after its answer is closed too.
+        let mut kept = tokio::net::TcpStream::connect(address).await.unwrap();
+        kept.write_all(b"GET /readyz HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        kept.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 503");
+
+        // Every idle socket is closed: made room for others, or timed out.
+        let opened = std::time::Instant::now();
+        for (i, stream) in idle.iter_mut().enumerate() {
+            assert!(closed_within(stream, Duration::from_secs(8)).await, "idle socket {i} still open");
+        }
+        assert!(closed_within(&mut kept, Duration::from_secs(8)).await, "quiet keep-alive connection still open");
+        assert!(opened.elapsed() < Duration::from_secs(8), "took {:?}", opened.elapsed());
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_a_request_under_way_is_not_closed_to_make_room() {
+        let mut open = Connections::default();
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let close = tokio_util::sync::CancellationToken::new();
+        open.open.insert(0, Slot { busy: Arc::clone(&busy), close: close.clone() });
+        let guard = Busy::enter(&busy);
+        assert!(!open.close_oldest_idle(), "the only connection is busy");
+        assert!(!close.is_cancelled());
+        drop(guard);
+        assert!(open.close_oldest_idle());
+        assert!(close.is_cancelled());
+        assert!(open.open.is_empty());
     }
 
     #[tokio::test]

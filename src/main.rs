@@ -230,6 +230,10 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
     let max_passes = usize::try_from(args.max_passes).unwrap_or(usize::MAX);
     let report = reconcile::apply(&ec2, &config, max_passes, &SystemTime::now, &cancel).await;
     for (number, pass) in report.passes.iter().enumerate() {
+        if pass.interrupted {
+            println!("pass {}: interrupted during observation; nothing planned or started", number + 1);
+            continue;
+        }
         let summary = plan::Summary::of(&pass.plan);
         println!(
             "pass {}: {} actions ({} done, {} failed, {} skipped){}",
@@ -253,7 +257,7 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
     if report.converged {
         println!("converged");
         Ok(EXIT_OK)
-    } else if let Some(last) = report.passes.last().filter(|pass| !pass.snapshot.is_complete()) {
+    } else if let Some(last) = report.passes.last().filter(|pass| !pass.snapshot.is_complete() && !pass.interrupted) {
         // Not "not converged": whether anything is left to do is unknown.
         println!("not converged after {} passes", report.passes.len());
         eprintln!("{}", incomplete_observation(&last.snapshot));

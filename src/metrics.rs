@@ -2,8 +2,7 @@
 //!
 //! The daemon feeds three things in and nothing else:
 //!
-//! - each finished pass ([`Metrics::record_pass`], or
-//!   [`Metrics::record_failed_cycle`] when a pass could not run at all);
+//! - each finished pass ([`Metrics::record_pass`]);
 //! - each configuration reload ([`Metrics::record_reload`]);
 //! - each EC2 request attempt (every describe page is one) and each retry
 //!   decision, through the [`RequestObserver`] that
@@ -77,8 +76,9 @@ pub enum CycleOutcome {
     Partial,
     /// Some part of the observation failed: no destructive action was planned.
     Incomplete,
-    /// Nothing useful happened: the source groups could not be observed, or
-    /// the pass could not run at all ([`Metrics::record_failed_cycle`]).
+    /// Nothing useful happened: the source groups could not be observed
+    /// (every describe of them failed, or a shutdown stopped the pass during
+    /// observation).
     Failed,
 }
 
@@ -213,6 +213,9 @@ pub struct Metrics {
     /// scrape never sees half of one pass's gauges; also guards the conflict
     /// kinds seen so far (to reset those no longer present).
     pass_lock: Mutex<BTreeSet<&'static str>>,
+    /// When the last EC2 request attempt ended (tokio clock): a pass that is
+    /// making requests is alive (`/healthz`).
+    last_request: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -409,6 +412,7 @@ impl Metrics {
             last_reload_ok,
             observe_errors,
             pass_lock: Mutex::new(BTreeSet::new()),
+            last_request: Mutex::new(None),
         })
     }
 
@@ -470,15 +474,6 @@ impl Metrics {
         outcome
     }
 
-    /// Records a cycle that could not run at all (for example the pass task
-    /// panicked or an EC2 client could not be built): `cycles_total{outcome="failed"}`
-    /// and its duration. Last-pass gauges keep the previous pass's values.
-    pub fn record_failed_cycle(&self, duration: Duration) {
-        let _guard = self.pass_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.cycles.with_label_values(&[CycleOutcome::Failed.as_str()]).inc();
-        self.cycle_duration.observe(duration.as_secs_f64());
-    }
-
     /// Records a configuration reload (SIGHUP or file change).
     pub fn record_reload(&self, outcome: ReloadOutcome) {
         self.reloads.with_label_values(&[outcome.as_str()]).inc();
@@ -488,11 +483,20 @@ impl Metrics {
     /// Records one EC2 request attempt; what [`RequestObserver::record`] does.
     /// `outcome` is [`REQUEST_OK`] or an [`ErrorKind::as_str`] label.
     pub fn record_request(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
+        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(tokio::time::Instant::now());
         self.requests.with_label_values(&[operation.as_str(), outcome]).inc();
         self.request_duration.with_label_values(&[operation.as_str()]).observe(elapsed.as_secs_f64());
         if outcome == ErrorKind::Throttled.as_str() {
             self.throttled.inc();
         }
+    }
+
+    /// When the last EC2 request attempt ended, whatever its outcome (tokio
+    /// clock); `None` before the first.
+    #[must_use]
+    pub fn last_request_at(&self) -> Option<tokio::time::Instant> {
+        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records what followed a retryable EC2 error; what
@@ -711,6 +715,7 @@ pub(crate) mod test_support {
                 plan: self.plan,
                 report: Report { outcomes, created: self.created },
                 duration: self.duration,
+                interrupted: false,
             }
         }
     }
@@ -1102,7 +1107,9 @@ mod tests {
         assert_eq!(metrics.record_pass(&busy_pass(), started + Duration::from_secs(30)), CycleOutcome::Partial);
         let clean = PassBuilder::new().build();
         assert_eq!(metrics.record_pass(&clean, started + Duration::from_secs(60)), CycleOutcome::Success);
-        metrics.record_failed_cycle(Duration::from_secs(2));
+        let mut blind = PassBuilder::new().incomplete(SnapshotPart::SourceGroups).build();
+        blind.duration = Duration::from_secs(2);
+        assert_eq!(metrics.record_pass(&blind, started + Duration::from_secs(90)), CycleOutcome::Failed);
         let s = samples(&metrics);
         assert_eq!(get(&s, "cycles_total", &[("outcome", "partial")]), 2.0);
         assert_eq!(get(&s, "cycles_total", &[("outcome", "success")]), 1.0);

@@ -43,7 +43,7 @@ pub enum ModelError {
     #[error("{0:?} is not an IP protocol (name, number 0-255, or -1)")]
     BadProtocol(String),
     /// Ports outside 0–65535, reversed, or missing for TCP/UDP.
-    #[error("invalid port range {from:?}..{to:?} for protocol {protocol}")]
+    #[error("invalid port range (FromPort {}, ToPort {}) for protocol {protocol}", port_text(*.from), port_text(*.to))]
     BadPorts {
         /// The protocol the ports were given for.
         protocol: String,
@@ -68,6 +68,12 @@ impl ModelError {
             Self::BadCidr(_) => "bad_cidr",
         }
     }
+}
+
+/// A `FromPort`/`ToPort` value for a message: the number, or `none`.
+#[must_use]
+pub fn port_text(port: Option<i32>) -> String {
+    port.map_or_else(|| "none".to_owned(), |p| p.to_string())
 }
 
 fn is_ec2_id(value: &str, prefix: &str) -> bool {

@@ -201,10 +201,30 @@ async fn describe_vpc_groups(
 /// Observes everything `config` manages. Never fails as a whole: failed calls
 /// mark their part incomplete and are returned with the snapshot.
 pub async fn observe(ec2: &dyn Ec2, config: &Config) -> Observation {
-    observe_with(ec2, config, Strategy::default()).await
+    observe_with(ec2, config, Strategy::default(), &|_| {}).await
 }
 
-async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Observation {
+/// [`observe`], calling `report` with each failed call as soon as the calls
+/// feeding its part have answered (the source groups first, then each of the
+/// other parts as it ends), so a long observation shows its failures while
+/// it runs. Every error reported is also in the returned [`Observation`].
+pub async fn observe_reporting(ec2: &dyn Ec2, config: &Config, report: &(dyn Fn(&ObserveError) + Sync)) -> Observation {
+    observe_with(ec2, config, Strategy::default(), report).await
+}
+
+/// Reports the failed results of `part`.
+fn report_failures<T>(part: SnapshotPart, results: &[Result<T, Ec2Error>], report: &(dyn Fn(&ObserveError) + Sync)) {
+    for source in results.iter().filter_map(|r| r.as_ref().err()) {
+        report(&ObserveError { part, source: source.clone() });
+    }
+}
+
+async fn observe_with(
+    ec2: &dyn Ec2,
+    config: &Config,
+    strategy: Strategy,
+    report: &(dyn Fn(&ObserveError) + Sync),
+) -> Observation {
     let mut obs = Observation::default();
 
     // Source groups: by id, by name, and by discovery tag (three filters,
@@ -245,7 +265,9 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
     let by_name = by_name
         .into_iter()
         .map(|result| result.map(|groups| groups.into_iter().filter(SecurityGroup::is_classic).collect()));
-    for result in by_id.into_iter().chain(by_name).chain(by_tag) {
+    let sources: Vec<Result<Vec<SecurityGroup>, Ec2Error>> = by_id.into_iter().chain(by_name).chain(by_tag).collect();
+    report_failures(SnapshotPart::SourceGroups, &sources, report);
+    for result in sources {
         match result {
             Ok(groups) => obs.snapshot.source_groups.extend(groups.into_iter().map(|g| (g.id.clone(), g))),
             Err(error) => obs.fail(SnapshotPart::SourceGroups, error),
@@ -280,20 +302,38 @@ async fn observe_with(ec2: &dyn Ec2, config: &Config, strategy: Strategy) -> Obs
     let vpc_list: Vec<VpcId> = vpcs.iter().cloned().collect();
     let all_links = LinkFilter::default();
     let (vpc_groups, instances, links, vpc_flags) = futures::join!(
-        describe_vpc_groups(ec2, &mirror_names, strategy.every_name),
-        describe_member_instances(ec2, &classic_sources, instance_query),
+        async {
+            let results = describe_vpc_groups(ec2, &mirror_names, strategy.every_name).await;
+            report_failures(SnapshotPart::VpcGroups, &results, report);
+            results
+        },
+        async {
+            let results = describe_member_instances(ec2, &classic_sources, instance_query).await;
+            report_failures(SnapshotPart::Instances, &results, report);
+            results
+        },
         // Every link of the account in one paginated call: cheaper than
         // filtering by thousands of instance ids, and it shows foreign links.
-        async { if uses_classiclink { ec2.describe_classic_link_instances(&all_links).await } else { Ok(Vec::new()) } },
         async {
-            if vpc_list.is_empty() {
-                Ok(Vec::new())
-            } else if uses_classiclink {
-                ec2.describe_vpc_classic_link(&vpc_list).await
-            } else {
-                let found = ec2.describe_vpcs(&vpc_list).await?;
-                Ok(found.into_iter().map(|id| Vpc { id, classic_link_enabled: false }).collect())
+            let result =
+                if uses_classiclink { ec2.describe_classic_link_instances(&all_links).await } else { Ok(Vec::new()) };
+            report_failures(SnapshotPart::Links, std::slice::from_ref(&result), report);
+            result
+        },
+        async {
+            let result = async {
+                if vpc_list.is_empty() {
+                    Ok(Vec::new())
+                } else if uses_classiclink {
+                    ec2.describe_vpc_classic_link(&vpc_list).await
+                } else {
+                    let found = ec2.describe_vpcs(&vpc_list).await?;
+                    Ok(found.into_iter().map(|id| Vpc { id, classic_link_enabled: false }).collect())
+                }
             }
+            .await;
+            report_failures(SnapshotPart::Vpcs, std::slice::from_ref(&result), report);
+            result
         }
     );
 
@@ -436,7 +476,7 @@ mod tests {
 
     async fn observed(emu: &Emulator, config: &Config, strategy: Strategy) -> (Snapshot, BTreeMap<Operation, u64>) {
         emu.reset_counters();
-        let observation = observe_with(emu, config, strategy).await;
+        let observation = observe_with(emu, config, strategy, &|_| {}).await;
         assert!(observation.errors.is_empty(), "{:?}", observation.errors);
         assert!(observation.snapshot.is_complete());
         (observation.snapshot, describes(emu))
@@ -760,7 +800,7 @@ mod tests {
             let emu = load(&estate);
             let config = config();
             let failing = Failing { emu: &emu, groups: |_| false, instances: true };
-            let observation = observe_with(&failing, &config, strategy).await;
+            let observation = observe_with(&failing, &config, strategy, &|_| {}).await;
             assert_eq!(observation.snapshot.incomplete, BTreeSet::from([SnapshotPart::Instances]), "{strategy:?}");
             assert!(observation.snapshot.instances.is_empty());
             assert!(observation.errors.iter().all(|e| e.part == SnapshotPart::Instances));
@@ -773,7 +813,7 @@ mod tests {
                 },
                 ..Faults::none()
             });
-            let observation = observe_with(&emu, &config, strategy).await;
+            let observation = observe_with(&emu, &config, strategy, &|_| {}).await;
             assert_eq!(observation.snapshot.incomplete, BTreeSet::from([SnapshotPart::Instances]), "{strategy:?}");
         }
     }

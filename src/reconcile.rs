@@ -9,10 +9,56 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::ec2::Ec2;
-use crate::execute::{ActionResult, ExecuteOptions, Report, execute};
-use crate::model::Snapshot;
-use crate::observe::{ObserveError, observe};
+use crate::execute::{ActionResult, ExecuteOptions, Report, execute_reporting};
+use crate::model::{Snapshot, SnapshotPart};
+use crate::observe::{ObserveError, observe_reporting};
 use crate::plan::{Action, Memory, Plan, WarningKind, plan};
+
+/// Where a pass is (`/status` shows it while the pass runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Describing the estate.
+    Observing,
+    /// Computing the plan (pure, quick).
+    Planning,
+    /// Running the plan's actions.
+    Executing,
+}
+
+impl Phase {
+    /// Stable label.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Observing => "observing",
+            Self::Planning => "planning",
+            Self::Executing => "executing",
+        }
+    }
+}
+
+/// What a pass reports while it runs, so that every state is visible as it
+/// is while it is happening (`/status`'s `current_cycle`, readiness). Every
+/// method has a no-op default.
+pub trait Progress: Sync {
+    /// The pass entered `phase`.
+    fn phase(&self, _phase: Phase) {}
+    /// A describe failed (its part will be incomplete); called as soon as
+    /// the calls feeding that part have answered, before observation ends.
+    fn describe_failed(&self, _error: &ObserveError) {}
+    /// Observation ended with `snapshot` (readiness must not wait for a long
+    /// execution).
+    fn observed(&self, _snapshot: &Snapshot) {}
+    /// The plan to execute has `actions` actions.
+    fn planned(&self, _actions: usize) {}
+    /// An action the execution started has ended as `result`.
+    fn action_finished(&self, _result: &ActionResult) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
 
 /// What one pass saw, decided and did.
 #[derive(Debug, Clone)]
@@ -27,6 +73,9 @@ pub struct PassReport {
     pub report: Report,
     /// Wall time of the pass (tokio clock).
     pub duration: Duration,
+    /// True when a shutdown stopped the pass during observation: nothing
+    /// was planned or started, and every part counts as incomplete.
+    pub interrupted: bool,
 }
 
 impl PassReport {
@@ -60,11 +109,15 @@ pub async fn reconcile_once(
     options: &ExecuteOptions,
     cancel: &CancellationToken,
 ) -> PassReport {
-    reconcile_once_observed(ec2, config, memory, now, options, cancel, &|_| {}).await
+    reconcile_once_observed(ec2, config, memory, now, options, cancel, &NoProgress).await
 }
 
-/// [`reconcile_once`], calling `on_observed` with the snapshot as soon as
-/// observation ends (readiness must not wait for a long execution).
+/// [`reconcile_once`], telling `progress` what happens while it happens.
+///
+/// `cancel` stops observation at once: its describes, rate-limiter waits and
+/// retry back-off sleeps are dropped, and the pass ends `interrupted`, with
+/// no action planned or started and `memory` untouched. Once execution has
+/// started, `cancel` lets the actions in flight finish and starts no more.
 pub async fn reconcile_once_observed(
     ec2: &dyn Ec2,
     config: &Config,
@@ -72,13 +125,33 @@ pub async fn reconcile_once_observed(
     now: SystemTime,
     options: &ExecuteOptions,
     cancel: &CancellationToken,
-    on_observed: &(dyn Fn(&Snapshot) + Sync),
+    progress: &dyn Progress,
 ) -> PassReport {
     let started = tokio::time::Instant::now();
-    let observation = observe(ec2, config).await;
-    on_observed(&observation.snapshot);
+    progress.phase(Phase::Observing);
+    let report_failure = |error: &ObserveError| progress.describe_failed(error);
+    let observation = tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
+            info!("shutdown during observation: the pass stops before planning; no action was started");
+            let mut snapshot = Snapshot::default();
+            snapshot.incomplete.extend(SnapshotPart::ALL);
+            return PassReport {
+                snapshot,
+                observe_errors: Vec::new(),
+                plan: Plan::default(),
+                report: Report::default(),
+                duration: started.elapsed(),
+                interrupted: true,
+            };
+        }
+        observation = observe_reporting(ec2, config, &report_failure) => observation,
+    };
+    progress.observed(&observation.snapshot);
+    progress.phase(Phase::Planning);
     let (plan, next) = plan(config, &observation.snapshot, memory, now);
     *memory = next;
+    progress.planned(plan.actions.len());
     for error in &observation.errors {
         warn!(part = error.part.as_str(), code = %error.source.code, error = %error.source,
             "a describe failed: that part of the snapshot is incomplete, destructive actions wait");
@@ -103,7 +176,8 @@ pub async fn reconcile_once_observed(
             );
         }
     }
-    let report = execute(ec2, &plan, options, cancel).await;
+    progress.phase(Phase::Executing);
+    let report = execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await;
     for (planned, outcome) in plan.actions.iter().zip(&report.outcomes) {
         let Action::DeleteMirror { group, .. } = &planned.action else { continue };
         match &outcome.result {
@@ -120,6 +194,7 @@ pub async fn reconcile_once_observed(
         plan,
         report,
         duration: started.elapsed(),
+        interrupted: false,
     };
     info!(
         actions = pass.plan.actions.len(),

@@ -76,16 +76,23 @@ pub const MISSING_ACTION: &str = "MissingAction";
 pub const MALFORMED_QUERY_STRING: &str = "MalformedQueryString";
 /// `DryRun=true`: the request would have been attempted (HTTP 412).
 pub const DRY_RUN_OPERATION: &str = "DryRunOperation";
+/// A request body over [`MAX_REQUEST_BYTES`] (HTTP 413): the code AWS lists
+/// among the errors common to every service's API ("Common Errors").
+pub const REQUEST_ENTITY_TOO_LARGE: &str = "RequestEntityTooLargeException";
+
+/// EC2's limit on the size of one Query API request: 2 MB.
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
 /// The HTTP status EC2 sends with an error code: 503 for throttling and
 /// unavailability, 500 for other server faults, 412 for `DryRunOperation`,
-/// 400 for everything else.
+/// 413 for a request too large, 400 for everything else.
 #[must_use]
 pub fn http_status(code: &str) -> u16 {
     match code {
         REQUEST_LIMIT_EXCEEDED | UNAVAILABLE | "ServiceUnavailable" => 503,
         INTERNAL_ERROR | "InternalFailure" => 500,
         DRY_RUN_OPERATION => 412,
+        REQUEST_ENTITY_TOO_LARGE => 413,
         _ => 400,
     }
 }
@@ -118,5 +125,6 @@ mod tests {
         assert_eq!(http_status(GROUP_NOT_FOUND), 400);
         assert_eq!(http_status(DRY_RUN_OPERATION), 412);
         assert_eq!(http_status(INVALID_ACTION), 400);
+        assert_eq!(http_status(REQUEST_ENTITY_TOO_LARGE), 413);
     }
 }

@@ -102,9 +102,15 @@ pub(crate) fn check_tag(key: &str, value: &str) -> Result<(), Fail> {
 }
 
 fn bad_ports(protocol: Protocol, ports: &Ports) -> Fail {
+    let (from, to) = ports.as_ec2();
     Fail::new(
         codes::INVALID_PARAMETER_VALUE,
-        format!("Invalid port range {ports:?} for IP protocol {}", protocol.as_ec2()),
+        format!(
+            "Invalid port range (FromPort {}, ToPort {}) for IP protocol {}",
+            crate::model::port_text(from),
+            crate::model::port_text(to),
+            protocol.as_ec2()
+        ),
     )
 }
 

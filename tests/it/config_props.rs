@@ -254,7 +254,8 @@ fn construct_everything(config: &Config) {
         let started = tokio::time::Instant::now();
         let _next_pass = started + jittered(config.daemon.interval);
         let health = Health::new(config.daemon.interval, started);
-        let _ = health.liveness(started + Duration::from_secs(86_400 * 365 * 100));
+        let far = started + Duration::from_secs(86_400 * 365 * 100);
+        let _ = health.liveness(far, Some(far));
         // Metrics, /status and health, as `run` builds them and a reload updates them.
         let metrics = Metrics::new();
         let state = http::State::new(std::sync::Arc::clone(&metrics), config);

@@ -3,6 +3,7 @@
 //! (signal and file change, valid and invalid; the file deleted, not UTF-8,
 //! a directory, replaced by a rename), and shutdown during a pass.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -11,8 +12,8 @@ use async_trait::async_trait;
 use classiclink_mirror::config::Config;
 use classiclink_mirror::daemon::{Connector, Event, PassObserver, ReloadOutcome, Settings, run};
 use classiclink_mirror::ec2::limited::Limited;
-use classiclink_mirror::ec2::{Ec2, GroupFilter};
-use classiclink_mirror::emulator::{Emulator, EmulatorOptions, Faults, NewGroup, NewVpc, RunInstances};
+use classiclink_mirror::ec2::{Ec2, GroupFilter, Operation};
+use classiclink_mirror::emulator::{Emulator, EmulatorOptions, ErrorInjection, Faults, NewGroup, NewVpc, RunInstances};
 use classiclink_mirror::metrics::Metrics;
 use classiclink_mirror::model::{GroupId, OWNERSHIP_TAG, VpcId};
 use classiclink_mirror::reconcile::PassReport;
@@ -32,6 +33,8 @@ struct Recorder {
     order: Mutex<Vec<&'static str>>,
     starts: Mutex<Vec<Instant>>,
     passes: Mutex<Vec<(usize, usize, usize)>>, // (pairs, actions, failed)
+    interrupted: Mutex<Vec<bool>>,
+    outcomes: Mutex<Vec<usize>>, // actions with an outcome, per pass
     reloads: Mutex<Vec<ReloadOutcome>>,
     stopped: Mutex<bool>,
     /// Fed with the reloads as the daemon's own instruments feed it.
@@ -44,6 +47,8 @@ impl Default for Recorder {
             order: Mutex::default(),
             starts: Mutex::default(),
             passes: Mutex::default(),
+            interrupted: Mutex::default(),
+            outcomes: Mutex::default(),
             reloads: Mutex::default(),
             stopped: Mutex::default(),
             metrics: Metrics::new(),
@@ -83,6 +88,8 @@ impl PassObserver for Recorder {
     fn pass_finished(&self, pass: &PassReport, _: &Config, _: SystemTime) {
         self.order.lock().unwrap().push("finished");
         self.passes.lock().unwrap().push((pass.plan.pairs.len(), pass.plan.actions.len(), pass.failed()));
+        self.interrupted.lock().unwrap().push(pass.interrupted);
+        self.outcomes.lock().unwrap().push(pass.report.outcomes.len());
     }
     fn reloaded(&self, outcome: ReloadOutcome, _: &Config) {
         self.reloads.lock().unwrap().push(outcome);
@@ -444,6 +451,40 @@ async fn shutdown_during_a_throttled_pass_stops_new_actions_and_returns_within_t
         .await
         .unwrap();
     assert!(all.iter().all(|g| g.name == "default" || g.mirrored_from().is_some()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_an_observation_of_a_failing_ec2_stops_it_at_once_with_no_unfinished_action() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    // Every security-group describe fails, and is retried slowly: one
+    // observation takes minutes of back-off sleeps.
+    write_config(
+        &path,
+        &w.vpc,
+        &[&w.web],
+        "[rate_limit]\nmax_attempts = 10\nretry_base_delay = \"20s\"\nretry_max_delay = \"1m\"\n",
+    );
+    w.emu.set_faults(Faults {
+        errors: ErrorInjection {
+            per_operation: BTreeMap::from([(Operation::DescribeSecurityGroups, 1.0)]),
+            ..ErrorInjection::default()
+        },
+        ..Faults::none()
+    });
+    let writes = w.emu.counters().mutating_calls();
+    let settings = Settings::new(path, None);
+    let daemon = spawn(settings, &w.emu);
+    run_for(Duration::from_secs(5)).await;
+    assert_eq!(daemon.recorder.order.lock().unwrap().clone(), vec!["started"], "observing, backing off");
+    let asked = Instant::now();
+    let recorder = daemon.stop().await;
+    assert!(asked.elapsed() < Duration::from_secs(1), "stopped after {:?}, not after the grace", asked.elapsed());
+    assert_eq!(recorder.order.lock().unwrap().clone(), vec!["started", "finished"]);
+    assert_eq!(recorder.interrupted.lock().unwrap().clone(), vec![true]);
+    assert_eq!(recorder.outcomes.lock().unwrap().clone(), vec![0], "no action unfinished: none was planned");
+    assert_eq!(w.emu.counters().mutating_calls(), writes, "no write sent");
 }
 
 #[tokio::test]

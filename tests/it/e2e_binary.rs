@@ -405,3 +405,175 @@ async fn plan_exits_1_instead_of_no_changes_when_every_describe_fails_or_ec2_is_
     assert!(refused.stderr.contains("ConnectionError"), "{}", refused.stderr);
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
+
+/// `/status` as JSON (`Null` when it cannot be had).
+async fn status_json(base: &str) -> serde_json::Value {
+    let (code, body) = get(&format!("{base}/status")).await;
+    if code != 200 {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test]
+async fn a_first_pass_failing_every_describe_is_visible_while_it_runs_and_sigterm_stops_its_observation_at_once() {
+    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // Slow retries, so that one observation takes many seconds.
+    let config = write_config(
+        dir.path(),
+        &emulator.url,
+        &format!("127.0.0.1:{port}"),
+        "[rate_limit]\nmax_attempts = 10\nretry_base_delay = \"1s\"\nretry_max_delay = \"2s\"\n",
+    );
+    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+
+    // The first pass is shown under way, alive and not ready.
+    eventually(Duration::from_secs(30), "the first pass under way", || async {
+        status_json(&base).await["current_cycle"]["phase"] == "observing"
+    })
+    .await;
+    let status = status_json(&base).await;
+    assert_eq!(status["last_cycle"], serde_json::Value::Null, "{status}");
+    assert!(status["current_cycle"]["started_at"].is_string(), "{status}");
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
+
+    // The source describes' failure shows as soon as they have failed, while
+    // the pass goes on observing the rest.
+    eventually(Duration::from_secs(60), "the failing part shown during the pass", || async {
+        let status = status_json(&base).await;
+        status["last_cycle"].is_null()
+            && status["current_cycle"]["incomplete"]
+                .as_array()
+                .is_some_and(|parts| parts.contains(&"source_groups".into()))
+    })
+    .await;
+    let status = status_json(&base).await;
+    let code = &status["current_cycle"]["observe_errors"][0]["code"];
+    assert!(*code == "InternalError" || *code == "Unavailable", "{status}");
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200, "a pass making requests is alive");
+
+    // Once over, it is recorded as what it was.
+    eventually(Duration::from_secs(60), "the failed first pass recorded", || async {
+        status_json(&base).await["last_cycle"]["outcome"] == "failed"
+    })
+    .await;
+    let status = status_json(&base).await;
+    assert!(status["holds"]["incomplete"].as_array().unwrap().contains(&"source_groups".into()), "{status}");
+    assert_eq!(status["holds"]["destructive_held"], true);
+    assert!(!status["last_cycle"]["observe_errors"].as_array().unwrap().is_empty(), "{status}");
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
+    assert!(metric(&metrics, "classiclink_mirror_cycles_total{outcome=\"failed\"}") >= 1.0, "{metrics}");
+
+    // SIGTERM while the next pass observes: it stops at once, with nothing
+    // unfinished to wait for.
+    eventually(Duration::from_secs(30), "the next pass observing", || async {
+        status_json(&base).await["current_cycle"]["phase"] == "observing"
+    })
+    .await;
+    let pid = daemon.id().expect("running").to_string();
+    let asked = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let output =
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await.expect("exits").unwrap();
+    let took = asked.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(5), "stopped at once, not after the 20 s drain grace: {took:?}");
+    assert!(stderr.contains("shutdown during observation"), "{stderr}");
+    assert!(!stderr.contains("did not finish within the drain grace"), "{stderr}");
+    assert_eq!(emulator.mutating_calls().await, 0);
+}
+
+#[tokio::test]
+async fn apply_interrupted_during_observation_stops_at_once_and_says_nothing_was_started() {
+    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &emulator.url,
+        "127.0.0.1:0",
+        "[rate_limit]\nmax_attempts = 10\nretry_base_delay = \"1s\"\nretry_max_delay = \"2s\"\n",
+    );
+    let child = binary().args(["apply", "--config", config.to_str().unwrap()]).spawn().unwrap();
+    // Observing: the first describe is failing and backing off for seconds.
+    eventually(Duration::from_secs(30), "apply's first describes", || async {
+        emulator.calls().await.get("DescribeSecurityGroups").and_then(|c| c["requests"].as_u64()).unwrap_or(0) > 0
+    })
+    .await;
+    let pid = child.id().expect("running").to_string();
+    let asked = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect("exits").unwrap();
+    let took = asked.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(took < Duration::from_secs(5), "stopped at once: {took:?}");
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("pass 1: interrupted during observation; nothing planned or started"), "{stdout}");
+    assert!(stdout.contains("interrupted before converging"), "{stdout}");
+    assert_eq!(emulator.mutating_calls().await, 0);
+}
+
+#[tokio::test]
+async fn more_idle_sockets_than_open_files_allowed_neither_starve_healthz_nor_stall_passes() {
+    let emulator = EmulatorProcess::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = write_config(dir.path(), &emulator.url, &format!("127.0.0.1:{port}"), "");
+    // The daemon under a tiny open-files limit, below its connection cap.
+    let program = env!("CARGO_BIN_EXE_classiclink-mirror");
+    let daemon = Command::new("sh")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CLASSICLINK_MIRROR_LOG_FORMAT", "json")
+        .current_dir(root())
+        .args(["-c", "ulimit -n 100 && exec \"$0\" run --config \"$1\"", program, config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "/readyz 200", || async { get(&format!("{base}/readyz")).await.0 == 200 })
+        .await;
+
+    // 300 sockets that send nothing: more than the daemon may have open.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap());
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let asked = std::time::Instant::now();
+    let healthz = client.get(format!("{base}/healthz")).send().await.expect("/healthz answers");
+    assert_eq!(healthz.status(), 200);
+    assert!(asked.elapsed() < Duration::from_secs(3), "took {:?}", asked.elapsed());
+
+    // Passes go on: new passes succeed while the sockets are still open.
+    let success = "classiclink_mirror_cycles_total{outcome=\"success\"}";
+    let before = metric(&client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap(), success);
+    eventually(Duration::from_secs(20), "successful passes with the sockets open", || async {
+        let text = match client.get(format!("{base}/metrics")).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        metric(&text, success) >= before + 2.0
+    })
+    .await;
+    drop(idle);
+    let pid = daemon.id().expect("running").to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let output =
+        tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await.expect("exits").unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // The listener did run out of descriptors, and said so without flooding the log.
+    let warnings = stderr.matches("the HTTP listener cannot accept a connection").count();
+    assert!((1..=5).contains(&warnings), "{warnings} accept warnings: {stderr}");
+}

@@ -949,3 +949,60 @@ async fn malformed_requests_are_answered_with_ec2_error_documents() {
     assert_eq!(calls.errors(Operation::DescribeSecurityGroups, codes::MISSING_PARAMETER), 1);
     assert_eq!(calls.requests(Operation::DeleteSecurityGroup), 0, "a dry run is not a request to the engine");
 }
+
+#[tokio::test]
+async fn a_body_over_two_megabytes_is_answered_with_an_ec2_error_document_not_a_reset() {
+    let wire = Wire::start(Emulator::default()).await;
+    let http = wire.http();
+    // Just at the limit: parsed and answered normally.
+    let base = "Action=DescribeVpcs&Version=2016-11-15&Pad=";
+    let at_limit = format!("{base}{}", "a".repeat(codes::MAX_REQUEST_BYTES - base.len()));
+    let response = http.post(&wire.url).header("content-type", FORM).body(at_limit).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    // One byte over, and far over: an EC2 error document with status 413.
+    for size in [codes::MAX_REQUEST_BYTES + 1, 5 * codes::MAX_REQUEST_BYTES] {
+        let body = format!("{base}{}", "a".repeat(size - base.len()));
+        let response = http.post(&wire.url).header("content-type", FORM).body(body).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 413, "{size} bytes");
+        assert_eq!(response.headers()["content-type"], "text/xml;charset=UTF-8");
+        let header_id = response.headers()["x-amzn-requestid"].to_str().unwrap().to_owned();
+        let doc = parse_error_doc(&response.text().await.unwrap());
+        assert_eq!((doc.root.as_str(), doc.code.as_str()), ("Response", codes::REQUEST_ENTITY_TOO_LARGE), "{doc:?}");
+        assert!(doc.message.contains("2097152 bytes"), "{doc:?}");
+        assert_eq!(doc.request_id, header_id);
+    }
+    assert_eq!(wire.emulator.counters().requests(Operation::DescribeVpcs), 1, "an oversized request reaches no engine");
+}
+
+#[tokio::test]
+async fn reversed_ports_are_refused_without_rust_debug_text_in_the_message() {
+    let wire = Wire::start(Emulator::default()).await;
+    let vpc = wire.emulator.create_vpc(&NewVpc::classic_link(true)).await.unwrap();
+    let group = wire.emulator.create_group(&NewGroup::in_vpc(&vpc, "web", "Web")).await.unwrap();
+    let version = ("Version", "2016-11-15");
+    let pairs: Form<'_> = vec![
+        ("Action", "AuthorizeSecurityGroupIngress"),
+        version,
+        ("GroupId", group.as_str()),
+        ("IpPermissions.1.IpProtocol", "tcp"),
+        ("IpPermissions.1.FromPort", "80"),
+        ("IpPermissions.1.ToPort", "22"),
+        ("IpPermissions.1.IpRanges.1.CidrIp", "10.0.0.0/8"),
+    ];
+    let response = wire.http().post(&wire.url).header("content-type", FORM).body(form(&pairs)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let doc = parse_error_doc(&response.text().await.unwrap());
+    assert_eq!(doc.code, codes::INVALID_PARAMETER_VALUE);
+    assert!(doc.message.contains("FromPort 80, ToPort 22"), "{doc:?}");
+    for debug in ["Some(", "None", "Range {", "{ from"] {
+        assert!(!doc.message.contains(debug), "{debug} in {doc:?}");
+    }
+
+    // Through the port, a grant whose ports do not fit its protocol.
+    let bad = Grant::new(Protocol::Tcp, Ports::None, v4("10.0.0.0/8"), None);
+    let error = wire.emulator.authorize_ingress(&group, &[bad]).await.unwrap_err();
+    assert_eq!(error.code, codes::INVALID_PARAMETER_VALUE);
+    assert!(!error.message.contains("None") && !error.message.contains('{'), "{error:?}");
+    assert!(error.message.contains("FromPort none, ToPort none"), "{error:?}");
+}

@@ -629,3 +629,101 @@ async fn max_in_flight_bounds_how_many_actions_run_at_once() {
     assert!(one >= Duration::from_secs(16), "{one:?}");
     assert!(four < one - Duration::from_secs(10), "4 in flight: {four:?}, 1 in flight: {one:?}");
 }
+
+/// Someone links `instance` to `vpc` with `groups` alone, as if by hand: the
+/// next pass must relink it (detach, then attach with its mirror too).
+async fn relink_by_hand(emu: &Emulator, instance: &InstanceId, vpc: &VpcId, groups: &[GroupId]) {
+    emu.detach_classic_link_vpc(instance, vpc).await.unwrap();
+    emu.attach_classic_link_vpc(instance, vpc, groups).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn relink_at_85_percent_errors_attaches_the_detached_instance_again_at_once_and_first_in_the_next_pass() {
+    use classiclink_mirror::plan::Action;
+    let estate = three_tiers().await;
+    let emu = &estate.emu;
+    let mut config = config_for(&estate.vpc, &[&estate.web, &estate.app, &estate.db]);
+    // One action at a time: the order in which ready actions start is all that matters.
+    config.rate_limit.max_in_flight = 1;
+    let ec2 = limited(emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    pass(&ec2, &config, &mut memory, &clock).await;
+    assert!(pass(&ec2, &config, &mut memory, &clock).await.converged());
+    let ops = emu.create_group(&NewGroup::in_vpc(&estate.vpc, "ops", "monitoring")).await.unwrap();
+    let instance = estate.instances[0].clone();
+    let web = mirror_of(emu, &estate.web).await.id;
+    let attaches = || emu.counters().requests(Operation::AttachClassicLinkVpc);
+    let is_relink = |p: &PassReport| p.plan.actions.iter().any(|a| matches!(a.action, Action::Relink { .. }));
+
+    // 85 % of attaches fail: the attach after the relink's detach is retried
+    // at once, within the pass, until the instance is linked again.
+    relink_by_hand(emu, &instance, &estate.vpc, std::slice::from_ref(&ops)).await;
+    emu.set_faults(Faults {
+        errors: ErrorInjection {
+            per_operation: BTreeMap::from([(Operation::AttachClassicLinkVpc, 0.85)]),
+            ..ErrorInjection::default()
+        },
+        seed: 11,
+        ..Faults::none()
+    });
+    let before = attaches();
+    clock.advance(Duration::from_secs(30));
+    let relinked = pass(&ec2, &config, &mut memory, &clock).await;
+    assert!(is_relink(&relinked));
+    let tried = attaches() - before;
+    assert!(tried > u64::from(config.rate_limit.max_attempts), "one attach request is not retried at once: {tried}");
+    assert_eq!(relinked.failed(), 0);
+    assert_eq!(emu.peek_link(&instance).unwrap().groups, BTreeSet::from([ops.clone(), web.clone()]));
+
+    // Every attach fails: the relink leaves the instance detached after
+    // retrying the attach at once, and says so.
+    relink_by_hand(emu, &instance, &estate.vpc, std::slice::from_ref(&ops)).await;
+    emu.set_faults(Faults {
+        errors: ErrorInjection {
+            per_operation: BTreeMap::from([(Operation::AttachClassicLinkVpc, 1.0)]),
+            ..ErrorInjection::default()
+        },
+        ..Faults::none()
+    });
+    let before = attaches();
+    clock.advance(Duration::from_secs(30));
+    let failed = pass(&ec2, &config, &mut memory, &clock).await;
+    assert!(is_relink(&failed));
+    assert_eq!(failed.failed(), 1);
+    let options = execute_options(&config);
+    let expected = u64::from(config.rate_limit.max_attempts) * (1 + options.reattach_retries as u64);
+    assert_eq!(attaches() - before, expected, "each re-attach request retried underneath, and re-attached again");
+    assert!(emu.peek_link(&instance).is_none(), "detached, not attached again");
+
+    // Next pass: slow work is ahead of the attach in plan order (new rules on
+    // every source, every request taking 2 s), and the attach still runs first.
+    for (i, source) in [&estate.web, &estate.app, &estate.db].into_iter().enumerate() {
+        let port = 9000 + u16::try_from(i).unwrap();
+        allow(emu, source, &[tcp(port, "10.9.0.0/16"), tcp(port, "10.8.0.0/16")]).await;
+    }
+    emu.set_faults(Faults { latency: Duration::from_secs(2), ..Faults::none() });
+    let authorizes = || emu.counters().requests(Operation::AuthorizeSecurityGroupIngress);
+    let authorizes_before = authorizes();
+    let watcher = {
+        let emu = emu.clone();
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            while emu.peek_link(&instance).is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            emu.counters().requests(Operation::AuthorizeSecurityGroupIngress)
+        })
+    };
+    clock.advance(Duration::from_secs(30));
+    let next = pass(&ec2, &config, &mut memory, &clock).await;
+    assert_eq!(next.failed(), 0);
+    let kinds: Vec<ActionKind> = next.plan.actions.iter().map(|a| a.action.kind()).collect();
+    let attach = kinds.iter().position(|k| *k == ActionKind::Attach).expect("an attach is planned");
+    let authorize = kinds.iter().position(|k| *k == ActionKind::Authorize).expect("authorizes are planned");
+    assert!(authorize < attach, "the slow work comes first in plan order: {kinds:?}");
+    let authorizes_at_link = tokio::time::timeout(Duration::from_secs(60), watcher).await.unwrap().unwrap();
+    assert_eq!(authorizes_at_link, authorizes_before, "the attach waited behind grant batches");
+    // Linked with its mirror (the hand-added group went with the detach).
+    assert_eq!(emu.peek_link(&instance).unwrap().groups, BTreeSet::from([web]));
+}

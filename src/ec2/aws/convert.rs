@@ -485,7 +485,7 @@ mod tests {
             ),
             (
                 malformed(rule(sdk::IpPermission::builder().ip_protocol("tcp").ip_ranges(cidr("10.0.0.0/8")).build())),
-                "malformed response: SecurityGroups[sg-0a1].IpPermissions[].FromPort/ToPort: invalid port range None..None for protocol tcp",
+                "malformed response: SecurityGroups[sg-0a1].IpPermissions[].FromPort/ToPort: invalid port range (FromPort none, ToPort none) for protocol tcp",
             ),
             (
                 malformed(rule(sdk::IpPermission::builder().ip_protocol("-1").ip_ranges(cidr("10.0.0.300/8")).build())),

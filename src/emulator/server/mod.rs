@@ -20,6 +20,10 @@
 //! - Every request naming a known action goes through the engine's request
 //!   pipeline — parameter refusals included — so throttling, injected faults
 //!   and the per-action counters apply to it.
+//! - A body over EC2's 2 MB request limit ([`codes::MAX_REQUEST_BYTES`]) is
+//!   read to its end (up to [`MAX_DRAINED_BYTES`], so the client is not reset
+//!   while still sending) and answered `RequestEntityTooLargeException` (413)
+//!   in the same error document; it reaches no engine.
 //! - `GET /_emulator/calls` serves the counters as JSON, `POST
 //!   /_emulator/reset-calls` zeroes them.
 
@@ -32,17 +36,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 
 use crate::ec2::{Ec2Error, Operation};
 
 use super::state::Fail;
 use super::{Emulator, codes};
+
+/// An oversized body is read (and dropped) to its end up to this many bytes,
+/// so that the client, still sending, reads the error document instead of a
+/// connection reset; past it the connection is closed after the answer.
+pub const MAX_DRAINED_BYTES: usize = 64 * 1024 * 1024;
 
 /// The header EC2 and the SDK use for the request id.
 const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
@@ -68,6 +78,9 @@ pub fn router(emulator: Emulator) -> Router {
         .route("/_emulator/calls", get(calls))
         .route("/_emulator/reset-calls", post(reset_calls))
         .fallback(query_api)
+        // The Query API applies EC2's own limit, answered in EC2's error
+        // document ([`read_body`]), instead of axum's plain-text 413.
+        .layer(DefaultBodyLimit::disable())
         .with_state(server)
 }
 
@@ -134,9 +147,40 @@ fn xml_response(status: StatusCode, request_id: &str, body: String) -> Response 
     response
 }
 
-async fn query_api(State(server): State<Arc<Server>>, uri: Uri, body: Bytes) -> Response {
+/// The request body, or the refusal of one over [`codes::MAX_REQUEST_BYTES`]
+/// (read on to [`MAX_DRAINED_BYTES`] first) or cut off by the client.
+async fn read_body(body: Body) -> Result<Bytes, Refusal> {
+    let mut stream = body.into_data_stream();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut total: usize = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Refusal {
+            code: codes::MALFORMED_QUERY_STRING.to_owned(),
+            message: format!("The request body could not be read: {e}"),
+        })?;
+        total = total.saturating_add(chunk.len());
+        if total <= codes::MAX_REQUEST_BYTES {
+            kept.extend_from_slice(&chunk);
+        } else if total > MAX_DRAINED_BYTES {
+            break;
+        }
+    }
+    if total > codes::MAX_REQUEST_BYTES {
+        return Err(Refusal {
+            code: codes::REQUEST_ENTITY_TOO_LARGE.to_owned(),
+            message: format!("The request body exceeds the maximum request size of {} bytes", codes::MAX_REQUEST_BYTES),
+        });
+    }
+    Ok(Bytes::from(kept))
+}
+
+async fn query_api(State(server): State<Arc<Server>>, uri: Uri, body: Body) -> Response {
     let request_id = server.next_request_id();
-    match handle(&server.emulator, uri.query(), &body).await {
+    let answer = match read_body(body).await {
+        Ok(body) => handle(&server.emulator, uri.query(), &body).await,
+        Err(refusal) => Err(refusal),
+    };
+    match answer {
         Ok((operation, inner)) => {
             tracing::debug!(action = operation.as_str(), request_id, "EC2 request answered");
             xml_response(StatusCode::OK, &request_id, xml::response(operation.as_str(), &request_id, &inner))

@@ -121,7 +121,7 @@ fn a_bad_estate_reports_every_problem_with_its_place_and_loads_nothing() {
                 .to_owned(),
             r#"group[2].vpc: no VPC named "nowhere""#.to_owned(),
             r#"group[0].rules[0].from_group: no group named "app" among Classic groups"#.to_owned(),
-            r#"group[0].rules[1]: invalid port range Some(90)..Some(80) for protocol tcp"#.to_owned(),
+            r#"group[0].rules[1]: invalid port range (FromPort 90, ToPort 80) for protocol tcp"#.to_owned(),
             r#"group[0].rules[2].cidr: "10.0.0.0/33" is not a CIDR block"#.to_owned(),
             "group[0].rules[3]: a rule needs exactly one of cidr, from_group, foreign_group, prefix_list".to_owned(),
             r#"instance[0].groups[0]: no group named "ghost" among Classic groups"#.to_owned(),
