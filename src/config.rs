@@ -34,6 +34,9 @@ use toml::de::{DeTable, DeValue};
 use crate::ec2::limited::{MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND};
 use crate::model::{DEFAULT_DISCOVERY_TAG, DEFAULT_RULES_PER_GROUP, GroupId, VpcId};
 
+/// Default of `daemon.state_dir`: systemd's `StateDirectory=classiclink-mirror`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/classiclink-mirror";
+
 /// Upper bound of `rate_limit.max_attempts`.
 pub const MAX_ATTEMPTS: u32 = 10;
 /// Upper bound of `rate_limit.retry_base_delay` and
@@ -75,6 +78,10 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// Global mode; mappings may override it.
     pub mode: Mode,
+    /// Where the state file lives (`docs/operations.md`). Never created by
+    /// the daemon; when it is missing or read-only the daemon runs without
+    /// keeping its state.
+    pub state_dir: PathBuf,
 }
 
 /// `[safety]`.
@@ -213,6 +220,7 @@ impl Config {
                 interval: Duration::from_secs(30),
                 listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
                 mode: Mode::Enforce,
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             },
             safety: SafetyConfig {
                 max_revokes_per_cycle: 200,
@@ -399,7 +407,7 @@ enum Shape {
 /// checks it does.
 const SCHEMA: &[(&str, Shape)] = &[
     ("aws", Shape::Table(&["region", "endpoint_url", "profile"])),
-    ("daemon", Shape::Table(&["interval", "listen", "mode"])),
+    ("daemon", Shape::Table(&["interval", "listen", "mode", "state_dir"])),
     (
         "safety",
         Shape::Table(&[
@@ -472,6 +480,7 @@ struct RawDaemon {
     interval: Option<RawValue>,
     listen: Option<RawValue>,
     mode: Option<RawValue>,
+    state_dir: Option<RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1055,7 +1064,18 @@ impl Checker<'_> {
             None => Some(defaults.mode),
             Some(value) => self.mode("daemon.mode", value),
         };
-        Some(DaemonConfig { interval: interval?, listen: listen?, mode: mode? })
+        let state_dir = match &raw.state_dir {
+            None => Some(defaults.state_dir.clone()),
+            Some(value) => self.string("daemon.state_dir", value).and_then(|text| {
+                if text.is_empty() || text.contains('\0') {
+                    self.invalid("daemon.state_dir", value, format!("{text:?} is not a directory path"));
+                    None
+                } else {
+                    Some(PathBuf::from(text))
+                }
+            }),
+        };
+        Some(DaemonConfig { interval: interval?, listen: listen?, mode: mode?, state_dir: state_dir? })
     }
 
     fn check_safety(&mut self, raw: &RawSafety, defaults: &SafetyConfig) -> Option<SafetyConfig> {
@@ -1996,6 +2016,7 @@ profile = "migration"
 interval = "1m"
 listen = "0.0.0.0:9000"
 mode = "audit"
+state_dir = "/srv/mirror-state"
 [safety]
 max_revokes_per_cycle = 1
 max_deletes_per_cycle = 2
@@ -2053,6 +2074,7 @@ enable_classiclink = true
             interval: Duration::from_secs(60),
             listen: "0.0.0.0:9000".parse().unwrap(),
             mode: Mode::Audit,
+            state_dir: PathBuf::from("/srv/mirror-state"),
         };
         expected.safety = SafetyConfig {
             max_revokes_per_cycle: 1,

@@ -142,6 +142,8 @@ pub struct ApplyReport {
     pub passes: Vec<PassReport>,
     /// True when the last pass found nothing to execute on a complete snapshot.
     pub converged: bool,
+    /// The planner's memory after the last pass (for the state file).
+    pub memory: Memory,
 }
 
 /// Runs passes until one plans nothing to execute on a complete snapshot, or
@@ -153,8 +155,20 @@ pub async fn apply(
     clock: &(dyn Fn() -> SystemTime + Sync),
     cancel: &CancellationToken,
 ) -> ApplyReport {
+    apply_from(ec2, config, max_passes, clock, cancel, Memory::default()).await
+}
+
+/// [`apply`], starting from `memory` (the state file's) instead of nothing.
+pub async fn apply_from(
+    ec2: &dyn Ec2,
+    config: &Config,
+    max_passes: usize,
+    clock: &(dyn Fn() -> SystemTime + Sync),
+    cancel: &CancellationToken,
+    memory: Memory,
+) -> ApplyReport {
     let options = execute_options(config);
-    let mut memory = Memory::default();
+    let mut memory = memory;
     let mut passes = Vec::new();
     let mut converged = false;
     for _ in 0..max_passes.max(1) {
@@ -168,5 +182,5 @@ pub async fn apply(
             break;
         }
     }
-    ApplyReport { passes, converged }
+    ApplyReport { passes, converged, memory }
 }
