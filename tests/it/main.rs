@@ -11,6 +11,7 @@ mod aws_canned;
 mod bench_runner;
 mod cli;
 mod config_errors;
+mod crash_safety;
 mod daemon_loop;
 mod docs;
 mod e2e_binary;
