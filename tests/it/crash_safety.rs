@@ -8,17 +8,21 @@
 //! wants (a final `plan` exits 0; the rules and links are also checked one by
 //! one through the SDK).
 //!
+//! And `apply` with the state file: it uses one that exists (a corrupt one
+//! holds deletions), writes it back, and creates none.
+//!
 //! The kill moments come from a seed that is printed; rerun a failure with
 //! `CLASSICLINK_MIRROR_CRASH_SEED=<seed>`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::{Ec2, GroupFilter, InstanceFilter, LinkFilter};
 use classiclink_mirror::model::{
-    GrantKey, GroupId, InstanceState, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
+    GrantKey, GroupId, InstanceState, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -294,4 +298,71 @@ async fn kill_9_at_random_moments_of_a_cold_start_leaves_nothing_half_made_and_a
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(files, ["state.json"]);
+}
+
+/// An estate with one orphan whose grace ended long ago.
+async fn start_orphan_world(dir: &Path) -> (Child, String) {
+    let estate = format!(
+        "[[vpc]]\nname = \"target\"\nid = \"{TARGET_VPC}\"\nclassic_link = true\n\
+         [[group]]\nname = \"{ORPHAN_NAME}\"\nvpc = \"target\"\n\
+         tags = {{ \"{OWNERSHIP_TAG}\" = \"{ORPHAN_SOURCE}\", \"{ORPHANED_SINCE_TAG}\" = \"2020-01-01T00:00:00Z\" }}\n"
+    );
+    let estate_path = dir.join("estate.toml");
+    std::fs::write(&estate_path, estate).unwrap();
+    let mut emulator = binary()
+        .args(["emulator", "--listen", "127.0.0.1:0", "--estate", estate_path.to_str().unwrap()])
+        .spawn()
+        .expect("start the emulator");
+    let mut lines = BufReader::new(emulator.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let url = first.rsplit(' ').next().unwrap().to_owned();
+    (emulator, url)
+}
+
+#[tokio::test]
+async fn apply_uses_the_state_file_when_it_exists_and_a_corrupt_one_holds_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emulator, url) = start_orphan_world(dir.path()).await;
+    let ec2 = crate::common::local_port(&url).await;
+    let config = dir.path().join("mirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n[daemon]\nstate_dir = \"{}\"\n\
+             [safety]\norphan_grace = \"1h\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state.json");
+    let apply = || async { binary().args(["apply", "--config", config.to_str().unwrap()]).output().await.unwrap() };
+    let orphan_exists = || async { vpc_groups(&ec2).await.iter().any(|g| g.name == ORPHAN_NAME) };
+
+    // A corrupt state file: a warning, a conservative start, the deletion held.
+    std::fs::write(&state, "{\"version\": 1, \"baseline\": ").unwrap();
+    let held = apply().await;
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert_eq!(held.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("is corrupt") && stderr.contains("starting conservatively"), "{stderr}");
+    assert!(orphan_exists().await, "the due orphan is kept while the state is lost");
+    let written = std::fs::read_to_string(&state).unwrap();
+    assert!(written.contains("\"state_lost_at\": \"20"), "written back with the hold: {written}");
+
+    // The hold is in the file: the next apply keeps it.
+    let again = apply().await;
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("corrupt"), "the file is good again");
+    assert!(orphan_exists().await, "still within one orphan_grace of the loss");
+
+    // A good state file without a hold: the orphan, long due, goes.
+    std::fs::write(&state, "{\"version\": 1}\n").unwrap();
+    let done = apply().await;
+    assert_eq!(done.status.code(), Some(0), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(!orphan_exists().await, "deleted");
+    let written = std::fs::read_to_string(&state).unwrap();
+    assert!(written.contains("\"baseline\": {"), "apply wrote its baseline back: {written}");
+
+    // No state file: apply neither needs nor creates one.
+    std::fs::remove_file(&state).unwrap();
+    assert_eq!(apply().await.status.code(), Some(0));
+    assert!(!state.exists());
 }
