@@ -84,9 +84,16 @@ pub async fn reconcile_once_observed(
             "a describe failed: that part of the snapshot is incomplete, destructive actions wait");
     }
     for warning in &plan.warnings {
-        // Conflicts and safety holds need a human; the rest is in /status and the plan.
+        // Conflicts, safety holds and a tampered orphan tag need a human; the
+        // rest is in /status and the plan.
         if warning.kind.conflict_kind().is_some()
-            || matches!(warning.kind, WarningKind::SafetyHold | WarningKind::IncompleteSnapshot)
+            || matches!(
+                warning.kind,
+                WarningKind::SafetyHold
+                    | WarningKind::IncompleteSnapshot
+                    | WarningKind::StateLost
+                    | WarningKind::OrphanTagInvalid
+            )
         {
             warn!(
                 kind = warning.kind.as_str(),
