@@ -367,6 +367,34 @@ async fn an_orphan_is_deleted_after_its_grace_even_when_the_daemon_restarts_ever
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_second_daemon_counts_an_orphans_grace_from_the_first_daemons_tag() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    pass(&ec2, &config, &mut Memory::default(), &clock).await;
+    let web_mirror = mirror_of(&estate.emu, &estate.web).await;
+    let smaller = config_for(&estate.vpc, &[&estate.app]);
+    let orphaned_at = clock.now();
+    let mut first = Memory::default();
+    pass(&ec2, &smaller, &mut first, &clock).await;
+
+    // Another daemon, with its own memory, starts watching 9 minutes later.
+    clock.advance(Duration::from_secs(540));
+    let mut second = Memory::default();
+    let seen = pass(&ec2, &smaller, &mut second, &clock).await;
+    assert_eq!(seen.plan.orphans[0].since, orphaned_at, "the first daemon's tag");
+    assert_eq!(seen.plan.orphans[0].due, Some(orphaned_at + Duration::from_secs(600)));
+    assert!(seen.plan.actions.is_empty(), "nothing to mark again: {:?}", seen.plan.actions);
+    clock.advance(Duration::from_secs(60));
+    pass(&ec2, &smaller, &mut second, &clock).await;
+    assert!(estate.emu.peek_group(&web_mirror.id).is_none(), "deleted 10 minutes after the first daemon saw it");
+    // The first daemon finds it gone: nothing to do, nothing failed.
+    let after = pass(&ec2, &smaller, &mut first, &clock).await;
+    assert!(after.converged() && after.failed() == 0, "{:?}", after.plan.actions);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_vpc_group_is_mirrored_into_another_vpc_without_links() {
     let emu = Emulator::new(EmulatorOptions::default());
     let old = emu.create_vpc(&NewVpc::default()).await.unwrap();
