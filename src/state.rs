@@ -271,8 +271,8 @@ impl StateFile {
     }
 }
 
-/// The memory to start from after `error`: nothing remembered, and
-/// destructive actions held for one `orphan_grace` from `now`.
+/// The memory to start from when the state file cannot be used: nothing
+/// remembered, and destructive actions held for one `orphan_grace` from `now`.
 #[must_use]
 pub fn conservative_start(now: SystemTime) -> Memory {
     Memory { state_lost_at: Some(now), ..Memory::default() }
