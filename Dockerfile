@@ -2,7 +2,8 @@
 #
 #   docker build -t classiclink-mirror .
 #   docker run -d --name classiclink-mirror --stop-timeout 40 -p 9464:9464 \
-#     -v /etc/classiclink-mirror:/etc/classiclink-mirror:ro classiclink-mirror
+#     -v /etc/classiclink-mirror:/etc/classiclink-mirror:ro \
+#     -v classiclink-mirror-state:/var/lib/classiclink-mirror classiclink-mirror
 #
 # The mapping file is read from /etc/classiclink-mirror/classiclink-mirror.toml:
 # mount the directory (a single-file bind mount keeps the old inode when an
@@ -15,7 +16,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
- && install -D -m 0755 target/release/classiclink-mirror /out/classiclink-mirror
+ && install -D -m 0755 target/release/classiclink-mirror /out/classiclink-mirror \
+ && install -d -m 0700 /out/state
 
 # --- runtime -----------------------------------------------------------------
 # distroless/cc: glibc and libgcc_s for the Rust binary (built on the same
@@ -27,6 +29,10 @@ RUN cargo build --release --locked \
 # logs "no native root CA certificates found".)
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/classiclink-mirror /usr/local/bin/classiclink-mirror
+# daemon.state_dir: the state file (docs/operations.md, "What survives a
+# restart"). Mount a named volume here to keep it across containers.
+COPY --from=build --chown=65532:65532 /out/state /var/lib/classiclink-mirror
+VOLUME /var/lib/classiclink-mirror
 # JSON logs on stderr, one object per line (also the default off a TTY).
 ENV CLASSICLINK_MIRROR_LOG_FORMAT=json
 # /metrics /healthz /readyz /status (daemon.listen).

@@ -40,6 +40,9 @@ use toml::de::{DeTable, DeValue};
 use self::bounds::Bounds;
 use crate::model::{DEFAULT_DISCOVERY_TAG, DEFAULT_RULES_PER_GROUP, GroupId, VpcId};
 
+/// Default of `daemon.state_dir`: systemd's `StateDirectory=classiclink-mirror`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/classiclink-mirror";
+
 /// The allowed values of every numeric and duration key, both ends
 /// included: the one place they are written. Validation refuses a value
 /// outside them with an error naming the key and the range, so nothing built
@@ -212,6 +215,10 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// Global mode; mappings may override it.
     pub mode: Mode,
+    /// Where the state file lives (`docs/operations.md`). Never created by
+    /// the daemon; when it is missing or read-only the daemon runs without
+    /// keeping its state.
+    pub state_dir: PathBuf,
 }
 
 /// `[safety]`.
@@ -350,6 +357,7 @@ impl Config {
                 interval: Duration::from_secs(30),
                 listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
                 mode: Mode::Enforce,
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             },
             safety: SafetyConfig {
                 max_revokes_per_cycle: 200,
@@ -555,7 +563,7 @@ enum Shape {
 /// checks it does.
 const SCHEMA: &[(&str, Shape)] = &[
     ("aws", Shape::Table(&["region", "endpoint_url", "profile"])),
-    ("daemon", Shape::Table(&["interval", "listen", "mode"])),
+    ("daemon", Shape::Table(&["interval", "listen", "mode", "state_dir"])),
     (
         "safety",
         Shape::Table(&[
@@ -628,6 +636,7 @@ struct RawDaemon {
     interval: Option<RawValue>,
     listen: Option<RawValue>,
     mode: Option<RawValue>,
+    state_dir: Option<RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1230,7 +1239,18 @@ impl Checker<'_> {
             None => Some(defaults.mode),
             Some(value) => self.mode("daemon.mode", value),
         };
-        Some(DaemonConfig { interval: interval?, listen: listen?, mode: mode? })
+        let state_dir = match &raw.state_dir {
+            None => Some(defaults.state_dir.clone()),
+            Some(value) => self.string("daemon.state_dir", value).and_then(|text| {
+                if text.is_empty() || text.contains('\0') {
+                    self.invalid("daemon.state_dir", value, format!("{text:?} is not a directory path"));
+                    None
+                } else {
+                    Some(PathBuf::from(text))
+                }
+            }),
+        };
+        Some(DaemonConfig { interval: interval?, listen: listen?, mode: mode?, state_dir: state_dir? })
     }
 
     fn check_safety(&mut self, raw: &RawSafety, defaults: &SafetyConfig) -> Option<SafetyConfig> {
@@ -2280,6 +2300,7 @@ profile = "migration"
 interval = "1m"
 listen = "0.0.0.0:9000"
 mode = "audit"
+state_dir = "/srv/mirror-state"
 [safety]
 max_revokes_per_cycle = 1
 max_deletes_per_cycle = 2
@@ -2337,6 +2358,7 @@ enable_classiclink = true
             interval: Duration::from_secs(60),
             listen: "0.0.0.0:9000".parse().unwrap(),
             mode: Mode::Audit,
+            state_dir: PathBuf::from("/srv/mirror-state"),
         };
         expected.safety = SafetyConfig {
             max_revokes_per_cycle: 1,

@@ -17,6 +17,10 @@
 //!   keeps running. A file made good again is reloaded without a signal.
 //!   Nothing built from a validated configuration can panic (every numeric
 //!   key is bounded), so a reload never takes the process down.
+//! - The planner's memory is loaded from the state file (`daemon.state_dir`)
+//!   at start and written back after each pass that changed it; a state
+//!   file that cannot be read means a conservative start, one that cannot
+//!   be written a warning: neither stops the daemon ([`crate::state`]).
 //! - Everything observable goes through [`PassObserver`] (metrics, `/status`,
 //!   health, sd-notify), so the loop itself stays testable with the in-process
 //!   emulator and paused time.
@@ -32,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
@@ -44,6 +48,7 @@ pub use crate::metrics::ReloadOutcome;
 use crate::observe::ObserveError;
 use crate::plan::Memory;
 use crate::reconcile::{PassReport, Phase, Progress, execute_options, reconcile_once_observed};
+use crate::state::{StateError, StateFile, conservative_start};
 
 /// What the daemon is told from outside (signals, tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +78,8 @@ pub trait PassObserver: Send + Sync {
     fn pass_finished(&self, _pass: &PassReport, _config: &Config, _started_at: SystemTime) {}
     /// A reload was attempted; `config` is the configuration in force after it.
     fn reloaded(&self, _outcome: ReloadOutcome, _config: &Config) {}
+    /// The state file could not be loaded (at start) or saved (after a pass).
+    fn state_file_failed(&self, _error: &StateError) {}
     /// The daemon is stopping.
     fn stopping(&self) {}
     /// `/metrics` and friends are served on `address`.
@@ -181,6 +188,10 @@ struct Loop<'a> {
     seen: FileState,
     ec2: Arc<dyn Ec2>,
     memory: Memory,
+    /// Where `memory` is kept across restarts.
+    state_file: StateFile,
+    /// The last save failed (logged once until one succeeds again).
+    state_file_failing: bool,
 }
 
 /// The mapping file as the watcher sees it: a hash of its bytes, or why it
@@ -243,6 +254,10 @@ impl Loop<'_> {
                 if config.daemon.listen != self.config.daemon.listen {
                     warn!(listen = %config.daemon.listen, "daemon.listen changed: it takes effect after a restart");
                 }
+                if config.daemon.state_dir != self.config.daemon.state_dir {
+                    warn!(state_dir = %config.daemon.state_dir.display(),
+                        "daemon.state_dir changed: it takes effect after a restart");
+                }
                 info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
                 self.config = config;
                 self.observer.reloaded(ReloadOutcome::Applied, &self.config);
@@ -261,6 +276,51 @@ impl Loop<'_> {
     /// counts like an edit in place.
     fn file_changed(&self) -> bool {
         FileState::now(&self.settings.config_path) != self.seen
+    }
+
+    /// Writes the memory back to the state file if the pass changed it.
+    fn save_state(&mut self) {
+        match self.state_file.save(&self.memory) {
+            Ok(_) if self.state_file_failing => {
+                self.state_file_failing = false;
+                info!(path = %self.state_file.path().display(), "the state file is written again");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if self.state_file_failing {
+                    debug!(error = %error, "the state file still cannot be written");
+                } else {
+                    warn!(error = %error, kind = error.kind(),
+                        "the state file cannot be written: a restart would forget the shrink guard's baseline \
+                         and the deletion backoffs; the daemon keeps running");
+                }
+                self.state_file_failing = true;
+                self.observer.state_file_failed(&error);
+            }
+        }
+    }
+}
+
+/// The memory to start from: the state file's, nothing on a first start, or
+/// a conservative start when the file cannot be used.
+fn load_state(state_file: &mut StateFile, observer: &dyn PassObserver, now: SystemTime) -> Memory {
+    let path = state_file.path();
+    match state_file.load() {
+        Ok(Some(memory)) => {
+            info!(path = %path.display(), "state file loaded");
+            memory
+        }
+        Ok(None) => {
+            info!(path = %path.display(), "no state file: a first start");
+            Memory::default()
+        }
+        Err(error) => {
+            warn!(error = %error, kind = error.kind(),
+                "the state file cannot be used: starting conservatively, destructive actions held for one \
+                 orphan_grace while the shrink guard takes a new baseline");
+            observer.state_file_failed(&error);
+            conservative_start(now)
+        }
     }
 }
 
@@ -301,7 +361,10 @@ async fn run_loaded(
 ) {
     let ec2 = connector.connect(&config).await;
     let seen = FileState::of(&Ok(config_text.into_bytes()));
-    let mut state = Loop { settings, connector, observer, config, seen, ec2, memory: Memory::default() };
+    let mut state_file = StateFile::new(config.daemon.state_dir.clone());
+    let memory = load_state(&mut state_file, observer, (settings.wall_clock)());
+    let mut state =
+        Loop { settings, connector, observer, config, seen, ec2, memory, state_file, state_file_failing: false };
     info!(path = %settings.config_path.display(), mappings = state.config.mirrors.len(),
         interval = %humantime::format_duration(state.config.daemon.interval), "daemon started");
 
@@ -374,6 +437,7 @@ async fn run_loaded(
         };
         let Some((report, memory)) = finished else { break 'daemon };
         state.memory = memory;
+        state.save_state();
         observer.pass_finished(&report, &state.config, started_at);
         if stopping {
             break 'daemon;
@@ -451,6 +515,10 @@ impl PassObserver for Instruments {
         if outcome == ReloadOutcome::Applied {
             self.state.apply_config(config);
         }
+    }
+
+    fn state_file_failed(&self, error: &StateError) {
+        self.state.metrics().record_state_file_error(error.kind());
     }
 
     fn stopping(&self) {
@@ -558,6 +626,10 @@ impl PassObserver for Both<'_> {
     fn reloaded(&self, outcome: ReloadOutcome, config: &Config) {
         self.0.reloaded(outcome, config);
         self.1.reloaded(outcome, config);
+    }
+    fn state_file_failed(&self, error: &StateError) {
+        self.0.state_file_failed(error);
+        self.1.state_file_failed(error);
     }
     fn stopping(&self) {
         self.0.stopping();

@@ -6,7 +6,7 @@
 //! and keeps serving `/metrics` until Ctrl-C.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -153,7 +153,11 @@ fn describe_pass(pass: &PassReport) -> Vec<String> {
             Action::Relink { .. } => relinked += 1,
             Action::Detach { .. } => unlinked += 1,
             Action::DeleteMirror { name, .. } => deleted.push(name.clone()),
-            Action::TagGroup { .. } | Action::UntagGroup { .. } | Action::EnableClassicLink { .. } => {}
+            Action::TagGroup { .. }
+            | Action::UntagGroup { .. }
+            | Action::EnableClassicLink { .. }
+            | Action::MarkOrphan { .. }
+            | Action::UnmarkOrphan { .. } => {}
         }
     }
     let mut lines = Vec::new();
@@ -289,15 +293,16 @@ async fn script(
     Ok(())
 }
 
-fn demo_config(endpoint: &str, options: &DemoOptions) -> String {
+fn demo_config(endpoint: &str, options: &DemoOptions, state_dir: &Path) -> String {
     format!(
         "# Written by `classiclink-mirror demo`; edit it while the demo runs to see a reload.\n\
          [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n\
-         [daemon]\ninterval = \"{}\"\nlisten = \"{}\"\n\n\
+         [daemon]\ninterval = \"{}\"\nlisten = \"{}\"\nstate_dir = {:?}\n\n\
          [safety]\norphan_grace = \"{}\"\n\n\
          [discovery]\ntag_key = \"{DEFAULT_DISCOVERY_TAG}\"\n",
         humantime::format_duration(options.interval),
         options.listen,
+        state_dir.display().to_string(),
         humantime::format_duration(options.interval * 3),
     )
 }
@@ -328,7 +333,11 @@ pub async fn run(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> Resul
 
     let dir = tempfile_dir()?;
     let config_path = dir.join("classiclink-mirror.toml");
-    std::fs::write(&config_path, demo_config(&endpoint, &options))
+    // The demo's daemon keeps its state file beside its config, not in /var/lib.
+    let state_dir = dir.join("state");
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|source| DemoError::Io { what: "cannot create the demo's state directory", source })?;
+    std::fs::write(&config_path, demo_config(&endpoint, &options, &state_dir))
         .map_err(|source| DemoError::Io { what: "cannot write the demo config", source })?;
     println!("EC2 emulator (EC2-Classic estate: web, app, db, bastion, cache; 20 instances) at {endpoint}");
     println!("daemon config: {}", config_path.display());

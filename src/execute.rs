@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation};
-use crate::model::{Grant, GroupId, OWNERSHIP_TAG, VpcId};
+use crate::model::{Grant, GroupId, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, VpcId};
 use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
 
 /// Why an action failed.
@@ -346,6 +346,22 @@ impl Runner<'_> {
             Action::EnableClassicLink { vpc } => {
                 self.ec2.enable_vpc_classic_link(vpc).await?;
                 Ok(ActionResult::Done)
+            }
+            Action::MarkOrphan { group, since, .. } => {
+                let tags = BTreeMap::from([(ORPHANED_SINCE_TAG.to_owned(), since.clone())]);
+                match self.ec2.create_tags(group, &tags).await {
+                    Ok(()) => Ok(ActionResult::Done),
+                    // Deleted since we looked: nothing left to mark.
+                    Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Action::UnmarkOrphan { group, .. } => {
+                match self.ec2.delete_tags(group, &[ORPHANED_SINCE_TAG.to_owned()]).await {
+                    Ok(()) => Ok(ActionResult::Done),
+                    Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }

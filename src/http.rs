@@ -242,8 +242,13 @@ pub struct OrphanStatus {
     pub name: String,
     /// The source it was mirrored from.
     pub source: GroupId,
-    /// When it was first seen orphaned (RFC 3339).
+    /// When it was first seen orphaned (RFC 3339): its
+    /// `classiclinkmirror:orphanedSince` tag.
     pub since: String,
+    /// When its removal is due (RFC 3339): `since` + `orphan_grace`; absent
+    /// when it is kept (`delete_orphans = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_due_at: Option<String>,
 }
 
 /// A describe call that failed in the last cycle.
@@ -332,6 +337,10 @@ pub struct HoldsStatus {
     pub incomplete: Vec<SnapshotPart>,
     /// The shrink guard was active.
     pub shrink: bool,
+    /// The daemon started without its state (a state file it could not
+    /// read) less than one `orphan_grace` ago.
+    #[serde(default)]
+    pub state_lost: bool,
 }
 
 /// The `/status` document (`docs/metrics.md`).
@@ -384,7 +393,9 @@ fn action_subject(action: &Action) -> String {
         | Action::UntagGroup { group, .. }
         | Action::Revoke { group, .. }
         | Action::UpdateDescriptions { group, .. }
-        | Action::DeleteMirror { group, .. } => group.to_string(),
+        | Action::DeleteMirror { group, .. }
+        | Action::MarkOrphan { group, .. }
+        | Action::UnmarkOrphan { group, .. } => group.to_string(),
         Action::Authorize { group, .. } => match group {
             GroupRef::Existing(id) => id.to_string(),
             GroupRef::New { source, vpc } => format!("mirror of {source} in {vpc}"),
@@ -527,6 +538,7 @@ impl StatusBoard {
             destructive_held: plan.holds.destructive_held(),
             incomplete: plan.holds.incomplete.clone(),
             shrink: plan.holds.shrink,
+            state_lost: plan.holds.state_lost,
         };
         self.deferred = plan.deferred;
 
@@ -613,7 +625,8 @@ impl StatusBoard {
                 vpc: o.vpc.clone(),
                 name: o.name.clone(),
                 source: o.source.clone(),
-                since: rfc3339(o.since),
+                since: crate::model::format_time(o.since),
+                deletion_due_at: o.due.map(crate::model::format_time),
             })
             .collect();
         self.warnings = plan.warnings.iter().filter(|w| w.pair.is_none()).map(warning_status).collect();
@@ -1271,6 +1284,7 @@ mod tests {
         assert_eq!(status["warnings"][0]["conflict"], "foreign_link");
         assert_eq!(status["orphans"][0]["group"], "sg-99e");
         assert_eq!(status["orphans"][0]["since"], "2023-11-14T22:13:20Z");
+        assert_eq!(status["orphans"][0]["deletion_due_at"], "2023-11-14T22:23:20Z");
 
         // Next pass: web is in sync; its last error stays, with a later success.
         let healed = PassBuilder::new()

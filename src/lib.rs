@@ -13,6 +13,10 @@
 //! 3. [`execute`] runs the plan through the [`ec2::Ec2`] port under rate
 //!    limits, retries and safety caps.
 //!
+//! The little the planner remembers between passes that EC2 does not hold
+//! (the shrink guard's baseline, deletion backoffs) is kept in a [`state`]
+//! file, so a restart does not forget it.
+//!
 //! The [`emulator`] is an in-memory EC2 with Classic semantics behind the same
 //! port, used by `demo`, the tests and the benchmarks.
 #![forbid(unsafe_code)]
@@ -31,3 +35,4 @@ pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
+pub mod state;

@@ -18,6 +18,7 @@ use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
+use classiclink_mirror::state::{self, StateFile};
 use classiclink_mirror::{observe, reconcile};
 use std::sync::Arc;
 
@@ -228,7 +229,21 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
         }
     });
     let max_passes = usize::try_from(args.max_passes).unwrap_or(usize::MAX);
-    let report = reconcile::apply(&ec2, &config, max_passes, &SystemTime::now, &cancel).await;
+    // The daemon's state file, when there is one: apply honours the shrink
+    // guard's baseline and the deletion backoffs, and writes them back.
+    let mut state_file = StateFile::new(config.daemon.state_dir.clone());
+    let existed = state_file.exists();
+    let memory = match state_file.load() {
+        Ok(memory) => memory.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("warning: {error}; starting conservatively: destructive actions held for one orphan_grace");
+            state::conservative_start(SystemTime::now())
+        }
+    };
+    let report = reconcile::apply_from(&ec2, &config, max_passes, &SystemTime::now, &cancel, memory).await;
+    if existed && let Err(error) = state_file.save(&report.memory) {
+        eprintln!("warning: {error}");
+    }
     for (number, pass) in report.passes.iter().enumerate() {
         if pass.interrupted {
             println!("pass {}: interrupted during observation; nothing planned or started", number + 1);

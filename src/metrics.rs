@@ -62,6 +62,10 @@ pub const DRIFT_DIRECTIONS: [&str; 3] = ["add", "remove", "update"];
 /// `actions_deferred_total{reason}` label values.
 pub const DEFERRED_REASONS: [&str; 5] = ["revoke_cap", "delete_cap", "unlink_cap", "quota", "safety_hold"];
 
+/// `state_file_errors_total{kind}` label values
+/// ([`crate::state::StateError::kind`]).
+pub const STATE_FILE_ERROR_KINDS: [&str; 4] = ["read", "corrupt", "version", "write"];
+
 /// `aws_requests_total{outcome}` label value of a request EC2 answered
 /// without error; the others are [`ErrorKind::as_str`].
 pub const REQUEST_OK: &str = "ok";
@@ -209,6 +213,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload_ok: IntGauge,
     observe_errors: IntCounterVec,
+    state_file_errors: IntCounterVec,
     /// Serialises pass updates against each other and against scrapes, so a
     /// scrape never sees half of one pass's gauges; also guards the conflict
     /// kinds seen so far (to reset those no longer present).
@@ -314,7 +319,7 @@ impl Metrics {
         ))?;
         let safety_hold = IntGauge::with_opts(opts(
             "safety_hold",
-            "1 when the last cycle held destructive actions (incomplete snapshot or shrink guard), else 0.",
+            "1 when the last cycle held destructive actions (incomplete snapshot, shrink guard or lost state), else 0.",
         ))?;
         let reloads = IntCounterVec::new(
             opts("config_reloads_total", "Configuration reloads, by outcome (applied, rejected)."),
@@ -327,6 +332,14 @@ impl Metrics {
         let observe_errors = IntCounterVec::new(
             opts("observe_errors_total", "Describe calls that failed and left a part of the snapshot incomplete."),
             &["part"],
+        )?;
+        let state_file_errors = IntCounterVec::new(
+            opts(
+                "state_file_errors_total",
+                "State file failures, by kind: read, corrupt, version (at start: a conservative start) and write \
+                 (after a pass: the state is not kept).",
+            ),
+            &["kind"],
         )?;
         let build_info = IntGaugeVec::new(opts("build_info", "Always 1; the version is a label."), &["version"])?;
 
@@ -350,6 +363,7 @@ impl Metrics {
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(observe_errors.clone()))?;
+        registry.register(Box::new(state_file_errors.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
 
         // Pre-register every known label combination at zero.
@@ -386,6 +400,9 @@ impl Metrics {
         for part in SnapshotPart::ALL {
             observe_errors.with_label_values(&[part.as_str()]);
         }
+        for kind in STATE_FILE_ERROR_KINDS {
+            state_file_errors.with_label_values(&[kind]);
+        }
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         last_reload_ok.set(1);
 
@@ -411,6 +428,7 @@ impl Metrics {
             reloads,
             last_reload_ok,
             observe_errors,
+            state_file_errors,
             pass_lock: Mutex::new(BTreeSet::new()),
             last_request: Mutex::new(None),
         })
@@ -478,6 +496,12 @@ impl Metrics {
     pub fn record_reload(&self, outcome: ReloadOutcome) {
         self.reloads.with_label_values(&[outcome.as_str()]).inc();
         self.last_reload_ok.set(i64::from(outcome == ReloadOutcome::Applied));
+    }
+
+    /// Records a state file that could not be loaded or saved; `kind` is a
+    /// [`crate::state::StateError::kind`].
+    pub fn record_state_file_error(&self, kind: &'static str) {
+        self.state_file_errors.with_label_values(&[kind]).inc();
     }
 
     /// Records one EC2 request attempt; what [`RequestObserver::record`] does.
@@ -664,6 +688,7 @@ pub(crate) mod test_support {
                 name: "old".to_owned(),
                 source: group(source),
                 since: std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                due: Some(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_600)),
             });
             self
         }
@@ -1013,6 +1038,7 @@ mod tests {
             ("kind", {
                 let mut v: Vec<String> = ActionKind::ALL.iter().map(|k| k.as_str().to_owned()).collect();
                 v.extend(CONFLICT_KINDS.iter().filter_map(WarningKind::conflict_kind).map(str::to_owned));
+                v.extend(STATE_FILE_ERROR_KINDS.map(str::to_owned));
                 v
             }),
             ("operation", Operation::ALL.iter().map(|o| o.as_str().to_owned()).collect()),
@@ -1144,6 +1170,25 @@ mod tests {
         assert_eq!(get(&s, "config_last_reload_successful", &[]), 0.0);
         metrics.record_reload(ReloadOutcome::Applied);
         assert_eq!(get(&samples(&metrics), "config_last_reload_successful", &[]), 1.0);
+    }
+
+    #[test]
+    fn state_file_errors_are_counted_by_kind_from_zero() {
+        let metrics = Metrics::new();
+        let s = samples(&metrics);
+        for kind in STATE_FILE_ERROR_KINDS {
+            assert_eq!(get(&s, "state_file_errors_total", &[("kind", kind)]), 0.0, "{kind}");
+        }
+        // Every kind the state module can report has a pre-registered label.
+        let dir = tempfile::tempdir().unwrap();
+        let error = crate::state::StateFile::new(dir.path().join("missing")).save(&crate::plan::Memory::default());
+        let kind = error.unwrap_err().kind();
+        assert!(STATE_FILE_ERROR_KINDS.contains(&kind));
+        metrics.record_state_file_error(kind);
+        metrics.record_state_file_error("corrupt");
+        let s = samples(&metrics);
+        assert_eq!(get(&s, "state_file_errors_total", &[("kind", "write")]), 1.0);
+        assert_eq!(get(&s, "state_file_errors_total", &[("kind", "corrupt")]), 1.0);
     }
 
     #[test]

@@ -18,6 +18,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// group id. Kept from the 2016 Lambda tool so its mirrors are adopted as-is.
 pub const OWNERSHIP_TAG: &str = "classiclinkmirror:mirroredFromClassicSecurityGroupId";
 
+/// The tag the daemon puts on a mirror when it first sees it orphaned; its
+/// value is that moment in RFC 3339 UTC (`2026-01-31T12:00:00Z`). The orphan
+/// grace counts from it, so a restarted daemon, or a second one, counts from
+/// the same instant. Removed when the mirror is claimed again.
+pub const ORPHANED_SINCE_TAG: &str = "classiclinkmirror:orphanedSince";
+
 /// The default discovery tag (SPEC §3 `discovery.tag_key`).
 pub const DEFAULT_DISCOVERY_TAG: &str = "classiclinkmirror:linkToVPC";
 
@@ -525,6 +531,12 @@ impl SecurityGroup {
     pub fn mirrored_from(&self) -> Option<GroupId> {
         self.tags.get(OWNERSHIP_TAG).and_then(|v| v.parse().ok())
     }
+
+    /// The raw value of [`ORPHANED_SINCE_TAG`], if the group carries it.
+    #[must_use]
+    pub fn orphaned_since_tag(&self) -> Option<&str> {
+        self.tags.get(ORPHANED_SINCE_TAG).map(String::as_str)
+    }
 }
 
 /// EC2 instance lifecycle states.
@@ -783,9 +795,57 @@ pub fn mirror_description(source_description: &str, name: &str) -> String {
     if clean.is_empty() { sanitize_text(&format!("Mirror of {name}")) } else { clean }
 }
 
+/// The latest time [`format_time`] can write (`9999-12-31T23:59:59Z`):
+/// RFC 3339 has four-digit years.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// `time` in RFC 3339 UTC to the second (`2026-01-31T12:00:00Z`), the form
+/// of the `classiclinkmirror:orphanedSince` tag and of the times in plans and
+/// `/status`. Times outside years 1970–9999 are clamped to those bounds
+/// instead of failing.
+#[must_use]
+pub fn format_time(time: std::time::SystemTime) -> String {
+    let unix = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()).min(LAST_RFC3339_SECOND);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix)).to_string()
+}
+
+/// The time an RFC 3339 UTC text names (`2026-01-31T12:00:00Z`, optionally
+/// with fractional seconds or `+00:00`), or `None` for anything else —
+/// including other time zones, which the daemon never writes.
+#[must_use]
+pub fn parse_time(text: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339(text).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_round_trip_and_never_panic_on_any_text_or_instant() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(format_time(t), "2027-01-15T08:00:00Z");
+        assert_eq!(parse_time(&format_time(t)), Some(t));
+        assert_eq!(format_time(UNIX_EPOCH + Duration::from_secs(u64::MAX / 2)), "9999-12-31T23:59:59Z");
+        assert_eq!(format_time(UNIX_EPOCH - Duration::from_secs(1)), "1970-01-01T00:00:00Z");
+        for junk in [
+            "",
+            "yesterday",
+            "2027-01-15 08:00:00",
+            "2027-01-15T08:00:00+02:00",
+            "2027-13-15T08:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2027-01-15T08:00:00.999999999999999999999999Z",
+            "2027-01-15T08:00:00.12x4Z",
+            "ééééééééééééééééééééé",
+            "2027-01-1\u{e9}T08:00:00Z",
+        ] {
+            let _ = parse_time(junk);
+        }
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("2027-01-15T08:00:00+02:00"), None);
+    }
 
     fn tcp(from: i32, to: i32, cidr: &str) -> Grant {
         Grant::from_ec2("tcp", Some(from), Some(to), Peer::Ipv4(cidr.parse().unwrap()), None, None).unwrap()

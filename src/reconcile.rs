@@ -157,9 +157,16 @@ pub async fn reconcile_once_observed(
             "a describe failed: that part of the snapshot is incomplete, destructive actions wait");
     }
     for warning in &plan.warnings {
-        // Conflicts and safety holds need a human; the rest is in /status and the plan.
+        // Conflicts, safety holds and a tampered orphan tag need a human; the
+        // rest is in /status and the plan.
         if warning.kind.conflict_kind().is_some()
-            || matches!(warning.kind, WarningKind::SafetyHold | WarningKind::IncompleteSnapshot)
+            || matches!(
+                warning.kind,
+                WarningKind::SafetyHold
+                    | WarningKind::IncompleteSnapshot
+                    | WarningKind::StateLost
+                    | WarningKind::OrphanTagInvalid
+            )
         {
             warn!(
                 kind = warning.kind.as_str(),
@@ -217,6 +224,8 @@ pub struct ApplyReport {
     pub passes: Vec<PassReport>,
     /// True when the last pass found nothing to execute on a complete snapshot.
     pub converged: bool,
+    /// The planner's memory after the last pass (for the state file).
+    pub memory: Memory,
 }
 
 /// Runs passes until one plans nothing to execute on a complete snapshot, or
@@ -228,8 +237,20 @@ pub async fn apply(
     clock: &(dyn Fn() -> SystemTime + Sync),
     cancel: &CancellationToken,
 ) -> ApplyReport {
+    apply_from(ec2, config, max_passes, clock, cancel, Memory::default()).await
+}
+
+/// [`apply`], starting from `memory` (the state file's) instead of nothing.
+pub async fn apply_from(
+    ec2: &dyn Ec2,
+    config: &Config,
+    max_passes: usize,
+    clock: &(dyn Fn() -> SystemTime + Sync),
+    cancel: &CancellationToken,
+    memory: Memory,
+) -> ApplyReport {
     let options = execute_options(config);
-    let mut memory = Memory::default();
+    let mut memory = memory;
     let mut passes = Vec::new();
     let mut converged = false;
     for _ in 0..max_passes.max(1) {
@@ -243,5 +264,5 @@ pub async fn apply(
             break;
         }
     }
-    ApplyReport { passes, converged }
+    ApplyReport { passes, converged, memory }
 }

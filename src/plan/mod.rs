@@ -11,7 +11,8 @@
 //!    authorize / revoke / description updates, make-before-break, within the
 //!    rules-per-group quota;
 //! 4. ClassicLink links (attach, relink, detach);
-//! 5. orphans (grace, `delete_orphans`, backoff);
+//! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
+//!    tag, which it writes when first seeing one; `delete_orphans`, backoff);
 //!
 //! and applies SPEC §6 on the way: an incomplete snapshot or the shrink guard
 //! holds every destructive action, per-cycle caps defer the excess in a
@@ -22,7 +23,7 @@ mod types;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
@@ -30,9 +31,14 @@ pub use types::*;
 use crate::config::{Config, Mode};
 use crate::mapping::Unresolved;
 use crate::model::{
-    Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, OWNERSHIP_TAG, Peer,
-    SecurityGroup, Snapshot, VpcId, mirror_description, sanitize_text,
+    Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG,
+    OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot, VpcId, format_time, mirror_description, parse_time, sanitize_text,
 };
+
+/// How far in the future an `orphanedSince` tag may lie and still be
+/// believed (clocks of two daemons differ a little). A later one is treated
+/// as malformed: rewritten to now, so that it cannot keep an orphan forever.
+pub const ORPHAN_TAG_MAX_SKEW: Duration = Duration::from_secs(300);
 
 /// Plans one cycle. Pure and deterministic; returns the plan and the memory
 /// to pass to the next cycle.
@@ -94,9 +100,19 @@ enum OrphanStage {
     /// `delete_orphans = false`: reported, never removed.
     Kept,
     /// Within `orphan_grace`, with this much left.
-    Waiting(std::time::Duration),
+    Waiting(Duration),
     /// Grace over: detach, drop references, delete.
     Due,
+}
+
+/// One orphan found in phase 5.
+#[derive(Debug)]
+struct OrphanEntry {
+    id: GroupId,
+    stage: OrphanStage,
+    /// The `orphanedSince` value to write, when the group lacks a valid one
+    /// and the snapshot is complete.
+    mark: Option<String>,
 }
 
 /// Grants a mirror should have, each with the create or tag action of the
@@ -195,7 +211,7 @@ struct Planner<'a> {
     /// orphan is due for removal).
     protected: LookupSet<GroupId>,
     /// Orphans, with whether their grace is over, in id order.
-    orphans: Vec<(GroupId, OrphanStage)>,
+    orphans: Vec<OrphanEntry>,
     /// `EnableClassicLink` action per VPC.
     enable_action: BTreeMap<VpcId, ActionId>,
     /// VPCs where links can be made this cycle.
@@ -636,6 +652,7 @@ impl<'a> Planner<'a> {
     }
 
     fn apply_safety_guards(&mut self) {
+        self.state_lost_hold();
         let incomplete: Vec<_> = self.snap.incomplete.iter().copied().collect();
         if !incomplete.is_empty() {
             let parts: Vec<&str> = incomplete.iter().map(|p| p.as_str()).collect();
@@ -702,6 +719,31 @@ impl<'a> Planner<'a> {
                 self.next_memory.shrink_since = None;
             }
         }
+    }
+
+    /// A daemon that lost its state (a state file it could not read) has
+    /// no shrink-guard baseline it can trust: it holds destructive actions
+    /// for one `orphan_grace` from the loss, building a new baseline meanwhile.
+    fn state_lost_hold(&mut self) {
+        let Some(lost) = self.memory.state_lost_at else { return };
+        let grace = self.config.safety.orphan_grace;
+        let waited = self.now.duration_since(lost).unwrap_or_default();
+        if waited >= grace {
+            self.next_memory.state_lost_at = None;
+            return;
+        }
+        self.plan.holds.state_lost = true;
+        self.warn(
+            WarningKind::StateLost,
+            None,
+            None,
+            format!(
+                "the daemon's state could not be read at {} (see the log); destructive actions held for another {} \
+                 (one orphan_grace) while the shrink guard takes a new baseline",
+                format_time(lost),
+                humantime::format_duration(round_secs(grace - waited))
+            ),
+        );
     }
 
     // ----- ClassicLink enablement -----------------------------------------
@@ -1331,23 +1373,57 @@ impl<'a> Planner<'a> {
         if complete {
             self.next_memory.orphans_since.clear();
         }
-        for group in self.snap.vpc_groups.values() {
+        let snap = self.snap;
+        for group in snap.vpc_groups.values() {
             let (Some(_), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { continue };
             // A chosen mirror is not an orphan.
             if self.source_of_mirror.contains_key(&group.id) {
                 continue;
             }
-            let since = self.memory.orphans_since.get(&group.id).copied().unwrap_or(self.now);
+            // The tag is the authority: a restarted daemon, or a second one,
+            // counts the grace from the same instant. Until it is written,
+            // this daemon's memory (a tag write that failed), else now.
+            let (since, mark) = match group.orphaned_since_tag() {
+                Some(value) => match self.orphaned_since(value) {
+                    Some(since) => (since, None),
+                    None => {
+                        self.warn(
+                            WarningKind::OrphanTagInvalid,
+                            None,
+                            Some(group.id.to_string()),
+                            format!(
+                                "orphaned mirror {} ({}) carries {ORPHANED_SINCE_TAG}={value:?}, which is not an \
+                                 RFC 3339 UTC time up to now; its orphan_grace starts again from now",
+                                group.id, group.name
+                            ),
+                        );
+                        (self.now, Some(format_time(self.now)))
+                    }
+                },
+                None => {
+                    let remembered = self.memory.orphans_since.get(&group.id).copied().filter(|t| *t <= self.now);
+                    let since = remembered.unwrap_or(self.now);
+                    (since, Some(format_time(since)))
+                }
+            };
+            // A partial view may show a claimed mirror as an orphan: only a
+            // complete one starts (or records) the grace.
+            let mark = mark.filter(|_| complete);
             if complete {
                 self.next_memory.orphans_since.insert(group.id.clone(), since);
             }
+            let grace = self.config.safety.orphan_grace;
             let age = self.now.duration_since(since).unwrap_or_default();
             let stage = if !self.config.safety.delete_orphans {
                 OrphanStage::Kept
-            } else if age < self.config.safety.orphan_grace {
-                OrphanStage::Waiting(self.config.safety.orphan_grace - age)
+            } else if age < grace {
+                OrphanStage::Waiting(grace - age)
             } else {
                 OrphanStage::Due
+            };
+            let due = match stage {
+                OrphanStage::Kept => None,
+                _ => since.checked_add(grace),
             };
             if stage != OrphanStage::Due {
                 self.protected.insert(group.id.clone());
@@ -1358,8 +1434,35 @@ impl<'a> Planner<'a> {
                 name: group.name.clone(),
                 source: group.mirrored_from().expect("tagged"),
                 since,
+                due,
             });
-            self.orphans.push((group.id.clone(), stage));
+            self.orphans.push(OrphanEntry { id: group.id.clone(), stage, mark });
+        }
+    }
+
+    /// The time an `orphanedSince` tag value names, unless it is malformed
+    /// or further in the future than [`ORPHAN_TAG_MAX_SKEW`].
+    fn orphaned_since(&self, value: &str) -> Option<SystemTime> {
+        let since = parse_time(value)?;
+        let latest = self.now.checked_add(ORPHAN_TAG_MAX_SKEW)?;
+        (since <= latest).then_some(since)
+    }
+
+    /// Claimed mirrors that still carry an `orphanedSince` tag (claimed
+    /// again, or adopted with a stale one) lose it, so that a later orphaning
+    /// starts a fresh grace.
+    fn plan_unmarks(&mut self) {
+        for index in 0..self.managed.len() {
+            let mapping = &self.managed[index];
+            let Some(MirrorChoice::Existing { id, .. }) = &mapping.mirror else { continue };
+            let Some(group) = self.snap.vpc_groups.get(id) else { continue };
+            if group.orphaned_since_tag().is_none() {
+                continue;
+            }
+            let action = Action::UnmarkOrphan { group: id.clone(), vpc: mapping.vpc.clone() };
+            let (deps, audit) = (mapping.prepare.into_iter().collect(), mapping.audit);
+            let key = self.plan.pairs[mapping.pair].key.clone();
+            self.push(action, deps, audit, Some(key));
         }
     }
 
@@ -1367,11 +1470,28 @@ impl<'a> Planner<'a> {
         let complete = self.snap.is_complete();
         let audit = self.global_audit();
         let held = self.destructive_held();
-        let orphans: BTreeSet<GroupId> = self.orphans.iter().map(|(id, _)| id.clone()).collect();
+        self.plan_unmarks();
+        let orphans: BTreeSet<GroupId> = self.orphans.iter().map(|o| o.id.clone()).collect();
+        // The orphanedSince tags first: a removal depends on its orphan's.
+        let mut marks: BTreeMap<GroupId, ActionId> = BTreeMap::new();
+        for orphan in &mut self.orphans {
+            let Some(since) = orphan.mark.take() else { continue };
+            let group = &self.snap.vpc_groups[&orphan.id];
+            let vpc = group.vpc_id.clone().expect("VPC group");
+            let id = ActionId(self.plan.actions.len());
+            self.plan.actions.push(PlannedAction {
+                id,
+                action: Action::MarkOrphan { group: orphan.id.clone(), vpc, since },
+                depends_on: Vec::new(),
+                audit,
+                pair: None,
+            });
+            marks.insert(orphan.id.clone(), id);
+        }
         // Deletions and untags to plan, with their dependencies and the rules
         // of other orphans to revoke first.
         let mut due: Vec<(Action, Vec<ActionId>, OrphanReferences)> = Vec::new();
-        for (id, stage) in std::mem::take(&mut self.orphans) {
+        for OrphanEntry { id, stage, .. } in std::mem::take(&mut self.orphans) {
             let group = &self.snap.vpc_groups[&id];
             let (source, vpc) = (group.mirrored_from().expect("tagged"), group.vpc_id.clone().expect("VPC group"));
             let label = format!("{} ({}) in {vpc}", group.id, group.name);
@@ -1391,8 +1511,9 @@ impl<'a> Planner<'a> {
                         None,
                         Some(group.id.to_string()),
                         format!(
-                            "orphaned mirror {label} of {source}: its links and references stay; removal in {} \
-                             (orphan_grace)",
+                            "orphaned mirror {label} of {source}: its links and references stay; removal due at \
+                             {} (in {}, orphan_grace)",
+                            self.now.checked_add(left).map_or_else(|| "a time beyond 9999".to_owned(), format_time),
                             humantime::format_duration(round_secs(left))
                         ),
                     );
@@ -1451,11 +1572,15 @@ impl<'a> Planner<'a> {
                 self.revoke_budget -= revokes;
             }
             let action = if is_default {
-                Action::UntagGroup { group: group.id.clone(), vpc, keys: vec![OWNERSHIP_TAG.to_owned()] }
+                // Its orphanedSince tag goes too: left behind, it would start
+                // a later orphaning's grace in the past.
+                let keys = vec![OWNERSHIP_TAG.to_owned(), ORPHANED_SINCE_TAG.to_owned()];
+                Action::UntagGroup { group: group.id.clone(), vpc, keys }
             } else {
                 Action::DeleteMirror { group: group.id.clone(), vpc, name: group.name.clone(), source }
             };
-            let mut deps = Vec::new();
+            // No orphan is removed before its orphaning is on record.
+            let mut deps: Vec<ActionId> = marks.get(&group.id).copied().into_iter().collect();
             if !is_default {
                 deps.extend(self.unlinks_of_group.get(&group.id).into_iter().flatten().copied());
                 deps.extend(self.revokes_of_ref.get(&group.id).into_iter().flatten().copied());

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::types::{Action, ActionKind, GroupRef, Plan, PlannedAction};
-use crate::model::{Grant, Peer, Ports, Protocol, Snapshot};
+use crate::model::{Grant, ORPHANED_SINCE_TAG, Peer, Ports, Protocol, Snapshot, format_time};
 
 /// Version of the JSON plan document; bumped on any incompatible change.
 pub const PLAN_JSON_VERSION: u32 = 1;
@@ -35,6 +35,10 @@ pub struct Summary {
     pub untag: usize,
     /// VPCs to enable ClassicLink on.
     pub enable_classiclink: usize,
+    /// Orphans to mark with their `classiclinkmirror:orphanedSince` tag.
+    pub mark: usize,
+    /// Mirrors claimed again whose `classiclinkmirror:orphanedSince` tag goes.
+    pub unmark: usize,
     /// Warnings.
     pub warnings: usize,
     /// Actions shown but not executed (audit).
@@ -63,6 +67,8 @@ impl Summary {
                 Action::Detach { .. } => s.unlinks += 1,
                 Action::DeleteMirror { .. } => s.delete += 1,
                 Action::EnableClassicLink { .. } => s.enable_classiclink += 1,
+                Action::MarkOrphan { .. } => s.mark += 1,
+                Action::UnmarkOrphan { .. } => s.unmark += 1,
             }
         }
         s
@@ -95,6 +101,12 @@ impl std::fmt::Display for Summary {
         }
         if self.untag > 0 {
             parts.push(format!("{} to untag", self.untag));
+        }
+        if self.mark > 0 {
+            parts.push(plural(self.mark, "orphan to mark", "orphans to mark"));
+        }
+        if self.unmark > 0 {
+            parts.push(format!("{} to unmark", self.unmark));
         }
         write!(f, "{}; {}", parts.join(", "), plural(self.warnings, "warning", "warnings"))?;
         if self.deferred > 0 {
@@ -255,6 +267,12 @@ fn other_line(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
         Action::UntagGroup { group, vpc, .. } => {
             let _ = writeln!(out, "untag {group} (default) in {vpc}: no longer a mirror{audit}");
         }
+        Action::MarkOrphan { group, vpc, since } => {
+            let _ = writeln!(out, "mark orphan {group} in {vpc}: {ORPHANED_SINCE_TAG}={since}{audit}");
+        }
+        Action::UnmarkOrphan { group, vpc } => {
+            let _ = writeln!(out, "unmark {group} in {vpc}: a mirror again, {ORPHANED_SINCE_TAG} removed{audit}");
+        }
         Action::Revoke { group, grants } => {
             // Rules of an orphan that reference an orphan being deleted.
             for grant in grants {
@@ -309,6 +327,21 @@ pub fn render_text(plan: &Plan, snapshot: &Snapshot) -> String {
     for planned in plan.actions.iter().filter(|a| !is_pair_action(a.action.kind()) || a.pair.is_none()) {
         other_line(&mut out, &namer, planned);
     }
+    for orphan in &plan.orphans {
+        let due = orphan.due.map_or_else(
+            || "kept (delete_orphans = false)".to_owned(),
+            |due| format!("removal due at {}", format_time(due)),
+        );
+        let _ = writeln!(
+            out,
+            "orphan {} ({}) in {}, mirror of {}: orphaned since {}; {due}",
+            orphan.group,
+            orphan.name,
+            orphan.vpc,
+            orphan.source,
+            format_time(orphan.since)
+        );
+    }
     for warning in &plan.warnings {
         let _ = writeln!(out, "warning: {}", warning.message);
     }
@@ -327,6 +360,8 @@ struct JsonOrphan<'a> {
     name: &'a str,
     source: &'a crate::model::GroupId,
     orphaned_since: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletion_due_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -362,7 +397,8 @@ pub fn render_json(plan: &Plan) -> String {
                 vpc: &o.vpc,
                 name: &o.name,
                 source: &o.source,
-                orphaned_since: humantime::format_rfc3339_seconds(o.since).to_string(),
+                orphaned_since: format_time(o.since),
+                deletion_due_at: o.due.map(format_time),
             })
             .collect(),
     };

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::config::{Config, MirrorConfig, Mode, SourceRef};
 use crate::model::{
-    DEFAULT_DISCOVERY_TAG, Grant, GroupId, Instance, InstanceId, InstanceState, Link, OWNERSHIP_TAG, Peer, Ports,
-    Protocol, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId,
+    DEFAULT_DISCOVERY_TAG, Grant, GroupId, Instance, InstanceId, InstanceState, Link, ORPHANED_SINCE_TAG,
+    OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time,
 };
 
 const VPC: &str = "vpc-9f2";
@@ -139,6 +139,36 @@ impl World {
         self
     }
 
+    /// Puts an `orphanedSince` tag with this value on a VPC group.
+    fn orphaned_since(mut self, id: &str, value: &str) -> Self {
+        self.snap.vpc_groups.get_mut(&sg(id)).unwrap().tags.insert(ORPHANED_SINCE_TAG.to_owned(), value.to_owned());
+        self
+    }
+
+    /// What executing the plan's orphan marks and unmarks does to the estate.
+    fn apply_marks(&mut self, plan: &Plan) {
+        for planned in plan.executable() {
+            match &planned.action {
+                Action::MarkOrphan { group, since, .. } => {
+                    let tags = &mut self.snap.vpc_groups.get_mut(group).unwrap().tags;
+                    tags.insert(ORPHANED_SINCE_TAG.to_owned(), since.clone());
+                }
+                Action::UnmarkOrphan { group, .. } => {
+                    self.snap.vpc_groups.get_mut(group).unwrap().tags.remove(ORPHANED_SINCE_TAG);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The first pass at `t0()`, with the orphan marks it plans written as
+    /// the executor would: the memory it leaves.
+    fn first_pass(&mut self) -> Memory {
+        let (plan, memory) = self.plan_with(&Memory::default(), t0());
+        self.apply_marks(&plan);
+        memory
+    }
+
     fn plan(&self) -> Plan {
         self.plan_with(&Memory::default(), t0()).0
     }
@@ -241,7 +271,7 @@ fn missing_source_is_reported_and_deletes_nothing_by_itself() {
     let world = World::new().map("sg-0ff", VPC).mirror("sg-77c", "gone", "sg-0ff", vec![]);
     let plan = world.plan();
     assert_eq!(warnings_of(&plan, WarningKind::MissingSource).len(), 1);
-    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert_eq!(kinds(&plan), vec![ActionKind::MarkOrphan], "only marked: {:?}", plan.actions);
     assert_eq!(plan.orphans.len(), 1);
 }
 
@@ -329,11 +359,16 @@ fn source_named_default_maps_onto_the_vpc_default_group_and_tags_it() {
 
 #[test]
 fn default_group_no_longer_managed_is_only_untagged_after_grace() {
-    let world = World::new().vpc_group("sg-d00", "default", VPC, Some("sg-0a0"), vec![tcp(22, "10.0.0.0/8")]);
+    let mut world = World::new().vpc_group("sg-d00", "default", VPC, Some("sg-0a0"), vec![tcp(22, "10.0.0.0/8")]);
     let (first, memory) = world.plan_with(&Memory::default(), t0());
-    assert!(first.actions.is_empty());
+    assert_eq!(kinds(&first), vec![ActionKind::MarkOrphan]);
+    world.apply_marks(&first);
     let (later, _) = world.plan_with(&memory, t0() + Duration::from_secs(601));
     assert_eq!(kinds(&later), vec![ActionKind::UntagGroup]);
+    // Both of our tags go: a stale orphanedSince would start a later
+    // orphaning's grace in the past.
+    let Action::UntagGroup { keys, .. } = &later.actions[0].action else { unreachable!() };
+    assert_eq!(keys, &[OWNERSHIP_TAG.to_owned(), ORPHANED_SINCE_TAG.to_owned()]);
 }
 
 #[test]
@@ -409,7 +444,7 @@ fn mirror_left_in_the_old_vpc_becomes_an_orphan_when_the_mapping_moves() {
     let world =
         World::new().classic("sg-0a1", "web", vec![]).map("sg-0a1", VPC2).mirror("sg-77c", "web", "sg-0a1", vec![]);
     let plan = world.plan();
-    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror]);
+    assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::MarkOrphan]);
     assert_eq!(plan.orphans[0].group, sg("sg-77c"));
 }
 
@@ -810,15 +845,184 @@ fn vpc_source_mirrors_rules_without_classiclink() {
 
 #[test]
 fn orphan_waits_for_its_grace_then_is_deleted() {
-    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
     let (first, memory) = world.plan_with(&Memory::default(), t0());
-    assert!(first.actions.is_empty());
+    assert_eq!(kinds(&first), vec![ActionKind::MarkOrphan], "only marked");
+    world.apply_marks(&first);
     assert_eq!(warnings_of(&first, WarningKind::OrphanWaiting).len(), 1);
     assert_eq!(memory.orphans_since.get(&sg("sg-77e")), Some(&t0()));
     let (still, memory) = world.plan_with(&memory, t0() + Duration::from_secs(599));
     assert!(still.actions.is_empty());
     let (due, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
     assert_eq!(kinds(&due), vec![ActionKind::DeleteMirror]);
+}
+
+#[test]
+fn a_new_orphan_is_marked_with_the_time_it_was_first_seen() {
+    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let (plan, memory) = world.plan_with(&Memory::default(), t0());
+    assert_eq!(
+        plan.actions[0].action,
+        Action::MarkOrphan { group: sg("sg-77e"), vpc: vpc(VPC), since: "2027-01-15T08:00:00Z".to_owned() }
+    );
+    assert_eq!(plan.actions.len(), 1);
+    assert!(!plan.actions[0].action.is_destructive(), "a mark takes nothing away");
+    assert_eq!(plan.orphans[0].since, t0());
+    assert_eq!(plan.orphans[0].due, Some(t0() + Duration::from_secs(600)));
+    assert_eq!(memory.orphans_since.get(&sg("sg-77e")), Some(&t0()));
+    let text = render_text(&plan, &world.snap);
+    assert!(
+        text.contains("mark orphan sg-77e in vpc-9f2: classiclinkmirror:orphanedSince=2027-01-15T08:00:00Z\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "orphan sg-77e (old) in vpc-9f2, mirror of sg-0a9: orphaned since 2027-01-15T08:00:00Z; \
+             removal due at 2027-01-15T08:10:00Z\n"
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&render_json(&plan)).unwrap();
+    assert_eq!(json["orphans"][0]["orphaned_since"], "2027-01-15T08:00:00Z");
+    assert_eq!(json["orphans"][0]["deletion_due_at"], "2027-01-15T08:10:00Z");
+    assert_eq!(json["actions"][0]["action"]["type"], "mark_orphan");
+    assert_eq!(json["summary"]["mark"], 1);
+}
+
+#[test]
+fn a_restarted_daemon_counts_the_grace_from_the_tag() {
+    // Regression (issue 10): restarted every 12 s, the daemon never deleted
+    // an orphan with a 45 s grace; each restart forgot when it was first seen.
+    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]).orphaned_since("sg-77e", &format_time(t0()));
+    // No memory at all: a restart, or a second daemon.
+    let (waiting, _) = world.plan_with(&Memory::default(), t0() + Duration::from_secs(599));
+    assert!(waiting.actions.is_empty(), "the tag is already there: {:?}", waiting.actions);
+    assert_eq!(waiting.orphans[0].since, t0());
+    assert!(
+        warnings_of(&waiting, WarningKind::OrphanWaiting)[0]
+            .message
+            .contains("removal due at 2027-01-15T08:10:00Z (in 1s")
+    );
+    let (due, _) = world.plan_with(&Memory::default(), t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&due), vec![ActionKind::DeleteMirror]);
+    // The tag wins over a memory that says otherwise.
+    let mut memory = Memory::default();
+    memory.orphans_since.insert(sg("sg-77e"), t0() + Duration::from_secs(500));
+    let (due, next) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&due), vec![ActionKind::DeleteMirror]);
+    assert_eq!(next.orphans_since[&sg("sg-77e")], t0());
+}
+
+#[test]
+fn an_orphan_whose_tag_write_failed_keeps_its_remembered_time_and_is_marked_before_deletion() {
+    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&plan), vec![ActionKind::MarkOrphan, ActionKind::DeleteMirror]);
+    assert_eq!(
+        plan.actions[0].action,
+        Action::MarkOrphan { group: sg("sg-77e"), vpc: vpc(VPC), since: format_time(t0()) }
+    );
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)], "no removal without the orphaning on record");
+}
+
+#[test]
+fn a_malformed_or_future_orphan_tag_is_rewritten_to_now_and_reported() {
+    for value in ["yesterday", "", "2027-01-15T08:00:00+02:00", "2027-01-16T08:00:00Z", "9999-12-31T23:59:59Z"] {
+        let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]).orphaned_since("sg-77e", value);
+        let mut memory = Memory::default();
+        memory.orphans_since.insert(sg("sg-77e"), t0() - Duration::from_secs(3600));
+        let (plan, next) = world.plan_with(&memory, t0());
+        assert_eq!(
+            plan.actions.iter().map(|a| &a.action).collect::<Vec<_>>(),
+            [&Action::MarkOrphan { group: sg("sg-77e"), vpc: vpc(VPC), since: format_time(t0()) }],
+            "{value:?}: rewritten to now, not to the (older) memory, and nothing deleted"
+        );
+        assert_eq!(warnings_of(&plan, WarningKind::OrphanTagInvalid).len(), 1, "{value:?}");
+        assert_eq!(next.orphans_since[&sg("sg-77e")], t0());
+    }
+    // A little clock skew between two daemons is believed.
+    let skewed = format_time(t0() + Duration::from_secs(60));
+    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]).orphaned_since("sg-77e", &skewed);
+    let plan = world.plan();
+    assert!(plan.actions.is_empty() && plan.warnings.iter().all(|w| w.kind != WarningKind::OrphanTagInvalid));
+}
+
+#[test]
+fn a_mirror_claimed_again_loses_its_orphan_tag() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .orphaned_since("sg-77c", "2027-01-15T07:00:00Z");
+    let plan = world.plan();
+    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(plan.actions[0].action, Action::UnmarkOrphan { group: sg("sg-77c"), vpc: vpc(VPC) });
+    assert_eq!(plan.actions[0].pair, Some(PairKey { source: sg("sg-0a1"), vpc: vpc(VPC) }));
+    assert!(plan.orphans.is_empty());
+    let text = render_text(&plan, &world.snap);
+    assert!(
+        text.contains("unmark sg-77c in vpc-9f2: a mirror again, classiclinkmirror:orphanedSince removed\n"),
+        "{text}"
+    );
+    world.apply_marks(&plan);
+    assert!(world.plan().is_empty());
+}
+
+#[test]
+fn an_adopted_group_with_a_stale_orphan_tag_is_unmarked_after_it_is_tagged() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .with_last(|m| m.adopt = true)
+        .vpc_group("sg-555", "web", VPC, None, vec![])
+        .orphaned_since("sg-555", "2020-01-01T00:00:00Z");
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::TagGroup, ActionKind::UnmarkOrphan]);
+    assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)], "the unmark needs the ownership tag first");
+}
+
+#[test]
+fn an_unowned_group_with_an_orphan_tag_is_never_touched() {
+    let world = World::new().vpc_group("sg-555", "other", VPC, None, vec![]).orphaned_since("sg-555", "junk");
+    let plan = world.plan();
+    assert!(plan.is_empty() && plan.orphans.is_empty() && plan.warnings.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn an_incomplete_snapshot_writes_no_orphan_tag() {
+    let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    world.snap.incomplete.insert(SnapshotPart::SourceGroups);
+    let (plan, next) = world.plan_with(&Memory::default(), t0());
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert!(next.orphans_since.is_empty());
+}
+
+#[test]
+fn in_global_audit_mode_the_orphan_mark_is_only_shown() {
+    let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    world.config.daemon.mode = Mode::Audit;
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::MarkOrphan]);
+    assert!(plan.actions[0].audit && plan.is_converged());
+}
+
+#[test]
+fn a_lost_state_holds_destructive_actions_for_one_grace() {
+    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]).orphaned_since("sg-77e", "2020-01-01T00:00:00Z");
+    let memory = Memory { state_lost_at: Some(t0()), ..Memory::default() };
+    let (plan, next) = world.plan_with(&memory, t0() + Duration::from_secs(599));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert!(plan.holds.state_lost && plan.holds.destructive_held());
+    assert_eq!(plan.deferred.held, 1);
+    assert_eq!(warnings_of(&plan, WarningKind::StateLost).len(), 1);
+    assert!(warnings_of(&plan, WarningKind::StateLost)[0].message.contains("another 1s"), "{:?}", plan.warnings);
+    assert_eq!(next.state_lost_at, Some(t0()), "still holding");
+    assert!(next.baseline.is_some(), "a new baseline is taken meanwhile");
+    let (plan, next) = world.plan_with(&next, t0() + Duration::from_secs(600));
+    assert_eq!(kinds(&plan), vec![ActionKind::DeleteMirror]);
+    assert!(!plan.holds.state_lost);
+    assert_eq!(next.state_lost_at, None);
 }
 
 #[test]
@@ -835,7 +1039,7 @@ fn orphan_timer_resets_when_the_group_is_managed_again() {
 fn orphans_are_kept_when_delete_orphans_is_false() {
     let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
     world.config.safety.delete_orphans = false;
-    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let memory = world.first_pass();
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(3600));
     assert!(plan.actions.is_empty());
     assert_eq!(warnings_of(&plan, WarningKind::OrphanKept).len(), 1);
@@ -843,13 +1047,13 @@ fn orphans_are_kept_when_delete_orphans_is_false() {
 
 #[test]
 fn orphan_deletion_depends_on_its_detaches_and_on_revoking_references_to_it() {
-    let world = World::new()
+    let mut world = World::new()
         .classic("sg-0a1", "web", vec![from_group(80, "sg-0a9")])
         .map("sg-0a1", VPC)
         .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
         .mirror("sg-77e", "old", "sg-0a9", vec![])
         .link("i-1", VPC, &["sg-77e"]);
-    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let memory = world.first_pass();
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
     assert_eq!(kinds(&plan), vec![ActionKind::Revoke, ActionKind::Detach, ActionKind::DeleteMirror]);
     assert_eq!(plan.actions[2].depends_on, vec![ActionId(0), ActionId(1)]);
@@ -863,7 +1067,7 @@ fn orphan_deletion_waits_while_a_reference_to_it_cannot_be_revoked() {
         .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
         .mirror("sg-77e", "old", "sg-0a9", vec![]);
     world.config.safety.max_revokes_per_cycle = 0;
-    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let memory = world.first_pass();
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
     assert!(plan.actions.is_empty());
     assert_eq!(plan.deferred.deletes, 1);
@@ -873,10 +1077,10 @@ fn orphan_deletion_waits_while_a_reference_to_it_cannot_be_revoked() {
 #[test]
 fn orphans_referencing_each_other_are_deleted_after_revoking_those_references() {
     // web and app allowed each other; both mappings were removed.
-    let world = World::new()
+    let mut world = World::new()
         .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77d"), from_group(9000, "sg-77c")])
         .mirror("sg-77d", "app", "sg-0a2", vec![from_group(8080, "sg-77c"), tcp(22, "10.0.0.0/8")]);
-    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let memory = world.first_pass();
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
     assert_eq!(
         kinds(&plan),
@@ -899,7 +1103,7 @@ fn orphan_deletion_waits_while_references_from_other_orphans_cannot_be_revoked()
         vec![],
     );
     world.config.safety.max_revokes_per_cycle = 0;
-    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let memory = world.first_pass();
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
     // sg-77c has no references to it and goes; sg-77d waits.
     assert_eq!(kinds(&plan), vec![ActionKind::DeleteMirror]);
@@ -909,8 +1113,8 @@ fn orphan_deletion_waits_while_references_from_other_orphans_cannot_be_revoked()
 
 #[test]
 fn dependency_violation_backs_off_the_deletion() {
-    let world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
-    let (_, mut memory) = world.plan_with(&Memory::default(), t0());
+    let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]);
+    let mut memory = world.first_pass();
     let due = t0() + Duration::from_secs(600);
     memory.record_delete_blocked(&sg("sg-77e"), due);
     let (plan, memory) = world.plan_with(&memory, due + Duration::from_secs(30));
@@ -1011,7 +1215,7 @@ fn the_shrink_guard_holds_destructive_actions_until_the_drop_persists_for_the_gr
 
 #[test]
 fn an_orphan_keeps_its_links_and_references_until_its_grace_is_over() {
-    let world = World::new()
+    let mut world = World::new()
         .classic("sg-0a1", "web", vec![from_group(80, "sg-0a9")])
         .map("sg-0a1", VPC)
         .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
@@ -1020,7 +1224,8 @@ fn an_orphan_keeps_its_links_and_references_until_its_grace_is_over() {
         .link("i-1", VPC, &["sg-77c", "sg-77e"])
         .link("i-2", VPC, &["sg-77e"]);
     let (waiting, memory) = world.plan_with(&Memory::default(), t0());
-    assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+    assert_eq!(kinds(&waiting), vec![ActionKind::MarkOrphan], "only marked: {:?}", waiting.actions);
+    world.apply_marks(&waiting);
     let (due, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
     assert_eq!(kinds(&due), vec![ActionKind::Revoke, ActionKind::Relink, ActionKind::Detach, ActionKind::DeleteMirror]);
 }
@@ -1029,7 +1234,7 @@ fn an_orphan_keeps_its_links_and_references_until_its_grace_is_over() {
 fn a_kept_orphan_keeps_its_links() {
     let mut world = World::new().mirror("sg-77e", "old", "sg-0a9", vec![]).link("i-2", VPC, &["sg-77e"]);
     world.config.safety.delete_orphans = false;
-    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let memory = world.first_pass();
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(86_400));
     assert!(plan.actions.is_empty());
 }
@@ -1067,7 +1272,7 @@ fn the_delete_cap_defers_deletions() {
         .mirror("sg-772", "b", "sg-0a8", vec![])
         .mirror("sg-773", "c", "sg-0a7", vec![]);
     world.config.safety.max_deletes_per_cycle = 2;
-    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let memory = world.first_pass();
     let (plan, memory) = world.plan_with(&memory, t0() + Duration::from_secs(600));
     assert_eq!(kinds(&plan), vec![ActionKind::DeleteMirror, ActionKind::DeleteMirror]);
     assert_eq!(plan.deferred.deletes, 1);
@@ -1127,23 +1332,27 @@ fn global_audit_shows_a_due_orphans_deletion_after_its_audited_detach_and_revoke
         .mirror("sg-77e", "old", "sg-0a9", vec![])
         .link("i-1", VPC, &["sg-77e"]);
     world.config.daemon.mode = Mode::Audit;
+    // An audit never writes the orphan's tag: the grace counts from memory.
     let (_, memory) = world.plan_with(&Memory::default(), t0());
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
-    assert_eq!(kinds(&plan), vec![ActionKind::Revoke, ActionKind::Detach, ActionKind::DeleteMirror]);
+    assert_eq!(
+        kinds(&plan),
+        vec![ActionKind::Revoke, ActionKind::Detach, ActionKind::MarkOrphan, ActionKind::DeleteMirror]
+    );
     assert!(plan.actions.iter().all(|a| a.audit));
-    assert_eq!(plan.actions[2].depends_on, vec![ActionId(0), ActionId(1)]);
+    assert_eq!(plan.actions[3].depends_on, vec![ActionId(0), ActionId(1), ActionId(2)]);
     assert_eq!(plan.deferred, Deferred::default());
 }
 
 #[test]
 fn an_enforced_deletion_waits_for_a_reference_only_an_audited_mapping_would_revoke() {
-    let world = World::new()
+    let mut world = World::new()
         .classic("sg-0a1", "web", vec![])
         .map("sg-0a1", VPC)
         .with_last(|m| m.mode = Some(Mode::Audit))
         .mirror("sg-77c", "web", "sg-0a1", vec![from_group(80, "sg-77e")])
         .mirror("sg-77e", "old", "sg-0a9", vec![]);
-    let (_, memory) = world.plan_with(&Memory::default(), t0());
+    let memory = world.first_pass();
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(600));
     assert_eq!(kinds(&plan), vec![ActionKind::Revoke]);
     assert!(plan.actions[0].audit);
@@ -1273,6 +1482,8 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
         W::NameDrift,
         W::IncompleteSnapshot,
         W::SafetyHold,
+        W::OrphanTagInvalid,
+        W::StateLost,
     ];
     // Fails to compile when a kind is added, so the list above stays complete.
     let _exhaustive = |kind: W| match kind {
@@ -1294,7 +1505,9 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
         | W::DeleteBackoff
         | W::NameDrift
         | W::IncompleteSnapshot
-        | W::SafetyHold => (),
+        | W::SafetyHold
+        | W::OrphanTagInvalid
+        | W::StateLost => (),
     };
     for kind in warnings {
         assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str(), "{kind:?}");

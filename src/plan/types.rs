@@ -177,6 +177,25 @@ pub enum Action {
         /// The VPC.
         vpc: VpcId,
     },
+    /// `CreateTags` of [`crate::model::ORPHANED_SINCE_TAG`] on an orphaned
+    /// mirror: records since when it is orphaned, so that the grace survives
+    /// a restart and a second daemon counts from the same instant.
+    MarkOrphan {
+        /// The mirror (it carries our ownership tag).
+        group: GroupId,
+        /// Its VPC.
+        vpc: VpcId,
+        /// The tag's value: when it was first seen orphaned, RFC 3339 UTC.
+        since: String,
+    },
+    /// `DeleteTags` of [`crate::model::ORPHANED_SINCE_TAG`] on a mirror that
+    /// is claimed again.
+    UnmarkOrphan {
+        /// The mirror.
+        group: GroupId,
+        /// Its VPC.
+        vpc: VpcId,
+    },
 }
 
 impl Action {
@@ -195,6 +214,8 @@ impl Action {
             Self::Relink { .. } => ActionKind::Relink,
             Self::DeleteMirror { .. } => ActionKind::DeleteMirror,
             Self::EnableClassicLink { .. } => ActionKind::EnableClassicLink,
+            Self::MarkOrphan { .. } => ActionKind::MarkOrphan,
+            Self::UnmarkOrphan { .. } => ActionKind::UnmarkOrphan,
         }
     }
 
@@ -233,11 +254,15 @@ pub enum ActionKind {
     /// [`Action::EnableClassicLink`].
     #[serde(rename = "enable_classiclink")]
     EnableClassicLink,
+    /// [`Action::MarkOrphan`].
+    MarkOrphan,
+    /// [`Action::UnmarkOrphan`].
+    UnmarkOrphan,
 }
 
 impl ActionKind {
     /// Every kind, for pre-registering metric labels.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::CreateMirror,
         Self::TagGroup,
         Self::UntagGroup,
@@ -249,6 +274,8 @@ impl ActionKind {
         Self::Relink,
         Self::DeleteMirror,
         Self::EnableClassicLink,
+        Self::MarkOrphan,
+        Self::UnmarkOrphan,
     ];
 
     /// Stable label.
@@ -266,10 +293,14 @@ impl ActionKind {
             Self::Relink => "relink",
             Self::DeleteMirror => "delete_mirror",
             Self::EnableClassicLink => "enable_classiclink",
+            Self::MarkOrphan => "mark_orphan",
+            Self::UnmarkOrphan => "unmark_orphan",
         }
     }
 
-    /// True for revoke, detach, relink, delete and untag.
+    /// True for revoke, detach, relink, delete and untag. Marking an orphan
+    /// (or unmarking it) only records a time on a group that is ours: it
+    /// takes nothing away, and is not held by the safety rules.
     #[must_use]
     pub fn is_destructive(&self) -> bool {
         matches!(self, Self::Revoke | Self::Detach | Self::Relink | Self::DeleteMirror | Self::UntagGroup)
@@ -367,6 +398,12 @@ pub enum WarningKind {
     IncompleteSnapshot,
     /// The shrink guard holds destructive actions.
     SafetyHold,
+    /// An orphan's `classiclinkmirror:orphanedSince` tag is not a valid time
+    /// (or lies in the future): it is rewritten to now and the grace restarts.
+    OrphanTagInvalid,
+    /// The daemon started without its state file (corrupt, unreadable, of
+    /// an unknown version): destructive actions are held for one `orphan_grace`.
+    StateLost,
 }
 
 impl WarningKind {
@@ -393,6 +430,8 @@ impl WarningKind {
             Self::NameDrift => "name_drift",
             Self::IncompleteSnapshot => "incomplete_snapshot",
             Self::SafetyHold => "safety_hold",
+            Self::OrphanTagInvalid => "orphan_tag_invalid",
+            Self::StateLost => "state_lost",
         }
     }
 
@@ -515,8 +554,14 @@ pub struct Orphan {
     pub name: String,
     /// The source it was mirrored from.
     pub source: GroupId,
-    /// When it was first seen orphaned.
+    /// When it was first seen orphaned: its `classiclinkmirror:orphanedSince`
+    /// tag, or (until that tag is written) this daemon's memory, or now.
     pub since: SystemTime,
+    /// When its removal is due (`since` + `orphan_grace`); `None` when it is
+    /// kept (`delete_orphans = false`). Removal may still wait for a safety
+    /// hold, a per-cycle cap or a deletion backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<SystemTime>,
 }
 
 /// Why destructive actions are held this cycle.
@@ -528,13 +573,17 @@ pub struct Holds {
     /// The shrink guard is active.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shrink: bool,
+    /// The daemon's state was lost (a state file that could not be read) less
+    /// than one `orphan_grace` ago.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_lost: bool,
 }
 
 impl Holds {
     /// True when destructive actions may not run.
     #[must_use]
     pub fn destructive_held(&self) -> bool {
-        self.shrink || !self.incomplete.is_empty()
+        self.shrink || self.state_lost || !self.incomplete.is_empty()
     }
 }
 
@@ -612,6 +661,11 @@ pub struct Memory {
     /// Deferred counts of the last plan.
     #[serde(default)]
     pub deferred: Deferred,
+    /// When the daemon found its state lost (a state file it could not
+    /// read): destructive actions are held until `orphan_grace` has passed
+    /// since, as the shrink guard has no trustworthy baseline to compare with.
+    #[serde(default)]
+    pub state_lost_at: Option<SystemTime>,
 }
 
 /// First retry delay of a deletion that hit `DependencyViolation`.

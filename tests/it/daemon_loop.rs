@@ -37,6 +37,9 @@ struct Recorder {
     outcomes: Mutex<Vec<usize>>, // actions with an outcome, per pass
     reloads: Mutex<Vec<ReloadOutcome>>,
     stopped: Mutex<bool>,
+    /// Per pass: (shrink guard holding, lost state holding).
+    holds: Mutex<Vec<(bool, bool)>>,
+    state_file_errors: Mutex<Vec<&'static str>>,
     /// Fed with the reloads as the daemon's own instruments feed it.
     metrics: Arc<Metrics>,
 }
@@ -51,6 +54,8 @@ impl Default for Recorder {
             outcomes: Mutex::default(),
             reloads: Mutex::default(),
             stopped: Mutex::default(),
+            holds: Mutex::default(),
+            state_file_errors: Mutex::default(),
             metrics: Metrics::new(),
         }
     }
@@ -90,6 +95,10 @@ impl PassObserver for Recorder {
         self.passes.lock().unwrap().push((pass.plan.pairs.len(), pass.plan.actions.len(), pass.failed()));
         self.interrupted.lock().unwrap().push(pass.interrupted);
         self.outcomes.lock().unwrap().push(pass.report.outcomes.len());
+        self.holds.lock().unwrap().push((pass.plan.holds.shrink, pass.plan.holds.state_lost));
+    }
+    fn state_file_failed(&self, error: &classiclink_mirror::state::StateError) {
+        self.state_file_errors.lock().unwrap().push(error.kind());
     }
     fn reloaded(&self, outcome: ReloadOutcome, _: &Config) {
         self.reloads.lock().unwrap().push(outcome);
@@ -116,9 +125,13 @@ async fn world() -> World {
     World { emu, vpc, web, app }
 }
 
+/// The daemon's state file goes beside the config, in the test's directory.
 fn write_config(path: &Path, vpc: &VpcId, sources: &[&GroupId], extra: &str) {
-    let mut text =
-        format!("[aws]\nregion = \"us-east-1\"\n[daemon]\ninterval = \"10s\"\n[discovery]\ntag_key = \"\"\n{extra}");
+    let state_dir = path.parent().unwrap().display();
+    let mut text = format!(
+        "[aws]\nregion = \"us-east-1\"\n[daemon]\ninterval = \"10s\"\nstate_dir = \"{state_dir}\"\n\
+         [discovery]\ntag_key = \"\"\n{extra}"
+    );
     for source in sources {
         text.push_str(&format!("[[mirror]]\nsource_group = \"{source}\"\nvpc = \"{vpc}\"\n"));
     }
@@ -420,6 +433,77 @@ async fn memory_survives_between_passes_so_an_orphan_is_deleted_after_its_grace(
     run_for(Duration::from_secs(30)).await;
     assert_eq!(mirrored_sources(&w.emu).await, vec![w.web.clone()], "deleted once the grace has passed");
     daemon.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_keeps_the_shrink_guards_baseline_and_its_hold() {
+    // Regression (issue 10): the baseline lived in the process only, so a
+    // restart took a shrunk estate as the new normal and lifted the hold.
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    write_config(&path, &w.vpc, &[&w.web, &w.app], "");
+    let daemon = spawn(Settings::new(path.clone(), None), &w.emu);
+    run_for(Duration::from_secs(5)).await;
+    let first = daemon.stop().await;
+    assert_eq!(first.holds.lock().unwrap().last(), Some(&(false, false)));
+    assert!(dir.path().join("state.json").exists(), "the state file is written after a pass");
+    // Both mappings go while the daemon is down: a drop the guard holds, on
+    // this start and on the next.
+    write_config(&path, &w.vpc, &[], "");
+    for start in ["the first start after the drop", "another restart"] {
+        let daemon = spawn(Settings::new(path.clone(), None), &w.emu);
+        run_for(Duration::from_secs(5)).await;
+        let recorder = daemon.stop().await;
+        assert_eq!(recorder.holds.lock().unwrap().first(), Some(&(true, false)), "{start}");
+        assert!(recorder.state_file_errors.lock().unwrap().is_empty(), "{start}");
+    }
+    assert_eq!(mirrored_sources(&w.emu).await.len(), 2, "nothing was deleted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_state_file_is_a_conservative_start_not_a_crash() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    write_config(&path, &w.vpc, &[&w.web], "");
+    std::fs::write(dir.path().join("state.json"), "{\"version\": 1, \"baseline\": {\"managed_").unwrap();
+    let daemon = spawn(Settings::new(path.clone(), None), &w.emu);
+    run_for(Duration::from_secs(5)).await;
+    let recorder = daemon.stop().await;
+    assert_eq!(*recorder.state_file_errors.lock().unwrap(), ["corrupt"]);
+    assert_eq!(recorder.holds.lock().unwrap().first(), Some(&(false, true)), "destructive actions held");
+    assert_eq!(mirrored_sources(&w.emu).await, vec![w.web.clone()], "additions go ahead");
+    // The file was rewritten with the hold in it: a restart keeps holding.
+    let text = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    assert!(text.contains("\"state_lost_at\": \""), "{text}");
+    let daemon = spawn(Settings::new(path.clone(), None), &w.emu);
+    run_for(Duration::from_secs(5)).await;
+    let recorder = daemon.stop().await;
+    assert!(recorder.state_file_errors.lock().unwrap().is_empty());
+    assert_eq!(recorder.holds.lock().unwrap().first(), Some(&(false, true)), "still within one orphan_grace");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_directory_that_cannot_be_written_is_counted_and_the_daemon_keeps_running() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.toml");
+    let missing = dir.path().join("not-there");
+    write_config(&path, &w.vpc, &[&w.web], "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("state_dir = \"{}\"", dir.path().display()),
+        &format!("state_dir = \"{}\"", missing.display()),
+    );
+    std::fs::write(&path, text).unwrap();
+    let daemon = spawn(Settings::new(path.clone(), None), &w.emu);
+    run_for(Duration::from_secs(25)).await;
+    let recorder = daemon.stop().await;
+    let passes = recorder.passes.lock().unwrap().len();
+    assert!(passes >= 2, "{passes} passes");
+    assert_eq!(*recorder.state_file_errors.lock().unwrap(), vec!["write"; passes], "one per pass");
+    assert_eq!(mirrored_sources(&w.emu).await, vec![w.web.clone()]);
+    assert!(!missing.exists(), "the daemon does not create its state directory");
 }
 
 #[tokio::test(start_paused = true)]

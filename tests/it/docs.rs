@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use classiclink_mirror::ec2::Operation;
-use classiclink_mirror::model::OWNERSHIP_TAG;
+use classiclink_mirror::model::{ORPHANED_SINCE_TAG, OWNERSHIP_TAG};
 use classiclink_mirror::plan::WarningKind;
 use serde_json::Value;
 
@@ -120,23 +120,81 @@ fn iam_policy_creates_groups_only_with_the_ownership_tag() {
 }
 
 #[test]
-fn iam_policy_tags_existing_groups_with_the_ownership_tag_only() {
+fn iam_policy_tags_existing_groups_with_our_tags_only() {
     let policy = policy();
+    let resource_tag = format!("ec2:ResourceTag/{OWNERSHIP_TAG}");
     for action in ["ec2:CreateTags", "ec2:DeleteTags"] {
         for statement in granting(&policy, action) {
             let condition = &statement["Condition"];
             if condition["StringEquals"]["ec2:CreateAction"] == "CreateSecurityGroup" {
                 continue; // tags in the CreateSecurityGroup call itself
             }
-            assert_eq!(
-                strings(&condition["ForAllValues:StringEquals"]["aws:TagKeys"]),
-                [OWNERSHIP_TAG],
-                "{action} outside creation may touch the ownership tag only: {statement}"
-            );
+            let keys = strings(&condition["ForAllValues:StringEquals"]["aws:TagKeys"]);
+            let owned_only = condition["Null"][&resource_tag] == "false";
+            if owned_only {
+                // On groups that are ours: the ownership tag and the orphan mark.
+                assert!(
+                    !keys.is_empty() && keys.iter().all(|k| [OWNERSHIP_TAG, ORPHANED_SINCE_TAG].contains(k)),
+                    "{action} on owned groups may touch our tags only: {statement}"
+                );
+            } else {
+                // On any group (the default group, adoption): the ownership tag alone.
+                assert_eq!(keys, [OWNERSHIP_TAG], "{action} on any group may set the ownership tag only: {statement}");
+            }
             // ForAllValues is also true when the request names no tag keys at
             // all, which for DeleteTags means "delete every tag".
             assert_eq!(condition["Null"]["aws:TagKeys"], "false", "{action} must require tag keys: {statement}");
         }
+    }
+}
+
+/// Whether some statement of `policy` allows `action` with these tag keys on
+/// a security group that does (`owned`) or does not carry the ownership tag.
+/// Evaluates exactly the condition operators the policy uses on tag writes.
+fn allows_tag_write(policy: &Value, action: &str, keys: &[&str], owned: bool) -> bool {
+    let resource_tag = format!("ec2:ResourceTag/{OWNERSHIP_TAG}");
+    granting(policy, action).into_iter().any(|statement| {
+        let condition = &statement["Condition"];
+        if !strings(&statement["Resource"]).contains(&"arn:aws:ec2:*:*:security-group/*")
+            || !condition["StringEquals"]["ec2:CreateAction"].is_null()
+        {
+            return false;
+        }
+        let null = condition["Null"].as_object().cloned().unwrap_or_default();
+        let known = ["aws:TagKeys", resource_tag.as_str()];
+        assert!(null.keys().all(|k| known.contains(&k.as_str())), "unexpected Null condition: {statement}");
+        let needs_owned = null.get(&resource_tag).is_some_and(|v| v == "false");
+        let needs_keys = null.get("aws:TagKeys").is_some_and(|v| v == "false");
+        let allowed = strings(&condition["ForAllValues:StringEquals"]["aws:TagKeys"]);
+        (owned || !needs_owned) && (!keys.is_empty() || !needs_keys) && keys.iter().all(|k| allowed.contains(k))
+    })
+}
+
+#[test]
+fn iam_policy_allows_exactly_the_tag_writes_the_daemon_makes() {
+    let policy = policy();
+    // What the executor sends (`src/execute.rs`): tag_group, mark_orphan,
+    // unmark_orphan, untag_group (which removes both of our keys).
+    let needed = [
+        ("ec2:CreateTags", vec![OWNERSHIP_TAG], false, "tag_group: the default group, adoption"),
+        ("ec2:CreateTags", vec![ORPHANED_SINCE_TAG], true, "mark_orphan"),
+        ("ec2:DeleteTags", vec![ORPHANED_SINCE_TAG], true, "unmark_orphan"),
+        ("ec2:DeleteTags", vec![OWNERSHIP_TAG, ORPHANED_SINCE_TAG], true, "untag_group"),
+    ];
+    for (action, keys, owned, what) in &needed {
+        assert!(allows_tag_write(&policy, action, keys, *owned), "{what}: {action} {keys:?} is not allowed");
+    }
+    let forbidden = [
+        ("ec2:CreateTags", vec![ORPHANED_SINCE_TAG], false, "marking a group that is not ours"),
+        ("ec2:DeleteTags", vec![ORPHANED_SINCE_TAG], false, "unmarking a group that is not ours"),
+        ("ec2:DeleteTags", vec![OWNERSHIP_TAG], false, "untagging a group that is not ours"),
+        ("ec2:CreateTags", vec![OWNERSHIP_TAG, "Name"], false, "other tags with the ownership tag"),
+        ("ec2:CreateTags", vec![ORPHANED_SINCE_TAG, "team"], true, "other tags with the mark"),
+        ("ec2:DeleteTags", vec!["team"], true, "deleting another tag of a mirror"),
+        ("ec2:DeleteTags", vec![], true, "deleting every tag of a mirror"),
+    ];
+    for (action, keys, owned, what) in &forbidden {
+        assert!(!allows_tag_write(&policy, action, keys, *owned), "{what}: {action} {keys:?} is allowed");
     }
 }
 
@@ -163,6 +221,8 @@ fn runbook_warning_kinds_exist() {
         "name_drift",
         "incomplete_snapshot",
         "safety_hold",
+        "orphan_tag_invalid",
+        "state_lost",
     ];
     for kind in documented {
         let parsed: WarningKind =

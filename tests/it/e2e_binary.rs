@@ -92,10 +92,13 @@ impl EmulatorProcess {
     }
 }
 
+/// The daemon's state file goes in the test's directory, never /var/lib.
 fn write_config(dir: &Path, url: &str, listen: &str, extra: &str) -> PathBuf {
     let path = dir.join("mirror.toml");
+    let state_dir = dir.display();
     let text = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n[daemon]\ninterval = \"1s\"\nlisten = \"{listen}\"\n{extra}"
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n[daemon]\ninterval = \"1s\"\nlisten = \"{listen}\"\n\
+         state_dir = \"{state_dir}\"\n{extra}"
     );
     std::fs::write(&path, text).unwrap();
     path

@@ -13,6 +13,7 @@ mod bench_runner;
 mod cli;
 mod config_errors;
 mod config_props;
+mod crash_safety;
 mod daemon_loop;
 mod docs;
 mod e2e_binary;

@@ -16,10 +16,11 @@ use std::time::{Duration, SystemTime};
 use classiclink_mirror::config::{Config, MirrorConfig, Mode, SourceRef};
 use classiclink_mirror::model::{
     DEFAULT_DISCOVERY_TAG, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK,
-    OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, mirror_name, sanitize_text,
+    ORPHANED_SINCE_TAG, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId,
+    format_time, mirror_name, parse_time, sanitize_text,
 };
 use classiclink_mirror::plan::{
-    Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, GroupRef, Memory, Plan, TagReason, plan,
+    Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, GroupRef, Memory, ORPHAN_TAG_MAX_SKEW, Plan, TagReason, plan,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
@@ -166,6 +167,19 @@ enum NameSpec {
     Pool(Index),
 }
 
+/// A `classiclinkmirror:orphanedSince` tag on a VPC group, relative to `t0`.
+#[derive(Clone, Copy, Debug)]
+enum OrphanedSince {
+    /// An hour before: past any grace the tests use.
+    LongAgo,
+    /// A minute before: within a 10-minute grace.
+    Recently,
+    /// Not a time.
+    Junk,
+    /// A day later: a clock gone wrong.
+    Future,
+}
+
 #[derive(Clone, Debug)]
 struct VpcGroupSpec {
     vpc: Index,
@@ -174,6 +188,7 @@ struct VpcGroupSpec {
     /// Copy the source's IPv4 rules (a partly right mirror).
     copy_source: bool,
     ingress: Vec<GrantSpec<VpcPeer>>,
+    orphaned_since: Option<OrphanedSince>,
 }
 
 #[derive(Clone, Debug)]
@@ -269,8 +284,24 @@ fn source_spec() -> impl Strategy<Value = SourceSpec> {
 fn vpc_group_spec() -> impl Strategy<Value = VpcGroupSpec> {
     let owner = prop_oneof![3 => any::<Index>().prop_map(Owner::Mirror), 1 => Just(Owner::Foreign)];
     let name = prop_oneof![2 => Just(NameSpec::OfSource), 1 => any::<Index>().prop_map(NameSpec::Pool)];
-    (any::<Index>(), owner, name, any::<bool>(), prop::collection::vec(grant_spec(vpc_peer()), 0..=4))
-        .prop_map(|(vpc, owner, name, copy_source, ingress)| VpcGroupSpec { vpc, owner, name, copy_source, ingress })
+    let orphaned_since = prop::option::weighted(
+        0.3,
+        prop_oneof![
+            3 => Just(OrphanedSince::LongAgo),
+            3 => Just(OrphanedSince::Recently),
+            1 => Just(OrphanedSince::Junk),
+            1 => Just(OrphanedSince::Future),
+        ],
+    );
+    (any::<Index>(), owner, name, any::<bool>(), prop::collection::vec(grant_spec(vpc_peer()), 0..=4), orphaned_since)
+        .prop_map(|(vpc, owner, name, copy_source, ingress, orphaned_since)| VpcGroupSpec {
+            vpc,
+            owner,
+            name,
+            copy_source,
+            ingress,
+            orphaned_since,
+        })
 }
 
 fn default_spec() -> impl Strategy<Value = DefaultSpec> {
@@ -529,6 +560,15 @@ fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
         let mut g = group(sg(&format!("sg-b{j:x}")), &name, "", Some(v.clone()));
         if let Some(tag) = tag {
             g.tags.insert(OWNERSHIP_TAG.to_owned(), tag.to_string());
+        }
+        if let Some(since) = s.orphaned_since {
+            let value = match since {
+                OrphanedSince::LongAgo => format_time(t0() - Duration::from_secs(3600)),
+                OrphanedSince::Recently => format_time(t0() - Duration::from_secs(60)),
+                OrphanedSince::Junk => "last tuesday".to_owned(),
+                OrphanedSince::Future => format_time(t0() + Duration::from_secs(86_400)),
+            };
+            g.tags.insert(ORPHANED_SINCE_TAG.to_owned(), value);
         }
         vpc_groups.push(g);
         copies.push(source.filter(|_| s.copy_source));
@@ -916,6 +956,12 @@ impl Applier {
                     .ok_or_else(|| format!("InvalidVpcID.NotFound: {vpc}"))?
                     .classic_link_enabled = true;
             }
+            Action::MarkOrphan { group, since, .. } => {
+                self.vpc_group(group)?.tags.insert(ORPHANED_SINCE_TAG.to_owned(), since.clone());
+            }
+            Action::UnmarkOrphan { group, .. } => {
+                self.vpc_group(group)?.tags.remove(ORPHANED_SINCE_TAG);
+            }
         }
         Ok(None)
     }
@@ -1053,10 +1099,46 @@ fn written_group(action: &Action) -> Option<GroupRef> {
         | Action::UntagGroup { group, .. }
         | Action::Revoke { group, .. }
         | Action::UpdateDescriptions { group, .. }
-        | Action::DeleteMirror { group, .. } => Some(GroupRef::Existing(group.clone())),
+        | Action::DeleteMirror { group, .. }
+        | Action::MarkOrphan { group, .. }
+        | Action::UnmarkOrphan { group, .. } => Some(GroupRef::Existing(group.clone())),
         Action::Authorize { group, .. } => Some(group.clone()),
         _ => None,
     }
+}
+
+/// The orphan grace counts from the `orphanedSince` tag: an orphan is removed
+/// (deleted, or untagged as a default group) only when the snapshot shows a
+/// valid tag at least `orphan_grace` old, or when this plan writes one that
+/// old first and the removal depends on it. Whatever the planner's memory
+/// says: a restart or a second daemon must not shorten the grace.
+fn check_orphan_removals(config: &Config, snap: &Snapshot, plan: &Plan, now: SystemTime) -> Result<(), TestCaseError> {
+    let grace = config.safety.orphan_grace;
+    let old_enough = |since: SystemTime| since.checked_add(grace).is_some_and(|due| due <= now);
+    for planned in plan.executable() {
+        let (Action::DeleteMirror { group, .. } | Action::UntagGroup { group, .. }) = &planned.action else { continue };
+        let tagged = snap
+            .vpc_groups
+            .get(group)
+            .and_then(|g| g.orphaned_since_tag())
+            .and_then(parse_time)
+            .filter(|since| *since <= now + ORPHAN_TAG_MAX_SKEW);
+        if let Some(since) = tagged {
+            prop_assert!(old_enough(since), "{} removed at {:?}, orphaned since {:?} by its tag", group, now, since);
+            continue;
+        }
+        let mark = plan.actions.iter().find(|a| matches!(&a.action, Action::MarkOrphan { group: g, .. } if g == group));
+        let Some(mark) = mark else {
+            return Err(TestCaseError::fail(format!(
+                "{group} removed without an orphanedSince tag, nor one written first"
+            )));
+        };
+        let Action::MarkOrphan { since, .. } = &mark.action else { unreachable!() };
+        prop_assert!(planned.depends_on.contains(&mark.id), "the removal of {} does not wait for its mark", group);
+        let since = parse_time(since);
+        prop_assert!(since.is_some_and(old_enough), "{} removed at {:?} after marking it {:?}", group, now, since);
+    }
+    Ok(())
 }
 
 /// Whether a `[[mirror]]` entry with `adopt = true` maps `source` into `vpc`.
@@ -1105,6 +1187,14 @@ fn check_ownership(config: &Config, snap: &Snapshot, plan: &Plan) -> Result<(), 
                 Action::DeleteMirror { .. } => {
                     prop_assert!(tagged.contains(&id), "DeleteMirror on untagged {}", id);
                     prop_assert!(group.name != "default", "DeleteMirror on the default group {}", id);
+                }
+                Action::MarkOrphan { .. } => {
+                    prop_assert!(tagged.contains(&id), "MarkOrphan on {}, which is not ours", id);
+                    prop_assert!(
+                        plan.pairs.iter().all(|p| p.mirror != Some(GroupRef::Existing(id.clone()))),
+                        "MarkOrphan on {}, which is a pair's mirror",
+                        id
+                    );
                 }
                 _ if tagged.contains(&id) => {}
                 _ => {
@@ -1312,6 +1402,7 @@ fn converges(spec: &EstateSpec) -> Result<(), TestCaseError> {
         let now = t0() + PASS_INTERVAL * u32::try_from(pass).expect("small");
         let (plan, next) = plan(&config, &snap, &memory, now);
         in_context(check_structure(&plan), &config, &snap, &plan)?;
+        in_context(check_orphan_removals(&config, &snap, &plan, now), &config, &snap, &plan)?;
         if plan.is_converged() {
             return in_context(check_converged_state(&config, &initial, &snap, &plan), &config, &snap, &plan);
         }
@@ -1421,6 +1512,28 @@ proptest! {
         in_context(check(), &config, &snap, &plan)?;
     }
 
+    /// Issue 10: a restart (or a second daemon) forgets the planner's memory
+    /// but not the orphans' tags: planned again with no memory at any later
+    /// moment, an orphan is never removed before its tag's time plus the grace.
+    #[test]
+    fn a_restart_never_shortens_an_orphans_grace(spec in estate(), later in 0u64..1200) {
+        let (config, snap) = build(&spec, None);
+        let (first, _) = plan(&config, &snap, &Memory::default(), t0());
+        in_context(check_orphan_removals(&config, &snap, &first, t0()), &config, &snap, &first)?;
+        let mut next_id = 0;
+        let applied = apply(&first, &snap, &mut next_id).snap;
+        let now = t0() + Duration::from_secs(later);
+        let (restarted, _) = plan(&config, &applied, &Memory::default(), now);
+        in_context(check_orphan_removals(&config, &applied, &restarted, now), &config, &applied, &restarted)?;
+        // Every orphan carries its mark once the first plan ran (audit aside).
+        if config.daemon.mode == Mode::Enforce {
+            for orphan in &restarted.orphans {
+                let marked = applied.vpc_groups.get(&orphan.group).and_then(|g| g.orphaned_since_tag()).is_some();
+                prop_assert!(marked, "orphan {} has no orphanedSince tag after the first plan", orphan.group);
+            }
+        }
+    }
+
     /// Ids are indices and dependencies point backwards.
     #[test]
     fn dependencies_point_to_earlier_actions(spec in estate()) {
@@ -1514,6 +1627,7 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
         "ClassicLinkDisabled",
         "VpcNotFound",
         "NameDrift",
+        "OrphanTagInvalid",
     ] {
         assert!(seen(&format!("warning {warning}")) > 0, "the generator never warns {warning}");
     }

@@ -15,7 +15,8 @@ use classiclink_mirror::emulator::{Emulator, EmulatorOptions, NewGroup, NewVpc, 
 use classiclink_mirror::emulator::{ErrorInjection, Faults, IpPermission, Throttle};
 use classiclink_mirror::execute::ActionResult;
 use classiclink_mirror::model::{
-    Grant, GroupId, InstanceId, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
+    Grant, GroupId, InstanceId, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
+    format_time,
 };
 use classiclink_mirror::plan::{ActionKind, Memory};
 use classiclink_mirror::reconcile::{PassReport, apply, execute_options, reconcile_once};
@@ -319,7 +320,11 @@ async fn an_orphan_is_detached_dereferenced_and_deleted_after_its_grace() {
     estate.emu.reset_counters();
     let waiting = pass(&ec2, &smaller, &mut memory, &clock).await;
     assert_eq!(waiting.plan.orphans.len(), 1);
-    assert_eq!(estate.emu.counters().mutating_calls(), 0);
+    // Its one write: the moment it was first seen orphaned, on the orphan.
+    assert_eq!(estate.emu.counters().mutating_calls(), 1);
+    assert_eq!(estate.emu.counters().requests(Operation::CreateTags), 1);
+    let marked = estate.emu.peek_group(&web_mirror.id).unwrap();
+    assert_eq!(marked.tags.get(ORPHANED_SINCE_TAG), Some(&format_time(clock.now())));
     assert!(estate.emu.peek_link(&estate.instances[0]).is_some());
 
     clock.advance(Duration::from_secs(600));
@@ -330,6 +335,63 @@ async fn an_orphan_is_detached_dereferenced_and_deleted_after_its_grace() {
     let app_mirror = mirror_of(&estate.emu, &estate.app).await;
     assert_eq!(keys(&app_mirror.ingress), keys(&[from_group(7000, &app_mirror.id)]), "reference revoked");
     assert!(memory.orphans_since.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_orphan_is_deleted_after_its_grace_even_when_the_daemon_restarts_every_12_s() {
+    // Regression (issue 10): restarted every 12 s, the daemon never deleted
+    // an orphan whose orphan_grace was 45 s: each restart forgot when it was
+    // first seen orphaned. The orphanedSince tag on the orphan remembers.
+    let estate = three_tiers().await;
+    let mut config = config_for(&estate.vpc, &[&estate.web, &estate.app]);
+    config.safety.orphan_grace = Duration::from_secs(45);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    pass(&ec2, &config, &mut Memory::default(), &clock).await;
+    let web_mirror = mirror_of(&estate.emu, &estate.web).await;
+    let mut smaller = config_for(&estate.vpc, &[&estate.app]);
+    smaller.safety.orphan_grace = Duration::from_secs(45);
+    let mut deleted_after = None;
+    for restart in 1..=6u32 {
+        // A fresh process: nothing remembered.
+        let mut memory = Memory::default();
+        pass(&ec2, &smaller, &mut memory, &clock).await;
+        if estate.emu.peek_group(&web_mirror.id).is_none() {
+            deleted_after = Some(restart);
+            break;
+        }
+        clock.advance(Duration::from_secs(12));
+    }
+    // Orphaned at 0 s; the passes run at 12, 24, 36 and 48 s.
+    assert_eq!(deleted_after, Some(5), "deleted at the first pass past the 45 s grace");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_daemon_counts_an_orphans_grace_from_the_first_daemons_tag() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    pass(&ec2, &config, &mut Memory::default(), &clock).await;
+    let web_mirror = mirror_of(&estate.emu, &estate.web).await;
+    let smaller = config_for(&estate.vpc, &[&estate.app]);
+    let orphaned_at = clock.now();
+    let mut first = Memory::default();
+    pass(&ec2, &smaller, &mut first, &clock).await;
+
+    // Another daemon, with its own memory, starts watching 9 minutes later.
+    clock.advance(Duration::from_secs(540));
+    let mut second = Memory::default();
+    let seen = pass(&ec2, &smaller, &mut second, &clock).await;
+    assert_eq!(seen.plan.orphans[0].since, orphaned_at, "the first daemon's tag");
+    assert_eq!(seen.plan.orphans[0].due, Some(orphaned_at + Duration::from_secs(600)));
+    assert!(seen.plan.actions.is_empty(), "nothing to mark again: {:?}", seen.plan.actions);
+    clock.advance(Duration::from_secs(60));
+    pass(&ec2, &smaller, &mut second, &clock).await;
+    assert!(estate.emu.peek_group(&web_mirror.id).is_none(), "deleted 10 minutes after the first daemon saw it");
+    // The first daemon finds it gone: nothing to do, nothing failed.
+    let after = pass(&ec2, &smaller, &mut first, &clock).await;
+    assert!(after.converged() && after.failed() == 0, "{:?}", after.plan.actions);
 }
 
 #[tokio::test(start_paused = true)]
