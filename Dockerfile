@@ -1,4 +1,4 @@
-# classiclink-mirror in a container (SPEC §8). Usage: docs/operations.md, "Docker".
+# classiclink-mirror in a container. Usage: docs/operations.md, "Docker".
 #
 #   docker build -t classiclink-mirror .
 #   docker run -d --name classiclink-mirror --stop-timeout 40 -p 9464:9464 \

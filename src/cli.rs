@@ -1,4 +1,4 @@
-//! The command line (SPEC §2), clap derive. Parsing only: `main.rs` decides
+//! The command line (README.md, "Commands that work today"), clap derive. Parsing only: `main.rs` decides
 //! what each command does. Every flag that makes sense as an environment
 //! variable has one.
 
@@ -78,7 +78,7 @@ pub enum Command {
     /// Parse and validate the mapping file, print every error with its key
     /// path. Exit 0: valid; 1: invalid.
     Validate(ConfigArg),
-    /// Serve the EC2 emulator (SPEC §9) over EC2's Query API until SIGINT or
+    /// Serve the EC2 emulator (docs/emulator.md) over EC2's Query API until SIGINT or
     /// SIGTERM. Prints `emulator listening on http://ADDR` first.
     Emulator(EmulatorArgs),
 }

@@ -1,4 +1,4 @@
-//! The mapping file: TOML → validated [`Config`] (SPEC §3).
+//! The mapping file: TOML → validated [`Config`] (docs/configuration.md).
 //!
 //! Sits before the loop: the daemon, `plan`, `apply` and `validate` all read
 //! the file through [`Config::from_toml_str`] (or [`Config::load`]), which
@@ -235,7 +235,7 @@ pub struct SafetyConfig {
     /// `false`: report orphans, never delete.
     pub delete_orphans: bool,
     /// Fraction in (0, 1] by which managed sources or linked instances may
-    /// drop before destructive actions are held (SPEC §6).
+    /// drop before destructive actions are held (docs/semantics.md, "Safety").
     pub max_source_shrink: f64,
 }
 
@@ -348,7 +348,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Every default of SPEC §3 with the given region and no mappings.
+    /// Every default of docs/configuration.md with the given region and no mappings.
     #[must_use]
     pub fn with_region(region: impl Into<String>) -> Self {
         Self {
@@ -696,7 +696,7 @@ struct RawMirror {
 // ---------------------------------------------------------------------------
 
 impl Config {
-    /// Parses and validates a mapping file's text (SPEC §3).
+    /// Parses and validates a mapping file's text (docs/configuration.md).
     ///
     /// `env_region` is the `AWS_REGION` environment variable, used when the
     /// file has no `aws.region` (the file wins); an empty value counts as unset.

@@ -11,7 +11,7 @@
 //!   succeeded, it is retried at once (`reattach_retries`), because the
 //!   instance is unlinked until it succeeds. Failing that, the next pass
 //!   plans an attach, and runs it first.
-//! - Idempotence (SPEC §5): "already there" and "already gone" answers are
+//! - Idempotence (docs/semantics.md, "Idempotence and errors"): "already there" and "already gone" answers are
 //!   success; a duplicate create adopts the group when it carries our tag.
 //! - Retries here are only for eventual consistency (a group or instance not
 //!   yet visible right after its creation); throttling and 5xx are retried by

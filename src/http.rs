@@ -1,4 +1,4 @@
-//! The daemon's HTTP surface (SPEC §7): `/metrics`, `/healthz`, `/readyz`
+//! The daemon's HTTP surface (docs/metrics.md): `/metrics`, `/healthz`, `/readyz`
 //! and `/status`, served by axum over a [`State`] the daemon loop updates.
 //!
 //! The loop tells the state what happens while it happens: a cycle started
@@ -1204,7 +1204,7 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         let samples = parse_exposition(&body).unwrap_or_else(|e| panic!("{e}"));
-        for metric in crate::metrics::SPEC_METRICS {
+        for metric in crate::metrics::CONTRACT_METRICS {
             assert!(body.contains(&format!("# TYPE {PREFIX}_{metric} ")), "{metric} missing");
         }
         let name = format!("{PREFIX}_config_reloads_total");

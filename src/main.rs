@@ -1,5 +1,5 @@
 //! The binary: parse the command line, set up logging, run the command, map
-//! the outcome to SPEC §2's exit codes. `anyhow` lives here only.
+//! the outcome to the exit codes of the README's command table. `anyhow` lives here only.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! Every Prometheus metric of the daemon, registered in one place (SPEC §7).
+//! Every Prometheus metric of the daemon, registered in one place (docs/metrics.md).
 //!
 //! The daemon feeds three things in and nothing else:
 //!
@@ -892,8 +892,8 @@ pub(crate) mod test_support {
 }
 
 #[cfg(test)]
-/// Every metric SPEC §7 requires, without the prefix.
-pub(crate) const SPEC_METRICS: [&str; 16] = [
+/// Every metric of the contract (docs/metrics.md), without the prefix.
+pub(crate) const CONTRACT_METRICS: [&str; 16] = [
     "cycles_total",
     "cycle_duration_seconds",
     "last_successful_cycle_timestamp_seconds",
@@ -968,7 +968,7 @@ mod tests {
         let metrics = Metrics::new();
         let text = metrics.render();
         let samples = parse_exposition(&text).unwrap();
-        for metric in SPEC_METRICS {
+        for metric in CONTRACT_METRICS {
             assert!(text.contains(&format!("# TYPE {} ", name(metric))), "{metric} is not exposed:\n{text}");
         }
         assert_eq!(get(&samples, "build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);

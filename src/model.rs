@@ -24,7 +24,7 @@ pub const OWNERSHIP_TAG: &str = "classiclinkmirror:mirroredFromClassicSecurityGr
 /// the same instant. Removed when the mirror is claimed again.
 pub const ORPHANED_SINCE_TAG: &str = "classiclinkmirror:orphanedSince";
 
-/// The default discovery tag (SPEC §3 `discovery.tag_key`).
+/// The default discovery tag (docs/configuration.md `discovery.tag_key`).
 pub const DEFAULT_DISCOVERY_TAG: &str = "classiclinkmirror:linkToVPC";
 
 /// EC2 allows at most this many security groups in one ClassicLink link.
@@ -434,7 +434,7 @@ pub struct GrantKey<G = GroupId> {
     pub peer: Peer<G>,
 }
 
-/// One normalised ingress rule entry (SPEC §4.3). The description is an
+/// One normalised ingress rule entry (docs/semantics.md, "Ingress rules"). The description is an
 /// attribute, not part of the identity: two grants with the same [`GrantKey`]
 /// are the same rule.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

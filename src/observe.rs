@@ -292,7 +292,7 @@ async fn observe_with(
     }
 
     // ClassicLink matters only when a Classic group is managed. VPC-to-VPC
-    // mirroring (SPEC §4.6) must not depend on the ClassicLink APIs, which
+    // mirroring (docs/semantics.md, "VPC source mode") must not depend on the ClassicLink APIs, which
     // are gone from today's AWS (and from other EC2 emulators): it sees no
     // links and learns which target VPCs exist from DescribeVpcs.
     let uses_classiclink = !classic_sources.is_empty();

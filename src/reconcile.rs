@@ -1,5 +1,5 @@
 //! One reconcile pass — observe → plan → execute — and `apply`'s loop of
-//! passes (SPEC §2). The daemon's loop calls [`reconcile_once`] on a timer;
+//! passes (README.md, "Commands that work today"). The daemon's loop calls [`reconcile_once`] on a timer;
 //! `apply` calls [`apply`]. Time comes in as a parameter so tests control it.
 
 use std::time::{Duration, SystemTime};

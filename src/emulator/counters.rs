@@ -1,4 +1,4 @@
-//! Per-action request counters (SPEC §9): how many requests each EC2 action
+//! Per-action request counters (docs/emulator.md): how many requests each EC2 action
 //! received and how each ended. Tests assert on them ("a converged second
 //! pass writes nothing"), benchmarks report them, and the HTTP server
 //! serves them as JSON (`GET /_emulator/calls`).

@@ -1,4 +1,4 @@
-//! The emulator's realism knobs (SPEC §9): EC2's request-rate token buckets,
+//! The emulator's realism knobs (docs/emulator.md): EC2's request-rate token buckets,
 //! injected latency, injected server errors, and the eventual-consistency
 //! window. Every clock is `tokio::time`, so tests under
 //! `#[tokio::test(start_paused = true)]` are fast and deterministic; every

@@ -59,7 +59,7 @@ impl Default for GenerateSpec {
 }
 
 impl GenerateSpec {
-    /// The benchmark size of SPEC §8: 5,000 groups × 100 rules, 50,000 instances.
+    /// The benchmark size of docs/BENCHMARKS.md (figure 1): 5,000 groups × 100 rules, 50,000 instances.
     #[must_use]
     pub fn large() -> Self {
         Self { classic_groups: 5000, rules_per_group: 100, instances: 50_000, vpcs: 4, ..Self::default() }

@@ -1,6 +1,6 @@
 //! # The EC2 emulator engine
 //!
-//! An in-memory EC2 with Classic semantics (SPEC §9). It stands in for EC2
+//! An in-memory EC2 with Classic semantics (docs/emulator.md). It stands in for EC2
 //! behind the [`Ec2`](crate::ec2::Ec2) port, so `observe` and `execute` run
 //! unchanged against it: in unit and daemon tests directly, and — through
 //! the Query-API [`server`] — in `demo`, the end-to-end tests and the

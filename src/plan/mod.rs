@@ -14,7 +14,7 @@
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
 //!    tag, which it writes when first seeing one; `delete_orphans`, backoff);
 //!
-//! and applies SPEC §6 on the way: an incomplete snapshot or the shrink guard
+//! and applies the safety rules (docs/semantics.md, "Safety") on the way: an incomplete snapshot or the shrink guard
 //! holds every destructive action, per-cycle caps defer the excess in a
 //! deterministic order, and audited mappings are planned but marked `audit`.
 
@@ -207,7 +207,7 @@ struct Planner<'a> {
     ours: LookupSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
-    /// are left alone (SPEC §4.5: detach and drop references only once the
+    /// are left alone (docs/semantics.md, "Orphans": detach and drop references only once the
     /// orphan is due for removal).
     protected: LookupSet<GroupId>,
     /// Orphans, with whether their grace is over, in id order.

@@ -1,4 +1,4 @@
-//! Plan rendering: the reviewable text diff of SPEC §2 and the versioned JSON
+//! Plan rendering: the reviewable text diff `plan` prints and the versioned JSON
 //! document of `docs/plan-json.md`. Pure functions of the plan and the
 //! snapshot it was made from (for names).
 
@@ -295,7 +295,7 @@ fn is_pair_action(kind: ActionKind) -> bool {
     )
 }
 
-/// The plan as a reviewable diff (SPEC §2): one section per mirror pair with
+/// The plan as a reviewable diff (what `plan` prints): one section per mirror pair with
 /// changes, then links, deletions, warnings and a summary line.
 #[must_use]
 pub fn render_text(plan: &Plan, snapshot: &Snapshot) -> String {

@@ -1,4 +1,4 @@
-//! Planner unit tests, one per rule of SPEC §4–§6, named after the rule.
+//! Planner unit tests, one per rule of docs/semantics.md, named after the rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -212,7 +212,7 @@ fn existing(grant: Grant) -> Grant<GroupRef> {
     grant.map_group(GroupRef::Existing)
 }
 
-// ----- §4.1 which groups are managed --------------------------------------
+// ----- which groups are managed (docs/semantics.md) ------------------------
 
 #[test]
 fn config_entry_by_id_makes_the_group_managed_and_creates_its_mirror() {
@@ -297,7 +297,7 @@ fn two_mappings_with_the_same_mirror_name_in_one_vpc_conflict() {
     assert_eq!(warnings_of(&plan, WarningKind::ConflictDuplicateName).len(), 1);
 }
 
-// ----- §4.2 the mirror group ---------------------------------------------
+// ----- the mirror group (docs/semantics.md) --------------------------------
 
 #[test]
 fn new_mirror_carries_the_ownership_tag_at_creation_and_a_sanitised_description() {
@@ -461,7 +461,7 @@ fn no_action_ever_targets_a_source_group() {
     assert!(!text.contains("{\"existing\":\"sg-0a1\"}"));
 }
 
-// ----- §4.3 ingress rules ------------------------------------------------
+// ----- ingress rules (docs/semantics.md) -----------------------------------
 
 #[test]
 fn reference_to_a_managed_group_in_the_same_vpc_becomes_a_reference_to_its_mirror() {
@@ -644,7 +644,7 @@ fn desired_grants_beyond_the_quota_are_reported_and_nothing_desired_is_revoked()
     assert_eq!(warnings_of(&plan, WarningKind::QuotaExceeded).len(), 1);
 }
 
-// ----- §4.4 instances and ClassicLink ------------------------------------
+// ----- instances and ClassicLink (docs/semantics.md) -----------------------
 
 fn linked_world() -> World {
     World::new()
@@ -841,7 +841,7 @@ fn vpc_source_mirrors_rules_without_classiclink() {
     assert_eq!(authorized(&plan).len(), 2);
 }
 
-// ----- §4.5 orphans ----------------------------------------------------------
+// ----- orphans (docs/semantics.md) -----------------------------------------
 
 #[test]
 fn orphan_waits_for_its_grace_then_is_deleted() {
@@ -1126,7 +1126,7 @@ fn dependency_violation_backs_off_the_deletion() {
     assert_eq!(memory.delete_backoff[&sg("sg-77e")].retry_after, due + Duration::from_secs(180));
 }
 
-// ----- §6 safety -------------------------------------------------------------
+// ----- safety (docs/semantics.md) ------------------------------------------
 
 #[test]
 fn an_incomplete_snapshot_plans_no_revoke_detach_or_delete() {

@@ -219,7 +219,7 @@ impl Action {
         }
     }
 
-    /// True for actions the safety rules of SPEC §6 restrict: they remove
+    /// True for actions the safety rules (docs/semantics.md, "Safety") restrict: they remove
     /// access, links or groups.
     #[must_use]
     pub fn is_destructive(&self) -> bool {
@@ -325,7 +325,7 @@ pub struct PlannedAction {
     pub pair: Option<PairKey>,
 }
 
-/// Why a grant of a source cannot be mirrored (SPEC §4.3).
+/// Why a grant of a source cannot be mirrored (docs/semantics.md, "Ingress rules").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unmirrorable {
@@ -543,7 +543,7 @@ impl PairPlan {
     }
 }
 
-/// An orphaned mirror (SPEC §4.5).
+/// An orphaned mirror (docs/semantics.md, "Orphans").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Orphan {
     /// The mirror.

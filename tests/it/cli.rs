@@ -1,4 +1,4 @@
-//! The real binary end to end (SPEC §2): `validate` and offline `plan
+//! The real binary end to end (README.md, "Commands that work today"): `validate` and offline `plan
 //! --snapshot`, their output and exit codes (0 nothing to do / valid, 2
 //! changes pending, 1 error), and the environment variables that stand in
 //! for flags. Each child gets a clean environment for the variables the

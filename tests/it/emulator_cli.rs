@@ -1,4 +1,4 @@
-//! The real binary's `emulator` subcommand (SPEC §2): it prints its address
+//! The real binary's `emulator` subcommand (README.md, "Commands that work today"): it prints its address
 //! first, serves an estate over EC2's Query API to the daemon's adapter,
 //! honours its fault flags, exits 0 on SIGTERM or SIGINT, and refuses a bad
 //! estate with exit 1 and an error naming the place. Only 127.0.0.1; every

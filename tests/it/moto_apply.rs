@@ -1,4 +1,4 @@
-//! The real binary's `apply` and `plan` in VPC source mode (SPEC §4.6)
+//! The real binary's `apply` and `plan` in VPC source mode (docs/semantics.md, "VPC source mode")
 //! against moto, an EC2 emulator we did not write: groups of one VPC are
 //! mirrored into another, read back through the SDK, applied again
 //! (idempotent), and an unmapped mirror is deleted as an orphan.

@@ -7,7 +7,7 @@
 //! `plan::Memory`: orphan timers, delete backoff, the shrink baseline). Adding
 //! a scenario is adding a directory; new snapshots are written with
 //! `INSTA_UPDATE=always cargo test --test it plan_fixtures::` and must be reviewed
-//! against SPEC §4–§6 before they are committed.
+//! against docs/semantics.md before they are committed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -1,4 +1,4 @@
-//! Property tests of the pure planner (SPEC §4–§6, STYLE "Tests").
+//! Property tests of the pure planner: the invariants of docs/semantics.md.
 //!
 //! Random but valid estates — target VPCs, Classic (and a few VPC) source
 //! groups with rules in every spelling EC2 accepts, mappings, discovery tags,
@@ -146,7 +146,7 @@ enum TagSpec {
 #[derive(Clone, Debug)]
 struct SourceSpec {
     description: Index,
-    /// `Some`: a VPC source (§4.6) in that VPC.
+    /// `Some`: a VPC source (docs/semantics.md, "VPC source mode") in that VPC.
     vpc: Option<Index>,
     ingress: Vec<GrantSpec<SrcPeer>>,
     discovery: Option<TagSpec>,
@@ -757,7 +757,7 @@ struct Outcome {
     snap: Snapshot,
     /// Deletions EC2 refused with `DependencyViolation` because a group the
     /// daemon does not own still references the mirror: legitimate, the
-    /// daemon backs off (SPEC §4.5).
+    /// daemon backs off (docs/semantics.md, "Orphans").
     blocked: Vec<GroupId>,
     /// Any other refusal: the plan asked for something EC2 rejects.
     errors: Vec<String>,
@@ -938,8 +938,8 @@ impl Applier {
                     })
                     .collect();
                 // The daemon owns a tagged referrer and should have revoked the
-                // reference first (SPEC §4.5) — except on a default group, of
-                // which it only ever removes the tag (§4.2).
+                // reference first (docs/semantics.md, "Orphans") — except on a default group, of
+                // which it only ever removes the tag (docs/semantics.md, "The mirror group").
                 if let Some(ours) = referrers.iter().find(|r| r.tags.contains_key(OWNERSHIP_TAG) && r.name != "default")
                 {
                     return Err(format!("DependencyViolation: {group} is referenced by our {}", ours.id));
@@ -1153,7 +1153,7 @@ fn adopting(config: &Config, snap: &Snapshot, source: &GroupId, vpc: &VpcId) -> 
     })
 }
 
-/// SPEC §4.2 and §6: only groups with our tag are written, apart from the
+/// docs/semantics.md, "The mirror group" and "Safety": only groups with our tag are written, apart from the
 /// tagging itself (default group, adoption) and the grant sync of a group
 /// tagged earlier in the same plan; the source side is never written; links
 /// only get our mirrors or groups that were already in the link.
@@ -1286,7 +1286,7 @@ fn check_converged_state(
         })
         .collect();
     // Orphans within their grace, or kept, must keep working: references to
-    // them are left alone (SPEC §4.5). Every test pass is within the grace.
+    // them are left alone (docs/semantics.md, "Orphans"). Every test pass is within the grace.
     let protected: BTreeSet<&GroupId> = if config.safety.orphan_grace > Duration::ZERO || !config.safety.delete_orphans
     {
         plan.orphans.iter().map(|o| &o.group).collect()
@@ -1329,7 +1329,7 @@ fn check_converged_state(
                 prop_assert_eq!(expected.get(key), Some(description), "mirror {} over quota holds {:?}", mirror, key);
             }
             // Desired grants fill the room the quota leaves; ones already
-            // there are never revoked to make room (SPEC §4.3), so a mirror
+            // there are never revoked to make room (docs/semantics.md, "Ingress rules"), so a mirror
             // that was over the quota may keep more.
             if unowned <= quota {
                 prop_assert!(
@@ -1452,7 +1452,7 @@ proptest! {
         converges(&spec)?;
     }
 
-    /// SPEC §4.2, §6: ownership, and the source side is never written.
+    /// docs/semantics.md, "The mirror group" and "Safety": ownership, and the source side is never written.
     #[test]
     fn only_our_groups_are_written_and_never_a_source(spec in estate()) {
         let (config, snap) = build(&spec, None);
@@ -1475,7 +1475,7 @@ proptest! {
         prop_assert_eq!(&first, &other);
     }
 
-    /// SPEC §6: an incomplete snapshot never yields a revoke, delete, detach,
+    /// docs/semantics.md, "Safety": an incomplete snapshot never yields a revoke, delete, detach,
     /// relink or untag — even when the orphan grace has long passed.
     #[test]
     fn an_incomplete_snapshot_plans_nothing_destructive(
@@ -1494,7 +1494,7 @@ proptest! {
         in_context(result, &config, &snap, &plan)?;
     }
 
-    /// SPEC §6: per-cycle caps bound what one plan executes.
+    /// docs/semantics.md, "Safety": per-cycle caps bound what one plan executes.
     #[test]
     fn per_cycle_caps_are_respected(spec in estate(), revokes in 0usize..4, deletes in 0usize..3, unlinks in 0usize..3) {
         let (mut config, snap) = build(&spec, None);
@@ -1542,9 +1542,9 @@ proptest! {
         in_context(check_structure(&plan), &config, &snap, &plan)?;
     }
 
-    /// SPEC §2: in global audit mode every action is audited and the plan
+    /// README.md, "Commands that work today": in global audit mode every action is audited and the plan
     /// counts as converged. Mappings that explicitly say `mode = "enforce"`
-    /// override the global mode (SPEC §3: per-mapping override), so they are
+    /// override the global mode (docs/configuration.md: per-mapping override), so they are
     /// left out here.
     #[test]
     fn global_audit_mode_only_plans_audited_actions(spec in estate()) {

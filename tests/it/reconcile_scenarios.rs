@@ -1,5 +1,5 @@
 //! End-to-end passes — observe → plan → execute — against the in-process
-//! emulator engine, one test per SPEC §4–§6 behaviour, plus faults. Tokio's
+//! emulator engine, one test per behaviour of docs/semantics.md, plus faults. Tokio's
 //! clock is paused, so throttling, backoff and consistency windows cost no
 //! wall time.
 

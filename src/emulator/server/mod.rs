@@ -1,6 +1,6 @@
 //! # The EC2 Query-API server
 //!
-//! The HTTP face of the emulator engine (SPEC §9): it speaks EC2's Query
+//! The HTTP face of the emulator engine (docs/emulator.md): it speaks EC2's Query
 //! protocol so the unmodified `aws-sdk-ec2` client — and so the daemon's
 //! [`AwsEc2`](crate::ec2::aws::AwsEc2) adapter, `demo` and the end-to-end
 //! tests — talk to the in-memory [`Emulator`] over real HTTP.
