@@ -19,7 +19,6 @@
 //!
 //! The [`emulator`] is an in-memory EC2 with Classic semantics behind the same
 //! port, used by `demo`, the tests and the benchmarks.
-#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;

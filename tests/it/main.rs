@@ -5,6 +5,10 @@
 //! Run one module with `cargo test --test it module::` (for example
 //! `cargo test --test it plan_fixtures::`).
 
+// A test crate: an unwrap that fails is a failed test, in the helpers the
+// tests share as in the tests (Cargo.toml's [lints] forbid it elsewhere).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 mod architecture;
