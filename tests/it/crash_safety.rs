@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use classiclink_mirror::ec2::aws::AwsEc2;
@@ -27,7 +26,7 @@ use classiclink_mirror::model::{
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::common::root;
+use crate::common::binary;
 
 const TARGET_VPC: &str = "vpc-9f2e1d0c";
 /// Classic groups to mirror; each references the next, so authorizations
@@ -40,23 +39,6 @@ const INSTANCES: usize = 12;
 const ORPHAN_NAME: &str = "old-mirror";
 const ORPHAN_SOURCE: &str = "sg-0badf00d";
 const KILLS: usize = 4;
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_classiclink-mirror"));
-    command
-        .current_dir(root())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("CLASSICLINK_MIRROR_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
 
 /// A small deterministic generator (xorshift64*), so a seed replays a run.
 struct Rng(u64);

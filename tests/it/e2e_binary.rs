@@ -3,7 +3,7 @@
 //! over HTTP. State is read back through the SDK and the emulator's
 //! `/_emulator/calls` counters. Every wait is bounded.
 
-use crate::common::root;
+use crate::common::{binary, root};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -28,23 +28,6 @@ const MUTATING: [&str; 10] = [
     "DetachClassicLinkVpc",
     "EnableVpcClassicLink",
 ];
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_classiclink-mirror"));
-    command
-        .current_dir(root())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("CLASSICLINK_MIRROR_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
 
 /// A running `emulator` process.
 struct EmulatorProcess {

@@ -1,11 +1,13 @@
 //! Helpers shared by the integration tests' modules: where the crate lives,
-//! and the daemon's own SDK adapter pointed at a local endpoint (the
-//! emulator's HTTP server, a canned server or moto) with test credentials.
+//! the real binary as the end-to-end tests start it, and the daemon's own SDK
+//! adapter pointed at a local endpoint (the emulator's HTTP server, a canned
+//! server or moto) with test credentials.
 #![allow(dead_code)] // each test module uses a different part of it
 
 pub mod moto;
 
 use std::path::Path;
+use std::process::Stdio;
 
 use classiclink_mirror::config::AwsConfig;
 use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions, StaticCredentials};
@@ -13,6 +15,26 @@ use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions, StaticCredentials};
 /// The crate root: tests run the binary from here and read `tests/fixtures`.
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real `classiclink-mirror` binary, run from the crate root with an
+/// environment of its own: test credentials, no instance metadata service
+/// (nothing may reach AWS), JSON logs, its output piped, killed when dropped.
+pub fn binary() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_classiclink-mirror"));
+    command
+        .current_dir(root())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CLASSICLINK_MIRROR_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
 
 /// `[aws]` for a local endpoint in `us-east-1`.
