@@ -230,6 +230,9 @@ struct Planner<'a> {
     /// mirrors (claimed and tagged ones included) and our orphans. Mirrors of
     /// other deployments never are: to grants and links they are foreign.
     ours: LookupSet<GroupId>,
+    /// Mirrors of other deployments: never written, tagged, unlinked or
+    /// deleted.
+    theirs: LookupSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
     /// are left alone (SPEC §4.5: detach and drop references only once the
@@ -271,6 +274,7 @@ impl<'a> Planner<'a> {
             peer_targets: Vec::new(),
             source_of_mirror: LookupMap::default(),
             ours: LookupSet::default(),
+            theirs: LookupSet::default(),
             protected: LookupSet::default(),
             orphans: Vec::new(),
             enable_action: BTreeMap::new(),
@@ -502,9 +506,11 @@ impl<'a> Planner<'a> {
             let Some(vpc) = &group.vpc_id else { continue };
             if let Some(source) = group.mirrored_from() {
                 tagged.entry((vpc.clone(), source)).or_default().push(group);
-                if ownership(group, me) == Ownership::Mine {
-                    self.ours.insert(group.id.clone());
-                }
+                match ownership(group, me) {
+                    Ownership::Mine => self.ours.insert(group.id.clone()),
+                    Ownership::Foreign(_) => self.theirs.insert(group.id.clone()),
+                    Ownership::Unowned => false,
+                };
             }
             by_name.insert((vpc.clone(), group.name.as_str()), group);
         }
@@ -1319,6 +1325,23 @@ impl<'a> Planner<'a> {
                                     link.vpc_id
                                 ),
                             );
+                            continue;
+                        }
+                        // Moving it would unlink the instance from another
+                        // deployment's mirror, which wants it where it is.
+                        Some((vpc, _)) if link.groups.iter().any(|g| self.theirs.contains(g)) => {
+                            let theirs = link.groups.iter().find(|g| self.theirs.contains(g)).expect("checked");
+                            self.warn(
+                                WarningKind::ConflictForeignLink,
+                                None,
+                                Some(instance_id.to_string()),
+                                format!(
+                                    "{instance_id} is linked to {} with {theirs}, a mirror of another deployment; \
+                                     not moved to {vpc}",
+                                    link.vpc_id
+                                ),
+                            );
+                            self.links_pending.extend(link.groups.iter().cloned());
                             continue;
                         }
                         // Our link in the wrong VPC (the mapping moved): the

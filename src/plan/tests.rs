@@ -1786,3 +1786,27 @@ fn a_mirror_of_our_own_owner_is_not_claimed_again() {
     world.config.daemon.owner = "team-b".to_owned();
     assert!(world.plan().actions.is_empty());
 }
+
+#[test]
+fn a_link_holding_another_owners_mirror_is_not_moved_to_another_vpc() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC2)
+        .vpc_group("sg-55a", "web", VPC2, Some("sg-0a1"), vec![])
+        // Our mirror in the old VPC, and another deployment's there.
+        .mirror("sg-66a", "web", "sg-0a1", vec![])
+        .mirror("sg-88e", "db", "sg-0db", vec![])
+        .owner("sg-88e", Some("team-a"))
+        .instance("i-1", InstanceState::Running, &["sg-0a1"])
+        .link("i-1", VPC, &["sg-66a", "sg-88e"]);
+    // Our old mirror is due for removal: the link is ours to move.
+    world.config.safety.orphan_grace = Duration::ZERO;
+    let plan = world.plan();
+    assert!(!kinds(&plan).iter().any(|k| matches!(k, ActionKind::Relink | ActionKind::Detach)), "{plan:?}");
+    // Its old mirror stays while linked.
+    assert!(!kinds(&plan).contains(&ActionKind::DeleteMirror), "{plan:?}");
+    let conflicts = warnings_of(&plan, WarningKind::ConflictForeignLink);
+    assert_eq!(conflicts.len(), 1);
+    assert!(conflicts[0].message.contains("sg-88e"), "{}", conflicts[0].message);
+    assert!(!touched(&plan).contains(&sg("sg-88e")));
+}
