@@ -406,10 +406,11 @@ impl Runner<'_> {
                     let mut owner =
                         found.tags.get(OWNERSHIP_TAG).map_or("untagged".to_owned(), |v| format!("tagged for {v}"));
                     if found.mirrored_from().as_ref() == Some(source) {
-                        owner.push_str(&found.owner_tag().map_or_else(
-                            || ", without an owner".to_owned(),
-                            |o| format!(", owned by {o:?}"),
-                        ));
+                        owner.push_str(
+                            &found
+                                .owner_tag()
+                                .map_or_else(|| ", without an owner".to_owned(), |o| format!(", owned by {o:?}")),
+                        );
                     }
                     return Err(ExecuteError::NotOurs {
                         vpc: vpc.clone(),

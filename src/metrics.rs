@@ -996,9 +996,15 @@ mod tests {
         for direction in DRIFT_DIRECTIONS {
             assert_eq!(get(&samples, "drift_grants", &[("direction", direction)]), 0.0);
         }
-        for kind in
-            ["name_taken", "foreign_link", "multi_vpc", "duplicate_mapping", "duplicate_name", "invalid_mapping", "foreign_owner"]
-        {
+        for kind in [
+            "name_taken",
+            "foreign_link",
+            "multi_vpc",
+            "duplicate_mapping",
+            "duplicate_name",
+            "invalid_mapping",
+            "foreign_owner",
+        ] {
             assert_eq!(get(&samples, "conflicts", &[("kind", kind)]), 0.0);
         }
         for op in daemon_operations() {

@@ -32,7 +32,8 @@ use crate::config::{Config, DEFAULT_OWNER, Mode};
 use crate::mapping::Unresolved;
 use crate::model::{
     Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG,
-    OWNER_TAG, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot, VpcId, format_time, mirror_description, parse_time, sanitize_text,
+    OWNER_TAG, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot, VpcId, format_time, mirror_description, parse_time,
+    sanitize_text,
 };
 
 /// How far in the future an `orphanedSince` tag may lie and still be
@@ -588,8 +589,11 @@ impl<'a> Planner<'a> {
                     found.iter().copied().filter(|g| wanted(&ownership(g, me))).collect()
                 };
                 let mine = of(|o| *o == Ownership::Mine);
-                let (candidates, tag) =
-                    if mine.is_empty() { (of(|o| *o == Ownership::Unowned), Some(TagReason::Claim)) } else { (mine, None) };
+                let (candidates, tag) = if mine.is_empty() {
+                    (of(|o| *o == Ownership::Unowned), Some(TagReason::Claim))
+                } else {
+                    (mine, None)
+                };
                 // Prefer the group with the desired name, then the oldest id, so
                 // that a duplicate left by a race is the one that gets orphaned.
                 let chosen = candidates

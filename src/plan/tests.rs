@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::config::{Config, MirrorConfig, Mode, SourceRef};
 use crate::model::{
-    DEFAULT_DISCOVERY_TAG, Grant, GroupId, Instance, InstanceId, InstanceState, Link, ORPHANED_SINCE_TAG,
-    OWNER_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time,
+    DEFAULT_DISCOVERY_TAG, Grant, GroupId, Instance, InstanceId, InstanceState, Link, ORPHANED_SINCE_TAG, OWNER_TAG,
+    OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time,
 };
 
 const VPC: &str = "vpc-9f2";

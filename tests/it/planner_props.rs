@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use classiclink_mirror::config::{Config, MirrorConfig, Mode, SourceRef};
 use classiclink_mirror::model::{
     DEFAULT_DISCOVERY_TAG, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK,
-    ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId,
-    format_time, mirror_name, parse_time, sanitize_text,
+    ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup, Snapshot, SnapshotPart, Vpc,
+    VpcId, format_time, mirror_name, parse_time, sanitize_text,
 };
 use classiclink_mirror::plan::{
     Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, GroupRef, Memory, ORPHAN_TAG_MAX_SKEW, Plan, TagReason, plan,
@@ -1348,7 +1348,13 @@ fn check_other_owners_untouched(config: &Config, snap: &Snapshot, plan: &Plan) -
                         && g.vpc_id.as_ref() == Some(vpc)
                         && g.mirrored_from().as_ref() == Some(source)
                 });
-                prop_assert!(duplicate.is_none(), "creates a second mirror of {} in {} beside {:?}", source, vpc, duplicate);
+                prop_assert!(
+                    duplicate.is_none(),
+                    "creates a second mirror of {} in {} beside {:?}",
+                    source,
+                    vpc,
+                    duplicate
+                );
             }
             _ => {}
         }

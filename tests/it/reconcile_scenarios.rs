@@ -15,8 +15,8 @@ use classiclink_mirror::emulator::{Emulator, EmulatorOptions, NewGroup, NewVpc, 
 use classiclink_mirror::emulator::{ErrorInjection, Faults, IpPermission, Throttle};
 use classiclink_mirror::execute::ActionResult;
 use classiclink_mirror::model::{
-    Grant, GroupId, InstanceId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
-    format_time,
+    Grant, GroupId, InstanceId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup,
+    VpcId, format_time,
 };
 use classiclink_mirror::plan::{ActionKind, Memory};
 use classiclink_mirror::reconcile::{PassReport, apply, execute_options, reconcile_once};
