@@ -1413,15 +1413,17 @@ fn check_converged_state(
     plan: &Plan,
 ) -> Result<(), TestCaseError> {
     // Mirrors that exist and are ours: an audited pair's mirror that still
-    // waits for its (audited) tag cannot be referenced yet.
+    // waits for its (audited) tag or claim cannot be referenced yet.
     let mirror_of: BTreeMap<(GroupId, VpcId), GroupId> = plan
         .pairs
         .iter()
         .filter_map(|p| match &p.mirror {
             Some(GroupRef::Existing(id))
                 if !p.audit
-                    || last.vpc_groups.get(id).and_then(SecurityGroup::mirrored_from).as_ref()
-                        == Some(&p.key.source) =>
+                    || last.vpc_groups.get(id).is_some_and(|g| {
+                        g.mirrored_from().as_ref() == Some(&p.key.source)
+                            && g.owner_tag() == Some(config.daemon.owner.as_str())
+                    }) =>
             {
                 Some(((p.key.source.clone(), p.key.vpc.clone()), id.clone()))
             }

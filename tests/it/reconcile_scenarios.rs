@@ -848,3 +848,35 @@ async fn a_second_deployment_never_writes_to_or_deletes_the_first_ones_mirrors()
     assert_eq!(mirrors(&estate.emu).await, before);
     assert!(pass(&ec2, &first, &mut memory_a, &clock).await.converged(), "and a has nothing to repair");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_create_racing_another_deployments_create_does_not_take_its_mirror() {
+    let estate = three_tiers().await;
+    let mut config = config_for(&estate.vpc, &[&estate.web]);
+    config.daemon.owner = "b".to_owned();
+    let ec2 = limited(&estate.emu, &config);
+    let observation = classiclink_mirror::observe::observe(&ec2, &config).await;
+    let now = Clock::new().now();
+    let (plan, _) = classiclink_mirror::plan::plan(&config, &observation.snapshot, &Memory::default(), now);
+    assert_eq!(plan.actions[0].action.kind(), ActionKind::CreateMirror);
+    // Deployment "a" creates the same mirror between our observation and our create.
+    let theirs = NewGroup::in_vpc(&estate.vpc, "web", "Web tier")
+        .tag(OWNERSHIP_TAG, estate.web.to_string())
+        .tag(OWNER_TAG, "a");
+    let theirs = estate.emu.create_group(&theirs).await.unwrap();
+    estate.emu.reset_counters();
+    let report = classiclink_mirror::execute::execute(&ec2, &plan, &execute_options(&config), &CancellationToken::new())
+        .await;
+    let failures: Vec<_> = report.failures().map(|(o, e)| (o.kind, e.kind())).collect();
+    assert_eq!(failures, [(ActionKind::CreateMirror, "not_ours")], "{:?}", report.outcomes);
+    // Nothing that depended on the create ran against their group.
+    let writes = mutating_calls(&estate.emu);
+    assert_eq!(writes, BTreeMap::from([(Operation::CreateSecurityGroup, 1)]), "only the refused create");
+    let group = mirrors(&estate.emu).await.into_iter().find(|g| g.id == theirs).unwrap();
+    assert_eq!(group.owner_tag(), Some("a"));
+    assert!(group.ingress.is_empty());
+    // The next pass sees their mirror: a conflict, and nothing to do.
+    let next = pass(&ec2, &config, &mut Memory::default(), &Clock::new()).await;
+    assert!(next.converged(), "{:?}", next.plan.actions);
+    assert!(next.plan.warnings.iter().any(|w| w.kind.conflict_kind() == Some("foreign_owner")));
+}
