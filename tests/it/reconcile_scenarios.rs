@@ -860,13 +860,12 @@ async fn a_create_racing_another_deployments_create_does_not_take_its_mirror() {
     let (plan, _) = classiclink_mirror::plan::plan(&config, &observation.snapshot, &Memory::default(), now);
     assert_eq!(plan.actions[0].action.kind(), ActionKind::CreateMirror);
     // Deployment "a" creates the same mirror between our observation and our create.
-    let theirs = NewGroup::in_vpc(&estate.vpc, "web", "Web tier")
-        .tag(OWNERSHIP_TAG, estate.web.to_string())
-        .tag(OWNER_TAG, "a");
+    let theirs =
+        NewGroup::in_vpc(&estate.vpc, "web", "Web tier").tag(OWNERSHIP_TAG, estate.web.to_string()).tag(OWNER_TAG, "a");
     let theirs = estate.emu.create_group(&theirs).await.unwrap();
     estate.emu.reset_counters();
-    let report = classiclink_mirror::execute::execute(&ec2, &plan, &execute_options(&config), &CancellationToken::new())
-        .await;
+    let report =
+        classiclink_mirror::execute::execute(&ec2, &plan, &execute_options(&config), &CancellationToken::new()).await;
     let failures: Vec<_> = report.failures().map(|(o, e)| (o.kind, e.kind())).collect();
     assert_eq!(failures, [(ActionKind::CreateMirror, "not_ours")], "{:?}", report.outcomes);
     // Nothing that depended on the create ran against their group.
