@@ -43,6 +43,10 @@ use crate::model::{DEFAULT_DISCOVERY_TAG, DEFAULT_RULES_PER_GROUP, GroupId, VpcI
 /// Default of `daemon.state_dir`: systemd's `StateDirectory=classiclink-mirror`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/classiclink-mirror";
 
+/// Default of `daemon.owner`: the identity an estate made before owner tags
+/// existed is handed to (`docs/operations.md`, upgrading to owner tags).
+pub const DEFAULT_OWNER: &str = "default";
+
 /// The allowed values of every numeric and duration key, both ends
 /// included: the one place they are written. Validation refuses a value
 /// outside them with an error naming the key and the range, so nothing built
@@ -150,6 +154,9 @@ pub mod bounds {
     /// `safety.max_source_shrink` is a fraction in (0, 1]: its lower end is
     /// excluded, so it is not a [`Bounds`].
     pub const MAX_SOURCE_SHRINK: (&str, &str) = ("safety.max_source_shrink", "(0, 1]");
+    /// `daemon.owner` is a name; these bound its length in characters (EC2
+    /// allows 256 in a tag value; a deployment's name is short).
+    pub const OWNER_LENGTH: Bounds<u64> = of("daemon.owner", 1, 64);
 
     /// Every duration key.
     pub const DURATIONS: [Bounds<Duration>; 5] =
@@ -180,6 +187,7 @@ pub mod bounds {
         let integers = INTEGERS.iter().map(|b| (b.key, b.to_string()));
         let mut all: Vec<(&'static str, String)> = durations.chain(rates).chain(integers).collect();
         all.push((MAX_SOURCE_SHRINK.0, MAX_SOURCE_SHRINK.1.to_owned()));
+        all.push((OWNER_LENGTH.key, OWNER_LENGTH.to_string()));
         all
     }
 }
@@ -219,6 +227,10 @@ pub struct DaemonConfig {
     /// the daemon; when it is missing or read-only the daemon runs without
     /// keeping its state.
     pub state_dir: PathBuf,
+    /// This deployment's name, written on every mirror it creates or claims
+    /// ([`crate::model::OWNER_TAG`]); a mirror naming another owner is never
+    /// touched (`docs/operations.md`, two deployments).
+    pub owner: String,
 }
 
 /// `[safety]`.
@@ -358,6 +370,7 @@ impl Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
                 mode: Mode::Enforce,
                 state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                owner: DEFAULT_OWNER.to_owned(),
             },
             safety: SafetyConfig {
                 max_revokes_per_cycle: 200,
@@ -563,7 +576,7 @@ enum Shape {
 /// checks it does.
 const SCHEMA: &[(&str, Shape)] = &[
     ("aws", Shape::Table(&["region", "endpoint_url", "profile"])),
-    ("daemon", Shape::Table(&["interval", "listen", "mode", "state_dir"])),
+    ("daemon", Shape::Table(&["interval", "listen", "mode", "state_dir", "owner"])),
     (
         "safety",
         Shape::Table(&[
@@ -637,6 +650,7 @@ struct RawDaemon {
     listen: Option<RawValue>,
     mode: Option<RawValue>,
     state_dir: Option<RawValue>,
+    owner: Option<RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -797,6 +811,8 @@ pub fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigLoadError> {
 const MAX_GROUP_NAME_LEN: usize = 255;
 /// Maximum length of a tag key (EC2).
 const MAX_TAG_KEY_LEN: usize = 128;
+/// Maximum length of `daemon.owner` ([`bounds::OWNER_LENGTH`]).
+const MAX_OWNER_LEN: usize = bounds::OWNER_LENGTH.max as usize;
 /// Punctuation EC2 allows in VPC security group names, besides letters,
 /// digits and spaces.
 const VPC_GROUP_NAME_PUNCTUATION: &str = "._-:/()#,@[]+=&;{}!$*";
@@ -843,6 +859,31 @@ fn is_plausible_region(region: &str) -> bool {
 /// profile name or a URL.
 fn control_character(text: &str) -> Option<String> {
     text.chars().find(|c| c.is_control()).map(|c| format!("U+{:04X}", u32::from(c)))
+}
+
+/// Whether `owner` can be `daemon.owner`: 1 to [`MAX_OWNER_LEN`]
+/// characters of a tag value EC2 accepts everywhere (ASCII letters, digits,
+/// spaces and `+ - = . _ : / @`), not starting or ending with a space, so
+/// that it reads the same in a tag, an IAM condition and a log line.
+fn check_owner(owner: &str) -> Result<(), String> {
+    if owner.is_empty() {
+        return Err("is empty; name the deployment (the default is \"default\")".to_owned());
+    }
+    if let Some(c) = control_character(owner) {
+        return Err(format!("contains the control character {c}"));
+    }
+    if owner.chars().count() > MAX_OWNER_LEN {
+        return Err(format!("is longer than {MAX_OWNER_LEN} characters"));
+    }
+    if let Some(c) = owner.chars().find(|c| !(c.is_ascii_alphanumeric() || " +-=._:/@".contains(*c))) {
+        return Err(format!(
+            "contains {c:?}; use ASCII letters, digits, spaces and + - = . _ : / @ (EC2's tag-value characters)"
+        ));
+    }
+    if owner.starts_with(' ') || owner.ends_with(' ') {
+        return Err("starts or ends with a space".to_owned());
+    }
+    Ok(())
 }
 
 /// A small check that an endpoint is an `http://` or `https://` URL with a
@@ -1250,7 +1291,17 @@ impl Checker<'_> {
                 }
             }),
         };
-        Some(DaemonConfig { interval: interval?, listen: listen?, mode: mode?, state_dir: state_dir? })
+        let owner = match &raw.owner {
+            None => Some(defaults.owner.clone()),
+            Some(value) => self.string("daemon.owner", value).and_then(|text| match check_owner(text) {
+                Ok(()) => Some(text.to_owned()),
+                Err(why) => {
+                    self.invalid("daemon.owner", value, format!("{text:?} {why}"));
+                    None
+                }
+            }),
+        };
+        Some(DaemonConfig { interval: interval?, listen: listen?, mode: mode?, state_dir: state_dir?, owner: owner? })
     }
 
     fn check_safety(&mut self, raw: &RawSafety, defaults: &SafetyConfig) -> Option<SafetyConfig> {
@@ -2047,6 +2098,35 @@ mod tests {
     }
 
     #[test]
+    fn owner_defaults_to_default_and_must_be_a_short_tag_value() {
+        assert_eq!(ok("").daemon.owner, "default");
+        assert_eq!(ok("[daemon]\nowner = \"team-b\"\n").daemon.owner, "team-b");
+        assert_eq!(ok("[daemon]\nowner = \"ops@x.com:eu/1+2=3 a_b\"\n").daemon.owner, "ops@x.com:eu/1+2=3 a_b");
+        let longest = "o".repeat(64);
+        assert_eq!(ok(&format!("[daemon]\nowner = \"{longest}\"\n")).daemon.owner, longest);
+        assert_eq!(
+            one_error(&format!("[daemon]\nowner = \"{longest}o\"\n")),
+            format!("daemon.owner: \"{longest}o\" is longer than 64 characters")
+        );
+        assert_eq!(
+            one_error("[daemon]\nowner = \"\"\n"),
+            "daemon.owner: \"\" is empty; name the deployment (the default is \"default\")"
+        );
+        assert_eq!(
+            one_error("[daemon]\nowner = \"a\\u0000b\"\n"),
+            "daemon.owner: \"a\\0b\" contains the control character U+0000"
+        );
+        assert_eq!(
+            one_error("[daemon]\nowner = \"team*\"\n"),
+            "daemon.owner: \"team*\" contains '*'; use ASCII letters, digits, spaces and + - = . _ : / @ (EC2's \
+             tag-value characters)"
+        );
+        assert_eq!(one_error("[daemon]\nowner = \"\u{e9}quipe\"\n").split(" contains").count(), 2);
+        assert_eq!(one_error("[daemon]\nowner = \" a\"\n"), "daemon.owner: \" a\" starts or ends with a space");
+        assert_eq!(one_error("[daemon]\nowner = 3\n"), "daemon.owner: 3 is not a string");
+    }
+
+    #[test]
     fn a_tag_key_must_be_a_usable_ec2_tag_key() {
         let long = "k".repeat(129);
         assert_eq!(
@@ -2301,6 +2381,7 @@ interval = "1m"
 listen = "0.0.0.0:9000"
 mode = "audit"
 state_dir = "/srv/mirror-state"
+owner = "team-b"
 [safety]
 max_revokes_per_cycle = 1
 max_deletes_per_cycle = 2
@@ -2359,6 +2440,7 @@ enable_classiclink = true
             listen: "0.0.0.0:9000".parse().unwrap(),
             mode: Mode::Audit,
             state_dir: PathBuf::from("/srv/mirror-state"),
+            owner: "team-b".to_owned(),
         };
         expected.safety = SafetyConfig {
             max_revokes_per_cycle: 1,

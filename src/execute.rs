@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation};
-use crate::model::{Grant, GroupId, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, VpcId};
+use crate::model::{Grant, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, VpcId};
 use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
 
 /// Why an action failed.
@@ -385,7 +385,6 @@ impl Runner<'_> {
             Ok(id) => (id, ActionResult::Done),
             Err(e) if e.code == "InvalidGroup.Duplicate" => {
                 // Someone created it since we looked — maybe a second daemon.
-                // Adopt it only if it carries our tag for this source.
                 let filter = GroupFilter {
                     vpc_ids: vec![vpc.clone()],
                     group_names: vec![name.to_owned()],
@@ -399,9 +398,20 @@ impl Runner<'_> {
                         })
                     })
                     .await?;
-                if found.mirrored_from().as_ref() != Some(source) {
-                    let owner =
+                // Adopt it only if it carries our tag for this source and the
+                // owner we create with: another deployment's mirror is theirs,
+                // and one without an owner is claimed by the next pass.
+                let wanted_owner = tags.get(OWNER_TAG);
+                if found.mirrored_from().as_ref() != Some(source) || found.tags.get(OWNER_TAG) != wanted_owner {
+                    let mut owner =
                         found.tags.get(OWNERSHIP_TAG).map_or("untagged".to_owned(), |v| format!("tagged for {v}"));
+                    if found.mirrored_from().as_ref() == Some(source) {
+                        owner.push_str(
+                            &found
+                                .owner_tag()
+                                .map_or_else(|| ", without an owner".to_owned(), |o| format!(", owned by {o:?}")),
+                        );
+                    }
                     return Err(ExecuteError::NotOurs {
                         vpc: vpc.clone(),
                         name: name.to_owned(),

@@ -47,13 +47,14 @@ pub const CYCLE_BUCKETS: [f64; 13] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 pub const REQUEST_BUCKETS: [f64; 13] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
 
 /// Every `conflicts{kind}` label value ([`WarningKind::conflict_kind`]).
-pub const CONFLICT_KINDS: [WarningKind; 6] = [
+pub const CONFLICT_KINDS: [WarningKind; 7] = [
     WarningKind::ConflictNameTaken,
     WarningKind::ConflictForeignLink,
     WarningKind::ConflictMultiVpc,
     WarningKind::ConflictDuplicateMapping,
     WarningKind::ConflictDuplicateName,
     WarningKind::ConflictInvalidMapping,
+    WarningKind::ConflictForeignOwner,
 ];
 
 /// `drift_grants{direction}` label values.
@@ -995,9 +996,15 @@ mod tests {
         for direction in DRIFT_DIRECTIONS {
             assert_eq!(get(&samples, "drift_grants", &[("direction", direction)]), 0.0);
         }
-        for kind in
-            ["name_taken", "foreign_link", "multi_vpc", "duplicate_mapping", "duplicate_name", "invalid_mapping"]
-        {
+        for kind in [
+            "name_taken",
+            "foreign_link",
+            "multi_vpc",
+            "duplicate_mapping",
+            "duplicate_name",
+            "invalid_mapping",
+            "foreign_owner",
+        ] {
             assert_eq!(get(&samples, "conflicts", &[("kind", kind)]), 0.0);
         }
         for op in daemon_operations() {

@@ -24,6 +24,13 @@ pub const OWNERSHIP_TAG: &str = "classiclinkmirror:mirroredFromClassicSecurityGr
 /// the same instant. Removed when the mirror is claimed again.
 pub const ORPHANED_SINCE_TAG: &str = "classiclinkmirror:orphanedSince";
 
+/// The tag naming the deployment (`daemon.owner`) a mirror belongs to,
+/// written with [`OWNERSHIP_TAG`] on every mirror a deployment creates or
+/// claims. A mirror whose value names another deployment is never touched;
+/// one without it (made before the tag existed) is claimed by the deployment
+/// that manages its source.
+pub const OWNER_TAG: &str = "classiclinkmirror:owner";
+
 /// The default discovery tag (docs/configuration.md `discovery.tag_key`).
 pub const DEFAULT_DISCOVERY_TAG: &str = "classiclinkmirror:linkToVPC";
 
@@ -530,6 +537,13 @@ impl SecurityGroup {
     #[must_use]
     pub fn mirrored_from(&self) -> Option<GroupId> {
         self.tags.get(OWNERSHIP_TAG).and_then(|v| v.parse().ok())
+    }
+
+    /// The value of [`OWNER_TAG`] (the deployment the mirror belongs to), if
+    /// the group carries it.
+    #[must_use]
+    pub fn owner_tag(&self) -> Option<&str> {
+        self.tags.get(OWNER_TAG).map(String::as_str)
     }
 
     /// The raw value of [`ORPHANED_SINCE_TAG`], if the group carries it.

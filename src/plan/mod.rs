@@ -28,11 +28,12 @@ use std::time::{Duration, SystemTime};
 pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, DEFAULT_OWNER, Mode};
 use crate::mapping::Unresolved;
 use crate::model::{
     Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG,
-    OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot, VpcId, format_time, mirror_description, parse_time, sanitize_text,
+    OWNER_TAG, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot, VpcId, format_time, mirror_description, parse_time,
+    sanitize_text,
 };
 
 /// How far in the future an `orphanedSince` tag may lie and still be
@@ -83,6 +84,29 @@ struct Mapping<'a> {
     /// `link_instances`, a mirror, and ClassicLink usable in its VPC this
     /// cycle (known after the enablement phase).
     links_instances: bool,
+}
+
+/// Whose a mirror (a group carrying the ownership tag) is, seen from this
+/// deployment (`daemon.owner`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ownership<'g> {
+    /// Its owner tag names this deployment.
+    Mine,
+    /// It has no owner tag: made by the 2016 Lambda or by a version without
+    /// owner tags. The deployment managing its source claims it.
+    Unowned,
+    /// Its owner tag names another deployment (any other value, even an
+    /// empty one): never modified, unlinked or deleted.
+    Foreign(&'g str),
+}
+
+/// Whose `group` is to the deployment named `me`.
+fn ownership<'g>(group: &'g SecurityGroup, me: &str) -> Ownership<'g> {
+    match group.owner_tag() {
+        None => Ownership::Unowned,
+        Some(owner) if owner == me => Ownership::Mine,
+        Some(owner) => Ownership::Foreign(owner),
+    }
 }
 
 /// What a pair's mirror is.
@@ -203,8 +227,13 @@ struct Planner<'a> {
     peer_targets: Vec<PeerTarget>,
     /// The source (index in `managed`) of each existing chosen mirror.
     source_of_mirror: LookupMap<GroupId, usize>,
-    /// Groups counted as ours: tagged mirrors and groups being tagged.
+    /// Groups counted as ours: mirrors tagged with our owner, the chosen
+    /// mirrors (claimed and tagged ones included) and our orphans. Mirrors of
+    /// other deployments never are: to grants and links they are foreign.
     ours: LookupSet<GroupId>,
+    /// Mirrors of other deployments: never written, tagged, unlinked or
+    /// deleted.
+    theirs: LookupSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
     /// are left alone (docs/semantics.md, "Orphans": detach and drop references only once the
@@ -246,6 +275,7 @@ impl<'a> Planner<'a> {
             peer_targets: Vec::new(),
             source_of_mirror: LookupMap::default(),
             ours: LookupSet::default(),
+            theirs: LookupSet::default(),
             protected: LookupSet::default(),
             orphans: Vec::new(),
             enable_action: BTreeMap::new(),
@@ -472,11 +502,16 @@ impl<'a> Planner<'a> {
         let vpcs_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::Vpcs);
         let mut tagged: LookupMap<(VpcId, GroupId), Vec<&SecurityGroup>> = LookupMap::default();
         let mut by_name: LookupMap<(VpcId, &str), &SecurityGroup> = LookupMap::default();
+        let me = self.config.daemon.owner.as_str();
         for group in snap.vpc_groups.values() {
             let Some(vpc) = &group.vpc_id else { continue };
             if let Some(source) = group.mirrored_from() {
                 tagged.entry((vpc.clone(), source)).or_default().push(group);
-                self.ours.insert(group.id.clone());
+                match ownership(group, me) {
+                    Ownership::Mine => self.ours.insert(group.id.clone()),
+                    Ownership::Foreign(_) => self.theirs.insert(group.id.clone()),
+                    Ownership::Unowned => false,
+                };
             }
             by_name.insert((vpc.clone(), group.name.as_str()), group);
         }
@@ -506,9 +541,16 @@ impl<'a> Planner<'a> {
             } else if mapping.name == "default" {
                 match by_name.get(&(mapping.vpc.clone(), "default")) {
                     Some(group) => match group.mirrored_from() {
-                        Some(owner) if owner == source => {
-                            Some(MirrorChoice::Existing { id: group.id.clone(), tag: None })
-                        }
+                        Some(mirrored) if mirrored == source => match ownership(group, me) {
+                            Ownership::Mine => Some(MirrorChoice::Existing { id: group.id.clone(), tag: None }),
+                            Ownership::Unowned => {
+                                Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Claim) })
+                            }
+                            Ownership::Foreign(other) => {
+                                self.foreign_owner_warning(&key, group, other, None);
+                                None
+                            }
+                        },
                         Some(other) => {
                             self.warn(
                                 WarningKind::ConflictNameTaken,
@@ -541,14 +583,32 @@ impl<'a> Planner<'a> {
                     }
                 }
             } else if let Some(found) = tagged.get(&(mapping.vpc.clone(), source.clone())) {
+                // Ours if we have one, else one without an owner to claim;
+                // another deployment's is theirs: reported, and none created.
+                let of = |wanted: fn(&Ownership<'_>) -> bool| -> Vec<&SecurityGroup> {
+                    found.iter().copied().filter(|g| wanted(&ownership(g, me))).collect()
+                };
+                let mine = of(|o| *o == Ownership::Mine);
+                let (candidates, tag) = if mine.is_empty() {
+                    (of(|o| *o == Ownership::Unowned), Some(TagReason::Claim))
+                } else {
+                    (mine, None)
+                };
                 // Prefer the group with the desired name, then the oldest id, so
                 // that a duplicate left by a race is the one that gets orphaned.
-                let chosen = found
+                let chosen = candidates
                     .iter()
                     .find(|g| g.name == mapping.name)
-                    .or_else(|| found.iter().min_by(|a, b| a.id.cmp(&b.id)))
-                    .expect("non-empty");
-                if chosen.name != mapping.name {
+                    .or_else(|| candidates.iter().min_by(|a, b| a.id.cmp(&b.id)))
+                    .copied();
+                for group in found {
+                    if let Ownership::Foreign(other) = ownership(group, me) {
+                        self.foreign_owner_warning(&key, group, other, chosen.map(|c| &c.id));
+                    }
+                }
+                if let Some(chosen) = chosen
+                    && chosen.name != mapping.name
+                {
                     self.warn(
                         WarningKind::NameDrift,
                         Some(key.clone()),
@@ -559,7 +619,7 @@ impl<'a> Planner<'a> {
                         ),
                     );
                 }
-                Some(MirrorChoice::Existing { id: chosen.id.clone(), tag: None })
+                chosen.map(|chosen| MirrorChoice::Existing { id: chosen.id.clone(), tag })
             } else if let Some(group) = by_name.get(&(mapping.vpc.clone(), mapping.name.as_str())) {
                 match group.mirrored_from() {
                     // Never adopt a source: the source side is never written.
@@ -608,6 +668,27 @@ impl<'a> Planner<'a> {
             mapping.pair = self.plan.pairs.len();
             self.plan.pairs.push(pair);
         }
+    }
+
+    /// `group`, a mirror of the pair's source, belongs to the deployment
+    /// `other`: never touched. `ours` is the pair's own mirror, when this
+    /// deployment has one too (two deployments manage the pair).
+    fn foreign_owner_warning(&mut self, key: &PairKey, group: &SecurityGroup, other: &str, ours: Option<&GroupId>) {
+        let me = &self.config.daemon.owner;
+        let source = self.group_label(&key.source);
+        let message = match ours {
+            None => format!(
+                "the mirror of {source} in {} is {} ({:?}), which belongs to deployment {other:?} \
+                 ({OWNER_TAG}); deployment {me:?} leaves it alone and creates no other",
+                key.vpc, group.id, group.name
+            ),
+            Some(ours) => format!(
+                "{source} is mirrored into {} by two deployments: {ours} by this one ({me:?}) and {} ({:?}) by \
+                 {other:?}; remove the source from one of their mappings",
+                key.vpc, group.id, group.name
+            ),
+        };
+        self.warn(WarningKind::ConflictForeignOwner, Some(key.clone()), Some(group.id.to_string()), message);
     }
 
     /// The group a mapping would adopt (or tag, as the VPC default) is itself
@@ -797,7 +878,8 @@ impl<'a> Planner<'a> {
             let mapping = &self.managed[index];
             let source = &mapping.source.id;
             let key = self.plan.pairs[mapping.pair].key.clone();
-            let tags = BTreeMap::from([(OWNERSHIP_TAG.to_owned(), source.to_string())]);
+            let owner = self.config.daemon.owner.clone();
+            let tags = BTreeMap::from([(OWNERSHIP_TAG.to_owned(), source.to_string()), (OWNER_TAG.to_owned(), owner)]);
             let action = match mapping.mirror.as_ref().expect("chosen mirror") {
                 MirrorChoice::New => Action::CreateMirror {
                     source: source.clone(),
@@ -806,6 +888,11 @@ impl<'a> Planner<'a> {
                     description: mirror_description(&mapping.source.description, &mapping.name),
                     tags,
                 },
+                MirrorChoice::Existing { id, tag: Some(TagReason::Claim) } => {
+                    // It mirrors this source already: only the owner is new.
+                    let tags = tags.into_iter().filter(|(k, _)| k == OWNER_TAG).collect();
+                    Action::TagGroup { group: id.clone(), vpc: mapping.vpc.clone(), tags, reason: TagReason::Claim }
+                }
                 MirrorChoice::Existing { id, tag: Some(reason) } => {
                     Action::TagGroup { group: id.clone(), vpc: mapping.vpc.clone(), tags, reason: *reason }
                 }
@@ -1244,6 +1331,23 @@ impl<'a> Planner<'a> {
                             );
                             continue;
                         }
+                        // Moving it would unlink the instance from another
+                        // deployment's mirror, which wants it where it is.
+                        Some((vpc, _)) if link.groups.iter().any(|g| self.theirs.contains(g)) => {
+                            let theirs = link.groups.iter().find(|g| self.theirs.contains(g)).expect("checked");
+                            self.warn(
+                                WarningKind::ConflictForeignLink,
+                                None,
+                                Some(instance_id.to_string()),
+                                format!(
+                                    "{instance_id} is linked to {} with {theirs}, a mirror of another deployment; \
+                                     not moved to {vpc}",
+                                    link.vpc_id
+                                ),
+                            );
+                            self.links_pending.extend(link.groups.iter().cloned());
+                            continue;
+                        }
                         // Our link in the wrong VPC (the mapping moved): the
                         // foreign groups of the old VPC cannot come along.
                         Some((vpc, mirrors)) => (vpc, mirrors),
@@ -1374,12 +1478,25 @@ impl<'a> Planner<'a> {
             self.next_memory.orphans_since.clear();
         }
         let snap = self.snap;
+        let me = self.config.daemon.owner.as_str();
         for group in snap.vpc_groups.values() {
-            let (Some(_), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { continue };
+            let (Some(source), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { continue };
             // A chosen mirror is not an orphan.
             if self.source_of_mirror.contains_key(&group.id) {
                 continue;
             }
+            // Only our own orphans. One without an owner tag that nobody
+            // claimed is an orphan of a deployment that could have made it:
+            // one managing its source (a duplicate of its mirror), or the
+            // deployment named `default`, which an estate made before owner
+            // tags belongs to (`docs/operations.md`).
+            match ownership(group, me) {
+                Ownership::Mine => {}
+                Ownership::Foreign(_) => continue,
+                Ownership::Unowned if self.managed_index.contains_key(&source) || me == DEFAULT_OWNER => {}
+                Ownership::Unowned => continue,
+            }
+            self.ours.insert(group.id.clone());
             // The tag is the authority: a restarted daemon, or a second one,
             // counts the grace from the same instant. Until it is written,
             // this daemon's memory (a tag write that failed), else now.
@@ -1574,7 +1691,7 @@ impl<'a> Planner<'a> {
             let action = if is_default {
                 // Its orphanedSince tag goes too: left behind, it would start
                 // a later orphaning's grace in the past.
-                let keys = vec![OWNERSHIP_TAG.to_owned(), ORPHANED_SINCE_TAG.to_owned()];
+                let keys = vec![OWNERSHIP_TAG.to_owned(), OWNER_TAG.to_owned(), ORPHANED_SINCE_TAG.to_owned()];
                 Action::UntagGroup { group: group.id.clone(), vpc, keys }
             } else {
                 Action::DeleteMirror { group: group.id.clone(), vpc, name: group.name.clone(), source }

@@ -205,6 +205,7 @@ fn grant_lines(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
             let why = match reason {
                 super::types::TagReason::Default => "the VPC's default group",
                 super::types::TagReason::Adopt => "adopted (adopt = true)",
+                super::types::TagReason::Claim => "claimed (it had no owner tag)",
             };
             let _ = writeln!(out, "  + tag {group} as the mirror: {why}{audit}");
         }

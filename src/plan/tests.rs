@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::config::{Config, MirrorConfig, Mode, SourceRef};
 use crate::model::{
-    DEFAULT_DISCOVERY_TAG, Grant, GroupId, Instance, InstanceId, InstanceState, Link, ORPHANED_SINCE_TAG,
+    DEFAULT_DISCOVERY_TAG, Grant, GroupId, Instance, InstanceId, InstanceState, Link, ORPHANED_SINCE_TAG, OWNER_TAG,
     OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time,
 };
 
@@ -91,6 +91,9 @@ impl World {
         let mut tags = BTreeMap::new();
         if let Some(source) = mirror_of {
             tags.insert(OWNERSHIP_TAG.to_owned(), source.to_owned());
+            // This deployment's (`daemon.owner` is "default" unless a test
+            // says otherwise).
+            tags.insert(OWNER_TAG.to_owned(), "default".to_owned());
         }
         self.snap.vpc_groups.insert(
             sg(id),
@@ -104,6 +107,16 @@ impl World {
                 ingress,
             },
         );
+        self
+    }
+
+    /// Sets the owner tag of the VPC group `id` (`None`: removes it).
+    fn owner(mut self, id: &str, owner: Option<&str>) -> Self {
+        let tags = &mut self.snap.vpc_groups.get_mut(&sg(id)).unwrap().tags;
+        match owner {
+            Some(owner) => tags.insert(OWNER_TAG.to_owned(), owner.to_owned()),
+            None => tags.remove(OWNER_TAG),
+        };
         self
     }
 
@@ -306,6 +319,7 @@ fn new_mirror_carries_the_ownership_tag_at_creation_and_a_sanitised_description(
     let plan = world.plan();
     let Action::CreateMirror { tags, description, name, .. } = &plan.actions[0].action else { panic!() };
     assert_eq!(tags.get(OWNERSHIP_TAG).map(String::as_str), Some("sg-0a1"));
+    assert_eq!(tags.get(OWNER_TAG).map(String::as_str), Some("default"));
     assert_eq!(name, "web");
     assert_eq!(description, "Web tier _ prod _main_");
 }
@@ -368,7 +382,7 @@ fn default_group_no_longer_managed_is_only_untagged_after_grace() {
     // Both of our tags go: a stale orphanedSince would start a later
     // orphaning's grace in the past.
     let Action::UntagGroup { keys, .. } = &later.actions[0].action else { unreachable!() };
-    assert_eq!(keys, &[OWNERSHIP_TAG.to_owned(), ORPHANED_SINCE_TAG.to_owned()]);
+    assert_eq!(keys, &[OWNERSHIP_TAG.to_owned(), OWNER_TAG.to_owned(), ORPHANED_SINCE_TAG.to_owned()]);
 }
 
 #[test]
@@ -1471,6 +1485,7 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
         W::ConflictDuplicateMapping,
         W::ConflictDuplicateName,
         W::ConflictInvalidMapping,
+        W::ConflictForeignOwner,
         W::DiscoveryTag,
         W::QuotaExceeded,
         W::LinkLimit,
@@ -1495,6 +1510,7 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
         | W::ConflictDuplicateMapping
         | W::ConflictDuplicateName
         | W::ConflictInvalidMapping
+        | W::ConflictForeignOwner
         | W::DiscoveryTag
         | W::QuotaExceeded
         | W::LinkLimit
@@ -1570,4 +1586,227 @@ fn an_observed_key_compares_with_a_planned_one_as_if_it_were_an_existing_group_r
             assert_eq!(cmp_planned_observed(want, have), want.cmp(&converted), "{want:?} against {have:?}");
         }
     }
+}
+
+// ----- owners: two deployments in one account ------------------------------
+
+/// Every group an action writes to or unlinks from (an attach or relink's
+/// new groups included).
+fn touched(plan: &Plan) -> BTreeSet<GroupId> {
+    let mut groups = BTreeSet::new();
+    for planned in &plan.actions {
+        match &planned.action {
+            Action::TagGroup { group, .. }
+            | Action::UntagGroup { group, .. }
+            | Action::Revoke { group, .. }
+            | Action::UpdateDescriptions { group, .. }
+            | Action::DeleteMirror { group, .. }
+            | Action::MarkOrphan { group, .. }
+            | Action::UnmarkOrphan { group, .. } => {
+                groups.insert(group.clone());
+            }
+            Action::Authorize { group, .. } => groups.extend(group.existing().cloned()),
+            Action::Detach { groups: from, .. } => groups.extend(from.iter().cloned()),
+            Action::Relink { from, groups: to, .. } => {
+                let kept: BTreeSet<&GroupId> = to.iter().filter_map(GroupRef::existing).collect();
+                groups.extend(from.iter().filter(|g| !kept.contains(g)).cloned());
+            }
+            Action::CreateMirror { .. } | Action::Attach { .. } | Action::EnableClassicLink { .. } => {}
+        }
+    }
+    groups
+}
+
+#[test]
+fn a_mirror_of_another_owner_is_a_conflict_and_no_second_mirror_is_created() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(80, "10.0.0.0/8")])
+        .owner("sg-77c", Some("team-a"))
+        .instance("i-1", InstanceState::Running, &["sg-0a1"]);
+    let plan = world.plan();
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    let conflicts = warnings_of(&plan, WarningKind::ConflictForeignOwner);
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].subject.as_deref(), Some("sg-77c"));
+    assert!(conflicts[0].message.contains("\"team-a\""), "{}", conflicts[0].message);
+    assert_eq!(WarningKind::ConflictForeignOwner.conflict_kind(), Some("foreign_owner"));
+    assert_eq!(plan.pairs[0].mirror, None);
+}
+
+#[test]
+fn a_mirror_of_another_owner_is_never_an_orphan_of_ours() {
+    let mut world = World::new()
+        .vpc_group("sg-77c", "web", VPC, Some("sg-0a1"), vec![tcp(80, "10.0.0.0/8")])
+        .owner("sg-77c", Some("team-a"))
+        .instance("i-1", InstanceState::Running, &["sg-0a1"])
+        .link("i-1", VPC, &["sg-77c"]);
+    let memory = world.first_pass();
+    let (later, _) = world.plan_with(&memory, t0() + Duration::from_secs(86_400));
+    assert!(later.actions.is_empty(), "{later:?}");
+    assert!(later.orphans.is_empty());
+    assert!(later.warnings.is_empty(), "not ours, not our business: {:?}", later.warnings);
+}
+
+#[test]
+fn links_with_another_owners_mirror_are_foreign_kept_in_a_relink_and_never_detached() {
+    let world = linked_world()
+        // The mirror of sg-0a2 belongs to another deployment.
+        .owner("sg-77d", Some("team-a"))
+        .mirror("sg-88e", "db", "sg-0db", vec![])
+        .owner("sg-88e", Some("team-a"))
+        // Entitled to ours (sg-77c), linked to theirs only.
+        .instance("i-1", InstanceState::Running, &["sg-0a1", "sg-0a2"])
+        .link("i-1", VPC, &["sg-77d"])
+        // Entitled to nothing of ours, linked to theirs.
+        .instance("i-2", InstanceState::Running, &["sg-0db"])
+        .link("i-2", VPC, &["sg-88e"]);
+    let plan = world.plan();
+    let relinks: Vec<_> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::Relink { instance, groups, .. } => Some((instance.clone(), groups.clone())),
+            _ => None,
+        })
+        .collect();
+    let expected = vec![GroupRef::Existing(sg("sg-77c")), GroupRef::Existing(sg("sg-77d"))];
+    assert_eq!(relinks, vec![(inst("i-1"), expected)], "{plan:?}");
+    let theirs = BTreeSet::from([sg("sg-77d"), sg("sg-88e")]);
+    assert!(touched(&plan).is_disjoint(&theirs), "{plan:?}");
+}
+
+#[test]
+fn a_reference_to_another_owners_mirror_in_ours_is_not_revoked() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![from_group(5432, "sg-88e")])
+        .mirror("sg-88e", "db", "sg-0db", vec![])
+        .owner("sg-88e", Some("team-a"));
+    let plan = world.plan();
+    assert!(plan.actions.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn a_pair_mirrored_by_two_deployments_keeps_ours_and_reports_theirs() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(443, "0.0.0.0/0")])
+        .mirror("sg-66b", "web-b", "sg-0a1", vec![])
+        .owner("sg-66b", Some("team-b"));
+    let plan = world.plan();
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    assert_eq!(plan.pairs[0].mirror, Some(GroupRef::Existing(sg("sg-77c"))));
+    let conflicts = warnings_of(&plan, WarningKind::ConflictForeignOwner);
+    assert_eq!(conflicts.len(), 1);
+    assert!(conflicts[0].message.contains("two deployments"), "{}", conflicts[0].message);
+    assert!(plan.orphans.is_empty());
+}
+
+#[test]
+fn a_default_group_mirroring_our_source_for_another_owner_is_a_conflict() {
+    let world = World::new()
+        .classic("sg-0a0", "default", vec![tcp(22, "10.0.0.0/8")])
+        .map("sg-0a0", VPC)
+        .vpc_group("sg-d00", "default", VPC, Some("sg-0a0"), vec![])
+        .owner("sg-d00", Some("team-a"));
+    let plan = world.plan();
+    assert!(plan.actions.is_empty(), "{plan:?}");
+    assert_eq!(warnings_of(&plan, WarningKind::ConflictForeignOwner).len(), 1);
+}
+
+/// The upgrade path: an estate made before owner tags (by the 2016 Lambda
+/// or an older daemon) meets a daemon with `owner = "default"`.
+#[test]
+fn a_mirror_without_an_owner_tag_is_claimed_by_the_deployment_managing_its_source() {
+    for owner in ["default", "team-b"] {
+        let mut world = World::new()
+            .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")])
+            .map("sg-0a1", VPC)
+            .mirror("sg-77c", "web", "sg-0a1", vec![tcp(80, "10.0.0.0/8")])
+            .owner("sg-77c", None)
+            .orphaned_since("sg-77c", &format_time(t0()));
+        world.config.daemon.owner = owner.to_owned();
+        let plan = world.plan();
+        assert_eq!(
+            kinds(&plan),
+            vec![ActionKind::TagGroup, ActionKind::Authorize, ActionKind::Revoke, ActionKind::UnmarkOrphan]
+        );
+        let Action::TagGroup { group, tags, reason, .. } = &plan.actions[0].action else { panic!("{plan:?}") };
+        assert_eq!((group, reason), (&sg("sg-77c"), &TagReason::Claim));
+        assert_eq!(tags, &BTreeMap::from([(OWNER_TAG.to_owned(), owner.to_owned())]));
+        // Every other write to it waits for the claim.
+        for planned in &plan.actions[1..] {
+            assert!(planned.depends_on.contains(&ActionId(0)), "{planned:?}");
+        }
+        assert!(warnings_of(&plan, WarningKind::ConflictForeignOwner).is_empty());
+    }
+}
+
+#[test]
+fn an_unowned_orphan_is_handled_only_by_the_default_deployment_or_one_managing_its_source() {
+    let estate = || {
+        World::new()
+            .classic("sg-0a1", "web", vec![])
+            .vpc_group("sg-77c", "web", VPC, Some("sg-0a1"), vec![])
+            .owner("sg-77c", None)
+            .instance("i-1", InstanceState::Running, &["sg-0a1"])
+            .link("i-1", VPC, &["sg-77c"])
+    };
+    // The default deployment (the one an estate made before owner tags
+    // belongs to) marks it, waits, detaches and deletes it.
+    let mut world = estate();
+    let memory = world.first_pass();
+    let (later, _) = world.plan_with(&memory, t0() + Duration::from_secs(601));
+    assert_eq!(kinds(&later), vec![ActionKind::Detach, ActionKind::DeleteMirror], "{later:?}");
+    // Another deployment leaves it alone: it could not have made it.
+    let mut world = estate();
+    world.config.daemon.owner = "team-b".to_owned();
+    let memory = world.first_pass();
+    let (later, _) = world.plan_with(&memory, t0() + Duration::from_secs(601));
+    assert!(later.actions.is_empty() && later.orphans.is_empty(), "{later:?}");
+    // Unless it manages the source, in another VPC: a mirror it could have made.
+    let mut world = estate().map("sg-0a1", VPC2);
+    world.config.daemon.owner = "team-b".to_owned();
+    let plan = world.plan();
+    assert_eq!(plan.orphans.len(), 1, "{plan:?}");
+    assert!(kinds(&plan).contains(&ActionKind::MarkOrphan));
+}
+
+#[test]
+fn a_mirror_of_our_own_owner_is_not_claimed_again() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![])
+        .owner("sg-77c", Some("team-b"));
+    world.config.daemon.owner = "team-b".to_owned();
+    assert!(world.plan().actions.is_empty());
+}
+
+#[test]
+fn a_link_holding_another_owners_mirror_is_not_moved_to_another_vpc() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", vec![])
+        .map("sg-0a1", VPC2)
+        .vpc_group("sg-55a", "web", VPC2, Some("sg-0a1"), vec![])
+        // Our mirror in the old VPC, and another deployment's there.
+        .mirror("sg-66a", "web", "sg-0a1", vec![])
+        .mirror("sg-88e", "db", "sg-0db", vec![])
+        .owner("sg-88e", Some("team-a"))
+        .instance("i-1", InstanceState::Running, &["sg-0a1"])
+        .link("i-1", VPC, &["sg-66a", "sg-88e"]);
+    // Our old mirror is due for removal: the link is ours to move.
+    world.config.safety.orphan_grace = Duration::ZERO;
+    let plan = world.plan();
+    assert!(!kinds(&plan).iter().any(|k| matches!(k, ActionKind::Relink | ActionKind::Detach)), "{plan:?}");
+    // Its old mirror stays while linked.
+    assert!(!kinds(&plan).contains(&ActionKind::DeleteMirror), "{plan:?}");
+    let conflicts = warnings_of(&plan, WarningKind::ConflictForeignLink);
+    assert_eq!(conflicts.len(), 1);
+    assert!(conflicts[0].message.contains("sg-88e"), "{}", conflicts[0].message);
+    assert!(!touched(&plan).contains(&sg("sg-88e")));
 }

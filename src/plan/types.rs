@@ -67,6 +67,10 @@ pub enum TagReason {
     Default,
     /// An existing same-name group adopted because the mapping says `adopt = true`.
     Adopt,
+    /// A mirror of this source without an owner tag (made by the 2016 Lambda
+    /// or before owner tags existed), claimed by this deployment: only the
+    /// owner tag is written.
+    Claim,
 }
 
 /// One idempotent EC2 write (a relink is two: detach then attach).
@@ -86,7 +90,8 @@ pub enum Action {
         /// Tags set at creation.
         tags: BTreeMap<String, String>,
     },
-    /// Put our ownership tag on an existing group (default group or adoption).
+    /// Put our ownership and owner tags on an existing group (default group,
+    /// adoption), or our owner tag on a mirror that lacks one (a claim).
     TagGroup {
         /// The group.
         group: GroupId,
@@ -97,7 +102,7 @@ pub enum Action {
         /// Why.
         reason: TagReason,
     },
-    /// Remove our ownership tag (the VPC `default` group is never deleted).
+    /// Remove our tags (the VPC `default` group is never deleted).
     UntagGroup {
         /// The group.
         group: GroupId,
@@ -375,6 +380,10 @@ pub enum WarningKind {
     ConflictDuplicateName,
     /// Conflict: the mapping cannot work (source is a mirror, or mirrors into its own VPC).
     ConflictInvalidMapping,
+    /// Conflict: the pair's mirror belongs to another deployment (its
+    /// `classiclinkmirror:owner` tag names another `daemon.owner`): it is
+    /// never modified, and no second mirror is created.
+    ConflictForeignOwner,
     /// The discovery tag was ignored (config wins, or bad value).
     DiscoveryTag,
     /// Desired grants beyond the rules-per-group quota.
@@ -419,6 +428,7 @@ impl WarningKind {
             Self::ConflictDuplicateMapping => "conflict_duplicate_mapping",
             Self::ConflictDuplicateName => "conflict_duplicate_name",
             Self::ConflictInvalidMapping => "conflict_invalid_mapping",
+            Self::ConflictForeignOwner => "conflict_foreign_owner",
             Self::DiscoveryTag => "discovery_tag",
             Self::QuotaExceeded => "quota_exceeded",
             Self::LinkLimit => "link_limit",
@@ -445,6 +455,7 @@ impl WarningKind {
             Self::ConflictDuplicateMapping => Some("duplicate_mapping"),
             Self::ConflictDuplicateName => Some("duplicate_name"),
             Self::ConflictInvalidMapping => Some("invalid_mapping"),
+            Self::ConflictForeignOwner => Some("foreign_owner"),
             _ => None,
         }
     }

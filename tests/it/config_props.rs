@@ -150,6 +150,14 @@ fn plausible(path: &str) -> BoxedStrategy<String> {
         }
         // A path (`daemon.state_dir`, coming with the state file).
         "state_dir" => &["/var/lib/classiclink-mirror", "/tmp/\u{e9}tat"],
+        // A deployment's name (`daemon.owner`), at its length bounds too.
+        "owner" => &[
+            "default",
+            "team-b",
+            "a",
+            "ops@example.com:prod/eu+1=x",
+            "0123456789012345678901234567890123456789012345678901234567890123",
+        ],
         "delete_orphans" | "link_instances" | "adopt" | "enable_classiclink" => {
             return any::<bool>().prop_map(|b| b.to_string()).boxed();
         }
@@ -242,6 +250,9 @@ fn assert_within_bounds(config: &Config) {
         assert!(b.contains(&v), "{}: {v}", b.key);
     }
     assert!(s.max_source_shrink > 0.0 && s.max_source_shrink <= 1.0);
+    let owner = &config.daemon.owner;
+    assert!(bounds::OWNER_LENGTH.contains(&(owner.chars().count() as u64)), "daemon.owner: {owner:?}");
+    assert!(!owner.chars().any(char::is_control), "daemon.owner: {owner:?}");
 }
 
 /// Builds everything the daemon builds from `config`, and runs a pass with

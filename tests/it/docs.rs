@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use classiclink_mirror::ec2::Operation;
-use classiclink_mirror::model::{ORPHANED_SINCE_TAG, OWNERSHIP_TAG};
+use classiclink_mirror::model::{ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG};
 use classiclink_mirror::plan::WarningKind;
 use serde_json::Value;
 
@@ -132,14 +132,19 @@ fn iam_policy_tags_existing_groups_with_our_tags_only() {
             let keys = strings(&condition["ForAllValues:StringEquals"]["aws:TagKeys"]);
             let owned_only = condition["Null"][&resource_tag] == "false";
             if owned_only {
-                // On groups that are ours: the ownership tag and the orphan mark.
+                // On groups that are ours: our tags (ownership, owner, orphan mark).
                 assert!(
-                    !keys.is_empty() && keys.iter().all(|k| [OWNERSHIP_TAG, ORPHANED_SINCE_TAG].contains(k)),
+                    !keys.is_empty() && keys.iter().all(|k| [OWNERSHIP_TAG, OWNER_TAG, ORPHANED_SINCE_TAG].contains(k)),
                     "{action} on owned groups may touch our tags only: {statement}"
                 );
             } else {
-                // On any group (the default group, adoption): the ownership tag alone.
-                assert_eq!(keys, [OWNERSHIP_TAG], "{action} on any group may set the ownership tag only: {statement}");
+                // On any group (the default group, adoption, a claim): the
+                // ownership and owner tags alone.
+                assert_eq!(
+                    keys,
+                    [OWNERSHIP_TAG, OWNER_TAG],
+                    "{action} on any group may set the ownership and owner tags only: {statement}"
+                );
             }
             // ForAllValues is also true when the request names no tag keys at
             // all, which for DeleteTags means "delete every tag".
@@ -174,12 +179,13 @@ fn allows_tag_write(policy: &Value, action: &str, keys: &[&str], owned: bool) ->
 fn iam_policy_allows_exactly_the_tag_writes_the_daemon_makes() {
     let policy = policy();
     // What the executor sends (`src/execute.rs`): tag_group, mark_orphan,
-    // unmark_orphan, untag_group (which removes both of our keys).
+    // unmark_orphan, untag_group (which removes all of our keys).
     let needed = [
-        ("ec2:CreateTags", vec![OWNERSHIP_TAG], false, "tag_group: the default group, adoption"),
+        ("ec2:CreateTags", vec![OWNERSHIP_TAG, OWNER_TAG], false, "tag_group: the default group, adoption"),
+        ("ec2:CreateTags", vec![OWNER_TAG], true, "tag_group: a claim of a mirror without an owner"),
         ("ec2:CreateTags", vec![ORPHANED_SINCE_TAG], true, "mark_orphan"),
         ("ec2:DeleteTags", vec![ORPHANED_SINCE_TAG], true, "unmark_orphan"),
-        ("ec2:DeleteTags", vec![OWNERSHIP_TAG, ORPHANED_SINCE_TAG], true, "untag_group"),
+        ("ec2:DeleteTags", vec![OWNERSHIP_TAG, OWNER_TAG, ORPHANED_SINCE_TAG], true, "untag_group"),
     ];
     for (action, keys, owned, what) in &needed {
         assert!(allows_tag_write(&policy, action, keys, *owned), "{what}: {action} {keys:?} is not allowed");
@@ -189,6 +195,8 @@ fn iam_policy_allows_exactly_the_tag_writes_the_daemon_makes() {
         ("ec2:DeleteTags", vec![ORPHANED_SINCE_TAG], false, "unmarking a group that is not ours"),
         ("ec2:DeleteTags", vec![OWNERSHIP_TAG], false, "untagging a group that is not ours"),
         ("ec2:CreateTags", vec![OWNERSHIP_TAG, "Name"], false, "other tags with the ownership tag"),
+        ("ec2:CreateTags", vec![OWNER_TAG, "Name"], true, "other tags with the owner tag"),
+        ("ec2:DeleteTags", vec![OWNER_TAG], false, "removing an owner tag from a group that is not a mirror"),
         ("ec2:CreateTags", vec![ORPHANED_SINCE_TAG, "team"], true, "other tags with the mark"),
         ("ec2:DeleteTags", vec!["team"], true, "deleting another tag of a mirror"),
         ("ec2:DeleteTags", vec![], true, "deleting every tag of a mirror"),
@@ -210,6 +218,7 @@ fn runbook_warning_kinds_exist() {
         "conflict_duplicate_mapping",
         "conflict_duplicate_name",
         "conflict_invalid_mapping",
+        "conflict_foreign_owner",
         "discovery_tag",
         "quota_exceeded",
         "link_limit",
@@ -230,4 +239,72 @@ fn runbook_warning_kinds_exist() {
         assert_eq!(parsed.as_str(), kind);
         assert!(runbook.contains(&format!("`{kind}`")), "docs/operations.md does not explain `{kind}`");
     }
+}
+
+/// The owner-restricted variant (`docs/iam-policy-owner.json`, explained in
+/// `docs/iam.md`): the same policy, plus on every write to an existing group
+/// "its owner tag, if any, is this deployment's", and on every write of the
+/// owner tag (a create, a claim) "the value is this deployment's".
+#[test]
+fn the_owner_restricted_policy_is_the_policy_plus_owner_conditions() {
+    let variant: Value =
+        serde_json::from_str(&read("docs/iam-policy-owner.json")).expect("docs/iam-policy-owner.json is valid JSON");
+    let resource_tag = format!("aws:ResourceTag/{OWNER_TAG}");
+    let request_tag = format!("aws:RequestTag/{OWNER_TAG}");
+    // Its owner is one `daemon.owner` accepts.
+    let owner = variant["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["Condition"]["StringEquals"][&request_tag].as_str())
+        .expect("a statement names the owner");
+    let config = format!("[aws]\nregion = \"us-east-1\"\n[daemon]\nowner = \"{owner}\"\n");
+    assert!(classiclink_mirror::config::Config::from_toml_str(&config, None).is_ok(), "{owner:?}");
+
+    for statement in statements(&variant) {
+        let condition = &statement["Condition"];
+        let on_groups = strings(&statement["Resource"]) == ["arn:aws:ec2:*:*:security-group/*"];
+        let at_creation = condition["StringEquals"]["ec2:CreateAction"] == "CreateSecurityGroup";
+        let writes_existing = actions(statement).iter().any(|a| {
+            [
+                "ec2:AuthorizeSecurityGroupIngress",
+                "ec2:RevokeSecurityGroupIngress",
+                "ec2:UpdateSecurityGroupRuleDescriptionsIngress",
+                "ec2:DeleteSecurityGroup",
+                "ec2:DeleteTags",
+                "ec2:CreateTags",
+            ]
+            .contains(a)
+        });
+        if on_groups && writes_existing && !at_creation {
+            assert_eq!(
+                condition["StringEqualsIfExists"][&resource_tag], owner,
+                "a write to an existing group must be limited to ours or unowned ones: {statement}"
+            );
+        }
+        let sets_owner = strings(&condition["ForAllValues:StringEquals"]["aws:TagKeys"]).contains(&OWNER_TAG);
+        let creates = actions(statement).contains(&"ec2:CreateSecurityGroup") && on_groups;
+        if creates || (sets_owner && actions(statement).contains(&"ec2:CreateTags")) {
+            assert_eq!(
+                condition["StringEquals"][&request_tag], owner,
+                "a write of the owner tag must write ours: {statement}"
+            );
+        }
+    }
+
+    // Without its owner conditions it is the shipped policy, statement for statement.
+    let mut stripped = variant.clone();
+    for statement in stripped["Statement"].as_array_mut().unwrap() {
+        let Some(condition) = statement.get_mut("Condition").and_then(Value::as_object_mut) else { continue };
+        for operator in condition.values_mut() {
+            if let Some(keys) = operator.as_object_mut() {
+                keys.retain(|key, _| !key.ends_with(OWNER_TAG));
+            }
+        }
+        condition.retain(|_, keys| keys.as_object().is_none_or(|k| !k.is_empty()));
+        if condition.is_empty() {
+            statement.as_object_mut().unwrap().remove("Condition");
+        }
+    }
+    assert_eq!(stripped, policy(), "docs/iam-policy-owner.json and docs/iam-policy.json differ beyond the owner");
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use classiclink_mirror::config::{Config, MirrorConfig, Mode, SourceRef};
 use classiclink_mirror::model::{
     DEFAULT_DISCOVERY_TAG, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK,
-    ORPHANED_SINCE_TAG, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId,
-    format_time, mirror_name, parse_time, sanitize_text,
+    ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup, Snapshot, SnapshotPart, Vpc,
+    VpcId, format_time, mirror_name, parse_time, sanitize_text,
 };
 use classiclink_mirror::plan::{
     Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, GroupRef, Memory, ORPHAN_TAG_MAX_SKEW, Plan, TagReason, plan,
@@ -160,6 +160,24 @@ enum Owner {
     Foreign,
 }
 
+/// The `classiclinkmirror:owner` tag of a mirror.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OwnerTag {
+    /// This deployment's `daemon.owner`.
+    Ours,
+    /// None: made before owner tags existed.
+    Unowned,
+    /// Another deployment's ([`OTHER_OWNER`]).
+    Other,
+}
+
+/// The deployment that owns the mirrors tagged [`OwnerTag::Other`].
+const OTHER_OWNER: &str = "team-z";
+
+fn owner_tag() -> impl Strategy<Value = OwnerTag> {
+    prop_oneof![4 => Just(OwnerTag::Ours), 1 => Just(OwnerTag::Unowned), 2 => Just(OwnerTag::Other)]
+}
+
 #[derive(Clone, Debug)]
 enum NameSpec {
     /// The name the planner would give the mirror of its source.
@@ -184,6 +202,8 @@ enum OrphanedSince {
 struct VpcGroupSpec {
     vpc: Index,
     owner: Owner,
+    /// For a mirror: its owner tag.
+    owner_tag: OwnerTag,
     name: NameSpec,
     /// Copy the source's IPv4 rules (a partly right mirror).
     copy_source: bool,
@@ -194,6 +214,8 @@ struct VpcGroupSpec {
 #[derive(Clone, Debug)]
 struct DefaultSpec {
     tagged: Option<Index>,
+    /// When tagged: its owner tag.
+    owner_tag: OwnerTag,
     ingress: Vec<GrantSpec<VpcPeer>>,
 }
 
@@ -243,6 +265,9 @@ struct EstateSpec {
     orphans_wait: bool,
     /// `delete_orphans = false`.
     keep_orphans: bool,
+    /// `daemon.owner = "team-a"` instead of the default (`"default"`, the
+    /// deployment that owns the orphans nobody tagged with an owner).
+    named_deployment: bool,
 }
 
 fn grant_spec<P: Clone + Debug>(peer: impl Strategy<Value = P>) -> impl Strategy<Value = GrantSpec<P>> {
@@ -293,10 +318,18 @@ fn vpc_group_spec() -> impl Strategy<Value = VpcGroupSpec> {
             1 => Just(OrphanedSince::Future),
         ],
     );
-    (any::<Index>(), owner, name, any::<bool>(), prop::collection::vec(grant_spec(vpc_peer()), 0..=4), orphaned_since)
-        .prop_map(|(vpc, owner, name, copy_source, ingress, orphaned_since)| VpcGroupSpec {
+    (
+        any::<Index>(),
+        (owner, owner_tag()),
+        name,
+        any::<bool>(),
+        prop::collection::vec(grant_spec(vpc_peer()), 0..=4),
+        orphaned_since,
+    )
+        .prop_map(|(vpc, (owner, owner_tag), name, copy_source, ingress, orphaned_since)| VpcGroupSpec {
             vpc,
             owner,
+            owner_tag,
             name,
             copy_source,
             ingress,
@@ -305,8 +338,8 @@ fn vpc_group_spec() -> impl Strategy<Value = VpcGroupSpec> {
 }
 
 fn default_spec() -> impl Strategy<Value = DefaultSpec> {
-    (prop::option::weighted(0.3, any::<Index>()), prop::collection::vec(grant_spec(vpc_peer()), 0..=2))
-        .prop_map(|(tagged, ingress)| DefaultSpec { tagged, ingress })
+    (prop::option::weighted(0.3, any::<Index>()), owner_tag(), prop::collection::vec(grant_spec(vpc_peer()), 0..=2))
+        .prop_map(|(tagged, owner_tag, ingress)| DefaultSpec { tagged, owner_tag, ingress })
 }
 
 fn mode() -> impl Strategy<Value = Option<Mode>> {
@@ -358,7 +391,7 @@ fn estate() -> impl Strategy<Value = EstateSpec> {
         prop::collection::vec(link_spec(), 0..=6),
         prop::bool::weighted(0.7),
         prop_oneof![3 => Just(60usize), 1 => 1usize..=8],
-        (prop::bool::weighted(0.2), prop::bool::weighted(0.1)),
+        (prop::bool::weighted(0.2), prop::bool::weighted(0.1), prop::bool::weighted(0.3)),
     )
         .prop_map(
             |(
@@ -372,7 +405,7 @@ fn estate() -> impl Strategy<Value = EstateSpec> {
                 links,
                 discovery,
                 quota,
-                (orphans_wait, keep_orphans),
+                (orphans_wait, keep_orphans, named_deployment),
             )| EstateSpec {
                 vpcs,
                 names,
@@ -386,6 +419,7 @@ fn estate() -> impl Strategy<Value = EstateSpec> {
                 quota,
                 orphans_wait,
                 keep_orphans,
+                named_deployment,
             },
         )
 }
@@ -478,7 +512,41 @@ fn base_config(spec: &EstateSpec) -> Config {
     config.safety.delete_orphans = !spec.keep_orphans;
     config.limits.rules_per_group = spec.quota;
     config.discovery.tag_key = spec.discovery.then(|| DEFAULT_DISCOVERY_TAG.to_owned());
+    if spec.named_deployment {
+        config.daemon.owner = "team-a".to_owned();
+    }
     config
+}
+
+/// Writes the owner tag `tag` on a mirror of the deployment `me`.
+fn set_owner(group: &mut SecurityGroup, tag: OwnerTag, me: &str) {
+    match tag {
+        OwnerTag::Ours => group.tags.insert(OWNER_TAG.to_owned(), me.to_owned()),
+        OwnerTag::Unowned => group.tags.remove(OWNER_TAG),
+        OwnerTag::Other => group.tags.insert(OWNER_TAG.to_owned(), OTHER_OWNER.to_owned()),
+    };
+}
+
+/// Whether the deployment `me`, managing the sources `managed`, may write
+/// `group`: a mirror with its owner tag, or one without an owner tag that it
+/// could have made (it manages the source, or it is the `default`
+/// deployment). A mirror of another owner never.
+fn ours(me: &str, managed: &BTreeSet<&GroupId>, group: &SecurityGroup) -> bool {
+    let Some(source) = group.mirrored_from() else { return false };
+    match group.owner_tag() {
+        Some(owner) => owner == me,
+        None => me == "default" || managed.contains(&source),
+    }
+}
+
+/// A mirror whose owner tag names a deployment other than `me`.
+fn of_another_owner(me: &str, group: &SecurityGroup) -> bool {
+    group.mirrored_from().is_some() && group.owner_tag().is_some_and(|owner| owner != me)
+}
+
+/// The sources the plan manages (one pair each, mirrored or not).
+fn managed_sources(plan: &Plan) -> BTreeSet<&GroupId> {
+    plan.pairs.iter().map(|p| &p.key.source).collect()
 }
 
 /// Builds the config and the snapshot an estate describes. With `shuffle`,
@@ -487,6 +555,7 @@ fn base_config(spec: &EstateSpec) -> Config {
 /// mapping order is kept: it decides conflicts (first mapping wins).
 fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
     let mut rng = shuffle.map(Shuffler);
+    let me = base_config(spec).daemon.owner;
     let mut snap = Snapshot::default();
     let vpc_ids: Vec<VpcId> = (1..=spec.vpcs.len()).map(|n| vpc(&format!("vpc-{n}"))).collect();
     for (id, enabled) in vpc_ids.iter().zip(&spec.vpcs) {
@@ -538,6 +607,7 @@ fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
         let mut g = group(sg(&format!("sg-d{v:x}")), "default", "default VPC security group", Some(id.clone()));
         if let Some(tagged) = &spec.defaults[v].tagged {
             g.tags.insert(OWNERSHIP_TAG.to_owned(), source_or_missing(tagged).0.to_string());
+            set_owner(&mut g, spec.defaults[v].owner_tag, &me);
         }
         vpc_groups.push(g);
     }
@@ -560,6 +630,7 @@ fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
         let mut g = group(sg(&format!("sg-b{j:x}")), &name, "", Some(v.clone()));
         if let Some(tag) = tag {
             g.tags.insert(OWNERSHIP_TAG.to_owned(), tag.to_string());
+            set_owner(&mut g, s.owner_tag, &me);
         }
         if let Some(since) = s.orphaned_since {
             let value = match since {
@@ -763,13 +834,17 @@ struct Outcome {
     errors: Vec<String>,
 }
 
-struct Applier {
+struct Applier<'p> {
+    /// The deployment the plan is of, and the sources it manages: whose
+    /// referrers of a deleted mirror it should have revoked.
+    me: &'p str,
+    managed: BTreeSet<&'p GroupId>,
     snap: Snapshot,
     created: BTreeMap<(GroupId, VpcId), GroupId>,
     next_id: u32,
 }
 
-impl Applier {
+impl Applier<'_> {
     fn resolve(&self, group: &GroupRef) -> Result<GroupId, String> {
         match group {
             GroupRef::Existing(id) => Ok(id.clone()),
@@ -940,8 +1015,7 @@ impl Applier {
                 // The daemon owns a tagged referrer and should have revoked the
                 // reference first (docs/semantics.md, "Orphans") — except on a default group, of
                 // which it only ever removes the tag (docs/semantics.md, "The mirror group").
-                if let Some(ours) = referrers.iter().find(|r| r.tags.contains_key(OWNERSHIP_TAG) && r.name != "default")
-                {
+                if let Some(ours) = referrers.iter().find(|r| ours(self.me, &self.managed, r) && r.name != "default") {
                     return Err(format!("DependencyViolation: {group} is referenced by our {}", ours.id));
                 }
                 if !referrers.is_empty() {
@@ -969,8 +1043,14 @@ impl Applier {
 
 /// Applies the executable actions of `plan` in order. An action whose
 /// dependency did not run (audited, refused or itself skipped) is skipped.
-fn apply(plan: &Plan, snap: &Snapshot, next_id: &mut u32) -> Outcome {
-    let mut applier = Applier { snap: snap.clone(), created: BTreeMap::new(), next_id: *next_id };
+fn apply(config: &Config, plan: &Plan, snap: &Snapshot, next_id: &mut u32) -> Outcome {
+    let mut applier = Applier {
+        me: &config.daemon.owner,
+        managed: managed_sources(plan),
+        snap: snap.clone(),
+        created: BTreeMap::new(),
+        next_id: *next_id,
+    };
     let mut done: BTreeSet<ActionId> = BTreeSet::new();
     let mut outcome = Outcome::default();
     for planned in plan.executable() {
@@ -1158,8 +1238,11 @@ fn adopting(config: &Config, snap: &Snapshot, source: &GroupId, vpc: &VpcId) -> 
 /// tagged earlier in the same plan; the source side is never written; links
 /// only get our mirrors or groups that were already in the link.
 fn check_ownership(config: &Config, snap: &Snapshot, plan: &Plan) -> Result<(), TestCaseError> {
+    let me = config.daemon.owner.as_str();
+    let managed = managed_sources(plan);
     let tagged: BTreeSet<&GroupId> =
-        snap.vpc_groups.values().filter(|g| g.tags.contains_key(OWNERSHIP_TAG)).map(|g| &g.id).collect();
+        snap.vpc_groups.values().filter(|g| ours(me, &managed, g)).map(|g| &g.id).collect();
+    check_other_owners_untouched(config, snap, plan)?;
     let mut tagged_by: BTreeMap<GroupId, ActionId> = BTreeMap::new();
     for planned in &plan.actions {
         let action = &planned.action;
@@ -1169,17 +1252,28 @@ fn check_ownership(config: &Config, snap: &Snapshot, plan: &Plan) -> Result<(), 
             prop_assert!(group.is_some(), "action {:?} writes {}, which is not a known VPC group", action, id);
             let group = group.expect("checked");
             match action {
-                Action::TagGroup { reason, vpc, .. } => {
-                    prop_assert!(
-                        group.mirrored_from().is_none(),
-                        "TagGroup on {} which already mirrors {:?}",
-                        id,
-                        group.mirrored_from()
-                    );
+                Action::TagGroup { reason, vpc, tags, .. } => {
                     let pair = planned.pair.as_ref().expect("a tag belongs to a pair");
+                    prop_assert_eq!(tags.get(OWNER_TAG).map(String::as_str), Some(me), "TagGroup of {}", id);
+                    if *reason == TagReason::Claim {
+                        prop_assert!(
+                            group.mirrored_from().as_ref() == Some(&pair.source) && group.owner_tag().is_none(),
+                            "claim of {}, which is not an unowned mirror of {}",
+                            id,
+                            pair.source
+                        );
+                    } else {
+                        prop_assert!(
+                            group.mirrored_from().is_none(),
+                            "TagGroup on {} which already mirrors {:?}",
+                            id,
+                            group.mirrored_from()
+                        );
+                    }
                     let allowed = match reason {
                         TagReason::Default => group.name == "default",
                         TagReason::Adopt => adopting(config, snap, &pair.source, vpc),
+                        TagReason::Claim => true,
                     };
                     prop_assert!(allowed, "TagGroup {:?} on {} ({}) is not allowed", reason, id, group.name);
                     tagged_by.insert(id.clone(), planned.id);
@@ -1231,6 +1325,55 @@ fn check_ownership(config: &Config, snap: &Snapshot, plan: &Plan) -> Result<(), 
     Ok(())
 }
 
+/// Issue 11: no action touches a mirror of another owner — no write, no
+/// tag, no deletion, no unlink from it (it may stay in a link, as a foreign
+/// group) — and no create duplicates one: a source whose mirror in a VPC
+/// belongs to another owner gets no second one there.
+fn check_other_owners_untouched(config: &Config, snap: &Snapshot, plan: &Plan) -> Result<(), TestCaseError> {
+    let me = config.daemon.owner.as_str();
+    let theirs: BTreeSet<&GroupId> =
+        snap.vpc_groups.values().filter(|g| of_another_owner(me, g)).map(|g| &g.id).collect();
+    for planned in &plan.actions {
+        let action = &planned.action;
+        let mut touched: Vec<GroupId> = written_group(action).and_then(|g| g.existing().cloned()).into_iter().collect();
+        match action {
+            Action::Detach { groups, .. } => touched.extend(groups.iter().cloned()),
+            Action::Relink { from, groups, .. } => {
+                touched.extend(from.iter().filter(|g| !groups.contains(&GroupRef::Existing((*g).clone()))).cloned());
+            }
+            Action::CreateMirror { source, vpc, tags, .. } => {
+                prop_assert_eq!(tags.get(OWNER_TAG).map(String::as_str), Some(me), "create of {} in {}", source, vpc);
+                let duplicate = snap.vpc_groups.values().find(|g| {
+                    theirs.contains(&g.id)
+                        && g.vpc_id.as_ref() == Some(vpc)
+                        && g.mirrored_from().as_ref() == Some(source)
+                });
+                prop_assert!(
+                    duplicate.is_none(),
+                    "creates a second mirror of {} in {} beside {:?}",
+                    source,
+                    vpc,
+                    duplicate
+                );
+            }
+            _ => {}
+        }
+        for id in touched {
+            prop_assert!(
+                !theirs.contains(&id),
+                "action {} {:?} touches {}, a mirror of another owner",
+                planned.id.0,
+                action.kind(),
+                id
+            );
+        }
+    }
+    for orphan in &plan.orphans {
+        prop_assert!(!theirs.contains(&orphan.group), "{} of another owner is taken for an orphan", orphan.group);
+    }
+    Ok(())
+}
+
 /// The desired owned grants of one mirror, computed independently of the
 /// planner from the final state: the source's IPv4 rules as they are, its
 /// references to sources whose (existing) mirror is in the same VPC turned
@@ -1270,15 +1413,17 @@ fn check_converged_state(
     plan: &Plan,
 ) -> Result<(), TestCaseError> {
     // Mirrors that exist and are ours: an audited pair's mirror that still
-    // waits for its (audited) tag cannot be referenced yet.
+    // waits for its (audited) tag or claim cannot be referenced yet.
     let mirror_of: BTreeMap<(GroupId, VpcId), GroupId> = plan
         .pairs
         .iter()
         .filter_map(|p| match &p.mirror {
             Some(GroupRef::Existing(id))
                 if !p.audit
-                    || last.vpc_groups.get(id).and_then(SecurityGroup::mirrored_from).as_ref()
-                        == Some(&p.key.source) =>
+                    || last.vpc_groups.get(id).is_some_and(|g| {
+                        g.mirrored_from().as_ref() == Some(&p.key.source)
+                            && g.owner_tag() == Some(config.daemon.owner.as_str())
+                    }) =>
             {
                 Some(((p.key.source.clone(), p.key.vpc.clone()), id.clone()))
             }
@@ -1293,10 +1438,11 @@ fn check_converged_state(
     } else {
         BTreeSet::new()
     };
+    let managed = managed_sources(plan);
     let ours: BTreeSet<&GroupId> = last
         .vpc_groups
         .values()
-        .filter(|g| g.tags.contains_key(OWNERSHIP_TAG) && !protected.contains(&g.id))
+        .filter(|g| ours(&config.daemon.owner, &managed, g) && !protected.contains(&g.id))
         .map(|g| &g.id)
         .chain(mirror_of.values())
         .collect();
@@ -1417,7 +1563,7 @@ fn converges(spec: &EstateSpec) -> Result<(), TestCaseError> {
                 &plan,
             );
         }
-        let outcome = apply(&plan, &snap, &mut next_id);
+        let outcome = apply(&config, &plan, &snap, &mut next_id);
         if !outcome.errors.is_empty() {
             let failure = TestCaseError::fail(format!(
                 "pass {pass}: EC2 refused {:#?}\n--- initial estate\n{}--- earlier plans\n{history}",
@@ -1521,7 +1667,7 @@ proptest! {
         let (first, _) = plan(&config, &snap, &Memory::default(), t0());
         in_context(check_orphan_removals(&config, &snap, &first, t0()), &config, &snap, &first)?;
         let mut next_id = 0;
-        let applied = apply(&first, &snap, &mut next_id).snap;
+        let applied = apply(&config, &first, &snap, &mut next_id).snap;
         let now = t0() + Duration::from_secs(later);
         let (restarted, _) = plan(&config, &applied, &Memory::default(), now);
         in_context(check_orphan_removals(&config, &applied, &restarted, now), &config, &applied, &restarted)?;
@@ -1584,6 +1730,9 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
         count(format!("managed pairs: {}", first.pairs.len().min(5)));
         for a in &first.actions {
             count(format!("action {:?}{}", a.action.kind(), if a.audit { " (audit)" } else { "" }));
+            if let Action::TagGroup { reason, .. } = &a.action {
+                count(format!("tag {reason:?}"));
+            }
         }
         for w in &first.warnings {
             count(format!("warning {:?}", w.kind));
@@ -1596,7 +1745,7 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
                 count(format!("converged after {pass} applied plan(s)"));
                 break;
             }
-            let outcome = apply(&plan, &snap, &mut next_id);
+            let outcome = apply(&config, &plan, &snap, &mut next_id);
             if !outcome.blocked.is_empty() {
                 count("a deletion refused: referenced by a group not ours".to_owned());
             }
@@ -1628,9 +1777,11 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
         "VpcNotFound",
         "NameDrift",
         "OrphanTagInvalid",
+        "ConflictForeignOwner",
     ] {
         assert!(seen(&format!("warning {warning}")) > 0, "the generator never warns {warning}");
     }
     assert!(seen("converged after 1 applied plan(s)") > 0);
+    assert!(seen("tag Claim") > 0, "the generator never claims an unowned mirror");
     assert!(seen("a deletion refused: referenced by a group not ours") > 0);
 }

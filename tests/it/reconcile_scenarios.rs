@@ -15,8 +15,8 @@ use classiclink_mirror::emulator::{Emulator, EmulatorOptions, NewGroup, NewVpc, 
 use classiclink_mirror::emulator::{ErrorInjection, Faults, IpPermission, Throttle};
 use classiclink_mirror::execute::ActionResult;
 use classiclink_mirror::model::{
-    Grant, GroupId, InstanceId, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
-    format_time,
+    Grant, GroupId, InstanceId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup,
+    VpcId, format_time,
 };
 use classiclink_mirror::plan::{ActionKind, Memory};
 use classiclink_mirror::reconcile::{PassReport, apply, execute_options, reconcile_once};
@@ -788,4 +788,94 @@ async fn relink_at_85_percent_errors_attaches_the_detached_instance_again_at_onc
     assert_eq!(authorizes_at_link, authorizes_before, "the attach waited behind grant batches");
     // Linked with its mirror (the hand-added group went with the detach).
     assert_eq!(emu.peek_link(&instance).unwrap().groups, BTreeSet::from([web]));
+}
+
+// ----- owners: two deployments, and the upgrade to owner tags -------------------
+
+#[tokio::test(start_paused = true)]
+async fn an_estate_made_before_owner_tags_is_claimed_with_one_tag_per_mirror_and_nothing_else() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.web, &estate.app, &estate.db]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    let mut memory = Memory::default();
+    pass(&ec2, &config, &mut memory, &clock).await;
+    assert!(pass(&ec2, &config, &mut memory, &clock).await.converged());
+    // What an older version (or the 2016 Lambda) left: no owner tags.
+    for mirror in mirrors(&estate.emu).await {
+        estate.emu.delete_tags(&mirror.id, &[OWNER_TAG.to_owned()]).await.unwrap();
+    }
+    estate.emu.reset_counters();
+    let upgrade = pass(&ec2, &config, &mut memory, &clock).await;
+    assert_eq!(upgrade.failed(), 0);
+    let kinds: Vec<ActionKind> = upgrade.plan.actions.iter().map(|a| a.action.kind()).collect();
+    assert_eq!(kinds, [ActionKind::TagGroup; 3]);
+    assert_eq!(mutating_calls(&estate.emu), BTreeMap::from([(Operation::CreateTags, 3)]));
+    for mirror in mirrors(&estate.emu).await {
+        assert_eq!(mirror.owner_tag(), Some("default"), "{}", mirror.id);
+    }
+    assert!(pass(&ec2, &config, &mut memory, &clock).await.converged());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_deployment_never_writes_to_or_deletes_the_first_ones_mirrors() {
+    let estate = three_tiers().await;
+    let mut first = config_for(&estate.vpc, &[&estate.web, &estate.app, &estate.db]);
+    first.daemon.owner = "a".to_owned();
+    let ec2 = limited(&estate.emu, &first);
+    let clock = Clock::new();
+    let (mut memory_a, mut memory_b) = (Memory::default(), Memory::default());
+    pass(&ec2, &first, &mut memory_a, &clock).await;
+    assert!(pass(&ec2, &first, &mut memory_a, &clock).await.converged());
+    let before = mirrors(&estate.emu).await;
+
+    // "b" manages app only, under another name, and deletes orphans at once:
+    // web's and db's mirrors would be its orphans if it took them for its own.
+    let mut second = config_for(&estate.vpc, &[&estate.app]);
+    second.daemon.owner = "b".to_owned();
+    second.mirrors[0].name = Some("app-b".to_owned());
+    second.safety.orphan_grace = Duration::ZERO;
+    estate.emu.reset_counters();
+    for _ in 0..3 {
+        let report = pass(&ec2, &second, &mut memory_b, &clock).await;
+        assert!(report.converged(), "{:?}", report.plan.actions);
+        assert!(report.plan.orphans.is_empty());
+        let conflicts: Vec<_> = report.plan.warnings.iter().filter_map(|w| w.kind.conflict_kind()).collect();
+        assert_eq!(conflicts, ["foreign_owner"]);
+        clock.advance(Duration::from_secs(3600));
+    }
+    assert_eq!(mutating_calls(&estate.emu), BTreeMap::new(), "b wrote nothing");
+    assert_eq!(mirrors(&estate.emu).await, before);
+    assert!(pass(&ec2, &first, &mut memory_a, &clock).await.converged(), "and a has nothing to repair");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_racing_another_deployments_create_does_not_take_its_mirror() {
+    let estate = three_tiers().await;
+    let mut config = config_for(&estate.vpc, &[&estate.web]);
+    config.daemon.owner = "b".to_owned();
+    let ec2 = limited(&estate.emu, &config);
+    let observation = classiclink_mirror::observe::observe(&ec2, &config).await;
+    let now = Clock::new().now();
+    let (plan, _) = classiclink_mirror::plan::plan(&config, &observation.snapshot, &Memory::default(), now);
+    assert_eq!(plan.actions[0].action.kind(), ActionKind::CreateMirror);
+    // Deployment "a" creates the same mirror between our observation and our create.
+    let theirs =
+        NewGroup::in_vpc(&estate.vpc, "web", "Web tier").tag(OWNERSHIP_TAG, estate.web.to_string()).tag(OWNER_TAG, "a");
+    let theirs = estate.emu.create_group(&theirs).await.unwrap();
+    estate.emu.reset_counters();
+    let report =
+        classiclink_mirror::execute::execute(&ec2, &plan, &execute_options(&config), &CancellationToken::new()).await;
+    let failures: Vec<_> = report.failures().map(|(o, e)| (o.kind, e.kind())).collect();
+    assert_eq!(failures, [(ActionKind::CreateMirror, "not_ours")], "{:?}", report.outcomes);
+    // Nothing that depended on the create ran against their group.
+    let writes = mutating_calls(&estate.emu);
+    assert_eq!(writes, BTreeMap::from([(Operation::CreateSecurityGroup, 1)]), "only the refused create");
+    let group = mirrors(&estate.emu).await.into_iter().find(|g| g.id == theirs).unwrap();
+    assert_eq!(group.owner_tag(), Some("a"));
+    assert!(group.ingress.is_empty());
+    // The next pass sees their mirror: a conflict, and nothing to do.
+    let next = pass(&ec2, &config, &mut Memory::default(), &Clock::new()).await;
+    assert!(next.converged(), "{:?}", next.plan.actions);
+    assert!(next.plan.warnings.iter().any(|w| w.kind.conflict_kind() == Some("foreign_owner")));
 }
