@@ -12,7 +12,11 @@
 //!   instance is unlinked until it succeeds. Failing that, the next pass
 //!   plans an attach, and runs it first.
 //! - Idempotence (SPEC §5): "already there" and "already gone" answers are
-//!   success; a duplicate create adopts the group when it carries our tag.
+//!   success, counted as [`ActionResult::AlreadyDone`]; a duplicate create
+//!   adopts the group when it carries our tag. A batch authorize (revoke)
+//!   that EC2 rejects because part of it is already done costs one re-read
+//!   of the group and one request for what is really missing (left), none
+//!   when nothing is: `AlreadyDone` then, `Done` otherwise.
 //! - Retries here are only for eventual consistency (a group or instance not
 //!   yet visible right after its creation); throttling and 5xx are retried by
 //!   [`crate::ec2::limited::Limited`] underneath.
@@ -30,8 +34,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation};
-use crate::model::{Grant, GroupId, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, VpcId};
+use crate::model::{Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, VpcId};
 use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
+
+/// EC2's answer to authorizing a grant the group already has.
+const DUPLICATE_PERMISSION: &str = "InvalidPermission.Duplicate";
+/// EC2's answer to revoking a grant the group does not have.
+const PERMISSION_NOT_FOUND: &str = "InvalidPermission.NotFound";
+/// EC2's answer about a group that does not exist (or is not visible yet).
+const GROUP_NOT_FOUND: &str = "InvalidGroup.NotFound";
 
 /// Why an action failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -420,19 +431,16 @@ impl Runner<'_> {
     async fn authorize(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
         match self.settled(|| self.ec2.authorize_ingress(group, grants)).await {
             Ok(()) => Ok(ActionResult::Done),
-            Err(e) if e.code == "InvalidPermission.Duplicate" => {
-                if grants.len() == 1 {
+            Err(e) if e.code == DUPLICATE_PERMISSION => {
+                // EC2 rejects the whole request when one grant exists (a
+                // second writer got there first): one re-read of the group,
+                // then one request for what is really missing.
+                let present = self.rule_keys(group).await?;
+                let missing: Vec<Grant> = grants.iter().filter(|g| !present.contains(&g.key)).cloned().collect();
+                if missing.is_empty() {
                     return Ok(ActionResult::AlreadyDone);
                 }
-                // EC2 rejects the whole request when one grant exists: add the
-                // rest one by one (rare: only after a race).
-                for grant in grants {
-                    match self.ec2.authorize_ingress(group, std::slice::from_ref(grant)).await {
-                        Ok(()) => {}
-                        Err(e) if e.code == "InvalidPermission.Duplicate" => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                self.ec2.authorize_ingress(group, &missing).await?;
                 Ok(ActionResult::Done)
             }
             Err(e) => Err(e.into()),
@@ -442,22 +450,39 @@ impl Runner<'_> {
     async fn revoke(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
         match self.ec2.revoke_ingress(group, grants).await {
             Ok(()) => Ok(ActionResult::Done),
-            Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
-            Err(e) if e.code == "InvalidPermission.NotFound" => {
-                if grants.len() == 1 {
+            Err(e) if e.code == GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
+            Err(e) if e.code == PERMISSION_NOT_FOUND => {
+                // As for authorize: one re-read, one request for what is left.
+                let present = match self.rule_keys(group).await {
+                    Ok(present) => present,
+                    Err(e) if e.code == GROUP_NOT_FOUND => return Ok(ActionResult::AlreadyDone),
+                    Err(e) => return Err(e.into()),
+                };
+                let left: Vec<Grant> = grants.iter().filter(|g| present.contains(&g.key)).cloned().collect();
+                if left.is_empty() {
                     return Ok(ActionResult::AlreadyDone);
                 }
-                for grant in grants {
-                    match self.ec2.revoke_ingress(group, std::slice::from_ref(grant)).await {
-                        Ok(()) => {}
-                        Err(e) if e.code == "InvalidPermission.NotFound" => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                self.ec2.revoke_ingress(group, &left).await?;
                 Ok(ActionResult::Done)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The keys of `group`'s ingress rules as EC2 holds them now: one
+    /// `DescribeSecurityGroups` by id (waiting, like the write before it,
+    /// for a group created moments ago to become visible).
+    async fn rule_keys(&self, group: &GroupId) -> Result<BTreeSet<GrantKey>, Ec2Error> {
+        let filter = GroupFilter { group_ids: vec![group.clone()], ..GroupFilter::default() };
+        let found = self
+            .settled(|| async {
+                let groups = self.ec2.describe_security_groups(&filter).await?;
+                groups.into_iter().find(|g| &g.id == group).ok_or_else(|| {
+                    Ec2Error::new(Operation::DescribeSecurityGroups, GROUP_NOT_FOUND, "the group is not visible")
+                })
+            })
+            .await?;
+        Ok(found.ingress.into_iter().map(|rule| rule.key).collect())
     }
 
     async fn detach(&self, instance: &crate::model::InstanceId, vpc: &VpcId) -> Result<ActionResult, ExecuteError> {

@@ -205,7 +205,8 @@ pub async fn reconcile_once_observed(
     };
     info!(
         actions = pass.plan.actions.len(),
-        done = pass.report.count("done") + pass.report.count("already_done"),
+        done = pass.report.count("done"),
+        already_done = pass.report.count("already_done"),
         failed = pass.failed(),
         skipped = pass.report.count("skipped"),
         audit = pass.report.count("audit"),
