@@ -12,7 +12,7 @@ use crate::ec2::Ec2;
 use crate::execute::{ActionResult, ExecuteOptions, Report, execute_reporting};
 use crate::model::{Snapshot, SnapshotPart};
 use crate::observe::{ObserveError, observe_reporting};
-use crate::plan::{Action, Memory, Plan, WarningKind, plan};
+use crate::plan::{Executed, Fight, FightKey, FightPolicy, Memory, Plan, WarningKind, plan};
 
 /// Where a pass is (`/status` shows it while the pass runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,6 +76,26 @@ pub struct PassReport {
     /// True when a shutdown stopped the pass during observation: nothing
     /// was planned or started, and every part counts as incomplete.
     pub interrupted: bool,
+    /// The fights in progress after this pass (the memory's).
+    pub fights: Vec<Fight>,
+    /// The fights this pass revealed.
+    pub fights_started: Vec<FightKey>,
+    /// Most of this pass's writes were already done: another writer works
+    /// on these pairs ([`another_writer`]).
+    pub other_writer: bool,
+}
+
+/// The fewest "already done" answers that can reveal another writer: one
+/// alone is a race anyone can lose (an instance stopped as we detach it).
+pub const OTHER_WRITER_MIN_ALREADY_DONE: usize = 2;
+
+/// Whether an execution shows another writer on the same pairs: at least
+/// [`OTHER_WRITER_MIN_ALREADY_DONE`] writes were already done, and more than
+/// the writes EC2 did for us.
+#[must_use]
+pub fn another_writer(report: &Report) -> bool {
+    let already = report.count("already_done");
+    already >= OTHER_WRITER_MIN_ALREADY_DONE && already > report.count("done")
 }
 
 impl PassReport {
@@ -99,8 +119,8 @@ pub fn execute_options(config: &Config) -> ExecuteOptions {
 }
 
 /// One pass: observe, plan against `memory`, execute, and fold what the
-/// execution taught (deletions blocked by `DependencyViolation`) back into
-/// `memory`.
+/// execution taught (deletions blocked by `DependencyViolation`, repairs
+/// and fights: [`Memory::record_execution`]) back into `memory`.
 pub async fn reconcile_once(
     ec2: &dyn Ec2,
     config: &Config,
@@ -143,6 +163,9 @@ pub async fn reconcile_once_observed(
                 report: Report::default(),
                 duration: started.elapsed(),
                 interrupted: true,
+                fights: memory.fights(),
+                fights_started: Vec::new(),
+                other_writer: false,
             };
         }
         observation = observe_reporting(ec2, config, &report_failure) => observation,
@@ -185,15 +208,33 @@ pub async fn reconcile_once_observed(
     }
     progress.phase(Phase::Executing);
     let report = execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await;
-    for (planned, outcome) in plan.actions.iter().zip(&report.outcomes) {
-        let Action::DeleteMirror { group, .. } = &planned.action else { continue };
-        match &outcome.result {
-            ActionResult::Failed(error) if error.code() == Some("DependencyViolation") => {
-                memory.record_delete_blocked(group, now);
-            }
-            result if result.succeeded() => memory.record_deleted(group),
-            _ => {}
-        }
+    let executed = plan.actions.iter().zip(&report.outcomes).map(|(planned, outcome)| {
+        let result = match &outcome.result {
+            ActionResult::Done => Executed::Done,
+            ActionResult::AlreadyDone => Executed::AlreadyDone,
+            ActionResult::Failed(error) => Executed::Failed(error.code()),
+            _ => Executed::NotRun,
+        };
+        (planned, result)
+    });
+    let fights_started = memory.record_execution(executed, now, &FightPolicy::of(&config.safety));
+    for key in &fights_started {
+        warn!(
+            source_group = %key.pair.source,
+            vpc_id = %key.pair.vpc,
+            kind = key.kind.as_str(),
+            "the same repair of this pair keeps being needed: something else keeps undoing it (a fight); \
+             its repairs back off (see /status)"
+        );
+    }
+    let other_writer = another_writer(&report);
+    if other_writer {
+        warn!(
+            done = report.count("done"),
+            already_done = report.count("already_done"),
+            "most of this pass's writes were already done: another writer works on these pairs \
+             (a second deployment with the same configuration?)"
+        );
     }
     let pass = PassReport {
         snapshot: observation.snapshot,
@@ -202,6 +243,9 @@ pub async fn reconcile_once_observed(
         report,
         duration: started.elapsed(),
         interrupted: false,
+        fights: memory.fights(),
+        fights_started,
+        other_writer,
     };
     info!(
         actions = pass.plan.actions.len(),

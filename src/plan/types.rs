@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::fights::{FightKey, RepairHistory};
 use crate::model::{Grant, GroupId, InstanceId, SnapshotPart, VpcId};
 
 /// Names a VPC group in a plan: one that exists, or the mirror of `source`
@@ -404,6 +405,9 @@ pub enum WarningKind {
     /// The daemon started without its state file (corrupt, unreadable, of
     /// an unknown version): destructive actions are held for one `orphan_grace`.
     StateLost,
+    /// The same repair of a pair keeps being needed (someone keeps undoing
+    /// it): its repairs back off.
+    Fight,
 }
 
 impl WarningKind {
@@ -432,6 +436,7 @@ impl WarningKind {
             Self::SafetyHold => "safety_hold",
             Self::OrphanTagInvalid => "orphan_tag_invalid",
             Self::StateLost => "state_lost",
+            Self::Fight => "fight",
         }
     }
 
@@ -481,13 +486,21 @@ pub struct Deferred {
     pub adds: usize,
     /// Destructive actions held by the incomplete-snapshot rule or the shrink guard.
     pub held: usize,
+    /// Repairs (and what depends on them) of pairs backing off in a fight.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fights: usize,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 impl Deferred {
     /// Total deferred.
     #[must_use]
     pub fn total(&self) -> usize {
-        self.revokes + self.deletes + self.unlinks + self.adds + self.held
+        self.revokes + self.deletes + self.unlinks + self.adds + self.held + self.fights
     }
 }
 
@@ -666,6 +679,9 @@ pub struct Memory {
     /// since, as the shrink guard has no trustworthy baseline to compare with.
     #[serde(default)]
     pub state_lost_at: Option<SystemTime>,
+    /// Recent repairs of each pair, by kind, and its fight when in one.
+    #[serde(skip)]
+    pub repairs: BTreeMap<FightKey, RepairHistory>,
 }
 
 /// First retry delay of a deletion that hit `DependencyViolation`.
