@@ -47,6 +47,7 @@ use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
 use crate::observe::ObserveError;
 use crate::plan::Memory;
+use crate::execute::ExecuteOptions;
 use crate::reconcile::{PassReport, Phase, Progress, execute_options, reconcile_once_observed};
 use crate::state::{StateError, StateFile, conservative_start};
 
@@ -397,7 +398,9 @@ async fn run_loaded(
 
         let started = Instant::now();
         observer.pass_started(&state.config);
-        let options = execute_options(&state.config);
+        // A random starting point in the plan: two daemons on one estate
+        // then work on different actions instead of racing for the same ones.
+        let options = ExecuteOptions { rotation: rand::random_range(0..usize::MAX), ..execute_options(&state.config) };
         let config = state.config.clone();
         let ec2 = Arc::clone(&state.ec2);
         let mut memory = std::mem::take(&mut state.memory);

@@ -22,6 +22,11 @@
 //!   [`crate::ec2::limited::Limited`] underneath.
 //! - Cancellation: once the token fires no new action starts; in-flight ones
 //!   finish.
+//! - Another writer: once most recent answers were "already done" (3 of the
+//!   last 4), someone else is running the same plan; no new action starts
+//!   (the rest end `Yielded`), so that two daemons on one estate do not both
+//!   make every write. The daemon starts each pass at a random place in the
+//!   plan (`rotation`), so two of them rarely race for the same actions.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -109,11 +114,15 @@ pub enum ActionResult {
     Audit,
     /// Cancelled before it started.
     Cancelled,
+    /// Not started: another writer was doing the same work (most answers so
+    /// far were "already done"); the next pass looks again.
+    Yielded,
 }
 
 impl ActionResult {
     /// Every [`ActionResult::label`], for pre-registering metric label values.
-    pub const LABELS: [&'static str; 6] = ["done", "already_done", "failed", "skipped", "audit", "cancelled"];
+    pub const LABELS: [&'static str; 7] =
+        ["done", "already_done", "failed", "skipped", "audit", "cancelled", "yielded"];
 
     /// True for `Done` and `AlreadyDone`.
     #[must_use]
@@ -131,6 +140,7 @@ impl ActionResult {
             Self::Skipped => "skipped",
             Self::Audit => "audit",
             Self::Cancelled => "cancelled",
+            Self::Yielded => "yielded",
         }
     }
 }
@@ -192,6 +202,15 @@ pub struct ExecuteOptions {
     pub reattach_min_delay: Duration,
     /// Cap on one such wait.
     pub reattach_max_delay: Duration,
+    /// Stop starting actions once the answers show another writer doing the
+    /// same work ([`YIELD_WINDOW`]): the rest end [`ActionResult::Yielded`].
+    pub yield_to_other_writer: bool,
+    /// Where in the plan to start, among actions of one priority: plan
+    /// order from the action at `rotation` modulo the plan's length, then
+    /// round to the start. The daemon draws it at random for every pass, so
+    /// that two daemons on one estate rarely race for the same actions; 0
+    /// (plan order) is what `apply` and the tests use.
+    pub rotation: usize,
 }
 
 impl Default for ExecuteOptions {
@@ -204,6 +223,8 @@ impl Default for ExecuteOptions {
             reattach_retries: 5,
             reattach_min_delay: Duration::from_millis(200),
             reattach_max_delay: Duration::from_secs(2),
+            yield_to_other_writer: true,
+            rotation: 0,
         }
     }
 }
@@ -497,6 +518,29 @@ impl Runner<'_> {
     }
 }
 
+/// The fewest "already done" answers that can reveal another writer: one
+/// alone is a race anyone can lose (an instance stopped as we detach it).
+pub const OTHER_WRITER_MIN_ALREADY_DONE: usize = 2;
+
+/// Whether `done` writes EC2 did for us and `already_done` answers show
+/// another writer on the same pairs: at least
+/// [`OTHER_WRITER_MIN_ALREADY_DONE`] already done, and more than done. When
+/// two daemons race through the same plan, every contested write is done
+/// for one and already done for the other, so at most one of them sees this.
+#[must_use]
+pub fn another_writer(done: usize, already_done: usize) -> bool {
+    already_done >= OTHER_WRITER_MIN_ALREADY_DONE && already_done > done
+}
+
+/// The answers the executor looks back on to decide it runs behind another
+/// writer: of the last [`YIELD_WINDOW`] successful writes, at least
+/// [`YIELD_ALREADY_DONE`] already done. Recent answers rather than the whole
+/// pass, so that a daemon that did its share first and then runs into the
+/// other's stops at once.
+pub const YIELD_WINDOW: usize = 4;
+/// See [`YIELD_WINDOW`].
+pub const YIELD_ALREADY_DONE: usize = 3;
+
 fn log_outcome(planned: &PlannedAction, result: &ActionResult) {
     let kind = planned.action.kind().as_str();
     let action = serde_json::to_string(&planned.action).unwrap_or_default();
@@ -537,8 +581,9 @@ pub async fn execute_reporting(
             dependants[dep.0].push(action.id.0);
         }
     }
-    // Ready actions, by (priority, plan order).
-    let rank = |index: usize| (priority(&plan.actions[index].action), index);
+    // Ready actions, by (priority, plan order from the rotation's start).
+    let start = options.rotation.checked_rem(count).unwrap_or(0);
+    let rank = |index: usize| (priority(&plan.actions[index].action), (index + count - start) % count);
     let mut ready: BTreeSet<(u8, usize)> = (0..count).filter(|&i| waiting_on[i] == 0).map(rank).collect();
     let mut in_flight = FuturesUnordered::new();
     let max_in_flight = options.max_in_flight.max(1);
@@ -571,9 +616,23 @@ pub async fn execute_reporting(
         }
     };
 
+    // The last few answers, true for "already done".
+    let mut recent: VecDeque<bool> = VecDeque::with_capacity(YIELD_WINDOW + 1);
+    let mut yielded = false;
     loop {
-        while in_flight.len() < max_in_flight && !cancel.is_cancelled() {
-            let Some((_, index)) = ready.pop_first() else { break };
+        let recently_already = recent.iter().filter(|&&already| already).count();
+        if options.yield_to_other_writer && !yielded && recently_already >= YIELD_ALREADY_DONE {
+            yielded = true;
+            info!(
+                already_done = recently_already,
+                of = recent.len(),
+                "the last writes were already done: another writer is doing the same work; \
+                 this pass starts no more actions and the next one looks again"
+            );
+        }
+        while in_flight.len() < max_in_flight && !cancel.is_cancelled() && !yielded {
+            let Some((_, position)) = ready.pop_first() else { break };
+            let index = (position + start) % count;
             let planned = &plan.actions[index];
             if planned.audit {
                 finish(index, ActionResult::Audit, &mut results, &mut ready);
@@ -583,6 +642,12 @@ pub async fn execute_reporting(
             in_flight.push(async move { (index, runner.run(planned).await) });
         }
         let Some((index, result)) = in_flight.next().await else { break };
+        if result.succeeded() {
+            recent.push_back(result == ActionResult::AlreadyDone);
+            if recent.len() > YIELD_WINDOW {
+                recent.pop_front();
+            }
+        }
         log_outcome(&plan.actions[index], &result);
         on_finished(&result);
         finish(index, result, &mut results, &mut ready);
@@ -597,7 +662,7 @@ pub async fn execute_reporting(
             id: planned.id,
             kind: planned.action.kind(),
             pair: planned.pair.clone(),
-            result: result.unwrap_or(ActionResult::Cancelled),
+            result: result.unwrap_or(if yielded { ActionResult::Yielded } else { ActionResult::Cancelled }),
         })
         .collect();
     let created = runner.created.into_inner().expect("created lock");

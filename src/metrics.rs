@@ -1405,7 +1405,8 @@ mod tests {
             | ActionResult::Failed(_)
             | ActionResult::Skipped
             | ActionResult::Audit
-            | ActionResult::Cancelled => result.label(),
+            | ActionResult::Cancelled
+            | ActionResult::Yielded => result.label(),
         };
         let failed = ec2_failure(Operation::CreateTags, "X");
         for result in [
@@ -1415,6 +1416,7 @@ mod tests {
             ActionResult::Skipped,
             ActionResult::Audit,
             ActionResult::Cancelled,
+            ActionResult::Yielded,
         ] {
             assert!(ActionResult::LABELS.contains(&every_result(&result)));
         }

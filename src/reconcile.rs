@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::ec2::Ec2;
-use crate::execute::{ActionResult, ExecuteOptions, Report, execute_reporting};
+use crate::execute::{ActionResult, ExecuteOptions, Outcome, Report, execute_reporting};
 use crate::model::{Snapshot, SnapshotPart};
 use crate::observe::{ObserveError, observe_reporting};
 use crate::plan::{Executed, Fight, FightKey, FightPolicy, Memory, Plan, WarningKind, plan};
@@ -85,17 +85,11 @@ pub struct PassReport {
     pub other_writer: bool,
 }
 
-/// The fewest "already done" answers that can reveal another writer: one
-/// alone is a race anyone can lose (an instance stopped as we detach it).
-pub const OTHER_WRITER_MIN_ALREADY_DONE: usize = 2;
-
-/// Whether an execution shows another writer on the same pairs: at least
-/// [`OTHER_WRITER_MIN_ALREADY_DONE`] writes were already done, and more than
-/// the writes EC2 did for us.
+/// Whether an execution shows another writer on the same pairs
+/// ([`crate::execute::another_writer`]).
 #[must_use]
 pub fn another_writer(report: &Report) -> bool {
-    let already = report.count("already_done");
-    already >= OTHER_WRITER_MIN_ALREADY_DONE && already > report.count("done")
+    crate::execute::another_writer(report.count("done"), report.count("already_done"))
 }
 
 impl PassReport {
@@ -207,7 +201,23 @@ pub async fn reconcile_once_observed(
         }
     }
     progress.phase(Phase::Executing);
-    let report = execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await;
+    // After yielding to another writer, wait while it makes progress (the
+    // plan shrinks without us); once it stops, do the rest.
+    let executable = plan.executable().count();
+    let waiting = options.yield_to_other_writer
+        && memory.other_writer_left.is_some_and(|left| executable > 0 && executable < left);
+    let report = if waiting {
+        info!(
+            actions = executable,
+            "another writer is making progress on these pairs: this pass waits for it and starts nothing"
+        );
+        yielded(&plan)
+    } else {
+        execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await
+    };
+    let ours = report.count("done") + report.count("already_done");
+    memory.other_writer_left =
+        (waiting || report.count("yielded") > 0).then(|| executable.saturating_sub(ours));
     let executed = plan.actions.iter().zip(&report.outcomes).map(|(planned, outcome)| {
         let result = match &outcome.result {
             ActionResult::Done => Executed::Done,
@@ -227,8 +237,8 @@ pub async fn reconcile_once_observed(
              its repairs back off (see /status)"
         );
     }
-    let other_writer = another_writer(&report);
-    if other_writer {
+    let other_writer = another_writer(&report) || waiting;
+    if other_writer && !waiting {
         warn!(
             done = report.count("done"),
             already_done = report.count("already_done"),
@@ -260,6 +270,22 @@ pub async fn reconcile_once_observed(
         "reconcile pass finished"
     );
     pass
+}
+
+/// The report of a pass that starts nothing: every action yielded to
+/// another writer (audited ones stay audited).
+fn yielded(plan: &Plan) -> Report {
+    let outcomes = plan
+        .actions
+        .iter()
+        .map(|planned| Outcome {
+            id: planned.id,
+            kind: planned.action.kind(),
+            pair: planned.pair.clone(),
+            result: if planned.audit { ActionResult::Audit } else { ActionResult::Yielded },
+        })
+        .collect();
+    Report { outcomes, created: std::collections::BTreeMap::new() }
 }
 
 /// How `apply` ended.

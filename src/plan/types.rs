@@ -682,6 +682,11 @@ pub struct Memory {
     /// Recent repairs of each pair, by kind, and its fight when in one.
     #[serde(skip)]
     pub repairs: BTreeMap<FightKey, RepairHistory>,
+    /// When the last pass yielded to another writer doing the same work:
+    /// how many actions it left undone. A next plan with fewer (someone
+    /// else is making progress) waits too; not kept in the state file.
+    #[serde(default)]
+    pub other_writer_left: Option<usize>,
 }
 
 /// First retry delay of a deletion that hit `DependencyViolation`.

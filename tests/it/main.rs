@@ -24,3 +24,4 @@ mod moto_conformance;
 mod plan_fixtures;
 mod planner_props;
 mod reconcile_scenarios;
+mod two_writers;
