@@ -41,13 +41,13 @@ use tracing::{debug, error, info, warn};
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
 use crate::execute::ActionResult;
+use crate::execute::ExecuteOptions;
 use crate::http;
 pub use crate::http::WallClock;
 use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
 use crate::observe::ObserveError;
 use crate::plan::Memory;
-use crate::execute::ExecuteOptions;
 use crate::reconcile::{PassReport, Phase, Progress, execute_options, reconcile_once_observed};
 use crate::state::{StateError, StateFile, conservative_start};
 

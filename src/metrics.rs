@@ -1219,6 +1219,51 @@ mod tests {
     }
 
     #[test]
+    fn fights_and_another_writer_are_counted_and_the_fights_gauge_follows_the_last_pass() {
+        use crate::plan::{Fight, FightKey};
+        let metrics = Metrics::new();
+        let s = samples(&metrics);
+        for kind in RepairKind::ALL {
+            assert_eq!(get(&s, "fights_total", &[("kind", kind.as_str())]), 0.0);
+            assert_eq!(get(&s, "fights", &[("kind", kind.as_str())]), 0.0);
+        }
+        assert_eq!(get(&s, "other_writer_passes_total", &[]), 0.0);
+        assert_eq!(get(&s, "actions_deferred_total", &[("reason", "fight")]), 0.0);
+
+        let web = key("sg-0a1", "vpc-9f2");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fight = Fight {
+            pair: web.clone(),
+            kind: RepairKind::Grant,
+            since: at,
+            repairs: 1,
+            retry_after: at + Duration::from_secs(60),
+            principal: None,
+        };
+        let mut pass = PassBuilder::new().deferred(Deferred { fights: 2, ..Deferred::default() }).build();
+        pass.fights = vec![fight];
+        pass.fights_started = vec![FightKey { pair: web, kind: RepairKind::Grant }];
+        pass.other_writer = true;
+        metrics.record_pass(&pass, at);
+        let s = samples(&metrics);
+        assert_eq!(get(&s, "fights_total", &[("kind", "grant")]), 1.0);
+        assert_eq!(get(&s, "fights", &[("kind", "grant")]), 1.0);
+        assert_eq!(get(&s, "other_writer_passes_total", &[]), 1.0);
+        assert_eq!(get(&s, "actions_deferred_total", &[("reason", "fight")]), 2.0);
+
+        // The fight goes on (not counted again), then ends.
+        pass.fights_started.clear();
+        pass.other_writer = false;
+        metrics.record_pass(&pass, at);
+        pass.fights.clear();
+        metrics.record_pass(&pass, at);
+        let s = samples(&metrics);
+        assert_eq!(get(&s, "fights_total", &[("kind", "grant")]), 1.0);
+        assert_eq!(get(&s, "fights", &[("kind", "grant")]), 0.0);
+        assert_eq!(get(&s, "other_writer_passes_total", &[]), 1.0);
+    }
+
+    #[test]
     fn state_file_errors_are_counted_by_kind_from_zero() {
         let metrics = Metrics::new();
         let s = samples(&metrics);

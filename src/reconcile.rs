@@ -216,8 +216,7 @@ pub async fn reconcile_once_observed(
         execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await
     };
     let ours = report.count("done") + report.count("already_done");
-    memory.other_writer_left =
-        (waiting || report.count("yielded") > 0).then(|| executable.saturating_sub(ours));
+    memory.other_writer_left = (waiting || report.count("yielded") > 0).then(|| executable.saturating_sub(ours));
     let executed = plan.actions.iter().zip(&report.outcomes).map(|(planned, outcome)| {
         let result = match &outcome.result {
             ActionResult::Done => Executed::Done,

@@ -444,7 +444,10 @@ mod tests {
             ("{\"version\": 1, \"orphans_since\": {\"not-a-group\": \"2027-01-01T00:00:00Z\"}}", "corrupt"),
             ("{\"version\": 1, \"baseline\": {\"managed_sources\": -3, \"linked_instances\": 0}}", "corrupt"),
             ("{\"version\": 1, \"delete_backoff\": {\"sg-99e\": {\"failures\": 1}}}", "corrupt"),
-            ("{\"version\": 1, \"repairs\": [{\"source\": \"sg-1\", \"vpc\": \"vpc-1\", \"kind\": \"war\"}]}", "corrupt"),
+            (
+                "{\"version\": 1, \"repairs\": [{\"source\": \"sg-1\", \"vpc\": \"vpc-1\", \"kind\": \"war\"}]}",
+                "corrupt",
+            ),
             (
                 "{\"version\": 1, \"repairs\": [{\"source\": \"sg-1\", \"vpc\": \"vpc-1\", \"kind\": \"grant\", \
                  \"subjects\": {\"ab\": [\"soon\"]}}]}",

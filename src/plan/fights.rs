@@ -252,8 +252,12 @@ impl Memory {
                     fight.retry_after = now + policy.delay(fight.repairs);
                 }
                 None if fight_now => {
-                    history.fight =
-                        Some(FightState { since: now, repairs: 1, last_repair: now, retry_after: now + policy.delay(1) });
+                    history.fight = Some(FightState {
+                        since: now,
+                        repairs: 1,
+                        last_repair: now,
+                        retry_after: now + policy.delay(1),
+                    });
                     started.push(key);
                 }
                 None => {}
@@ -347,9 +351,11 @@ pub(super) fn defer_fights(plan: &mut Plan, memory: &Memory, now: SystemTime) {
     let mut removed = vec![false; count];
     for (index, planned) in plan.actions.iter().enumerate() {
         let fighting = !planned.audit
-            && planned.pair.as_ref().zip(RepairKind::of(&planned.action)).is_some_and(|(pair, kind)| {
-                backing_off.contains(&FightKey { pair: pair.clone(), kind })
-            });
+            && planned
+                .pair
+                .as_ref()
+                .zip(RepairKind::of(&planned.action))
+                .is_some_and(|(pair, kind)| backing_off.contains(&FightKey { pair: pair.clone(), kind }));
         // Dependencies point backwards: a dependant is decided after them.
         let dependant = planned.depends_on.iter().any(|d| removed[d.0]);
         removed[index] = fighting || dependant;

@@ -28,8 +28,8 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use fights::{Executed, Fight, FightKey, FightPolicy, FightState, RepairHistory, RepairKind};
+pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
 use crate::config::{Config, Mode};

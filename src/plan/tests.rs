@@ -1579,10 +1579,12 @@ fn an_observed_key_compares_with_a_planned_one_as_if_it_were_an_existing_group_r
 /// A mirrored pair whose mirror lacks one of its source's grants (someone
 /// revoked it): every plan re-authorizes it.
 fn revoked_grant_world() -> World {
-    World::new()
-        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0")])
-        .map("sg-0a1", VPC)
-        .mirror("sg-f01", "web", "sg-0a1", vec![tcp(443, "0.0.0.0/0")])
+    World::new().classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0")]).map("sg-0a1", VPC).mirror(
+        "sg-f01",
+        "web",
+        "sg-0a1",
+        vec![tcp(443, "0.0.0.0/0")],
+    )
 }
 
 /// Plans at `now` and records every executable action as done by EC2.
@@ -1671,12 +1673,8 @@ fn repairs_of_different_grants_of_a_growing_source_are_not_a_fight() {
     for step in 0..10u16 {
         let grants: Vec<Grant> = (0..=step).map(|i| tcp(1000 + i, "10.1.0.0/16")).collect();
         let mirror: Vec<Grant> = grants[..grants.len() - 1].to_vec();
-        let world = World::new().classic("sg-0a1", "web", grants).map("sg-0a1", VPC).mirror(
-            "sg-f01",
-            "web",
-            "sg-0a1",
-            mirror,
-        );
+        let world =
+            World::new().classic("sg-0a1", "web", grants).map("sg-0a1", VPC).mirror("sg-f01", "web", "sg-0a1", mirror);
         let (plan, next, started) = repair_pass(&world, &memory, t0() + Duration::from_secs(60 * u64::from(step)));
         assert_eq!(kinds(&plan), [ActionKind::Authorize]);
         assert!(started.is_empty());
@@ -1687,10 +1685,11 @@ fn repairs_of_different_grants_of_a_growing_source_are_not_a_fight() {
 
 #[test]
 fn a_fight_over_a_mirror_defers_its_creation_and_everything_that_waits_for_it() {
-    let world = World::new()
-        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")])
-        .map("sg-0a1", VPC)
-        .instance("i-1", InstanceState::Running, &["sg-0a1"]);
+    let world = World::new().classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")]).map("sg-0a1", VPC).instance(
+        "i-1",
+        InstanceState::Running,
+        &["sg-0a1"],
+    );
     let mut memory = Memory::default();
     // The mirror is deleted after every creation.
     for step in 0..3u64 {

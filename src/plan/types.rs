@@ -679,13 +679,14 @@ pub struct Memory {
     /// since, as the shrink guard has no trustworthy baseline to compare with.
     #[serde(default)]
     pub state_lost_at: Option<SystemTime>,
-    /// Recent repairs of each pair, by kind, and its fight when in one.
+    /// Recent repairs of each pair, by kind, and its fight when in one (the
+    /// state file writes them as a list: their keys are not strings).
     #[serde(skip)]
     pub repairs: BTreeMap<FightKey, RepairHistory>,
     /// When the last pass yielded to another writer doing the same work:
     /// how many actions it left undone. A next plan with fewer (someone
     /// else is making progress) waits too; not kept in the state file.
-    #[serde(default)]
+    #[serde(skip)]
     pub other_writer_left: Option<usize>,
 }
 

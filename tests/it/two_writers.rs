@@ -213,7 +213,10 @@ async fn two_daemons_with_the_same_config_make_at_most_a_fifth_more_writes_than_
         eprintln!("{:?}", estate.calls().await);
         for (name, text) in [("a", &metrics_a), ("b", &metrics_b)] {
             for line in text.lines().filter(|l| {
-                (l.starts_with("classiclink_mirror_actions_total") || l.starts_with("classiclink_mirror_cycles_total") || l.starts_with("classiclink_mirror_other")) && !l.ends_with(" 0")
+                (l.starts_with("classiclink_mirror_actions_total")
+                    || l.starts_with("classiclink_mirror_cycles_total")
+                    || l.starts_with("classiclink_mirror_other"))
+                    && !l.ends_with(" 0")
             }) {
                 eprintln!("{name}: {line}");
             }
@@ -238,7 +241,8 @@ async fn a_grant_revoked_every_2_s_is_a_fight_within_5_repairs_then_repaired_onc
     let estate = EmulatorProcess::start(SMALL_ESTATE).await;
     let ec2: AwsEc2 = crate::common::local_port(&estate.url).await;
     let dir = tempfile::tempdir().unwrap();
-    let extra = "[safety]\nfight_repairs = 3\nfight_window = \"1m\"\nfight_backoff = \"5s\"\nfight_backoff_max = \"10s\"\n";
+    let extra =
+        "[safety]\nfight_repairs = 3\nfight_window = \"1m\"\nfight_backoff = \"5s\"\nfight_backoff_max = \"10s\"\n";
     let (config, base) = write_config(dir.path(), &estate.url, extra);
     let daemon = run(&config);
     eventually(Duration::from_secs(60), "converged", || converged(&base)).await;
