@@ -19,7 +19,7 @@
 //!
 //! `docs/operations.md` ("What survives a restart and where it is kept").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -106,6 +106,8 @@ struct FightDoc {
     repairs: u32,
     last_repair: String,
     retry_after: String,
+    #[serde(default)]
+    subjects: BTreeSet<String>,
 }
 
 /// The recent repairs of one pair and kind as written.
@@ -173,6 +175,7 @@ impl StateDoc {
                         repairs: f.repairs,
                         last_repair: format_time(f.last_repair),
                         retry_after: format_time(f.retry_after),
+                        subjects: f.subjects.clone(),
                     }),
                 })
                 .collect(),
@@ -215,6 +218,7 @@ impl StateDoc {
                     repairs: f.repairs,
                     last_repair: time(&field("fight.last_repair"), &f.last_repair)?,
                     retry_after: time(&field("fight.retry_after"), &f.retry_after)?,
+                    subjects: f.subjects,
                 }),
             };
             let key = FightKey { pair: PairKey { source: doc.source, vpc: doc.vpc }, kind: doc.kind };
@@ -377,6 +381,7 @@ mod tests {
             repairs: 2,
             last_repair: t0(),
             retry_after: t0() + Duration::from_secs(120),
+            subjects: BTreeSet::from(["00ff00ff00ff00ff".to_owned()]),
         });
         memory.repairs.insert(FightKey { pair, kind: RepairKind::Grant }, history);
         memory

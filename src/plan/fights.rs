@@ -84,6 +84,10 @@ pub struct FightState {
     pub last_repair: SystemTime,
     /// No repair before this time.
     pub retry_after: SystemTime,
+    /// The subjects (fingerprints, as in [`RepairHistory::subjects`]) whose
+    /// repairs made the fight: only repairs touching one of them back off,
+    /// so a new grant or a new instance of the pair is not held up.
+    pub subjects: BTreeSet<String>,
 }
 
 /// The recent repairs of one pair and kind.
@@ -211,8 +215,9 @@ impl Memory {
     ///   forgotten;
     /// - repairs EC2 did are remembered for `policy.window`; a pair and kind
     ///   whose subject was repaired `policy.repairs` times within it is in a
-    ///   fight, each further repair doubling its backoff; a fight ends once
-    ///   its backoff has passed and a whole window went by without a repair.
+    ///   fight over that subject, each further repair of a fought subject
+    ///   doubling its backoff; a fight ends once its backoff has passed and
+    ///   a whole window went by without such a repair.
     ///
     /// Returns the fights this pass revealed.
     pub fn record_execution<'p>(
@@ -234,29 +239,35 @@ impl Memory {
             let key = FightKey { pair: pair.clone(), kind };
             let history = self.repairs.entry(key.clone()).or_default();
             let horizon = now.checked_sub(policy.window);
-            let mut fight_now = false;
+            let mut fought: BTreeSet<String> = BTreeSet::new();
+            let mut touches_fight = false;
             for subject in subjects(&planned.action) {
-                let times = history.subjects.entry(subject).or_default();
+                touches_fight |= history.fight.as_ref().is_some_and(|f| f.subjects.contains(&subject));
+                let times = history.subjects.entry(subject.clone()).or_default();
                 times.retain(|t| horizon.is_none_or(|h| *t > h) && *t <= now);
                 times.push(now);
-                fight_now |= times.len() >= policy.repairs;
-            }
-            // One repair per pair and kind per pass, however many actions.
-            if !repaired.insert(key.clone()) {
-                continue;
+                if times.len() >= policy.repairs {
+                    fought.insert(subject);
+                }
             }
             match &mut history.fight {
                 Some(fight) => {
-                    fight.repairs = fight.repairs.saturating_add(1);
-                    fight.last_repair = now;
-                    fight.retry_after = now + policy.delay(fight.repairs);
+                    fight.subjects.extend(fought);
+                    // One repair of the fight per pass, however many actions.
+                    if touches_fight && repaired.insert(key.clone()) {
+                        fight.repairs = fight.repairs.saturating_add(1);
+                        fight.last_repair = now;
+                        fight.retry_after = now + policy.delay(fight.repairs);
+                    }
                 }
-                None if fight_now => {
+                None if !fought.is_empty() => {
+                    repaired.insert(key.clone());
                     history.fight = Some(FightState {
                         since: now,
                         repairs: 1,
                         last_repair: now,
                         retry_after: now + policy.delay(1),
+                        subjects: fought,
                     });
                     started.push(key);
                 }
@@ -313,16 +324,16 @@ impl Memory {
 }
 
 /// Takes out of `plan` the repairs of pairs backing off in a fight (the
-/// actions of that pair and kind, and whatever depends on them), counting
-/// them in `deferred.fights`, and warns about every fight in progress.
-/// Audited actions stay: they are only shown.
+/// actions of that pair and kind touching a fought subject, and whatever
+/// depends on them), counting them in `deferred.fights`, and warns about
+/// every fight in progress. Audited actions stay: they are only shown.
 pub(super) fn defer_fights(plan: &mut Plan, memory: &Memory, now: SystemTime) {
-    let mut backing_off: BTreeSet<&FightKey> = BTreeSet::new();
+    let mut backing_off: BTreeMap<&FightKey, &BTreeSet<String>> = BTreeMap::new();
     for (key, history) in &memory.repairs {
         let Some(fight) = &history.fight else { continue };
         let waiting = fight.retry_after > now;
         if waiting {
-            backing_off.insert(key);
+            backing_off.insert(key, &fight.subjects);
         }
         let next = if waiting {
             format!("next repair not before {}", format_time(fight.retry_after))
@@ -351,11 +362,11 @@ pub(super) fn defer_fights(plan: &mut Plan, memory: &Memory, now: SystemTime) {
     let mut removed = vec![false; count];
     for (index, planned) in plan.actions.iter().enumerate() {
         let fighting = !planned.audit
-            && planned
-                .pair
-                .as_ref()
-                .zip(RepairKind::of(&planned.action))
-                .is_some_and(|(pair, kind)| backing_off.contains(&FightKey { pair: pair.clone(), kind }));
+            && planned.pair.as_ref().zip(RepairKind::of(&planned.action)).is_some_and(|(pair, kind)| {
+                backing_off
+                    .get(&FightKey { pair: pair.clone(), kind })
+                    .is_some_and(|fought| subjects(&planned.action).iter().any(|s| fought.contains(s)))
+            });
         // Dependencies point backwards: a dependant is decided after them.
         let dependant = planned.depends_on.iter().any(|d| removed[d.0]);
         removed[index] = fighting || dependant;

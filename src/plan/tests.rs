@@ -1699,7 +1699,7 @@ fn a_fight_over_a_mirror_defers_its_creation_and_everything_that_waits_for_it() 
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(90));
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
     assert_eq!(plan.deferred.fights, 3, "create, authorize and attach");
-    let json = serde_json::to_value(&plan.deferred).unwrap();
+    let json = serde_json::to_value(plan.deferred).unwrap();
     assert_eq!(json["fights"], 3);
     // Once the backoff has passed, the repair runs (once).
     let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(60 + 60));
@@ -1760,4 +1760,30 @@ fn deletions_blocked_by_a_dependency_back_off_through_record_execution() {
     assert_eq!(memory.delete_backoff[&sg("sg-99f")].failures, 1, "other failures do not count");
     memory.record_execution([(&planned, Executed::AlreadyDone)], t0(), &FightPolicy::default());
     assert!(memory.delete_backoff.is_empty());
+}
+
+#[test]
+fn a_fight_over_one_grant_holds_up_neither_a_new_grant_nor_the_pairs_links() {
+    let world = revoked_grant_world();
+    let mut memory = Memory::default();
+    for step in 0..3u64 {
+        memory = repair_pass(&world, &memory, t0() + Duration::from_secs(30 * step)).1;
+    }
+    assert_eq!(memory.fights().len(), 1);
+    // The source gains a rule and an instance: both go ahead during the backoff.
+    let grown = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0"), tcp(22, "10.0.0.0/8")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-f01", "web", "sg-0a1", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0")])
+        .instance("i-1", InstanceState::Running, &["sg-0a1"]);
+    let (plan, _) = grown.plan_with(&memory, t0() + Duration::from_secs(90));
+    assert_eq!(kinds(&plan), [ActionKind::Authorize, ActionKind::Attach]);
+    assert_eq!(authorized(&plan), [existing(tcp(22, "10.0.0.0/8"))]);
+    assert_eq!(plan.deferred.fights, 0);
+    // A repair of a subject outside the fight does not make the backoff longer.
+    let (plan, mut next) = grown.plan_with(&memory, t0() + Duration::from_secs(90));
+    let executed = plan.executable().map(|a| (a, Executed::Done));
+    next.record_execution(executed, t0() + Duration::from_secs(90), &FightPolicy::default());
+    assert_eq!(next.fights()[0].repairs, 1);
+    assert_eq!(next.fights()[0].retry_after, memory.fights()[0].retry_after);
 }
