@@ -283,8 +283,8 @@ pub struct CycleStatus {
     /// `failed`, nothing planned or started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Most of its writes were already done: another writer works on these
-    /// pairs (`other_writer_passes_total`).
+    /// Most of its writes were already done, or it yielded to another writer
+    /// doing the same work (`other_writer_passes_total`).
     #[serde(default)]
     pub other_writer: bool,
 }

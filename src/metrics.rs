@@ -360,8 +360,8 @@ impl Metrics {
         )?;
         let other_writer = IntCounter::with_opts(opts(
             "other_writer_passes_total",
-            "Cycles whose writes were mostly already done (at least 2, and more than those EC2 did for us): \
-             another writer works on the same pairs.",
+            "Cycles whose writes were mostly already done (at least 2, and more than those EC2 did for us), or \
+             that yielded to another writer doing the same work: another writer works on the same pairs.",
         ))?;
         let build_info = IntGaugeVec::new(opts("build_info", "Always 1; the version is a label."), &["version"])?;
 

@@ -80,8 +80,9 @@ pub struct PassReport {
     pub fights: Vec<Fight>,
     /// The fights this pass revealed.
     pub fights_started: Vec<FightKey>,
-    /// Most of this pass's writes were already done: another writer works
-    /// on these pairs ([`another_writer`]).
+    /// Most of this pass's writes were already done ([`another_writer`]),
+    /// or it yielded to another writer doing the same work: another writer
+    /// works on these pairs.
     pub other_writer: bool,
 }
 
@@ -236,7 +237,7 @@ pub async fn reconcile_once_observed(
              its repairs back off (see /status)"
         );
     }
-    let other_writer = another_writer(&report) || waiting;
+    let other_writer = another_writer(&report) || report.count("yielded") > 0;
     if other_writer && !waiting {
         warn!(
             done = report.count("done"),
