@@ -1258,6 +1258,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn status_names_the_pairs_in_a_fight_and_shows_another_writer() {
+        use crate::plan::{Fight, RepairKind};
+        let state = state();
+        let web = key("sg-0a1", "vpc-9f2");
+        let mut pass = PassBuilder::new()
+            .pair(&web, "web", Some(existing("sg-77c")), Drift { add: 1, remove: 0, update: 0, links: 0 })
+            .deferred(Deferred { fights: 1, ..Deferred::default() })
+            .build();
+        pass.fights = vec![Fight {
+            pair: web,
+            kind: RepairKind::Grant,
+            since: t0(),
+            repairs: 2,
+            retry_after: t0() + Duration::from_secs(120),
+            principal: None,
+        }];
+        pass.other_writer = true;
+        state.record_pass(&pass, t0());
+        let status = status_json(&state).await;
+        assert_eq!(
+            status["fights"],
+            serde_json::json!([{
+                "source": "sg-0a1",
+                "vpc": "vpc-9f2",
+                "kind": "grant",
+                "since": "2027-01-15T08:00:00Z",
+                "repairs": 2,
+                "next_repair_at": "2027-01-15T08:02:00Z",
+                "principal": null,
+            }])
+        );
+        assert_eq!(status["deferred"]["fights"], 1);
+        assert_eq!(status["last_cycle"]["other_writer"], true);
+        assert_eq!(status["last_cycle"]["actions"]["yielded"], 0);
+    }
+
+    #[tokio::test]
     async fn status_shows_conflicts_and_keeps_the_last_error_across_passes() {
         let state = state();
         let web = key("sg-0a1", "vpc-9f2");
