@@ -118,6 +118,15 @@ pub mod bounds {
     pub const MAX_UNLINKS_PER_CYCLE: Bounds<u64> = of("safety.max_unlinks_per_cycle", 0, A_MILLION);
     /// `safety.orphan_grace`: up to a year.
     pub const ORPHAN_GRACE: Bounds<Duration> = of("safety.orphan_grace", Duration::ZERO, YEAR);
+    /// `safety.fight_repairs`: repairs of one subject within `fight_window`
+    /// that make a fight (1 would call every repair a fight).
+    pub const FIGHT_REPAIRS: Bounds<u64> = of("safety.fight_repairs", 2, 1000);
+    /// `safety.fight_window`.
+    pub const FIGHT_WINDOW: Bounds<Duration> = of("safety.fight_window", SECOND, DAY);
+    /// `safety.fight_backoff`: the first backoff of a fight's repairs.
+    pub const FIGHT_BACKOFF: Bounds<Duration> = of("safety.fight_backoff", SECOND, DAY);
+    /// `safety.fight_backoff_max`: the longest (at least `fight_backoff`).
+    pub const FIGHT_BACKOFF_MAX: Bounds<Duration> = of("safety.fight_backoff_max", SECOND, DAY);
     /// `rate_limit.mutating_per_second`: what the limiter's buckets represent
     /// exactly (one request every 1,000 s to one every 10 µs).
     pub const MUTATING_PER_SECOND: Bounds<f64> =
@@ -159,15 +168,24 @@ pub mod bounds {
     pub const OWNER_LENGTH: Bounds<u64> = of("daemon.owner", 1, 64);
 
     /// Every duration key.
-    pub const DURATIONS: [Bounds<Duration>; 5] =
-        [INTERVAL, ORPHAN_GRACE, RETRY_BASE_DELAY, RETRY_THROTTLED_BASE_DELAY, RETRY_MAX_DELAY];
+    pub const DURATIONS: [Bounds<Duration>; 8] = [
+        INTERVAL,
+        ORPHAN_GRACE,
+        FIGHT_WINDOW,
+        FIGHT_BACKOFF,
+        FIGHT_BACKOFF_MAX,
+        RETRY_BASE_DELAY,
+        RETRY_THROTTLED_BASE_DELAY,
+        RETRY_MAX_DELAY,
+    ];
     /// Every rate key.
     pub const RATES: [Bounds<f64>; 2] = [MUTATING_PER_SECOND, DESCRIBE_PER_SECOND];
     /// Every integer key.
-    pub const INTEGERS: [Bounds<u64>; 11] = [
+    pub const INTEGERS: [Bounds<u64>; 12] = [
         MAX_REVOKES_PER_CYCLE,
         MAX_DELETES_PER_CYCLE,
         MAX_UNLINKS_PER_CYCLE,
+        FIGHT_REPAIRS,
         MUTATING_BURST,
         DESCRIBE_BURST,
         MAX_IN_FLIGHT,
@@ -249,6 +267,15 @@ pub struct SafetyConfig {
     /// Fraction in (0, 1] by which managed sources or linked instances may
     /// drop before destructive actions are held (docs/semantics.md, "Safety").
     pub max_source_shrink: f64,
+    /// Repairs of one subject of a pair (its mirror, a grant, an instance's
+    /// link) within `fight_window` that make a fight.
+    pub fight_repairs: usize,
+    /// How far back repairs count toward a fight.
+    pub fight_window: Duration,
+    /// First backoff of a fight's repairs; doubles per repair.
+    pub fight_backoff: Duration,
+    /// Longest backoff of a fight's repairs.
+    pub fight_backoff_max: Duration,
 }
 
 /// `[rate_limit]`.
@@ -379,6 +406,10 @@ impl Config {
                 orphan_grace: Duration::from_secs(600),
                 delete_orphans: true,
                 max_source_shrink: 0.5,
+                fight_repairs: 3,
+                fight_window: Duration::from_secs(600),
+                fight_backoff: Duration::from_secs(60),
+                fight_backoff_max: Duration::from_secs(3600),
             },
             rate_limit: RateLimitConfig {
                 mutating_per_second: 2.0,
@@ -586,6 +617,10 @@ const SCHEMA: &[(&str, Shape)] = &[
             "orphan_grace",
             "delete_orphans",
             "max_source_shrink",
+            "fight_repairs",
+            "fight_window",
+            "fight_backoff",
+            "fight_backoff_max",
         ]),
     ),
     (
@@ -662,6 +697,10 @@ struct RawSafety {
     orphan_grace: Option<RawValue>,
     delete_orphans: Option<RawValue>,
     max_source_shrink: Option<RawValue>,
+    fight_repairs: Option<RawValue>,
+    fight_window: Option<RawValue>,
+    fight_backoff: Option<RawValue>,
+    fight_backoff_max: Option<RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1330,6 +1369,24 @@ impl Checker<'_> {
                 }
             }),
         };
+        let fight_repairs = cap(self, &bounds::FIGHT_REPAIRS, &raw.fight_repairs, defaults.fight_repairs);
+        let fight_window = self.duration(&bounds::FIGHT_WINDOW, raw.fight_window.as_ref(), defaults.fight_window);
+        let fight_backoff = self.duration(&bounds::FIGHT_BACKOFF, raw.fight_backoff.as_ref(), defaults.fight_backoff);
+        let fight_backoff_max =
+            self.duration(&bounds::FIGHT_BACKOFF_MAX, raw.fight_backoff_max.as_ref(), defaults.fight_backoff_max);
+        let fight_backoff_max = match (fight_backoff, fight_backoff_max, raw.fight_backoff_max.as_ref()) {
+            (Some(first), Some(max), Some(value)) if max < first => {
+                let shown = self.shown(value);
+                self.invalid(
+                    "safety.fight_backoff_max",
+                    value,
+                    format!("{shown} is shorter than fight_backoff ({})", humantime::format_duration(first)),
+                );
+                None
+            }
+            (Some(first), Some(max), None) => Some(max.max(first)),
+            (_, max, _) => max,
+        };
         Some(SafetyConfig {
             max_revokes_per_cycle: max_revokes?,
             max_deletes_per_cycle: max_deletes?,
@@ -1337,6 +1394,10 @@ impl Checker<'_> {
             orphan_grace: orphan_grace?,
             delete_orphans: delete_orphans?,
             max_source_shrink: max_source_shrink?,
+            fight_repairs: fight_repairs?,
+            fight_window: fight_window?,
+            fight_backoff: fight_backoff?,
+            fight_backoff_max: fight_backoff_max?,
         })
     }
 
@@ -1823,6 +1884,18 @@ mod tests {
     }
 
     #[test]
+    fn a_fights_longest_backoff_may_not_be_shorter_than_its_first() {
+        assert_eq!(
+            one_error("[safety]\nfight_backoff = \"10m\"\nfight_backoff_max = \"5m\"\n"),
+            "safety.fight_backoff_max: \"5m\" is shorter than fight_backoff (10m)"
+        );
+        // Left at its default (1h), the longest is raised to the first.
+        let config = ok("[safety]\nfight_backoff = \"2h\"\n");
+        assert_eq!(config.safety.fight_backoff_max, Duration::from_secs(7200));
+        assert_eq!(one_error("[safety]\nfight_repairs = 1\n"), "safety.fight_repairs: 1 is outside 2..=1000");
+    }
+
+    #[test]
     fn an_orphan_grace_of_zero_is_allowed() {
         assert_eq!(ok("[safety]\norphan_grace = \"0s\"\n").safety.orphan_grace, Duration::ZERO);
     }
@@ -2037,7 +2110,14 @@ mod tests {
             let (min, max) = (humantime::format_duration(b.min), humantime::format_duration(b.max));
             // A base delay may not exceed the cap: raise the cap to its own maximum.
             let set = |key: &str, value: &str| {
-                let cap = if key.ends_with("base_delay") { "retry_max_delay = \"5m\"\n" } else { "" };
+                // Likewise a fight's longest backoff may not be below its first.
+                let cap = if key.ends_with("base_delay") {
+                    "retry_max_delay = \"5m\"\n"
+                } else if key.ends_with("fight_backoff_max") {
+                    "fight_backoff = \"1s\"\n"
+                } else {
+                    ""
+                };
                 format!("{}{cap}", set(key, value))
             };
             assert!(parse(&set(b.key, &format!("\"{min}\""))).is_ok(), "{} = {min}", b.key);
@@ -2389,6 +2469,10 @@ max_unlinks_per_cycle = 3
 orphan_grace = "1h"
 delete_orphans = false
 max_source_shrink = 0.25
+fight_repairs = 5
+fight_window = "30m"
+fight_backoff = "2m"
+fight_backoff_max = "2h"
 [rate_limit]
 mutating_per_second = 1.5
 mutating_burst = 3
@@ -2449,6 +2533,10 @@ enable_classiclink = true
             orphan_grace: Duration::from_secs(3600),
             delete_orphans: false,
             max_source_shrink: 0.25,
+            fight_repairs: 5,
+            fight_window: Duration::from_secs(1800),
+            fight_backoff: Duration::from_secs(120),
+            fight_backoff_max: Duration::from_secs(7200),
         };
         expected.rate_limit = RateLimitConfig {
             mutating_per_second: 1.5,

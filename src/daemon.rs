@@ -41,6 +41,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
 use crate::execute::ActionResult;
+use crate::execute::ExecuteOptions;
 use crate::http;
 pub use crate::http::WallClock;
 use crate::metrics::Metrics;
@@ -397,7 +398,9 @@ async fn run_loaded(
 
         let started = Instant::now();
         observer.pass_started(&state.config);
-        let options = execute_options(&state.config);
+        // A random starting point in the plan: two daemons on one estate
+        // then work on different actions instead of racing for the same ones.
+        let options = ExecuteOptions { rotation: rand::random_range(0..usize::MAX), ..execute_options(&state.config) };
         let config = state.config.clone();
         let ec2 = Arc::clone(&state.ec2);
         let mut memory = std::mem::take(&mut state.memory);

@@ -12,12 +12,21 @@
 //!   instance is unlinked until it succeeds. Failing that, the next pass
 //!   plans an attach, and runs it first.
 //! - Idempotence (docs/semantics.md, "Idempotence and errors"): "already there" and "already gone" answers are
-//!   success; a duplicate create adopts the group when it carries our tag.
+//!   success, counted as [`ActionResult::AlreadyDone`]; a duplicate create
+//!   adopts the group when it carries our tag. A batch authorize (revoke)
+//!   that EC2 rejects because part of it is already done costs one re-read
+//!   of the group and one request for what is really missing (left), none
+//!   when nothing is: `AlreadyDone` then, `Done` otherwise.
 //! - Retries here are only for eventual consistency (a group or instance not
 //!   yet visible right after its creation); throttling and 5xx are retried by
 //!   [`crate::ec2::limited::Limited`] underneath.
 //! - Cancellation: once the token fires no new action starts; in-flight ones
 //!   finish.
+//! - Another writer: once most recent answers were "already done" (3 of the
+//!   last 4), someone else is running the same plan; no new action starts
+//!   (the rest end `Yielded`), so that two daemons on one estate do not both
+//!   make every write. The daemon starts each pass at a random place in the
+//!   plan (`rotation`), so two of them rarely race for the same actions.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -30,8 +39,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation};
-use crate::model::{Grant, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, VpcId};
+use crate::model::{Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, VpcId};
 use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
+
+/// EC2's answer to authorizing a grant the group already has.
+const DUPLICATE_PERMISSION: &str = "InvalidPermission.Duplicate";
+/// EC2's answer to revoking a grant the group does not have.
+const PERMISSION_NOT_FOUND: &str = "InvalidPermission.NotFound";
+/// EC2's answer about a group that does not exist (or is not visible yet).
+const GROUP_NOT_FOUND: &str = "InvalidGroup.NotFound";
 
 /// Why an action failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,11 +114,15 @@ pub enum ActionResult {
     Audit,
     /// Cancelled before it started.
     Cancelled,
+    /// Not started: another writer was doing the same work (most answers so
+    /// far were "already done"); the next pass looks again.
+    Yielded,
 }
 
 impl ActionResult {
     /// Every [`ActionResult::label`], for pre-registering metric label values.
-    pub const LABELS: [&'static str; 6] = ["done", "already_done", "failed", "skipped", "audit", "cancelled"];
+    pub const LABELS: [&'static str; 7] =
+        ["done", "already_done", "failed", "skipped", "audit", "cancelled", "yielded"];
 
     /// True for `Done` and `AlreadyDone`.
     #[must_use]
@@ -120,6 +140,7 @@ impl ActionResult {
             Self::Skipped => "skipped",
             Self::Audit => "audit",
             Self::Cancelled => "cancelled",
+            Self::Yielded => "yielded",
         }
     }
 }
@@ -181,6 +202,15 @@ pub struct ExecuteOptions {
     pub reattach_min_delay: Duration,
     /// Cap on one such wait.
     pub reattach_max_delay: Duration,
+    /// Stop starting actions once the answers show another writer doing the
+    /// same work ([`YIELD_WINDOW`]): the rest end [`ActionResult::Yielded`].
+    pub yield_to_other_writer: bool,
+    /// Where in the plan to start, among actions of one priority: plan
+    /// order from the action at `rotation` modulo the plan's length, then
+    /// round to the start. The daemon draws it at random for every pass, so
+    /// that two daemons on one estate rarely race for the same actions; 0
+    /// (plan order) is what `apply` and the tests use.
+    pub rotation: usize,
 }
 
 impl Default for ExecuteOptions {
@@ -193,6 +223,8 @@ impl Default for ExecuteOptions {
             reattach_retries: 5,
             reattach_min_delay: Duration::from_millis(200),
             reattach_max_delay: Duration::from_secs(2),
+            yield_to_other_writer: true,
+            rotation: 0,
         }
     }
 }
@@ -430,19 +462,16 @@ impl Runner<'_> {
     async fn authorize(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
         match self.settled(|| self.ec2.authorize_ingress(group, grants)).await {
             Ok(()) => Ok(ActionResult::Done),
-            Err(e) if e.code == "InvalidPermission.Duplicate" => {
-                if grants.len() == 1 {
+            Err(e) if e.code == DUPLICATE_PERMISSION => {
+                // EC2 rejects the whole request when one grant exists (a
+                // second writer got there first): one re-read of the group,
+                // then one request for what is really missing.
+                let present = self.rule_keys(group).await?;
+                let missing: Vec<Grant> = grants.iter().filter(|g| !present.contains(&g.key)).cloned().collect();
+                if missing.is_empty() {
                     return Ok(ActionResult::AlreadyDone);
                 }
-                // EC2 rejects the whole request when one grant exists: add the
-                // rest one by one (rare: only after a race).
-                for grant in grants {
-                    match self.ec2.authorize_ingress(group, std::slice::from_ref(grant)).await {
-                        Ok(()) => {}
-                        Err(e) if e.code == "InvalidPermission.Duplicate" => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                self.ec2.authorize_ingress(group, &missing).await?;
                 Ok(ActionResult::Done)
             }
             Err(e) => Err(e.into()),
@@ -452,22 +481,39 @@ impl Runner<'_> {
     async fn revoke(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
         match self.ec2.revoke_ingress(group, grants).await {
             Ok(()) => Ok(ActionResult::Done),
-            Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
-            Err(e) if e.code == "InvalidPermission.NotFound" => {
-                if grants.len() == 1 {
+            Err(e) if e.code == GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
+            Err(e) if e.code == PERMISSION_NOT_FOUND => {
+                // As for authorize: one re-read, one request for what is left.
+                let present = match self.rule_keys(group).await {
+                    Ok(present) => present,
+                    Err(e) if e.code == GROUP_NOT_FOUND => return Ok(ActionResult::AlreadyDone),
+                    Err(e) => return Err(e.into()),
+                };
+                let left: Vec<Grant> = grants.iter().filter(|g| present.contains(&g.key)).cloned().collect();
+                if left.is_empty() {
                     return Ok(ActionResult::AlreadyDone);
                 }
-                for grant in grants {
-                    match self.ec2.revoke_ingress(group, std::slice::from_ref(grant)).await {
-                        Ok(()) => {}
-                        Err(e) if e.code == "InvalidPermission.NotFound" => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                self.ec2.revoke_ingress(group, &left).await?;
                 Ok(ActionResult::Done)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The keys of `group`'s ingress rules as EC2 holds them now: one
+    /// `DescribeSecurityGroups` by id (waiting, like the write before it,
+    /// for a group created moments ago to become visible).
+    async fn rule_keys(&self, group: &GroupId) -> Result<BTreeSet<GrantKey>, Ec2Error> {
+        let filter = GroupFilter { group_ids: vec![group.clone()], ..GroupFilter::default() };
+        let found = self
+            .settled(|| async {
+                let groups = self.ec2.describe_security_groups(&filter).await?;
+                groups.into_iter().find(|g| &g.id == group).ok_or_else(|| {
+                    Ec2Error::new(Operation::DescribeSecurityGroups, GROUP_NOT_FOUND, "the group is not visible")
+                })
+            })
+            .await?;
+        Ok(found.ingress.into_iter().map(|rule| rule.key).collect())
     }
 
     async fn detach(&self, instance: &crate::model::InstanceId, vpc: &VpcId) -> Result<ActionResult, ExecuteError> {
@@ -481,6 +527,29 @@ impl Runner<'_> {
         }
     }
 }
+
+/// The fewest "already done" answers that can reveal another writer: one
+/// alone is a race anyone can lose (an instance stopped as we detach it).
+pub const OTHER_WRITER_MIN_ALREADY_DONE: usize = 2;
+
+/// Whether `done` writes EC2 did for us and `already_done` answers show
+/// another writer on the same pairs: at least
+/// [`OTHER_WRITER_MIN_ALREADY_DONE`] already done, and more than done. When
+/// two daemons race through the same plan, every contested write is done
+/// for one and already done for the other, so at most one of them sees this.
+#[must_use]
+pub fn another_writer(done: usize, already_done: usize) -> bool {
+    already_done >= OTHER_WRITER_MIN_ALREADY_DONE && already_done > done
+}
+
+/// The answers the executor looks back on to decide it runs behind another
+/// writer: of the last [`YIELD_WINDOW`] successful writes, at least
+/// [`YIELD_ALREADY_DONE`] already done. Recent answers rather than the whole
+/// pass, so that a daemon that did its share first and then runs into the
+/// other's stops at once.
+pub const YIELD_WINDOW: usize = 4;
+/// See [`YIELD_WINDOW`].
+pub const YIELD_ALREADY_DONE: usize = 3;
 
 fn log_outcome(planned: &PlannedAction, result: &ActionResult) {
     let kind = planned.action.kind().as_str();
@@ -522,8 +591,9 @@ pub async fn execute_reporting(
             dependants[dep.0].push(action.id.0);
         }
     }
-    // Ready actions, by (priority, plan order).
-    let rank = |index: usize| (priority(&plan.actions[index].action), index);
+    // Ready actions, by (priority, plan order from the rotation's start).
+    let start = options.rotation.checked_rem(count).unwrap_or(0);
+    let rank = |index: usize| (priority(&plan.actions[index].action), (index + count - start) % count);
     let mut ready: BTreeSet<(u8, usize)> = (0..count).filter(|&i| waiting_on[i] == 0).map(rank).collect();
     let mut in_flight = FuturesUnordered::new();
     let max_in_flight = options.max_in_flight.max(1);
@@ -556,9 +626,23 @@ pub async fn execute_reporting(
         }
     };
 
+    // The last few answers, true for "already done".
+    let mut recent: VecDeque<bool> = VecDeque::with_capacity(YIELD_WINDOW + 1);
+    let mut yielded = false;
     loop {
-        while in_flight.len() < max_in_flight && !cancel.is_cancelled() {
-            let Some((_, index)) = ready.pop_first() else { break };
+        let recently_already = recent.iter().filter(|&&already| already).count();
+        if options.yield_to_other_writer && !yielded && recently_already >= YIELD_ALREADY_DONE {
+            yielded = true;
+            info!(
+                already_done = recently_already,
+                of = recent.len(),
+                "the last writes were already done: another writer is doing the same work; \
+                 this pass starts no more actions and the next one looks again"
+            );
+        }
+        while in_flight.len() < max_in_flight && !cancel.is_cancelled() && !yielded {
+            let Some((_, position)) = ready.pop_first() else { break };
+            let index = (position + start) % count;
             let planned = &plan.actions[index];
             if planned.audit {
                 finish(index, ActionResult::Audit, &mut results, &mut ready);
@@ -568,6 +652,12 @@ pub async fn execute_reporting(
             in_flight.push(async move { (index, runner.run(planned).await) });
         }
         let Some((index, result)) = in_flight.next().await else { break };
+        if result.succeeded() {
+            recent.push_back(result == ActionResult::AlreadyDone);
+            if recent.len() > YIELD_WINDOW {
+                recent.pop_front();
+            }
+        }
         log_outcome(&plan.actions[index], &result);
         on_finished(&result);
         finish(index, result, &mut results, &mut ready);
@@ -582,7 +672,7 @@ pub async fn execute_reporting(
             id: planned.id,
             kind: planned.action.kind(),
             pair: planned.pair.clone(),
-            result: result.unwrap_or(ActionResult::Cancelled),
+            result: result.unwrap_or(if yielded { ActionResult::Yielded } else { ActionResult::Cancelled }),
         })
         .collect();
     let created = runner.created.into_inner().expect("created lock");

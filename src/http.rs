@@ -32,7 +32,7 @@ use crate::execute::{ActionResult, ExecuteError};
 use crate::metrics::{CONTENT_TYPE, CycleOutcome, Metrics};
 use crate::model::{GroupId, SnapshotPart, VpcId};
 use crate::observe::ObserveError;
-use crate::plan::{Action, ActionKind, Deferred, Drift, GroupRef, Origin, PairKey, WarningKind};
+use crate::plan::{Action, ActionKind, Deferred, Drift, GroupRef, Origin, PairKey, RepairKind, WarningKind};
 use crate::reconcile::{PassReport, Phase};
 
 /// Schema version of the `/status` document: fields are only added within a
@@ -283,6 +283,30 @@ pub struct CycleStatus {
     /// `failed`, nothing planned or started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Most of its writes were already done, or it yielded to another writer
+    /// doing the same work (`other_writer_passes_total`).
+    #[serde(default)]
+    pub other_writer: bool,
+}
+
+/// A pair in a fight in `/status`: the same repair keeps being needed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FightStatus {
+    /// The pair's source group.
+    pub source: GroupId,
+    /// The pair's VPC.
+    pub vpc: VpcId,
+    /// What keeps changing: `mirror`, `grant` or `link`.
+    pub kind: RepairKind,
+    /// When the fight was detected (RFC 3339).
+    pub since: String,
+    /// Repairs made since.
+    pub repairs: u32,
+    /// No repair of this pair and kind before this time (RFC 3339).
+    pub next_repair_at: String,
+    /// Who keeps changing it: not yet known (the daemon does not read EC2's
+    /// events yet), always `null` for now.
+    pub principal: Option<String>,
 }
 
 /// The cycle under way in `/status`: what it has found so far.
@@ -372,6 +396,9 @@ pub struct StatusDocument {
     pub orphans: Vec<OrphanStatus>,
     /// Warnings not about one pair (conflicts among them carry `conflict`).
     pub warnings: Vec<WarningStatus>,
+    /// Pairs in a fight after the last cycle, by pair then kind.
+    #[serde(default)]
+    pub fights: Vec<FightStatus>,
 }
 
 /// What a pair keeps across cycles.
@@ -440,6 +467,7 @@ pub struct StatusBoard {
     pairs: Vec<PairStatus>,
     orphans: Vec<OrphanStatus>,
     warnings: Vec<WarningStatus>,
+    fights: Vec<FightStatus>,
     history: BTreeMap<PairKey, PairHistory>,
 }
 
@@ -457,6 +485,7 @@ impl StatusBoard {
             pairs: Vec::new(),
             orphans: Vec::new(),
             warnings: Vec::new(),
+            fights: Vec::new(),
             history: BTreeMap::new(),
         }
     }
@@ -533,7 +562,21 @@ impl StatusBoard {
             actions,
             observe_errors: pass.observe_errors.iter().map(observe_error_status).collect(),
             error: pass.interrupted.then(|| INTERRUPTED_OBSERVATION.to_owned()),
+            other_writer: pass.other_writer,
         });
+        self.fights = pass
+            .fights
+            .iter()
+            .map(|f| FightStatus {
+                source: f.pair.source.clone(),
+                vpc: f.pair.vpc.clone(),
+                kind: f.kind,
+                since: rfc3339(f.since),
+                repairs: f.repairs,
+                next_repair_at: rfc3339(f.retry_after),
+                principal: f.principal.clone(),
+            })
+            .collect();
         self.holds = HoldsStatus {
             destructive_held: plan.holds.destructive_held(),
             incomplete: plan.holds.incomplete.clone(),
@@ -662,6 +705,7 @@ impl StatusBoard {
             pairs: self.pairs.clone(),
             orphans: self.orphans.clone(),
             warnings: self.warnings.clone(),
+            fights: self.fights.clone(),
         }
     }
 }
@@ -1211,6 +1255,43 @@ mod tests {
         assert_eq!(value(&samples, &name, &[("outcome", "rejected")]), Some(1.0));
         let name = format!("{PREFIX}_cycles_total");
         assert_eq!(value(&samples, &name, &[("outcome", "success")]), Some(1.0));
+    }
+
+    #[tokio::test]
+    async fn status_names_the_pairs_in_a_fight_and_shows_another_writer() {
+        use crate::plan::{Fight, RepairKind};
+        let state = state();
+        let web = key("sg-0a1", "vpc-9f2");
+        let mut pass = PassBuilder::new()
+            .pair(&web, "web", Some(existing("sg-77c")), Drift { add: 1, remove: 0, update: 0, links: 0 })
+            .deferred(Deferred { fights: 1, ..Deferred::default() })
+            .build();
+        pass.fights = vec![Fight {
+            pair: web,
+            kind: RepairKind::Grant,
+            since: t0(),
+            repairs: 2,
+            retry_after: t0() + Duration::from_secs(120),
+            principal: None,
+        }];
+        pass.other_writer = true;
+        state.record_pass(&pass, t0());
+        let status = status_json(&state).await;
+        assert_eq!(
+            status["fights"],
+            serde_json::json!([{
+                "source": "sg-0a1",
+                "vpc": "vpc-9f2",
+                "kind": "grant",
+                "since": "2027-01-15T08:00:00Z",
+                "repairs": 2,
+                "next_repair_at": "2027-01-15T08:02:00Z",
+                "principal": null,
+            }])
+        );
+        assert_eq!(status["deferred"]["fights"], 1);
+        assert_eq!(status["last_cycle"]["other_writer"], true);
+        assert_eq!(status["last_cycle"]["actions"]["yielded"], 0);
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use crate::ec2::limited::{RequestObserver, RetryOutcome};
 use crate::ec2::{ErrorKind, Operation};
 use crate::execute::ActionResult;
 use crate::model::SnapshotPart;
-use crate::plan::{Action, ActionKind, Deferred, Plan, WarningKind};
+use crate::plan::{Action, ActionKind, Deferred, Plan, RepairKind, WarningKind};
 use crate::reconcile::PassReport;
 
 /// Prefix of every metric name.
@@ -61,7 +61,7 @@ pub const CONFLICT_KINDS: [WarningKind; 7] = [
 pub const DRIFT_DIRECTIONS: [&str; 3] = ["add", "remove", "update"];
 
 /// `actions_deferred_total{reason}` label values.
-pub const DEFERRED_REASONS: [&str; 5] = ["revoke_cap", "delete_cap", "unlink_cap", "quota", "safety_hold"];
+pub const DEFERRED_REASONS: [&str; 6] = ["revoke_cap", "delete_cap", "unlink_cap", "quota", "safety_hold", "fight"];
 
 /// `state_file_errors_total{kind}` label values
 /// ([`crate::state::StateError::kind`]).
@@ -158,7 +158,7 @@ fn daemon_operations() -> impl Iterator<Item = Operation> {
 }
 
 /// The `actions_deferred_total` increments of one plan, by reason.
-fn deferred_by_reason(deferred: &Deferred) -> [(&'static str, usize); 5] {
+fn deferred_by_reason(deferred: &Deferred) -> [(&'static str, usize); 6] {
     [
         ("revoke_cap", deferred.revokes),
         ("delete_cap", deferred.deletes),
@@ -167,6 +167,8 @@ fn deferred_by_reason(deferred: &Deferred) -> [(&'static str, usize); 5] {
         // the rules-per-group quota were deferred or held.
         ("quota", deferred.adds),
         ("safety_hold", deferred.held),
+        // Repairs of pairs backing off in a fight, and what depends on them.
+        ("fight", deferred.fights),
     ]
 }
 
@@ -215,6 +217,9 @@ pub struct Metrics {
     last_reload_ok: IntGauge,
     observe_errors: IntCounterVec,
     state_file_errors: IntCounterVec,
+    fights: IntCounterVec,
+    fighting: IntGaugeVec,
+    other_writer: IntCounter,
     /// Serialises pass updates against each other and against scrapes, so a
     /// scrape never sees half of one pass's gauges; also guards the conflict
     /// kinds seen so far (to reset those no longer present).
@@ -342,6 +347,23 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let fights = IntCounterVec::new(
+            opts(
+                "fights_total",
+                "Fights detected: the same repair of a pair needed safety.fight_repairs times within \
+                 safety.fight_window, by what keeps changing (mirror, grant, link).",
+            ),
+            &["kind"],
+        )?;
+        let fighting = IntGaugeVec::new(
+            opts("fights", "Pairs in a fight after the last cycle (their repairs back off), by what keeps changing."),
+            &["kind"],
+        )?;
+        let other_writer = IntCounter::with_opts(opts(
+            "other_writer_passes_total",
+            "Cycles whose writes were mostly already done (at least 2, and more than those EC2 did for us), or \
+             that yielded to another writer doing the same work: another writer works on the same pairs.",
+        ))?;
         let build_info = IntGaugeVec::new(opts("build_info", "Always 1; the version is a label."), &["version"])?;
 
         registry.register(Box::new(cycles.clone()))?;
@@ -365,6 +387,9 @@ impl Metrics {
         registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(observe_errors.clone()))?;
         registry.register(Box::new(state_file_errors.clone()))?;
+        registry.register(Box::new(fights.clone()))?;
+        registry.register(Box::new(fighting.clone()))?;
+        registry.register(Box::new(other_writer.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
 
         // Pre-register every known label combination at zero.
@@ -404,6 +429,10 @@ impl Metrics {
         for kind in STATE_FILE_ERROR_KINDS {
             state_file_errors.with_label_values(&[kind]);
         }
+        for kind in RepairKind::ALL {
+            fights.with_label_values(&[kind.as_str()]);
+            fighting.with_label_values(&[kind.as_str()]);
+        }
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         last_reload_ok.set(1);
 
@@ -430,6 +459,9 @@ impl Metrics {
             last_reload_ok,
             observe_errors,
             state_file_errors,
+            fights,
+            fighting,
+            other_writer,
             pass_lock: Mutex::new(BTreeSet::new()),
             last_request: Mutex::new(None),
         })
@@ -470,6 +502,16 @@ impl Metrics {
         }
         for error in &pass.observe_errors {
             self.observe_errors.with_label_values(&[error.part.as_str()]).inc();
+        }
+        for key in &pass.fights_started {
+            self.fights.with_label_values(&[key.kind.as_str()]).inc();
+        }
+        if pass.other_writer {
+            self.other_writer.inc();
+        }
+        for kind in RepairKind::ALL {
+            let count = pass.fights.iter().filter(|f| f.kind == kind).count();
+            self.fighting.with_label_values(&[kind.as_str()]).set(gauge(count));
         }
 
         // Last-pass gauges: every label value is overwritten.
@@ -742,6 +784,9 @@ pub(crate) mod test_support {
                 report: Report { outcomes, created: self.created },
                 duration: self.duration,
                 interrupted: false,
+                fights: Vec::new(),
+                fights_started: Vec::new(),
+                other_writer: false,
             }
         }
     }
@@ -959,7 +1004,7 @@ mod tests {
             .warning(WarningKind::ConflictForeignLink, None, "i-0ba is linked to vpc-111 by someone else")
             .warning(WarningKind::Unmirrorable, Some(&web), "sg-0a1 rule tcp 80 from sg-0ff cannot be mirrored")
             .orphan("sg-99e", "vpc-9f2", "sg-0a9")
-            .deferred(Deferred { revokes: 4, deletes: 1, unlinks: 2, adds: 3, held: 0 })
+            .deferred(Deferred { revokes: 4, deletes: 1, unlinks: 2, adds: 3, held: 0, fights: 5 })
             .shrink_hold()
             .build()
     }
@@ -1046,6 +1091,7 @@ mod tests {
                 let mut v: Vec<String> = ActionKind::ALL.iter().map(|k| k.as_str().to_owned()).collect();
                 v.extend(CONFLICT_KINDS.iter().filter_map(WarningKind::conflict_kind).map(str::to_owned));
                 v.extend(STATE_FILE_ERROR_KINDS.map(str::to_owned));
+                v.extend(RepairKind::ALL.iter().map(|k| k.as_str().to_owned()));
                 v
             }),
             ("operation", Operation::ALL.iter().map(|o| o.as_str().to_owned()).collect()),
@@ -1177,6 +1223,51 @@ mod tests {
         assert_eq!(get(&s, "config_last_reload_successful", &[]), 0.0);
         metrics.record_reload(ReloadOutcome::Applied);
         assert_eq!(get(&samples(&metrics), "config_last_reload_successful", &[]), 1.0);
+    }
+
+    #[test]
+    fn fights_and_another_writer_are_counted_and_the_fights_gauge_follows_the_last_pass() {
+        use crate::plan::{Fight, FightKey};
+        let metrics = Metrics::new();
+        let s = samples(&metrics);
+        for kind in RepairKind::ALL {
+            assert_eq!(get(&s, "fights_total", &[("kind", kind.as_str())]), 0.0);
+            assert_eq!(get(&s, "fights", &[("kind", kind.as_str())]), 0.0);
+        }
+        assert_eq!(get(&s, "other_writer_passes_total", &[]), 0.0);
+        assert_eq!(get(&s, "actions_deferred_total", &[("reason", "fight")]), 0.0);
+
+        let web = key("sg-0a1", "vpc-9f2");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fight = Fight {
+            pair: web.clone(),
+            kind: RepairKind::Grant,
+            since: at,
+            repairs: 1,
+            retry_after: at + Duration::from_secs(60),
+            principal: None,
+        };
+        let mut pass = PassBuilder::new().deferred(Deferred { fights: 2, ..Deferred::default() }).build();
+        pass.fights = vec![fight];
+        pass.fights_started = vec![FightKey { pair: web, kind: RepairKind::Grant }];
+        pass.other_writer = true;
+        metrics.record_pass(&pass, at);
+        let s = samples(&metrics);
+        assert_eq!(get(&s, "fights_total", &[("kind", "grant")]), 1.0);
+        assert_eq!(get(&s, "fights", &[("kind", "grant")]), 1.0);
+        assert_eq!(get(&s, "other_writer_passes_total", &[]), 1.0);
+        assert_eq!(get(&s, "actions_deferred_total", &[("reason", "fight")]), 2.0);
+
+        // The fight goes on (not counted again), then ends.
+        pass.fights_started.clear();
+        pass.other_writer = false;
+        metrics.record_pass(&pass, at);
+        pass.fights.clear();
+        metrics.record_pass(&pass, at);
+        let s = samples(&metrics);
+        assert_eq!(get(&s, "fights_total", &[("kind", "grant")]), 1.0);
+        assert_eq!(get(&s, "fights", &[("kind", "grant")]), 0.0);
+        assert_eq!(get(&s, "other_writer_passes_total", &[]), 1.0);
     }
 
     #[test]
@@ -1366,7 +1457,8 @@ mod tests {
             | ActionResult::Failed(_)
             | ActionResult::Skipped
             | ActionResult::Audit
-            | ActionResult::Cancelled => result.label(),
+            | ActionResult::Cancelled
+            | ActionResult::Yielded => result.label(),
         };
         let failed = ec2_failure(Operation::CreateTags, "X");
         for result in [
@@ -1376,6 +1468,7 @@ mod tests {
             ActionResult::Skipped,
             ActionResult::Audit,
             ActionResult::Cancelled,
+            ActionResult::Yielded,
         ] {
             assert!(ActionResult::LABELS.contains(&every_result(&result)));
         }

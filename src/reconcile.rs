@@ -9,10 +9,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::ec2::Ec2;
-use crate::execute::{ActionResult, ExecuteOptions, Report, execute_reporting};
+use crate::execute::{ActionResult, ExecuteOptions, Outcome, Report, execute_reporting};
 use crate::model::{Snapshot, SnapshotPart};
 use crate::observe::{ObserveError, observe_reporting};
-use crate::plan::{Action, Memory, Plan, WarningKind, plan};
+use crate::plan::{Executed, Fight, FightKey, FightPolicy, Memory, Plan, WarningKind, plan};
 
 /// Where a pass is (`/status` shows it while the pass runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,6 +76,21 @@ pub struct PassReport {
     /// True when a shutdown stopped the pass during observation: nothing
     /// was planned or started, and every part counts as incomplete.
     pub interrupted: bool,
+    /// The fights in progress after this pass (the memory's).
+    pub fights: Vec<Fight>,
+    /// The fights this pass revealed.
+    pub fights_started: Vec<FightKey>,
+    /// Most of this pass's writes were already done ([`another_writer`]),
+    /// or it yielded to another writer doing the same work: another writer
+    /// works on these pairs.
+    pub other_writer: bool,
+}
+
+/// Whether an execution shows another writer on the same pairs
+/// ([`crate::execute::another_writer`]).
+#[must_use]
+pub fn another_writer(report: &Report) -> bool {
+    crate::execute::another_writer(report.count("done"), report.count("already_done"))
 }
 
 impl PassReport {
@@ -99,8 +114,8 @@ pub fn execute_options(config: &Config) -> ExecuteOptions {
 }
 
 /// One pass: observe, plan against `memory`, execute, and fold what the
-/// execution taught (deletions blocked by `DependencyViolation`) back into
-/// `memory`.
+/// execution taught (deletions blocked by `DependencyViolation`, repairs
+/// and fights: [`Memory::record_execution`]) back into `memory`.
 pub async fn reconcile_once(
     ec2: &dyn Ec2,
     config: &Config,
@@ -143,6 +158,9 @@ pub async fn reconcile_once_observed(
                 report: Report::default(),
                 duration: started.elapsed(),
                 interrupted: true,
+                fights: memory.fights(),
+                fights_started: Vec::new(),
+                other_writer: false,
             };
         }
         observation = observe_reporting(ec2, config, &report_failure) => observation,
@@ -184,16 +202,49 @@ pub async fn reconcile_once_observed(
         }
     }
     progress.phase(Phase::Executing);
-    let report = execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await;
-    for (planned, outcome) in plan.actions.iter().zip(&report.outcomes) {
-        let Action::DeleteMirror { group, .. } = &planned.action else { continue };
-        match &outcome.result {
-            ActionResult::Failed(error) if error.code() == Some("DependencyViolation") => {
-                memory.record_delete_blocked(group, now);
-            }
-            result if result.succeeded() => memory.record_deleted(group),
-            _ => {}
-        }
+    // After yielding to another writer, wait while it makes progress (the
+    // plan shrinks without us); once it stops, do the rest.
+    let executable = plan.executable().count();
+    let waiting = options.yield_to_other_writer
+        && memory.other_writer_left.is_some_and(|left| executable > 0 && executable < left);
+    let report = if waiting {
+        info!(
+            actions = executable,
+            "another writer is making progress on these pairs: this pass waits for it and starts nothing"
+        );
+        yielded(&plan)
+    } else {
+        execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await
+    };
+    let ours = report.count("done") + report.count("already_done");
+    memory.other_writer_left = (waiting || report.count("yielded") > 0).then(|| executable.saturating_sub(ours));
+    let executed = plan.actions.iter().zip(&report.outcomes).map(|(planned, outcome)| {
+        let result = match &outcome.result {
+            ActionResult::Done => Executed::Done,
+            ActionResult::AlreadyDone => Executed::AlreadyDone,
+            ActionResult::Failed(error) => Executed::Failed(error.code()),
+            _ => Executed::NotRun,
+        };
+        (planned, result)
+    });
+    let fights_started = memory.record_execution(executed, now, &FightPolicy::of(&config.safety));
+    for key in &fights_started {
+        warn!(
+            source_group = %key.pair.source,
+            vpc_id = %key.pair.vpc,
+            kind = key.kind.as_str(),
+            "the same repair of this pair keeps being needed: something else keeps undoing it (a fight); \
+             its repairs back off (see /status)"
+        );
+    }
+    let other_writer = another_writer(&report) || report.count("yielded") > 0;
+    if other_writer && !waiting {
+        warn!(
+            done = report.count("done"),
+            already_done = report.count("already_done"),
+            "most of this pass's writes were already done: another writer works on these pairs \
+             (a second deployment with the same configuration?)"
+        );
     }
     let pass = PassReport {
         snapshot: observation.snapshot,
@@ -202,10 +253,14 @@ pub async fn reconcile_once_observed(
         report,
         duration: started.elapsed(),
         interrupted: false,
+        fights: memory.fights(),
+        fights_started,
+        other_writer,
     };
     info!(
         actions = pass.plan.actions.len(),
-        done = pass.report.count("done") + pass.report.count("already_done"),
+        done = pass.report.count("done"),
+        already_done = pass.report.count("already_done"),
         failed = pass.failed(),
         skipped = pass.report.count("skipped"),
         audit = pass.report.count("audit"),
@@ -215,6 +270,22 @@ pub async fn reconcile_once_observed(
         "reconcile pass finished"
     );
     pass
+}
+
+/// The report of a pass that starts nothing: every action yielded to
+/// another writer (audited ones stay audited).
+fn yielded(plan: &Plan) -> Report {
+    let outcomes = plan
+        .actions
+        .iter()
+        .map(|planned| Outcome {
+            id: planned.id,
+            kind: planned.action.kind(),
+            pair: planned.pair.clone(),
+            result: if planned.audit { ActionResult::Audit } else { ActionResult::Yielded },
+        })
+        .collect();
+    Report { outcomes, created: std::collections::BTreeMap::new() }
 }
 
 /// How `apply` ended.

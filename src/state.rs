@@ -5,8 +5,9 @@
 //! `apply`) load it before the first pass and write it back after each pass
 //! that changed it. What it keeps: the shrink guard's baseline and since
 //! when a drop has lasted, the deletion backoffs, when the state was last
-//! lost, and (a cache only) when each orphan was first seen; the orphans'
-//! own record is their `classiclinkmirror:orphanedSince` tag.
+//! lost, the recent repairs of each pair and its fight (their backoff), and
+//! (a cache only) when each orphan was first seen; the orphans' own record
+//! is their `classiclinkmirror:orphanedSince` tag.
 //!
 //! - One JSON document, `state.json` in `daemon.state_dir`, with a `version`.
 //! - Written atomically: a temporary file in the same directory, fsync, rename
@@ -18,7 +19,7 @@
 //!
 //! `docs/operations.md` ("What survives a restart and where it is kept").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -27,8 +28,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{GroupId, format_time, parse_time};
-use crate::plan::{Baseline, DeleteBackoff, Memory};
+use crate::model::{GroupId, VpcId, format_time, parse_time};
+use crate::plan::{Baseline, DeleteBackoff, FightKey, FightState, Memory, PairKey, RepairHistory, RepairKind};
 
 /// The file's name in the state directory.
 pub const STATE_FILE: &str = "state.json";
@@ -98,7 +99,33 @@ struct BackoffDoc {
     retry_after: String,
 }
 
-/// The document, version 1. Times are RFC 3339 UTC to the second.
+/// A fight as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct FightDoc {
+    since: String,
+    repairs: u32,
+    last_repair: String,
+    retry_after: String,
+    #[serde(default)]
+    subjects: BTreeSet<String>,
+}
+
+/// The recent repairs of one pair and kind as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct RepairsDoc {
+    source: GroupId,
+    vpc: VpcId,
+    kind: RepairKind,
+    /// Repair times by subject fingerprint.
+    #[serde(default)]
+    subjects: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    fight: Option<FightDoc>,
+}
+
+/// The document, version 1. Times are RFC 3339 UTC to the second. The
+/// `repairs` list came later within version 1: a file without it (an older
+/// daemon's) loads with no repairs remembered, and an older daemon ignores it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct StateDoc {
     version: u64,
@@ -112,6 +139,8 @@ struct StateDoc {
     delete_backoff: BTreeMap<GroupId, BackoffDoc>,
     #[serde(default)]
     orphans_since: BTreeMap<GroupId, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    repairs: Vec<RepairsDoc>,
 }
 
 impl StateDoc {
@@ -129,6 +158,27 @@ impl StateDoc {
                 })
                 .collect(),
             orphans_since: memory.orphans_since.iter().map(|(group, t)| (group.clone(), format_time(*t))).collect(),
+            repairs: memory
+                .repairs
+                .iter()
+                .map(|(key, history)| RepairsDoc {
+                    source: key.pair.source.clone(),
+                    vpc: key.pair.vpc.clone(),
+                    kind: key.kind,
+                    subjects: history
+                        .subjects
+                        .iter()
+                        .map(|(subject, times)| (subject.clone(), times.iter().map(|t| format_time(*t)).collect()))
+                        .collect(),
+                    fight: history.fight.as_ref().map(|f| FightDoc {
+                        since: format_time(f.since),
+                        repairs: f.repairs,
+                        last_repair: format_time(f.last_repair),
+                        retry_after: format_time(f.retry_after),
+                        subjects: f.subjects.clone(),
+                    }),
+                })
+                .collect(),
         }
     }
 
@@ -152,6 +202,27 @@ impl StateDoc {
         for (group, since) in self.orphans_since {
             let since = time(&format!("orphans_since.{group}"), &since)?;
             memory.orphans_since.insert(group, since);
+        }
+        for (index, doc) in self.repairs.into_iter().enumerate() {
+            let field = |name: &str| format!("repairs[{index}].{name}");
+            let mut history = RepairHistory::default();
+            for (subject, times) in doc.subjects {
+                let times =
+                    times.iter().map(|t| time(&field(&format!("subjects.{subject}")), t)).collect::<Result<_, _>>()?;
+                history.subjects.insert(subject, times);
+            }
+            history.fight = match doc.fight {
+                None => None,
+                Some(f) => Some(FightState {
+                    since: time(&field("fight.since"), &f.since)?,
+                    repairs: f.repairs,
+                    last_repair: time(&field("fight.last_repair"), &f.last_repair)?,
+                    retry_after: time(&field("fight.retry_after"), &f.retry_after)?,
+                    subjects: f.subjects,
+                }),
+            };
+            let key = FightKey { pair: PairKey { source: doc.source, vpc: doc.vpc }, kind: doc.kind };
+            memory.repairs.insert(key, history);
         }
         Ok(memory)
     }
@@ -302,6 +373,17 @@ mod tests {
         memory.orphans_since.insert(group("sg-99e"), t0() - Duration::from_secs(120));
         memory.record_delete_blocked(&group("sg-99f"), t0());
         memory.record_delete_blocked(&group("sg-99f"), t0());
+        let pair = PairKey { source: group("sg-1a"), vpc: "vpc-9f2".parse().unwrap() };
+        let mut history = RepairHistory::default();
+        history.subjects.insert("00ff00ff00ff00ff".to_owned(), vec![t0() - Duration::from_secs(40), t0()]);
+        history.fight = Some(FightState {
+            since: t0() - Duration::from_secs(40),
+            repairs: 2,
+            last_repair: t0(),
+            retry_after: t0() + Duration::from_secs(120),
+            subjects: BTreeSet::from(["00ff00ff00ff00ff".to_owned()]),
+        });
+        memory.repairs.insert(FightKey { pair, kind: RepairKind::Grant }, history);
         memory
     }
 
@@ -367,6 +449,15 @@ mod tests {
             ("{\"version\": 1, \"orphans_since\": {\"not-a-group\": \"2027-01-01T00:00:00Z\"}}", "corrupt"),
             ("{\"version\": 1, \"baseline\": {\"managed_sources\": -3, \"linked_instances\": 0}}", "corrupt"),
             ("{\"version\": 1, \"delete_backoff\": {\"sg-99e\": {\"failures\": 1}}}", "corrupt"),
+            (
+                "{\"version\": 1, \"repairs\": [{\"source\": \"sg-1\", \"vpc\": \"vpc-1\", \"kind\": \"war\"}]}",
+                "corrupt",
+            ),
+            (
+                "{\"version\": 1, \"repairs\": [{\"source\": \"sg-1\", \"vpc\": \"vpc-1\", \"kind\": \"grant\", \
+                 \"subjects\": {\"ab\": [\"soon\"]}}]}",
+                "corrupt",
+            ),
             ("\u{feff}\u{0}\u{1}garbage", "corrupt"),
         ] {
             std::fs::write(&path, text).unwrap();
@@ -376,6 +467,38 @@ mod tests {
         }
         std::fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
         assert_eq!(StateFile::new(dir.path()).load().unwrap_err().kind(), "corrupt");
+    }
+
+    #[test]
+    fn a_version_1_file_written_before_fights_were_remembered_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{
+  "version": 1,
+  "baseline": {"managed_sources": 12, "linked_instances": 40},
+  "shrink_since": null,
+  "state_lost_at": null,
+  "delete_backoff": {"sg-99f": {"failures": 1, "retry_after": "2027-01-15T08:01:00Z"}},
+  "orphans_since": {"sg-99e": "2027-01-15T07:58:00Z"}
+}
+"#;
+        std::fs::write(dir.path().join(STATE_FILE), old).unwrap();
+        let loaded = StateFile::new(dir.path()).load().unwrap().expect("a state file");
+        assert!(loaded.repairs.is_empty());
+        assert_eq!(loaded.baseline, Some(Baseline { managed_sources: 12, linked_instances: 40 }));
+        assert_eq!(loaded.delete_backoff[&group("sg-99f")].failures, 1);
+    }
+
+    #[test]
+    fn a_fight_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        StateFile::new(dir.path()).save(&memory()).unwrap();
+        let loaded = StateFile::new(dir.path()).load().unwrap().expect("a state file");
+        let fights = loaded.fights();
+        assert_eq!(fights.len(), 1);
+        assert_eq!(fights[0].kind, RepairKind::Grant);
+        assert_eq!(fights[0].retry_after, t0() + Duration::from_secs(120));
+        let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert!(text.contains("\"kind\": \"grant\""), "{text}");
     }
 
     #[test]

@@ -13,11 +13,14 @@
 //! 4. ClassicLink links (attach, relink, detach);
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
 //!    tag, which it writes when first seeing one; `delete_orphans`, backoff);
+//! 6. fights: the repairs of a pair backing off because something keeps
+//!    undoing them are taken out of the plan for now (`fights.rs`);
 //!
 //! and applies the safety rules (docs/semantics.md, "Safety") on the way: an incomplete snapshot or the shrink guard
 //! holds every destructive action, per-cycle caps defer the excess in a
 //! deterministic order, and audited mappings are planned but marked `audit`.
 
+mod fights;
 mod render;
 mod types;
 
@@ -25,6 +28,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+pub use fights::{Executed, Fight, FightKey, FightPolicy, FightState, RepairHistory, RepairKind};
 pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
@@ -300,6 +304,7 @@ impl<'a> Planner<'a> {
         self.plan_grants();
         self.plan_links();
         self.plan_orphans();
+        fights::defer_fights(&mut self.plan, self.memory, self.now);
         self.plan.pairs.sort_by(|a, b| (&a.key.vpc, &a.key.source).cmp(&(&b.key.vpc, &b.key.source)));
         self.next_memory.deferred = self.plan.deferred;
         (self.plan, self.next_memory)

@@ -1499,6 +1499,7 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
         W::SafetyHold,
         W::OrphanTagInvalid,
         W::StateLost,
+        W::Fight,
     ];
     // Fails to compile when a kind is added, so the list above stays complete.
     let _exhaustive = |kind: W| match kind {
@@ -1523,7 +1524,8 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
         | W::IncompleteSnapshot
         | W::SafetyHold
         | W::OrphanTagInvalid
-        | W::StateLost => (),
+        | W::StateLost
+        | W::Fight => (),
     };
     for kind in warnings {
         assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str(), "{kind:?}");
@@ -1809,4 +1811,218 @@ fn a_link_holding_another_owners_mirror_is_not_moved_to_another_vpc() {
     assert_eq!(conflicts.len(), 1);
     assert!(conflicts[0].message.contains("sg-88e"), "{}", conflicts[0].message);
     assert!(!touched(&plan).contains(&sg("sg-88e")));
+}
+
+// ----- fights ---------------------------------------------------------------
+
+/// A mirrored pair whose mirror lacks one of its source's grants (someone
+/// revoked it): every plan re-authorizes it.
+fn revoked_grant_world() -> World {
+    World::new().classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0")]).map("sg-0a1", VPC).mirror(
+        "sg-f01",
+        "web",
+        "sg-0a1",
+        vec![tcp(443, "0.0.0.0/0")],
+    )
+}
+
+/// Plans at `now` and records every executable action as done by EC2.
+fn repair_pass(world: &World, memory: &Memory, now: SystemTime) -> (Plan, Memory, Vec<FightKey>) {
+    let (plan, mut next) = world.plan_with(memory, now);
+    let executed = plan.executable().map(|a| (a, Executed::Done));
+    let started = next.record_execution(executed, now, &FightPolicy::of(&world.config.safety));
+    (plan, next, started)
+}
+
+#[test]
+fn fight_defaults_are_three_repairs_in_ten_minutes_and_a_backoff_from_one_minute_doubling_to_one_hour() {
+    let policy = FightPolicy::of(&Config::with_region("us-east-1").safety);
+    assert_eq!(policy, FightPolicy::default());
+    assert_eq!(policy.repairs, 3);
+    assert_eq!(policy.window, Duration::from_secs(600));
+    let delays: Vec<u64> = (1..=9).map(|n| policy.delay(n).as_secs()).collect();
+    assert_eq!(delays, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+    assert_eq!(policy.delay(u32::MAX), Duration::from_secs(3600));
+}
+
+#[test]
+fn a_grant_revoked_again_and_again_is_a_fight_at_the_third_repair_and_then_repaired_once_per_backoff() {
+    let world = revoked_grant_world();
+    let pair = PairKey { source: sg("sg-0a1"), vpc: vpc(VPC) };
+    let mut memory = Memory::default();
+    // Someone revokes the grant right after every repair; a pass every 30 s.
+    let mut repairs = Vec::new();
+    let mut detected = None;
+    for step in 0..400u64 {
+        let now = t0() + Duration::from_secs(30 * step);
+        let (plan, next, started) = repair_pass(&world, &memory, now);
+        memory = next;
+        if plan.actions.iter().any(|a| matches!(a.action, Action::Authorize { .. })) {
+            repairs.push(30 * step);
+        } else {
+            assert_eq!(plan.deferred.fights, 1, "the repair is deferred, not forgotten");
+            let warning = &warnings_of(&plan, WarningKind::Fight)[0];
+            assert_eq!(warning.pair.as_ref(), Some(&pair));
+            assert!(warning.message.contains("grants keep being changed back"), "{}", warning.message);
+        }
+        if !started.is_empty() {
+            assert_eq!(started, [FightKey { pair: pair.clone(), kind: RepairKind::Grant }]);
+            assert!(detected.is_none(), "detected once");
+            detected = Some(repairs.len());
+        }
+    }
+    assert_eq!(detected, Some(3), "detected at the third repair");
+    // Full speed first, then 1, 2, 4, ... minutes apart, capped at an hour.
+    let gaps: Vec<u64> = repairs.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps[..2], [30, 30]);
+    assert_eq!(gaps[2..], [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    let fights = memory.fights();
+    assert_eq!(fights.len(), 1);
+    assert_eq!((fights[0].kind, fights[0].repairs, fights[0].principal.as_deref()), (RepairKind::Grant, 9, None));
+}
+
+#[test]
+fn a_fight_ends_once_a_window_passes_after_its_backoff_without_a_repair() {
+    let world = revoked_grant_world();
+    let mut memory = Memory::default();
+    for step in 0..3u64 {
+        memory = repair_pass(&world, &memory, t0() + Duration::from_secs(30 * step)).1;
+    }
+    assert_eq!(memory.fights().len(), 1);
+    // The other writer stopped: the mirror is whole again.
+    let fixed = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-f01", "web", "sg-0a1", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0")]);
+    let backoff_over = t0() + Duration::from_secs(60 + 60);
+    let (plan, next, _) = repair_pass(&fixed, &memory, backoff_over);
+    assert!(plan.actions.is_empty());
+    assert_eq!(next.fights().len(), 1, "a window has not passed yet");
+    let (plan, next, _) = repair_pass(&fixed, &next, backoff_over + Duration::from_secs(601));
+    assert!(plan.actions.is_empty() && warnings_of(&plan, WarningKind::Fight).len() == 1);
+    assert!(next.fights().is_empty(), "forgotten");
+    assert!(next.repairs.is_empty(), "nothing left to remember");
+}
+
+#[test]
+fn repairs_of_different_grants_of_a_growing_source_are_not_a_fight() {
+    // An operator adds a rule to the source every minute: each authorize
+    // adds a new grant, none is re-authorized.
+    let mut memory = Memory::default();
+    for step in 0..10u16 {
+        let grants: Vec<Grant> = (0..=step).map(|i| tcp(1000 + i, "10.1.0.0/16")).collect();
+        let mirror: Vec<Grant> = grants[..grants.len() - 1].to_vec();
+        let world =
+            World::new().classic("sg-0a1", "web", grants).map("sg-0a1", VPC).mirror("sg-f01", "web", "sg-0a1", mirror);
+        let (plan, next, started) = repair_pass(&world, &memory, t0() + Duration::from_secs(60 * u64::from(step)));
+        assert_eq!(kinds(&plan), [ActionKind::Authorize]);
+        assert!(started.is_empty());
+        memory = next;
+    }
+    assert!(memory.fights().is_empty());
+}
+
+#[test]
+fn a_fight_over_a_mirror_defers_its_creation_and_everything_that_waits_for_it() {
+    let world = World::new().classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")]).map("sg-0a1", VPC).instance(
+        "i-1",
+        InstanceState::Running,
+        &["sg-0a1"],
+    );
+    let mut memory = Memory::default();
+    // The mirror is deleted after every creation.
+    for step in 0..3u64 {
+        memory = repair_pass(&world, &memory, t0() + Duration::from_secs(30 * step)).1;
+    }
+    assert_eq!(memory.fights()[0].kind, RepairKind::Mirror);
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(90));
+    assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+    assert_eq!(plan.deferred.fights, 3, "create, authorize and attach");
+    let json = serde_json::to_value(plan.deferred).unwrap();
+    assert_eq!(json["fights"], 3);
+    // Once the backoff has passed, the repair runs (once).
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(60 + 60));
+    assert_eq!(kinds(&plan), [ActionKind::CreateMirror, ActionKind::Authorize, ActionKind::Attach]);
+    assert_eq!(plan.actions[2].depends_on, [ActionId(0)]);
+}
+
+#[test]
+fn a_fight_on_one_pair_leaves_the_other_pairs_at_full_speed() {
+    let world = revoked_grant_world()
+        .classic("sg-0a2", "app", vec![tcp(8080, "10.0.0.0/8")])
+        .map("sg-0a2", VPC)
+        .mirror("sg-f02", "app", "sg-0a2", vec![]);
+    let mut memory = Memory::default();
+    for step in 0..3u64 {
+        memory = repair_pass(&revoked_grant_world(), &memory, t0() + Duration::from_secs(30 * step)).1;
+    }
+    let (plan, _) = world.plan_with(&memory, t0() + Duration::from_secs(90));
+    let authorized: Vec<&GroupRef> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::Authorize { group, .. } => Some(group),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(authorized, [&GroupRef::Existing(sg("sg-f02"))]);
+    assert_eq!(plan.actions[0].id, ActionId(0), "ids renumbered");
+}
+
+#[test]
+fn an_already_done_answer_is_not_a_repair_of_ours() {
+    let world = revoked_grant_world();
+    let mut memory = Memory::default();
+    for step in 0..5u64 {
+        let now = t0() + Duration::from_secs(30 * step);
+        let (plan, mut next) = world.plan_with(&memory, now);
+        let executed = plan.executable().map(|a| (a, Executed::AlreadyDone));
+        assert!(next.record_execution(executed, now, &FightPolicy::default()).is_empty());
+        memory = next;
+    }
+    assert!(memory.repairs.is_empty());
+}
+
+#[test]
+fn deletions_blocked_by_a_dependency_back_off_through_record_execution() {
+    let planned = PlannedAction {
+        id: ActionId(0),
+        action: Action::DeleteMirror { group: sg("sg-99f"), vpc: vpc(VPC), name: "old".into(), source: sg("sg-0a1") },
+        depends_on: Vec::new(),
+        audit: false,
+        pair: None,
+    };
+    let mut memory = Memory::default();
+    memory.record_execution([(&planned, Executed::Failed(Some("DependencyViolation")))], t0(), &FightPolicy::default());
+    assert_eq!(memory.delete_backoff[&sg("sg-99f")].failures, 1);
+    memory.record_execution([(&planned, Executed::Failed(Some("Throttling")))], t0(), &FightPolicy::default());
+    assert_eq!(memory.delete_backoff[&sg("sg-99f")].failures, 1, "other failures do not count");
+    memory.record_execution([(&planned, Executed::AlreadyDone)], t0(), &FightPolicy::default());
+    assert!(memory.delete_backoff.is_empty());
+}
+
+#[test]
+fn a_fight_over_one_grant_holds_up_neither_a_new_grant_nor_the_pairs_links() {
+    let world = revoked_grant_world();
+    let mut memory = Memory::default();
+    for step in 0..3u64 {
+        memory = repair_pass(&world, &memory, t0() + Duration::from_secs(30 * step)).1;
+    }
+    assert_eq!(memory.fights().len(), 1);
+    // The source gains a rule and an instance: both go ahead during the backoff.
+    let grown = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0"), tcp(22, "10.0.0.0/8")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-f01", "web", "sg-0a1", vec![tcp(443, "0.0.0.0/0"), tcp(80, "0.0.0.0/0")])
+        .instance("i-1", InstanceState::Running, &["sg-0a1"]);
+    let (plan, _) = grown.plan_with(&memory, t0() + Duration::from_secs(90));
+    assert_eq!(kinds(&plan), [ActionKind::Authorize, ActionKind::Attach]);
+    assert_eq!(authorized(&plan), [existing(tcp(22, "10.0.0.0/8"))]);
+    assert_eq!(plan.deferred.fights, 0);
+    // A repair of a subject outside the fight does not make the backoff longer.
+    let (plan, mut next) = grown.plan_with(&memory, t0() + Duration::from_secs(90));
+    let executed = plan.executable().map(|a| (a, Executed::Done));
+    next.record_execution(executed, t0() + Duration::from_secs(90), &FightPolicy::default());
+    assert_eq!(next.fights()[0].repairs, 1);
+    assert_eq!(next.fights()[0].retry_after, memory.fights()[0].retry_after);
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::fights::{FightKey, RepairHistory};
 use crate::model::{Grant, GroupId, InstanceId, SnapshotPart, VpcId};
 
 /// Names a VPC group in a plan: one that exists, or the mirror of `source`
@@ -413,6 +414,9 @@ pub enum WarningKind {
     /// The daemon started without its state file (corrupt, unreadable, of
     /// an unknown version): destructive actions are held for one `orphan_grace`.
     StateLost,
+    /// The same repair of a pair keeps being needed (someone keeps undoing
+    /// it): its repairs back off.
+    Fight,
 }
 
 impl WarningKind {
@@ -442,6 +446,7 @@ impl WarningKind {
             Self::SafetyHold => "safety_hold",
             Self::OrphanTagInvalid => "orphan_tag_invalid",
             Self::StateLost => "state_lost",
+            Self::Fight => "fight",
         }
     }
 
@@ -492,13 +497,21 @@ pub struct Deferred {
     pub adds: usize,
     /// Destructive actions held by the incomplete-snapshot rule or the shrink guard.
     pub held: usize,
+    /// Repairs (and what depends on them) of pairs backing off in a fight.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fights: usize,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 impl Deferred {
     /// Total deferred.
     #[must_use]
     pub fn total(&self) -> usize {
-        self.revokes + self.deletes + self.unlinks + self.adds + self.held
+        self.revokes + self.deletes + self.unlinks + self.adds + self.held + self.fights
     }
 }
 
@@ -677,6 +690,15 @@ pub struct Memory {
     /// since, as the shrink guard has no trustworthy baseline to compare with.
     #[serde(default)]
     pub state_lost_at: Option<SystemTime>,
+    /// Recent repairs of each pair, by kind, and its fight when in one (the
+    /// state file writes them as a list: their keys are not strings).
+    #[serde(skip)]
+    pub repairs: BTreeMap<FightKey, RepairHistory>,
+    /// When the last pass yielded to another writer doing the same work:
+    /// how many actions it left undone. A next plan with fewer (someone
+    /// else is making progress) waits too; not kept in the state file.
+    #[serde(skip)]
+    pub other_writer_left: Option<usize>,
 }
 
 /// First retry delay of a deletion that hit `DependencyViolation`.

@@ -124,6 +124,17 @@ fn in_bounds_duration(b: Bounds<Duration>) -> BoxedStrategy<String> {
 /// Values a key usually takes when valid: its bounds' range, or a few good
 /// (and nearly good) spellings.
 fn plausible(path: &str) -> BoxedStrategy<String> {
+    // A fight's first backoff may not exceed its longest: drawn on either
+    // side of an hour, each key mostly validates whatever the other says.
+    match path {
+        "safety.fight_backoff" => {
+            return prop::sample::select(vec!["1s", "30s", "1m", "10m", "1h"]).prop_map(toml_string).boxed();
+        }
+        "safety.fight_backoff_max" => {
+            return prop::sample::select(vec!["1h", "2h", "1day"]).prop_map(toml_string).boxed();
+        }
+        _ => {}
+    }
     if let Some(b) = bounds::INTEGERS.into_iter().find(|b| b.key == path) {
         return in_bounds_u64(b);
     }
@@ -224,6 +235,9 @@ fn assert_within_bounds(config: &Config) {
     for (b, v) in bounds::DURATIONS.iter().zip([
         d.interval,
         s.orphan_grace,
+        s.fight_window,
+        s.fight_backoff,
+        s.fight_backoff_max,
         r.retry_base_delay,
         r.retry_throttled_base_delay,
         r.retry_max_delay,
@@ -237,6 +251,7 @@ fn assert_within_bounds(config: &Config) {
         s.max_revokes_per_cycle as u64,
         s.max_deletes_per_cycle as u64,
         s.max_unlinks_per_cycle as u64,
+        s.fight_repairs as u64,
         r.mutating_burst.into(),
         r.describe_burst.into(),
         r.max_in_flight as u64,
@@ -253,6 +268,7 @@ fn assert_within_bounds(config: &Config) {
     let owner = &config.daemon.owner;
     assert!(bounds::OWNER_LENGTH.contains(&(owner.chars().count() as u64)), "daemon.owner: {owner:?}");
     assert!(!owner.chars().any(char::is_control), "daemon.owner: {owner:?}");
+    assert!(s.fight_backoff <= s.fight_backoff_max);
 }
 
 /// Builds everything the daemon builds from `config`, and runs a pass with

@@ -29,3 +29,4 @@ mod plan_fixtures;
 mod planner_props;
 mod reconcile_scenarios;
 mod two_deployments;
+mod two_writers;

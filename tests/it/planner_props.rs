@@ -20,7 +20,8 @@ use classiclink_mirror::model::{
     VpcId, format_time, mirror_name, parse_time, sanitize_text,
 };
 use classiclink_mirror::plan::{
-    Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, GroupRef, Memory, ORPHAN_TAG_MAX_SKEW, Plan, TagReason, plan,
+    Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, Executed, FightPolicy, GroupRef, Memory, ORPHAN_TAG_MAX_SKEW,
+    Plan, RepairKind, TagReason, plan,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
@@ -1678,6 +1679,39 @@ proptest! {
                 prop_assert!(marked, "orphan {} has no orphanedSince tag after the first plan", orphan.group);
             }
         }
+    }
+
+    /// Fights: with every repair of the first plan made three times (a
+    /// fight over each), the plan during the backoff holds no repair of a
+    /// pair of that kind, is well formed, and counts what it took out; once
+    /// the backoff has passed it plans exactly what it plans without fights.
+    #[test]
+    fn fights_defer_their_repairs_and_nothing_else_changes_once_the_backoff_passed(spec in estate()) {
+        let (config, snap) = build(&spec, None);
+        let (first, mut memory) = plan(&config, &snap, &Memory::default(), t0());
+        let policy = FightPolicy::of(&config.safety);
+        for _ in 0..policy.repairs {
+            memory.record_execution(first.executable().map(|a| (a, Executed::Done)), t0(), &policy);
+        }
+        let (during, _) = plan(&config, &snap, &memory, t0() + Duration::from_secs(1));
+        in_context(check_structure(&during), &config, &snap, &during)?;
+        let fights: BTreeSet<(GroupId, VpcId, RepairKind)> =
+            memory.fights().into_iter().map(|f| (f.pair.source, f.pair.vpc, f.kind)).collect();
+        for planned in during.executable() {
+            let Some(pair) = &planned.pair else { continue };
+            let Some(kind) = RepairKind::of(&planned.action) else { continue };
+            prop_assert!(
+                !fights.contains(&(pair.source.clone(), pair.vpc.clone(), kind)),
+                "{:?} of a pair in a fight was planned", planned.action
+            );
+        }
+        let taken = first.executable().count() - during.executable().count();
+        prop_assert!(during.deferred.fights >= taken, "{} taken out, {} counted", taken, during.deferred.fights);
+        let after = t0() + policy.backoff + Duration::from_secs(1);
+        let (with_fights, _) = plan(&config, &snap, &memory, after);
+        let forgotten = Memory { repairs: BTreeMap::new(), ..memory.clone() };
+        let (without, _) = plan(&config, &snap, &forgotten, after);
+        prop_assert_eq!(with_fights.actions, without.actions);
     }
 
     /// Ids are indices and dependencies point backwards.

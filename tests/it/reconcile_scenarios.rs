@@ -879,3 +879,80 @@ async fn a_create_racing_another_deployments_create_does_not_take_its_mirror() {
     assert!(next.converged(), "{:?}", next.plan.actions);
     assert!(next.plan.warnings.iter().any(|w| w.kind.conflict_kind() == Some("foreign_owner")));
 }
+
+/// The plan of one pass on `estate` against what it observes now.
+async fn plan_now(ec2: &dyn Ec2, config: &Config, clock: &Clock) -> classiclink_mirror::plan::Plan {
+    let observation = classiclink_mirror::observe::observe(ec2, config).await;
+    classiclink_mirror::plan::plan(config, &observation.snapshot, &Memory::default(), clock.now()).0
+}
+
+async fn execute_now(ec2: &dyn Ec2, plan: &classiclink_mirror::plan::Plan) -> classiclink_mirror::execute::Report {
+    let options = classiclink_mirror::execute::ExecuteOptions::default();
+    classiclink_mirror::execute::execute(ec2, plan, &options, &CancellationToken::new()).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_authorize_partly_done_by_another_writer_costs_one_describe_and_one_authorize() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.db]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    pass(&ec2, &config, &mut Memory::default(), &clock).await;
+    let mirror = mirror_of(&estate.emu, &estate.db).await;
+    // Three new source rules; the plan adds them in one batch.
+    let new = [tcp(1001, "192.0.2.0/24"), tcp(1002, "192.0.2.0/24"), tcp(1003, "192.0.2.0/24")];
+    allow(&estate.emu, &estate.db, &new).await;
+    let plan = plan_now(&ec2, &config, &clock).await;
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+    // Another writer adds two of them between our observation and our write.
+    allow(&estate.emu, &mirror.id, &new[..2]).await;
+    estate.emu.reset_counters();
+
+    let report = execute_now(&ec2, &plan).await;
+    assert_eq!(report.outcomes[0].result, ActionResult::Done);
+    let counters = estate.emu.counters();
+    assert_eq!(counters.requests(Operation::AuthorizeSecurityGroupIngress), 2, "the batch, then the one missing");
+    assert_eq!(counters.requests(Operation::DescribeSecurityGroups), 1, "one re-read of the group");
+    // Its one CIDR rule (app is not managed here) and the three new ones.
+    assert_eq!(keys(&mirror_of(&estate.emu, &estate.db).await.ingress).len(), 4);
+
+    // Everything there already: one re-read, no second write, already done.
+    estate.emu.reset_counters();
+    let report = execute_now(&ec2, &plan).await;
+    assert_eq!(report.outcomes[0].result, ActionResult::AlreadyDone);
+    let counters = estate.emu.counters();
+    assert_eq!(counters.requests(Operation::AuthorizeSecurityGroupIngress), 1);
+    assert_eq!(counters.requests(Operation::DescribeSecurityGroups), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_revoke_partly_done_by_another_writer_costs_one_describe_and_one_revoke() {
+    let estate = three_tiers().await;
+    let config = config_for(&estate.vpc, &[&estate.db]);
+    let ec2 = limited(&estate.emu, &config);
+    let clock = Clock::new();
+    pass(&ec2, &config, &mut Memory::default(), &clock).await;
+    let mirror = mirror_of(&estate.emu, &estate.db).await;
+    // Three extra rules on the mirror; the plan revokes them in one batch.
+    let extra = [tcp(2001, "192.0.2.0/24"), tcp(2002, "192.0.2.0/24"), tcp(2003, "192.0.2.0/24")];
+    allow(&estate.emu, &mirror.id, &extra).await;
+    let plan = plan_now(&ec2, &config, &clock).await;
+    assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+    let account = estate.emu.account_id();
+    let gone: Vec<IpPermission> = extra[..2].iter().map(|g| IpPermission::from_grant(g, &account)).collect();
+    estate.emu.revoke_permissions(&mirror.id, &gone).await.unwrap();
+    estate.emu.reset_counters();
+
+    let report = execute_now(&ec2, &plan).await;
+    assert_eq!(report.outcomes[0].result, ActionResult::Done);
+    let counters = estate.emu.counters();
+    assert_eq!(counters.requests(Operation::RevokeSecurityGroupIngress), 2, "the batch, then the one left");
+    assert_eq!(counters.requests(Operation::DescribeSecurityGroups), 1);
+    assert_eq!(keys(&mirror_of(&estate.emu, &estate.db).await.ingress).len(), 1, "its one CIDR rule");
+
+    estate.emu.reset_counters();
+    let report = execute_now(&ec2, &plan).await;
+    assert_eq!(report.outcomes[0].result, ActionResult::AlreadyDone);
+    assert_eq!(estate.emu.counters().requests(Operation::RevokeSecurityGroupIngress), 1);
+    assert_eq!(estate.emu.counters().requests(Operation::DescribeSecurityGroups), 1);
+}
