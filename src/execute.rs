@@ -38,16 +38,9 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation};
+use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation, codes};
 use crate::model::{Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, VpcId};
 use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
-
-/// EC2's answer to authorizing a grant the group already has.
-const DUPLICATE_PERMISSION: &str = "InvalidPermission.Duplicate";
-/// EC2's answer to revoking a grant the group does not have.
-const PERMISSION_NOT_FOUND: &str = "InvalidPermission.NotFound";
-/// EC2's answer about a group that does not exist (or is not visible yet).
-const GROUP_NOT_FOUND: &str = "InvalidGroup.NotFound";
 
 /// Why an action failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -243,7 +236,7 @@ fn is_worth_retrying(error: &Ec2Error) -> bool {
 }
 
 fn is_not_yet_visible(error: &Ec2Error) -> bool {
-    matches!(error.code.as_str(), "InvalidGroup.NotFound" | "InvalidInstanceID.NotFound")
+    matches!(error.code.as_str(), codes::GROUP_NOT_FOUND | codes::INSTANCE_NOT_FOUND)
 }
 
 struct Runner<'a> {
@@ -315,7 +308,7 @@ impl Runner<'_> {
             }
             Action::UntagGroup { group, keys, .. } => match self.ec2.delete_tags(group, keys).await {
                 Ok(()) => Ok(ActionResult::Done),
-                Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+                Err(e) if e.code == codes::GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
                 Err(e) => Err(e.into()),
             },
             Action::Authorize { group, grants } => {
@@ -328,7 +321,7 @@ impl Runner<'_> {
                 match self.ec2.update_ingress_descriptions(group, grants).await {
                     Ok(()) => Ok(ActionResult::Done),
                     // The rule is gone since we looked: the next pass re-plans it.
-                    Err(e) if e.code == "InvalidPermission.NotFound" => Ok(ActionResult::AlreadyDone),
+                    Err(e) if e.code == codes::PERMISSION_NOT_FOUND => Ok(ActionResult::AlreadyDone),
                     Err(e) => Err(e.into()),
                 }
             }
@@ -336,7 +329,7 @@ impl Runner<'_> {
                 let groups = groups.iter().map(|g| self.resolve(g)).collect::<Result<Vec<_>, _>>()?;
                 match self.settled(|| self.ec2.attach_classic_link_vpc(instance, vpc, &groups)).await {
                     Ok(()) => Ok(ActionResult::Done),
-                    Err(e) if e.code == "InstanceAlreadyLinked" => Ok(ActionResult::AlreadyDone),
+                    Err(e) if e.code == codes::INSTANCE_ALREADY_LINKED => Ok(ActionResult::AlreadyDone),
                     Err(e) => Err(e.into()),
                 }
             }
@@ -362,7 +355,7 @@ impl Runner<'_> {
                     .await;
                 match result {
                     Ok(()) => Ok(ActionResult::Done),
-                    Err(e) if e.code == "InstanceAlreadyLinked" => Ok(ActionResult::AlreadyDone),
+                    Err(e) if e.code == codes::INSTANCE_ALREADY_LINKED => Ok(ActionResult::AlreadyDone),
                     Err(e) => {
                         warn!(instance_id = %instance, vpc_id = %vpc, code = %e.code,
                             "relink detached the instance but could not attach it again; the next pass attaches it first");
@@ -372,7 +365,7 @@ impl Runner<'_> {
             }
             Action::DeleteMirror { group, .. } => match self.ec2.delete_security_group(group).await {
                 Ok(()) => Ok(ActionResult::Done),
-                Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+                Err(e) if e.code == codes::GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
                 Err(e) => Err(e.into()),
             },
             Action::EnableClassicLink { vpc } => {
@@ -384,14 +377,14 @@ impl Runner<'_> {
                 match self.ec2.create_tags(group, &tags).await {
                     Ok(()) => Ok(ActionResult::Done),
                     // Deleted since we looked: nothing left to mark.
-                    Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+                    Err(e) if e.code == codes::GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
                     Err(e) => Err(e.into()),
                 }
             }
             Action::UnmarkOrphan { group, .. } => {
                 match self.ec2.delete_tags(group, &[ORPHANED_SINCE_TAG.to_owned()]).await {
                     Ok(()) => Ok(ActionResult::Done),
-                    Err(e) if e.code == "InvalidGroup.NotFound" => Ok(ActionResult::AlreadyDone),
+                    Err(e) if e.code == codes::GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
                     Err(e) => Err(e.into()),
                 }
             }
@@ -415,7 +408,7 @@ impl Runner<'_> {
         };
         let (id, result) = match self.ec2.create_security_group(&request).await {
             Ok(id) => (id, ActionResult::Done),
-            Err(e) if e.code == "InvalidGroup.Duplicate" => {
+            Err(e) if e.code == codes::GROUP_DUPLICATE => {
                 // Someone created it since we looked — maybe a second daemon.
                 let filter = GroupFilter {
                     vpc_ids: vec![vpc.clone()],
@@ -426,7 +419,7 @@ impl Runner<'_> {
                     .settled(|| async {
                         let groups = self.ec2.describe_security_groups(&filter).await?;
                         groups.into_iter().next().ok_or_else(|| {
-                            Ec2Error::new(Operation::DescribeSecurityGroups, "InvalidGroup.NotFound", "not visible yet")
+                            Ec2Error::new(Operation::DescribeSecurityGroups, codes::GROUP_NOT_FOUND, "not visible yet")
                         })
                     })
                     .await?;
@@ -462,7 +455,7 @@ impl Runner<'_> {
     async fn authorize(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
         match self.settled(|| self.ec2.authorize_ingress(group, grants)).await {
             Ok(()) => Ok(ActionResult::Done),
-            Err(e) if e.code == DUPLICATE_PERMISSION => {
+            Err(e) if e.code == codes::PERMISSION_DUPLICATE => {
                 // EC2 rejects the whole request when one grant exists (a
                 // second writer got there first): one re-read of the group,
                 // then one request for what is really missing.
@@ -481,12 +474,12 @@ impl Runner<'_> {
     async fn revoke(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
         match self.ec2.revoke_ingress(group, grants).await {
             Ok(()) => Ok(ActionResult::Done),
-            Err(e) if e.code == GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
-            Err(e) if e.code == PERMISSION_NOT_FOUND => {
+            Err(e) if e.code == codes::GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
+            Err(e) if e.code == codes::PERMISSION_NOT_FOUND => {
                 // As for authorize: one re-read, one request for what is left.
                 let present = match self.rule_keys(group).await {
                     Ok(present) => present,
-                    Err(e) if e.code == GROUP_NOT_FOUND => return Ok(ActionResult::AlreadyDone),
+                    Err(e) if e.code == codes::GROUP_NOT_FOUND => return Ok(ActionResult::AlreadyDone),
                     Err(e) => return Err(e.into()),
                 };
                 let left: Vec<Grant> = grants.iter().filter(|g| present.contains(&g.key)).cloned().collect();
@@ -509,7 +502,7 @@ impl Runner<'_> {
             .settled(|| async {
                 let groups = self.ec2.describe_security_groups(&filter).await?;
                 groups.into_iter().find(|g| &g.id == group).ok_or_else(|| {
-                    Ec2Error::new(Operation::DescribeSecurityGroups, GROUP_NOT_FOUND, "the group is not visible")
+                    Ec2Error::new(Operation::DescribeSecurityGroups, codes::GROUP_NOT_FOUND, "the group is not visible")
                 })
             })
             .await?;
@@ -520,7 +513,7 @@ impl Runner<'_> {
         match self.ec2.detach_classic_link_vpc(instance, vpc).await {
             Ok(()) => Ok(ActionResult::Done),
             // Not linked any more (stopped, terminated, or detached by someone).
-            Err(e) if e.kind == crate::ec2::ErrorKind::NotFound || e.code == "InvalidInstanceID.NotLinked" => {
+            Err(e) if e.kind == crate::ec2::ErrorKind::NotFound || e.code == codes::INSTANCE_NOT_LINKED => {
                 Ok(ActionResult::AlreadyDone)
             }
             Err(e) => Err(e.into()),

@@ -20,23 +20,12 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub mod aws;
+pub mod codes;
 pub mod limited;
 
 use crate::model::{Grant, GroupId, Instance, InstanceId, InstanceState, Link, SecurityGroup, Vpc, VpcId};
 
-/// The synthetic error code of a response that parsed but does not make
-/// sense (a missing id, an unknown protocol, a page token that repeats):
-/// classified as fatal, because asking again gets the same answer, and never
-/// papered over, because a half-understood describe must not look like a
-/// complete one.
-pub const MALFORMED_RESPONSE: &str = "MalformedResponse";
-
-/// The synthetic error code of a request that got no answer in time
-/// (connect or operation timeout): transient, and the costlier retry.
-pub const TIMEOUT: &str = "Timeout";
-
-/// `InvalidVpcID.NotFound`: a VPC named by id does not exist.
-pub const VPC_NOT_FOUND: &str = "InvalidVpcID.NotFound";
+pub use codes::{MALFORMED_RESPONSE, TIMEOUT, VPC_NOT_FOUND};
 
 /// Every EC2 action the daemon or its tests use; bounded metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -215,22 +204,21 @@ impl ErrorKind {
     /// Classifies an EC2 error code (never the message).
     #[must_use]
     pub fn from_code(code: &str) -> Self {
+        use codes::*;
         match code {
-            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "RequestThrottled" => Self::Throttled,
-            "InternalError"
-            | "InternalFailure"
-            | "ServiceUnavailable"
-            | "Unavailable"
-            | "InsufficientInstanceCapacity" => Self::Transient,
-            "DependencyViolation" => Self::Dependency,
-            "InvalidPermission.Duplicate" | "InvalidGroup.Duplicate" | "InstanceAlreadyLinked" => Self::Duplicate,
-            "AuthFailure" | "UnauthorizedOperation" | "OptInRequired" | "Blocked" => Self::Fatal,
+            REQUEST_LIMIT_EXCEEDED | THROTTLING | THROTTLING_EXCEPTION | REQUEST_THROTTLED => Self::Throttled,
+            INTERNAL_ERROR | INTERNAL_FAILURE | SERVICE_UNAVAILABLE | UNAVAILABLE | INSUFFICIENT_INSTANCE_CAPACITY => {
+                Self::Transient
+            }
+            DEPENDENCY_VIOLATION => Self::Dependency,
+            PERMISSION_DUPLICATE | GROUP_DUPLICATE | INSTANCE_ALREADY_LINKED => Self::Duplicate,
+            AUTH_FAILURE | UNAUTHORIZED_OPERATION | OPT_IN_REQUIRED | BLOCKED => Self::Fatal,
             c if c.ends_with(".NotFound") => Self::NotFound,
             c if c.starts_with("Invalid")
                 || c.starts_with("Missing")
                 || c.ends_with("LimitExceeded")
-                || c == "IncorrectState"
-                || c == "UnknownParameter" =>
+                || c == INCORRECT_STATE
+                || c == UNKNOWN_PARAMETER =>
             {
                 Self::Invalid
             }

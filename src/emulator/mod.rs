@@ -24,7 +24,7 @@
 //!   ids are deterministic counters (`sg-00000001`, …) so tests reproduce.
 //! - All clocks are `tokio::time`: tests run under paused time.
 
-pub mod codes;
+pub use crate::ec2::codes;
 mod counters;
 mod describe;
 pub mod estate;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{Action, ActionId, Memory, PairKey, Plan, PlannedAction, Warning, WarningKind};
 use crate::config::SafetyConfig;
+use crate::ec2::codes::DEPENDENCY_VIOLATION;
 use crate::model::{Grant, GroupId, format_time};
 
 /// What keeps being repaired on a pair; the `fights_total{kind}` label.
@@ -204,9 +205,6 @@ fn subjects(action: &Action) -> Vec<String> {
         _ => Vec::new(),
     }
 }
-
-/// The deletion failure that means "still in use": the deletion backs off.
-const DEPENDENCY_VIOLATION: &str = "DependencyViolation";
 
 impl Memory {
     /// Folds what a pass's execution taught into the memory, `executed`

@@ -8,7 +8,11 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::ec2::{Ec2Error, MALFORMED_RESPONSE, Operation, TIMEOUT};
+use crate::ec2::codes::{
+    CONNECTION_ERROR, CREDENTIALS_UNAVAILABLE, DISPATCH_FAILURE, MALFORMED_RESPONSE, REQUEST_CONSTRUCTION_FAILED,
+    RETURNED_FALSE, THROTTLING, TIMEOUT, UNKNOWN_ERROR, UNKNOWN_SDK_ERROR,
+};
+use crate::ec2::{Ec2Error, Operation};
 use crate::model::ModelError;
 
 /// EC2 answers `Return=false` when it did not do what was asked (ClassicLink
@@ -17,7 +21,7 @@ use crate::model::ModelError;
 pub(super) fn check_return(op: Operation, value: Option<bool>) -> Result<(), Ec2Error> {
     match value {
         Some(false) => {
-            Err(Ec2Error::new(op, "ReturnedFalse", "EC2 answered Return=false: the action was not performed"))
+            Err(Ec2Error::new(op, RETURNED_FALSE, "EC2 answered Return=false: the action was not performed"))
         }
         _ => Ok(()),
     }
@@ -41,7 +45,7 @@ where
     if let Some(creds) = find_source::<CredentialsError>(&err) {
         return match creds {
             CredentialsError::ProviderTimedOut(_) => Ec2Error::transport(op, TIMEOUT, detail),
-            _ => Ec2Error::new(op, "CredentialsUnavailable", detail),
+            _ => Ec2Error::new(op, CREDENTIALS_UNAVAILABLE, detail),
         };
     }
     match &err {
@@ -55,12 +59,12 @@ where
         }
         SdkError::TimeoutError(_) => Ec2Error::transport(op, TIMEOUT, detail),
         SdkError::DispatchFailure(dispatch) if dispatch.is_timeout() => Ec2Error::transport(op, TIMEOUT, detail),
-        SdkError::DispatchFailure(dispatch) if dispatch.is_io() => Ec2Error::transport(op, "ConnectionError", detail),
+        SdkError::DispatchFailure(dispatch) if dispatch.is_io() => Ec2Error::transport(op, CONNECTION_ERROR, detail),
         // `is_user` (a bad endpoint URL, say) and `is_other`: sending again
         // will fail the same way.
-        SdkError::DispatchFailure(_) => Ec2Error::new(op, "DispatchFailure", detail),
-        SdkError::ConstructionFailure(_) => Ec2Error::new(op, "RequestConstructionFailed", detail),
-        _ => Ec2Error::new(op, "UnknownSdkError", detail),
+        SdkError::DispatchFailure(_) => Ec2Error::new(op, DISPATCH_FAILURE, detail),
+        SdkError::ConstructionFailure(_) => Ec2Error::new(op, REQUEST_CONSTRUCTION_FAILED, detail),
+        _ => Ec2Error::new(op, UNKNOWN_SDK_ERROR, detail),
     }
 }
 
@@ -70,7 +74,7 @@ fn from_answer(op: Operation, code: Option<&str>, message: Option<&str>, status:
     let message = message.unwrap_or_default();
     match (code.filter(|c| !c.is_empty()), status) {
         (Some(code), _) => Ec2Error::new(op, code, message),
-        (None, Some(429)) => Ec2Error::new(op, "Throttling", message),
+        (None, Some(429)) => Ec2Error::new(op, THROTTLING, message),
         (None, Some(status)) if (500..600).contains(&status) => {
             Ec2Error::transport(op, format!("HttpStatus{status}"), message)
         }
@@ -78,7 +82,7 @@ fn from_answer(op: Operation, code: Option<&str>, message: Option<&str>, status:
         // document: asking again will not help.
         (None, Some(status)) if (200..300).contains(&status) => Ec2Error::new(op, MALFORMED_RESPONSE, message),
         (None, Some(status)) => Ec2Error::new(op, format!("HttpStatus{status}"), message),
-        (None, None) => Ec2Error::new(op, "UnknownError", message),
+        (None, None) => Ec2Error::new(op, UNKNOWN_ERROR, message),
     }
 }
 

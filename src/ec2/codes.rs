@@ -1,6 +1,12 @@
-//! The EC2 error codes the emulator answers with, spelled exactly as EC2
-//! spells them, so the HTTP server, the tests and the daemon's error
-//! classification ([`crate::ec2::ErrorKind::from_code`]) agree on one string.
+//! EC2's error codes, spelled exactly as EC2 spells them, in one place: the
+//! emulator answers with them, the AWS adapter and the executor match them
+//! ([`crate::ec2::ErrorKind::from_code`] classifies them), and the tests
+//! expect them. Codes are compared, never messages; a code is a constant
+//! here, never a literal elsewhere.
+//!
+//! The last block holds the codes this program makes up for failures EC2
+//! never answered (a timeout, a refused connection, an answer that makes no
+//! sense): they classify like EC2's own.
 
 /// Authorizing a grant the group already has.
 pub const PERMISSION_DUPLICATE: &str = "InvalidPermission.Duplicate";
@@ -83,14 +89,68 @@ pub const REQUEST_ENTITY_TOO_LARGE: &str = "RequestEntityTooLargeException";
 /// EC2's limit on the size of one Query API request: 2 MB.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
+/// Deleting a group with `DetachClassicLinkVpc` of an instance that is not linked.
+pub const INSTANCE_NOT_LINKED: &str = "InvalidInstanceID.NotLinked";
+/// Throttling, as other AWS front ends spell it.
+pub const THROTTLING: &str = "Throttling";
+/// Throttling, as the JSON protocols spell it.
+pub const THROTTLING_EXCEPTION: &str = "ThrottlingException";
+/// Throttling of one API's own limit.
+pub const REQUEST_THROTTLED: &str = "RequestThrottled";
+/// A server fault (HTTP 500), as other AWS front ends spell it.
+pub const INTERNAL_FAILURE: &str = "InternalFailure";
+/// The service is unavailable (HTTP 503).
+pub const SERVICE_UNAVAILABLE: &str = "ServiceUnavailable";
+/// EC2 has no capacity for the request right now.
+pub const INSUFFICIENT_INSTANCE_CAPACITY: &str = "InsufficientInstanceCapacity";
+/// Credentials EC2 does not accept.
+pub const AUTH_FAILURE: &str = "AuthFailure";
+/// The caller's policy does not allow the action.
+pub const UNAUTHORIZED_OPERATION: &str = "UnauthorizedOperation";
+/// The account is not subscribed to the service.
+pub const OPT_IN_REQUIRED: &str = "OptInRequired";
+/// The account is blocked.
+pub const BLOCKED: &str = "Blocked";
+/// A state that does not allow the action (EC2's general spelling).
+pub const INCORRECT_STATE: &str = "IncorrectState";
+/// A parameter EC2 does not know.
+pub const UNKNOWN_PARAMETER: &str = "UnknownParameter";
+
+// ----- codes of failures EC2 never answered ---------------------------------
+
+/// A response that parsed but does not make sense (a missing id, an unknown
+/// protocol, a page token that repeats): fatal, because asking again gets the
+/// same answer, and never papered over, because a half-understood describe
+/// must not look like a complete one.
+pub const MALFORMED_RESPONSE: &str = "MalformedResponse";
+/// A request that got no answer in time (connect or operation timeout):
+/// transient, and the costlier retry.
+pub const TIMEOUT: &str = "Timeout";
+/// A connection refused or reset before an answer: transient.
+pub const CONNECTION_ERROR: &str = "ConnectionError";
+/// No credentials could be loaded: fatal.
+pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
+/// The request could not be sent for a reason sending again will not fix
+/// (a bad endpoint URL, say): fatal.
+pub const DISPATCH_FAILURE: &str = "DispatchFailure";
+/// The request could not be built: fatal.
+pub const REQUEST_CONSTRUCTION_FAILED: &str = "RequestConstructionFailed";
+/// An SDK failure of no known kind: fatal.
+pub const UNKNOWN_SDK_ERROR: &str = "UnknownSdkError";
+/// An answer without a code and without an HTTP status: fatal.
+pub const UNKNOWN_ERROR: &str = "UnknownError";
+/// EC2 answered `Return=false` without an error code: the action was not
+/// performed.
+pub const RETURNED_FALSE: &str = "ReturnedFalse";
+
 /// The HTTP status EC2 sends with an error code: 503 for throttling and
 /// unavailability, 500 for other server faults, 412 for `DryRunOperation`,
 /// 413 for a request too large, 400 for everything else.
 #[must_use]
 pub fn http_status(code: &str) -> u16 {
     match code {
-        REQUEST_LIMIT_EXCEEDED | UNAVAILABLE | "ServiceUnavailable" => 503,
-        INTERNAL_ERROR | "InternalFailure" => 500,
+        REQUEST_LIMIT_EXCEEDED | UNAVAILABLE | SERVICE_UNAVAILABLE => 503,
+        INTERNAL_ERROR | INTERNAL_FAILURE => 500,
         DRY_RUN_OPERATION => 412,
         REQUEST_ENTITY_TOO_LARGE => 413,
         _ => 400,
