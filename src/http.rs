@@ -1141,6 +1141,7 @@ pub async fn serve_with_limits(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use strum::VariantArray as _;
 
     use axum::body::{Body, to_bytes};
     use axum::http::Request;
@@ -1465,7 +1466,7 @@ mod tests {
         let state = state();
         state.cycle_started();
         let mut stopped = PassBuilder::new().build();
-        stopped.snapshot.incomplete.extend(SnapshotPart::ALL);
+        stopped.snapshot.incomplete.extend(SnapshotPart::VARIANTS.iter().copied());
         stopped.interrupted = true;
         assert_eq!(state.record_pass(&stopped, t0()), CycleOutcome::Failed);
         let status = status_json(&state).await;

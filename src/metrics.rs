@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use strum::VariantArray as _;
 
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -72,8 +73,22 @@ pub const STATE_FILE_ERROR_KINDS: [&str; 4] = ["read", "corrupt", "version", "wr
 pub const REQUEST_OK: &str = "ok";
 
 /// How a cycle ended; the `cycles_total{outcome}` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CycleOutcome {
     /// Complete snapshot, no action failed or was cancelled.
     Success,
@@ -88,9 +103,6 @@ pub enum CycleOutcome {
 }
 
 impl CycleOutcome {
-    /// Every outcome, for pre-registering label values.
-    pub const ALL: [Self; 4] = [Self::Success, Self::Partial, Self::Incomplete, Self::Failed];
-
     /// Classifies a finished pass. Failed beats incomplete beats partial.
     #[must_use]
     pub fn of(pass: &PassReport) -> Self {
@@ -113,17 +125,13 @@ impl CycleOutcome {
     /// Stable label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Partial => "partial",
-            Self::Incomplete => "incomplete",
-            Self::Failed => "failed",
-        }
+        self.into()
     }
 }
 
 /// How a configuration reload ended; the `config_reloads_total{outcome}` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum ReloadOutcome {
     /// The new file was valid and is now in force.
     Applied,
@@ -135,17 +143,14 @@ impl ReloadOutcome {
     /// Stable label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Rejected => "rejected",
-        }
+        self.into()
     }
 }
 
 /// Operations the daemon itself sends (the world-building ones are the
 /// emulator's and the tests'); their label values are registered at start.
 fn daemon_operations() -> impl Iterator<Item = Operation> {
-    Operation::ALL.into_iter().filter(|op| {
+    Operation::VARIANTS.iter().copied().filter(|op| {
         !matches!(
             op,
             Operation::CreateVpc
@@ -393,13 +398,13 @@ impl Metrics {
         registry.register(Box::new(build_info.clone()))?;
 
         // Pre-register every known label combination at zero.
-        for outcome in CycleOutcome::ALL {
+        for outcome in CycleOutcome::VARIANTS.iter().copied() {
             cycles.with_label_values(&[outcome.as_str()]);
         }
         for direction in DRIFT_DIRECTIONS {
             drift_grants.with_label_values(&[direction]);
         }
-        for kind in ActionKind::ALL {
+        for kind in ActionKind::VARIANTS.iter().copied() {
             for outcome in ActionResult::LABELS {
                 actions.with_label_values(&[kind.as_str(), outcome]);
             }
@@ -409,12 +414,12 @@ impl Metrics {
         }
         for op in daemon_operations() {
             requests.with_label_values(&[op.as_str(), REQUEST_OK]);
-            for kind in ErrorKind::ALL {
+            for kind in ErrorKind::VARIANTS.iter().copied() {
                 requests.with_label_values(&[op.as_str(), kind.as_str()]);
             }
             request_duration.with_label_values(&[op.as_str()]);
         }
-        for outcome in RetryOutcome::ALL {
+        for outcome in RetryOutcome::VARIANTS.iter().copied() {
             retries.with_label_values(&[outcome.as_str()]);
         }
         for kind in CONFLICT_KINDS.iter().filter_map(WarningKind::conflict_kind) {
@@ -423,13 +428,13 @@ impl Metrics {
         for outcome in [ReloadOutcome::Applied, ReloadOutcome::Rejected] {
             reloads.with_label_values(&[outcome.as_str()]);
         }
-        for part in SnapshotPart::ALL {
+        for part in SnapshotPart::VARIANTS.iter().copied() {
             observe_errors.with_label_values(&[part.as_str()]);
         }
         for kind in STATE_FILE_ERROR_KINDS {
             state_file_errors.with_label_values(&[kind]);
         }
-        for kind in RepairKind::ALL {
+        for kind in RepairKind::VARIANTS.iter().copied() {
             fights.with_label_values(&[kind.as_str()]);
             fighting.with_label_values(&[kind.as_str()]);
         }
@@ -509,7 +514,7 @@ impl Metrics {
         if pass.other_writer {
             self.other_writer.inc();
         }
-        for kind in RepairKind::ALL {
+        for kind in RepairKind::VARIANTS.iter().copied() {
             let count = pass.fights.iter().filter(|f| f.kind == kind).count();
             self.fighting.with_label_values(&[kind.as_str()]).set(gauge(count));
         }
@@ -1026,13 +1031,16 @@ mod tests {
     fn every_known_label_combination_starts_at_zero() {
         let metrics = Metrics::new();
         let samples = samples(&metrics);
-        assert_eq!(series(&samples, &name("actions_total")).len(), ActionKind::ALL.len() * ActionResult::LABELS.len());
-        for kind in ActionKind::ALL {
+        assert_eq!(
+            series(&samples, &name("actions_total")).len(),
+            ActionKind::VARIANTS.len() * ActionResult::LABELS.len()
+        );
+        for kind in ActionKind::VARIANTS.iter().copied() {
             for outcome in ActionResult::LABELS {
                 assert_eq!(get(&samples, "actions_total", &[("kind", kind.as_str()), ("outcome", outcome)]), 0.0);
             }
         }
-        for outcome in CycleOutcome::ALL {
+        for outcome in CycleOutcome::VARIANTS.iter().copied() {
             assert_eq!(get(&samples, "cycles_total", &[("outcome", outcome.as_str())]), 0.0);
         }
         for reason in DEFERRED_REASONS {
@@ -1063,7 +1071,7 @@ mod tests {
         for outcome in ["applied", "rejected"] {
             assert_eq!(get(&samples, "config_reloads_total", &[("outcome", outcome)]), 0.0);
         }
-        for part in SnapshotPart::ALL {
+        for part in SnapshotPart::VARIANTS.iter().copied() {
             assert_eq!(get(&samples, "observe_errors_total", &[("part", part.as_str())]), 0.0);
         }
         assert_eq!(get(&samples, "last_successful_cycle_timestamp_seconds", &[]), 0.0);
@@ -1080,24 +1088,24 @@ mod tests {
         }
         let allowed: BTreeMap<&str, Vec<String>> = BTreeMap::from([
             ("outcome", {
-                let mut v: Vec<String> = CycleOutcome::ALL.iter().map(|o| o.as_str().to_owned()).collect();
+                let mut v: Vec<String> = CycleOutcome::VARIANTS.iter().map(|o| o.as_str().to_owned()).collect();
                 v.extend(ActionResult::LABELS.iter().map(|l| (*l).to_owned()));
-                v.extend(ErrorKind::ALL.iter().map(|k| k.as_str().to_owned()));
+                v.extend(ErrorKind::VARIANTS.iter().map(|k| k.as_str().to_owned()));
                 v.extend(["ok", "applied", "rejected"].map(str::to_owned));
-                v.extend(RetryOutcome::ALL.iter().map(|o| o.as_str().to_owned()));
+                v.extend(RetryOutcome::VARIANTS.iter().map(|o| o.as_str().to_owned()));
                 v
             }),
             ("kind", {
-                let mut v: Vec<String> = ActionKind::ALL.iter().map(|k| k.as_str().to_owned()).collect();
+                let mut v: Vec<String> = ActionKind::VARIANTS.iter().map(|k| k.as_str().to_owned()).collect();
                 v.extend(CONFLICT_KINDS.iter().filter_map(WarningKind::conflict_kind).map(str::to_owned));
                 v.extend(STATE_FILE_ERROR_KINDS.map(str::to_owned));
-                v.extend(RepairKind::ALL.iter().map(|k| k.as_str().to_owned()));
+                v.extend(RepairKind::VARIANTS.iter().map(|k| k.as_str().to_owned()));
                 v
             }),
-            ("operation", Operation::ALL.iter().map(|o| o.as_str().to_owned()).collect()),
+            ("operation", Operation::VARIANTS.iter().map(|o| o.as_str().to_owned()).collect()),
             ("reason", DEFERRED_REASONS.map(str::to_owned).to_vec()),
             ("direction", DRIFT_DIRECTIONS.map(str::to_owned).to_vec()),
-            ("part", SnapshotPart::ALL.iter().map(|p| p.as_str().to_owned()).collect()),
+            ("part", SnapshotPart::VARIANTS.iter().map(|p| p.as_str().to_owned()).collect()),
             ("version", vec![env!("CARGO_PKG_VERSION").to_owned()]),
             ("le", Vec::new()),
         ]);
@@ -1230,7 +1238,7 @@ mod tests {
         use crate::plan::{Fight, FightKey};
         let metrics = Metrics::new();
         let s = samples(&metrics);
-        for kind in RepairKind::ALL {
+        for kind in RepairKind::VARIANTS.iter().copied() {
             assert_eq!(get(&s, "fights_total", &[("kind", kind.as_str())]), 0.0);
             assert_eq!(get(&s, "fights", &[("kind", kind.as_str())]), 0.0);
         }
@@ -1439,7 +1447,7 @@ mod tests {
     /// Fails to compile when a variant is added without being listed.
     #[test]
     fn label_lists_are_exhaustive() {
-        for kind in ErrorKind::ALL {
+        for kind in ErrorKind::VARIANTS.iter().copied() {
             match kind {
                 ErrorKind::Throttled
                 | ErrorKind::NotFound
@@ -1450,7 +1458,7 @@ mod tests {
                 | ErrorKind::Fatal => {}
             }
         }
-        assert_eq!(ErrorKind::ALL.len(), 7);
+        assert_eq!(ErrorKind::VARIANTS.len(), 7);
         let every_result = |result: &ActionResult| match result {
             ActionResult::Done
             | ActionResult::AlreadyDone

@@ -639,8 +639,22 @@ pub struct Vpc {
 }
 
 /// The parts of a snapshot, each observed by its own describe calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SnapshotPart {
     /// Source groups (by config id/name and by discovery tag).
     SourceGroups,
@@ -656,19 +670,10 @@ pub enum SnapshotPart {
 }
 
 impl SnapshotPart {
-    /// Every part, in order.
-    pub const ALL: [Self; 5] = [Self::SourceGroups, Self::VpcGroups, Self::Instances, Self::Links, Self::Vpcs];
-
     /// Stable name for logs and metrics.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::SourceGroups => "source_groups",
-            Self::VpcGroups => "vpc_groups",
-            Self::Instances => "instances",
-            Self::Links => "links",
-            Self::Vpcs => "vpcs",
-        }
+        self.into()
     }
 }
 

@@ -3,6 +3,7 @@
 //! `apply` calls [`apply`]. Time comes in as a parameter so tests control it.
 
 use std::time::{Duration, SystemTime};
+use strum::VariantArray as _;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -15,8 +16,11 @@ use crate::observe::{ObserveError, observe_reporting};
 use crate::plan::{Executed, Fight, FightKey, FightPolicy, Memory, Plan, WarningKind, plan};
 
 /// Where a pass is (`/status` shows it while the pass runs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Phase {
     /// Describing the estate.
     Observing,
@@ -30,11 +34,7 @@ impl Phase {
     /// Stable label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Observing => "observing",
-            Self::Planning => "planning",
-            Self::Executing => "executing",
-        }
+        self.into()
     }
 }
 
@@ -150,7 +150,7 @@ pub async fn reconcile_once_observed(
         () = cancel.cancelled() => {
             info!("shutdown during observation: the pass stops before planning; no action was started");
             let mut snapshot = Snapshot::default();
-            snapshot.incomplete.extend(SnapshotPart::ALL);
+            snapshot.incomplete.extend(SnapshotPart::VARIANTS.iter().copied());
             return PassReport {
                 snapshot,
                 observe_errors: Vec::new(),

@@ -93,7 +93,8 @@ type Bucket = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Du
 
 /// What [`Limited`] decided after a retryable error; the
 /// `aws_retries_total{outcome}` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum RetryOutcome {
     /// The request is sent again after a backoff.
     Retried,
@@ -104,17 +105,10 @@ pub enum RetryOutcome {
 }
 
 impl RetryOutcome {
-    /// Every outcome, for pre-registering metric label values.
-    pub const ALL: [Self; 3] = [Self::Retried, Self::MaxAttempts, Self::QuotaEmpty];
-
     /// Stable metric label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Retried => "retried",
-            Self::MaxAttempts => "max_attempts",
-            Self::QuotaEmpty => "quota_empty",
-        }
+        self.into()
     }
 }
 

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use strum::VariantArray as _;
 
 use async_trait::async_trait;
 
@@ -28,7 +29,19 @@ use crate::model::{Grant, GroupId, Instance, InstanceId, InstanceState, Link, Se
 pub use codes::{MALFORMED_RESPONSE, TIMEOUT, VPC_NOT_FOUND};
 
 /// Every EC2 action the daemon or its tests use; bounded metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::EnumString,
+)]
 pub enum Operation {
     /// `DescribeSecurityGroups`.
     DescribeSecurityGroups,
@@ -73,61 +86,16 @@ pub enum Operation {
 }
 
 impl Operation {
-    /// Every operation, for pre-registering metric label values.
-    pub const ALL: [Self; 20] = [
-        Self::DescribeSecurityGroups,
-        Self::DescribeInstances,
-        Self::DescribeClassicLinkInstances,
-        Self::DescribeVpcClassicLink,
-        Self::DescribeVpcs,
-        Self::CreateSecurityGroup,
-        Self::DeleteSecurityGroup,
-        Self::AuthorizeSecurityGroupIngress,
-        Self::RevokeSecurityGroupIngress,
-        Self::UpdateSecurityGroupRuleDescriptionsIngress,
-        Self::CreateTags,
-        Self::DeleteTags,
-        Self::AttachClassicLinkVpc,
-        Self::DetachClassicLinkVpc,
-        Self::EnableVpcClassicLink,
-        Self::CreateVpc,
-        Self::RunInstances,
-        Self::StopInstances,
-        Self::StartInstances,
-        Self::TerminateInstances,
-    ];
-
     /// EC2's action name.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::DescribeSecurityGroups => "DescribeSecurityGroups",
-            Self::DescribeInstances => "DescribeInstances",
-            Self::DescribeClassicLinkInstances => "DescribeClassicLinkInstances",
-            Self::DescribeVpcClassicLink => "DescribeVpcClassicLink",
-            Self::DescribeVpcs => "DescribeVpcs",
-            Self::CreateSecurityGroup => "CreateSecurityGroup",
-            Self::DeleteSecurityGroup => "DeleteSecurityGroup",
-            Self::AuthorizeSecurityGroupIngress => "AuthorizeSecurityGroupIngress",
-            Self::RevokeSecurityGroupIngress => "RevokeSecurityGroupIngress",
-            Self::UpdateSecurityGroupRuleDescriptionsIngress => "UpdateSecurityGroupRuleDescriptionsIngress",
-            Self::CreateTags => "CreateTags",
-            Self::DeleteTags => "DeleteTags",
-            Self::AttachClassicLinkVpc => "AttachClassicLinkVpc",
-            Self::DetachClassicLinkVpc => "DetachClassicLinkVpc",
-            Self::EnableVpcClassicLink => "EnableVpcClassicLink",
-            Self::CreateVpc => "CreateVpc",
-            Self::RunInstances => "RunInstances",
-            Self::StopInstances => "StopInstances",
-            Self::StartInstances => "StartInstances",
-            Self::TerminateInstances => "TerminateInstances",
-        }
+        self.into()
     }
 
     /// Parses EC2's action name.
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|op| op.as_str() == name)
+        name.parse().ok()
     }
 
     /// Which of EC2's request-rate buckets the action draws from.
@@ -151,7 +119,8 @@ impl fmt::Display for Operation {
 }
 
 /// EC2's request-rate categories (non-mutating vs. mutating actions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Category {
     /// `Describe*`: EC2 bucket 100, refill 20/s.
     Describe,
@@ -163,15 +132,13 @@ impl Category {
     /// Stable label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Describe => "describe",
-            Self::Mutating => "mutating",
-        }
+        self.into()
     }
 }
 
 /// What a failed EC2 call means for the caller; derived from the error code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// `RequestLimitExceeded` and friends: back off and slow down.
     Throttled,
@@ -190,17 +157,6 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Every kind, for pre-registering metric label values.
-    pub const ALL: [Self; 7] = [
-        Self::Throttled,
-        Self::NotFound,
-        Self::Duplicate,
-        Self::Dependency,
-        Self::Invalid,
-        Self::Transient,
-        Self::Fatal,
-    ];
-
     /// Classifies an EC2 error code (never the message).
     #[must_use]
     pub fn from_code(code: &str) -> Self {
@@ -229,15 +185,7 @@ impl ErrorKind {
     /// Stable metric label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Throttled => "throttled",
-            Self::NotFound => "not_found",
-            Self::Duplicate => "duplicate",
-            Self::Dependency => "dependency",
-            Self::Invalid => "invalid",
-            Self::Transient => "transient",
-            Self::Fatal => "fatal",
-        }
+        self.into()
     }
 }
 
@@ -531,7 +479,7 @@ mod tests {
 
     #[test]
     fn operation_names_round_trip_and_categorise() {
-        for op in Operation::ALL {
+        for op in Operation::VARIANTS.iter().copied() {
             assert_eq!(Operation::from_name(op.as_str()), Some(op));
         }
         assert_eq!(Operation::DescribeVpcs.category(), Category::Describe);

@@ -19,8 +19,22 @@ use crate::ec2::codes::DEPENDENCY_VIOLATION;
 use crate::model::{Grant, GroupId, format_time};
 
 /// What keeps being repaired on a pair; the `fights_total{kind}` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RepairKind {
     /// The mirror group (created again after someone deleted it).
     Mirror,
@@ -32,17 +46,10 @@ pub enum RepairKind {
 }
 
 impl RepairKind {
-    /// Every kind, for pre-registering metric label values.
-    pub const ALL: [Self; 3] = [Self::Mirror, Self::Grant, Self::Link];
-
     /// Stable label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Mirror => "mirror",
-            Self::Grant => "grant",
-            Self::Link => "link",
-        }
+        self.into()
     }
 
     /// The kind of repair `action` makes, if it is one.

@@ -234,8 +234,22 @@ impl Action {
 }
 
 /// The kind of an [`Action`]; bounded metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ActionKind {
     /// [`Action::CreateMirror`].
     CreateMirror,
@@ -258,6 +272,7 @@ pub enum ActionKind {
     /// [`Action::DeleteMirror`].
     DeleteMirror,
     /// [`Action::EnableClassicLink`].
+    #[strum(serialize = "enable_classiclink")]
     #[serde(rename = "enable_classiclink")]
     EnableClassicLink,
     /// [`Action::MarkOrphan`].
@@ -267,41 +282,10 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
-    /// Every kind, for pre-registering metric labels.
-    pub const ALL: [Self; 13] = [
-        Self::CreateMirror,
-        Self::TagGroup,
-        Self::UntagGroup,
-        Self::Authorize,
-        Self::Revoke,
-        Self::UpdateDescriptions,
-        Self::Attach,
-        Self::Detach,
-        Self::Relink,
-        Self::DeleteMirror,
-        Self::EnableClassicLink,
-        Self::MarkOrphan,
-        Self::UnmarkOrphan,
-    ];
-
     /// Stable label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::CreateMirror => "create_mirror",
-            Self::TagGroup => "tag_group",
-            Self::UntagGroup => "untag_group",
-            Self::Authorize => "authorize",
-            Self::Revoke => "revoke",
-            Self::UpdateDescriptions => "update_descriptions",
-            Self::Attach => "attach",
-            Self::Detach => "detach",
-            Self::Relink => "relink",
-            Self::DeleteMirror => "delete_mirror",
-            Self::EnableClassicLink => "enable_classiclink",
-            Self::MarkOrphan => "mark_orphan",
-            Self::UnmarkOrphan => "unmark_orphan",
-        }
+        self.into()
     }
 
     /// True for revoke, detach, relink, delete and untag. Marking an orphan
@@ -362,8 +346,22 @@ impl Unmirrorable {
 }
 
 /// The kinds of plan warnings; bounded metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum WarningKind {
     /// A source grant that cannot be mirrored.
     Unmirrorable,
@@ -392,6 +390,7 @@ pub enum WarningKind {
     /// A link would need more than 5 groups.
     LinkLimit,
     /// The target VPC has ClassicLink disabled.
+    #[strum(serialize = "classiclink_disabled")]
     #[serde(rename = "classiclink_disabled")]
     ClassicLinkDisabled,
     /// The target VPC does not exist (or its default group was not seen).
@@ -423,31 +422,7 @@ impl WarningKind {
     /// Stable label.
     #[must_use]
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Unmirrorable => "unmirrorable",
-            Self::MissingSource => "missing_source",
-            Self::ConflictNameTaken => "conflict_name_taken",
-            Self::ConflictForeignLink => "conflict_foreign_link",
-            Self::ConflictMultiVpc => "conflict_multi_vpc",
-            Self::ConflictDuplicateMapping => "conflict_duplicate_mapping",
-            Self::ConflictDuplicateName => "conflict_duplicate_name",
-            Self::ConflictInvalidMapping => "conflict_invalid_mapping",
-            Self::ConflictForeignOwner => "conflict_foreign_owner",
-            Self::DiscoveryTag => "discovery_tag",
-            Self::QuotaExceeded => "quota_exceeded",
-            Self::LinkLimit => "link_limit",
-            Self::ClassicLinkDisabled => "classiclink_disabled",
-            Self::VpcNotFound => "vpc_not_found",
-            Self::OrphanWaiting => "orphan_waiting",
-            Self::OrphanKept => "orphan_kept",
-            Self::DeleteBackoff => "delete_backoff",
-            Self::NameDrift => "name_drift",
-            Self::IncompleteSnapshot => "incomplete_snapshot",
-            Self::SafetyHold => "safety_hold",
-            Self::OrphanTagInvalid => "orphan_tag_invalid",
-            Self::StateLost => "state_lost",
-            Self::Fight => "fight",
-        }
+        self.into()
     }
 
     /// The `conflicts{kind}` label when this warning is a conflict.
@@ -720,5 +695,31 @@ impl Memory {
     pub fn record_deleted(&mut self, group: &GroupId) {
         self.delete_backoff.remove(group);
         self.orphans_since.remove(group);
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use strum::VariantArray as _;
+
+    use super::*;
+    use crate::plan::RepairKind;
+
+    /// The label (strum) and the JSON name (serde) of every variant agree: the
+    /// metrics, the logs and the plan's JSON call a thing by one name.
+    fn labels_agree_with_json<T: serde::Serialize + Copy + std::fmt::Debug>(variants: &[T], label: fn(&T) -> &str) {
+        for variant in variants {
+            let json = serde_json::to_value(variant).expect("serialises");
+            assert_eq!(json.as_str(), Some(label(variant)), "{variant:?}");
+        }
+    }
+
+    #[test]
+    fn every_kind_has_one_name_in_metrics_logs_and_json() {
+        labels_agree_with_json(ActionKind::VARIANTS, ActionKind::as_str);
+        labels_agree_with_json(WarningKind::VARIANTS, WarningKind::as_str);
+        labels_agree_with_json(RepairKind::VARIANTS, RepairKind::as_str);
+        labels_agree_with_json(crate::model::SnapshotPart::VARIANTS, crate::model::SnapshotPart::as_str);
+        labels_agree_with_json(crate::reconcile::Phase::VARIANTS, crate::reconcile::Phase::as_str);
     }
 }

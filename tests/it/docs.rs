@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use strum::VariantArray as _;
 
 use classiclink_mirror::ec2::Operation;
 use classiclink_mirror::model::{ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG};
@@ -53,7 +54,7 @@ fn granting<'a>(policy: &'a Value, action: &str) -> Vec<&'a Value> {
 }
 
 fn daemon_operations() -> Vec<Operation> {
-    Operation::ALL.into_iter().filter(|op| !WORLD_BUILDING.contains(op)).collect()
+    Operation::VARIANTS.iter().copied().filter(|op| !WORLD_BUILDING.contains(op)).collect()
 }
 
 #[test]

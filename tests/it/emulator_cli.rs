@@ -13,8 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
 use classiclink_mirror::ec2::aws::AwsEc2;
-use classiclink_mirror::ec2::{CreateGroup, Ec2, ErrorKind, GroupFilter};
 use classiclink_mirror::ec2::codes;
+use classiclink_mirror::ec2::{CreateGroup, Ec2, ErrorKind, GroupFilter};
 use classiclink_mirror::model::{GroupId, OWNERSHIP_TAG, VpcId};
 
 /// Generous for a debug binary on a busy 2-core machine, still bounded.

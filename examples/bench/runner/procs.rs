@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use strum::VariantArray as _;
 
 use anyhow::{Context as _, bail};
 use classiclink_mirror::config::AwsConfig;
@@ -181,7 +182,7 @@ impl Calls {
     }
 
     fn category(&self, category: Category) -> impl Iterator<Item = Counts> + '_ {
-        Operation::ALL.into_iter().filter(move |op| op.category() == category).map(|op| self.get(op))
+        Operation::VARIANTS.iter().copied().filter(move |op| op.category() == category).map(|op| self.get(op))
     }
 
     /// Requests to mutating actions, throttled ones included.
