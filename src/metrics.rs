@@ -398,13 +398,13 @@ impl Metrics {
         registry.register(Box::new(build_info.clone()))?;
 
         // Pre-register every known label combination at zero.
-        for outcome in CycleOutcome::VARIANTS.iter().copied() {
+        for outcome in CycleOutcome::VARIANTS {
             cycles.with_label_values(&[outcome.as_str()]);
         }
         for direction in DRIFT_DIRECTIONS {
             drift_grants.with_label_values(&[direction]);
         }
-        for kind in ActionKind::VARIANTS.iter().copied() {
+        for kind in ActionKind::VARIANTS {
             for outcome in ActionResult::LABELS {
                 actions.with_label_values(&[kind.as_str(), outcome]);
             }
@@ -414,12 +414,12 @@ impl Metrics {
         }
         for op in daemon_operations() {
             requests.with_label_values(&[op.as_str(), REQUEST_OK]);
-            for kind in ErrorKind::VARIANTS.iter().copied() {
+            for kind in ErrorKind::VARIANTS {
                 requests.with_label_values(&[op.as_str(), kind.as_str()]);
             }
             request_duration.with_label_values(&[op.as_str()]);
         }
-        for outcome in RetryOutcome::VARIANTS.iter().copied() {
+        for outcome in RetryOutcome::VARIANTS {
             retries.with_label_values(&[outcome.as_str()]);
         }
         for kind in CONFLICT_KINDS.iter().filter_map(WarningKind::conflict_kind) {
@@ -428,13 +428,13 @@ impl Metrics {
         for outcome in [ReloadOutcome::Applied, ReloadOutcome::Rejected] {
             reloads.with_label_values(&[outcome.as_str()]);
         }
-        for part in SnapshotPart::VARIANTS.iter().copied() {
+        for part in SnapshotPart::VARIANTS {
             observe_errors.with_label_values(&[part.as_str()]);
         }
         for kind in STATE_FILE_ERROR_KINDS {
             state_file_errors.with_label_values(&[kind]);
         }
-        for kind in RepairKind::VARIANTS.iter().copied() {
+        for kind in RepairKind::VARIANTS {
             fights.with_label_values(&[kind.as_str()]);
             fighting.with_label_values(&[kind.as_str()]);
         }
@@ -1035,12 +1035,12 @@ mod tests {
             series(&samples, &name("actions_total")).len(),
             ActionKind::VARIANTS.len() * ActionResult::LABELS.len()
         );
-        for kind in ActionKind::VARIANTS.iter().copied() {
+        for kind in ActionKind::VARIANTS {
             for outcome in ActionResult::LABELS {
                 assert_eq!(get(&samples, "actions_total", &[("kind", kind.as_str()), ("outcome", outcome)]), 0.0);
             }
         }
-        for outcome in CycleOutcome::VARIANTS.iter().copied() {
+        for outcome in CycleOutcome::VARIANTS {
             assert_eq!(get(&samples, "cycles_total", &[("outcome", outcome.as_str())]), 0.0);
         }
         for reason in DEFERRED_REASONS {
@@ -1071,7 +1071,7 @@ mod tests {
         for outcome in ["applied", "rejected"] {
             assert_eq!(get(&samples, "config_reloads_total", &[("outcome", outcome)]), 0.0);
         }
-        for part in SnapshotPart::VARIANTS.iter().copied() {
+        for part in SnapshotPart::VARIANTS {
             assert_eq!(get(&samples, "observe_errors_total", &[("part", part.as_str())]), 0.0);
         }
         assert_eq!(get(&samples, "last_successful_cycle_timestamp_seconds", &[]), 0.0);
@@ -1238,7 +1238,7 @@ mod tests {
         use crate::plan::{Fight, FightKey};
         let metrics = Metrics::new();
         let s = samples(&metrics);
-        for kind in RepairKind::VARIANTS.iter().copied() {
+        for kind in RepairKind::VARIANTS {
             assert_eq!(get(&s, "fights_total", &[("kind", kind.as_str())]), 0.0);
             assert_eq!(get(&s, "fights", &[("kind", kind.as_str())]), 0.0);
         }

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use strum::VariantArray as _;
 
 use async_trait::async_trait;
 
@@ -435,6 +434,7 @@ pub trait Ec2: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray as _;
 
     #[test]
     fn error_codes_classify_by_code() {

@@ -1795,7 +1795,7 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
         println!("{n:>6}  {key}");
     }
     let seen = |key: &str| tally.get(key).copied().unwrap_or(0);
-    for kind in ActionKind::VARIANTS.iter().copied() {
+    for kind in ActionKind::VARIANTS {
         assert!(seen(&format!("action {kind:?}")) > 0, "the generator never plans {kind:?}");
     }
     for warning in [
