@@ -15,6 +15,7 @@ use classiclink_mirror::cli::{
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
 use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::limited::Limited;
+use classiclink_mirror::emulator::events::EventOptions;
 use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
@@ -310,6 +311,20 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
             );
         }
         println!("emulator listening on http://{address}");
+        if args.events {
+            let queue = world.enable_events(EventOptions {
+                delay: args.event_delay,
+                delay_jitter: args.event_delay_jitter,
+                loss: args.event_loss,
+                duplication: args.event_duplication,
+                seed: args.event_seed,
+                ..EventOptions::default()
+            });
+            let url = queue.url(&format!("http://{address}"), &world.account_id());
+            tracing::info!(queue_url = %url, delay = ?args.event_delay, loss = args.event_loss,
+                duplication = args.event_duplication, "emulator serving its event queue over SQS");
+            println!("event queue at {url}");
+        }
         std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
         emulator::server::serve(world, listener, shutdown).await.context("the emulator server failed")?;
         tracing::info!("emulator stopped");

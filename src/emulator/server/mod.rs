@@ -20,11 +20,16 @@
 //! - Every request naming a known action goes through the engine's request
 //!   pipeline — parameter refusals included — so throttling, injected faults
 //!   and the per-action counters apply to it.
+//! - A request with an `X-Amz-Target` header is SQS's JSON protocol: the
+//!   event queue ([`sqs`], `docs/emulator.md`), on the same listener.
+//! - The requests' `User-Agent` and SigV4 credential scope become the
+//!   `userAgent`, `accessKeyId` and region of the events they publish.
 //! - `GET /_emulator/calls` serves the counters as JSON, `POST
 //!   /_emulator/reset-calls` zeroes them.
 
 mod actions;
 mod query;
+mod sqs;
 mod xml;
 
 use std::future::Future;
@@ -34,15 +39,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::ec2::{Ec2Error, Operation};
 
+use super::events::Caller;
 use super::state::Fail;
-use super::{Emulator, codes};
+use super::{Emulator, codes, with_caller};
 
 /// The header EC2 and the SDK use for the request id.
 const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
@@ -81,6 +87,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let events = emulator.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Long polls would hold the graceful shutdown for up to 20 s.
+        if let Some(queue) = events.events() {
+            queue.close();
+        }
+    };
     axum::serve(listener, router(emulator)).with_graceful_shutdown(shutdown).await
 }
 
@@ -134,9 +148,16 @@ fn xml_response(status: StatusCode, request_id: &str, body: String) -> Response 
     response
 }
 
-async fn query_api(State(server): State<Arc<Server>>, uri: Uri, body: Bytes) -> Response {
+async fn query_api(State(server): State<Arc<Server>>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
     let request_id = server.next_request_id();
-    match handle(&server.emulator, uri.query(), &body).await {
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        // A JSON-protocol request: the event queue's SQS API.
+        let endpoint = sqs::endpoint_from_host(header(header::HOST));
+        return sqs::ENDPOINT.scope(endpoint, sqs::handle(&server.emulator, target, &body, &request_id)).await;
+    }
+    let caller = Caller::from_headers(header(header::USER_AGENT), header(header::AUTHORIZATION), "127.0.0.1".into());
+    match with_caller(caller, handle(&server.emulator, uri.query(), &body)).await {
         Ok((operation, inner)) => {
             tracing::debug!(action = operation.as_str(), request_id, "EC2 request answered");
             xml_response(StatusCode::OK, &request_id, xml::response(operation.as_str(), &request_id, &inner))
