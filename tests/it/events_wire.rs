@@ -14,8 +14,12 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use classiclink_mirror::ec2::Ec2;
+use classiclink_mirror::ec2::aws::{AwsEventSource, AwsOptions};
 use classiclink_mirror::emulator::events::{DEFAULT_QUEUE_NAME, EventOptions};
 use classiclink_mirror::emulator::{Emulator, NewGroup, RunInstances, server};
+use classiclink_mirror::events::parse::{Expected, IgnoreReason, Verdict, parse};
+use classiclink_mirror::events::{EventErrorKind, EventSource, QueueSettings, Receipt};
 
 struct Served {
     url: String,
@@ -287,4 +291,64 @@ async fn delivery_delay_holds_events_back_and_loss_drops_them() {
     lossy.emulator.create_group(&NewGroup::classic("db", "db")).await.expect("create");
     assert!(drain(&lossy.sqs(), &url).await.is_empty());
     assert_eq!(lossy.emulator.events().expect("events on").stats().lost, 1);
+}
+
+/// The daemon's adapter of the event source port, on the emulator's queue.
+async fn adapter(served: &Served, queue_url: &str) -> AwsEventSource {
+    let settings = QueueSettings {
+        queue_url: queue_url.to_owned(),
+        endpoint_url: Some(served.url.clone()),
+        region: "us-east-1".into(),
+        profile: None,
+    };
+    let options = AwsOptions { credentials: Some(crate::common::test_credentials()), ..AwsOptions::default() };
+    AwsEventSource::from_settings_with(&settings, options).await
+}
+
+#[tokio::test]
+async fn the_adapter_long_polls_batch_deletes_and_recognises_the_daemons_own_writes() {
+    let served = Served::start(Some(EventOptions::default())).await;
+    let url = served.queue_url().await;
+    let source = adapter(&served, &url).await;
+    let expected = Expected { account: Some("123456789012".into()), region: "us-east-1".into() };
+
+    // A human (another client) adds a rule; the daemon's own adapter tags a group.
+    let group = served.emulator.create_group(&NewGroup::classic("app", "app")).await.expect("create");
+    drain(&served.sqs(), &url).await;
+    let human = served.ec2("us-east-1");
+    human
+        .create_tags()
+        .resources(group.as_str())
+        .tags(aws_sdk_ec2::types::Tag::builder().key("team").value("web").build())
+        .send()
+        .await
+        .expect("CreateTags");
+    let daemon = crate::common::local_port(&served.url).await;
+    Ec2::create_tags(&daemon, &group, &[("owner".to_owned(), "me".to_owned())].into()).await.expect("tags");
+
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        let batch = source.receive(10, Duration::from_secs(2)).await.expect("receive");
+        assert!(!batch.is_empty(), "two events expected, got {}", messages.len());
+        messages.extend(batch);
+    }
+    assert!(messages.iter().all(|m| m.receive_count == 1));
+    let verdicts: Vec<Verdict> = messages.iter().map(|m| parse(&m.body, &expected)).collect();
+    match &verdicts[0] {
+        Verdict::Act(hint) => assert_eq!(hint.groups.iter().collect::<Vec<_>>(), [&group]),
+        other => panic!("the human's change is a hint: {other:?}"),
+    }
+    assert_eq!(verdicts[1], Verdict::Ignore(IgnoreReason::OwnEcho), "the daemon's own write is its echo");
+
+    let mut receipts: Vec<Receipt> = messages.iter().map(|m| m.receipt.clone()).collect();
+    receipts.push(Receipt("forged".into()));
+    let deleted = source.delete(&receipts).await.expect("delete");
+    assert_eq!(deleted.deleted, 2);
+    assert_eq!(deleted.failed.len(), 1);
+    assert_eq!(deleted.failed[0].1.kind(), EventErrorKind::InvalidReceipt);
+    assert!(source.receive(10, Duration::ZERO).await.expect("receive").is_empty());
+
+    let missing = adapter(&served, &format!("{}/123456789012/nope", served.url)).await;
+    let error = missing.receive(1, Duration::ZERO).await.unwrap_err();
+    assert_eq!(error.kind(), EventErrorKind::NoQueue, "{error}");
 }

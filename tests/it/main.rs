@@ -20,6 +20,7 @@ mod emulator_wire;
 mod events_wire;
 mod moto_apply;
 mod moto_conformance;
+mod moto_events;
 mod plan_fixtures;
 mod planner_props;
 mod reconcile_scenarios;
