@@ -14,7 +14,9 @@
 //! - [`parse`] turns one message body into the groups and instances it marks
 //!   dirty, or a reason to ignore it — pure, total, never panics.
 
+pub mod dirty;
 pub mod parse;
+pub mod targeted;
 
 use std::fmt;
 use std::time::Duration;
