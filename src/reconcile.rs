@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::ec2::Ec2;
 use crate::execute::{ActionResult, ExecuteOptions, Report, execute};
 use crate::model::Snapshot;
-use crate::observe::{ObserveError, observe};
+use crate::observe::{Observation, ObserveError, observe};
 use crate::plan::{Action, Memory, Plan, WarningKind, plan};
 
 /// What one pass saw, decided and did.
@@ -77,6 +77,23 @@ pub async fn reconcile_once_observed(
     let started = tokio::time::Instant::now();
     let observation = observe(ec2, config).await;
     on_observed(&observation.snapshot);
+    plan_and_execute(ec2, config, observation, started, memory, now, options, cancel).await
+}
+
+/// A pass on an observation already made (the targeted pass of the event
+/// path merges its own, `events::targeted`): plan, execute, fold what the
+/// execution taught into `memory`. `started` is when the pass began.
+#[allow(clippy::too_many_arguments)] // the pass's inputs, each needed
+pub async fn plan_and_execute(
+    ec2: &dyn Ec2,
+    config: &Config,
+    observation: Observation,
+    started: tokio::time::Instant,
+    memory: &mut Memory,
+    now: SystemTime,
+    options: &ExecuteOptions,
+    cancel: &CancellationToken,
+) -> PassReport {
     let (plan, next) = plan(config, &observation.snapshot, memory, now);
     *memory = next;
     for error in &observation.errors {

@@ -16,6 +16,7 @@
 
 pub mod dirty;
 pub mod parse;
+pub mod runner;
 pub mod targeted;
 
 use std::fmt;
@@ -62,6 +63,22 @@ pub struct QueueSettings {
     pub region: String,
     /// A named profile; otherwise the standard credential chain.
     pub profile: Option<String>,
+}
+
+impl QueueSettings {
+    /// The queue of `config`'s `[events]`, if one is configured: its
+    /// endpoint defaults to `[aws] endpoint_url`, region and profile are
+    /// `[aws]`'s.
+    #[must_use]
+    pub fn from_config(config: &crate::config::Config) -> Option<Self> {
+        let queue_url = config.events.queue_url.clone()?;
+        Some(Self {
+            queue_url,
+            endpoint_url: config.events.endpoint_url.clone().or_else(|| config.aws.endpoint_url.clone()),
+            region: config.aws.region.clone(),
+            profile: config.aws.profile.clone(),
+        })
+    }
 }
 
 /// The requests of the port.
@@ -275,6 +292,38 @@ mod tests {
             ("InvalidParameterValue", EventErrorKind::Other),
         ] {
             assert_eq!(EventErrorKind::from_code(code), kind, "{code}");
+        }
+    }
+
+    fn settings(toml: &str) -> Result<Option<QueueSettings>, String> {
+        let text = format!("[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"http://127.0.0.1:4566\"\n{toml}");
+        crate::config::Config::from_toml_str(&text, None)
+            .map(|c| QueueSettings::from_config(&c))
+            .map_err(|e| crate::config::render_errors(&e))
+    }
+
+    #[test]
+    fn events_config_is_off_by_default_and_its_endpoint_defaults_to_the_aws_one() {
+        assert_eq!(settings(""), Ok(None));
+        let url = "http://127.0.0.1:4566/123456789012/classiclink-mirror-events";
+        let on = settings(&format!("[events]\nqueue_url = {url:?}\n")).unwrap().unwrap();
+        assert_eq!(on.queue_url, url);
+        assert_eq!(on.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(on.region, "eu-west-1");
+        let own = settings(&format!("[events]\nqueue_url = {url:?}\nendpoint_url = \"http://localhost:9324\"\n"));
+        assert_eq!(own.unwrap().unwrap().endpoint_url.as_deref(), Some("http://localhost:9324"));
+    }
+
+    #[test]
+    fn events_config_values_are_validated_with_their_key_path() {
+        for (toml, expected) in [
+            ("queue_url = \"sqs/queue\"", "events.queue_url: \"sqs/queue\" is not an http:// or https:// URL"),
+            ("queue_url = 3", "events.queue_url"),
+            ("endpoint_url = \"ftp://x\"", "events.endpoint_url: \"ftp://x\" is not an http:// or https:// URL"),
+            ("queue = \"x\"", "events.queue"),
+        ] {
+            let error = settings(&format!("[events]\n{toml}\n")).unwrap_err();
+            assert!(error.contains(expected), "{toml}: {error}");
         }
     }
 

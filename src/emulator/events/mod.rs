@@ -366,6 +366,50 @@ impl EventQueue {
     }
 }
 
+/// The queue as the daemon's event source, in-process (tests, `demo`
+/// without HTTP): the same semantics as over SQS.
+#[async_trait::async_trait]
+impl crate::events::EventSource for EventQueue {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<crate::events::EventMessage>, crate::events::EventSourceError> {
+        let visibility = self.inner.options.visibility_timeout;
+        let received = EventQueue::receive(self, max, wait.min(MAX_WAIT), visibility).await;
+        Ok(received
+            .into_iter()
+            .map(|r| crate::events::EventMessage {
+                receive_count: r.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1),
+                message_id: r.message_id,
+                receipt: crate::events::Receipt(r.receipt_handle),
+                body: r.body,
+            })
+            .collect())
+    }
+
+    async fn delete_batch(
+        &self,
+        receipts: &[crate::events::Receipt],
+    ) -> Result<crate::events::Deleted, crate::events::EventSourceError> {
+        let mut done = crate::events::Deleted::default();
+        for receipt in receipts.iter().take(crate::events::MAX_BATCH) {
+            match self.delete(&receipt.0) {
+                Ok(()) => done.deleted += 1,
+                Err(e) => done.failed.push((
+                    receipt.clone(),
+                    crate::events::EventSourceError::new(
+                        crate::events::EventOperation::Delete,
+                        crate::events::codes::RECEIPT_HANDLE_IS_INVALID,
+                        e.to_string(),
+                    ),
+                )),
+            }
+        }
+        Ok(done)
+    }
+}
+
 impl State {
     fn enqueue(&mut self, body: String, visible_at: Instant) -> (String, String) {
         let id = uuid(&mut self.rng);
