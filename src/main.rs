@@ -14,9 +14,11 @@ use classiclink_mirror::cli::{
 };
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
 use classiclink_mirror::ec2::aws::AwsEc2;
+use classiclink_mirror::ec2::aws::AwsEventSource;
 use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::emulator::events::EventOptions;
 use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
+use classiclink_mirror::events::{EventSource, QueueSettings};
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
 use classiclink_mirror::{observe, reconcile};
@@ -113,6 +115,11 @@ impl Connector for AwsConnector {
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
         let client = AwsEc2::from_config(&config.aws).await;
         Arc::new(Limited::new(client, &config.rate_limit).with_observer(self.metrics.request_observer()))
+    }
+
+    async fn event_source(&self, config: &Config) -> Option<Arc<dyn EventSource>> {
+        let settings = QueueSettings::from_config(config)?;
+        Some(Arc::new(AwsEventSource::from_settings(&settings).await))
     }
 }
 

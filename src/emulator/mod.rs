@@ -224,6 +224,8 @@ struct Shared {
     faults: FaultState,
     counters: RequestCounters,
     events: Option<EventQueue>,
+    /// Who requests through the `Ec2` port are attributed to in events.
+    port_caller: Option<Caller>,
 }
 
 /// A handle on one emulated EC2 world. Cloning is cheap and every clone
@@ -250,8 +252,13 @@ impl Emulator {
     }
 
     fn from_world(world: World, faults: Faults, now: Instant) -> Self {
-        let shared =
-            Shared { world, faults: FaultState::new(faults, now), counters: RequestCounters::default(), events: None };
+        let shared = Shared {
+            world,
+            faults: FaultState::new(faults, now),
+            counters: RequestCounters::default(),
+            events: None,
+            port_caller: None,
+        };
         Self { shared: Arc::new(Mutex::new(shared)) }
     }
 
@@ -370,6 +377,31 @@ impl Emulator {
         let queue = EventQueue::new(options);
         self.lock().events = Some(queue.clone());
         queue
+    }
+
+    /// Attributes the writes made through the [`Ec2`](crate::ec2::Ec2) port
+    /// (the daemon, in-process) to `user_agent` in the events they publish,
+    /// e.g. one with `app/classiclink-mirror` as the daemon's SDK client
+    /// sends — so the daemon recognises its own echo in-process too.
+    pub fn set_port_user_agent(&self, user_agent: impl Into<String>) {
+        self.lock().port_caller = Some(Caller { user_agent: user_agent.into(), ..Caller::in_process() });
+    }
+
+    /// [`Self::write`] for the `Ec2` port: attributed to the port's caller
+    /// unless the request already has one (the HTTP server's).
+    async fn port_write<T>(
+        &self,
+        operation: Operation,
+        action: impl FnOnce(&mut World, Instant) -> Result<T, Fail>,
+        record: impl FnOnce(&T, &World) -> Vec<Published>,
+    ) -> Result<T, Ec2Error> {
+        let port_caller = self.lock().port_caller.clone();
+        match port_caller {
+            Some(caller) if CALLER.try_with(|_| ()).is_err() => {
+                CALLER.scope(caller, self.write(operation, action, record)).await
+            }
+            _ => self.write(operation, action, record).await,
+        }
     }
 
     /// The event queue, when events are on.

@@ -64,7 +64,7 @@ impl Ec2 for Emulator {
             description: request.description.clone(),
             tags: request.tags.clone(),
         };
-        self.write(
+        self.port_write(
             Operation::CreateSecurityGroup,
             |world, now| world.create_group(now, spec),
             |id, _| vec![documents::create_group(&request.name, &request.description, Some(&request.vpc_id), id)],
@@ -73,7 +73,7 @@ impl Ec2 for Emulator {
     }
 
     async fn delete_security_group(&self, group_id: &GroupId) -> Result<(), Ec2Error> {
-        self.write(
+        self.port_write(
             Operation::DeleteSecurityGroup,
             |world, now| world.delete_group(now, group_id),
             |(), _| vec![documents::delete_group(group_id)],
@@ -83,7 +83,7 @@ impl Ec2 for Emulator {
 
     async fn authorize_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
         let op = Operation::AuthorizeSecurityGroupIngress;
-        self.write(
+        self.port_write(
             op,
             |world, now| world.authorize(now, group_id, grants),
             |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
@@ -93,7 +93,7 @@ impl Ec2 for Emulator {
 
     async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
         let op = Operation::RevokeSecurityGroupIngress;
-        self.write(
+        self.port_write(
             op,
             |world, now| world.revoke(now, group_id, grants).map(drop),
             |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
@@ -103,7 +103,7 @@ impl Ec2 for Emulator {
 
     async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
         let op = Operation::UpdateSecurityGroupRuleDescriptionsIngress;
-        self.write(
+        self.port_write(
             op,
             |world, now| world.update_descriptions(now, group_id, grants),
             |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
@@ -113,7 +113,7 @@ impl Ec2 for Emulator {
 
     async fn create_tags(&self, group_id: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error> {
         let groups = std::slice::from_ref(group_id);
-        self.write(
+        self.port_write(
             Operation::CreateTags,
             |world, now| world.create_tags(now, groups, tags),
             |(), _| {
@@ -126,7 +126,7 @@ impl Ec2 for Emulator {
     async fn delete_tags(&self, group_id: &GroupId, keys: &[String]) -> Result<(), Ec2Error> {
         let keys: Vec<(String, Option<String>)> = keys.iter().map(|k| (k.clone(), None)).collect();
         let groups = std::slice::from_ref(group_id);
-        self.write(
+        self.port_write(
             Operation::DeleteTags,
             |world, now| world.delete_tags(now, groups, &keys),
             |(), _| vec![documents::tags("DeleteTags", groups, keys.iter().map(|(k, _)| (k.as_str(), None)))],
@@ -140,7 +140,7 @@ impl Ec2 for Emulator {
         vpc_id: &VpcId,
         groups: &[GroupId],
     ) -> Result<(), Ec2Error> {
-        self.write(
+        self.port_write(
             Operation::AttachClassicLinkVpc,
             |world, now| world.attach(now, instance_id, vpc_id, groups),
             |(), _| vec![documents::attach(instance_id, vpc_id, groups)],
@@ -149,7 +149,7 @@ impl Ec2 for Emulator {
     }
 
     async fn detach_classic_link_vpc(&self, instance_id: &InstanceId, vpc_id: &VpcId) -> Result<(), Ec2Error> {
-        self.write(
+        self.port_write(
             Operation::DetachClassicLinkVpc,
             |world, now| world.detach(now, instance_id, vpc_id).map(drop),
             |(), _| vec![documents::detach(instance_id, vpc_id)],
@@ -158,7 +158,7 @@ impl Ec2 for Emulator {
     }
 
     async fn enable_vpc_classic_link(&self, vpc_id: &VpcId) -> Result<(), Ec2Error> {
-        self.write(
+        self.port_write(
             Operation::EnableVpcClassicLink,
             |world, _| world.enable_classic_link(vpc_id),
             |(), _| vec![documents::enable_classic_link(vpc_id)],

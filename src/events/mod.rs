@@ -15,6 +15,7 @@
 //!   dirty, or a reason to ignore it — pure, total, never panics.
 
 pub mod dirty;
+pub mod metrics;
 pub mod parse;
 pub mod runner;
 pub mod targeted;

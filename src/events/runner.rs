@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::dirty::{Added, Batch, Dirty, DirtySet};
+use super::metrics::EventMetrics;
 use super::parse::{Expected, IgnoreReason, Verdict, parse};
 use super::{EventErrorKind, EventSource, MAX_BATCH, MAX_WAIT};
 
@@ -72,6 +73,23 @@ struct Shared {
     expected: Expected,
     counts: EventCounts,
     health: SourceHealth,
+    metrics: Option<EventMetrics>,
+}
+
+impl Shared {
+    fn count_error(&mut self, kind: EventErrorKind) {
+        *self.counts.errors.entry(kind.as_str()).or_default() += 1;
+        if let Some(m) = &self.metrics {
+            m.errors.with_label_values(&[kind.as_str()]).inc();
+        }
+    }
+
+    fn count_ignored(&mut self, reason: &'static str) {
+        *self.counts.ignored.entry(reason).or_default() += 1;
+        if let Some(m) = &self.metrics {
+            m.ignored.with_label_values(&[reason]).inc();
+        }
+    }
 }
 
 /// What the reader and the daemon loop share: the dirty set, what events
@@ -98,6 +116,7 @@ impl EventHub {
             expected,
             counts: EventCounts::default(),
             health: SourceHealth::default(),
+            metrics: None,
         };
         Self { shared: Arc::new(Mutex::new(shared)), wake: Arc::new(Notify::new()) }
     }
@@ -112,6 +131,17 @@ impl EventHub {
             return;
         }
         self.lock().expected.account = Some(account.to_owned());
+    }
+
+    /// Counts into `metrics` from now on.
+    pub fn attach_metrics(&self, metrics: EventMetrics) {
+        self.lock().metrics = Some(metrics);
+    }
+
+    /// The metrics attached, if any.
+    #[must_use]
+    pub fn metrics(&self) -> Option<EventMetrics> {
+        self.lock().metrics.clone()
     }
 
     /// When a targeted pass is due, if events are pending.
@@ -166,8 +196,13 @@ impl EventHub {
             Verdict::Ignore(reason) => Err(reason.as_str()),
         };
         match outcome {
-            Ok(()) => shared.counts.acted_on += 1,
-            Err(reason) => *shared.counts.ignored.entry(reason).or_default() += 1,
+            Ok(()) => {
+                shared.counts.acted_on += 1;
+                if let Some(m) = &shared.metrics {
+                    m.acted_on.inc();
+                }
+            }
+            Err(reason) => shared.count_ignored(reason),
         }
         outcome
     }
@@ -205,7 +240,10 @@ pub async fn read_events(
                 let kind = error.kind();
                 let wait = {
                     let mut shared = hub.lock();
-                    *shared.counts.errors.entry(kind.as_str()).or_default() += 1;
+                    shared.count_error(kind);
+                    if let Some(m) = &shared.metrics {
+                        m.up.set(0);
+                    }
                     shared.health.consecutive_errors += 1;
                     shared.health.last_error = Some((clock(), kind.as_str(), error.to_string()));
                     backoff(kind, shared.health.consecutive_errors)
@@ -226,6 +264,10 @@ pub async fn read_events(
             shared.health.consecutive_errors = 0;
             shared.health.last_receive = Some(clock());
             shared.counts.received += messages.len() as u64;
+            if let Some(m) = &shared.metrics {
+                m.up.set(1);
+                m.received.inc_by(messages.len() as u64);
+            }
         }
         if messages.is_empty() {
             continue;
@@ -247,7 +289,7 @@ pub async fn read_events(
                 let mut shared = hub.lock();
                 shared.counts.deleted += done.deleted as u64;
                 for (_, error) in &done.failed {
-                    *shared.counts.errors.entry(error.kind().as_str()).or_default() += 1;
+                    shared.count_error(error.kind());
                 }
             }
             Err(error) => {
@@ -255,7 +297,7 @@ pub async fn read_events(
                 // duplicates, dropped by event id.
                 let kind = error.kind();
                 let mut shared = hub.lock();
-                *shared.counts.errors.entry(kind.as_str()).or_default() += 1;
+                shared.count_error(kind);
                 shared.health.last_error = Some((clock(), kind.as_str(), error.to_string()));
                 warn!(kind = kind.as_str(), error = %error, "cannot delete events; they will be delivered again");
             }

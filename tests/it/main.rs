@@ -17,6 +17,7 @@ mod docs;
 mod e2e_binary;
 mod emulator_cli;
 mod emulator_wire;
+mod events_daemon;
 mod events_wire;
 mod moto_apply;
 mod moto_conformance;
