@@ -179,6 +179,9 @@ impl Loop<'_> {
                 if config.daemon.listen != self.config.daemon.listen {
                     warn!(listen = %config.daemon.listen, "daemon.listen changed: it takes effect after a restart");
                 }
+                if config.events != self.config.events {
+                    warn!("[events] changed: it takes effect after a restart");
+                }
                 info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
                 self.config = config;
                 self.config_text = text;
