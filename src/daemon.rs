@@ -589,6 +589,14 @@ impl PassObserver for Both<'_> {
         self.0.serving(address);
         self.1.serving(address);
     }
+    fn events_enabled(&self, hub: &EventHub) {
+        self.0.events_enabled(hub);
+        self.1.events_enabled(hub);
+    }
+    fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, started_at: SystemTime) {
+        self.0.events_pass_finished(event_times, started_at);
+        self.1.events_pass_finished(event_times, started_at);
+    }
 }
 
 /// [`serve`] with one more observer of the loop (the `demo`'s narrator).

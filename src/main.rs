@@ -317,7 +317,7 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
                 "throttling like EC2's token buckets"
             );
         }
-        println!("emulator listening on http://{address}");
+        let mut announce = format!("emulator listening on http://{address}\n");
         if args.events {
             let queue = world.enable_events(EventOptions {
                 delay: args.event_delay,
@@ -330,9 +330,13 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
             let url = queue.url(&format!("http://{address}"), &world.account_id());
             tracing::info!(queue_url = %url, delay = ?args.event_delay, loss = args.event_loss,
                 duplication = args.event_duplication, "emulator serving its event queue over SQS");
-            println!("event queue at {url}");
+            announce.push_str(&format!("event queue at {url}\n"));
         }
-        std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
+        // One write: a reader that stops after the first line must not make
+        // the second one fail.
+        let mut stdout = std::io::stdout();
+        std::io::Write::write_all(&mut stdout, announce.as_bytes()).context("cannot write to stdout")?;
+        std::io::Write::flush(&mut stdout).context("cannot write to stdout")?;
         emulator::server::serve(world, listener, shutdown).await.context("the emulator server failed")?;
         tracing::info!("emulator stopped");
         Ok(EXIT_OK)

@@ -405,3 +405,73 @@ async fn plan_exits_1_instead_of_no_changes_when_every_describe_fails_or_ec2_is_
     assert!(refused.stderr.contains("ConnectionError"), "{}", refused.stderr);
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
+
+/// An EC2 client that is not the daemon (no `app/classiclink-mirror` in its
+/// `User-Agent`): its writes are a human's, not the daemon's echo.
+fn someone_else(url: &str) -> aws_sdk_ec2::Client {
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "test"))
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn with_events_a_change_is_mirrored_in_seconds_though_the_interval_is_a_minute() {
+    let emulator = EmulatorProcess::start(&["--events"]).await;
+    let ec2 = emulator.sdk().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let queue = format!("{}/123456789012/classiclink-mirror-events", emulator.url);
+    let extra = format!("[events]\nqueue_url = \"{queue}\"\n");
+    let config = write_config(dir.path(), &emulator.url, &format!("127.0.0.1:{port}"), &extra);
+    let text = std::fs::read_to_string(&config).unwrap().replace("interval = \"1s\"", "interval = \"60s\"");
+    std::fs::write(&config, text).unwrap();
+    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+    eventually(Duration::from_secs(30), "/readyz 200", || async { get(&format!("{base}/readyz")).await.0 == 200 })
+        .await;
+    let targeted = "classiclink_mirror_passes_total{kind=\"targeted\"}";
+    let echoes = "classiclink_mirror_events_ignored_total{reason=\"own_echo\"}";
+    eventually(Duration::from_secs(10), "the first pass's own writes read back as echoes", || async {
+        metric(&get(&format!("{base}/metrics")).await.1, echoes) >= 1.0
+    })
+    .await;
+    assert_eq!(metric(&get(&format!("{base}/metrics")).await.1, targeted), 0.0, "echoes pay no pass");
+
+    let changed = std::time::Instant::now();
+    someone_else(&emulator.url)
+        .authorize_security_group_ingress()
+        .group_id("sg-0a1b2c3d")
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(8443)
+                .to_port(8443)
+                .ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip("10.9.0.0/16").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), "the new rule on web's mirror, long before the 60 s pass", || async {
+        mirrors(&ec2)
+            .await
+            .iter()
+            .any(|g| g.name == "web" && g.ingress.iter().any(|r| r.key.ports == Ports::Range { from: 8443, to: 8443 }))
+    })
+    .await;
+    let latency = changed.elapsed();
+    assert!(latency < Duration::from_secs(15), "{latency:?}");
+    let metrics = get(&format!("{base}/metrics")).await.1;
+    assert!(metric(&metrics, targeted) >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "classiclink_mirror_events_acted_on_total") >= 1.0);
+    assert_eq!(metric(&metrics, "classiclink_mirror_event_source_up"), 1.0);
+    let (_, status) = get(&format!("{base}/status")).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["events"]["state"], "ok", "{status}");
+    assert!(status["events"]["acted_on"].as_u64() >= Some(1));
+    assert_eq!(stop(daemon, "TERM").await.code(), Some(0));
+}
