@@ -177,7 +177,8 @@ fn parse_inner(body: &str, expected: &Expected) -> Result<Hint, IgnoreReason> {
                 return Err(FailedCall);
             }
             let agent = text(detail, "userAgent").unwrap_or_default();
-            if agent.contains(&format!("app/{OWN_APP_NAME}")) {
+            let own = format!("app/{OWN_APP_NAME}");
+            if agent.split_whitespace().any(|token| token == own) {
                 return Err(OwnEcho);
             }
             hint.what = name.to_owned();
@@ -318,6 +319,9 @@ mod tests {
         let mut ours = base.clone();
         ours["detail"]["userAgent"] = json!("aws-sdk-rust/1.3 os/linux lang/rust/1.95 app/classiclink-mirror");
         assert_eq!(verdict(&ours), Verdict::Ignore(IgnoreReason::OwnEcho));
+        let mut lookalike = base.clone();
+        lookalike["detail"]["userAgent"] = json!("aws-sdk-rust/1.3 app/classiclink-mirror-demo-operator");
+        assert!(matches!(verdict(&lookalike), Verdict::Act(_)), "only our exact app name is an echo");
         let mut failed = base;
         failed["detail"]["errorCode"] = json!("Client.UnauthorizedOperation");
         assert_eq!(verdict(&failed), Verdict::Ignore(IgnoreReason::FailedCall));

@@ -84,6 +84,10 @@ pub struct AwsOptions {
     pub operation_timeout: Duration,
     /// Use these instead of the standard credential chain.
     pub credentials: Option<StaticCredentials>,
+    /// The app name in every request's `User-Agent`: [`OWN_APP_NAME`] for
+    /// the daemon, whose events are then recognised as its own echo;
+    /// another name for a client that plays someone else (`demo`'s script).
+    pub app_name: String,
 }
 
 impl Default for AwsOptions {
@@ -96,6 +100,7 @@ impl Default for AwsOptions {
             // and retried by `Limited` than left to stall the pass.
             operation_timeout: Duration::from_secs(30),
             credentials: None,
+            app_name: OWN_APP_NAME.to_owned(),
         }
     }
 }
@@ -125,8 +130,9 @@ pub(crate) async fn sdk_config(aws: &AwsConfig, options: &AwsOptions) -> aws_con
                 .operation_timeout(options.operation_timeout)
                 .build(),
         );
-    // A constant that is a valid app name (a unit test checks it).
-    if let Ok(app_name) = AppName::new(OWN_APP_NAME) {
+    // Ours is a valid app name (a unit test checks it); another invalid
+    // one is left out.
+    if let Ok(app_name) = AppName::new(options.app_name.clone()) {
         loader = loader.app_name(app_name);
     }
     if let Some(url) = &aws.endpoint_url {
