@@ -360,29 +360,30 @@ async fn run_loaded(
         };
         let Some((report, memory)) = finished else { break 'daemon };
         state.memory = memory;
-        // This pass's writes are stale in its snapshot: the next targeted
-        // pass describes them again.
-        hub.pass_wrote(crate::events::dirty::touched(&report.plan));
-        if report.snapshot.is_complete() {
-            if let Some(account) = report.snapshot.source_groups.values().map(|g| g.owner_id.as_str()).next() {
-                hub.expect_account(account);
-            }
-            base = Some(Arc::new(report.snapshot.clone()));
-        } else if let Some(batch) = &targeted {
-            // Look again with the next batch (or the next full pass).
-            hub.pass_wrote(batch.dirty.clone());
-        }
         observer.pass_finished(&report, &state.config, started_at);
         if events_on {
             observer.events_pass_finished(targeted.as_ref().map(|b| b.event_times.as_slice()), started_at);
-        }
-        if let Some(batch) = &targeted {
-            info!(
-                groups = batch.dirty.groups.len(),
-                instances = batch.dirty.instances.len(),
-                actions = report.plan.actions.len(),
-                "targeted pass on events finished"
-            );
+            if let Some(batch) = &targeted {
+                info!(
+                    groups = batch.dirty.groups.len(),
+                    instances = batch.dirty.instances.len(),
+                    actions = report.plan.actions.len(),
+                    "targeted pass on events finished"
+                );
+            }
+            // This pass's writes are stale in its snapshot: the next
+            // targeted pass describes them again.
+            hub.pass_wrote(crate::events::dirty::touched(&report.plan));
+            if report.snapshot.is_complete() {
+                if let Some(account) = report.snapshot.source_groups.values().map(|g| g.owner_id.as_str()).next() {
+                    hub.expect_account(account);
+                }
+                // Kept (moved, not copied) for the next targeted pass to merge into.
+                base = Some(Arc::new(report.snapshot));
+            } else if let Some(batch) = &targeted {
+                // Look again with the next batch (or the next full pass).
+                hub.pass_wrote(batch.dirty.clone());
+            }
         }
         if stopping {
             break 'daemon;
