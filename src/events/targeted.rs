@@ -437,4 +437,151 @@ mod tests {
         let stale = touched(&planned);
         same_as_full(&emu, &config, &before, &stale).await;
     }
+
+    /// One change a human (or another tool) could make, with the ids its
+    /// event names.
+    #[derive(Clone, Debug)]
+    enum Change {
+        AddRule(usize, u16),
+        RemoveRule(usize, u16),
+        Launch(usize),
+        Stop(usize),
+        Terminate(usize),
+        Start(usize),
+        Discover(usize),
+        Undiscover(usize),
+        MirrorDrift(usize),
+        DaemonPass,
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..16usize, 1000..2000u16).prop_map(|(g, p)| Change::AddRule(g, p)),
+            (0..16usize).prop_map(|g| Change::RemoveRule(g, 0)),
+            (0..16usize).prop_map(Change::Launch),
+            (0..32usize).prop_map(Change::Stop),
+            (0..32usize).prop_map(Change::Terminate),
+            (0..32usize).prop_map(Change::Start),
+            (0..16usize).prop_map(Change::Discover),
+            (0..16usize).prop_map(Change::Undiscover),
+            (0..16usize).prop_map(Change::MirrorDrift),
+            Just(Change::DaemonPass),
+        ]
+    }
+
+    /// Applies `change`; what its events would mark dirty (a daemon pass:
+    /// what its plan wrote).
+    async fn apply(emu: &Emulator, config: &Config, base: &Snapshot, change: &Change) -> Dirty {
+        let classic: Vec<GroupId> = (1..=16u32)
+            .filter_map(|n| GroupId::try_new(format!("sg-{n:08x}")).ok())
+            .filter(|g| emu.peek_group(g).is_some_and(|g| g.is_classic() && g.name != "default"))
+            .collect();
+        let instances: Vec<InstanceId> =
+            (1..=40u32).filter_map(|n| InstanceId::try_new(format!("i-{n:08x}")).ok()).collect();
+        let pick = |list: &[GroupId], i: usize| list.get(i % list.len().max(1)).cloned();
+        let mut dirty = Dirty::default();
+        match change {
+            Change::AddRule(g, port) | Change::RemoveRule(g, port) if !classic.is_empty() => {
+                let group = pick(&classic, *g).expect("a group");
+                let rule = IpPermission {
+                    ip_protocol: "tcp".into(),
+                    from_port: Some(i32::from(*port)),
+                    to_port: Some(i32::from(*port)),
+                    ip_ranges: vec![CidrSource { cidr: "10.7.0.0/16".into(), description: None }],
+                    ..IpPermission::default()
+                };
+                let done = match change {
+                    Change::AddRule(..) => emu.authorize_permissions(&group, &[rule]).await.is_ok(),
+                    _ => {
+                        let first = emu.peek_group(&group).and_then(|g| g.ingress.first().cloned());
+                        match first {
+                            Some(grant) => Ec2::revoke_ingress(emu, &group, &[grant]).await.is_ok(),
+                            None => false,
+                        }
+                    }
+                };
+                if done {
+                    dirty.groups.insert(group);
+                }
+            }
+            Change::Launch(g) if !classic.is_empty() => {
+                let group = pick(&classic, *g).expect("a group");
+                if let Ok(ids) = emu.run_instances(&RunInstances::classic([group])).await {
+                    dirty.instances.extend(ids);
+                }
+            }
+            Change::Stop(i) | Change::Terminate(i) | Change::Start(i) => {
+                let id = instances[i % instances.len()].clone();
+                let ids = std::slice::from_ref(&id);
+                let done = match change {
+                    Change::Stop(_) => emu.stop_instances(ids).await.is_ok(),
+                    Change::Terminate(_) => emu.terminate_instances(ids).await.is_ok(),
+                    _ => emu.start_instances(ids).await.is_ok(),
+                };
+                if done {
+                    dirty.instances.insert(id);
+                }
+            }
+            Change::Discover(g) | Change::Undiscover(g) if !classic.is_empty() => {
+                let group = pick(&classic, *g).expect("a group");
+                let vpc = base.vpcs.keys().next().expect("a VPC").to_string();
+                let done = match change {
+                    Change::Discover(_) => {
+                        emu.tag_groups(
+                            std::slice::from_ref(&group),
+                            &BTreeMap::from([(DEFAULT_DISCOVERY_TAG.to_owned(), vpc)]),
+                        )
+                        .await
+                    }
+                    _ => {
+                        emu.untag_groups(std::slice::from_ref(&group), &[(DEFAULT_DISCOVERY_TAG.to_owned(), None)])
+                            .await
+                    }
+                };
+                if done.is_ok() {
+                    dirty.groups.insert(group);
+                }
+            }
+            Change::MirrorDrift(m) => {
+                let mirrors: Vec<&SecurityGroup> = base.vpc_groups.values().filter(|g| !g.ingress.is_empty()).collect();
+                if let Some(mirror) = mirrors.get(m % mirrors.len().max(1))
+                    && let Some(grant) = mirror.ingress.first()
+                    && Ec2::revoke_ingress(emu, &mirror.id, std::slice::from_ref(grant)).await.is_ok()
+                {
+                    dirty.groups.insert(mirror.id.clone());
+                }
+            }
+            Change::DaemonPass => {
+                let (planned, _) = plan(config, base, &Memory::default(), now());
+                execute(emu, &planned, &ExecuteOptions::default(), &CancellationToken::new()).await;
+                dirty = touched(&planned);
+            }
+            _ => {}
+        }
+        dirty
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..proptest::prelude::ProptestConfig::default() })]
+
+        /// Whatever changes happen, describing what their events name (and
+        /// what the daemon's own passes wrote) and merging it into the last
+        /// snapshot gives what a full observation sees.
+        #[test]
+        fn targeted_observation_after_any_changes_equals_a_full_one(changes in proptest::collection::vec(change(), 1..8)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            runtime.block_on(async {
+                let (emu, config) = world().await;
+                let mut snapshot = full(&emu, &config).await;
+                for change in &changes {
+                    let dirty = apply(&emu, &config, &snapshot, change).await;
+                    let targeted = observe_targeted(&emu, &config, &snapshot, &dirty).await;
+                    assert!(targeted.errors.is_empty());
+                    assert_eq!(targeted.snapshot, full(&emu, &config).await, "after {change:?} in {changes:?}");
+                    snapshot = targeted.snapshot;
+                }
+            });
+        }
+    }
 }
