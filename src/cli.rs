@@ -115,6 +115,36 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration,
           env = "CLASSICLINK_MIRROR_EMULATOR_CONSISTENCY_DELAY")]
     pub consistency_delay: Duration,
+    /// Publish the EventBridge event of every accepted write into an SQS
+    /// queue served on the same address (docs/emulator.md, "Event queue");
+    /// its URL is the second line of stdout.
+    #[arg(long, env = "CLASSICLINK_MIRROR_EMULATOR_EVENTS")]
+    pub events: bool,
+    /// With `--events`: how long after its write an event is delivered.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration,
+          requires = "events", env = "CLASSICLINK_MIRROR_EMULATOR_EVENT_DELAY")]
+    pub event_delay: Duration,
+    /// With `--events`: up to this much more delay, uniformly drawn (events overtake each other).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration,
+          requires = "events", env = "CLASSICLINK_MIRROR_EMULATOR_EVENT_DELAY_JITTER")]
+    pub event_delay_jitter: Duration,
+    /// With `--events`: share of events lost, 0 to 1.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate, requires = "events",
+          env = "CLASSICLINK_MIRROR_EMULATOR_EVENT_LOSS")]
+    pub event_loss: f64,
+    /// With `--events`: share of events delivered twice, 0 to 1.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate, requires = "events",
+          env = "CLASSICLINK_MIRROR_EMULATOR_EVENT_DUPLICATION")]
+    pub event_duplication: f64,
+    /// With `--events`: seed of the delay, loss and duplication draws.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "events",
+        env = "CLASSICLINK_MIRROR_EMULATOR_EVENT_SEED"
+    )]
+    pub event_seed: u64,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -227,6 +257,33 @@ mod apply_tests {
         let Command::Apply(args) = cli.command else { panic!() };
         assert_eq!(args.max_passes, 5);
         assert!(Cli::try_parse_from(["x", "apply", "--config", "c.toml", "--max-passes", "0"]).is_err());
+    }
+
+    #[test]
+    fn event_knobs_need_events_and_take_rates_and_durations() {
+        let cli = Cli::parse_from([
+            "x",
+            "emulator",
+            "--events",
+            "--event-delay",
+            "2s",
+            "--event-delay-jitter",
+            "500ms",
+            "--event-loss",
+            "0.1",
+            "--event-duplication",
+            "0.2",
+            "--event-seed",
+            "9",
+        ]);
+        let Command::Emulator(args) = cli.command else { panic!() };
+        assert!(args.events);
+        assert_eq!((args.event_delay, args.event_delay_jitter), (Duration::from_secs(2), Duration::from_millis(500)));
+        assert_eq!((args.event_loss, args.event_duplication, args.event_seed), (0.1, 0.2, 9));
+        assert!(Cli::try_parse_from(["x", "emulator", "--event-loss", "0.1"]).is_err(), "needs --events");
+        assert!(Cli::try_parse_from(["x", "emulator", "--events", "--event-loss", "1.5"]).is_err());
+        let Command::Emulator(off) = Cli::parse_from(["x", "emulator"]).command else { panic!() };
+        assert!(!off.events);
     }
 
     #[test]

@@ -322,6 +322,17 @@ pub struct DiscoveryConfig {
     pub tag_key: Option<String>,
 }
 
+/// `[events]`: the optional event queue (docs/operations.md, "Events").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// The SQS queue an EventBridge rule feeds with EC2's events; `None`:
+    /// no events, periodic passes only.
+    pub queue_url: Option<String>,
+    /// An SQS-compatible endpoint; `None`: `[aws] endpoint_url` (so the
+    /// emulator serves both), else AWS's own.
+    pub endpoint_url: Option<String>,
+}
+
 /// How a `[[mirror]]` names its source group.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceRef {
@@ -382,6 +393,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[discovery]`.
     pub discovery: DiscoveryConfig,
+    /// `[events]`.
+    pub events: EventsConfig,
     /// `[[mirror]]`, in file order.
     pub mirrors: Vec<MirrorConfig>,
 }
@@ -427,6 +440,7 @@ impl Config {
             },
             limits: LimitsConfig { rules_per_group: DEFAULT_RULES_PER_GROUP },
             discovery: DiscoveryConfig { tag_key: Some(DEFAULT_DISCOVERY_TAG.to_owned()) },
+            events: EventsConfig::default(),
             mirrors: Vec::new(),
         }
     }
@@ -642,6 +656,7 @@ const SCHEMA: &[(&str, Shape)] = &[
     ),
     ("limits", Shape::Table(&["rules_per_group"])),
     ("discovery", Shape::Table(&["tag_key"])),
+    ("events", Shape::Table(&["queue_url", "endpoint_url"])),
     (
         "mirror",
         Shape::ArrayOfTables(&["source_group", "vpc", "name", "link_instances", "mode", "adopt", "enable_classiclink"]),
@@ -666,6 +681,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     discovery: RawDiscovery,
+    #[serde(default)]
+    events: RawEvents,
     #[serde(default)]
     mirror: Vec<Spanned<RawMirror>>,
 }
@@ -730,6 +747,13 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawDiscovery {
     tag_key: Option<RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    queue_url: Option<RawValue>,
+    endpoint_url: Option<RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1226,6 +1250,7 @@ impl Checker<'_> {
         let rate_limit = self.check_rate_limit(&raw.rate_limit, &defaults.rate_limit);
         let limits = self.check_limits(&raw.limits, &defaults.limits);
         let discovery = self.check_discovery(&raw.discovery);
+        let events = self.check_events(&raw.events);
         let mirrors = self.check_mirrors(&raw.mirror, skipped);
         Some(Config {
             aws: aws?,
@@ -1234,6 +1259,7 @@ impl Checker<'_> {
             rate_limit: rate_limit?,
             limits: limits?,
             discovery: discovery?,
+            events: events?,
             mirrors: mirrors?,
         })
     }
@@ -1466,6 +1492,28 @@ impl Checker<'_> {
         let default = defaults.rules_per_group as u64;
         let rules_per_group = self.integer(&bounds::RULES_PER_GROUP, raw.rules_per_group.as_ref(), default)?;
         Some(LimitsConfig { rules_per_group: Self::usize_of(rules_per_group) })
+    }
+
+    fn check_events(&mut self, raw: &RawEvents) -> Option<EventsConfig> {
+        let mut ok = true;
+        let mut url = |this: &mut Self, path: &str, value: &Option<RawValue>| -> Option<String> {
+            let value = value.as_ref()?;
+            let Some(url) = this.string(path, value) else {
+                ok = false;
+                return None;
+            };
+            match check_endpoint_url(url) {
+                Ok(()) => Some(url.to_owned()),
+                Err(why) => {
+                    this.invalid(path, value, format!("{url:?} {why}"));
+                    ok = false;
+                    None
+                }
+            }
+        };
+        let queue_url = url(self, "events.queue_url", &raw.queue_url);
+        let endpoint_url = url(self, "events.endpoint_url", &raw.endpoint_url);
+        ok.then_some(EventsConfig { queue_url, endpoint_url })
     }
 
     fn check_discovery(&mut self, raw: &RawDiscovery) -> Option<DiscoveryConfig> {
@@ -2490,6 +2538,9 @@ retry_timeout_cost = 4
 rules_per_group = 120
 [discovery]
 tag_key = "mirror-to"
+[events]
+queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/classiclink-mirror-events"
+endpoint_url = "http://127.0.0.1:9324"
 [[mirror]]
 source_group = "web"
 vpc = "vpc-0123"
@@ -2554,6 +2605,10 @@ enable_classiclink = true
         };
         expected.limits.rules_per_group = 120;
         expected.discovery.tag_key = Some("mirror-to".to_owned());
+        expected.events = EventsConfig {
+            queue_url: Some("https://sqs.eu-west-1.amazonaws.com/123456789012/classiclink-mirror-events".to_owned()),
+            endpoint_url: Some("http://127.0.0.1:9324".to_owned()),
+        };
         expected.mirrors = vec![MirrorConfig {
             source: SourceRef::Name("web".to_owned()),
             vpc: VpcId::try_new("vpc-0123").unwrap(),

@@ -40,6 +40,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
+use crate::events::EventSource;
+use crate::events::parse::Expected;
+use crate::events::runner::{EventHub, read_events};
 use crate::execute::ActionResult;
 use crate::execute::ExecuteOptions;
 use crate::http;
@@ -48,7 +51,7 @@ use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
 use crate::observe::ObserveError;
 use crate::plan::Memory;
-use crate::reconcile::{PassReport, Phase, Progress, execute_options, reconcile_once_observed};
+use crate::reconcile::{PassReport, Phase, Progress, execute_options, plan_and_execute, reconcile_once_observed};
 use crate::state::{StateError, StateFile, conservative_start};
 
 /// What the daemon is told from outside (signals, tests).
@@ -85,6 +88,12 @@ pub trait PassObserver: Send + Sync {
     fn stopping(&self) {}
     /// `/metrics` and friends are served on `address`.
     fn serving(&self, _address: std::net::SocketAddr) {}
+    /// An event source is configured; `hub` holds its counts and health.
+    fn events_enabled(&self, _hub: &EventHub) {}
+    /// With events on, a pass finished (after [`Self::pass_finished`]):
+    /// `Some(event_times)` for a targeted pass (its events' own times),
+    /// `None` for a full one; `started_at` is the pass's `now`.
+    fn events_pass_finished(&self, _event_times: Option<&[SystemTime]>, _started_at: SystemTime) {}
 }
 
 /// A pass's [`Progress`], told to a [`PassObserver`].
@@ -114,6 +123,12 @@ impl Progress for Observed<'_> {
 pub trait Connector: Send + Sync {
     /// A client for `config`.
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2>;
+
+    /// The event source of `config`'s `[events]`, if any (default: none,
+    /// periodic passes only).
+    async fn event_source(&self, _config: &Config) -> Option<Arc<dyn EventSource>> {
+        None
+    }
 }
 
 /// Errors that stop the daemon.
@@ -259,6 +274,9 @@ impl Loop<'_> {
                     warn!(state_dir = %config.daemon.state_dir.display(),
                         "daemon.state_dir changed: it takes effect after a restart");
                 }
+                if config.events != self.config.events {
+                    warn!("[events] changed: it takes effect after a restart");
+                }
                 info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
                 self.config = config;
                 self.observer.reloaded(ReloadOutcome::Applied, &self.config);
@@ -361,13 +379,26 @@ async fn run_loaded(
     mut events: mpsc::Receiver<Event>,
 ) {
     let ec2 = connector.connect(&config).await;
+    // Events (docs/architecture.md, "Events"): a reader task feeds the hub;
+    // the loop runs a targeted pass when its debounce is due.
+    let hub = EventHub::new(Expected { account: None, region: config.aws.region.clone() });
+    let reader_cancel = CancellationToken::new();
+    let source = connector.event_source(&config).await;
+    let events_on = source.is_some();
+    if let Some(source) = source {
+        observer.events_enabled(&hub);
+        tokio::spawn(read_events(source, hub.clone(), Arc::clone(&settings.wall_clock), reader_cancel.clone()));
+    }
+    let _stop_reader = reader_cancel.clone().drop_guard();
     let seen = FileState::of(&Ok(config_text.into_bytes()));
     let mut state_file = StateFile::new(config.daemon.state_dir.clone());
     let memory = load_state(&mut state_file, observer, (settings.wall_clock)());
     let mut state =
         Loop { settings, connector, observer, config, seen, ec2, memory, state_file, state_file_failing: false };
-    info!(path = %settings.config_path.display(), mappings = state.config.mirrors.len(),
+    info!(path = %settings.config_path.display(), mappings = state.config.mirrors.len(), events = events_on,
         interval = %humantime::format_duration(state.config.daemon.interval), "daemon started");
+    // The last complete snapshot, which a targeted pass merges into.
+    let mut base: Option<Arc<crate::model::Snapshot>> = None;
 
     let cancel = CancellationToken::new();
     let mut watch = tokio::time::interval(settings.watch_every);
@@ -376,14 +407,25 @@ async fn run_loaded(
     let mut reload_pending = false;
 
     'daemon: loop {
-        // Wait for the next pass, reloading on the way when asked.
+        // Wait for the next pass, reloading on the way when asked; a
+        // targeted pass when events are due before it.
+        let mut targeted = None;
         loop {
             if reload_pending {
                 reload_pending = false;
                 state.reload("signal").await;
             }
+            let due = if events_on && base.is_some() { hub.due_at() } else { None };
             tokio::select! {
                 () = tokio::time::sleep_until(next_start) => break,
+                () = sleep_until_some(due) => {
+                    let batch = hub.take();
+                    if !batch.dirty.everything {
+                        targeted = Some(batch);
+                    }
+                    break;
+                }
+                () = hub.changed(), if events_on => {}
                 event = events.recv() => match event {
                     Some(Event::Reload) => reload_pending = true,
                     Some(Event::Shutdown) | None => break 'daemon,
@@ -405,17 +447,44 @@ async fn run_loaded(
         let ec2 = Arc::clone(&state.ec2);
         let mut memory = std::mem::take(&mut state.memory);
         let started_at = (settings.wall_clock)();
+        let targeted_base = targeted.as_ref().and(base.clone());
+        if targeted_base.is_none() {
+            hub.full_pass_started();
+        }
         let pass = async {
-            let report = reconcile_once_observed(
-                ec2.as_ref(),
-                &config,
-                &mut memory,
-                started_at,
-                &options,
-                &cancel,
-                &Observed(observer),
-            )
-            .await;
+            let progress = Observed(observer);
+            let report = match (&targeted, &targeted_base) {
+                (Some(batch), Some(base)) => {
+                    progress.phase(Phase::Observing);
+                    let observation =
+                        crate::events::targeted::observe_targeted(ec2.as_ref(), &config, base, &batch.dirty).await;
+                    progress.observed(&observation.snapshot);
+                    plan_and_execute(
+                        ec2.as_ref(),
+                        &config,
+                        observation,
+                        started,
+                        &mut memory,
+                        started_at,
+                        &options,
+                        &cancel,
+                        &progress,
+                    )
+                    .await
+                }
+                _ => {
+                    reconcile_once_observed(
+                        ec2.as_ref(),
+                        &config,
+                        &mut memory,
+                        started_at,
+                        &options,
+                        &cancel,
+                        &progress,
+                    )
+                    .await
+                }
+            };
             (report, memory)
         };
         tokio::pin!(pass);
@@ -442,13 +511,47 @@ async fn run_loaded(
         state.memory = memory;
         state.save_state();
         observer.pass_finished(&report, &state.config, started_at);
+        if events_on {
+            observer.events_pass_finished(targeted.as_ref().map(|b| b.event_times.as_slice()), started_at);
+            if let Some(batch) = &targeted {
+                info!(
+                    groups = batch.dirty.groups.len(),
+                    instances = batch.dirty.instances.len(),
+                    actions = report.plan.actions.len(),
+                    "targeted pass on events finished"
+                );
+            }
+            // This pass's writes are stale in its snapshot: the next
+            // targeted pass describes them again.
+            hub.pass_wrote(crate::events::dirty::touched(&report.plan));
+            if report.snapshot.is_complete() {
+                if let Some(account) = report.snapshot.source_groups.values().map(|g| g.owner_id.as_str()).next() {
+                    hub.expect_account(account);
+                }
+                // Kept (moved, not copied) for the next targeted pass to merge into.
+                base = Some(Arc::new(report.snapshot));
+            } else if let Some(batch) = &targeted {
+                // Look again with the next batch (or the next full pass).
+                hub.pass_wrote(batch.dirty.clone());
+            }
+        }
         if stopping {
             break 'daemon;
         }
-        next_start = started + jittered(state.config.daemon.interval);
+        if targeted.is_none() {
+            next_start = started + jittered(state.config.daemon.interval);
+        }
     }
     observer.stopping();
     info!("daemon stopped");
+}
+
+/// Sleeps until `due`, or forever when there is none.
+async fn sleep_until_some(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Metrics, `/status`, health and systemd notification as one
@@ -456,13 +559,15 @@ async fn run_loaded(
 pub struct Instruments {
     state: http::State,
     notified_ready: AtomicBool,
+    /// The event path's hub, when events are on.
+    events: std::sync::Mutex<Option<EventHub>>,
 }
 
 impl Instruments {
     /// Instruments reporting into `state`.
     #[must_use]
     pub fn new(state: http::State) -> Self {
-        Self { state, notified_ready: AtomicBool::new(false) }
+        Self { state, notified_ready: AtomicBool::new(false), events: std::sync::Mutex::new(None) }
     }
 
     /// Alive for the watchdog, as for `/healthz`: a cycle started recently,
@@ -526,6 +631,25 @@ impl PassObserver for Instruments {
 
     fn stopping(&self) {
         notify(&[sd_notify::NotifyState::Stopping]);
+    }
+
+    fn events_enabled(&self, hub: &EventHub) {
+        match crate::events::metrics::EventMetrics::register(self.state.metrics().registry()) {
+            Ok(metrics) => hub.attach_metrics(metrics),
+            Err(e) => warn!(error = %e, "the event metrics could not be registered"),
+        }
+        self.state.set_events(hub.clone());
+        *self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hub.clone());
+    }
+
+    fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, started_at: SystemTime) {
+        let hub = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(metrics) = hub.and_then(|h| h.metrics()) else { return };
+        let kind = if event_times.is_some() { "targeted" } else { "full" };
+        metrics.passes.with_label_values(&[kind]).inc();
+        for time in event_times.unwrap_or_default() {
+            metrics.lag.observe(started_at.duration_since(*time).unwrap_or_default().as_secs_f64());
+        }
     }
 }
 
@@ -641,6 +765,14 @@ impl PassObserver for Both<'_> {
     fn serving(&self, address: std::net::SocketAddr) {
         self.0.serving(address);
         self.1.serving(address);
+    }
+    fn events_enabled(&self, hub: &EventHub) {
+        self.0.events_enabled(hub);
+        self.1.events_enabled(hub);
+    }
+    fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, started_at: SystemTime) {
+        self.0.events_pass_finished(event_times, started_at);
+        self.1.events_pass_finished(event_times, started_at);
     }
 }
 

@@ -1,9 +1,11 @@
 //! `demo`: the whole product on one machine, for a newcomer. Starts the EC2
 //! emulator over HTTP with the sample Classic estate (`config/demo-estate.toml`,
-//! built in), runs the daemon against it through the real AWS SDK, narrates
-//! each pass, then changes the Classic side a few times — a new rule, new
-//! instances, a discovery tag removed — so the mirrors can be seen following,
-//! and keeps serving `/metrics` until Ctrl-C.
+//! built in) and its event queue, runs the daemon against both through the
+//! real AWS SDKs, narrates each pass, then changes the Classic side a few
+//! times — a new rule, new instances, a discovery tag removed — so the
+//! mirrors can be seen following (within a second: each change's event
+//! brings a targeted pass before the next full one), and keeps serving
+//! `/metrics` until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,10 +19,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::daemon::{Connector, Event, PassObserver, ServeError, Settings, serve_with};
-use crate::ec2::aws::{AwsEc2, AwsOptions, StaticCredentials};
+use crate::ec2::aws::{AwsEc2, AwsEventSource, AwsOptions, StaticCredentials};
 use crate::ec2::limited::{Limited, RequestObserver};
 use crate::ec2::{Category, Ec2, Operation};
+use crate::emulator::events::EventOptions;
 use crate::emulator::{Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
+use crate::events::{EventSource, QueueSettings};
 use crate::model::{DEFAULT_DISCOVERY_TAG, Grant, GroupId, Peer, Ports, Protocol};
 use crate::plan::{Action, WarningKind};
 use crate::reconcile::PassReport;
@@ -108,6 +112,11 @@ impl Connector for DemoConnector {
         let observer = Fanout(self.metrics.request_observer(), WriteCounter(Arc::clone(&self.writes)));
         Arc::new(Limited::new(client, &config.rate_limit).with_observer(Box::new(observer)))
     }
+
+    async fn event_source(&self, config: &Config) -> Option<Arc<dyn EventSource>> {
+        let settings = QueueSettings::from_config(config)?;
+        Some(Arc::new(AwsEventSource::from_settings_with(&settings, demo_aws_options()).await))
+    }
 }
 
 fn demo_aws_options() -> AwsOptions {
@@ -121,6 +130,8 @@ fn demo_aws_options() -> AwsOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Progress {
     passes: u64,
+    /// The last pass executed actions, none failed.
+    wrote: bool,
     /// The last pass planned nothing to execute on a complete snapshot.
     converged: bool,
     /// Orphaned mirrors the last pass saw.
@@ -237,8 +248,10 @@ impl PassObserver for Narrator {
             }
         }
         let orphans = pass.plan.orphans.len();
+        let wrote = !pass.report.outcomes.is_empty() && pass.failed() == 0;
         self.progress.send_modify(|p| {
             p.passes += 1;
+            p.wrote = wrote;
             p.converged = converged;
             p.orphans = orphans;
         });
@@ -247,6 +260,25 @@ impl PassObserver for Narrator {
     fn serving(&self, address: SocketAddr) {
         let _ = self.metrics_at.send(Some(address));
     }
+
+    fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, _started_at: SystemTime) {
+        if let Some(times) = event_times {
+            let noun = if times.len() == 1 { "event" } else { "events" };
+            println!("  (a targeted pass: {} {noun} named what changed; only that was described again)", times.len());
+        }
+    }
+}
+
+/// Waits for the pass that mirrors a change made at `changed`, and says how
+/// long it took against the interval a pass without events would wait.
+async fn mirrored(progress: &mut watch::Receiver<Progress>, changed: std::time::Instant, interval: Duration) {
+    let after = progress.borrow().passes;
+    wait_for(progress, |p| p.passes > after && p.wrote).await;
+    println!(
+        "==> mirrored {:.1?} after the change; without events it waits for the next full pass (every {})",
+        changed.elapsed(),
+        humantime::format_duration(interval)
+    );
 }
 
 async fn wait_for(progress: &mut watch::Receiver<Progress>, what: impl Fn(&Progress) -> bool) {
@@ -271,17 +303,22 @@ async fn script(
     client: &AwsEc2,
     emulator: &Emulator,
     mut progress: watch::Receiver<Progress>,
+    interval: Duration,
 ) -> Result<(), DemoError> {
     let group = |name: &str| -> GroupId { emulator.group_id(None, name).expect("demo estate group") };
     wait_for(&mut progress, |p| p.converged).await;
     println!("\n==> the VPC side mirrors the Classic estate. Now changing the Classic side.\n");
 
     println!("==> Classic: app now allows tcp 9090 from 10.30.0.0/16 (\"metrics scrape\")");
+    let changed = std::time::Instant::now();
     client.authorize_ingress(&group("app"), &[tcp_from(9090, "10.30.0.0/16", "metrics scrape")]).await?;
+    mirrored(&mut progress, changed, interval).await;
     next_convergence(&mut progress).await;
 
     println!("\n==> Classic: two more web instances are launched");
+    let changed = std::time::Instant::now();
     client.world().run_instances("ami-12c6146b", &[group("web")], 2).await?;
+    mirrored(&mut progress, changed, interval).await;
     next_convergence(&mut progress).await;
 
     println!("\n==> Classic: the discovery tag is removed from db (it stops being mirrored)");
@@ -299,11 +336,15 @@ fn demo_config(endpoint: &str, options: &DemoOptions, state_dir: &Path) -> Strin
          [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n\
          [daemon]\ninterval = \"{}\"\nlisten = \"{}\"\nstate_dir = {:?}\n\n\
          [safety]\norphan_grace = \"{}\"\n\n\
-         [discovery]\ntag_key = \"{DEFAULT_DISCOVERY_TAG}\"\n",
+         [discovery]\ntag_key = \"{DEFAULT_DISCOVERY_TAG}\"\n\n\
+         # The emulator's event queue, on its EC2 endpoint (docs/operations.md, \"Events\").\n\
+         [events]\nqueue_url = \"{endpoint}/{}/{}\"\n",
         humantime::format_duration(options.interval),
         options.listen,
         state_dir.display().to_string(),
         humantime::format_duration(options.interval * 3),
+        crate::emulator::DEFAULT_ACCOUNT_ID,
+        crate::emulator::events::DEFAULT_QUEUE_NAME,
     )
 }
 
@@ -317,6 +358,7 @@ pub async fn run(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> Resul
     let faults = Faults { throttle: Some(Throttle::ec2()), latency: Duration::from_millis(15), ..Faults::none() };
     let emulator = Emulator::from_estate(&estate, EmulatorOptions { faults, ..EmulatorOptions::default() })
         .map_err(|e| DemoError::Estate(e.to_string()))?;
+    emulator.enable_events(EventOptions::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|source| DemoError::Io { what: "cannot bind the emulator", source })?;
@@ -354,9 +396,11 @@ pub async fn run(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> Resul
     };
     let (events, receiver) = mpsc::channel(8);
     let settings = Settings::new(config_path.clone(), None);
+    // The script plays an operator, not the daemon: its writes must not
+    // read as the daemon's own echo.
     let client = AwsEc2::from_config_with(
         &crate::config::AwsConfig { region: "us-east-1".into(), endpoint_url: Some(endpoint.clone()), profile: None },
-        demo_aws_options(),
+        AwsOptions { app_name: "demo-operator".into(), ..demo_aws_options() },
     )
     .await;
 
@@ -372,7 +416,7 @@ pub async fn run(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> Resul
         println!("daemon metrics at http://{address}/metrics, status at http://{address}/status\n");
         // Ctrl-C stops the demo at any point, script or not.
         let scripted = tokio::select! {
-            scripted = script(&client, &emulator, progress_rx) => scripted,
+            scripted = script(&client, &emulator, progress_rx, options.interval) => scripted,
             _ = stop.recv() => {
                 let _ = events.send(Event::Shutdown).await;
                 return Ok(());

@@ -399,6 +399,59 @@ pub struct StatusDocument {
     /// Pairs in a fight after the last cycle, by pair then kind.
     #[serde(default)]
     pub fights: Vec<FightStatus>,
+    /// The event source, when `[events]` configures one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventSourceStatus>,
+}
+
+/// The event source's health and counts in `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventSourceStatus {
+    /// `ok` while receives succeed; `failing` while they fail (the daemon
+    /// then runs on its periodic passes alone).
+    pub state: String,
+    /// When the last receive succeeded (RFC 3339).
+    pub last_receive_at: Option<String>,
+    /// The last failure: when, its kind, its message.
+    pub last_error: Option<EventErrorStatus>,
+    /// Failed receives since the last good one.
+    pub consecutive_errors: u32,
+    /// Messages received.
+    pub received: u64,
+    /// Events acted on.
+    pub acted_on: u64,
+    /// Events ignored, by reason.
+    pub ignored: BTreeMap<String, u64>,
+}
+
+/// One failure of the event source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventErrorStatus {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Its kind (`no_queue`, `denied`, `transient`, …).
+    pub kind: String,
+    /// What the queue said.
+    pub message: String,
+}
+
+impl EventSourceStatus {
+    fn of(hub: &crate::events::runner::EventHub) -> Self {
+        let (health, counts) = (hub.health(), hub.counts());
+        Self {
+            state: if health.is_healthy() { "ok" } else { "failing" }.to_owned(),
+            last_receive_at: health.last_receive.map(rfc3339),
+            last_error: health.last_error.map(|(at, kind, message)| EventErrorStatus {
+                at: rfc3339(at),
+                kind: kind.to_owned(),
+                message,
+            }),
+            consecutive_errors: health.consecutive_errors,
+            received: counts.received,
+            acted_on: counts.acted_on,
+            ignored: counts.ignored.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        }
+    }
 }
 
 /// What a pair keeps across cycles.
@@ -706,6 +759,7 @@ impl StatusBoard {
             orphans: self.orphans.clone(),
             warnings: self.warnings.clone(),
             fights: self.fights.clone(),
+            events: None,
         }
     }
 }
@@ -718,6 +772,7 @@ struct Shared {
     health: Mutex<Health>,
     board: Mutex<StatusBoard>,
     clock: WallClock,
+    events: Mutex<Option<crate::events::runner::EventHub>>,
 }
 
 /// What the HTTP handlers read and the daemon loop writes. Cheap to clone
@@ -754,6 +809,7 @@ impl State {
                 health: Mutex::new(Health::new(config.daemon.interval, Instant::now())),
                 board: Mutex::new(StatusBoard::new(config.daemon.mode)),
                 clock,
+                events: Mutex::new(None),
             }),
         }
     }
@@ -841,7 +897,14 @@ impl State {
     pub fn status(&self) -> StatusDocument {
         let ready = self.is_ready();
         let now = (self.shared.clock)();
-        lock(&self.shared.board).document(now, ready)
+        let mut document = lock(&self.shared.board).document(now, ready);
+        document.events = lock(&self.shared.events).as_ref().map(EventSourceStatus::of);
+        document
+    }
+
+    /// Shows the event source of `hub` in `/status` from now on.
+    pub fn set_events(&self, hub: crate::events::runner::EventHub) {
+        *lock(&self.shared.events) = Some(hub);
     }
 }
 

@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod demo;
 pub mod ec2;
 pub mod emulator;
+pub mod events;
 pub mod execute;
 pub mod http;
 pub mod mapping;

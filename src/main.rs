@@ -14,8 +14,11 @@ use classiclink_mirror::cli::{
 };
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
 use classiclink_mirror::ec2::aws::AwsEc2;
+use classiclink_mirror::ec2::aws::AwsEventSource;
 use classiclink_mirror::ec2::limited::Limited;
+use classiclink_mirror::emulator::events::EventOptions;
 use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
+use classiclink_mirror::events::{EventSource, QueueSettings};
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
 use classiclink_mirror::state::{self, StateFile};
@@ -113,6 +116,11 @@ impl Connector for AwsConnector {
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
         let client = AwsEc2::from_config(&config.aws).await;
         Arc::new(Limited::new(client, &config.rate_limit).with_observer(self.metrics.request_observer()))
+    }
+
+    async fn event_source(&self, config: &Config) -> Option<Arc<dyn EventSource>> {
+        let settings = QueueSettings::from_config(config)?;
+        Some(Arc::new(AwsEventSource::from_settings(&settings).await))
     }
 }
 
@@ -328,8 +336,26 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
                 "throttling like EC2's token buckets"
             );
         }
-        println!("emulator listening on http://{address}");
-        std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
+        let mut announce = format!("emulator listening on http://{address}\n");
+        if args.events {
+            let queue = world.enable_events(EventOptions {
+                delay: args.event_delay,
+                delay_jitter: args.event_delay_jitter,
+                loss: args.event_loss,
+                duplication: args.event_duplication,
+                seed: args.event_seed,
+                ..EventOptions::default()
+            });
+            let url = queue.url(&format!("http://{address}"), &world.account_id());
+            tracing::info!(queue_url = %url, delay = ?args.event_delay, loss = args.event_loss,
+                duplication = args.event_duplication, "emulator serving its event queue over SQS");
+            announce.push_str(&format!("event queue at {url}\n"));
+        }
+        // One write: a reader that stops after the first line must not make
+        // the second one fail.
+        let mut stdout = std::io::stdout();
+        std::io::Write::write_all(&mut stdout, announce.as_bytes()).context("cannot write to stdout")?;
+        std::io::Write::flush(&mut stdout).context("cannot write to stdout")?;
         emulator::server::serve(world, listener, shutdown).await.context("the emulator server failed")?;
         tracing::info!("emulator stopped");
         Ok(EXIT_OK)

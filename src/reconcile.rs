@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::ec2::Ec2;
 use crate::execute::{ActionResult, ExecuteOptions, Outcome, Report, execute_reporting};
 use crate::model::{Snapshot, SnapshotPart};
-use crate::observe::{ObserveError, observe_reporting};
+use crate::observe::{Observation, ObserveError, observe_reporting};
 use crate::plan::{Executed, Fight, FightKey, FightPolicy, Memory, Plan, WarningKind, plan};
 
 /// Where a pass is (`/status` shows it while the pass runs).
@@ -166,6 +166,25 @@ pub async fn reconcile_once_observed(
         observation = observe_reporting(ec2, config, &report_failure) => observation,
     };
     progress.observed(&observation.snapshot);
+    plan_and_execute(ec2, config, observation, started, memory, now, options, cancel, progress).await
+}
+
+/// A pass on an observation already made (the targeted pass of the event
+/// path merges its own, `events::targeted`): plan, execute, fold what the
+/// execution taught into `memory`, telling `progress` as it goes. `started`
+/// is when the pass began.
+#[allow(clippy::too_many_arguments)] // the pass's inputs, each needed
+pub async fn plan_and_execute(
+    ec2: &dyn Ec2,
+    config: &Config,
+    observation: Observation,
+    started: tokio::time::Instant,
+    memory: &mut Memory,
+    now: SystemTime,
+    options: &ExecuteOptions,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> PassReport {
     progress.phase(Phase::Planning);
     let (plan, next) = plan(config, &observation.snapshot, memory, now);
     *memory = next;

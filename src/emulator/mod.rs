@@ -28,6 +28,7 @@ pub use crate::ec2::codes;
 mod counters;
 mod describe;
 pub mod estate;
+pub mod events;
 mod faults;
 mod filters;
 pub mod generate;
@@ -59,8 +60,21 @@ pub use generate::GenerateSpec;
 pub use permissions::{CidrSource, GroupSource, IpPermission, PrefixListSource};
 pub use state::{Limits, StateChange};
 
+use events::{Caller, EventOptions, EventQueue, Published, documents};
 use faults::FaultState;
 use state::{Fail, GroupSpec, RunSpec, VpcSpec, World};
+
+tokio::task_local! {
+    /// Who is making the requests of the current task (the HTTP server sets
+    /// it from each request's headers); [`Caller::in_process`] otherwise.
+    static CALLER: Caller;
+}
+
+/// Runs `future` with its requests attributed to `caller` in the events
+/// they publish (`userAgent`, `accessKeyId`, region).
+pub async fn with_caller<F: std::future::Future>(caller: Caller, future: F) -> F::Output {
+    CALLER.scope(caller, future).await
+}
 
 /// The account the emulator plays unless told otherwise.
 pub const DEFAULT_ACCOUNT_ID: &str = "123456789012";
@@ -209,6 +223,9 @@ struct Shared {
     world: World,
     faults: FaultState,
     counters: RequestCounters,
+    events: Option<EventQueue>,
+    /// Who requests through the `Ec2` port are attributed to in events.
+    port_caller: Option<Caller>,
 }
 
 /// A handle on one emulated EC2 world. Cloning is cheap and every clone
@@ -235,7 +252,13 @@ impl Emulator {
     }
 
     fn from_world(world: World, faults: Faults, now: Instant) -> Self {
-        let shared = Shared { world, faults: FaultState::new(faults, now), counters: RequestCounters::default() };
+        let shared = Shared {
+            world,
+            faults: FaultState::new(faults, now),
+            counters: RequestCounters::default(),
+            events: None,
+            port_caller: None,
+        };
         Self { shared: Arc::new(Mutex::new(shared)) }
     }
 
@@ -263,6 +286,18 @@ impl Emulator {
         operation: Operation,
         action: impl FnOnce(&mut World, Instant) -> Result<T, Fail>,
     ) -> Result<T, Ec2Error> {
+        self.write(operation, action, |_, _| Vec::new()).await
+    }
+
+    /// [`Self::request`] for a write: when the write takes effect (an
+    /// injected error *after* the effect included), what `record` says it
+    /// did is published to the event queue, if there is one.
+    async fn write<T>(
+        &self,
+        operation: Operation,
+        action: impl FnOnce(&mut World, Instant) -> Result<T, Fail>,
+        record: impl FnOnce(&T, &World) -> Vec<Published>,
+    ) -> Result<T, Ec2Error> {
         let latency = self.lock().faults.latency();
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -281,7 +316,12 @@ impl Emulator {
             shared.counters.record_error(operation, &fault.code);
             return Err(Ec2Error::new(operation, fault.code.clone(), "Injected fault: the request was not processed."));
         }
-        match (action(&mut shared.world, now), injected) {
+        let result = action(&mut shared.world, now);
+        if let (Ok(value), Some(queue)) = (&result, &shared.events) {
+            let caller = CALLER.try_with(Clone::clone).unwrap_or_else(|_| Caller::in_process());
+            queue.publish(record(value, &shared.world), &caller, &shared.world.account_id);
+        }
+        match (result, injected) {
             (Ok(value), None) => {
                 shared.counters.record_ok(operation);
                 Ok(value)
@@ -329,6 +369,45 @@ impl Emulator {
         let mut shared = self.lock();
         shared.world.consistency_window = faults.consistency_window;
         shared.faults = FaultState::new(faults, Instant::now());
+    }
+
+    /// Turns the event queue on: from now on every accepted write publishes
+    /// its EventBridge events there ([`events`]). Replaces an earlier queue.
+    pub fn enable_events(&self, options: EventOptions) -> EventQueue {
+        let queue = EventQueue::new(options);
+        self.lock().events = Some(queue.clone());
+        queue
+    }
+
+    /// Attributes the writes made through the [`Ec2`](crate::ec2::Ec2) port
+    /// (the daemon, in-process) to `user_agent` in the events they publish,
+    /// e.g. one with `app/classiclink-mirror` as the daemon's SDK client
+    /// sends — so the daemon recognises its own echo in-process too.
+    pub fn set_port_user_agent(&self, user_agent: impl Into<String>) {
+        self.lock().port_caller = Some(Caller { user_agent: user_agent.into(), ..Caller::in_process() });
+    }
+
+    /// [`Self::write`] for the `Ec2` port: attributed to the port's caller
+    /// unless the request already has one (the HTTP server's).
+    async fn port_write<T>(
+        &self,
+        operation: Operation,
+        action: impl FnOnce(&mut World, Instant) -> Result<T, Fail>,
+        record: impl FnOnce(&T, &World) -> Vec<Published>,
+    ) -> Result<T, Ec2Error> {
+        let port_caller = self.lock().port_caller.clone();
+        match port_caller {
+            Some(caller) if CALLER.try_with(|_| ()).is_err() => {
+                CALLER.scope(caller, self.write(operation, action, record)).await
+            }
+            _ => self.write(operation, action, record).await,
+        }
+    }
+
+    /// The event queue, when events are on.
+    #[must_use]
+    pub fn events(&self) -> Option<EventQueue> {
+        self.lock().events.clone()
     }
 
     // ----- inspection (not counted, no faults, ignores visibility) --------------
@@ -425,7 +504,20 @@ impl Emulator {
             classic_link: request.classic_link,
             tags: request.name.iter().map(|n| ("Name".to_owned(), n.clone())).collect(),
         };
-        self.request(Operation::CreateVpc, |world, now| world.create_vpc(now, spec)).await
+        let enable = request.classic_link;
+        self.write(
+            Operation::CreateVpc,
+            |world, now| world.create_vpc(now, spec),
+            |id, world| {
+                let cidr = world.vpcs.get(id).map(|v| v.cidr.to_string()).unwrap_or_default();
+                let mut out = vec![documents::create_vpc(&cidr, id)];
+                if enable {
+                    out.push(documents::enable_classic_link(id));
+                }
+                out
+            },
+        )
+        .await
     }
 
     /// `CreateSecurityGroup` for a Classic or VPC group, with tags.
@@ -441,7 +533,12 @@ impl Emulator {
             description: request.description.clone(),
             tags: request.tags.clone(),
         };
-        self.request(Operation::CreateSecurityGroup, |world, now| world.create_group(now, spec)).await
+        self.write(
+            Operation::CreateSecurityGroup,
+            |world, now| world.create_group(now, spec),
+            |id, _| vec![documents::create_group(&request.name, &request.description, request.vpc_id.as_ref(), id)],
+        )
+        .await
     }
 
     /// `AuthorizeSecurityGroupIngress` with EC2-shaped permissions; Classic
@@ -455,10 +552,15 @@ impl Emulator {
         group_id: &GroupId,
         permissions: &[IpPermission],
     ) -> Result<(), Ec2Error> {
-        self.request(Operation::AuthorizeSecurityGroupIngress, |world, now| {
-            let grants = permissions::permissions_to_grants(permissions, |name| classic_group(world, name))?;
-            world.authorize(now, group_id, &grants)
-        })
+        let op = Operation::AuthorizeSecurityGroupIngress;
+        self.write(
+            op,
+            |world, now| {
+                let grants = permissions::permissions_to_grants(permissions, |name| classic_group(world, name))?;
+                world.authorize(now, group_id, &grants)
+            },
+            |(), _| vec![documents::ingress(op.as_str(), group_id, permissions)],
+        )
         .await
     }
 
@@ -473,11 +575,16 @@ impl Emulator {
         group_id: &GroupId,
         permissions: &[IpPermission],
     ) -> Result<Vec<IpPermission>, Ec2Error> {
-        self.request(Operation::RevokeSecurityGroupIngress, |world, now| {
-            let grants = permissions::permissions_to_grants(permissions, |name| classic_group(world, name))?;
-            let unknown = world.revoke(now, group_id, &grants)?;
-            Ok(IpPermission::group_grants(&unknown, &world.account_id))
-        })
+        let op = Operation::RevokeSecurityGroupIngress;
+        self.write(
+            op,
+            |world, now| {
+                let grants = permissions::permissions_to_grants(permissions, |name| classic_group(world, name))?;
+                let unknown = world.revoke(now, group_id, &grants)?;
+                Ok(IpPermission::group_grants(&unknown, &world.account_id))
+            },
+            |_, _| vec![documents::ingress(op.as_str(), group_id, permissions)],
+        )
         .await
     }
 
@@ -490,10 +597,15 @@ impl Emulator {
         group_id: &GroupId,
         permissions: &[IpPermission],
     ) -> Result<(), Ec2Error> {
-        self.request(Operation::UpdateSecurityGroupRuleDescriptionsIngress, |world, now| {
-            let grants = permissions::permissions_to_grants(permissions, |name| classic_group(world, name))?;
-            world.update_descriptions(now, group_id, &grants)
-        })
+        let op = Operation::UpdateSecurityGroupRuleDescriptionsIngress;
+        self.write(
+            op,
+            |world, now| {
+                let grants = permissions::permissions_to_grants(permissions, |name| classic_group(world, name))?;
+                world.update_descriptions(now, group_id, &grants)
+            },
+            |(), _| vec![documents::ingress(op.as_str(), group_id, permissions)],
+        )
         .await
     }
 
@@ -502,7 +614,14 @@ impl Emulator {
     /// # Errors
     /// `InvalidGroup.NotFound`, `InvalidParameterValue`, `TagLimitExceeded`.
     pub async fn tag_groups(&self, group_ids: &[GroupId], tags: &BTreeMap<String, String>) -> Result<(), Ec2Error> {
-        self.request(Operation::CreateTags, |world, now| world.create_tags(now, group_ids, tags)).await
+        self.write(
+            Operation::CreateTags,
+            |world, now| world.create_tags(now, group_ids, tags),
+            |(), _| {
+                vec![documents::tags("CreateTags", group_ids, tags.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))]
+            },
+        )
+        .await
     }
 
     /// `DeleteTags` on several groups: a key with a value deletes only a
@@ -511,7 +630,14 @@ impl Emulator {
     /// # Errors
     /// `InvalidGroup.NotFound`.
     pub async fn untag_groups(&self, group_ids: &[GroupId], keys: &[(String, Option<String>)]) -> Result<(), Ec2Error> {
-        self.request(Operation::DeleteTags, |world, now| world.delete_tags(now, group_ids, keys)).await
+        self.write(
+            Operation::DeleteTags,
+            |world, now| world.delete_tags(now, group_ids, keys),
+            |(), _| {
+                vec![documents::tags("DeleteTags", group_ids, keys.iter().map(|(k, v)| (k.as_str(), v.as_deref())))]
+            },
+        )
+        .await
     }
 
     /// `RunInstances`.
@@ -521,17 +647,21 @@ impl Emulator {
     /// `InvalidVpcID.NotFound`, `SecurityGroupsPerInstanceLimitExceeded`,
     /// `InvalidParameterValue` (count 0).
     pub async fn run_instances(&self, request: &RunInstances) -> Result<Vec<InstanceId>, Ec2Error> {
-        self.request(Operation::RunInstances, |world, now| {
-            let spec = RunSpec {
-                id: None,
-                vpc_id: request.vpc_id.clone(),
-                groups: request.groups.clone(),
-                count: request.count,
-                state: if request.pending_for.is_some() { InstanceState::Pending } else { InstanceState::Running },
-                running_at: request.pending_for.map(|d| now + d),
-            };
-            world.run_instances(now, spec)
-        })
+        self.write(
+            Operation::RunInstances,
+            |world, now| {
+                let spec = RunSpec {
+                    id: None,
+                    vpc_id: request.vpc_id.clone(),
+                    groups: request.groups.clone(),
+                    count: request.count,
+                    state: if request.pending_for.is_some() { InstanceState::Pending } else { InstanceState::Running },
+                    running_at: request.pending_for.map(|d| now + d),
+                };
+                world.run_instances(now, spec)
+            },
+            |ids, _| documents::run_instances(&request.groups, request.count, ids, request.pending_for),
+        )
         .await
     }
 
@@ -540,7 +670,12 @@ impl Emulator {
     /// # Errors
     /// `InvalidInstanceID.NotFound`, `IncorrectInstanceState` (terminated).
     pub async fn stop_instances(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, Ec2Error> {
-        self.request(Operation::StopInstances, |world, now| world.stop_instances(now, ids)).await
+        self.write(
+            Operation::StopInstances,
+            |world, now| world.stop_instances(now, ids),
+            |changes, _| documents::state_changes("StopInstances", changes),
+        )
+        .await
     }
 
     /// `StartInstances`: running at once (and unlinked).
@@ -548,7 +683,12 @@ impl Emulator {
     /// # Errors
     /// `InvalidInstanceID.NotFound`, `IncorrectInstanceState` (terminated).
     pub async fn start_instances(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, Ec2Error> {
-        self.request(Operation::StartInstances, |world, now| world.start_instances(now, ids)).await
+        self.write(
+            Operation::StartInstances,
+            |world, now| world.start_instances(now, ids),
+            |changes, _| documents::state_changes("StartInstances", changes),
+        )
+        .await
     }
 
     /// `TerminateInstances`: terminated at once; links are removed.
@@ -556,7 +696,12 @@ impl Emulator {
     /// # Errors
     /// `InvalidInstanceID.NotFound`.
     pub async fn terminate_instances(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, Ec2Error> {
-        self.request(Operation::TerminateInstances, |world, now| world.terminate_instances(now, ids)).await
+        self.write(
+            Operation::TerminateInstances,
+            |world, now| world.terminate_instances(now, ids),
+            |changes, _| documents::state_changes("TerminateInstances", changes),
+        )
+        .await
     }
 
     // ----- describe pages (each page one request) ------------------------------

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page};
 use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
 
+use super::events::documents;
 use super::state::GroupSpec;
 use super::{Emulator, PORT_PAGE_SIZE, PageRequest};
 
@@ -63,39 +64,74 @@ impl Ec2 for Emulator {
             description: request.description.clone(),
             tags: request.tags.clone(),
         };
-        self.request(Operation::CreateSecurityGroup, |world, now| world.create_group(now, spec)).await
+        self.port_write(
+            Operation::CreateSecurityGroup,
+            |world, now| world.create_group(now, spec),
+            |id, _| vec![documents::create_group(&request.name, &request.description, Some(&request.vpc_id), id)],
+        )
+        .await
     }
 
     async fn delete_security_group(&self, group_id: &GroupId) -> Result<(), Ec2Error> {
-        self.request(Operation::DeleteSecurityGroup, |world, now| world.delete_group(now, group_id)).await
+        self.port_write(
+            Operation::DeleteSecurityGroup,
+            |world, now| world.delete_group(now, group_id),
+            |(), _| vec![documents::delete_group(group_id)],
+        )
+        .await
     }
 
     async fn authorize_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
-        self.request(Operation::AuthorizeSecurityGroupIngress, |world, now| world.authorize(now, group_id, grants))
-            .await
+        let op = Operation::AuthorizeSecurityGroupIngress;
+        self.port_write(
+            op,
+            |world, now| world.authorize(now, group_id, grants),
+            |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
+        )
+        .await
     }
 
     async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
-        self.request(Operation::RevokeSecurityGroupIngress, |world, now| world.revoke(now, group_id, grants).map(drop))
-            .await
+        let op = Operation::RevokeSecurityGroupIngress;
+        self.port_write(
+            op,
+            |world, now| world.revoke(now, group_id, grants).map(drop),
+            |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
+        )
+        .await
     }
 
     async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
-        self.request(Operation::UpdateSecurityGroupRuleDescriptionsIngress, |world, now| {
-            world.update_descriptions(now, group_id, grants)
-        })
+        let op = Operation::UpdateSecurityGroupRuleDescriptionsIngress;
+        self.port_write(
+            op,
+            |world, now| world.update_descriptions(now, group_id, grants),
+            |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
+        )
         .await
     }
 
     async fn create_tags(&self, group_id: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error> {
-        self.request(Operation::CreateTags, |world, now| world.create_tags(now, std::slice::from_ref(group_id), tags))
-            .await
+        let groups = std::slice::from_ref(group_id);
+        self.port_write(
+            Operation::CreateTags,
+            |world, now| world.create_tags(now, groups, tags),
+            |(), _| {
+                vec![documents::tags("CreateTags", groups, tags.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))]
+            },
+        )
+        .await
     }
 
     async fn delete_tags(&self, group_id: &GroupId, keys: &[String]) -> Result<(), Ec2Error> {
         let keys: Vec<(String, Option<String>)> = keys.iter().map(|k| (k.clone(), None)).collect();
-        self.request(Operation::DeleteTags, |world, now| world.delete_tags(now, std::slice::from_ref(group_id), &keys))
-            .await
+        let groups = std::slice::from_ref(group_id);
+        self.port_write(
+            Operation::DeleteTags,
+            |world, now| world.delete_tags(now, groups, &keys),
+            |(), _| vec![documents::tags("DeleteTags", groups, keys.iter().map(|(k, _)| (k.as_str(), None)))],
+        )
+        .await
     }
 
     async fn attach_classic_link_vpc(
@@ -104,15 +140,29 @@ impl Ec2 for Emulator {
         vpc_id: &VpcId,
         groups: &[GroupId],
     ) -> Result<(), Ec2Error> {
-        self.request(Operation::AttachClassicLinkVpc, |world, now| world.attach(now, instance_id, vpc_id, groups)).await
+        self.port_write(
+            Operation::AttachClassicLinkVpc,
+            |world, now| world.attach(now, instance_id, vpc_id, groups),
+            |(), _| vec![documents::attach(instance_id, vpc_id, groups)],
+        )
+        .await
     }
 
     async fn detach_classic_link_vpc(&self, instance_id: &InstanceId, vpc_id: &VpcId) -> Result<(), Ec2Error> {
-        self.request(Operation::DetachClassicLinkVpc, |world, now| world.detach(now, instance_id, vpc_id).map(drop))
-            .await
+        self.port_write(
+            Operation::DetachClassicLinkVpc,
+            |world, now| world.detach(now, instance_id, vpc_id).map(drop),
+            |(), _| vec![documents::detach(instance_id, vpc_id)],
+        )
+        .await
     }
 
     async fn enable_vpc_classic_link(&self, vpc_id: &VpcId) -> Result<(), Ec2Error> {
-        self.request(Operation::EnableVpcClassicLink, |world, _| world.enable_classic_link(vpc_id)).await
+        self.port_write(
+            Operation::EnableVpcClassicLink,
+            |world, _| world.enable_classic_link(vpc_id),
+            |(), _| vec![documents::enable_classic_link(vpc_id)],
+        )
+        .await
     }
 }

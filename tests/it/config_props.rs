@@ -169,6 +169,11 @@ fn plausible(path: &str) -> BoxedStrategy<String> {
             "ops@example.com:prod/eu+1=x",
             "0123456789012345678901234567890123456789012345678901234567890123",
         ],
+        // `[events] queue_url`: an SQS queue's URL.
+        "queue_url" => &[
+            "https://sqs.us-east-1.amazonaws.com/123456789012/classiclink-mirror-events",
+            "http://127.0.0.1:4566/123456789012/classiclink-mirror-events",
+        ],
         "delete_orphans" | "link_instances" | "adopt" | "enable_classiclink" => {
             return any::<bool>().prop_map(|b| b.to_string()).boxed();
         }

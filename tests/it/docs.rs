@@ -61,7 +61,8 @@ fn daemon_operations() -> Vec<Operation> {
 fn iam_policy_grants_every_ec2_action_the_daemon_calls_and_nothing_else() {
     let policy = policy();
     assert_eq!(policy["Version"], "2012-10-17");
-    let granted: BTreeSet<&str> = statements(&policy).iter().flat_map(actions).collect();
+    let granted: BTreeSet<&str> =
+        statements(&policy).iter().flat_map(actions).filter(|a| !a.starts_with("sqs:")).collect();
     let needed: BTreeSet<String> = daemon_operations().iter().map(|op| format!("ec2:{op}")).collect();
     let needed: BTreeSet<&str> = needed.iter().map(String::as_str).collect();
     let missing: Vec<_> = needed.difference(&granted).collect();
@@ -72,6 +73,19 @@ fn iam_policy_grants_every_ec2_action_the_daemon_calls_and_nothing_else() {
         assert_eq!(statement["Effect"], "Allow", "{statement}");
         assert!(actions(statement).iter().all(|a| !a.contains('*')), "no wildcard actions: {statement}");
     }
+}
+
+#[test]
+fn iam_policy_grants_the_event_queue_receive_and_delete_on_that_queue_only() {
+    let policy = policy();
+    let sqs: Vec<&Value> =
+        statements(&policy).iter().filter(|s| actions(s).iter().any(|a| a.starts_with("sqs:"))).collect();
+    assert_eq!(sqs.len(), 1, "one statement for the event queue");
+    // DeleteMessageBatch is authorised as sqs:DeleteMessage; the daemon calls
+    // nothing else (no GetQueueUrl: `[events] queue_url` is a URL).
+    assert_eq!(actions(sqs[0]), ["sqs:ReceiveMessage", "sqs:DeleteMessage"]);
+    let resources = strings(&sqs[0]["Resource"]);
+    assert!(resources.iter().all(|r| r.starts_with("arn:aws:sqs:") && !r.ends_with(":*")), "{resources:?}");
 }
 
 #[test]

@@ -563,3 +563,205 @@ async fn more_idle_sockets_than_open_files_allowed_neither_starve_healthz_nor_st
     let warnings = stderr.matches("the HTTP listener cannot accept a connection").count();
     assert!((1..=5).contains(&warnings), "{warnings} accept warnings: {stderr}");
 }
+
+/// An EC2 client that is not the daemon (no `app/classiclink-mirror` in its
+/// `User-Agent`): its writes are a human's, not the daemon's echo.
+fn someone_else(url: &str) -> aws_sdk_ec2::Client {
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "test"))
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn with_events_a_change_is_mirrored_in_seconds_though_the_interval_is_a_minute() {
+    let emulator = EmulatorProcess::start(&["--events"]).await;
+    let ec2 = emulator.sdk().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let queue = format!("{}/123456789012/classiclink-mirror-events", emulator.url);
+    let extra = format!("[events]\nqueue_url = \"{queue}\"\n");
+    let config = write_config(dir.path(), &emulator.url, &format!("127.0.0.1:{port}"), &extra);
+    let text = std::fs::read_to_string(&config).unwrap().replace("interval = \"1s\"", "interval = \"60s\"");
+    std::fs::write(&config, text).unwrap();
+    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+    eventually(Duration::from_secs(30), "/readyz 200", || async { get(&format!("{base}/readyz")).await.0 == 200 })
+        .await;
+    let targeted = "classiclink_mirror_passes_total{kind=\"targeted\"}";
+    let echoes = "classiclink_mirror_events_ignored_total{reason=\"own_echo\"}";
+    eventually(Duration::from_secs(10), "the first pass's own writes read back as echoes", || async {
+        metric(&get(&format!("{base}/metrics")).await.1, echoes) >= 1.0
+    })
+    .await;
+    assert_eq!(metric(&get(&format!("{base}/metrics")).await.1, targeted), 0.0, "echoes pay no pass");
+
+    let changed = std::time::Instant::now();
+    someone_else(&emulator.url)
+        .authorize_security_group_ingress()
+        .group_id("sg-0a1b2c3d")
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(8443)
+                .to_port(8443)
+                .ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip("10.9.0.0/16").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), "the new rule on web's mirror, long before the 60 s pass", || async {
+        mirrors(&ec2)
+            .await
+            .iter()
+            .any(|g| g.name == "web" && g.ingress.iter().any(|r| r.key.ports == Ports::Range { from: 8443, to: 8443 }))
+    })
+    .await;
+    let latency = changed.elapsed();
+    assert!(latency < Duration::from_secs(15), "{latency:?}");
+    let metrics = get(&format!("{base}/metrics")).await.1;
+    assert!(metric(&metrics, targeted) >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "classiclink_mirror_events_acted_on_total") >= 1.0);
+    assert_eq!(metric(&metrics, "classiclink_mirror_event_source_up"), 1.0);
+    let (_, status) = get(&format!("{base}/status")).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["events"]["state"], "ok", "{status}");
+    assert!(status["events"]["acted_on"].as_u64() >= Some(1));
+    assert_eq!(stop(daemon, "TERM").await.code(), Some(0));
+}
+
+/// Change latency with events on (docs/BENCHMARKS.md, "Events"): the real
+/// binary, `emulator --events` with a generated estate
+/// (`EVENTS_BENCH_GROUPS` Classic groups, default 500, 10 rules each, two
+/// instances per group, all discovered), `daemon.interval = 60s`. 50 changes,
+/// alternately a rule on a Classic group and a new Classic instance, each
+/// timed from just before the write to the first describe (every 50 ms)
+/// that shows it mirrored or linked. Run with
+/// `cargo test --test it events_change_latency -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check: minutes of wall time"]
+async fn events_change_latency() {
+    use classiclink_mirror::ec2::LinkFilter;
+    use classiclink_mirror::emulator::GenerateSpec;
+    let groups: usize = std::env::var("EVENTS_BENCH_GROUPS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let dir = tempfile::tempdir().unwrap();
+    let estate = GenerateSpec {
+        classic_groups: groups,
+        rules_per_group: 10,
+        instances: groups * 2,
+        vpcs: 1,
+        discovery_fraction: 1.0,
+        seed: 3,
+        ..GenerateSpec::default()
+    }
+    .estate();
+    let estate_path = dir.path().join("estate.toml");
+    std::fs::write(&estate_path, toml::to_string(&estate).unwrap()).unwrap();
+    let mut child = binary()
+        .args(["emulator", "--listen", "127.0.0.1:0", "--events", "--estate", estate_path.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let url = first.rsplit(' ').next().unwrap().to_owned();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let extra = format!(
+        "[rate_limit]\nmutating_per_second = 500.0\nmutating_burst = 500\ndescribe_per_second = 500.0\ndescribe_burst = 500\n\
+         [events]\nqueue_url = \"{url}/123456789012/classiclink-mirror-events\"\n"
+    );
+    let config = write_config(dir.path(), &url, &format!("127.0.0.1:{port}"), &extra);
+    let text = std::fs::read_to_string(&config).unwrap().replace("interval = \"1s\"", "interval = \"60s\"");
+    std::fs::write(&config, text).unwrap();
+    // Thousands of log lines: an unread pipe would fill and stall the daemon.
+    let daemon = binary()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(600), "the first pass", || async {
+        metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_passes_total{kind=\"full\"}") >= 1.0
+    })
+    .await;
+    let ec2 = crate::common::local_port(&url).await;
+    let operator = someone_else(&url);
+    let discovered = GroupFilter {
+        tag_keys: vec![classiclink_mirror::model::DEFAULT_DISCOVERY_TAG.to_owned()],
+        ..GroupFilter::default()
+    };
+    let sources: Vec<String> =
+        ec2.describe_security_groups(&discovered).await.unwrap().into_iter().map(|g| g.id.to_string()).collect();
+    assert!(!sources.is_empty());
+    let mut latencies = Vec::new();
+    for i in 0..50u32 {
+        let group = sources[(i as usize * 7) % sources.len()].clone();
+        let started = std::time::Instant::now();
+        if i % 2 == 0 {
+            let port = 40000 + i as i32;
+            operator
+                .authorize_security_group_ingress()
+                .group_id(&group)
+                .ip_permissions(
+                    aws_sdk_ec2::types::IpPermission::builder()
+                        .ip_protocol("tcp")
+                        .from_port(port)
+                        .to_port(port)
+                        .ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip("10.99.0.1/32").build())
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let filter = GroupFilter {
+                tags: BTreeMap::from([(OWNERSHIP_TAG.to_owned(), vec![group.clone()])]),
+                ..GroupFilter::default()
+            };
+            let wanted = Ports::Range { from: port as u16, to: port as u16 };
+            while !ec2
+                .describe_security_groups(&filter)
+                .await
+                .unwrap()
+                .iter()
+                .any(|g| g.ingress.iter().any(|r| r.key.ports == wanted))
+            {
+                assert!(started.elapsed() < Duration::from_secs(60), "change {i} not mirrored before the full pass");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            let launched = operator
+                .run_instances()
+                .image_id("ami-1")
+                .min_count(1)
+                .max_count(1)
+                .security_group_ids(&group)
+                .send()
+                .await
+                .unwrap();
+            let id =
+                classiclink_mirror::model::InstanceId::try_new(launched.instances()[0].instance_id().unwrap()).unwrap();
+            let filter = LinkFilter { instance_ids: vec![id], ..LinkFilter::default() };
+            while ec2.describe_classic_link_instances(&filter).await.unwrap().is_empty() {
+                assert!(started.elapsed() < Duration::from_secs(60), "instance {i} not linked before the full pass");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    latencies.sort();
+    let metrics = get(&format!("{base}/metrics")).await.1;
+    println!(
+        "groups {groups}: min {:.2?} median {:.2?} p99=max {:.2?}; targeted passes {}, full passes {}",
+        latencies[0],
+        latencies[24],
+        latencies[49],
+        metric(&metrics, "classiclink_mirror_passes_total{kind=\"targeted\"}"),
+        metric(&metrics, "classiclink_mirror_passes_total{kind=\"full\"}"),
+    );
+    let _ = stop(daemon, "TERM").await;
+}

@@ -13,11 +13,14 @@
 //!   methods, one SDK request each;
 //! - [`convert`]: SDK shapes ↔ domain values (grants, groups, instances, filters);
 //! - [`classify`]: SDK failures → [`Ec2Error`] by EC2 error code;
+//! - [`sqs`]: the `aws-sdk-sqs` adapter of the event source port
+//!   ([`crate::events::EventSource`]), on the same SDK set-up;
 //! - [`world`]: world-building calls (create a VPC, run instances …) for the
 //!   demo and the tests; not part of the port.
 
 mod classify;
 mod convert;
+mod sqs;
 mod world;
 
 use std::collections::BTreeMap;
@@ -29,7 +32,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
-use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::config::{AppName, Credentials, Region};
 use aws_sdk_ec2::types as sdk;
 
 use self::classify::{check_return, classify, parse_id};
@@ -37,9 +40,11 @@ use self::convert::{
     Descriptions, filter, group_filters, id_strings, instance_filters, instance_from_sdk, link_filters, link_from_sdk,
     permissions_from_grants, security_group_from_sdk, tags_to_sdk, vpc_from_sdk,
 };
+pub use self::sqs::AwsEventSource;
 pub use self::world::AwsWorld;
 use super::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page};
 use crate::config::AwsConfig;
+use crate::events::OWN_APP_NAME;
 use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
 
 pub use super::MALFORMED_RESPONSE;
@@ -79,6 +84,10 @@ pub struct AwsOptions {
     pub operation_timeout: Duration,
     /// Use these instead of the standard credential chain.
     pub credentials: Option<StaticCredentials>,
+    /// The app name in every request's `User-Agent`: [`OWN_APP_NAME`] for
+    /// the daemon, whose events are then recognised as its own echo;
+    /// another name for a client that plays someone else (`demo`'s script).
+    pub app_name: String,
 }
 
 impl Default for AwsOptions {
@@ -91,8 +100,57 @@ impl Default for AwsOptions {
             // and retried by `Limited` than left to stall the pass.
             operation_timeout: Duration::from_secs(30),
             credentials: None,
+            app_name: OWN_APP_NAME.to_owned(),
         }
     }
+}
+
+/// The shared SDK configuration of the daemon's AWS clients (EC2 and SQS):
+/// `aws`'s region, endpoint and profile, the standard credential chain
+/// unless `options` has static credentials, SDK retries off, the timeouts
+/// of `options`, and the app name [`OWN_APP_NAME`] in every `User-Agent` —
+/// which CloudTrail records, so the event path recognises our own writes.
+pub(crate) async fn sdk_config(aws: &AwsConfig, options: &AwsOptions) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(aws.region.clone()))
+        // One layer owns retries: `ec2::limited::Limited` retries
+        // throttling and 5xx with capped, jittered backoff and slows its
+        // token buckets down (AIMD). SDK retries underneath would multiply
+        // the attempts (3 × 3), hide throttling from the AIMD pacer, and
+        // spend EC2's request budget behind our rate limiter's back. (The
+        // event source's loop retries its own requests the same way.)
+        .retry_config(RetryConfig::disabled())
+        // Without retries the attempt timeout is the operation timeout;
+        // both are set so a future retry setting cannot silently stretch
+        // a call beyond `operation_timeout`.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(options.connect_timeout)
+                .operation_attempt_timeout(options.operation_timeout)
+                .operation_timeout(options.operation_timeout)
+                .build(),
+        );
+    // Ours is a valid app name (a unit test checks it); another invalid
+    // one is left out.
+    if let Ok(app_name) = AppName::new(options.app_name.clone()) {
+        loader = loader.app_name(app_name);
+    }
+    if let Some(url) = &aws.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    if let Some(profile) = &aws.profile {
+        loader = loader.profile_name(profile.clone());
+    }
+    if let Some(creds) = &options.credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            creds.access_key_id.clone(),
+            creds.secret_access_key.clone(),
+            None,
+            None,
+            "classiclink-mirror-static",
+        ));
+    }
+    loader.load().await
 }
 
 /// The EC2 port over `aws-sdk-ec2`.
@@ -114,40 +172,7 @@ impl AwsEc2 {
 
     /// [`AwsEc2::from_config`] with explicit tuning.
     pub async fn from_config_with(aws: &AwsConfig, options: AwsOptions) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(aws.region.clone()))
-            // One layer owns retries: `ec2::limited::Limited` retries
-            // throttling and 5xx with capped, jittered backoff and slows its
-            // token buckets down (AIMD). SDK retries underneath would multiply
-            // the attempts (3 × 3), hide throttling from the AIMD pacer, and
-            // spend EC2's request budget behind our rate limiter's back.
-            .retry_config(RetryConfig::disabled())
-            // Without retries the attempt timeout is the operation timeout;
-            // both are set so a future retry setting cannot silently stretch
-            // a call beyond `operation_timeout`.
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(options.connect_timeout)
-                    .operation_attempt_timeout(options.operation_timeout)
-                    .operation_timeout(options.operation_timeout)
-                    .build(),
-            );
-        if let Some(url) = &aws.endpoint_url {
-            loader = loader.endpoint_url(url.clone());
-        }
-        if let Some(profile) = &aws.profile {
-            loader = loader.profile_name(profile.clone());
-        }
-        if let Some(creds) = &options.credentials {
-            loader = loader.credentials_provider(Credentials::new(
-                creds.access_key_id.clone(),
-                creds.secret_access_key.clone(),
-                None,
-                None,
-                "classiclink-mirror-static",
-            ));
-        }
-        let sdk_config = loader.load().await;
+        let sdk_config = sdk_config(aws, &options).await;
         Self { client: Client::new(&sdk_config), page_size: options.page_size.clamp(MIN_PAGE_SIZE, MAX_PAGE_SIZE) }
     }
 

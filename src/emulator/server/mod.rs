@@ -24,11 +24,16 @@
 //!   read to its end (up to [`MAX_DRAINED_BYTES`], so the client is not reset
 //!   while still sending) and answered `RequestEntityTooLargeException` (413)
 //!   in the same error document; it reaches no engine.
+//! - A request with an `X-Amz-Target` header is SQS's JSON protocol: the
+//!   event queue ([`sqs`], `docs/emulator.md`), on the same listener.
+//! - The requests' `User-Agent` and SigV4 credential scope become the
+//!   `userAgent`, `accessKeyId` and region of the events they publish.
 //! - `GET /_emulator/calls` serves the counters as JSON, `POST
 //!   /_emulator/reset-calls` zeroes them.
 
 mod actions;
 mod query;
+mod sqs;
 mod xml;
 
 use std::future::Future;
@@ -38,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
@@ -46,8 +51,9 @@ use tokio::net::TcpListener;
 
 use crate::ec2::{Ec2Error, Operation};
 
+use super::events::Caller;
 use super::state::Fail;
-use super::{Emulator, codes};
+use super::{Emulator, codes, with_caller};
 
 /// An oversized body is read (and dropped) to its end up to this many bytes,
 /// so that the client, still sending, reads the error document instead of a
@@ -94,6 +100,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let events = emulator.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Long polls would hold the graceful shutdown for up to 20 s.
+        if let Some(queue) = events.events() {
+            queue.close();
+        }
+    };
     axum::serve(listener, router(emulator)).with_graceful_shutdown(shutdown).await
 }
 
@@ -174,10 +188,20 @@ async fn read_body(body: Body) -> Result<Bytes, Refusal> {
     Ok(Bytes::from(kept))
 }
 
-async fn query_api(State(server): State<Arc<Server>>, uri: Uri, body: Body) -> Response {
+async fn query_api(State(server): State<Arc<Server>>, headers: HeaderMap, uri: Uri, body: Body) -> Response {
     let request_id = server.next_request_id();
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let answer = match read_body(body).await {
-        Ok(body) => handle(&server.emulator, uri.query(), &body).await,
+        Ok(body) => {
+            if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+                // A JSON-protocol request: the event queue's SQS API.
+                let endpoint = sqs::endpoint_from_host(header(header::HOST));
+                return sqs::ENDPOINT.scope(endpoint, sqs::handle(&server.emulator, target, &body, &request_id)).await;
+            }
+            let caller =
+                Caller::from_headers(header(header::USER_AGENT), header(header::AUTHORIZATION), "127.0.0.1".into());
+            with_caller(caller, handle(&server.emulator, uri.query(), &body)).await
+        }
         Err(refusal) => Err(refusal),
     };
     match answer {
