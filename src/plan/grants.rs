@@ -12,7 +12,16 @@
 //! which revokes drop a reference to each group, for the orphans phase.
 //! Rules: docs/semantics.md, "Ingress rules" and "Safety".
 
-use super::*;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use super::mirrors::MirrorChoice;
+use super::{
+    Action, ActionId, GroupRef, Mapping, PairKey, Planner, TagReason, Unmirrorable, Warning, WarningKind, render,
+};
+use crate::model::{
+    Grant, GrantKey, GroupId, OWNER_TAG, OWNERSHIP_TAG, Peer, VpcId, mirror_description, sanitize_text,
+};
 
 /// Grants a mirror should have, each with the create or tag action of the
 /// mirror it references when this plan creates or tags that mirror. Two

@@ -12,7 +12,11 @@
 //! docs/semantics.md, "Instances and ClassicLink (Classic sources only)"
 //! and "Safety".
 
-use super::*;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Action, ActionId, GroupRef, Planner, WarningKind};
+use crate::model::{GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, Snapshot, VpcId};
 
 impl<'a> Planner<'a> {
     pub(super) fn plan_classiclink_enablement(&mut self) {

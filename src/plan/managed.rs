@@ -9,7 +9,10 @@
 //! already in the target VPC, a mirror name taken. Rules: docs/semantics.md,
 //! "Which groups are managed".
 
-use super::*;
+use super::{LookupMap, Mapping, Origin, Planner, WarningKind};
+use crate::config::Mode;
+use crate::mapping::Unresolved;
+use crate::model::{GroupId, SecurityGroup, VpcId};
 
 impl<'a> Planner<'a> {
     pub(super) fn resolve_mappings(&mut self) {

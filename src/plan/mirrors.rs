@@ -8,7 +8,8 @@
 //! (a name taken, another deployment's mirror, a missing VPC, a mirror whose
 //! name drifted). Rules: docs/semantics.md, "The mirror group".
 
-use super::*;
+use super::{Drift, GroupRef, LookupMap, Mapping, PairKey, PairPlan, Planner, TagReason, WarningKind};
+use crate::model::{GroupId, OWNER_TAG, SecurityGroup, VpcId};
 
 /// Whose a mirror (a group carrying the ownership tag) is, seen from this
 /// deployment (`daemon.owner`).

@@ -30,7 +30,6 @@ mod render;
 mod safety;
 mod types;
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -38,18 +37,14 @@ pub use fights::{Executed, Fight, FightKey, FightPolicy, FightState, RepairHisto
 pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
-use crate::config::{Config, DEFAULT_OWNER, Mode};
-use crate::mapping::Unresolved;
-use crate::model::{
-    Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG,
-    OWNER_TAG, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot, VpcId, format_time, mirror_description, parse_time,
-    sanitize_text,
-};
+use crate::config::{Config, Mode};
+use crate::model::{GroupId, SecurityGroup, Snapshot, VpcId};
 use grants::PeerTarget;
-#[cfg(test)]
-use grants::cmp_planned_observed;
-use mirrors::{MirrorChoice, Ownership, ownership};
+use mirrors::MirrorChoice;
 use orphans::OrphanEntry;
+// For the unit tests, which see the planner through `super::*`.
+#[cfg(test)]
+use {crate::model::GrantKey, grants::cmp_planned_observed};
 
 /// How far in the future an `orphanedSince` tag may lie and still be
 /// believed (clocks of two daemons differ a little). A later one is treated

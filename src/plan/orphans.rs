@@ -13,7 +13,15 @@
 //! within the holds and the delete and revoke budgets. Rules:
 //! docs/semantics.md, "Orphans" and "Safety".
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use super::mirrors::{MirrorChoice, Ownership, ownership};
+use super::{Action, ActionId, ORPHAN_TAG_MAX_SKEW, Orphan, PlannedAction, Planner, WarningKind, round_secs};
+use crate::config::DEFAULT_OWNER;
+use crate::model::{
+    Grant, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, Snapshot, format_time, parse_time,
+};
 
 /// Where an orphan is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,8 @@
 //! (grants, links, orphans) from the budgets on [`Planner`]. Rules:
 //! docs/semantics.md, "Safety".
 
-use super::*;
+use super::{Baseline, Planner, WarningKind, round_secs};
+use crate::model::{InstanceState, format_time};
 
 impl<'a> Planner<'a> {
     /// Running Classic instances that are members of a managed group with
