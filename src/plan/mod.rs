@@ -2,23 +2,31 @@
 //!
 //! Sits between observe and execute. No I/O, no clock (time is `now`), no
 //! randomness; everything iterates `BTreeMap`s so the output is deterministic.
-//! It decides, in phases whose dependencies always point backwards:
+//! It decides, in phases whose dependencies always point backwards, one file
+//! each, all `impl Planner` blocks over the state kept on `Planner`:
 //!
-//! 1. which source groups are managed (config entries, then discovery tags);
+//! 1. which source groups are managed (config entries, then discovery tags;
+//!    `managed.rs`);
 //! 2. which VPC group is each pair's mirror (ours by tag, the VPC `default`
-//!    group, an adopted group, or one to create) and what conflicts;
+//!    group, an adopted group, or one to create), whose it is, and what
+//!    conflicts (`mirrors.rs`);
 //! 3. each mirror's desired grants (references translated to mirrors) and the
 //!    authorize / revoke / description updates, make-before-break, within the
-//!    rules-per-group quota;
-//! 4. ClassicLink links (attach, relink, detach);
+//!    rules-per-group quota (`grants.rs`);
+//! 4. ClassicLink links (attach, relink, detach; `links.rs`, which also
+//!    enables ClassicLink in a VPC before the grants are planned);
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
-//!    tag, which it writes when first seeing one; `delete_orphans`, backoff);
+//!    tag, which it writes when first seeing one; `delete_orphans`, backoff;
+//!    `orphans.rs`, found before the grants, removed after the links);
 //! 6. fights: the repairs of a pair backing off because something keeps
 //!    undoing them are taken out of the plan for now (`fights.rs`);
 //!
-//! and applies the safety rules (docs/semantics.md, "Safety") on the way: an incomplete snapshot or the shrink guard
-//! holds every destructive action, per-cycle caps defer the excess in a
-//! deterministic order, and audited mappings are planned but marked `audit`.
+//! and applies the safety rules (docs/semantics.md, "Safety") on the way
+//! (`safety.rs`, right after phase 2): an incomplete snapshot, the shrink
+//! guard or a lost state holds every destructive action, per-cycle caps defer
+//! the excess in a deterministic order, and audited mappings are planned but
+//! marked `audit`. `Planner::run` calls the phases in order; the plan's
+//! types are in `types.rs`, its text and JSON in `render.rs`.
 
 mod fights;
 mod grants;
@@ -96,53 +104,73 @@ struct Mapping<'a> {
     links_instances: bool,
 }
 
+/// One planning pass: its inputs, the plan and memory it builds, and what
+/// one phase leaves for a later one. Each field says which phase fills it.
 struct Planner<'a> {
     config: &'a Config,
     snap: &'a Snapshot,
+    /// The memory of the previous pass.
     memory: &'a Memory,
+    /// The time of this pass (the planner reads no clock).
     now: SystemTime,
+    /// The plan every phase pushes its actions, warnings and deferrals to.
     plan: Plan,
+    /// The memory for the next pass: a copy of `memory` that safety (the
+    /// shrink baseline, a lost state) and orphans (their `orphans_since`,
+    /// deletion backoffs) update.
     next_memory: Memory,
-    /// Managed sources in id order, the order every phase walks them in.
+    /// Managed sources in id order, the order every phase walks them in
+    /// (phase 1; phases 2 to 4 record their decisions on each).
     managed: Vec<Mapping<'a>>,
-    /// Index of each managed source in `managed`. Looked up per rule and per
-    /// instance, never iterated (its order would not be deterministic).
+    /// Index of each managed source in `managed` (phase 1). Looked up per
+    /// rule and per instance, never iterated.
     managed_index: LookupMap<GroupId, usize>,
-    /// How grants naming each managed source translate (see [`PeerTarget`]).
+    /// How grants naming each managed source translate (see [`PeerTarget`];
+    /// phase 3).
     peer_targets: Vec<PeerTarget>,
-    /// The source (index in `managed`) of each existing chosen mirror.
+    /// The source (index in `managed`) of each existing chosen mirror
+    /// (phase 2).
     source_of_mirror: LookupMap<GroupId, usize>,
     /// Groups counted as ours: mirrors tagged with our owner, the chosen
     /// mirrors (claimed and tagged ones included) and our orphans. Mirrors of
-    /// other deployments never are: to grants and links they are foreign.
+    /// other deployments never are: to grants and links they are foreign
+    /// (phase 2, orphans added by `find_orphans`).
     ours: LookupSet<GroupId>,
     /// Mirrors of other deployments: never written, tagged, unlinked or
-    /// deleted.
+    /// deleted (phase 2).
     theirs: LookupSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
     /// are left alone (docs/semantics.md, "Orphans": detach and drop references only once the
     /// orphan is due for removal).
     protected: LookupSet<GroupId>,
-    /// Orphans, with whether their grace is over, in id order.
+    /// Orphans, with whether their grace is over, in id order (found by
+    /// `find_orphans`, consumed by `plan_orphans`).
     orphans: Vec<OrphanEntry>,
-    /// `EnableClassicLink` action per VPC.
+    /// `EnableClassicLink` action per VPC (links' enablement step).
     enable_action: BTreeMap<VpcId, ActionId>,
-    /// VPCs where links can be made this cycle.
+    /// VPCs where links can be made this cycle (links' enablement step).
     linkable_vpcs: BTreeSet<VpcId>,
-    /// Revoke actions that remove a reference to each group.
+    /// Revoke actions that remove a reference to each group (phase 3; a
+    /// deletion in phase 5 waits for them).
     revokes_of_ref: BTreeMap<GroupId, Vec<ActionId>>,
-    /// Groups whose references could not all be revoked this cycle.
+    /// Groups whose references could not all be revoked this cycle (phase
+    /// 3; their deletion waits).
     refs_pending: BTreeSet<GroupId>,
-    /// Link actions removing each group from a link.
+    /// Link actions removing each group from a link (phase 4; a deletion in
+    /// phase 5 waits for them).
     unlinks_of_group: BTreeMap<GroupId, Vec<ActionId>>,
-    /// Groups still in a link that is not being fixed this cycle.
+    /// Groups still in a link that is not being fixed this cycle (phase 4;
+    /// their deletion waits).
     links_pending: BTreeSet<GroupId>,
     /// Groups whose links or references are removed by audited actions only
     /// shown, never run: they block an executed deletion, not an audited one.
     removed_by_audit: BTreeSet<GroupId>,
+    /// What is left of `max_revokes_per_cycle` (spent by phases 3 and 5).
     revoke_budget: usize,
+    /// What is left of `max_unlinks_per_cycle` (spent by phase 4).
     unlink_budget: usize,
+    /// What is left of `max_deletes_per_cycle` (spent by phase 5).
     delete_budget: usize,
 }
 
@@ -176,15 +204,16 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The phases, in order; each reads only what earlier ones decided.
     fn run(mut self) -> (Plan, Memory) {
-        self.resolve_mappings();
-        self.choose_mirrors();
-        self.apply_safety_guards();
-        self.find_orphans();
-        self.plan_classiclink_enablement();
-        self.plan_grants();
-        self.plan_links();
-        self.plan_orphans();
+        self.resolve_mappings(); // managed.rs
+        self.choose_mirrors(); // mirrors.rs
+        self.apply_safety_guards(); // safety.rs
+        self.find_orphans(); // orphans.rs
+        self.plan_classiclink_enablement(); // links.rs
+        self.plan_grants(); // grants.rs
+        self.plan_links(); // links.rs
+        self.plan_orphans(); // orphans.rs
         fights::defer_fights(&mut self.plan, self.memory, self.now);
         self.plan.pairs.sort_by(|a, b| (&a.key.vpc, &a.key.source).cmp(&(&b.key.vpc, &b.key.source)));
         self.next_memory.deferred = self.plan.deferred;
@@ -193,10 +222,12 @@ impl<'a> Planner<'a> {
 
     // ----- helpers -------------------------------------------------------
 
+    /// Adds a warning to the plan.
     fn warn(&mut self, kind: WarningKind, pair: Option<PairKey>, subject: Option<String>, message: String) {
         self.plan.warnings.push(Warning { kind, pair, subject, reason: None, message });
     }
 
+    /// Adds an action to the plan, its dependencies sorted and deduplicated.
     fn push(&mut self, action: Action, depends_on: Vec<ActionId>, audit: bool, pair: Option<PairKey>) -> ActionId {
         let id = ActionId(self.plan.actions.len());
         let mut depends_on = depends_on;
@@ -206,14 +237,17 @@ impl<'a> Planner<'a> {
         id
     }
 
+    /// Whether a hold (safety) keeps this pass's destructive actions back.
     fn destructive_held(&self) -> bool {
         self.plan.holds.destructive_held()
     }
 
+    /// Whether the whole daemon runs in audit mode.
     fn global_audit(&self) -> bool {
         self.config.daemon.mode == Mode::Audit
     }
 
+    /// `id (name)` of a source or VPC group, for messages.
     fn group_label(&self, id: &GroupId) -> String {
         self.snap
             .source_groups
@@ -245,6 +279,7 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// `d` without its fraction of a second, for messages.
 fn round_secs(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_secs(d.as_secs())
 }
