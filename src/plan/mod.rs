@@ -2,29 +2,42 @@
 //!
 //! Sits between observe and execute. No I/O, no clock (time is `now`), no
 //! randomness; everything iterates `BTreeMap`s so the output is deterministic.
-//! It decides, in phases whose dependencies always point backwards:
+//! It decides, in phases whose dependencies always point backwards, one file
+//! each, all `impl Planner` blocks over the state kept on `Planner`:
 //!
-//! 1. which source groups are managed (config entries, then discovery tags);
+//! 1. which source groups are managed (config entries, then discovery tags;
+//!    `managed.rs`);
 //! 2. which VPC group is each pair's mirror (ours by tag, the VPC `default`
-//!    group, an adopted group, or one to create) and what conflicts;
+//!    group, an adopted group, or one to create), whose it is, and what
+//!    conflicts (`mirrors.rs`);
 //! 3. each mirror's desired grants (references translated to mirrors) and the
 //!    authorize / revoke / description updates, make-before-break, within the
-//!    rules-per-group quota;
-//! 4. ClassicLink links (attach, relink, detach);
+//!    rules-per-group quota (`grants.rs`);
+//! 4. ClassicLink links (attach, relink, detach; `links.rs`, which also
+//!    enables ClassicLink in a VPC before the grants are planned);
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
-//!    tag, which it writes when first seeing one; `delete_orphans`, backoff);
+//!    tag, which it writes when first seeing one; `delete_orphans`, backoff;
+//!    `orphans.rs`, found before the grants, removed after the links);
 //! 6. fights: the repairs of a pair backing off because something keeps
 //!    undoing them are taken out of the plan for now (`fights.rs`);
 //!
-//! and applies the safety rules (docs/semantics.md, "Safety") on the way: an incomplete snapshot or the shrink guard
-//! holds every destructive action, per-cycle caps defer the excess in a
-//! deterministic order, and audited mappings are planned but marked `audit`.
+//! and applies the safety rules (docs/semantics.md, "Safety") on the way
+//! (`safety.rs`, right after phase 2): an incomplete snapshot, the shrink
+//! guard or a lost state holds every destructive action, per-cycle caps defer
+//! the excess in a deterministic order, and audited mappings are planned but
+//! marked `audit`. `Planner::run` calls the phases in order; the plan's
+//! types are in `types.rs`, its text and JSON in `render.rs`.
 
 mod fights;
+mod grants;
+mod links;
+mod managed;
+mod mirrors;
+mod orphans;
 mod render;
+mod safety;
 mod types;
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -32,13 +45,14 @@ pub use fights::{Executed, Fight, FightKey, FightPolicy, FightState, RepairHisto
 pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
-use crate::config::{Config, DEFAULT_OWNER, Mode};
-use crate::mapping::Unresolved;
-use crate::model::{
-    Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG,
-    OWNER_TAG, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot, VpcId, format_time, mirror_description, parse_time,
-    sanitize_text,
-};
+use crate::config::{Config, Mode};
+use crate::model::{GroupId, SecurityGroup, Snapshot, VpcId};
+use grants::PeerTarget;
+use mirrors::MirrorChoice;
+use orphans::OrphanEntry;
+// For the unit tests, which see the planner through `super::*`.
+#[cfg(test)]
+use {crate::model::GrantKey, grants::cmp_planned_observed};
 
 /// How far in the future an `orphanedSince` tag may lie and still be
 /// believed (clocks of two daemons differ a little). A later one is treated
@@ -90,178 +104,73 @@ struct Mapping<'a> {
     links_instances: bool,
 }
 
-/// Whose a mirror (a group carrying the ownership tag) is, seen from this
-/// deployment (`daemon.owner`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ownership<'g> {
-    /// Its owner tag names this deployment.
-    Mine,
-    /// It has no owner tag: made by the 2016 Lambda or by a version without
-    /// owner tags. The deployment managing its source claims it.
-    Unowned,
-    /// Its owner tag names another deployment (any other value, even an
-    /// empty one): never modified, unlinked or deleted.
-    Foreign(&'g str),
-}
-
-/// Whose `group` is to the deployment named `me`.
-fn ownership<'g>(group: &'g SecurityGroup, me: &str) -> Ownership<'g> {
-    match group.owner_tag() {
-        None => Ownership::Unowned,
-        Some(owner) if owner == me => Ownership::Mine,
-        Some(owner) => Ownership::Foreign(owner),
-    }
-}
-
-/// What a pair's mirror is.
-#[derive(Clone, Debug)]
-enum MirrorChoice {
-    /// An existing group; `tag` when it still needs our tag.
-    Existing { id: GroupId, tag: Option<TagReason> },
-    /// To be created by this plan.
-    New,
-}
-
-/// Where an orphan is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OrphanStage {
-    /// `delete_orphans = false`: reported, never removed.
-    Kept,
-    /// Within `orphan_grace`, with this much left.
-    Waiting(Duration),
-    /// Grace over: detach, drop references, delete.
-    Due,
-}
-
-/// One orphan found in phase 5.
-#[derive(Debug)]
-struct OrphanEntry {
-    id: GroupId,
-    stage: OrphanStage,
-    /// The `orphanedSince` value to write, when the group lacks a valid one
-    /// and the snapshot is complete.
-    mark: Option<String>,
-}
-
-/// Grants a mirror should have, each with the create or tag action of the
-/// mirror it references when this plan creates or tags that mirror. Two
-/// parallel lists, so that the grants move into their action as they are.
-#[derive(Default)]
-struct Desired {
-    grants: Vec<Grant<GroupRef>>,
-    waits_for: Vec<Option<Prepare>>,
-}
-
-/// The create or tag action a grant's peer mirror waits for, with whether
-/// that action is audited (kept beside it so that deciding which grants wait
-/// does not read the action list at random).
-#[derive(Clone, Copy, Debug)]
-struct Prepare {
-    action: ActionId,
-    audited: bool,
-}
-
-/// What a grant naming a managed source as its peer translates to, one per
-/// entry of `managed` and built once the creates and tags are planned. Rules
-/// name peers at random, so each translation reads this small entry instead
-/// of the (much larger) mapping and its pair, which on a large estate are
-/// cache misses.
-#[derive(Debug)]
-struct PeerTarget {
-    vpc: VpcId,
-    mirror: Option<GroupRef>,
-    prepare: Option<Prepare>,
-}
-
-impl Desired {
-    fn with_capacity(capacity: usize) -> Self {
-        Self { grants: Vec::with_capacity(capacity), waits_for: Vec::with_capacity(capacity) }
-    }
-
-    fn push(&mut self, grant: Grant<GroupRef>, waits_for: Option<Prepare>) {
-        self.grants.push(grant);
-        self.waits_for.push(waits_for);
-    }
-
-    fn len(&self) -> usize {
-        self.grants.len()
-    }
-
-    fn truncate(&mut self, len: usize) {
-        self.grants.truncate(len);
-        self.waits_for.truncate(len);
-    }
-
-    /// Splits off the grants for which `wait` holds, keeping the order.
-    fn split_off_waiting(&mut self, wait: impl Fn(Option<Prepare>) -> bool) -> Self {
-        if !self.waits_for.iter().any(|&w| wait(w)) {
-            return Self::default();
-        }
-        let mut kept = Self::with_capacity(self.len());
-        let mut waiting = Self::default();
-        for (grant, waits_for) in self.grants.drain(..).zip(self.waits_for.drain(..)) {
-            if wait(waits_for) { &mut waiting } else { &mut kept }.push(grant, waits_for);
-        }
-        *self = kept;
-        waiting
-    }
-}
-
-/// The per-grant diff of one mirror before quota and caps.
-struct GrantDiff {
-    add: Desired,
-    revoke: Vec<Grant>,
-    update: Vec<(Grant, Option<String>)>,
-    current: usize,
-}
-
+/// One planning pass: its inputs, the plan and memory it builds, and what
+/// one phase leaves for a later one. Each field says which phase fills it.
 struct Planner<'a> {
     config: &'a Config,
     snap: &'a Snapshot,
+    /// The memory of the previous pass.
     memory: &'a Memory,
+    /// The time of this pass (the planner reads no clock).
     now: SystemTime,
+    /// The plan every phase pushes its actions, warnings and deferrals to.
     plan: Plan,
+    /// The memory for the next pass: a copy of `memory` that safety (the
+    /// shrink baseline, a lost state) and orphans (their `orphans_since`,
+    /// deletion backoffs) update.
     next_memory: Memory,
-    /// Managed sources in id order, the order every phase walks them in.
+    /// Managed sources in id order, the order every phase walks them in
+    /// (phase 1; phases 2 to 4 record their decisions on each).
     managed: Vec<Mapping<'a>>,
-    /// Index of each managed source in `managed`. Looked up per rule and per
-    /// instance, never iterated (its order would not be deterministic).
+    /// Index of each managed source in `managed` (phase 1). Looked up per
+    /// rule and per instance, never iterated.
     managed_index: LookupMap<GroupId, usize>,
-    /// How grants naming each managed source translate (see [`PeerTarget`]).
+    /// How grants naming each managed source translate (see [`PeerTarget`];
+    /// phase 3).
     peer_targets: Vec<PeerTarget>,
-    /// The source (index in `managed`) of each existing chosen mirror.
+    /// The source (index in `managed`) of each existing chosen mirror
+    /// (phase 2).
     source_of_mirror: LookupMap<GroupId, usize>,
     /// Groups counted as ours: mirrors tagged with our owner, the chosen
     /// mirrors (claimed and tagged ones included) and our orphans. Mirrors of
-    /// other deployments never are: to grants and links they are foreign.
+    /// other deployments never are: to grants and links they are foreign
+    /// (phase 2, orphans added by `find_orphans`).
     ours: LookupSet<GroupId>,
     /// Mirrors of other deployments: never written, tagged, unlinked or
-    /// deleted.
+    /// deleted (phase 2).
     theirs: LookupSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
     /// are left alone (docs/semantics.md, "Orphans": detach and drop references only once the
     /// orphan is due for removal).
     protected: LookupSet<GroupId>,
-    /// Orphans, with whether their grace is over, in id order.
+    /// Orphans, with whether their grace is over, in id order (found by
+    /// `find_orphans`, consumed by `plan_orphans`).
     orphans: Vec<OrphanEntry>,
-    /// `EnableClassicLink` action per VPC.
+    /// `EnableClassicLink` action per VPC (links' enablement step).
     enable_action: BTreeMap<VpcId, ActionId>,
-    /// VPCs where links can be made this cycle.
+    /// VPCs where links can be made this cycle (links' enablement step).
     linkable_vpcs: BTreeSet<VpcId>,
-    /// Revoke actions that remove a reference to each group.
+    /// Revoke actions that remove a reference to each group (phase 3; a
+    /// deletion in phase 5 waits for them).
     revokes_of_ref: BTreeMap<GroupId, Vec<ActionId>>,
-    /// Groups whose references could not all be revoked this cycle.
+    /// Groups whose references could not all be revoked this cycle (phase
+    /// 3; their deletion waits).
     refs_pending: BTreeSet<GroupId>,
-    /// Link actions removing each group from a link.
+    /// Link actions removing each group from a link (phase 4; a deletion in
+    /// phase 5 waits for them).
     unlinks_of_group: BTreeMap<GroupId, Vec<ActionId>>,
-    /// Groups still in a link that is not being fixed this cycle.
+    /// Groups still in a link that is not being fixed this cycle (phase 4;
+    /// their deletion waits).
     links_pending: BTreeSet<GroupId>,
     /// Groups whose links or references are removed by audited actions only
     /// shown, never run: they block an executed deletion, not an audited one.
     removed_by_audit: BTreeSet<GroupId>,
+    /// What is left of `max_revokes_per_cycle` (spent by phases 3 and 5).
     revoke_budget: usize,
+    /// What is left of `max_unlinks_per_cycle` (spent by phase 4).
     unlink_budget: usize,
+    /// What is left of `max_deletes_per_cycle` (spent by phase 5).
     delete_budget: usize,
 }
 
@@ -295,15 +204,16 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The phases, in order; each reads only what earlier ones decided.
     fn run(mut self) -> (Plan, Memory) {
-        self.resolve_mappings();
-        self.choose_mirrors();
-        self.apply_safety_guards();
-        self.find_orphans();
-        self.plan_classiclink_enablement();
-        self.plan_grants();
-        self.plan_links();
-        self.plan_orphans();
+        self.resolve_mappings(); // managed.rs
+        self.choose_mirrors(); // mirrors.rs
+        self.apply_safety_guards(); // safety.rs
+        self.find_orphans(); // orphans.rs
+        self.plan_classiclink_enablement(); // links.rs
+        self.plan_grants(); // grants.rs
+        self.plan_links(); // links.rs
+        self.plan_orphans(); // orphans.rs
         fights::defer_fights(&mut self.plan, self.memory, self.now);
         self.plan.pairs.sort_by(|a, b| (&a.key.vpc, &a.key.source).cmp(&(&b.key.vpc, &b.key.source)));
         self.next_memory.deferred = self.plan.deferred;
@@ -312,10 +222,12 @@ impl<'a> Planner<'a> {
 
     // ----- helpers -------------------------------------------------------
 
+    /// Adds a warning to the plan.
     fn warn(&mut self, kind: WarningKind, pair: Option<PairKey>, subject: Option<String>, message: String) {
         self.plan.warnings.push(Warning { kind, pair, subject, reason: None, message });
     }
 
+    /// Adds an action to the plan, its dependencies sorted and deduplicated.
     fn push(&mut self, action: Action, depends_on: Vec<ActionId>, audit: bool, pair: Option<PairKey>) -> ActionId {
         let id = ActionId(self.plan.actions.len());
         let mut depends_on = depends_on;
@@ -325,14 +237,17 @@ impl<'a> Planner<'a> {
         id
     }
 
+    /// Whether a hold (safety) keeps this pass's destructive actions back.
     fn destructive_held(&self) -> bool {
         self.plan.holds.destructive_held()
     }
 
+    /// Whether the whole daemon runs in audit mode.
     fn global_audit(&self) -> bool {
         self.config.daemon.mode == Mode::Audit
     }
 
+    /// `id (name)` of a source or VPC group, for messages.
     fn group_label(&self, id: &GroupId) -> String {
         self.snap
             .source_groups
@@ -352,1482 +267,19 @@ impl<'a> Planner<'a> {
         mapping.mirror.as_ref().and(self.plan.pairs[mapping.pair].mirror.as_ref())
     }
 
-    // ----- 1. which groups are managed ------------------------------------
-
-    fn resolve_mappings(&mut self) {
-        let snap = self.snap;
-        let sources_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::SourceGroups);
-        let resolution = crate::mapping::resolve(self.config, &snap.source_groups);
-        for unresolved in &resolution.unresolved {
-            match *unresolved {
-                Unresolved::AmbiguousName { index, name } => self.warn(
-                    WarningKind::ConflictDuplicateMapping,
-                    None,
-                    Some(name.to_owned()),
-                    format!("mirror[{index}]: several Classic groups are named {name:?}; name it by id"),
-                ),
-                Unresolved::MissingSource { index, source } => {
-                    let why =
-                        if sources_complete { "does not exist" } else { "was not observed (incomplete snapshot)" };
-                    self.warn(
-                        WarningKind::MissingSource,
-                        None,
-                        Some(source.to_string()),
-                        format!("mirror[{index}]: source group {source} {why}"),
-                    );
-                }
-                Unresolved::TagOverridden { source, value, index } => {
-                    let tag_key = self.config.discovery.tag_key.as_deref().unwrap_or_default();
-                    self.warn(
-                        WarningKind::DiscoveryTag,
-                        None,
-                        Some(source.to_string()),
-                        format!(
-                            "{} carries {tag_key}={value} but mirror[{index}] names it; the config entry wins",
-                            self.group_label(source)
-                        ),
-                    );
-                }
-                Unresolved::TagNotAVpc { source, value } => {
-                    let tag_key = self.config.discovery.tag_key.as_deref().unwrap_or_default();
-                    self.warn(
-                        WarningKind::DiscoveryTag,
-                        None,
-                        Some(source.to_string()),
-                        format!("{} carries {tag_key}={value:?}, which is not a VPC id", self.group_label(source)),
-                    );
-                }
-            }
-        }
-        let mut claimed_names: LookupMap<(VpcId, String), GroupId> = LookupMap::default();
-        // The accepted mappings, and the position of each source among them.
-        let mut managed: Vec<Mapping<'a>> = Vec::new();
-        let mut managed_index: LookupMap<&'a GroupId, usize> = LookupMap::default();
-        let candidates = resolution.candidates.into_iter().map(|candidate| {
-            let (link_instances, audit, adopt, enable_classiclink) = match candidate.entry {
-                Some(entry) => (
-                    entry.link_instances,
-                    self.config.mode_of(entry) == Mode::Audit,
-                    entry.adopt,
-                    entry.enable_classiclink,
-                ),
-                None => (true, self.global_audit(), false, false),
-            };
-            Mapping {
-                source: candidate.source,
-                vpc: candidate.vpc,
-                name: candidate.name,
-                link_instances,
-                audit,
-                adopt,
-                enable_classiclink,
-                origin: candidate.origin,
-                mirror: None,
-                pair: 0,
-                prepare: None,
-                links_instances: false,
-            }
-        });
-        let candidates: Vec<Mapping<'a>> = candidates.collect();
-
-        for mapping in candidates {
-            let source: &'a SecurityGroup = mapping.source;
-            let first = managed_index.get(&source.id).map(|&position| managed[position].origin);
-            let name_key = (mapping.vpc.clone(), mapping.name.clone());
-            if let Some((kind, message)) = self.rejection(&mapping, first, claimed_names.get(&name_key)) {
-                self.warn(kind, None, Some(source.id.to_string()), message);
-                continue;
-            }
-            claimed_names.insert(name_key, source.id.clone());
-            managed_index.insert(&source.id, managed.len());
-            managed.push(mapping);
-        }
-        // In id order, the order every later phase walks them in.
-        managed.sort_unstable_by(|a, b| a.source.id.cmp(&b.source.id));
-        // Owned keys: a probe then compares ids stored in the table itself
-        // instead of following a pointer into the snapshot for each rule.
-        self.managed_index = managed.iter().enumerate().map(|(index, m)| (m.source.id.clone(), index)).collect();
-        self.managed = managed;
-    }
-
-    /// Why a candidate mapping cannot be accepted, if it cannot: its source
-    /// is already mapped (`first`, by that origin), is itself a mirror or
-    /// already in the target VPC, or its mirror name is taken (by the mirror
-    /// of `name_taken_by`).
-    fn rejection(
-        &self,
-        mapping: &Mapping<'a>,
-        first: Option<Origin>,
-        name_taken_by: Option<&GroupId>,
-    ) -> Option<(WarningKind, String)> {
-        // Labels are formatted only for a rejection.
-        let label = || self.group_label(&mapping.source.id);
-        let origin = || origin_label(mapping.origin);
-        if let Some(first) = first {
-            let first = origin_label(first);
-            return Some((
-                WarningKind::ConflictDuplicateMapping,
-                format!("{} names {}, which {first} already mirrors; ignored", origin(), label()),
-            ));
-        }
-        if mapping.source.mirrored_from().is_some() {
-            return Some((
-                WarningKind::ConflictInvalidMapping,
-                format!("{}: {} is itself a mirror; ignored", origin(), label()),
-            ));
-        }
-        if mapping.source.vpc_id.as_ref() == Some(&mapping.vpc) {
-            return Some((
-                WarningKind::ConflictInvalidMapping,
-                format!(
-                    "{}: {} is already in {}; a group cannot mirror into its own VPC",
-                    origin(),
-                    label(),
-                    mapping.vpc
-                ),
-            ));
-        }
-        let other = self.group_label(name_taken_by?);
-        Some((
-            WarningKind::ConflictDuplicateName,
-            format!(
-                "{}: mirror name {:?} in {} is already used by the mirror of {other}; {} ignored",
-                origin(),
-                mapping.name,
-                mapping.vpc,
-                label()
-            ),
-        ))
-    }
-
-    // ----- 2. which group is each mirror ----------------------------------
-
-    fn choose_mirrors(&mut self) {
-        let snap = self.snap;
-        let vpcs_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::Vpcs);
-        let mut tagged: LookupMap<(VpcId, GroupId), Vec<&SecurityGroup>> = LookupMap::default();
-        let mut by_name: LookupMap<(VpcId, &str), &SecurityGroup> = LookupMap::default();
-        let me = self.config.daemon.owner.as_str();
-        for group in snap.vpc_groups.values() {
-            let Some(vpc) = &group.vpc_id else { continue };
-            if let Some(source) = group.mirrored_from() {
-                tagged.entry((vpc.clone(), source)).or_default().push(group);
-                match ownership(group, me) {
-                    Ownership::Mine => self.ours.insert(group.id.clone()),
-                    Ownership::Foreign(_) => self.theirs.insert(group.id.clone()),
-                    Ownership::Unowned => false,
-                };
-            }
-            by_name.insert((vpc.clone(), group.name.as_str()), group);
-        }
-
-        for index in 0..self.managed.len() {
-            let mapping = self.managed[index].clone();
-            let source = mapping.source.id.clone();
-            let key = PairKey { source: source.clone(), vpc: mapping.vpc.clone() };
-            let mut pair = PairPlan {
-                key: key.clone(),
-                source_name: mapping.source.name.clone(),
-                mirror: None,
-                mirror_name: mapping.name.clone(),
-                audit: mapping.audit,
-                origin: mapping.origin,
-                drift: Drift::default(),
-            };
-            let choice = if !snap.vpcs.contains_key(&mapping.vpc) {
-                let why = if vpcs_complete { "does not exist" } else { "was not observed (incomplete snapshot)" };
-                self.warn(
-                    WarningKind::VpcNotFound,
-                    Some(key.clone()),
-                    Some(mapping.vpc.to_string()),
-                    format!("{} cannot be mirrored: {} {why}", self.group_label(&source), mapping.vpc),
-                );
-                None
-            } else if mapping.name == "default" {
-                match by_name.get(&(mapping.vpc.clone(), "default")) {
-                    Some(group) => match group.mirrored_from() {
-                        Some(mirrored) if mirrored == source => match ownership(group, me) {
-                            Ownership::Mine => Some(MirrorChoice::Existing { id: group.id.clone(), tag: None }),
-                            Ownership::Unowned => {
-                                Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Claim) })
-                            }
-                            Ownership::Foreign(other) => {
-                                self.foreign_owner_warning(&key, group, other, None);
-                                None
-                            }
-                        },
-                        Some(other) => {
-                            self.warn(
-                                WarningKind::ConflictNameTaken,
-                                Some(key.clone()),
-                                Some(group.id.to_string()),
-                                format!(
-                                    "the default group {} of {} already mirrors {}; {} is not mirrored",
-                                    group.id,
-                                    mapping.vpc,
-                                    self.group_label(&other),
-                                    self.group_label(&source)
-                                ),
-                            );
-                            None
-                        }
-                        None if snap.source_groups.contains_key(&group.id) => {
-                            self.source_taken_warning(&key, group, &mapping);
-                            None
-                        }
-                        None => Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Default) }),
-                    },
-                    None => {
-                        self.warn(
-                            WarningKind::VpcNotFound,
-                            Some(key.clone()),
-                            Some(mapping.vpc.to_string()),
-                            format!("the default group of {} was not observed", mapping.vpc),
-                        );
-                        None
-                    }
-                }
-            } else if let Some(found) = tagged.get(&(mapping.vpc.clone(), source.clone())) {
-                // Ours if we have one, else one without an owner to claim;
-                // another deployment's is theirs: reported, and none created.
-                let of = |wanted: fn(&Ownership<'_>) -> bool| -> Vec<&SecurityGroup> {
-                    found.iter().copied().filter(|g| wanted(&ownership(g, me))).collect()
-                };
-                let mine = of(|o| *o == Ownership::Mine);
-                let (candidates, tag) = if mine.is_empty() {
-                    (of(|o| *o == Ownership::Unowned), Some(TagReason::Claim))
-                } else {
-                    (mine, None)
-                };
-                // Prefer the group with the desired name, then the oldest id, so
-                // that a duplicate left by a race is the one that gets orphaned.
-                let chosen = candidates
-                    .iter()
-                    .find(|g| g.name == mapping.name)
-                    .or_else(|| candidates.iter().min_by(|a, b| a.id.cmp(&b.id)))
-                    .copied();
-                for group in found {
-                    if let Ownership::Foreign(other) = ownership(group, me) {
-                        self.foreign_owner_warning(&key, group, other, chosen.map(|c| &c.id));
-                    }
-                }
-                if let Some(chosen) = chosen
-                    && chosen.name != mapping.name
-                {
-                    self.warn(
-                        WarningKind::NameDrift,
-                        Some(key.clone()),
-                        Some(chosen.id.to_string()),
-                        format!(
-                            "mirror {} is named {:?}, not {:?}; EC2 cannot rename a group (delete it to recreate)",
-                            chosen.id, chosen.name, mapping.name
-                        ),
-                    );
-                }
-                chosen.map(|chosen| MirrorChoice::Existing { id: chosen.id.clone(), tag })
-            } else if let Some(group) = by_name.get(&(mapping.vpc.clone(), mapping.name.as_str())) {
-                match group.mirrored_from() {
-                    // Never adopt a source: the source side is never written.
-                    None if snap.source_groups.contains_key(&group.id) => {
-                        self.source_taken_warning(&key, group, &mapping);
-                        None
-                    }
-                    None if mapping.adopt => {
-                        Some(MirrorChoice::Existing { id: group.id.clone(), tag: Some(TagReason::Adopt) })
-                    }
-                    owner => {
-                        let whose = owner.map_or_else(
-                            || "is not ours (set adopt = true to take it over)".to_owned(),
-                            |o| format!("mirrors {}", self.group_label(&o)),
-                        );
-                        self.warn(
-                            WarningKind::ConflictNameTaken,
-                            Some(key.clone()),
-                            Some(group.id.to_string()),
-                            format!(
-                                "{} already has a group {:?} ({}) that {whose}; {} is not mirrored",
-                                mapping.vpc,
-                                mapping.name,
-                                group.id,
-                                self.group_label(&source)
-                            ),
-                        );
-                        None
-                    }
-                }
-            } else {
-                Some(MirrorChoice::New)
-            };
-            if let Some(choice) = &choice {
-                pair.mirror = Some(match choice {
-                    MirrorChoice::Existing { id, .. } => {
-                        self.ours.insert(id.clone());
-                        self.source_of_mirror.insert(id.clone(), index);
-                        GroupRef::Existing(id.clone())
-                    }
-                    MirrorChoice::New => GroupRef::New { source: source.clone(), vpc: mapping.vpc.clone() },
-                });
-            }
-            let mapping = &mut self.managed[index];
-            mapping.mirror = choice;
-            mapping.pair = self.plan.pairs.len();
-            self.plan.pairs.push(pair);
-        }
-    }
-
-    /// `group`, a mirror of the pair's source, belongs to the deployment
-    /// `other`: never touched. `ours` is the pair's own mirror, when this
-    /// deployment has one too (two deployments manage the pair).
-    fn foreign_owner_warning(&mut self, key: &PairKey, group: &SecurityGroup, other: &str, ours: Option<&GroupId>) {
-        let me = &self.config.daemon.owner;
-        let source = self.group_label(&key.source);
-        let message = match ours {
-            None => format!(
-                "the mirror of {source} in {} is {} ({:?}), which belongs to deployment {other:?} \
-                 ({OWNER_TAG}); deployment {me:?} leaves it alone and creates no other",
-                key.vpc, group.id, group.name
-            ),
-            Some(ours) => format!(
-                "{source} is mirrored into {} by two deployments: {ours} by this one ({me:?}) and {} ({:?}) by \
-                 {other:?}; remove the source from one of their mappings",
-                key.vpc, group.id, group.name
-            ),
-        };
-        self.warn(WarningKind::ConflictForeignOwner, Some(key.clone()), Some(group.id.to_string()), message);
-    }
-
-    /// The group a mapping would adopt (or tag, as the VPC default) is itself
-    /// a source group.
-    fn source_taken_warning(&mut self, key: &PairKey, group: &SecurityGroup, mapping: &Mapping<'a>) {
-        self.warn(
-            WarningKind::ConflictNameTaken,
-            Some(key.clone()),
-            Some(group.id.to_string()),
-            format!(
-                "{} already has a group {:?} ({}) that is itself a source group; {} is not mirrored",
-                mapping.vpc,
-                group.name,
-                group.id,
-                self.group_label(&key.source)
-            ),
-        );
-    }
-
-    // ----- safety ----------------------------------------------------------
-
     /// A group whose references and links this plan manages: ours, and not
     /// an orphan that must keep working.
     fn is_ours(&self, group: &GroupId) -> bool {
         self.ours.contains(group) && !self.protected.contains(group)
     }
 
-    /// Running Classic instances that are members of a managed group with
-    /// `link_instances`: the instances the daemon keeps linked. A describe
-    /// that suddenly returns far fewer is what the shrink guard is for.
-    fn linked_instance_count(&self) -> usize {
-        self.snap
-            .instances
-            .values()
-            .filter(|i| i.vpc_id.is_none() && i.state == InstanceState::Running)
-            .filter(|i| {
-                i.groups.iter().any(|g| {
-                    self.mapping(g).is_some_and(|m| m.source.is_classic() && m.link_instances && m.mirror.is_some())
-                })
-            })
-            .count()
-    }
-
-    fn apply_safety_guards(&mut self) {
-        self.state_lost_hold();
-        let incomplete: Vec<_> = self.snap.incomplete.iter().copied().collect();
-        if !incomplete.is_empty() {
-            let parts: Vec<&str> = incomplete.iter().map(|p| p.as_str()).collect();
-            self.warn(
-                WarningKind::IncompleteSnapshot,
-                None,
-                None,
-                format!("the snapshot is incomplete ({}); no revoke, detach or delete this cycle", parts.join(", ")),
-            );
-            self.plan.holds.incomplete = incomplete;
-            // Counts from a partial view are not a baseline, and cannot start
-            // or end a shrink episode.
-            return;
-        }
-        let current = Baseline { managed_sources: self.managed.len(), linked_instances: self.linked_instance_count() };
-        let limit = self.config.safety.max_source_shrink;
-        let shrunk = |before: usize, after: usize| {
-            before > 0 && after < before && ((before - after) as f64 / before as f64) > limit
-        };
-        let drop = self.memory.baseline.filter(|base| {
-            shrunk(base.managed_sources, current.managed_sources)
-                || shrunk(base.linked_instances, current.linked_instances)
-        });
-        match drop {
-            Some(base) => {
-                let since = self.memory.shrink_since.unwrap_or(self.now);
-                let waited = self.now.duration_since(since).unwrap_or_default();
-                if waited >= self.config.safety.orphan_grace {
-                    self.next_memory.baseline = Some(current);
-                    self.next_memory.shrink_since = None;
-                } else {
-                    self.plan.holds.shrink = true;
-                    self.next_memory.shrink_since = Some(since);
-                    let left = self.config.safety.orphan_grace - waited;
-                    let mut drops = Vec::new();
-                    if shrunk(base.managed_sources, current.managed_sources) {
-                        drops.push(format!(
-                            "managed source groups {} -> {}",
-                            base.managed_sources, current.managed_sources
-                        ));
-                    }
-                    if shrunk(base.linked_instances, current.linked_instances) {
-                        drops.push(format!(
-                            "linked instances {} -> {}",
-                            base.linked_instances, current.linked_instances
-                        ));
-                    }
-                    self.warn(
-                        WarningKind::SafetyHold,
-                        None,
-                        None,
-                        format!(
-                            "{} dropped by more than {:.0}% (max_source_shrink); destructive actions held for \
-                             another {} unless it recovers",
-                            drops.join(" and "),
-                            limit * 100.0,
-                            humantime::format_duration(round_secs(left))
-                        ),
-                    );
-                }
-            }
-            None => {
-                self.next_memory.baseline = Some(current);
-                self.next_memory.shrink_since = None;
-            }
-        }
-    }
-
-    /// A daemon that lost its state (a state file it could not read) has
-    /// no shrink-guard baseline it can trust: it holds destructive actions
-    /// for one `orphan_grace` from the loss, building a new baseline meanwhile.
-    fn state_lost_hold(&mut self) {
-        let Some(lost) = self.memory.state_lost_at else { return };
-        let grace = self.config.safety.orphan_grace;
-        let waited = self.now.duration_since(lost).unwrap_or_default();
-        if waited >= grace {
-            self.next_memory.state_lost_at = None;
-            return;
-        }
-        self.plan.holds.state_lost = true;
-        self.warn(
-            WarningKind::StateLost,
-            None,
-            None,
-            format!(
-                "the daemon's state could not be read at {} (see the log); destructive actions held for another {} \
-                 (one orphan_grace) while the shrink guard takes a new baseline",
-                format_time(lost),
-                humantime::format_duration(round_secs(grace - waited))
-            ),
-        );
-    }
-
-    // ----- ClassicLink enablement -----------------------------------------
-
-    fn plan_classiclink_enablement(&mut self) {
-        let mut wanted: BTreeMap<VpcId, (bool, bool)> = BTreeMap::new(); // (enable requested, all audited)
-        for mapping in &self.managed {
-            if !mapping.source.is_classic() || !mapping.link_instances || mapping.mirror.is_none() {
-                continue;
-            }
-            let entry = wanted.entry(mapping.vpc.clone()).or_insert((false, true));
-            if mapping.enable_classiclink {
-                entry.0 = true;
-                entry.1 &= mapping.audit;
-            }
-        }
-        for (vpc, (enable, audit)) in wanted {
-            if self.snap.vpcs.get(&vpc).is_some_and(|v| v.classic_link_enabled) {
-                self.linkable_vpcs.insert(vpc);
-            } else if enable {
-                let id = self.push(Action::EnableClassicLink { vpc: vpc.clone() }, vec![], audit, None);
-                self.enable_action.insert(vpc.clone(), id);
-                self.linkable_vpcs.insert(vpc);
-            } else {
-                self.warn(
-                    WarningKind::ClassicLinkDisabled,
-                    None,
-                    Some(vpc.to_string()),
-                    format!(
-                        "{vpc} does not have ClassicLink enabled; its instances are not linked \
-                         (set enable_classiclink = true to let the daemon enable it)"
-                    ),
-                );
-            }
-        }
-        for mapping in &mut self.managed {
-            mapping.links_instances = mapping.source.is_classic()
-                && mapping.link_instances
-                && mapping.mirror.is_some()
-                && self.linkable_vpcs.contains(&mapping.vpc);
-        }
-    }
-
-    // ----- 3. grants -------------------------------------------------------
-
-    fn plan_grants(&mut self) {
-        // Creates and tags first, so that every grant and link action can
-        // depend on them.
-        let sources: Vec<usize> = (0..self.managed.len()).filter(|&i| self.managed[i].mirror.is_some()).collect();
-        for &index in &sources {
-            let mapping = &self.managed[index];
-            let source = &mapping.source.id;
-            let key = self.plan.pairs[mapping.pair].key.clone();
-            let owner = self.config.daemon.owner.clone();
-            let tags = BTreeMap::from([(OWNERSHIP_TAG.to_owned(), source.to_string()), (OWNER_TAG.to_owned(), owner)]);
-            let action = match mapping.mirror.as_ref().expect("chosen mirror") {
-                MirrorChoice::New => Action::CreateMirror {
-                    source: source.clone(),
-                    vpc: mapping.vpc.clone(),
-                    name: mapping.name.clone(),
-                    description: mirror_description(&mapping.source.description, &mapping.name),
-                    tags,
-                },
-                MirrorChoice::Existing { id, tag: Some(TagReason::Claim) } => {
-                    // It mirrors this source already: only the owner is new.
-                    let tags = tags.into_iter().filter(|(k, _)| k == OWNER_TAG).collect();
-                    Action::TagGroup { group: id.clone(), vpc: mapping.vpc.clone(), tags, reason: TagReason::Claim }
-                }
-                MirrorChoice::Existing { id, tag: Some(reason) } => {
-                    Action::TagGroup { group: id.clone(), vpc: mapping.vpc.clone(), tags, reason: *reason }
-                }
-                MirrorChoice::Existing { tag: None, .. } => continue,
-            };
-            let audit = mapping.audit;
-            let id = self.push(action, vec![], audit, Some(key));
-            self.managed[index].prepare = Some(id);
-        }
-        self.peer_targets = self.peer_targets();
-
-        let destructive_held = self.destructive_held();
-        for &index in &sources {
-            let mapping = self.managed[index].clone();
-            let source = &mapping.source.id;
-            let key = self.plan.pairs[mapping.pair].key.clone();
-            let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
-            let desired = self.desired_grants(&mapping, &key);
-            let diff = self.diff(&mirror, desired);
-            let quota = self.config.limits.rules_per_group;
-
-            // Revocations this cycle: none under a hold (not even shown: a
-            // partial view cannot justify them), all of them when audited
-            // (shown, never run), otherwise up to the remaining budget.
-            let allowed = if destructive_held {
-                0
-            } else if mapping.audit {
-                diff.revoke.len()
-            } else {
-                diff.revoke.len().min(self.revoke_budget)
-            };
-            if !mapping.audit {
-                self.revoke_budget -= allowed;
-                if destructive_held {
-                    self.plan.deferred.held += diff.revoke.len();
-                } else {
-                    self.plan.deferred.revokes += diff.revoke.len() - allowed;
-                }
-            }
-            for grant in &diff.revoke[allowed..] {
-                if let Peer::Group { group, .. } = &grant.key.peer {
-                    self.refs_pending.insert(group.clone());
-                }
-            }
-
-            // A grant to a mirror that only an audited mapping would create or
-            // tag cannot run until that mapping is enforced: it is shown as
-            // audited drift, and the rest of this mapping goes ahead.
-            let mut add = diff.add;
-            let waiting = add.split_off_waiting(|peer| !mapping.audit && peer.is_some_and(|prepare| prepare.audited));
-
-            // Quota: the group may hold `quota` grants at any moment. Grants
-            // that would not fit even after every revocation are reported;
-            // grants that only wait for deferred revocations are deferred.
-            let after_all = diff.current - diff.revoke.len();
-            let fits_ever = quota.saturating_sub(after_all);
-            let fits_now = quota.saturating_sub(diff.current - allowed);
-            if add.len() > fits_ever {
-                let dropped = add.len() - fits_ever;
-                self.warn(
-                    WarningKind::QuotaExceeded,
-                    Some(key.clone()),
-                    Some(mirror.to_string()),
-                    format!(
-                        "mirror {} of {} would need {} rules, above the quota of {quota}; {dropped} not applied",
-                        mirror,
-                        self.group_label(source),
-                        after_all + add.len()
-                    ),
-                );
-                add.truncate(fits_ever);
-            }
-            if add.len() > fits_now {
-                if !mapping.audit {
-                    self.plan.deferred.adds += add.len() - fits_now;
-                }
-                add.truncate(fits_now);
-            }
-            // Make before break: revoke first only as many as the quota needs.
-            let pre_count = (diff.current + add.len()).saturating_sub(quota).min(allowed);
-            let revoke_now: Vec<Grant> = diff.revoke[..allowed].to_vec();
-            let (pre, post) = revoke_now.split_at(pre_count);
-
-            let mut group_deps: Vec<ActionId> = mapping.prepare.into_iter().collect();
-            let mut pre_id = None;
-            if !pre.is_empty() {
-                let id = self.push_revoke(&mirror, pre.to_vec(), group_deps.clone(), mapping.audit, &key);
-                pre_id = Some(id);
-            }
-            let mut authorize_id = None;
-            for (Desired { grants, waits_for }, waits) in [(add, false), (waiting, true)] {
-                if grants.is_empty() {
-                    continue;
-                }
-                let mut deps = group_deps.clone();
-                deps.extend(pre_id);
-                deps.extend(waits_for.into_iter().flatten().map(|prepare| prepare.action));
-                let count = grants.len();
-                let audit = mapping.audit || waits;
-                let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
-                if !waits {
-                    authorize_id = Some(id);
-                }
-                self.drift(mapping.pair).add += count;
-            }
-            if !post.is_empty() {
-                let mut deps = group_deps.clone();
-                deps.extend(authorize_id);
-                self.push_revoke(&mirror, post.to_vec(), deps, mapping.audit, &key);
-            }
-            self.drift(mapping.pair).remove += diff.revoke.len();
-            if !diff.update.is_empty() {
-                let GroupRef::Existing(group) = &mirror else { unreachable!("updates need an existing mirror") };
-                let (grants, previous): (Vec<Grant>, Vec<Option<String>>) = diff.update.into_iter().unzip();
-                self.drift(mapping.pair).update += grants.len();
-                group_deps.sort();
-                self.push(
-                    Action::UpdateDescriptions { group: group.clone(), grants, previous },
-                    group_deps,
-                    mapping.audit,
-                    Some(key.clone()),
-                );
-            }
-        }
-    }
-
-    /// The source whose mirror `mirror` is about to be tagged by this plan
-    /// (default group or adoption), so that users of it wait for the tag.
-    fn tagged_now_for(&self, mirror: &GroupId) -> Option<&Mapping<'a>> {
-        let source = &self.managed[*self.source_of_mirror.get(mirror)?];
-        matches!(source.mirror, Some(MirrorChoice::Existing { tag: Some(_), .. })).then_some(source)
-    }
-
-    /// The create or tag action `group`, a mirror in a grant or a link,
-    /// waits for, if any.
-    fn prepare_of(&self, group: &GroupRef) -> Option<ActionId> {
-        match group {
-            GroupRef::New { source, .. } => self.mapping(source)?.prepare,
-            GroupRef::Existing(id) => self.tagged_now_for(id)?.prepare,
-        }
-    }
-
     /// The drift of the pair at `index` in `plan.pairs`.
     fn drift(&mut self, index: usize) -> &mut Drift {
         &mut self.plan.pairs[index].drift
     }
-
-    fn push_revoke(
-        &mut self,
-        mirror: &GroupRef,
-        grants: Vec<Grant>,
-        deps: Vec<ActionId>,
-        audit: bool,
-        key: &PairKey,
-    ) -> ActionId {
-        let GroupRef::Existing(group) = mirror else { unreachable!("revokes need an existing mirror") };
-        let referenced: Vec<GroupId> = grants
-            .iter()
-            .filter_map(|g| match &g.key.peer {
-                Peer::Group { group, .. } => Some(group.clone()),
-                _ => None,
-            })
-            .collect();
-        let id = self.push(Action::Revoke { group: group.clone(), grants }, deps, audit, Some(key.clone()));
-        for peer in referenced {
-            if audit {
-                self.removed_by_audit.insert(peer.clone());
-            }
-            self.revokes_of_ref.entry(peer).or_default().push(id);
-        }
-        id
-    }
-
-    /// The source's grants translated for its mirror, sorted by key, one per
-    /// key (the first, in the order of the sorted source grants), each with
-    /// the create or tag action of the mirror it references; reports what
-    /// cannot be translated. Needs the create and tag actions planned.
-    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Desired {
-        let mut desired = Desired::with_capacity(mapping.source.ingress.len());
-        // Whether the translated keys come out strictly increasing.
-        let mut in_order = true;
-        for grant in by_key(&mapping.source.ingress, |a, b| a.cmp(b)).0 {
-            let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
-            let peer = match &grant.key.peer {
-                Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
-                Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
-                Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
-                Peer::Group { group, owner: None } => {
-                    match self.managed_index.get(group).map(|&index| &self.peer_targets[index]) {
-                        None => Err(Unmirrorable::NotManaged),
-                        Some(target) if target.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
-                        // The peer's mirror waits for its own create or tag.
-                        Some(target) => match &target.mirror {
-                            Some(mirror) => Ok((Peer::Group { group: mirror.clone(), owner: None }, target.prepare)),
-                            None => Err(Unmirrorable::MirrorUnavailable),
-                        },
-                    }
-                }
-            };
-            match peer {
-                Ok((peer, prepare)) => {
-                    let key = GrantKey { protocol: grant.key.protocol, ports: grant.key.ports, peer };
-                    in_order &= desired.grants.last().is_none_or(|last| last.key < key);
-                    desired.push(Grant { key, description }, prepare);
-                }
-                Err(reason) => {
-                    let message = format!(
-                        "{} rule {} cannot be mirrored: {}",
-                        mapping.source.id,
-                        self.describe_source_grant(grant),
-                        reason.phrase()
-                    );
-                    self.plan.warnings.push(Warning {
-                        kind: WarningKind::Unmirrorable,
-                        pair: Some(key.clone()),
-                        subject: Some(mapping.source.id.to_string()),
-                        reason: Some(reason),
-                        message,
-                    });
-                }
-            }
-        }
-        // Translation keeps the source order except among group peers (a
-        // mirror's id or a new mirror sorts unlike its source's id). When it
-        // did not: a stable sort, keeping the first of equal keys (the first
-        // description wins).
-        if !in_order {
-            let mut pairs: Vec<_> = desired.grants.into_iter().zip(desired.waits_for).collect();
-            pairs.sort_by(|(a, _), (b, _)| a.key.cmp(&b.key));
-            pairs.dedup_by(|(later, _), (first, _)| later.key == first.key);
-            (desired.grants, desired.waits_for) = pairs.into_iter().unzip();
-        }
-        desired
-    }
-
-    /// One [`PeerTarget`] per managed source, in `managed` order.
-    fn peer_targets(&self) -> Vec<PeerTarget> {
-        self.managed
-            .iter()
-            .map(|mapping| PeerTarget {
-                vpc: mapping.vpc.clone(),
-                mirror: self.mirror_ref(mapping).cloned(),
-                prepare: mapping.prepare.map(|action| Prepare { action, audited: self.plan.actions[action.0].audit }),
-            })
-            .collect()
-    }
-
-    fn describe_source_grant(&self, grant: &Grant) -> String {
-        let peer = match &grant.key.peer {
-            Peer::Group { group, owner } => {
-                let name = self.snap.source_groups.get(group).map(|g| g.name.as_str());
-                match (name, owner) {
-                    (Some(name), Some(owner)) => format!("{group} ({name}, account {owner})"),
-                    (None, Some(owner)) => format!("{group} (account {owner})"),
-                    (Some(name), None) => format!("{group} ({name})"),
-                    (None, None) => group.to_string(),
-                }
-            }
-            other => render::peer_text(&other.clone().map_group(GroupRef::Existing)),
-        };
-        format!("{} from {peer}", render::proto_ports(grant.key.protocol, &grant.key.ports))
-    }
-
-    /// `desired` (sorted by key, one per key) against the mirror's rules: a
-    /// merge of two sorted lists, without copying either.
-    fn diff(&self, mirror: &GroupRef, desired: Desired) -> GrantDiff {
-        let GroupRef::Existing(id) = mirror else {
-            return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
-        };
-        let Some(group) = self.snap.vpc_groups.get(id) else {
-            return GrantDiff { add: Desired::default(), revoke: Vec::new(), update: Vec::new(), current: 0 };
-        };
-        // The rules by key; of several with one key, the last observed.
-        let (mut deduped, distinct) = by_key(&group.ingress, |a, b| a.key.cmp(&b.key));
-        if !distinct {
-            deduped.dedup_by(|later, earlier| {
-                let same = later.key == earlier.key;
-                if same {
-                    *earlier = *later;
-                }
-                same
-            });
-        }
-        let owned = |grant: &Grant| match &grant.key.peer {
-            Peer::Ipv4(_) => true,
-            Peer::Group { group, owner: None } => self.is_ours(group),
-            _ => false,
-        };
-        let mut add = Desired::default();
-        let mut update = Vec::new();
-        let mut revoke = Vec::new();
-        let mut have = deduped.into_iter().peekable();
-        for (want, prepare) in desired.grants.into_iter().zip(desired.waits_for) {
-            // Observed rules sorting before the next desired one are not
-            // desired; one sorting after it means it is missing.
-            let mut found = None;
-            while let Some(&grant) = have.peek() {
-                match cmp_planned_observed(&want.key, &grant.key) {
-                    Ordering::Greater => {
-                        if owned(grant) {
-                            revoke.push(grant.clone());
-                        }
-                        have.next();
-                    }
-                    Ordering::Equal => {
-                        found = have.next();
-                        break;
-                    }
-                    Ordering::Less => break,
-                }
-            }
-            match found {
-                None => add.push(want, prepare),
-                Some(grant) if grant.description != want.description => {
-                    let mut updated = grant.clone();
-                    updated.description = want.description;
-                    update.push((updated, grant.description.clone()));
-                }
-                Some(_) => {}
-            }
-        }
-        revoke.extend(have.filter(|g| owned(g)).cloned());
-        GrantDiff { add, revoke, update, current: group.ingress.len() }
-    }
-
-    // ----- 4. links ----------------------------------------------------------
-
-    fn plan_links(&mut self) {
-        let snap = self.snap;
-        let destructive_held = self.destructive_held();
-        let global_audit = self.global_audit();
-        // Without the full list of links, an attach would be a guess (EC2
-        // rejects attaching an instance that is already linked).
-        let links_known = !snap.incomplete.contains(&crate::model::SnapshotPart::Links);
-        // The managed sources (indices in `managed`) whose mirrors an
-        // instance is entitled to; one buffer for every instance.
-        let mut entitled: Vec<usize> = Vec::new();
-
-        for (instance_id, instance, link) in instances_and_links(snap) {
-            // VPC instances cannot be linked; pending ones are left for the
-            // next cycle; stopped ones were unlinked by EC2.
-            if instance.is_some_and(|i| i.vpc_id.is_some() || i.state != InstanceState::Running) {
-                continue;
-            }
-            entitled.clear();
-            let mut audit = false;
-            for group in instance.map(|i| &i.groups).into_iter().flatten() {
-                let Some(&index) = self.managed_index.get(group) else { continue };
-                if self.managed[index].links_instances {
-                    entitled.push(index);
-                    audit |= self.managed[index].audit;
-                }
-            }
-            // In the order of their mirrors, so that those come out as a
-            // sorted set; nothing is copied until an action is planned.
-            let mirror_of = |index: usize| self.mirror_ref(&self.managed[index]).expect("linked sources have mirrors");
-            entitled.sort_unstable_by(|&a, &b| mirror_of(a).cmp(mirror_of(b)));
-            let vpc_of = |index: usize| &self.managed[index].vpc;
-            if entitled.iter().any(|&index| vpc_of(index) != vpc_of(entitled[0])) {
-                let vpcs: BTreeSet<&VpcId> = entitled.iter().map(|&index| vpc_of(index)).collect();
-                let vpcs: Vec<String> = vpcs.into_iter().map(ToString::to_string).collect();
-                self.warn(
-                    WarningKind::ConflictMultiVpc,
-                    None,
-                    Some(instance_id.to_string()),
-                    format!(
-                        "{instance_id} is in managed groups mirrored into several VPCs ({}); not linked",
-                        vpcs.join(", ")
-                    ),
-                );
-                if let Some(link) = link {
-                    self.links_pending.extend(link.groups.iter().cloned());
-                }
-                continue;
-            }
-            if entitled.is_empty() && link.is_none_or(|l| !l.groups.iter().any(|g| self.is_ours(g))) {
-                continue;
-            }
-            if entitled.is_empty() {
-                audit = global_audit;
-            }
-            // Already linked as it should be (most instances in a steady
-            // state): decided without copying a group id.
-            if let (Some(link), Some(&first)) = (link, entitled.first())
-                && *vpc_of(first) == link.vpc_id
-                && self.link_has_exactly(link, entitled.iter().map(|&index| mirror_of(index)))
-            {
-                continue;
-            }
-            // The one VPC and its mirrors, as a sorted set.
-            let target: Option<(VpcId, Vec<GroupRef>)> = entitled.first().map(|&first| {
-                let mut mirrors: Vec<GroupRef> = Vec::with_capacity(entitled.len());
-                for &index in &entitled {
-                    if mirrors.last() != Some(mirror_of(index)) {
-                        mirrors.push(mirror_of(index).clone());
-                    }
-                }
-                (vpc_of(first).clone(), mirrors)
-            });
-            // Their pairs, as indices in `plan.pairs` (ordered as the keys).
-            let mut pairs: Vec<usize> = entitled.iter().map(|&index| self.managed[index].pair).collect();
-
-            let action = match (link, target) {
-                (None, None) => continue,
-                (None, Some(_)) if !links_known => continue,
-                (None, Some((vpc, mirrors))) => {
-                    if mirrors.len() > MAX_GROUPS_PER_LINK {
-                        self.link_limit_warning(instance_id, &vpc, mirrors.len());
-                        continue;
-                    }
-                    Action::Attach { instance: instance_id.clone(), vpc, groups: mirrors }
-                }
-                (Some(link), target) => {
-                    let target: Option<(VpcId, BTreeSet<GroupRef>)> =
-                        target.map(|(vpc, mirrors)| (vpc, mirrors.into_iter().collect()));
-                    let has_ours = link.groups.iter().any(|g| self.is_ours(g));
-                    let foreign: BTreeSet<GroupRef> = link
-                        .groups
-                        .iter()
-                        .filter(|g| !self.is_ours(g))
-                        .map(|g| GroupRef::Existing(g.clone()))
-                        .collect();
-                    let current: BTreeSet<GroupRef> =
-                        link.groups.iter().map(|g| GroupRef::Existing(g.clone())).collect();
-                    let (vpc, desired) = match target {
-                        Some((vpc, mirrors)) if vpc == link.vpc_id => (vpc, &foreign | &mirrors),
-                        Some((vpc, _)) if !has_ours => {
-                            self.warn(
-                                WarningKind::ConflictForeignLink,
-                                None,
-                                Some(instance_id.to_string()),
-                                format!(
-                                    "{instance_id} is linked by someone else to {}, not {vpc}; not touched",
-                                    link.vpc_id
-                                ),
-                            );
-                            continue;
-                        }
-                        // Moving it would unlink the instance from another
-                        // deployment's mirror, which wants it where it is.
-                        Some((vpc, _)) if link.groups.iter().any(|g| self.theirs.contains(g)) => {
-                            let theirs = link.groups.iter().find(|g| self.theirs.contains(g)).expect("checked");
-                            self.warn(
-                                WarningKind::ConflictForeignLink,
-                                None,
-                                Some(instance_id.to_string()),
-                                format!(
-                                    "{instance_id} is linked to {} with {theirs}, a mirror of another deployment; \
-                                     not moved to {vpc}",
-                                    link.vpc_id
-                                ),
-                            );
-                            self.links_pending.extend(link.groups.iter().cloned());
-                            continue;
-                        }
-                        // Our link in the wrong VPC (the mapping moved): the
-                        // foreign groups of the old VPC cannot come along.
-                        Some((vpc, mirrors)) => (vpc, mirrors),
-                        None => (link.vpc_id.clone(), foreign),
-                    };
-                    if vpc == link.vpc_id && desired == current {
-                        continue;
-                    }
-                    if desired.len() > MAX_GROUPS_PER_LINK {
-                        self.link_limit_warning(instance_id, &vpc, desired.len());
-                        self.links_pending.extend(link.groups.iter().cloned());
-                        continue;
-                    }
-                    let from: Vec<GroupId> = link.groups.iter().cloned().collect();
-                    if desired.is_empty() {
-                        Action::Detach { instance: instance_id.clone(), vpc: link.vpc_id.clone(), groups: from }
-                    } else {
-                        Action::Relink {
-                            instance: instance_id.clone(),
-                            from_vpc: link.vpc_id.clone(),
-                            from,
-                            vpc,
-                            groups: desired.into_iter().collect(),
-                        }
-                    }
-                }
-            };
-            // A link into a VPC whose ClassicLink only an audited mapping
-            // would enable cannot be made: show it, audited, with that enable.
-            if let Action::Attach { vpc, .. } | Action::Relink { vpc, .. } = &action
-                && self.enable_action.get(vpc).is_some_and(|id| self.plan.actions[id.0].audit)
-            {
-                audit = true;
-            }
-
-            let removed: Vec<GroupId> = match &action {
-                Action::Detach { groups, .. } => groups.clone(),
-                Action::Relink { from, groups, .. } => {
-                    from.iter().filter(|g| !groups.contains(&GroupRef::Existing((*g).clone()))).cloned().collect()
-                }
-                _ => Vec::new(),
-            };
-            if action.is_destructive() && destructive_held {
-                if !audit {
-                    self.plan.deferred.held += 1;
-                }
-                self.links_pending.extend(removed);
-                continue;
-            }
-            if action.is_destructive() && !audit {
-                if self.unlink_budget == 0 {
-                    self.plan.deferred.unlinks += 1;
-                    self.links_pending.extend(removed);
-                    continue;
-                }
-                self.unlink_budget -= 1;
-            }
-            // Drift belongs to the pairs entitled to the link and to the
-            // pairs whose mirrors the action removes from it.
-            pairs.extend(removed.iter().filter_map(|group| self.pair_of_mirror(group)));
-            pairs.sort_unstable();
-            pairs.dedup();
-            for &pair in &pairs {
-                self.drift(pair).links += 1;
-            }
-            let pair = pairs.first().map(|&first| self.plan.pairs[first].key.clone());
-            let mut deps = Vec::new();
-            let (Action::Attach { vpc, groups, .. } | Action::Relink { vpc, groups, .. }) = &action else {
-                let id = self.push(action, deps, audit, pair);
-                self.note_unlinks(id, removed, audit);
-                continue;
-            };
-            deps.extend(self.enable_action.get(vpc).copied());
-            deps.extend(groups.iter().filter_map(|group| self.prepare_of(group)));
-            let id = self.push(action, deps, audit, pair);
-            self.note_unlinks(id, removed, audit);
-        }
-    }
-
-    /// Whether `link` holds exactly the groups it should in its VPC: its
-    /// groups that are not ours, kept as they are, and `mirrors` (sorted).
-    /// A merge of the two sorted lists.
-    fn link_has_exactly<'m>(&self, link: &Link, mirrors: impl Iterator<Item = &'m GroupRef>) -> bool {
-        let mut mirrors = mirrors.peekable();
-        for group in &link.groups {
-            let entitled = mirrors.next_if(|mirror| mirror.existing() == Some(group)).is_some();
-            // A group of ours that is not one of the mirrors goes.
-            if !entitled && self.is_ours(group) {
-                return false;
-            }
-        }
-        // A mirror not in the link (or not yet created) comes.
-        mirrors.next().is_none()
-    }
-
-    /// The pair (index in `plan.pairs`) whose (existing) mirror `group` is.
-    fn pair_of_mirror(&self, group: &GroupId) -> Option<usize> {
-        self.source_of_mirror.get(group).map(|&source| self.managed[source].pair)
-    }
-
-    fn note_unlinks(&mut self, id: ActionId, removed: Vec<GroupId>, audit: bool) {
-        for group in removed {
-            if audit {
-                self.removed_by_audit.insert(group.clone());
-            }
-            self.unlinks_of_group.entry(group).or_default().push(id);
-        }
-    }
-
-    fn link_limit_warning(&mut self, instance: &InstanceId, vpc: &VpcId, count: usize) {
-        self.warn(
-            WarningKind::LinkLimit,
-            None,
-            Some(instance.to_string()),
-            format!(
-                "{instance} would need {count} groups in its link to {vpc}, above EC2's limit of {MAX_GROUPS_PER_LINK}; not linked"
-            ),
-        );
-    }
-
-    // ----- 5. orphans --------------------------------------------------------
-
-    /// Finds the orphans (tagged groups no pair claims), remembers since when,
-    /// and decides which must keep working this pass.
-    fn find_orphans(&mut self) {
-        let complete = self.snap.is_complete();
-        if complete {
-            self.next_memory.orphans_since.clear();
-        }
-        let snap = self.snap;
-        let me = self.config.daemon.owner.as_str();
-        for group in snap.vpc_groups.values() {
-            let (Some(source), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { continue };
-            // A chosen mirror is not an orphan.
-            if self.source_of_mirror.contains_key(&group.id) {
-                continue;
-            }
-            // Only our own orphans. One without an owner tag that nobody
-            // claimed is an orphan of a deployment that could have made it:
-            // one managing its source (a duplicate of its mirror), or the
-            // deployment named `default`, which an estate made before owner
-            // tags belongs to (`docs/operations.md`).
-            match ownership(group, me) {
-                Ownership::Mine => {}
-                Ownership::Foreign(_) => continue,
-                Ownership::Unowned if self.managed_index.contains_key(&source) || me == DEFAULT_OWNER => {}
-                Ownership::Unowned => continue,
-            }
-            self.ours.insert(group.id.clone());
-            // The tag is the authority: a restarted daemon, or a second one,
-            // counts the grace from the same instant. Until it is written,
-            // this daemon's memory (a tag write that failed), else now.
-            let (since, mark) = match group.orphaned_since_tag() {
-                Some(value) => match self.orphaned_since(value) {
-                    Some(since) => (since, None),
-                    None => {
-                        self.warn(
-                            WarningKind::OrphanTagInvalid,
-                            None,
-                            Some(group.id.to_string()),
-                            format!(
-                                "orphaned mirror {} ({}) carries {ORPHANED_SINCE_TAG}={value:?}, which is not an \
-                                 RFC 3339 UTC time up to now; its orphan_grace starts again from now",
-                                group.id, group.name
-                            ),
-                        );
-                        (self.now, Some(format_time(self.now)))
-                    }
-                },
-                None => {
-                    let remembered = self.memory.orphans_since.get(&group.id).copied().filter(|t| *t <= self.now);
-                    let since = remembered.unwrap_or(self.now);
-                    (since, Some(format_time(since)))
-                }
-            };
-            // A partial view may show a claimed mirror as an orphan: only a
-            // complete one starts (or records) the grace.
-            let mark = mark.filter(|_| complete);
-            if complete {
-                self.next_memory.orphans_since.insert(group.id.clone(), since);
-            }
-            let grace = self.config.safety.orphan_grace;
-            let age = self.now.duration_since(since).unwrap_or_default();
-            let stage = if !self.config.safety.delete_orphans {
-                OrphanStage::Kept
-            } else if age < grace {
-                OrphanStage::Waiting(grace - age)
-            } else {
-                OrphanStage::Due
-            };
-            let due = match stage {
-                OrphanStage::Kept => None,
-                _ => since.checked_add(grace),
-            };
-            if stage != OrphanStage::Due {
-                self.protected.insert(group.id.clone());
-            }
-            self.plan.orphans.push(Orphan {
-                group: group.id.clone(),
-                vpc: group.vpc_id.clone().expect("VPC group"),
-                name: group.name.clone(),
-                source: group.mirrored_from().expect("tagged"),
-                since,
-                due,
-            });
-            self.orphans.push(OrphanEntry { id: group.id.clone(), stage, mark });
-        }
-    }
-
-    /// The time an `orphanedSince` tag value names, unless it is malformed
-    /// or further in the future than [`ORPHAN_TAG_MAX_SKEW`].
-    fn orphaned_since(&self, value: &str) -> Option<SystemTime> {
-        let since = parse_time(value)?;
-        let latest = self.now.checked_add(ORPHAN_TAG_MAX_SKEW)?;
-        (since <= latest).then_some(since)
-    }
-
-    /// Claimed mirrors that still carry an `orphanedSince` tag (claimed
-    /// again, or adopted with a stale one) lose it, so that a later orphaning
-    /// starts a fresh grace.
-    fn plan_unmarks(&mut self) {
-        for index in 0..self.managed.len() {
-            let mapping = &self.managed[index];
-            let Some(MirrorChoice::Existing { id, .. }) = &mapping.mirror else { continue };
-            let Some(group) = self.snap.vpc_groups.get(id) else { continue };
-            if group.orphaned_since_tag().is_none() {
-                continue;
-            }
-            let action = Action::UnmarkOrphan { group: id.clone(), vpc: mapping.vpc.clone() };
-            let (deps, audit) = (mapping.prepare.into_iter().collect(), mapping.audit);
-            let key = self.plan.pairs[mapping.pair].key.clone();
-            self.push(action, deps, audit, Some(key));
-        }
-    }
-
-    fn plan_orphans(&mut self) {
-        let complete = self.snap.is_complete();
-        let audit = self.global_audit();
-        let held = self.destructive_held();
-        self.plan_unmarks();
-        let orphans: BTreeSet<GroupId> = self.orphans.iter().map(|o| o.id.clone()).collect();
-        // The orphanedSince tags first: a removal depends on its orphan's.
-        let mut marks: BTreeMap<GroupId, ActionId> = BTreeMap::new();
-        for orphan in &mut self.orphans {
-            let Some(since) = orphan.mark.take() else { continue };
-            let group = &self.snap.vpc_groups[&orphan.id];
-            let vpc = group.vpc_id.clone().expect("VPC group");
-            let id = ActionId(self.plan.actions.len());
-            self.plan.actions.push(PlannedAction {
-                id,
-                action: Action::MarkOrphan { group: orphan.id.clone(), vpc, since },
-                depends_on: Vec::new(),
-                audit,
-                pair: None,
-            });
-            marks.insert(orphan.id.clone(), id);
-        }
-        // Deletions and untags to plan, with their dependencies and the rules
-        // of other orphans to revoke first.
-        let mut due: Vec<(Action, Vec<ActionId>, OrphanReferences)> = Vec::new();
-        for OrphanEntry { id, stage, .. } in std::mem::take(&mut self.orphans) {
-            let group = &self.snap.vpc_groups[&id];
-            let (source, vpc) = (group.mirrored_from().expect("tagged"), group.vpc_id.clone().expect("VPC group"));
-            let label = format!("{} ({}) in {vpc}", group.id, group.name);
-            match stage {
-                OrphanStage::Kept => {
-                    self.warn(
-                        WarningKind::OrphanKept,
-                        None,
-                        Some(group.id.to_string()),
-                        format!("orphaned mirror {label} of {source} is kept: delete_orphans = false"),
-                    );
-                    continue;
-                }
-                OrphanStage::Waiting(left) => {
-                    self.warn(
-                        WarningKind::OrphanWaiting,
-                        None,
-                        Some(group.id.to_string()),
-                        format!(
-                            "orphaned mirror {label} of {source}: its links and references stay; removal due at \
-                             {} (in {}, orphan_grace)",
-                            self.now.checked_add(left).map_or_else(|| "a time beyond 9999".to_owned(), format_time),
-                            humantime::format_duration(round_secs(left))
-                        ),
-                    );
-                    continue;
-                }
-                OrphanStage::Due => {}
-            }
-            if let Some(backoff) = self.memory.delete_backoff.get(&group.id)
-                && backoff.retry_after > self.now
-            {
-                let left = backoff.retry_after.duration_since(self.now).unwrap_or_default();
-                self.warn(
-                    WarningKind::DeleteBackoff,
-                    None,
-                    Some(group.id.to_string()),
-                    format!(
-                        "deleting orphaned mirror {label} failed {} time(s) with DependencyViolation; \
-                         next try in {}",
-                        backoff.failures,
-                        humantime::format_duration(round_secs(left))
-                    ),
-                );
-                continue;
-            }
-            if held {
-                self.plan.deferred.held += 1;
-                continue;
-            }
-            let is_default = group.name == "default";
-            let pending = self.links_pending.contains(&group.id)
-                || self.refs_pending.contains(&group.id)
-                || (!audit && self.removed_by_audit.contains(&group.id));
-            if !is_default && pending {
-                // Deleting would fail with DependencyViolation: wait until the
-                // detaches and revokes it needs have run. An audited deletion
-                // only needs them planned, audited or not.
-                self.plan.deferred.deletes += 1;
-                continue;
-            }
-            // Other orphans are not synced, so the rule sync does not drop
-            // their references to this one; EC2 refuses the deletion while
-            // they exist (forever, when two orphans reference each other).
-            let from_orphans = if is_default { Vec::new() } else { orphan_references(self.snap, &orphans, &group.id) };
-            let revokes: usize = from_orphans.iter().map(|(_, grants)| grants.len()).sum();
-            if !audit && !is_default {
-                if self.delete_budget == 0 {
-                    self.plan.deferred.deletes += 1;
-                    continue;
-                }
-                if revokes > self.revoke_budget {
-                    self.plan.deferred.deletes += 1;
-                    self.plan.deferred.revokes += revokes;
-                    continue;
-                }
-                self.delete_budget -= 1;
-                self.revoke_budget -= revokes;
-            }
-            let action = if is_default {
-                // Its orphanedSince tag goes too: left behind, it would start
-                // a later orphaning's grace in the past.
-                let keys = vec![OWNERSHIP_TAG.to_owned(), OWNER_TAG.to_owned(), ORPHANED_SINCE_TAG.to_owned()];
-                Action::UntagGroup { group: group.id.clone(), vpc, keys }
-            } else {
-                Action::DeleteMirror { group: group.id.clone(), vpc, name: group.name.clone(), source }
-            };
-            // No orphan is removed before its orphaning is on record.
-            let mut deps: Vec<ActionId> = marks.get(&group.id).copied().into_iter().collect();
-            if !is_default {
-                deps.extend(self.unlinks_of_group.get(&group.id).into_iter().flatten().copied());
-                deps.extend(self.revokes_of_ref.get(&group.id).into_iter().flatten().copied());
-            }
-            due.push((action, deps, from_orphans));
-        }
-        // The revokes first (one per referring orphan), then the deletions,
-        // each after the revokes of references to it and of rules on it.
-        let mut revoke_on: BTreeMap<GroupId, Vec<Grant>> = BTreeMap::new();
-        for (_, _, from_orphans) in &due {
-            for (referrer, grants) in from_orphans {
-                revoke_on.entry(referrer.clone()).or_default().extend(grants.iter().cloned());
-            }
-        }
-        let mut revoke_id: BTreeMap<GroupId, ActionId> = BTreeMap::new();
-        for (referrer, mut grants) in revoke_on {
-            grants.sort();
-            let id = self.push(Action::Revoke { group: referrer.clone(), grants }, vec![], audit, None);
-            revoke_id.insert(referrer, id);
-        }
-        for (action, mut deps, from_orphans) in due {
-            if let Action::DeleteMirror { group, .. } = &action {
-                deps.extend(revoke_id.get(group).copied());
-            }
-            deps.extend(from_orphans.iter().map(|(referrer, _)| revoke_id[referrer]));
-            self.push(action, deps, audit, None);
-        }
-        if complete {
-            self.next_memory.delete_backoff.retain(|g, _| self.next_memory.orphans_since.contains_key(g));
-        }
-    }
 }
 
-/// Orders a planned key against an observed one as if the observed key's
-/// group were `GroupRef::Existing`: the order of `GrantKey<GroupRef>`, without
-/// converting (cloning) the observed key.
-fn cmp_planned_observed(planned: &GrantKey<GroupRef>, observed: &GrantKey) -> Ordering {
-    fn rank<G>(peer: &Peer<G>) -> u8 {
-        match peer {
-            Peer::Ipv4(_) => 0,
-            Peer::Ipv6(_) => 1,
-            Peer::PrefixList(_) => 2,
-            Peer::Group { .. } => 3,
-        }
-    }
-    planned.protocol.cmp(&observed.protocol).then(planned.ports.cmp(&observed.ports)).then_with(|| {
-        match (&planned.peer, &observed.peer) {
-            (Peer::Ipv4(a), Peer::Ipv4(b)) => a.cmp(b),
-            (Peer::Ipv6(a), Peer::Ipv6(b)) => a.cmp(b),
-            (Peer::PrefixList(a), Peer::PrefixList(b)) => a.cmp(b),
-            (Peer::Group { group: GroupRef::Existing(a), owner: p }, Peer::Group { group: b, owner: o }) => {
-                a.cmp(b).then_with(|| p.cmp(o))
-            }
-            // `New` sorts after every `Existing`.
-            (Peer::Group { group: GroupRef::New { .. }, .. }, Peer::Group { .. }) => Ordering::Greater,
-            (planned, observed) => rank(planned).cmp(&rank(observed)),
-        }
-    })
-}
-
-/// `rules` in the order of `cmp` (stable), and whether their keys are
-/// distinct. Observe and EC2 list a group's rules one per key, and usually
-/// in key order: then one pass of comparisons replaces a sort (both orders
-/// agree when keys are distinct).
-fn by_key(rules: &[Grant], cmp: impl Fn(&Grant, &Grant) -> Ordering) -> (Vec<&Grant>, bool) {
-    let mut sorted: Vec<&Grant> = rules.iter().collect();
-    if rules.windows(2).all(|pair| pair[0].key < pair[1].key) {
-        return (sorted, true);
-    }
-    sorted.sort_by(|a, b| cmp(a, b));
-    (sorted, false)
-}
-
-/// Every instance id of the snapshot's instances and links, in id order,
-/// with its instance and its link (either may be missing): a merge of the
-/// two sorted maps.
-fn instances_and_links(snap: &Snapshot) -> impl Iterator<Item = (&InstanceId, Option<&Instance>, Option<&Link>)> {
-    let mut instances = snap.instances.iter().peekable();
-    let mut links = snap.links.iter().peekable();
-    std::iter::from_fn(move || {
-        let order = match (instances.peek(), links.peek()) {
-            (None, None) => return None,
-            (Some((instance, _)), Some((link, _))) => instance.cmp(link),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-        };
-        Some(match order {
-            Ordering::Less => instances.next().map(|(id, instance)| (id, Some(instance), None))?,
-            Ordering::Greater => links.next().map(|(id, link)| (id, None, Some(link)))?,
-            Ordering::Equal => {
-                let (id, instance) = instances.next()?;
-                (id, Some(instance), links.next().map(|(_, link)| link))
-            }
-        })
-    })
-}
-
-/// Rules of other orphans referencing one orphan, by referring orphan.
-type OrphanReferences = Vec<(GroupId, Vec<Grant>)>;
-
-/// The rules of other orphans that reference `target`, by orphan. Default
-/// groups are left out: of those only the tag is ever removed.
-fn orphan_references(snap: &Snapshot, orphans: &BTreeSet<GroupId>, target: &GroupId) -> OrphanReferences {
-    snap.vpc_groups
-        .values()
-        .filter(|g| &g.id != target && g.name != "default" && orphans.contains(&g.id))
-        .filter_map(|g| {
-            let grants: Vec<Grant> = g
-                .ingress
-                .iter()
-                .filter(|r| matches!(&r.key.peer, Peer::Group { group, owner: None } if group == target))
-                .cloned()
-                .collect();
-            (!grants.is_empty()).then(|| (g.id.clone(), grants))
-        })
-        .collect()
-}
-
-fn origin_label(origin: Origin) -> String {
-    match origin {
-        Origin::Config(index) => format!("mirror[{index}]"),
-        Origin::Tag => "the discovery tag".to_owned(),
-    }
-}
-
+/// `d` without its fraction of a second, for messages.
 fn round_secs(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_secs(d.as_secs())
 }
