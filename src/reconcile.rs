@@ -356,3 +356,17 @@ pub async fn apply_from(
     }
     ApplyReport { passes, converged, memory }
 }
+
+#[cfg(test)]
+mod tests {
+    use strum::VariantArray as _;
+
+    use super::Phase;
+
+    #[test]
+    fn a_phase_has_one_name_in_status_logs_and_json() {
+        for phase in Phase::VARIANTS {
+            assert_eq!(serde_json::to_value(phase).unwrap().as_str(), Some(phase.as_str()), "{phase:?}");
+        }
+    }
+}

@@ -720,6 +720,5 @@ mod label_tests {
         labels_agree_with_json(WarningKind::VARIANTS, WarningKind::as_str);
         labels_agree_with_json(RepairKind::VARIANTS, RepairKind::as_str);
         labels_agree_with_json(crate::model::SnapshotPart::VARIANTS, crate::model::SnapshotPart::as_str);
-        labels_agree_with_json(crate::reconcile::Phase::VARIANTS, crate::reconcile::Phase::as_str);
     }
 }
