@@ -112,29 +112,61 @@ pub enum ActionResult {
     Yielded,
 }
 
-impl ActionResult {
-    /// Every [`ActionResult::label`], for pre-registering metric label values.
-    pub const LABELS: [&'static str; 7] =
-        ["done", "already_done", "failed", "skipped", "audit", "cancelled", "yielded"];
+/// How an action ended, without its details: the `actions_total{outcome}`
+/// label, and what [`Report::count`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum OutcomeKind {
+    /// [`ActionResult::Done`].
+    Done,
+    /// [`ActionResult::AlreadyDone`].
+    AlreadyDone,
+    /// [`ActionResult::Failed`].
+    Failed,
+    /// [`ActionResult::Skipped`].
+    Skipped,
+    /// [`ActionResult::Audit`].
+    Audit,
+    /// [`ActionResult::Cancelled`].
+    Cancelled,
+    /// [`ActionResult::Yielded`].
+    Yielded,
+}
 
+impl OutcomeKind {
+    /// Stable metric label.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        self.into()
+    }
+}
+
+impl ActionResult {
     /// True for `Done` and `AlreadyDone`.
     #[must_use]
     pub fn succeeded(&self) -> bool {
         matches!(self, Self::Done | Self::AlreadyDone)
     }
 
+    /// What kind of ending this is.
+    #[must_use]
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Self::Done => OutcomeKind::Done,
+            Self::AlreadyDone => OutcomeKind::AlreadyDone,
+            Self::Failed(_) => OutcomeKind::Failed,
+            Self::Skipped => OutcomeKind::Skipped,
+            Self::Audit => OutcomeKind::Audit,
+            Self::Cancelled => OutcomeKind::Cancelled,
+            Self::Yielded => OutcomeKind::Yielded,
+        }
+    }
+
     /// Stable metric label (`actions_total{outcome}`).
     #[must_use]
     pub fn label(&self) -> &'static str {
-        match self {
-            Self::Done => "done",
-            Self::AlreadyDone => "already_done",
-            Self::Failed(_) => "failed",
-            Self::Skipped => "skipped",
-            Self::Audit => "audit",
-            Self::Cancelled => "cancelled",
-            Self::Yielded => "yielded",
-        }
+        self.kind().as_str()
     }
 }
 
@@ -169,10 +201,10 @@ impl Report {
         })
     }
 
-    /// Number of outcomes with this result label.
+    /// Number of outcomes of this kind.
     #[must_use]
-    pub fn count(&self, label: &str) -> usize {
-        self.outcomes.iter().filter(|o| o.result.label() == label).count()
+    pub fn count(&self, kind: OutcomeKind) -> usize {
+        self.outcomes.iter().filter(|o| o.result.kind() == kind).count()
     }
 }
 

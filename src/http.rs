@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
+use strum::VariantArray as _;
 
 use axum::Router;
 use axum::extract::State as Extract;
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::config::{Config, Mode};
-use crate::execute::{ActionResult, ExecuteError};
+use crate::execute::{ActionResult, ExecuteError, OutcomeKind};
 use crate::metrics::{CONTENT_TYPE, CycleOutcome, Metrics};
 use crate::model::{GroupId, SnapshotPart, VpcId};
 use crate::observe::ObserveError;
@@ -603,7 +604,7 @@ impl StatusBoard {
             self.last_success = Some(finished);
         }
         let mut actions: BTreeMap<String, usize> =
-            ActionResult::LABELS.iter().map(|label| ((*label).to_owned(), 0)).collect();
+            OutcomeKind::VARIANTS.iter().map(|kind| (kind.as_str().to_owned(), 0)).collect();
         for o in &pass.report.outcomes {
             *actions.entry(o.result.label().to_owned()).or_default() += 1;
         }
@@ -1204,7 +1205,6 @@ pub async fn serve_with_limits(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use strum::VariantArray as _;
 
     use axum::body::{Body, to_bytes};
     use axum::http::Request;

@@ -19,6 +19,7 @@ use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::emulator::events::EventOptions;
 use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
 use classiclink_mirror::events::{EventSource, QueueSettings};
+use classiclink_mirror::execute::OutcomeKind;
 use classiclink_mirror::model::Snapshot;
 use classiclink_mirror::plan::{self, Memory};
 use classiclink_mirror::state::{self, StateFile};
@@ -262,9 +263,9 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
             "pass {}: {} actions ({} done, {} failed, {} skipped){}",
             number + 1,
             pass.plan.actions.len() - summary.audit_only,
-            pass.report.count("done") + pass.report.count("already_done"),
+            pass.report.count(OutcomeKind::Done) + pass.report.count(OutcomeKind::AlreadyDone),
             pass.failed(),
-            pass.report.count("skipped"),
+            pass.report.count(OutcomeKind::Skipped),
             if pass.snapshot.is_complete() { "" } else { "; snapshot incomplete" }
         );
         for (outcome, error) in pass.report.failures() {

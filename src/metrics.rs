@@ -29,7 +29,7 @@ use prometheus::{
 
 use crate::ec2::limited::{RequestObserver, RetryOutcome};
 use crate::ec2::{ErrorKind, Operation};
-use crate::execute::ActionResult;
+use crate::execute::{ActionResult, OutcomeKind};
 use crate::model::SnapshotPart;
 use crate::plan::{Action, ActionKind, Deferred, Plan, RepairKind, WarningKind};
 use crate::reconcile::PassReport;
@@ -73,20 +73,8 @@ pub const STATE_FILE_ERROR_KINDS: [&str; 4] = ["read", "corrupt", "version", "wr
 pub const REQUEST_OK: &str = "ok";
 
 /// How a cycle ended; the `cycles_total{outcome}` label.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum CycleOutcome {
@@ -130,7 +118,8 @@ impl CycleOutcome {
 }
 
 /// How a configuration reload ended; the `config_reloads_total{outcome}` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum ReloadOutcome {
     /// The new file was valid and is now in force.
@@ -405,8 +394,8 @@ impl Metrics {
             drift_grants.with_label_values(&[direction]);
         }
         for kind in ActionKind::VARIANTS {
-            for outcome in ActionResult::LABELS {
-                actions.with_label_values(&[kind.as_str(), outcome]);
+            for outcome in OutcomeKind::VARIANTS {
+                actions.with_label_values(&[kind.as_str(), outcome.as_str()]);
             }
         }
         for reason in DEFERRED_REASONS {
@@ -1033,10 +1022,10 @@ mod tests {
         let samples = samples(&metrics);
         assert_eq!(
             series(&samples, &name("actions_total")).len(),
-            ActionKind::VARIANTS.len() * ActionResult::LABELS.len()
+            ActionKind::VARIANTS.len() * OutcomeKind::VARIANTS.len()
         );
         for kind in ActionKind::VARIANTS {
-            for outcome in ActionResult::LABELS {
+            for outcome in OutcomeKind::VARIANTS.iter().map(OutcomeKind::as_str) {
                 assert_eq!(get(&samples, "actions_total", &[("kind", kind.as_str()), ("outcome", outcome)]), 0.0);
             }
         }
@@ -1089,7 +1078,7 @@ mod tests {
         let allowed: BTreeMap<&str, Vec<String>> = BTreeMap::from([
             ("outcome", {
                 let mut v: Vec<String> = CycleOutcome::VARIANTS.iter().map(|o| o.as_str().to_owned()).collect();
-                v.extend(ActionResult::LABELS.iter().map(|l| (*l).to_owned()));
+                v.extend(OutcomeKind::VARIANTS.iter().map(|k| k.as_str().to_owned()));
                 v.extend(ErrorKind::VARIANTS.iter().map(|k| k.as_str().to_owned()));
                 v.extend(["ok", "applied", "rejected"].map(str::to_owned));
                 v.extend(RetryOutcome::VARIANTS.iter().map(|o| o.as_str().to_owned()));
@@ -1478,7 +1467,7 @@ mod tests {
             ActionResult::Cancelled,
             ActionResult::Yielded,
         ] {
-            assert!(ActionResult::LABELS.contains(&every_result(&result)));
+            assert!(OutcomeKind::VARIANTS.iter().any(|k| k.as_str() == every_result(&result)));
         }
         for kind in CONFLICT_KINDS {
             assert!(kind.conflict_kind().is_some(), "{kind:?} is not a conflict");

@@ -10,15 +10,14 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::ec2::Ec2;
-use crate::execute::{ActionResult, ExecuteOptions, Outcome, Report, execute_reporting};
+use crate::execute::{ActionResult, ExecuteOptions, Outcome, OutcomeKind, Report, execute_reporting};
 use crate::model::{Snapshot, SnapshotPart};
 use crate::observe::{Observation, ObserveError, observe_reporting};
 use crate::plan::{Executed, Fight, FightKey, FightPolicy, Memory, Plan, WarningKind, plan};
 
 /// Where a pass is (`/status` shows it while the pass runs).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, strum::IntoStaticStr, strum::VariantArray,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Phase {
@@ -90,7 +89,7 @@ pub struct PassReport {
 /// ([`crate::execute::another_writer`]).
 #[must_use]
 pub fn another_writer(report: &Report) -> bool {
-    crate::execute::another_writer(report.count("done"), report.count("already_done"))
+    crate::execute::another_writer(report.count(OutcomeKind::Done), report.count(OutcomeKind::AlreadyDone))
 }
 
 impl PassReport {
@@ -103,7 +102,7 @@ impl PassReport {
     /// Actions that failed.
     #[must_use]
     pub fn failed(&self) -> usize {
-        self.report.count("failed")
+        self.report.count(OutcomeKind::Failed)
     }
 }
 
@@ -235,8 +234,9 @@ pub async fn plan_and_execute(
     } else {
         execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await
     };
-    let ours = report.count("done") + report.count("already_done");
-    memory.other_writer_left = (waiting || report.count("yielded") > 0).then(|| executable.saturating_sub(ours));
+    let ours = report.count(OutcomeKind::Done) + report.count(OutcomeKind::AlreadyDone);
+    memory.other_writer_left =
+        (waiting || report.count(OutcomeKind::Yielded) > 0).then(|| executable.saturating_sub(ours));
     let executed = plan.actions.iter().zip(&report.outcomes).map(|(planned, outcome)| {
         let result = match &outcome.result {
             ActionResult::Done => Executed::Done,
@@ -256,11 +256,11 @@ pub async fn plan_and_execute(
              its repairs back off (see /status)"
         );
     }
-    let other_writer = another_writer(&report) || report.count("yielded") > 0;
+    let other_writer = another_writer(&report) || report.count(OutcomeKind::Yielded) > 0;
     if other_writer && !waiting {
         warn!(
-            done = report.count("done"),
-            already_done = report.count("already_done"),
+            done = report.count(OutcomeKind::Done),
+            already_done = report.count(OutcomeKind::AlreadyDone),
             "most of this pass's writes were already done: another writer works on these pairs \
              (a second deployment with the same configuration?)"
         );
@@ -278,11 +278,11 @@ pub async fn plan_and_execute(
     };
     info!(
         actions = pass.plan.actions.len(),
-        done = pass.report.count("done"),
-        already_done = pass.report.count("already_done"),
+        done = pass.report.count(OutcomeKind::Done),
+        already_done = pass.report.count(OutcomeKind::AlreadyDone),
         failed = pass.failed(),
-        skipped = pass.report.count("skipped"),
-        audit = pass.report.count("audit"),
+        skipped = pass.report.count(OutcomeKind::Skipped),
+        audit = pass.report.count(OutcomeKind::Audit),
         warnings = pass.plan.warnings.len(),
         incomplete = pass.snapshot.incomplete.len(),
         duration_ms = pass.duration.as_millis() as u64,

@@ -28,19 +28,8 @@ use crate::model::{Grant, GroupId, Instance, InstanceId, InstanceState, Link, Se
 pub use codes::{MALFORMED_RESPONSE, TIMEOUT, VPC_NOT_FOUND};
 
 /// Every EC2 action the daemon or its tests use; bounded metric label.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    strum::EnumString,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(strum::IntoStaticStr, strum::VariantArray, strum::EnumString)]
 pub enum Operation {
     /// `DescribeSecurityGroups`.
     DescribeSecurityGroups,
@@ -118,7 +107,8 @@ impl fmt::Display for Operation {
 }
 
 /// EC2's request-rate categories (non-mutating vs. mutating actions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum Category {
     /// `Describe*`: EC2 bucket 100, refill 20/s.
@@ -136,7 +126,8 @@ impl Category {
 }
 
 /// What a failed EC2 call means for the caller; derived from the error code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorKind {
     /// `RequestLimitExceeded` and friends: back off and slow down.

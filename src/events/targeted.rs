@@ -278,6 +278,7 @@ mod tests {
     use crate::ec2::Operation;
     use crate::emulator::{CidrSource, Emulator, EmulatorOptions, GenerateSpec, IpPermission, RunInstances};
     use crate::events::dirty::touched;
+    use crate::execute::OutcomeKind;
     use crate::execute::{ExecuteOptions, execute};
     use crate::model::DEFAULT_DISCOVERY_TAG;
     use crate::observe::observe;
@@ -431,7 +432,7 @@ mod tests {
         let (planned, _) = plan(&config, &before, &Memory::default(), now());
         assert!(planned.executable().count() >= 2, "an authorize and an attach");
         let report = execute(&emu, &planned, &ExecuteOptions::default(), &CancellationToken::new()).await;
-        assert_eq!(report.count("failed"), 0);
+        assert_eq!(report.count(OutcomeKind::Failed), 0);
         let blind = observe_targeted(&emu, &config, &before, &Dirty::default()).await;
         assert_ne!(blind.snapshot, full(&emu, &config).await, "the pass's own snapshot is stale after its writes");
         let stale = touched(&planned);
