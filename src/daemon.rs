@@ -560,14 +560,14 @@ pub struct Instruments {
     state: http::State,
     notified_ready: AtomicBool,
     /// The event path's hub, when events are on.
-    events: std::sync::Mutex<Option<EventHub>>,
+    events: parking_lot::Mutex<Option<EventHub>>,
 }
 
 impl Instruments {
     /// Instruments reporting into `state`.
     #[must_use]
     pub fn new(state: http::State) -> Self {
-        Self { state, notified_ready: AtomicBool::new(false), events: std::sync::Mutex::new(None) }
+        Self { state, notified_ready: AtomicBool::new(false), events: parking_lot::Mutex::new(None) }
     }
 
     /// Alive for the watchdog, as for `/healthz`: a cycle started recently,
@@ -639,11 +639,11 @@ impl PassObserver for Instruments {
             Err(e) => warn!(error = %e, "the event metrics could not be registered"),
         }
         self.state.set_events(hub.clone());
-        *self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hub.clone());
+        *self.events.lock() = Some(hub.clone());
     }
 
     fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, started_at: SystemTime) {
-        let hub = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let hub = self.events.lock().clone();
         let Some(metrics) = hub.and_then(|h| h.metrics()) else { return };
         let kind = if event_times.is_some() { "targeted" } else { "full" };
         metrics.passes.with_label_values(&[kind]).inc();

@@ -7,10 +7,11 @@
 //! brings a targeted pass before the next full one), and keeps serving
 //! `/metrics` until Ctrl-C.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -216,11 +217,11 @@ impl PassObserver for Narrator {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        *self.bar.lock().expect("bar") = Some(bar);
+        *self.bar.lock() = Some(bar);
     }
 
     fn pass_finished(&self, pass: &PassReport, _config: &Config, _started_at: SystemTime) {
-        if let Some(bar) = self.bar.lock().expect("bar").take() {
+        if let Some(bar) = self.bar.lock().take() {
             bar.finish_and_clear();
         }
         let number = self.progress.borrow().passes + 1;
@@ -236,7 +237,7 @@ impl PassObserver for Narrator {
                 println!("{line}");
             }
         }
-        let mut seen = self.seen_warnings.lock().expect("warnings");
+        let mut seen = self.seen_warnings.lock();
         for warning in &pass.plan.warnings {
             // Orphan countdowns change every pass; say each only once.
             let key = match warning.kind {

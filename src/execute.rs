@@ -28,8 +28,8 @@
 //!   make every write. The daemon starts each pass at a random place in the
 //!   plan (`rotation`), so two of them rarely race for the same actions.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -284,7 +284,6 @@ impl Runner<'_> {
             GroupRef::New { source, vpc } => self
                 .created
                 .lock()
-                .expect("created lock")
                 .get(&PairKey { source: source.clone(), vpc: vpc.clone() })
                 .cloned()
                 .ok_or_else(|| ExecuteError::Unresolved { source_group: source.clone(), vpc: vpc.clone() }),
@@ -480,7 +479,7 @@ impl Runner<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        self.created.lock().expect("created lock").insert(key, id);
+        self.created.lock().insert(key, id);
         Ok(result)
     }
 
@@ -700,6 +699,6 @@ pub async fn execute_reporting(
             result: result.unwrap_or(if yielded { ActionResult::Yielded } else { ActionResult::Cancelled }),
         })
         .collect();
-    let created = runner.created.into_inner().expect("created lock");
+    let created = runner.created.into_inner();
     Report { outcomes, created }
 }

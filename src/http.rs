@@ -14,9 +14,10 @@
 //! connections, a cap on open connections that closes the oldest idle one to
 //! make room, and accept errors (`EMFILE`) that back off instead of spinning.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strum::VariantArray as _;
 
@@ -790,7 +791,7 @@ impl std::fmt::Debug for State {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    mutex.lock()
 }
 
 impl State {

@@ -17,8 +17,9 @@
 //! registered at start, so dashboards see zeros rather than gaps.
 //! `docs/metrics.md` is the reference.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strum::VariantArray as _;
 
@@ -479,7 +480,7 @@ impl Metrics {
     pub fn record_pass(&self, pass: &PassReport, started_at: SystemTime) -> CycleOutcome {
         let outcome = CycleOutcome::of(pass);
         let plan = &pass.plan;
-        let mut seen_conflicts = self.pass_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen_conflicts = self.pass_lock.lock();
 
         self.cycles.with_label_values(&[outcome.as_str()]).inc();
         self.cycle_duration.observe(pass.duration.as_secs_f64());
@@ -544,8 +545,7 @@ impl Metrics {
     /// Records one EC2 request attempt; what [`RequestObserver::record`] does.
     /// `outcome` is [`REQUEST_OK`] or an [`ErrorKind::as_str`] label.
     pub fn record_request(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
-        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(tokio::time::Instant::now());
+        *self.last_request.lock() = Some(tokio::time::Instant::now());
         self.requests.with_label_values(&[operation.as_str(), outcome]).inc();
         self.request_duration.with_label_values(&[operation.as_str()]).observe(elapsed.as_secs_f64());
         if outcome == ErrorKind::Throttled.as_str() {
@@ -557,7 +557,7 @@ impl Metrics {
     /// clock); `None` before the first.
     #[must_use]
     pub fn last_request_at(&self) -> Option<tokio::time::Instant> {
-        *self.last_request.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self.last_request.lock()
     }
 
     /// Records what followed a retryable EC2 error; what
@@ -587,7 +587,7 @@ impl Metrics {
     #[must_use]
     pub fn render(&self) -> String {
         let families = {
-            let _guard = self.pass_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _guard = self.pass_lock.lock();
             self.registry.gather()
         };
         let mut text = String::new();

@@ -20,10 +20,10 @@
 //! validation would refuse, is clamped into what the buckets can represent.
 //! All waiting uses tokio's clock, so tests under paused time run instantly.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -67,7 +67,7 @@ pub fn clamp_burst(burst: u32) -> NonZeroU32 {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    mutex.lock()
 }
 
 /// A `governor` clock that reads tokio's clock, so paused-time tests control it.

@@ -272,7 +272,7 @@ pub trait EventSource: Send + Sync {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     use super::*;
 
@@ -337,7 +337,7 @@ mod tests {
         }
 
         async fn delete_batch(&self, receipts: &[Receipt]) -> Result<Deleted, EventSourceError> {
-            self.0.lock().unwrap().push(receipts.len());
+            self.0.lock().push(receipts.len());
             if receipts.len() > MAX_BATCH {
                 return Err(EventSourceError::new(EventOperation::Delete, "TooMany", "batch too large"));
             }
@@ -356,7 +356,7 @@ mod tests {
         let mut receipts: Vec<Receipt> = (0..23).map(|i| Receipt(format!("r{i}"))).collect();
         receipts[4] = Receipt("bad".into());
         let done = source.delete(&receipts).await.unwrap();
-        assert_eq!(*source.0.lock().unwrap(), [10, 10, 3]);
+        assert_eq!(*source.0.lock(), [10, 10, 3]);
         assert_eq!((done.deleted, done.failed.len()), (22, 1));
         assert_eq!(done.failed[0].1.kind(), EventErrorKind::InvalidReceipt);
     }

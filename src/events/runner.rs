@@ -9,8 +9,9 @@
 //! credentials, which need a human), logs, counts, and the daemon keeps
 //! running its periodic full passes — it *degrades to polling*.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
@@ -122,7 +123,7 @@ impl EventHub {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.lock()
     }
 
     /// Sets the account events must come from (learnt from a snapshot).
@@ -321,7 +322,7 @@ mod tests {
     #[async_trait]
     impl EventSource for Script {
         async fn receive(&self, _: usize, wait: Duration) -> Result<Vec<EventMessage>, EventSourceError> {
-            let next = self.answers.lock().unwrap().pop();
+            let next = self.answers.lock().pop();
             match next {
                 Some(answer) => answer,
                 None => {
@@ -332,7 +333,7 @@ mod tests {
         }
 
         async fn delete_batch(&self, receipts: &[Receipt]) -> Result<Deleted, EventSourceError> {
-            self.deleted.lock().unwrap().extend(receipts.iter().cloned());
+            self.deleted.lock().extend(receipts.iter().cloned());
             Ok(Deleted { deleted: receipts.len(), failed: Vec::new() })
         }
     }
@@ -372,11 +373,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         cancel.cancel();
         task.await.unwrap();
-        assert_eq!(
-            source.deleted.lock().unwrap().len(),
-            4,
-            "acted on, duplicate, other region, malformed: all deleted"
-        );
+        assert_eq!(source.deleted.lock().len(), 4, "acted on, duplicate, other region, malformed: all deleted");
         let counts = hub.counts();
         assert_eq!((counts.received, counts.acted_on, counts.deleted), (4, 1, 4));
         assert_eq!(counts.ignored, BTreeMap::from([("duplicate", 1), ("malformed", 1), ("other_region", 1)]));
