@@ -137,21 +137,6 @@ impl ReloadOutcome {
     }
 }
 
-/// Operations the daemon itself sends (the world-building ones are the
-/// emulator's and the tests'); their label values are registered at start.
-fn daemon_operations() -> impl Iterator<Item = Operation> {
-    Operation::VARIANTS.iter().copied().filter(|op| {
-        !matches!(
-            op,
-            Operation::CreateVpc
-                | Operation::RunInstances
-                | Operation::StopInstances
-                | Operation::StartInstances
-                | Operation::TerminateInstances
-        )
-    })
-}
-
 /// The `actions_deferred_total` increments of one plan, by reason.
 fn deferred_by_reason(deferred: &Deferred) -> [(&'static str, usize); 6] {
     [
@@ -402,7 +387,7 @@ impl Metrics {
         for reason in DEFERRED_REASONS {
             deferred.with_label_values(&[reason]);
         }
-        for op in daemon_operations() {
+        for op in Operation::daemon_operations() {
             requests.with_label_values(&[op.as_str(), REQUEST_OK]);
             for kind in ErrorKind::VARIANTS {
                 requests.with_label_values(&[op.as_str(), kind.as_str()]);
@@ -1049,7 +1034,7 @@ mod tests {
         ] {
             assert_eq!(get(&samples, "conflicts", &[("kind", kind)]), 0.0);
         }
-        for op in daemon_operations() {
+        for op in Operation::daemon_operations() {
             assert_eq!(get(&samples, "aws_requests_total", &[("operation", op.as_str()), ("outcome", "ok")]), 0.0);
             assert_eq!(
                 get(&samples, "aws_requests_total", &[("operation", op.as_str()), ("outcome", "throttled")]),

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use strum::VariantArray as _;
 
 use async_trait::async_trait;
 
@@ -84,6 +85,30 @@ impl Operation {
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
         name.parse().ok()
+    }
+
+    /// True for the calls that build test and demo worlds (create a VPC,
+    /// run, stop, start, terminate instances): the daemon never sends them.
+    #[must_use]
+    pub fn is_world_building(&self) -> bool {
+        matches!(
+            self,
+            Self::CreateVpc
+                | Self::RunInstances
+                | Self::StopInstances
+                | Self::StartInstances
+                | Self::TerminateInstances
+        )
+    }
+
+    /// Every action the daemon itself may send (world building aside).
+    pub fn daemon_operations() -> impl Iterator<Item = Self> {
+        Self::VARIANTS.iter().copied().filter(|op| !op.is_world_building())
+    }
+
+    /// The writes the daemon may send: its mutating actions.
+    pub fn daemon_writes() -> impl Iterator<Item = Self> {
+        Self::daemon_operations().filter(|op| op.category() == Category::Mutating)
     }
 
     /// Which of EC2's request-rate buckets the action draws from.
@@ -425,7 +450,6 @@ pub trait Ec2: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strum::VariantArray as _;
 
     #[test]
     fn error_codes_classify_by_code() {

@@ -5,21 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use strum::VariantArray as _;
 
 use classiclink_mirror::ec2::Operation;
 use classiclink_mirror::model::{ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG};
 use classiclink_mirror::plan::WarningKind;
 use serde_json::Value;
-
-/// Operations that only build test and demo worlds; the daemon never calls them.
-const WORLD_BUILDING: [Operation; 5] = [
-    Operation::CreateVpc,
-    Operation::RunInstances,
-    Operation::StopInstances,
-    Operation::StartInstances,
-    Operation::TerminateInstances,
-];
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -54,7 +44,7 @@ fn granting<'a>(policy: &'a Value, action: &str) -> Vec<&'a Value> {
 }
 
 fn daemon_operations() -> Vec<Operation> {
-    Operation::VARIANTS.iter().copied().filter(|op| !WORLD_BUILDING.contains(op)).collect()
+    Operation::daemon_operations().collect()
 }
 
 #[test]

@@ -22,19 +22,6 @@ use classiclink_mirror::plan::{ActionKind, Memory};
 use classiclink_mirror::reconcile::{PassReport, apply, execute_options, reconcile_once};
 use tokio_util::sync::CancellationToken;
 
-const MUTATING: [Operation; 10] = [
-    Operation::CreateSecurityGroup,
-    Operation::DeleteSecurityGroup,
-    Operation::AuthorizeSecurityGroupIngress,
-    Operation::RevokeSecurityGroupIngress,
-    Operation::UpdateSecurityGroupRuleDescriptionsIngress,
-    Operation::CreateTags,
-    Operation::DeleteTags,
-    Operation::AttachClassicLinkVpc,
-    Operation::DetachClassicLinkVpc,
-    Operation::EnableVpcClassicLink,
-];
-
 fn tcp(port: u16, cidr: &str) -> Grant {
     Grant::new(Protocol::Tcp, Ports::Range { from: port, to: port }, Peer::Ipv4(cidr.parse().unwrap()), None)
 }
@@ -136,7 +123,7 @@ async fn mirror_of(emu: &Emulator, source: &GroupId) -> SecurityGroup {
 
 fn mutating_calls(emu: &Emulator) -> BTreeMap<Operation, u64> {
     let counters = emu.counters();
-    MUTATING.iter().map(|op| (*op, counters.requests(*op))).filter(|(_, n)| *n > 0).collect()
+    Operation::daemon_writes().map(|op| (op, counters.requests(op))).filter(|(_, n)| *n > 0).collect()
 }
 
 fn keys(grants: &[Grant]) -> BTreeSet<String> {

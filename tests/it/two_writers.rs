@@ -10,27 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use classiclink_mirror::ec2::Ec2;
 use classiclink_mirror::ec2::aws::AwsEc2;
+use classiclink_mirror::ec2::{Ec2, Operation};
 use classiclink_mirror::emulator::GenerateSpec;
 use classiclink_mirror::model::{Grant, GroupId, Peer, Ports, Protocol};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const SMALL_ESTATE: &str = "tests/fixtures/estates/small.toml";
-
-const MUTATING: [&str; 10] = [
-    "CreateSecurityGroup",
-    "DeleteSecurityGroup",
-    "AuthorizeSecurityGroupIngress",
-    "RevokeSecurityGroupIngress",
-    "UpdateSecurityGroupRuleDescriptionsIngress",
-    "CreateTags",
-    "DeleteTags",
-    "AttachClassicLinkVpc",
-    "DetachClassicLinkVpc",
-    "EnableVpcClassicLink",
-];
 
 /// The binary with its output discarded: a daemon's logs would fill a pipe
 /// nobody reads.
@@ -76,7 +63,10 @@ impl EmulatorProcess {
 
     async fn mutating_calls(&self) -> u64 {
         let calls = self.calls().await;
-        MUTATING.iter().filter_map(|op| calls.get(*op)).map(|c| c["requests"].as_u64().unwrap_or(0)).sum()
+        Operation::daemon_writes()
+            .filter_map(|op| calls.get(op.as_str()))
+            .map(|c| c["requests"].as_u64().unwrap_or(0))
+            .sum()
     }
 
     async fn reset_calls(&self) {
