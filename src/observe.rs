@@ -711,6 +711,42 @@ mod tests {
         async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
             self.emu.vpc_classic_link_request(vpc_ids).await
         }
+        async fn prefix_lists_page(
+            &self,
+            filter: &crate::ec2::PrefixListFilter,
+            next_token: Option<String>,
+        ) -> Result<Page<crate::model::PrefixList>, Ec2Error> {
+            self.emu.prefix_lists_page(filter, next_token).await
+        }
+        async fn prefix_list_entries_page(
+            &self,
+            id: &crate::model::PrefixListId,
+            next_token: Option<String>,
+        ) -> Result<Page<crate::model::PrefixListEntry>, Ec2Error> {
+            self.emu.prefix_list_entries_page(id, next_token).await
+        }
+        async fn network_interfaces_page(
+            &self,
+            filter: &crate::ec2::InterfaceFilter,
+            next_token: Option<String>,
+        ) -> Result<Page<crate::model::NetworkInterface>, Ec2Error> {
+            self.emu.network_interfaces_page(filter, next_token).await
+        }
+        async fn create_prefix_list(
+            &self,
+            request: &crate::ec2::CreatePrefixList,
+        ) -> Result<crate::model::PrefixList, Ec2Error> {
+            self.emu.create_prefix_list(request).await
+        }
+        async fn modify_prefix_list(
+            &self,
+            request: &crate::ec2::ModifyPrefixList,
+        ) -> Result<crate::model::PrefixList, Ec2Error> {
+            self.emu.modify_prefix_list(request).await
+        }
+        async fn delete_prefix_list(&self, id: &crate::model::PrefixListId) -> Result<(), Ec2Error> {
+            self.emu.delete_prefix_list(id).await
+        }
         async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
             self.emu.create_security_group(request).await
         }

@@ -43,6 +43,22 @@ pub const VPC_CIDR_CONFLICT: &str = "VpcCidrConflict";
 pub const RULES_LIMIT: &str = "RulesPerSecurityGroupLimitExceeded";
 /// More than five groups in one ClassicLink link (or on one VPC instance).
 pub const GROUPS_PER_INSTANCE_LIMIT: &str = "SecurityGroupsPerInstanceLimitExceeded";
+/// No private address left for a launch (the subnet, here the VPC, is full).
+pub const INSUFFICIENT_FREE_ADDRESSES: &str = "InsufficientFreeAddressesInSubnet";
+/// A managed prefix list id that does not exist (EC2 spells this one `ID`).
+pub const PREFIX_LIST_NOT_FOUND: &str = "InvalidPrefixListID.NotFound";
+/// A prefix list id of the wrong shape in a request parameter.
+pub const PREFIX_LIST_ID_MALFORMED: &str = "InvalidPrefixListId.Malformed";
+/// `ModifyManagedPrefixList` with a `CurrentVersion` that is not the list's
+/// version: someone else changed it since it was read.
+pub const PREFIX_LIST_VERSION_MISMATCH: &str = "PrefixListVersionMismatch";
+/// `ModifyManagedPrefixList` that would leave more entries than `MaxEntries`.
+pub const PREFIX_LIST_MAX_ENTRIES: &str = "PrefixListMaxEntriesExceeded";
+/// `ModifyManagedPrefixList` removing an entry the list does not have, or
+/// adding one it already has.
+pub const PREFIX_LIST_MODIFICATION: &str = "InvalidPrefixListModification";
+/// A `ClientToken` reused with different parameters.
+pub const IDEMPOTENT_PARAMETER_MISMATCH: &str = "IdempotentParameterMismatch";
 /// More than 50 tags on one resource.
 pub const TAG_LIMIT: &str = "TagLimitExceeded";
 /// A parameter value EC2 rejects (ports, protocols, names, descriptions, MaxResults, ...).

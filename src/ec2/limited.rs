@@ -36,10 +36,14 @@ use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
 use super::{
-    Category, CreateGroup, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, LinkFilter, Operation, Page, TIMEOUT,
+    Category, CreateGroup, CreatePrefixList, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, InterfaceFilter,
+    LinkFilter, ModifyPrefixList, Operation, Page, PrefixListFilter, TIMEOUT,
 };
 use crate::config::RateLimitConfig;
-use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
+use crate::model::{
+    Grant, GroupId, Instance, InstanceId, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
+    SecurityGroup, Vpc, VpcId,
+};
 
 /// The slowest request rate of a bucket, per second (one request every
 /// 1,000 s); slower rates are raised to it. `[rate_limit]` validation
@@ -546,6 +550,43 @@ impl<E: Ec2> Ec2 for Limited<E> {
     async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
         self.call(Operation::DescribeVpcClassicLink, || self.inner.vpc_classic_link_request(vpc_ids)).await
     }
+    async fn prefix_lists_page(
+        &self,
+        filter: &PrefixListFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<PrefixList>, Ec2Error> {
+        self.call(Operation::DescribeManagedPrefixLists, || self.inner.prefix_lists_page(filter, next_token.clone()))
+            .await
+    }
+    async fn prefix_list_entries_page(
+        &self,
+        id: &PrefixListId,
+        next_token: Option<String>,
+    ) -> Result<Page<PrefixListEntry>, Ec2Error> {
+        self.call(Operation::GetManagedPrefixListEntries, || {
+            self.inner.prefix_list_entries_page(id, next_token.clone())
+        })
+        .await
+    }
+    async fn network_interfaces_page(
+        &self,
+        filter: &InterfaceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<NetworkInterface>, Ec2Error> {
+        self.call(Operation::DescribeNetworkInterfaces, || {
+            self.inner.network_interfaces_page(filter, next_token.clone())
+        })
+        .await
+    }
+    async fn create_prefix_list(&self, request: &CreatePrefixList) -> Result<PrefixList, Ec2Error> {
+        self.call(Operation::CreateManagedPrefixList, || self.inner.create_prefix_list(request)).await
+    }
+    async fn modify_prefix_list(&self, request: &ModifyPrefixList) -> Result<PrefixList, Ec2Error> {
+        self.call(Operation::ModifyManagedPrefixList, || self.inner.modify_prefix_list(request)).await
+    }
+    async fn delete_prefix_list(&self, id: &PrefixListId) -> Result<(), Ec2Error> {
+        self.call(Operation::DeleteManagedPrefixList, || self.inner.delete_prefix_list(id)).await
+    }
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
         self.call(Operation::CreateSecurityGroup, || self.inner.create_security_group(request)).await
     }
@@ -666,6 +707,36 @@ mod tests {
                 Some(code) => Err(Ec2Error::transport(Operation::DescribeVpcClassicLink, code, "queued")),
                 None => self.emu.vpc_classic_link_request(ids).await,
             }
+        }
+        async fn prefix_lists_page(
+            &self,
+            f: &PrefixListFilter,
+            t: Option<String>,
+        ) -> Result<Page<PrefixList>, Ec2Error> {
+            self.emu.prefix_lists_page(f, t).await
+        }
+        async fn prefix_list_entries_page(
+            &self,
+            id: &PrefixListId,
+            t: Option<String>,
+        ) -> Result<Page<PrefixListEntry>, Ec2Error> {
+            self.emu.prefix_list_entries_page(id, t).await
+        }
+        async fn network_interfaces_page(
+            &self,
+            f: &InterfaceFilter,
+            t: Option<String>,
+        ) -> Result<Page<NetworkInterface>, Ec2Error> {
+            self.emu.network_interfaces_page(f, t).await
+        }
+        async fn create_prefix_list(&self, r: &CreatePrefixList) -> Result<PrefixList, Ec2Error> {
+            self.emu.create_prefix_list(r).await
+        }
+        async fn modify_prefix_list(&self, r: &ModifyPrefixList) -> Result<PrefixList, Ec2Error> {
+            self.emu.modify_prefix_list(r).await
+        }
+        async fn delete_prefix_list(&self, id: &PrefixListId) -> Result<(), Ec2Error> {
+            self.emu.delete_prefix_list(id).await
         }
         async fn create_security_group(&self, r: &CreateGroup) -> Result<GroupId, Ec2Error> {
             self.emu.create_security_group(r).await

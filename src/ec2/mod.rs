@@ -24,7 +24,10 @@ pub mod aws;
 pub mod codes;
 pub mod limited;
 
-use crate::model::{Grant, GroupId, Instance, InstanceId, InstanceState, Link, SecurityGroup, Vpc, VpcId};
+use crate::model::{
+    Grant, GroupId, Instance, InstanceId, InstanceState, Link, NetworkInterface, PrefixList, PrefixListEntry,
+    PrefixListId, SecurityGroup, Vpc, VpcId,
+};
 
 pub use codes::{MALFORMED_RESPONSE, TIMEOUT, VPC_NOT_FOUND};
 
@@ -42,6 +45,18 @@ pub enum Operation {
     DescribeVpcClassicLink,
     /// `DescribeVpcs`.
     DescribeVpcs,
+    /// `DescribeManagedPrefixLists`.
+    DescribeManagedPrefixLists,
+    /// `GetManagedPrefixListEntries`.
+    GetManagedPrefixListEntries,
+    /// `DescribeNetworkInterfaces`.
+    DescribeNetworkInterfaces,
+    /// `CreateManagedPrefixList`.
+    CreateManagedPrefixList,
+    /// `ModifyManagedPrefixList`.
+    ModifyManagedPrefixList,
+    /// `DeleteManagedPrefixList`.
+    DeleteManagedPrefixList,
     /// `CreateSecurityGroup`.
     CreateSecurityGroup,
     /// `DeleteSecurityGroup`.
@@ -119,7 +134,10 @@ impl Operation {
             | Self::DescribeInstances
             | Self::DescribeClassicLinkInstances
             | Self::DescribeVpcClassicLink
-            | Self::DescribeVpcs => Category::Describe,
+            | Self::DescribeVpcs
+            | Self::DescribeManagedPrefixLists
+            | Self::GetManagedPrefixListEntries
+            | Self::DescribeNetworkInterfaces => Category::Describe,
             _ => Category::Mutating,
         }
     }
@@ -281,6 +299,65 @@ pub struct LinkFilter {
     pub vpc_ids: Vec<VpcId>,
 }
 
+/// Server-side filters for `DescribeManagedPrefixLists` (same AND/OR rules).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrefixListFilter {
+    /// `prefix-list-id`.
+    pub prefix_list_ids: Vec<PrefixListId>,
+    /// `prefix-list-name`.
+    pub names: Vec<String>,
+    /// `owner-id`.
+    pub owner_ids: Vec<String>,
+    /// `tag-key`.
+    pub tag_keys: Vec<String>,
+    /// `tag:<key>` = any of the values.
+    pub tags: BTreeMap<String, Vec<String>>,
+}
+
+/// Server-side filters for `DescribeNetworkInterfaces` (same AND/OR rules).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceFilter {
+    /// `group-id`: interfaces in any of these groups.
+    pub group_ids: Vec<GroupId>,
+    /// `vpc-id`.
+    pub vpc_ids: Vec<VpcId>,
+    /// `attachment.instance-id`.
+    pub instance_ids: Vec<InstanceId>,
+}
+
+/// `CreateManagedPrefixList` with its tags (`TagSpecifications`, so a list
+/// the daemon creates is never without its ownership tag).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatePrefixList {
+    /// `PrefixListName`.
+    pub name: String,
+    /// `AddressFamily`: `IPv4` or `IPv6`.
+    pub address_family: String,
+    /// `MaxEntries` (1–1000).
+    pub max_entries: u32,
+    /// `Entry.N` (at most 100 in one request).
+    pub entries: Vec<PrefixListEntry>,
+    /// Tags applied at creation.
+    pub tags: BTreeMap<String, String>,
+    /// `ClientToken`: the same token creates one list however often it is sent.
+    pub client_token: Option<String>,
+}
+
+/// `ModifyManagedPrefixList` of the entries, under EC2's version check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModifyPrefixList {
+    /// The list.
+    pub id: PrefixListId,
+    /// `CurrentVersion`: the version the change was computed from; EC2
+    /// refuses the change (`PrefixListVersionMismatch`) when the list has
+    /// moved on since.
+    pub current_version: u64,
+    /// `AddEntry.N` (at most 100).
+    pub add: Vec<PrefixListEntry>,
+    /// `RemoveEntry.N`: CIDRs (at most 100).
+    pub remove: Vec<ipnet::IpNet>,
+}
+
 /// `CreateSecurityGroup` with its tags (created atomically via
 /// `TagSpecifications`, so ownership is never missing).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -419,6 +496,45 @@ pub trait Ec2: Send + Sync {
         }
         paginate(Operation::DescribeVpcs, |token| self.vpcs_page(vpc_ids, token)).await
     }
+    /// One page of `DescribeManagedPrefixLists` with filters.
+    async fn prefix_lists_page(
+        &self,
+        filter: &PrefixListFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<PrefixList>, Ec2Error>;
+    /// One page of `GetManagedPrefixListEntries` of the list's current version.
+    async fn prefix_list_entries_page(
+        &self,
+        id: &PrefixListId,
+        next_token: Option<String>,
+    ) -> Result<Page<PrefixListEntry>, Ec2Error>;
+    /// One page of `DescribeNetworkInterfaces` with filters.
+    async fn network_interfaces_page(
+        &self,
+        filter: &InterfaceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<NetworkInterface>, Ec2Error>;
+
+    /// `DescribeManagedPrefixLists` with filters, every page.
+    async fn describe_prefix_lists(&self, filter: &PrefixListFilter) -> Result<Vec<PrefixList>, Ec2Error> {
+        paginate(Operation::DescribeManagedPrefixLists, |token| self.prefix_lists_page(filter, token)).await
+    }
+    /// `GetManagedPrefixListEntries`, every page.
+    async fn prefix_list_entries(&self, id: &PrefixListId) -> Result<Vec<PrefixListEntry>, Ec2Error> {
+        paginate(Operation::GetManagedPrefixListEntries, |token| self.prefix_list_entries_page(id, token)).await
+    }
+    /// `DescribeNetworkInterfaces` with filters, every page.
+    async fn describe_network_interfaces(&self, filter: &InterfaceFilter) -> Result<Vec<NetworkInterface>, Ec2Error> {
+        paginate(Operation::DescribeNetworkInterfaces, |token| self.network_interfaces_page(filter, token)).await
+    }
+
+    /// `CreateManagedPrefixList` with `TagSpecifications`; returns the list.
+    async fn create_prefix_list(&self, request: &CreatePrefixList) -> Result<PrefixList, Ec2Error>;
+    /// `ModifyManagedPrefixList` of the entries; returns the list (its new version).
+    async fn modify_prefix_list(&self, request: &ModifyPrefixList) -> Result<PrefixList, Ec2Error>;
+    /// `DeleteManagedPrefixList`. EC2 deletes asynchronously: a list some
+    /// rule still references is not deleted but left `delete-failed`.
+    async fn delete_prefix_list(&self, id: &PrefixListId) -> Result<(), Ec2Error>;
     /// `CreateSecurityGroup` with `TagSpecifications`; returns the new id.
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error>;
     /// `DeleteSecurityGroup`.

@@ -42,11 +42,11 @@ impl PageRequest {
 pub use crate::ec2::Page;
 
 /// How one action treats `MaxResults`.
-struct SizeRule {
-    min: i32,
-    max: i32,
+pub(crate) struct SizeRule {
+    pub min: i32,
+    pub max: i32,
     /// Above `max`: clamp (DescribeClassicLinkInstances) instead of failing.
-    clamp: bool,
+    pub clamp: bool,
 }
 
 const GROUPS: SizeRule = SizeRule { min: 5, max: 1000, clamp: false };
@@ -54,7 +54,7 @@ const INSTANCES: SizeRule = SizeRule { min: 5, max: 1000, clamp: false };
 const LINKS: SizeRule = SizeRule { min: 5, max: 1000, clamp: true };
 const VPCS: SizeRule = SizeRule { min: 5, max: 1000, clamp: false };
 
-fn page_size(page: &PageRequest, rule: &SizeRule) -> Result<Option<usize>, Fail> {
+pub(crate) fn page_size(page: &PageRequest, rule: &SizeRule) -> Result<Option<usize>, Fail> {
     let Some(max) = page.max_results else {
         return Ok(None);
     };
@@ -75,7 +75,11 @@ fn token(kind: &str, last: &str) -> String {
     format!("{kind}:{last}")
 }
 
-fn token_after<K>(page: &PageRequest, kind: &str, parse: impl Fn(&str) -> Option<K>) -> Result<Option<K>, Fail> {
+pub(crate) fn token_after<K>(
+    page: &PageRequest,
+    kind: &str,
+    parse: impl Fn(&str) -> Option<K>,
+) -> Result<Option<K>, Fail> {
     let Some(text) = page.next_token.as_deref().filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
@@ -92,7 +96,7 @@ fn after<K: Ord>(key: Option<&K>) -> (Bound<&K>, Bound<&K>) {
 
 /// Takes up to `size` items; the token points after the last one taken when
 /// more remain.
-fn paginate<R, T>(
+pub(crate) fn paginate<R, T>(
     iter: impl Iterator<Item = R>,
     size: Option<usize>,
     kind: &str,

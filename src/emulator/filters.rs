@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use crate::ec2::{GroupFilter, InstanceFilter, LinkFilter};
+use crate::ec2::{GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter, PrefixListFilter};
 use crate::model::InstanceState;
 
 use super::codes;
@@ -60,6 +60,42 @@ pub(crate) fn group_filter(filters: &[Filter]) -> Result<GroupFilter, Fail> {
                 }
                 _ => return Err(unknown(name)),
             },
+        }
+    }
+    Ok(out)
+}
+
+/// `DescribeManagedPrefixLists` filters: `prefix-list-id`,
+/// `prefix-list-name`, `owner-id`, `tag-key`, `tag:<key>`.
+pub(crate) fn prefix_list_filter(filters: &[Filter]) -> Result<PrefixListFilter, Fail> {
+    let mut out = PrefixListFilter::default();
+    for filter in filters {
+        match filter.name.as_str() {
+            "prefix-list-id" => out.prefix_list_ids.extend(parse_all(filter)?),
+            "prefix-list-name" => out.names.extend(filter.values.iter().cloned()),
+            "owner-id" => out.owner_ids.extend(filter.values.iter().cloned()),
+            "tag-key" => out.tag_keys.extend(filter.values.iter().cloned()),
+            name => match name.strip_prefix("tag:") {
+                Some(key) if !key.is_empty() => {
+                    out.tags.entry(key.to_owned()).or_default().extend(filter.values.iter().cloned());
+                }
+                _ => return Err(unknown(name)),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// `DescribeNetworkInterfaces` filters: `group-id`, `vpc-id`,
+/// `attachment.instance-id`.
+pub(crate) fn interface_filter(filters: &[Filter]) -> Result<InterfaceFilter, Fail> {
+    let mut out = InterfaceFilter::default();
+    for filter in filters {
+        match filter.name.as_str() {
+            "group-id" => out.group_ids.extend(parse_all(filter)?),
+            "vpc-id" => out.vpc_ids.extend(parse_all(filter)?),
+            "attachment.instance-id" => out.instance_ids.extend(parse_all(filter)?),
+            name => return Err(unknown(name)),
         }
     }
     Ok(out)

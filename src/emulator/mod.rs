@@ -34,6 +34,7 @@ mod filters;
 pub mod generate;
 mod permissions;
 mod port;
+mod prefix_lists;
 pub mod server;
 mod state;
 mod validate;
@@ -50,7 +51,10 @@ use ipnet::Ipv4Net;
 use tokio::time::Instant;
 
 use crate::ec2::{Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation};
-use crate::model::{GroupId, Instance, InstanceId, InstanceState, Link, SecurityGroup, Vpc, VpcId};
+use crate::model::{
+    GroupId, Instance, InstanceId, InstanceState, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
+    SecurityGroup, Vpc, VpcId,
+};
 
 pub use counters::{OperationCounts, RequestCounters};
 pub use describe::{Page, PageRequest};
@@ -63,6 +67,7 @@ pub use state::{Limits, StateChange};
 
 use events::{Caller, EventOptions, EventQueue, Published, documents};
 use faults::FaultState;
+pub(crate) use prefix_lists::{CreateSpec as CreatePrefixListSpec, ModifySpec as ModifyPrefixListSpec};
 use state::{Fail, GroupSpec, RunSpec, VpcSpec, World};
 
 tokio::task_local! {
@@ -466,6 +471,21 @@ impl Emulator {
         }
     }
 
+    /// A managed prefix list as it is now, even inside its consistency window.
+    #[must_use]
+    pub fn peek_prefix_list(&self, id: &PrefixListId) -> Option<PrefixList> {
+        let shared = self.lock();
+        shared.world.prefix_lists.get(id).map(|l| l.to_model(&shared.world.account_id))
+    }
+
+    /// The current entries of a managed prefix list, in CIDR order.
+    #[must_use]
+    pub fn peek_prefix_list_entries(&self, id: &PrefixListId) -> Option<Vec<PrefixListEntry>> {
+        let shared = self.lock();
+        let list = shared.world.prefix_lists.get(id)?;
+        Some(list.entries().iter().map(|(cidr, d)| PrefixListEntry { cidr: *cidr, description: d.clone() }).collect())
+    }
+
     /// The VPC whose `Name` tag is `name` (estate VPCs carry their estate name).
     #[must_use]
     pub fn vpc_id(&self, name: &str) -> Option<VpcId> {
@@ -816,6 +836,97 @@ impl Emulator {
     /// `InvalidVpcID.NotFound`.
     pub async fn describe_vpc_classic_link_strict(&self, ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
         self.request(Operation::DescribeVpcClassicLink, |world, _| world.vpc_classic_link(ids, false)).await
+    }
+}
+
+impl Emulator {
+    // ----- managed prefix lists and network interfaces (each one request) ------
+
+    /// `CreateManagedPrefixList` as the Query API carries it.
+    pub(crate) async fn create_managed_prefix_list(&self, spec: CreatePrefixListSpec) -> Result<PrefixList, Ec2Error> {
+        self.port_write(
+            Operation::CreateManagedPrefixList,
+            |world, now| world.create_prefix_list(now, spec),
+            |_, _| Vec::new(),
+        )
+        .await
+    }
+
+    /// `ModifyManagedPrefixList` as the Query API carries it.
+    pub(crate) async fn modify_managed_prefix_list(
+        &self,
+        id: &PrefixListId,
+        spec: ModifyPrefixListSpec,
+    ) -> Result<PrefixList, Ec2Error> {
+        self.port_write(
+            Operation::ModifyManagedPrefixList,
+            |world, now| world.modify_prefix_list(now, id, spec),
+            |_, _| Vec::new(),
+        )
+        .await
+    }
+
+    /// `DeleteManagedPrefixList`: the list as the answer shows it.
+    ///
+    /// # Errors
+    /// `InvalidPrefixListID.NotFound`, throttling, faults.
+    pub async fn delete_managed_prefix_list(&self, id: &PrefixListId) -> Result<PrefixList, Ec2Error> {
+        self.port_write(
+            Operation::DeleteManagedPrefixList,
+            |world, now| world.delete_prefix_list(now, id),
+            |_, _| Vec::new(),
+        )
+        .await
+    }
+
+    /// One page of `DescribeManagedPrefixLists` with EC2's generic filters:
+    /// `ids` (`PrefixListId.N`) must all exist; `MaxResults` 1–100.
+    ///
+    /// # Errors
+    /// `InvalidPrefixListID.NotFound`, `InvalidParameterValue`, `InvalidPaginationToken`.
+    pub async fn describe_managed_prefix_lists_filtered(
+        &self,
+        ids: &[PrefixListId],
+        filters: &[Filter],
+        page: &PageRequest,
+    ) -> Result<Page<PrefixList>, Ec2Error> {
+        self.request(Operation::DescribeManagedPrefixLists, |world, now| {
+            world.prefix_lists_page(now, ids, &filters::prefix_list_filter(filters)?, page)
+        })
+        .await
+    }
+
+    /// One page of `GetManagedPrefixListEntries` (`TargetVersion` optional;
+    /// `MaxResults` 1–100).
+    ///
+    /// # Errors
+    /// `InvalidPrefixListID.NotFound`, `InvalidParameterValue`, `InvalidPaginationToken`.
+    pub async fn get_managed_prefix_list_entries(
+        &self,
+        id: &PrefixListId,
+        target_version: Option<i64>,
+        page: &PageRequest,
+    ) -> Result<Page<PrefixListEntry>, Ec2Error> {
+        self.request(Operation::GetManagedPrefixListEntries, |world, now| {
+            world.prefix_list_entries_page(now, id, target_version, page)
+        })
+        .await
+    }
+
+    /// One page of `DescribeNetworkInterfaces` with EC2's generic filters
+    /// (`MaxResults` 5–1000).
+    ///
+    /// # Errors
+    /// `InvalidParameterValue`, `InvalidPaginationToken`.
+    pub async fn describe_network_interfaces_filtered(
+        &self,
+        filters: &[Filter],
+        page: &PageRequest,
+    ) -> Result<Page<NetworkInterface>, Ec2Error> {
+        self.request(Operation::DescribeNetworkInterfaces, |world, now| {
+            world.interfaces_page(now, &filters::interface_filter(filters)?, page)
+        })
+        .await
     }
 }
 

@@ -8,12 +8,21 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page};
-use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
+use crate::ec2::{
+    CreateGroup, CreatePrefixList, Ec2, Ec2Error, GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter,
+    ModifyPrefixList, Operation, Page, PrefixListFilter,
+};
+use crate::model::{
+    Grant, GroupId, Instance, InstanceId, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
+    SecurityGroup, Vpc, VpcId,
+};
 
 use super::events::documents;
 use super::state::GroupSpec;
-use super::{Emulator, PORT_PAGE_SIZE, PageRequest};
+use super::{CreatePrefixListSpec, Emulator, ModifyPrefixListSpec, PORT_PAGE_SIZE, PageRequest};
+
+/// The largest page `DescribeManagedPrefixLists` and `GetManagedPrefixListEntries` give.
+const PREFIX_LIST_PAGE_SIZE: i32 = 100;
 
 #[async_trait]
 impl Ec2 for Emulator {
@@ -54,6 +63,63 @@ impl Ec2 for Emulator {
 
     async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
         self.request(Operation::DescribeVpcClassicLink, |world, _| world.vpc_classic_link(vpc_ids, false)).await
+    }
+
+    async fn prefix_lists_page(
+        &self,
+        filter: &PrefixListFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<PrefixList>, Ec2Error> {
+        let page = PageRequest::after(PREFIX_LIST_PAGE_SIZE, next_token);
+        self.request(Operation::DescribeManagedPrefixLists, |world, now| {
+            world.prefix_lists_page(now, &[], filter, &page)
+        })
+        .await
+    }
+
+    async fn prefix_list_entries_page(
+        &self,
+        id: &PrefixListId,
+        next_token: Option<String>,
+    ) -> Result<Page<PrefixListEntry>, Ec2Error> {
+        let page = PageRequest::after(PREFIX_LIST_PAGE_SIZE, next_token);
+        self.get_managed_prefix_list_entries(id, None, &page).await
+    }
+
+    async fn network_interfaces_page(
+        &self,
+        filter: &InterfaceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<NetworkInterface>, Ec2Error> {
+        let page = PageRequest::after(PORT_PAGE_SIZE, next_token);
+        self.request(Operation::DescribeNetworkInterfaces, |world, now| world.interfaces_page(now, filter, &page)).await
+    }
+
+    async fn create_prefix_list(&self, request: &CreatePrefixList) -> Result<PrefixList, Ec2Error> {
+        let spec = CreatePrefixListSpec {
+            name: Some(request.name.clone()),
+            address_family: Some(request.address_family.clone()),
+            max_entries: Some(i64::from(request.max_entries)),
+            entries: request.entries.iter().map(|e| (e.cidr.to_string(), e.description.clone())).collect(),
+            tags: request.tags.clone(),
+            client_token: request.client_token.clone(),
+        };
+        self.create_managed_prefix_list(spec).await
+    }
+
+    async fn modify_prefix_list(&self, request: &ModifyPrefixList) -> Result<PrefixList, Ec2Error> {
+        let spec = ModifyPrefixListSpec {
+            current_version: Some(i64::try_from(request.current_version).unwrap_or(i64::MAX)),
+            name: None,
+            add: request.add.iter().map(|e| (e.cidr.to_string(), e.description.clone())).collect(),
+            remove: request.remove.iter().map(ToString::to_string).collect(),
+            max_entries: None,
+        };
+        self.modify_managed_prefix_list(&request.id, spec).await
+    }
+
+    async fn delete_prefix_list(&self, id: &PrefixListId) -> Result<(), Ec2Error> {
+        self.delete_managed_prefix_list(id).await.map(drop)
     }
 
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {

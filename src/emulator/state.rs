@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -20,7 +21,9 @@ use crate::model::{
 };
 
 use super::codes;
+use super::prefix_lists::PrefixListRec;
 use super::validate::{self, MAX_TAGS};
+use crate::model::PrefixListId;
 
 /// A refusal from the world: an EC2 error code and a message. The request
 /// pipeline turns it into an [`crate::ec2::Ec2Error`] for the action at hand.
@@ -138,6 +141,12 @@ pub(crate) struct InstanceRec {
     running_at: Option<Instant>,
     pub visible_at: Instant,
     pub link: Option<LinkRec>,
+    /// The primary private IPv4 address. A Classic instance has one only
+    /// while pending or running (EC2-Classic released it on stop and gave a
+    /// new one on start); a VPC instance keeps its interface's address.
+    pub private_ip: Option<Ipv4Addr>,
+    /// The primary network interface of a VPC instance (`eni-…`).
+    pub interface: Option<String>,
 }
 
 impl InstanceRec {
@@ -159,7 +168,19 @@ impl InstanceRec {
             state: self.state_at(now),
             vpc_id: self.vpc_id.clone(),
             groups: self.groups.clone(),
+            private_ip: self.address_at(now),
         }
+    }
+
+    /// The private address EC2 shows at `now`: a Classic instance's only
+    /// while pending or running, a VPC instance's until it is terminated.
+    pub(crate) fn address_at(&self, now: Instant) -> Option<Ipv4Addr> {
+        let state = self.state_at(now);
+        let shown = match self.vpc_id {
+            None => matches!(state, InstanceState::Pending | InstanceState::Running),
+            Some(_) => state != InstanceState::Terminated,
+        };
+        self.private_ip.filter(|_| shown)
     }
 }
 
@@ -206,6 +227,13 @@ fn instance_not_found(id: &InstanceId) -> Fail {
 
 pub(crate) fn vpc_not_found(id: &VpcId) -> Fail {
     Fail::new(codes::VPC_NOT_FOUND, format!("The vpc ID '{id}' does not exist"))
+}
+
+fn no_addresses(network: &str) -> Fail {
+    Fail::new(
+        codes::INSUFFICIENT_FREE_ADDRESSES,
+        format!("There are not enough free addresses in {network} to satisfy the requested number of instances."),
+    )
 }
 
 fn different_networks() -> Fail {
@@ -258,7 +286,7 @@ pub(crate) struct World {
     pub limits: Limits,
     pub consistency_window: Duration,
     id_seed: u32,
-    next_ids: [u64; 3],
+    next_ids: [u64; 5],
     reserved: HashSet<String>,
     pub vpcs: BTreeMap<VpcId, VpcRec>,
     pub groups: BTreeMap<GroupId, GroupRec>,
@@ -269,11 +297,25 @@ pub(crate) struct World {
     /// Instances with a ClassicLink link.
     pub linked: BTreeSet<InstanceId>,
     classic_default: GroupId,
+    /// Managed prefix lists.
+    pub prefix_lists: BTreeMap<PrefixListId, PrefixListRec>,
+    /// `ClientToken`s of `CreateManagedPrefixList`: the list each created.
+    pub prefix_list_tokens: HashMap<String, (PrefixListId, String)>,
+    /// Private addresses handed out: EC2-Classic's counter, and each VPC's.
+    classic_addresses: u32,
+    vpc_addresses: HashMap<VpcId, u32>,
 }
 
 const GROUP_IDS: usize = 0;
 const INSTANCE_IDS: usize = 1;
 const VPC_IDS: usize = 2;
+const PREFIX_LIST_IDS: usize = 3;
+const INTERFACE_IDS: usize = 4;
+
+/// Where EC2-Classic private addresses come from here: the upper half of
+/// Classic's 10.0.0.0/8, clear of the 10.0.0.0/16 and 10.1.0.0/16 a
+/// ClassicLink VPC may use.
+const CLASSIC_ADDRESS_BASE: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 0);
 
 impl World {
     /// A world with only the EC2-Classic `default` group, which allows all
@@ -284,7 +326,7 @@ impl World {
             limits,
             consistency_window: Duration::ZERO,
             id_seed,
-            next_ids: [0; 3],
+            next_ids: [0; 5],
             reserved: HashSet::new(),
             vpcs: BTreeMap::new(),
             groups: BTreeMap::new(),
@@ -293,6 +335,10 @@ impl World {
             members: HashMap::new(),
             linked: BTreeSet::new(),
             classic_default: GroupId::try_new("sg-0").expect("placeholder id"),
+            prefix_lists: BTreeMap::new(),
+            prefix_list_tokens: HashMap::new(),
+            classic_addresses: 0,
+            vpc_addresses: HashMap::new(),
         };
         let id = world.new_group_id();
         let self_peer = || Peer::Group { group: id.clone(), owner: None };
@@ -352,6 +398,42 @@ impl World {
     fn new_vpc_id(&mut self) -> VpcId {
         let id = self.next_id(VPC_IDS, "vpc", |w, id| VpcId::try_new(id).is_ok_and(|v| w.vpcs.contains_key(&v)));
         VpcId::try_new(id).expect("generated ids are well-formed")
+    }
+
+    pub(crate) fn new_prefix_list_id(&mut self) -> PrefixListId {
+        let id = self.next_id(PREFIX_LIST_IDS, "pl", |w, id| {
+            PrefixListId::try_new(id).is_ok_and(|p| w.prefix_lists.contains_key(&p))
+        });
+        PrefixListId::try_new(id).expect("generated ids are well-formed")
+    }
+
+    fn new_interface_id(&mut self) -> String {
+        self.next_id(INTERFACE_IDS, "eni", |w, id| w.instances.values().any(|i| i.interface.as_deref() == Some(id)))
+    }
+
+    /// The next private address: deterministic, in allocation order.
+    /// Classic instances draw from [`CLASSIC_ADDRESS_BASE`]; a VPC instance
+    /// from its VPC's CIDR after the four addresses EC2 reserves at the start
+    /// (and before the broadcast address it reserves at the end).
+    fn new_address(&mut self, vpc_id: Option<&VpcId>) -> Result<Ipv4Addr, Fail> {
+        let Some(vpc_id) = vpc_id else {
+            self.classic_addresses += 1;
+            let n = self.classic_addresses;
+            return u32::from(CLASSIC_ADDRESS_BASE)
+                .checked_add(n)
+                .filter(|a| *a < u32::from(Ipv4Addr::new(11, 0, 0, 0)) - 1)
+                .map(Ipv4Addr::from)
+                .ok_or_else(|| no_addresses("EC2-Classic"));
+        };
+        let cidr = self.vpc(vpc_id)?.cidr;
+        let used = self.vpc_addresses.entry(vpc_id.clone()).or_insert(0);
+        let size = 1u64 << (32 - u32::from(cidr.prefix_len()));
+        // Four reserved at the start, the broadcast address at the end.
+        if u64::from(*used) + 5 >= size {
+            return Err(no_addresses(vpc_id.as_str()));
+        }
+        *used += 1;
+        Ok(Ipv4Addr::from(u32::from(cidr.network()) + 3 + *used))
     }
 
     /// Keeps an explicit id (from an estate) away from the id counters until
@@ -603,8 +685,12 @@ impl World {
         }
         let grants = self.canonical_grants(group, grants)?;
         for grant in &grants {
-            if let Peer::Group { group: target, owner: None } = &grant.key.peer {
-                self.check_reference(now, group, target)?;
+            match &grant.key.peer {
+                Peer::Group { group: target, owner: None } => self.check_reference(now, group, target)?,
+                Peer::PrefixList(list) => {
+                    self.prefix_list(now, list)?;
+                }
+                _ => {}
             }
         }
         if let Some(existing) = grants.iter().find(|g| group.ingress.contains_key(&g.key)) {
@@ -613,8 +699,10 @@ impl World {
                 format!("the specified rule \"{}\" already exists", describe_rule(&existing.key)),
             ));
         }
-        let limit = if group.is_classic() { self.limits.classic_rules_per_group } else { self.limits.rules_per_group };
-        if group.ingress.len() + grants.len() > limit {
+        let limit = self.rules_limit(group);
+        let weight: usize =
+            group.ingress.keys().chain(grants.iter().map(|g| &g.key)).map(|k| self.rule_weight(k)).sum();
+        if weight > limit {
             return Err(Fail::new(
                 codes::RULES_LIMIT,
                 format!("The maximum number of rules per security group ({limit}) has been reached."),
@@ -625,6 +713,22 @@ impl World {
             group.ingress.insert(grant.key, grant.description);
         }
         Ok(())
+    }
+
+    /// The rules quota of a group: Classic's or the VPC one.
+    pub(crate) fn rules_limit(&self, group: &GroupRec) -> usize {
+        if group.is_classic() { self.limits.classic_rules_per_group } else { self.limits.rules_per_group }
+    }
+
+    /// What one rule counts against its group's rules quota: one, except a
+    /// reference to a managed prefix list, which counts as the list's
+    /// `MaxEntries` however many entries it holds (EC2's rule; a list that
+    /// is gone counts one).
+    pub(crate) fn rule_weight(&self, key: &GrantKey) -> usize {
+        match &key.peer {
+            Peer::PrefixList(id) => self.prefix_lists.get(id).map_or(1, |l| l.max_entries as usize),
+            _ => 1,
+        }
     }
 
     /// `RevokeSecurityGroupIngress`. For a VPC group every grant must exist or
@@ -771,8 +875,11 @@ impl World {
         if let Some(id) = &spec.id {
             self.claim(id.as_str())?;
         }
+        let addresses =
+            (0..spec.count).map(|_| self.new_address(spec.vpc_id.as_ref())).collect::<Result<Vec<_>, _>>()?;
         let mut ids = Vec::with_capacity(spec.count);
-        for _ in 0..spec.count {
+        for address in addresses {
+            let interface = spec.vpc_id.is_some().then(|| self.new_interface_id());
             let id = match &spec.id {
                 Some(id) => id.clone(),
                 None => self.new_instance_id(),
@@ -790,6 +897,8 @@ impl World {
                     running_at: spec.running_at,
                     visible_at: now + self.consistency_window,
                     link: None,
+                    private_ip: Some(address),
+                    interface,
                 },
             );
             ids.push(id);
@@ -832,6 +941,12 @@ impl World {
                 Some(state) => {
                     if matches!(state, InstanceState::Stopped | InstanceState::Terminated) {
                         self.unlink(&id);
+                    }
+                    let classic = self.instances.get(&id).is_some_and(|i| i.vpc_id.is_none());
+                    if classic && state == InstanceState::Running && previous == InstanceState::Stopped {
+                        // EC2-Classic gave a started instance a new address.
+                        let address = self.new_address(None)?;
+                        self.instances.get_mut(&id).expect("checked above").private_ip = Some(address);
                     }
                     self.instances.get_mut(&id).expect("checked above").set_state(state);
                     state

@@ -140,7 +140,13 @@ impl World {
     fn instance(mut self, id: &str, state: InstanceState, groups: &[&str]) -> Self {
         self.snap.instances.insert(
             inst(id),
-            Instance { id: inst(id), state, vpc_id: None, groups: groups.iter().map(|g| sg(g)).collect() },
+            Instance {
+                id: inst(id),
+                state,
+                vpc_id: None,
+                groups: groups.iter().map(|g| sg(g)).collect(),
+                private_ip: None,
+            },
         );
         self
     }
@@ -849,6 +855,7 @@ fn vpc_source_mirrors_rules_without_classiclink() {
             state: InstanceState::Running,
             vpc_id: Some(vpc(VPC2)),
             groups: BTreeSet::from([sg("sg-5a1")]),
+            private_ip: None,
         },
     );
     let plan = world.plan();

@@ -742,6 +742,7 @@ fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
             state: pick(&STATES, &s.state),
             vpc_id: None,
             groups,
+            private_ip: None,
         });
     }
 

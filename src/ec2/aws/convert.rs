@@ -8,10 +8,10 @@ use std::fmt;
 use aws_sdk_ec2::types as sdk;
 
 use super::classify::{Malformed, parse_id, required};
-use crate::ec2::{GroupFilter, InstanceFilter, LinkFilter};
+use crate::ec2::{GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter, PrefixListFilter};
 use crate::model::{
-    Grant, GroupId, Instance, InstanceId, InstanceState, Link, ModelError, Peer, Ports, PrefixListId, Protocol,
-    SecurityGroup, Vpc, VpcId, canonical_ipv4, canonical_ipv6,
+    Grant, GroupId, Instance, InstanceId, InstanceState, Link, ModelError, NetworkInterface, Peer, Ports, PrefixList,
+    PrefixListEntry, PrefixListId, Protocol, SecurityGroup, Vpc, VpcId, canonical_ipv4, canonical_ipv6,
 };
 
 pub(super) fn id_strings<T: fmt::Display>(ids: &[T]) -> Vec<String> {
@@ -117,9 +117,89 @@ pub(super) fn instance_from_sdk(instance: &sdk::Instance) -> Result<Instance, Ma
             .iter()
             .map(|g| parse_id(g.group_id(), "SecurityGroups[].GroupId", GroupId::try_new))
             .collect::<Result<_, _>>()?;
-        Ok(Instance { id: id.clone(), state, vpc_id: optional_vpc(instance.vpc_id(), "VpcId")?, groups })
+        Ok(Instance {
+            id: id.clone(),
+            state,
+            vpc_id: optional_vpc(instance.vpc_id(), "VpcId")?,
+            groups,
+            private_ip: optional_address(instance.private_ip_address(), "PrivateIpAddress")?,
+        })
     };
     inner().map_err(|m| m.within(&format!("Reservations[].Instances[{id}]")))
+}
+
+fn optional_address(value: Option<&str>, field: &str) -> Result<Option<std::net::Ipv4Addr>, Malformed> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse().map_err(|_| Malformed::new(field, format!("{v:?} is not an IPv4 address"))))
+        .transpose()
+}
+
+pub(super) fn prefix_list_from_sdk(list: &sdk::ManagedPrefixList) -> Result<PrefixList, Malformed> {
+    let id = parse_id(list.prefix_list_id(), "PrefixLists[].PrefixListId", PrefixListId::try_new)?;
+    let inner = || -> Result<PrefixList, Malformed> {
+        let max_entries = list.max_entries().ok_or_else(|| Malformed::new("MaxEntries", "missing"))?;
+        let max_entries =
+            u32::try_from(max_entries).map_err(|_| Malformed::new("MaxEntries", format!("{max_entries} < 0")))?;
+        // AWS-owned lists have no version; the daemon never modifies them.
+        let version = list.version().unwrap_or_default();
+        Ok(PrefixList {
+            id: id.clone(),
+            name: list.prefix_list_name().unwrap_or_default().to_owned(),
+            address_family: required(list.address_family(), "AddressFamily")?.to_owned(),
+            max_entries,
+            version: u64::try_from(version).map_err(|_| Malformed::new("Version", format!("{version} < 0")))?,
+            state: list.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            state_message: list.state_message().map(str::to_owned),
+            owner_id: required(list.owner_id(), "OwnerId")?.to_owned(),
+            tags: tags_from_sdk(list.tags())?,
+        })
+    };
+    inner().map_err(|m| m.within(&format!("PrefixLists[{id}]")))
+}
+
+pub(super) fn prefix_list_entry_from_sdk(entry: &sdk::PrefixListEntry) -> Result<PrefixListEntry, Malformed> {
+    let field = "Entries[].Cidr";
+    let text = required(entry.cidr(), field)?;
+    let cidr: ipnet::IpNet = text.parse().map_err(|_| Malformed::new(field, format!("{text:?} is not a CIDR")))?;
+    Ok(PrefixListEntry {
+        cidr: cidr.trunc(),
+        description: entry.description().filter(|d| !d.is_empty()).map(str::to_owned),
+    })
+}
+
+pub(super) fn prefix_list_entries_to_sdk(entries: &[PrefixListEntry]) -> Vec<sdk::AddPrefixListEntry> {
+    entries
+        .iter()
+        .map(|e| {
+            sdk::AddPrefixListEntry::builder().cidr(e.cidr.to_string()).set_description(e.description.clone()).build()
+        })
+        .collect()
+}
+
+pub(super) fn interface_from_sdk(interface: &sdk::NetworkInterface) -> Result<NetworkInterface, Malformed> {
+    let id = required(interface.network_interface_id(), "NetworkInterfaces[].NetworkInterfaceId")?.to_owned();
+    let inner = || -> Result<NetworkInterface, Malformed> {
+        let instance_id = interface
+            .attachment()
+            .and_then(|a| a.instance_id())
+            .filter(|i| !i.is_empty())
+            .map(|i| InstanceId::try_new(i).map_err(|e| Malformed::new("Attachment.InstanceId", e)))
+            .transpose()?;
+        Ok(NetworkInterface {
+            id: id.clone(),
+            vpc_id: parse_id(interface.vpc_id(), "VpcId", VpcId::try_new)?,
+            status: interface.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            instance_id,
+            groups: interface
+                .groups()
+                .iter()
+                .map(|g| parse_id(g.group_id(), "Groups[].GroupId", GroupId::try_new))
+                .collect::<Result<_, _>>()?,
+            private_ip: optional_address(interface.private_ip_address(), "PrivateIpAddress")?,
+        })
+    };
+    inner().map_err(|m| m.within(&format!("NetworkInterfaces[{id}]")))
 }
 
 pub(super) fn link_from_sdk(link: &sdk::ClassicLinkInstance) -> Result<Link, Malformed> {
@@ -236,6 +316,30 @@ pub(super) fn instance_filters(f: &InstanceFilter) -> Vec<sdk::Filter> {
         filter("instance-id", id_strings(&f.instance_ids)),
         filter("instance.group-id", id_strings(&f.group_ids)),
         filter("instance-state-name", f.states.iter().map(|s| s.as_ec2().to_owned()).collect()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+pub(super) fn prefix_list_filters(f: &PrefixListFilter) -> Vec<sdk::Filter> {
+    [
+        filter("prefix-list-id", id_strings(&f.prefix_list_ids)),
+        filter("prefix-list-name", f.names.clone()),
+        filter("owner-id", f.owner_ids.clone()),
+        filter("tag-key", f.tag_keys.clone()),
+    ]
+    .into_iter()
+    .chain(f.tags.iter().map(|(key, values)| filter(format!("tag:{key}"), values.clone())))
+    .flatten()
+    .collect()
+}
+
+pub(super) fn interface_filters(f: &InterfaceFilter) -> Vec<sdk::Filter> {
+    [
+        filter("group-id", id_strings(&f.group_ids)),
+        filter("vpc-id", id_strings(&f.vpc_ids)),
+        filter("attachment.instance-id", id_strings(&f.instance_ids)),
     ]
     .into_iter()
     .flatten()

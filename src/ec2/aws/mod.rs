@@ -37,15 +37,27 @@ use aws_sdk_ec2::types as sdk;
 
 use self::classify::{check_return, classify, parse_id};
 use self::convert::{
-    Descriptions, filter, group_filters, id_strings, instance_filters, instance_from_sdk, link_filters, link_from_sdk,
-    permissions_from_grants, security_group_from_sdk, tags_to_sdk, vpc_from_sdk,
+    Descriptions, filter, group_filters, id_strings, instance_filters, instance_from_sdk, interface_filters,
+    interface_from_sdk, link_filters, link_from_sdk, permissions_from_grants, prefix_list_entries_to_sdk,
+    prefix_list_entry_from_sdk, prefix_list_filters, prefix_list_from_sdk, security_group_from_sdk, tags_to_sdk,
+    vpc_from_sdk,
 };
 pub use self::sqs::AwsEventSource;
 pub use self::world::AwsWorld;
-use super::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page};
+use super::{
+    CreateGroup, CreatePrefixList, Ec2, Ec2Error, GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter,
+    ModifyPrefixList, Operation, Page, PrefixListFilter,
+};
 use crate::config::AwsConfig;
 use crate::events::OWN_APP_NAME;
-use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
+use crate::model::{
+    Grant, GroupId, Instance, InstanceId, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
+    SecurityGroup, Vpc, VpcId,
+};
+
+/// The largest `MaxResults` of `DescribeManagedPrefixLists` and
+/// `GetManagedPrefixListEntries`.
+const PREFIX_LIST_PAGE_SIZE: i32 = 100;
 
 pub use super::MALFORMED_RESPONSE;
 
@@ -280,6 +292,131 @@ impl Ec2 for AwsEc2 {
         let ids = (!vpc_ids.is_empty()).then(|| id_strings(vpc_ids));
         let out = self.client.describe_vpc_classic_link().set_vpc_ids(ids).send().await.map_err(|e| classify(op, e))?;
         out.vpcs().iter().map(vpc_from_sdk).collect::<Result<_, _>>().map_err(|m| m.error(op))
+    }
+
+    async fn prefix_lists_page(
+        &self,
+        filter: &PrefixListFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<PrefixList>, Ec2Error> {
+        let op = Operation::DescribeManagedPrefixLists;
+        let out = self
+            .client
+            .describe_managed_prefix_lists()
+            .set_filters(Some(prefix_list_filters(filter)).filter(|f| !f.is_empty()))
+            .max_results(self.page_size.min(PREFIX_LIST_PAGE_SIZE))
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items =
+            out.prefix_lists().iter().map(prefix_list_from_sdk).collect::<Result<_, _>>().map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn prefix_list_entries_page(
+        &self,
+        id: &PrefixListId,
+        next_token: Option<String>,
+    ) -> Result<Page<PrefixListEntry>, Ec2Error> {
+        let op = Operation::GetManagedPrefixListEntries;
+        let out = self
+            .client
+            .get_managed_prefix_list_entries()
+            .prefix_list_id(id.as_str())
+            .max_results(self.page_size.min(PREFIX_LIST_PAGE_SIZE))
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items =
+            out.entries().iter().map(prefix_list_entry_from_sdk).collect::<Result<_, _>>().map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn network_interfaces_page(
+        &self,
+        filter: &InterfaceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<NetworkInterface>, Ec2Error> {
+        let op = Operation::DescribeNetworkInterfaces;
+        let out = self
+            .client
+            .describe_network_interfaces()
+            .set_filters(Some(interface_filters(filter)).filter(|f| !f.is_empty()))
+            .max_results(self.page_size)
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let items = out
+            .network_interfaces()
+            .iter()
+            .map(interface_from_sdk)
+            .collect::<Result<_, _>>()
+            .map_err(|m| m.error(op))?;
+        Ok(Page { items, next_token: out.next_token().map(str::to_owned) })
+    }
+
+    async fn create_prefix_list(&self, request: &CreatePrefixList) -> Result<PrefixList, Ec2Error> {
+        let op = Operation::CreateManagedPrefixList;
+        let mut call = self
+            .client
+            .create_managed_prefix_list()
+            .prefix_list_name(&request.name)
+            .address_family(&request.address_family)
+            .max_entries(i32::try_from(request.max_entries).unwrap_or(i32::MAX))
+            .set_entries(Some(prefix_list_entries_to_sdk(&request.entries)).filter(|e| !e.is_empty()))
+            .set_client_token(request.client_token.clone());
+        if !request.tags.is_empty() {
+            // Tags in the create call itself: a list the daemon makes is
+            // never without its ownership tag.
+            call = call.tag_specifications(
+                sdk::TagSpecification::builder()
+                    .resource_type(sdk::ResourceType::PrefixList)
+                    .set_tags(Some(tags_to_sdk(&request.tags)))
+                    .build(),
+            );
+        }
+        let out = call.send().await.map_err(|e| classify(op, e))?;
+        let list = out.prefix_list().ok_or_else(|| {
+            Ec2Error::new(op, super::MALFORMED_RESPONSE, "malformed response: no PrefixList in the answer")
+        })?;
+        prefix_list_from_sdk(list).map_err(|m| m.error(op))
+    }
+
+    async fn modify_prefix_list(&self, request: &ModifyPrefixList) -> Result<PrefixList, Ec2Error> {
+        let op = Operation::ModifyManagedPrefixList;
+        let remove: Vec<_> = request
+            .remove
+            .iter()
+            .map(|cidr| sdk::RemovePrefixListEntry::builder().cidr(cidr.to_string()).build())
+            .collect();
+        let out = self
+            .client
+            .modify_managed_prefix_list()
+            .prefix_list_id(request.id.as_str())
+            .current_version(i64::try_from(request.current_version).unwrap_or(i64::MAX))
+            .set_add_entries(Some(prefix_list_entries_to_sdk(&request.add)).filter(|e| !e.is_empty()))
+            .set_remove_entries(Some(remove).filter(|e| !e.is_empty()))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        let list = out.prefix_list().ok_or_else(|| {
+            Ec2Error::new(op, super::MALFORMED_RESPONSE, "malformed response: no PrefixList in the answer")
+        })?;
+        prefix_list_from_sdk(list).map_err(|m| m.error(op))
+    }
+
+    async fn delete_prefix_list(&self, id: &PrefixListId) -> Result<(), Ec2Error> {
+        let op = Operation::DeleteManagedPrefixList;
+        self.client
+            .delete_managed_prefix_list()
+            .prefix_list_id(id.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        Ok(())
     }
 
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {

@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, HashMap};
 use ipnet::Ipv4Net;
 
 use crate::ec2::{Ec2, Ec2Error, Operation};
-use crate::model::{GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
+use crate::model::{GroupId, Instance, InstanceId, Link, PrefixList, PrefixListId, SecurityGroup, Vpc, VpcId};
 
 use super::super::permissions::{CidrSource, GroupSource, PrefixListSource};
 use super::super::state::{Fail, VpcSpec};
-use super::super::{Emulator, IpPermission, NewGroup, RunInstances, StateChange, codes};
+use super::super::{
+    CreatePrefixListSpec, Emulator, IpPermission, ModifyPrefixListSpec, NewGroup, RunInstances, StateChange, codes,
+};
 use super::query::{self, Params};
 use super::xml::{self, Xml};
 
@@ -52,6 +54,12 @@ pub(super) async fn run(e: &Emulator, op: Operation, p: &Params) -> Result<Strin
         Operation::DetachClassicLinkVpc => detach_classic_link_vpc(e, p).await,
         Operation::EnableVpcClassicLink => enable_vpc_classic_link(e, p).await,
         Operation::RunInstances => run_instances(e, p).await,
+        Operation::CreateManagedPrefixList => create_managed_prefix_list(e, p).await,
+        Operation::DescribeManagedPrefixLists => describe_managed_prefix_lists(e, p).await,
+        Operation::GetManagedPrefixListEntries => get_managed_prefix_list_entries(e, p).await,
+        Operation::ModifyManagedPrefixList => modify_managed_prefix_list(e, p).await,
+        Operation::DeleteManagedPrefixList => delete_managed_prefix_list(e, p).await,
+        Operation::DescribeNetworkInterfaces => describe_network_interfaces(e, p).await,
         Operation::StopInstances | Operation::StartInstances | Operation::TerminateInstances => {
             change_states(e, op, p).await
         }
@@ -344,6 +352,144 @@ async fn delete_tags(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
     Ok(x.into_string())
 }
 
+// ----- managed prefix lists and network interfaces --------------------------------------
+
+/// A `ManagedPrefixList` (the inside of `<prefixList>` or of an `<item>`).
+fn prefix_list_item(x: &mut Xml, list: &PrefixList) {
+    x.text("prefixListId", list.id.as_str()).text("addressFamily", &list.address_family);
+    x.text("state", &list.state).opt_text("stateMessage", list.state_message.as_deref());
+    x.text("prefixListArn", &format!("arn:aws:ec2:us-east-1:{}:prefix-list/{}", list.owner_id, list.id));
+    x.text("prefixListName", &list.name);
+    x.number("maxEntries", i64::from(list.max_entries));
+    x.number("version", i64::try_from(list.version).unwrap_or(i64::MAX));
+    x.tags(&list.tags);
+    x.text("ownerId", &list.owner_id);
+}
+
+fn prefix_list_answer(list: &PrefixList) -> String {
+    let mut x = Xml::new();
+    x.open("prefixList");
+    prefix_list_item(&mut x, list);
+    x.close("prefixList");
+    x.into_string()
+}
+
+fn prefix_list_id(p: &Params) -> Result<PrefixListId, Fail> {
+    p.required_id("PrefixListId", codes::PREFIX_LIST_ID_MALFORMED)
+}
+
+/// `Entry.N` / `AddEntry.N`: `Cidr` and `Description`.
+fn entries(p: &Params, prefix: &str) -> Result<Vec<(String, Option<String>)>, Fail> {
+    p.structs(prefix)?
+        .iter()
+        .map(|entry| Ok((entry.required("Cidr")?.to_owned(), entry.get("Description").map(str::to_owned))))
+        .collect()
+}
+
+async fn create_managed_prefix_list(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
+    let op = Operation::CreateManagedPrefixList;
+    let parsed = (|| {
+        Ok(CreatePrefixListSpec {
+            name: p.get("PrefixListName").map(str::to_owned),
+            address_family: p.get("AddressFamily").map(str::to_owned),
+            max_entries: p.number("MaxEntries")?,
+            entries: entries(p, "Entry")?,
+            tags: tag_specifications(p, "prefix-list")?,
+            client_token: p.get("ClientToken").map(str::to_owned),
+        })
+    })();
+    let spec = checked(e, op, parsed).await?;
+    let list = e.create_managed_prefix_list(spec).await?;
+    Ok(prefix_list_answer(&list))
+}
+
+async fn describe_managed_prefix_lists(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
+    let op = Operation::DescribeManagedPrefixLists;
+    let parsed = (|| {
+        Ok((p.id_list::<PrefixListId>("PrefixListId", codes::PREFIX_LIST_ID_MALFORMED)?, p.filters()?, p.page()?))
+    })();
+    let (ids, filters, page) = checked(e, op, parsed).await?;
+    let page = e.describe_managed_prefix_lists_filtered(&ids, &filters, &page).await?;
+    let mut x = Xml::new();
+    x.list("prefixListSet", &page.items, prefix_list_item);
+    x.opt_text("nextToken", page.next_token.as_deref());
+    Ok(x.into_string())
+}
+
+async fn get_managed_prefix_list_entries(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
+    let op = Operation::GetManagedPrefixListEntries;
+    let parsed = (|| Ok((prefix_list_id(p)?, p.number::<i64>("TargetVersion")?, p.page()?)))();
+    let (id, target_version, page) = checked(e, op, parsed).await?;
+    let page = e.get_managed_prefix_list_entries(&id, target_version, &page).await?;
+    let mut x = Xml::new();
+    x.list("entrySet", &page.items, |x, entry| {
+        x.text("cidr", &entry.cidr.to_string()).opt_text("description", entry.description.as_deref());
+    });
+    x.opt_text("nextToken", page.next_token.as_deref());
+    Ok(x.into_string())
+}
+
+async fn modify_managed_prefix_list(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
+    let op = Operation::ModifyManagedPrefixList;
+    let parsed = (|| {
+        let remove = p
+            .structs("RemoveEntry")?
+            .iter()
+            .map(|r| Ok(r.required("Cidr")?.to_owned()))
+            .collect::<Result<Vec<String>, Fail>>()?;
+        let spec = ModifyPrefixListSpec {
+            current_version: p.number("CurrentVersion")?,
+            name: p.get("PrefixListName").map(str::to_owned),
+            add: entries(p, "AddEntry")?,
+            remove,
+            max_entries: p.number("MaxEntries")?,
+        };
+        Ok((prefix_list_id(p)?, spec))
+    })();
+    let (id, spec) = checked(e, op, parsed).await?;
+    let list = e.modify_managed_prefix_list(&id, spec).await?;
+    Ok(prefix_list_answer(&list))
+}
+
+async fn delete_managed_prefix_list(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
+    let op = Operation::DeleteManagedPrefixList;
+    let id = checked(e, op, prefix_list_id(p)).await?;
+    let list = e.delete_managed_prefix_list(&id).await?;
+    Ok(prefix_list_answer(&list))
+}
+
+async fn describe_network_interfaces(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
+    let op = Operation::DescribeNetworkInterfaces;
+    let parsed = (|| {
+        let mut filters = p.filters()?;
+        let ids = p.list("NetworkInterfaceId")?;
+        if !ids.is_empty() {
+            return Err(unsupported("NetworkInterfaceId.N"));
+        }
+        filters.retain(|f| !f.values.is_empty());
+        Ok((filters, p.page()?))
+    })();
+    let (filters, page) = checked(e, op, parsed).await?;
+    let page = e.describe_network_interfaces_filtered(&filters, &page).await?;
+    let owner = e.account_id();
+    let mut names = GroupNames::new(e);
+    let mut x = Xml::new();
+    x.list("networkInterfaceSet", &page.items, |x, interface| {
+        x.text("networkInterfaceId", &interface.id).text("vpcId", interface.vpc_id.as_str());
+        x.text("ownerId", &owner).text("status", &interface.status).text("interfaceType", "interface");
+        x.opt_text("privateIpAddress", interface.private_ip.map(|a| a.to_string()).as_deref());
+        names.group_set(x, &interface.groups);
+        if let Some(instance) = &interface.instance_id {
+            x.open("attachment");
+            x.text("instanceId", instance.as_str()).text("instanceOwnerId", &owner).text("status", "attached");
+            x.number("deviceIndex", 0).boolean("deleteOnTermination", true);
+            x.close("attachment");
+        }
+    });
+    x.opt_text("nextToken", page.next_token.as_deref());
+    Ok(x.into_string())
+}
+
 // ----- instances ---------------------------------------------------------------------
 
 /// One instance (the inside of its `<item>`).
@@ -351,6 +497,7 @@ fn instance_item(x: &mut Xml, names: &mut GroupNames<'_>, instance: &Instance) {
     x.text("instanceId", instance.id.as_str());
     xml::instance_state(x, "instanceState", instance.state);
     x.opt_text("vpcId", instance.vpc_id.as_ref().map(VpcId::as_str));
+    x.opt_text("privateIpAddress", instance.private_ip.map(|a| a.to_string()).as_deref());
     names.group_set(x, &instance.groups);
     x.list("tagSet", std::iter::empty::<()>(), |_, ()| {});
 }

@@ -8,6 +8,7 @@ mod generate;
 mod groups;
 mod instances;
 mod links;
+mod prefix_lists;
 
 use std::fmt::Debug;
 
