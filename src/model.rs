@@ -31,6 +31,11 @@ pub const ORPHANED_SINCE_TAG: &str = "classiclinkmirror:orphanedSince";
 /// that manages its source.
 pub const OWNER_TAG: &str = "classiclinkmirror:owner";
 
+/// The tag on every managed prefix list the daemon keeps to expand a
+/// group it cannot mirror into its members' addresses; its value is the
+/// expanded group's id. A list without it is never modified or deleted.
+pub const EXPANSION_TAG: &str = "classiclinkmirror:expandsSecurityGroupId";
+
 /// The default discovery tag (docs/configuration.md `discovery.tag_key`).
 pub const DEFAULT_DISCOVERY_TAG: &str = "classiclinkmirror:linkToVPC";
 

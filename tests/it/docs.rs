@@ -134,6 +134,11 @@ fn iam_policy_tags_existing_groups_with_our_tags_only() {
             if condition["StringEquals"]["ec2:CreateAction"] == "CreateSecurityGroup" {
                 continue; // tags in the CreateSecurityGroup call itself
             }
+            if condition["StringEquals"]["ec2:CreateAction"] == "CreateManagedPrefixList" {
+                // Tags in the CreateManagedPrefixList call itself, on the new list only.
+                assert_eq!(strings(&statement["Resource"]), ["arn:aws:ec2:*:*:prefix-list/*"], "{statement}");
+                continue;
+            }
             let keys = strings(&condition["ForAllValues:StringEquals"]["aws:TagKeys"]);
             let owned_only = condition["Null"][&resource_tag] == "false";
             if owned_only {

@@ -20,15 +20,16 @@ use tokio::sync::oneshot;
 
 use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::{
-    CreateGroup, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, LinkFilter, Operation,
+    CreateGroup, CreatePrefixList, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter,
+    ModifyPrefixList, Operation, PrefixListFilter,
 };
 use classiclink_mirror::emulator::{
     Bucket, Emulator, EmulatorOptions, ErrorInjection, Estate, Faults, NewGroup, NewVpc, RunInstances, Throttle, codes,
     server,
 };
 use classiclink_mirror::model::{
-    Grant, GroupId, InstanceId, InstanceState, OWNERSHIP_TAG, Peer, Ports, PrefixListId, Protocol, VpcId,
-    canonical_ipv4, canonical_ipv6,
+    EXPANSION_TAG, Grant, GroupId, InstanceId, InstanceState, OWNERSHIP_TAG, Peer, Ports, PrefixListEntry, Protocol,
+    VpcId, canonical_ipv4, canonical_ipv6,
 };
 
 const REGION: &str = "us-east-1";
@@ -150,9 +151,109 @@ fn assert_error(result: Result<impl std::fmt::Debug, Ec2Error>, code: &str) -> E
     error
 }
 
+fn prefix_list(name: &str, max_entries: u32, entries: &[&str]) -> CreatePrefixList {
+    CreatePrefixList {
+        name: name.into(),
+        address_family: "IPv4".into(),
+        max_entries,
+        entries: entries.iter().map(|c| PrefixListEntry { cidr: c.parse().unwrap(), description: None }).collect(),
+        tags: BTreeMap::from([(EXPANSION_TAG.to_owned(), "sg-0b1".to_owned())]),
+        client_token: None,
+    }
+}
+
 async fn group_by_id(port: &AwsEc2, id: &GroupId) -> Option<classiclink_mirror::model::SecurityGroup> {
     let filter = GroupFilter { group_ids: vec![id.clone()], ..GroupFilter::default() };
     port.describe_security_groups(&filter).await.expect("describe").into_iter().next()
+}
+
+// ----- managed prefix lists, addresses, interfaces -------------------------------------------
+
+#[tokio::test]
+async fn prefix_lists_round_trip_through_the_sdk_with_their_version_check() {
+    let wire = Wire::start(Emulator::default()).await;
+    let port = wire.port().await;
+    let created = port.create_prefix_list(&prefix_list("bastion", 4, &["10.128.0.1/32"])).await.expect("create");
+    assert_eq!((created.version, created.max_entries, created.address_family.as_str()), (1, 4, "IPv4"));
+    assert_eq!(created.tags.get(EXPANSION_TAG).map(String::as_str), Some("sg-0b1"), "tags at creation");
+    let by_tag = PrefixListFilter { tag_keys: vec![EXPANSION_TAG.to_owned()], ..PrefixListFilter::default() };
+    assert_eq!(port.describe_prefix_lists(&by_tag).await.expect("describe"), [created.clone()]);
+
+    let change = |version, add: &[&str], remove: &[&str]| ModifyPrefixList {
+        id: created.id.clone(),
+        current_version: version,
+        add: add.iter().map(|c| PrefixListEntry { cidr: c.parse().unwrap(), description: Some("m".into()) }).collect(),
+        remove: remove.iter().map(|c| c.parse().unwrap()).collect(),
+    };
+    let modified = port.modify_prefix_list(&change(1, &["10.128.0.2/32"], &["10.128.0.1/32"])).await.expect("modify");
+    assert_eq!(modified.version, 2);
+    let entries = port.prefix_list_entries(&created.id).await.expect("entries");
+    assert_eq!(entries, [PrefixListEntry { cidr: "10.128.0.2/32".parse().unwrap(), description: Some("m".into()) }]);
+    assert_error(
+        port.modify_prefix_list(&change(1, &["10.128.0.3/32"], &[])).await,
+        codes::PREFIX_LIST_VERSION_MISMATCH,
+    );
+    assert_error(
+        port.modify_prefix_list(&change(2, &["10.128.0.3/32", "10.128.0.4/32", "10.128.0.5/32", "10.128.0.6/32"], &[]))
+            .await,
+        codes::PREFIX_LIST_MAX_ENTRIES,
+    );
+
+    // A reference weighs the list's max entries; a referenced list is left delete-failed.
+    let vpc = port.world().create_vpc("10.0.0.0/16").await.expect("create VPC");
+    let mirror = port
+        .create_security_group(&CreateGroup {
+            vpc_id: vpc,
+            name: "web".into(),
+            description: "w".into(),
+            tags: BTreeMap::new(),
+        })
+        .await
+        .expect("create group");
+    let from_list = grant(Protocol::Tcp, tcp(22), Peer::PrefixList(created.id.clone()), None);
+    port.authorize_ingress(&mirror, std::slice::from_ref(&from_list)).await.expect("authorize");
+    assert_eq!(group_by_id(&port, &mirror).await.unwrap().ingress, [from_list.clone()]);
+    port.delete_prefix_list(&created.id).await.expect("delete is accepted");
+    let left = port.describe_prefix_lists(&by_tag).await.expect("describe");
+    assert_eq!(left[0].state, "delete-failed", "{left:?}");
+    port.revoke_ingress(&mirror, &[from_list]).await.expect("revoke");
+    port.delete_prefix_list(&created.id).await.expect("delete");
+    assert!(port.describe_prefix_lists(&by_tag).await.expect("describe").is_empty());
+    assert_error(port.delete_prefix_list(&created.id).await, codes::PREFIX_LIST_NOT_FOUND);
+}
+
+#[tokio::test]
+async fn private_addresses_and_network_interfaces_come_through_the_sdk() {
+    let wire = Wire::start(Emulator::default()).await;
+    let port = wire.port_paged(5).await;
+    let sdk = wire.sdk();
+    let bastion = sg(sdk
+        .create_security_group()
+        .group_name("bastion")
+        .description("b")
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap());
+    port.world().run_instances("ami-12345678", std::slice::from_ref(&bastion), 3).await.expect("run");
+    let members = InstanceFilter { group_ids: vec![bastion.clone()], ..InstanceFilter::default() };
+    let addresses: BTreeSet<String> = port
+        .describe_instances(&members)
+        .await
+        .expect("describe")
+        .iter()
+        .filter_map(|i| i.private_ip.map(|a| a.to_string()))
+        .collect();
+    assert_eq!(addresses, BTreeSet::from(["10.128.0.1".into(), "10.128.0.2".into(), "10.128.0.3".into()]));
+
+    let vpc = wire.emulator.create_vpc(&NewVpc::classic_link(true)).await.unwrap();
+    let web = wire.emulator.create_group(&NewGroup::in_vpc(&vpc, "web", "w")).await.unwrap();
+    wire.emulator.run_instances(&RunInstances::in_vpc(&vpc, [web.clone()]).count(6)).await.unwrap();
+    let by_group = InterfaceFilter { group_ids: vec![web.clone()], ..InterfaceFilter::default() };
+    let interfaces = port.describe_network_interfaces(&by_group).await.expect("two pages of five");
+    assert_eq!(interfaces.len(), 6);
+    assert!(interfaces.iter().all(|n| n.groups.contains(&web) && n.private_ip.is_some() && n.instance_id.is_some()));
 }
 
 // ----- groups, rules, tags ---------------------------------------------------------------
@@ -223,10 +324,12 @@ async fn classic_and_vpc_groups_rules_and_tags_round_trip_through_the_sdk() {
         ),
     ];
     port.authorize_ingress(&web, &classic_grants).await.expect("authorize Classic");
+    // A prefix-list source must name a list that exists.
+    let list = port.create_prefix_list(&prefix_list("office", 5, &[])).await.expect("create prefix list").id;
     let vpc_grants = vec![
         grant(Protocol::Tcp, tcp(443), to_group(&mirror), Some("self")),
         grant(Protocol::Tcp, tcp(22), Peer::Ipv6(canonical_ipv6("2001:db8::/32").unwrap()), None),
-        grant(Protocol::All, Ports::None, Peer::PrefixList(PrefixListId::try_new("pl-63a5400a").unwrap()), None),
+        grant(Protocol::All, Ports::None, Peer::PrefixList(list), None),
         grant(Protocol::Number(50), Ports::None, v4("192.0.2.0/24"), None),
     ];
     port.authorize_ingress(&mirror, &vpc_grants).await.expect("authorize VPC");
