@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 
 use classiclink_mirror::config::AwsConfig;
 use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions};
-use classiclink_mirror::ec2::{CreateGroup, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, LinkFilter};
+use classiclink_mirror::ec2::{
+    CreateGroup, CreatePrefixList, Ec2, Ec2Error, ErrorKind, GroupFilter, InstanceFilter, LinkFilter, ModifyPrefixList,
+    PrefixListFilter,
+};
 use classiclink_mirror::model::{
-    Grant, GroupId, InstanceId, InstanceState, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
-    canonical_ipv4, canonical_ipv6,
+    EXPANSION_TAG, Grant, GroupId, InstanceId, InstanceState, OWNERSHIP_TAG, Peer, Ports, PrefixListEntry, Protocol,
+    SecurityGroup, VpcId, canonical_ipv4, canonical_ipv6,
 };
 
 /// moto's account id.
@@ -424,6 +427,96 @@ async fn environment_child() {
     let vpc = ec2.world().create_vpc("10.38.0.0/16").await.expect("create a VPC with credentials from the environment");
     let groups = ec2.describe_security_groups(&GroupFilter { vpc_ids: vec![vpc], ..GroupFilter::default() }).await;
     assert_eq!(groups.expect("describe").len(), 1, "the VPC's default group");
+}
+
+// --- managed prefix lists and private addresses --------------------------------
+
+fn entry(cidr: &str) -> PrefixListEntry {
+    PrefixListEntry { cidr: cidr.parse().unwrap(), description: None }
+}
+
+fn new_list(name: &str, max_entries: u32, entries: &[&str], expands: &str) -> CreatePrefixList {
+    CreatePrefixList {
+        name: name.to_owned(),
+        address_family: "IPv4".to_owned(),
+        max_entries,
+        entries: entries.iter().map(|c| entry(c)).collect(),
+        tags: tags(&[(EXPANSION_TAG, expands)]),
+        client_token: None,
+    }
+}
+
+fn cidrs(entries: &[PrefixListEntry]) -> BTreeSet<String> {
+    entries.iter().map(|e| e.cidr.to_string()).collect()
+}
+
+#[tokio::test]
+async fn prefix_lists_are_created_tagged_described_modified_and_deleted() {
+    let Some(moto) = moto() else { return };
+    let ec2 = client(moto).await;
+    let created = ok(moto, ec2.create_prefix_list(&new_list("bastion-a", 5, &["10.128.0.1/32"], "sg-0c1")).await);
+    assert_eq!((created.version, created.max_entries, created.address_family.as_str()), (1, 5, "IPv4"));
+    assert_eq!(created.owner_id, MOTO_ACCOUNT);
+    assert_eq!(created.tags, tags(&[(EXPANSION_TAG, "sg-0c1")]), "tags at creation");
+    let mine = PrefixListFilter {
+        tags: BTreeMap::from([(EXPANSION_TAG.to_owned(), vec!["sg-0c1".to_owned()])]),
+        ..PrefixListFilter::default()
+    };
+    let found = ok(moto, ec2.describe_prefix_lists(&mine).await);
+    assert_eq!(found.iter().map(|l| &l.id).collect::<Vec<_>>(), [&created.id]);
+    assert_eq!(cidrs(&ok(moto, ec2.prefix_list_entries(&created.id).await)), BTreeSet::from(["10.128.0.1/32".into()]));
+
+    let change = |version, add: &[&str], remove: &[&str]| ModifyPrefixList {
+        id: created.id.clone(),
+        current_version: version,
+        add: add.iter().map(|c| entry(c)).collect(),
+        remove: remove.iter().map(|c| c.parse().unwrap()).collect(),
+    };
+    let next = ok(moto, ec2.modify_prefix_list(&change(1, &["10.128.0.2/32"], &["10.128.0.1/32"])).await);
+    assert_eq!(next.version, 2);
+    assert_eq!(cidrs(&ok(moto, ec2.prefix_list_entries(&created.id).await)), BTreeSet::from(["10.128.0.2/32".into()]));
+
+    // moto departs from EC2: it has no version check. EC2 answers a stale
+    // CurrentVersion with PrefixListVersionMismatch (the emulator does, see
+    // emulator_wire); moto applies the change to the entries of the version
+    // named and makes a new version of them.
+    let stale = ec2.modify_prefix_list(&change(1, &["10.128.0.3/32"], &[])).await;
+    assert_eq!(ok(moto, stale).version, 3, "moto: no PrefixListVersionMismatch");
+
+    // moto departs from EC2: a modification without PrefixListName clears the name.
+    let renamed = ok(moto, ec2.describe_prefix_lists(&mine).await);
+    assert!(renamed[0].name.is_empty(), "moto: the name is cleared by a modification without one: {renamed:?}");
+
+    ok(moto, ec2.delete_prefix_list(&created.id).await);
+    // moto departs from EC2: a deleted list stays describable once, `delete-complete`.
+    let after = ok(moto, ec2.describe_prefix_lists(&mine).await);
+    assert!(after.iter().all(|l| l.state == "delete-complete"), "{after:?}");
+}
+
+#[tokio::test]
+async fn moto_allows_more_entries_than_max_entries() {
+    let Some(moto) = moto() else { return };
+    let ec2 = client(moto).await;
+    // EC2 answers PrefixListMaxEntriesExceeded (the emulator does); moto
+    // does not count.
+    let list = ok(moto, ec2.create_prefix_list(&new_list("small", 1, &["10.128.1.1/32"], "sg-0c2")).await);
+    let over =
+        ModifyPrefixList { id: list.id.clone(), current_version: 1, add: vec![entry("10.128.1.2/32")], remove: vec![] };
+    assert_eq!(ok(moto, ec2.modify_prefix_list(&over).await).version, 2);
+    assert_eq!(ok(moto, ec2.prefix_list_entries(&list.id).await).len(), 2);
+}
+
+#[tokio::test]
+async fn instances_carry_their_private_address() {
+    let Some(moto) = moto() else { return };
+    let ec2 = client(moto).await;
+    let vpc = ok(moto, ec2.world().create_vpc("10.39.0.0/16").await);
+    let web = ok(moto, create_group(&ec2, &vpc, "bastion-addr", &[]).await);
+    let ids = ok(moto, ec2.world().run_instances(IMAGE, std::slice::from_ref(&web), 2).await);
+    let filter = InstanceFilter { instance_ids: ids.clone(), ..InstanceFilter::default() };
+    let instances = ok(moto, ec2.describe_instances(&filter).await);
+    assert_eq!(instances.len(), 2);
+    assert!(instances.iter().all(|i| i.private_ip.is_some()), "{instances:?}");
 }
 
 // --- transport failures: no moto needed --------------------------------------
