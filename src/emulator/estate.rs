@@ -35,6 +35,25 @@ pub struct Estate {
     /// `[[instance]]` entries.
     #[serde(default, rename = "instance", skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<EstateInstance>,
+    /// `[[prefix_list]]` entries: managed prefix lists (IPv4).
+    #[serde(default, rename = "prefix_list", skip_serializing_if = "Vec::is_empty")]
+    pub prefix_lists: Vec<EstatePrefixList>,
+}
+
+/// A managed prefix list (IPv4), which rules name by `prefix_list`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstatePrefixList {
+    /// `PrefixListName`, also how rules name it.
+    pub name: String,
+    /// `MaxEntries` (1–1000).
+    pub max_entries: i64,
+    /// IPv4 CIDRs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<String>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A VPC.
@@ -104,7 +123,7 @@ pub struct EstateRule {
     /// (e.g. `amazon-elb/sg-843f59ed`, the Classic ELB group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foreign_group: Option<String>,
-    /// Source: a managed prefix list id (VPC groups only).
+    /// Source: a managed prefix list of the estate, by name (VPC groups only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_list: Option<String>,
     /// Rule description.
@@ -495,15 +514,34 @@ impl Loader<'_> {
             }
         } else {
             let list = rule.prefix_list.as_deref().unwrap_or_default();
-            match PrefixListId::try_new(list) {
+            let named = self.world.prefix_lists.values().find(|l| l.name == list).map(|l| l.id.clone());
+            match named.map_or_else(|| PrefixListId::try_new(list), Ok) {
                 Ok(id) => Peer::PrefixList(id),
-                Err(e) => {
-                    self.fail(format!("{path}.prefix_list"), e);
+                Err(_) => {
+                    self.fail(format!("{path}.prefix_list"), format_args!("no prefix list named {list:?}"));
                     return None;
                 }
             }
         };
         Some(Grant::new(protocol, ports, peer, rule.description.clone()))
+    }
+
+    fn load_prefix_lists(&mut self, estate: &Estate) {
+        for (i, list) in estate.prefix_lists.iter().enumerate() {
+            let spec = super::prefix_lists::CreateSpec {
+                name: Some(list.name.clone()),
+                address_family: Some("IPv4".to_owned()),
+                max_entries: Some(list.max_entries),
+                entries: list.entries.iter().map(|c| (c.clone(), None)).collect(),
+                tags: list.tags.clone(),
+                client_token: None,
+            };
+            if self.world.prefix_lists.values().any(|l| l.name == list.name) {
+                self.fail(format!("prefix_list[{i}].name"), format_args!("{:?} is used twice", list.name));
+            } else if let Err(fail) = self.world.create_prefix_list(self.now, spec) {
+                self.fail(format!("prefix_list[{i}]"), fail);
+            }
+        }
     }
 
     fn load_rules(&mut self, estate: &Estate, ids: &[Option<GroupId>]) {
@@ -583,6 +621,7 @@ pub(crate) fn load(world: &mut World, estate: &Estate, now: Instant) -> Result<(
     loader.reserve_ids(estate);
     let vpcs = loader.load_vpcs(estate);
     let ids = loader.load_groups(estate, &vpcs);
+    loader.load_prefix_lists(estate);
     loader.load_rules(estate, &ids);
     loader.load_instances(estate, &vpcs);
     if loader.errors.is_empty() { Ok(()) } else { Err(EstateErrors(loader.errors)) }

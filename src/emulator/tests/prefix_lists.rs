@@ -226,3 +226,33 @@ async fn network_interfaces_are_found_by_group_until_their_instance_terminates()
     emu.terminate_instances(&ids[..1]).await.unwrap();
     assert_eq!(emu.describe_network_interfaces(&by_group).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn estates_declare_prefix_lists_that_rules_name() {
+    let estate = crate::emulator::Estate::from_toml(
+        r#"
+        [[vpc]]
+        name = "target"
+        [[prefix_list]]
+        name = "office"
+        max_entries = 5
+        entries = ["203.0.113.0/24"]
+        [[group]]
+        name = "web"
+        vpc = "target"
+        rules = [{ protocol = "tcp", port = 22, prefix_list = "office" }]
+        "#,
+    )
+    .unwrap();
+    let emu = Emulator::from_estate(&estate, EmulatorOptions::default()).unwrap();
+    let web = emu.group_id(emu.vpc_id("target").as_ref(), "web").unwrap();
+    let list = emu.peek_group(&web).unwrap().ingress[0].key.peer.clone();
+    let Peer::PrefixList(id) = list else { panic!("{list:?}") };
+    assert_eq!(emu.peek_prefix_list(&id).unwrap().name, "office");
+    let unknown = crate::emulator::Estate::from_toml(
+        "[[vpc]]\nname = \"t\"\n[[group]]\nname = \"w\"\nvpc = \"t\"\nrules = [{ protocol = \"tcp\", port = 22, prefix_list = \"nope\" }]\n",
+    )
+    .unwrap();
+    let errors = Emulator::from_estate(&unknown, EmulatorOptions::default()).unwrap_err().to_string();
+    assert!(errors.contains("group[0].rules[0].prefix_list"), "{errors}");
+}
