@@ -177,7 +177,7 @@ async fn prefix_lists_round_trip_through_the_sdk_with_their_version_check() {
     assert_eq!((created.version, created.max_entries, created.address_family.as_str()), (1, 4, "IPv4"));
     assert_eq!(created.tags.get(EXPANSION_TAG).map(String::as_str), Some("sg-0b1"), "tags at creation");
     let by_tag = PrefixListFilter { tag_keys: vec![EXPANSION_TAG.to_owned()], ..PrefixListFilter::default() };
-    assert_eq!(port.describe_prefix_lists(&by_tag).await.expect("describe"), [created.clone()]);
+    assert_eq!(port.describe_prefix_lists(&by_tag).await.expect("describe"), std::slice::from_ref(&created));
 
     let change = |version, add: &[&str], remove: &[&str]| ModifyPrefixList {
         id: created.id.clone(),
@@ -212,7 +212,7 @@ async fn prefix_lists_round_trip_through_the_sdk_with_their_version_check() {
         .expect("create group");
     let from_list = grant(Protocol::Tcp, tcp(22), Peer::PrefixList(created.id.clone()), None);
     port.authorize_ingress(&mirror, std::slice::from_ref(&from_list)).await.expect("authorize");
-    assert_eq!(group_by_id(&port, &mirror).await.unwrap().ingress, [from_list.clone()]);
+    assert_eq!(group_by_id(&port, &mirror).await.unwrap().ingress, std::slice::from_ref(&from_list));
     port.delete_prefix_list(&created.id).await.expect("delete is accepted");
     let left = port.describe_prefix_lists(&by_tag).await.expect("describe");
     assert_eq!(left[0].state, "delete-failed", "{left:?}");
