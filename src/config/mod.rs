@@ -83,8 +83,6 @@ pub enum Mode {
     Audit,
 }
 
-/// `[aws]`.
-
 /// How a `[[mirror]]` names its source group.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceRef {
@@ -102,8 +100,6 @@ impl std::fmt::Display for SourceRef {
         }
     }
 }
-
-/// One `[[mirror]]` entry.
 
 impl MirrorConfig {
     /// A mapping with every optional key at its default.
