@@ -1,5 +1,5 @@
 //! Every Prometheus metric of the daemon (docs/metrics.md), each declared
-//! once ([`declare`]: name, help, labels) in the module of its concern:
+//! once (`declare.rs`: name, help, labels) in the module of its concern:
 //! [`passes`] (a finished pass), [`requests`] (EC2 request attempts) and
 //! [`process`] (reloads, the state file, the build); the event path's
 //! metrics are in [`crate::events::metrics`].

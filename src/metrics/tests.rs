@@ -526,3 +526,14 @@ fn label_lists_are_exhaustive() {
         assert!(kind.conflict_kind().is_some(), "{kind:?} is not a conflict");
     }
 }
+
+#[test]
+fn every_declared_metric_is_exposed_and_documented() {
+    let text = Metrics::new().render();
+    let docs = include_str!("../../docs/metrics.md");
+    let declared = [passes::PassMetrics::NAMES, requests::RequestMetrics::NAMES, process::ProcessMetrics::NAMES];
+    for metric in declared.concat() {
+        assert!(text.contains(&format!("# TYPE {} ", name(metric))), "{metric} is not exposed:\n{text}");
+        assert!(docs.contains(&format!("`{metric}")), "{metric} is not in docs/metrics.md");
+    }
+}
