@@ -262,3 +262,23 @@ pub async fn serve_with_limits(
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_with_a_request_under_way_is_not_closed_to_make_room() {
+        let mut open = Connections::default();
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let close = tokio_util::sync::CancellationToken::new();
+        open.open.insert(0, Slot { busy: Arc::clone(&busy), close: close.clone() });
+        let guard = Busy::enter(&busy);
+        assert!(!open.close_oldest_idle(), "the only connection is busy");
+        assert!(!close.is_cancelled());
+        drop(guard);
+        assert!(open.close_oldest_idle());
+        assert!(close.is_cancelled());
+        assert!(open.open.is_empty());
+    }
+}

@@ -514,21 +514,6 @@ async fn healthz_answers_at_once_past_more_idle_connections_than_the_cap_and_idl
 }
 
 #[tokio::test]
-async fn a_connection_with_a_request_under_way_is_not_closed_to_make_room() {
-    let mut open = Connections::default();
-    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let close = tokio_util::sync::CancellationToken::new();
-    open.open.insert(0, Slot { busy: Arc::clone(&busy), close: close.clone() });
-    let guard = Busy::enter(&busy);
-    assert!(!open.close_oldest_idle(), "the only connection is busy");
-    assert!(!close.is_cancelled());
-    drop(guard);
-    assert!(open.close_oldest_idle());
-    assert!(close.is_cancelled());
-    assert!(open.open.is_empty());
-}
-
-#[tokio::test]
 async fn serve_answers_over_tcp_and_stops_on_shutdown() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
