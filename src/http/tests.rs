@@ -1,25 +1,16 @@
-use parking_lot::{Mutex, MutexGuard};
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use strum::VariantArray as _;
 
-use axum::Router;
-use axum::extract::State as Extract;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
-use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
-use crate::config::{Config, Mode};
-use crate::execute::{ActionResult, ExecuteError, OutcomeKind};
+use crate::config::Config;
+use crate::execute::ActionResult;
 use crate::metrics::{CONTENT_TYPE, Metrics};
-use crate::model::{GroupId, SnapshotPart, VpcId};
+use crate::model::SnapshotPart;
 use crate::observe::ObserveError;
-use crate::plan::{Action, ActionKind, Deferred, Drift, GroupRef, Origin, PairKey, RepairKind, WarningKind};
-use crate::reconcile::{CycleOutcome, PassReport, Phase};
+use crate::plan::{Action, Deferred, Drift, GroupRef};
+use crate::reconcile::{CycleOutcome, Phase};
 use std::collections::BTreeMap;
 
 use axum::body::{Body, to_bytes};

@@ -1,19 +1,10 @@
-use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 use strum::VariantArray as _;
 
-use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
-
-use crate::ec2::limited::{RequestObserver, RetryOutcome};
+use crate::ec2::limited::RetryOutcome;
 use crate::ec2::{ErrorKind, Operation};
 use crate::execute::{ActionResult, OutcomeKind};
 use crate::model::SnapshotPart;
-use crate::plan::{Action, ActionKind, Deferred, Plan, RepairKind, WarningKind};
+use crate::plan::{Action, ActionKind, Deferred, RepairKind, WarningKind};
 use crate::reconcile::{CycleOutcome, PassReport};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
