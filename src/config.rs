@@ -38,7 +38,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use self::bounds::Bounds;
+
+mod accounts;
 use crate::model::{DEFAULT_DISCOVERY_TAG, DEFAULT_RULES_PER_GROUP, GroupId, VpcId};
+pub use accounts::{AWS_ACCOUNT, AccountConfig, DEFAULT_SESSION_NAME};
 
 /// Default of `daemon.state_dir`: systemd's `StateDirectory=classiclink-mirror`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/classiclink-mirror";
@@ -368,13 +371,29 @@ pub struct MirrorConfig {
     pub adopt: bool,
     /// Enable ClassicLink on the VPC if it is off.
     pub enable_classiclink: bool,
+    /// The account (a name of `[accounts]`) the source group lives in;
+    /// `None`: the `[aws]` account.
+    pub source_account: Option<String>,
+    /// The account (a name of `[accounts]`) of the target VPC; `None`: the
+    /// `[aws]` account.
+    pub target_account: Option<String>,
 }
 
 impl MirrorConfig {
     /// A mapping with every optional key at its default.
     #[must_use]
     pub fn new(source: SourceRef, vpc: VpcId) -> Self {
-        Self { source, vpc, name: None, link_instances: true, mode: None, adopt: false, enable_classiclink: false }
+        Self {
+            source,
+            vpc,
+            name: None,
+            link_instances: true,
+            mode: None,
+            adopt: false,
+            enable_classiclink: false,
+            source_account: None,
+            target_account: None,
+        }
     }
 }
 
@@ -395,6 +414,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// `[events]`.
     pub events: EventsConfig,
+    /// `[accounts.NAME]`, by name.
+    pub accounts: BTreeMap<String, AccountConfig>,
     /// `[[mirror]]`, in file order.
     pub mirrors: Vec<MirrorConfig>,
 }
@@ -441,8 +462,22 @@ impl Config {
             limits: LimitsConfig { rules_per_group: DEFAULT_RULES_PER_GROUP },
             discovery: DiscoveryConfig { tag_key: Some(DEFAULT_DISCOVERY_TAG.to_owned()) },
             events: EventsConfig::default(),
+            accounts: BTreeMap::new(),
             mirrors: Vec::new(),
         }
+    }
+
+    /// The account every mirror targets (validation allows one): `None`
+    /// for the `[aws]` account.
+    #[must_use]
+    pub fn target_account(&self) -> Option<&str> {
+        self.mirrors.iter().find_map(|m| m.target_account.as_deref())
+    }
+
+    /// Whether any mirror reaches an account of `[accounts]`.
+    #[must_use]
+    pub fn uses_accounts(&self) -> bool {
+        self.mirrors.iter().any(|m| m.source_account.is_some() || m.target_account.is_some())
     }
 
     /// The effective mode of a mapping (its override, else the global mode).
@@ -615,6 +650,8 @@ enum Shape {
     Table(&'static [&'static str]),
     /// `[[name]]`.
     ArrayOfTables(&'static [&'static str]),
+    /// `[name.KEY]`: tables under names the file chooses.
+    NamedTables(&'static [&'static str]),
 }
 
 /// Every key of the file. Must agree with the fields of `RawConfig`; a test
@@ -657,9 +694,20 @@ const SCHEMA: &[(&str, Shape)] = &[
     ("limits", Shape::Table(&["rules_per_group"])),
     ("discovery", Shape::Table(&["tag_key"])),
     ("events", Shape::Table(&["queue_url", "endpoint_url"])),
+    ("accounts", Shape::NamedTables(accounts::ACCOUNT_KEYS)),
     (
         "mirror",
-        Shape::ArrayOfTables(&["source_group", "vpc", "name", "link_instances", "mode", "adopt", "enable_classiclink"]),
+        Shape::ArrayOfTables(&[
+            "source_group",
+            "vpc",
+            "name",
+            "link_instances",
+            "mode",
+            "adopt",
+            "enable_classiclink",
+            "source_account",
+            "target_account",
+        ]),
     ),
 ];
 
@@ -683,6 +731,8 @@ struct RawConfig {
     discovery: RawDiscovery,
     #[serde(default)]
     events: RawEvents,
+    #[serde(default)]
+    accounts: BTreeMap<String, Spanned<accounts::RawAccount>>,
     #[serde(default)]
     mirror: Vec<Spanned<RawMirror>>,
 }
@@ -766,6 +816,8 @@ struct RawMirror {
     mode: Option<RawValue>,
     adopt: Option<RawValue>,
     enable_classiclink: Option<RawValue>,
+    source_account: Option<RawValue>,
+    target_account: Option<RawValue>,
 }
 
 // ---------------------------------------------------------------------------
@@ -1068,7 +1120,24 @@ impl Checker<'_> {
                         }
                     }
                 }
-                (Shape::Table(_), other) => {
+                (Shape::NamedTables(keys), DeValue::Table(table)) => {
+                    let mut wrong = Vec::new();
+                    for (entry, value) in table.iter_mut() {
+                        let path = join(name, entry.get_ref().as_ref());
+                        let span = value.span();
+                        if let DeValue::Table(inner) = value.get_mut() {
+                            self.prune_table(inner, &path, keys);
+                        } else {
+                            let message = format!("expected a table ([{path}]), found {}", a_type(value.get_ref()));
+                            self.push(ErrorKind::WrongType, path, Some(span), message);
+                            wrong.push(entry.get_ref().to_string());
+                        }
+                    }
+                    for entry in wrong {
+                        table.remove(&Spanned::new(0..0, Cow::Owned(entry)));
+                    }
+                }
+                (Shape::Table(_) | Shape::NamedTables(_), other) => {
                     let message = format!("expected a table ([{name}]), found {}", a_type(other));
                     self.push(ErrorKind::WrongType, join("", name), Some(span), message);
                     drop.push(name.to_owned());
@@ -1251,7 +1320,16 @@ impl Checker<'_> {
         let limits = self.check_limits(&raw.limits, &defaults.limits);
         let discovery = self.check_discovery(&raw.discovery);
         let events = self.check_events(&raw.events);
-        let mirrors = self.check_mirrors(&raw.mirror, skipped);
+        let accounts = self.check_accounts(&raw.accounts);
+        let mirror_accounts = self.check_mirror_accounts(&raw.mirror, &raw.accounts);
+        let mut mirrors = self.check_mirrors(&raw.mirror, skipped);
+        if let (Some(mirrors), Some(mirror_accounts)) = (&mut mirrors, &mirror_accounts) {
+            for (mirror, (source, target)) in mirrors.iter_mut().zip(mirror_accounts) {
+                mirror.source_account.clone_from(source);
+                mirror.target_account.clone_from(target);
+            }
+        }
+        mirror_accounts?;
         Some(Config {
             aws: aws?,
             daemon: daemon?,
@@ -1260,6 +1338,7 @@ impl Checker<'_> {
             limits: limits?,
             discovery: discovery?,
             events: events?,
+            accounts: accounts?,
             mirrors: mirrors?,
         })
     }
@@ -1662,6 +1741,8 @@ impl Checker<'_> {
                         mode,
                         adopt,
                         enable_classiclink: enable,
+                        source_account: None,
+                        target_account: None,
                     });
                 }
                 _ => complete = false,
@@ -2549,6 +2630,14 @@ link_instances = false
 mode = "enforce"
 adopt = true
 enable_classiclink = true
+source_account = "prod"
+target_account = "prod"
+[accounts.prod]
+region = "eu-central-1"
+role_arn = "arn:aws:iam::210987654321:role/classiclink-mirror"
+external_id = "migration-2026"
+session_name = "mirror-b"
+endpoint_url = "http://127.0.0.1:4567"
 "#;
 
     #[test]
@@ -2556,11 +2645,13 @@ enable_classiclink = true
         let raw: RawConfig = toml::from_str(EVERY_KEY).unwrap();
         assert!(raw.aws.is_some() && raw.mirror.len() == 1);
         for (section, shape) in SCHEMA {
-            let (Shape::Table(keys) | Shape::ArrayOfTables(keys)) = shape;
+            let (Shape::Table(keys) | Shape::ArrayOfTables(keys) | Shape::NamedTables(keys)) = shape;
             for key in *keys {
                 assert!(EVERY_KEY.contains(&format!("\n{key} = ")), "{section}.{key} missing from EVERY_KEY");
             }
-            assert!(EVERY_KEY.contains(&format!("[{section}]")), "{section}");
+            let header =
+                if matches!(shape, Shape::NamedTables(_)) { format!("[{section}.") } else { format!("[{section}]") };
+            assert!(EVERY_KEY.contains(&header), "{section}");
         }
     }
 
@@ -2617,7 +2708,19 @@ enable_classiclink = true
             mode: Some(Mode::Enforce),
             adopt: true,
             enable_classiclink: true,
+            source_account: Some("prod".to_owned()),
+            target_account: Some("prod".to_owned()),
         }];
+        expected.accounts = BTreeMap::from([(
+            "prod".to_owned(),
+            AccountConfig {
+                region: "eu-central-1".to_owned(),
+                role_arn: Some("arn:aws:iam::210987654321:role/classiclink-mirror".to_owned()),
+                external_id: Some("migration-2026".to_owned()),
+                session_name: "mirror-b".to_owned(),
+                endpoint_url: Some("http://127.0.0.1:4567".to_owned()),
+            },
+        )]);
         assert_eq!(config, expected);
     }
 
@@ -2640,7 +2743,7 @@ enable_classiclink = true
     fn the_shipped_example_documents_every_key() {
         let text = std::fs::read_to_string(shipped_example()).unwrap();
         for (section, shape) in SCHEMA {
-            let (Shape::Table(keys) | Shape::ArrayOfTables(keys)) = shape;
+            let (Shape::Table(keys) | Shape::ArrayOfTables(keys) | Shape::NamedTables(keys)) = shape;
             for key in *keys {
                 // Set, or shown commented out (keys without a default).
                 let documented = text.lines().any(|line| {

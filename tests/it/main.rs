@@ -11,6 +11,7 @@
 
 mod common;
 
+mod accounts;
 mod architecture;
 mod aws_canned;
 mod bench_runner;
