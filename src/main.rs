@@ -130,8 +130,12 @@ impl Connector for AwsConnector {
 async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     let (events, receiver) = mpsc::channel(8);
     tokio::spawn(forward_signals(events));
-    let options =
-        demo::DemoOptions { listen: args.listen, exit_when_done: args.exit_when_done, interval: args.interval };
+    let options = demo::DemoOptions {
+        listen: args.listen,
+        exit_when_done: args.exit_when_done,
+        interval: args.interval,
+        scenario: args.scenario,
+    };
     demo::run(options, receiver).await?;
     Ok(EXIT_OK)
 }

@@ -259,3 +259,32 @@ fn an_estate_world_naming_an_undeclared_account_or_a_taken_region_is_refused_wit
     assert!(errors.contains("world[1].region: "), "{errors}");
     assert!(errors.contains("world[2].group[0].vpc: "), "{errors}");
 }
+
+#[tokio::test]
+async fn the_vpc_accounts_demo_mirrors_across_accounts_survives_a_revoked_role_and_finishes() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        crate::common::binary()
+            .args([
+                "demo",
+                "--scenario",
+                "vpc-accounts",
+                "--listen",
+                "127.0.0.1:0",
+                "--interval",
+                "1s",
+                "--exit-when-done",
+            ])
+            .output(),
+    )
+    .await
+    .expect("the demo finishes within 120 s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    for expected in
+        ["created mirrors", "mirrored", "role is revoked", "could not observe", "role is restored", "demo finished"]
+    {
+        assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
+    }
+}
