@@ -380,7 +380,7 @@ impl Cloud {
         let options = EmulatorOptions {
             account_id: account.to_owned(),
             id_seed,
-            limits: state.options.limits.clone(),
+            limits: state.options.limits,
             faults: super::Faults::none(),
         };
         let world = Emulator::new(options);
