@@ -14,10 +14,14 @@
 //!   made-up credentials sees the home world, as before accounts existed.
 //! - The **region** is the one of the request's SigV4 credential scope;
 //!   unsigned requests are in [`HOME_REGION`].
-//! - The home world is the default account in [`HOME_REGION`]; any other
-//!   (account, region) is created empty when first asked for (or seeded from
-//!   an estate's `[[world]]`), with its own id seed so that ids never
-//!   collide across worlds, as they do not in AWS.
+//! - The home world is the default account in [`HOME_REGION`] — and in
+//!   every region that has no world of its own, so that a client of the
+//!   default account sees one world whatever region it signs for, as
+//!   before accounts existed. Any other account's (account, region) is
+//!   created empty when first asked for; an estate's `[[world]]` seeds one
+//!   (for the default account too, which then has that region apart). Each
+//!   world has its own id seed so that ids never collide across worlds, as
+//!   they do not in AWS.
 //! - **STS**: roles ([`Role`]) live in accounts; `AssumeRole` checks the
 //!   role exists and is not revoked, that the caller's account is trusted and
 //!   the `ExternalId` matches when the role asks for one, and issues
@@ -368,13 +372,18 @@ impl Cloud {
         self.state.lock().default_account.clone()
     }
 
-    /// The world of `account` in `region`, created empty when first asked for.
+    /// The world of `account` in `region`: its own when it has one; the
+    /// home world for the default account; else a new empty one.
     #[must_use]
     pub fn world(&self, account: &str, region: &str) -> Emulator {
         let mut state = self.state.lock();
         let key = (account.to_owned(), region.to_owned());
         if let Some(world) = state.worlds.get(&key) {
             return world.clone();
+        }
+        if account == state.default_account {
+            let home = (state.default_account.clone(), HOME_REGION.to_owned());
+            return state.worlds.get(&home).cloned().unwrap_or_default();
         }
         let id_seed = state.fresh_seed();
         let options = EmulatorOptions {
@@ -611,6 +620,14 @@ mod tests {
         let ids: BTreeSet<_> = [&home, &a_east, &a_west].iter().map(|w| w.default_group(None).unwrap()).collect();
         assert_eq!(ids.len(), 3, "Classic default groups of three worlds: {ids:?}");
         assert_eq!(cloud.world(A, "eu-west-1").default_group(None), a_west.default_group(None));
+    }
+
+    #[test]
+    fn the_default_account_sees_the_home_world_in_every_region_without_a_world_of_its_own() {
+        let cloud = cloud();
+        let home = cloud.home().default_group(None);
+        assert_eq!(cloud.ec2_world(Some("test"), Some("eu-west-1")).unwrap().default_group(None), home);
+        assert_eq!(cloud.worlds().len(), 1, "no world was made for it");
     }
 
     #[test]
