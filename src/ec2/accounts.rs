@@ -22,26 +22,51 @@ use async_trait::async_trait;
 use super::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page, codes};
 use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
 
+/// One account's port, under the account's configured name (`aws` for the
+/// `[aws]` one), which every error message of it starts with
+/// (`account old: …`), so logs and `/status` say whose request failed.
+pub struct AccountPort {
+    /// The configured name.
+    pub name: String,
+    /// The account's client.
+    pub port: Arc<dyn Ec2>,
+}
+
+impl AccountPort {
+    /// `port` under `name`.
+    #[must_use]
+    pub fn new(name: impl Into<String>, port: Arc<dyn Ec2>) -> Self {
+        Self { name: name.into(), port }
+    }
+
+    fn named<T>(&self, result: Result<T, Ec2Error>) -> Result<T, Ec2Error> {
+        result.map_err(|mut error| {
+            error.message = format!("account {}: {}", self.name, error.message);
+            error
+        })
+    }
+}
+
 /// The target account's port, and the ports of the accounts that hold
 /// sources of its mirrors.
 pub struct SourceAccounts {
-    target: Arc<dyn Ec2>,
+    target: AccountPort,
     /// One port per source account, with the source group ids it holds.
-    sources: Vec<(BTreeSet<GroupId>, Arc<dyn Ec2>)>,
+    sources: Vec<(BTreeSet<GroupId>, AccountPort)>,
 }
 
 impl SourceAccounts {
     /// `target` for everything but the describes of `sources`' group ids.
     #[must_use]
-    pub fn new(target: Arc<dyn Ec2>, sources: Vec<(BTreeSet<GroupId>, Arc<dyn Ec2>)>) -> Self {
+    pub fn new(target: AccountPort, sources: Vec<(BTreeSet<GroupId>, AccountPort)>) -> Self {
         Self { target, sources }
     }
 
     /// Index 0 is the target; `i + 1` the `i`-th source account.
-    fn port(&self, index: usize) -> &dyn Ec2 {
+    fn port(&self, index: usize) -> &AccountPort {
         match index.checked_sub(1).and_then(|i| self.sources.get(i)) {
-            Some((_, port)) => port.as_ref(),
-            None => self.target.as_ref(),
+            Some((_, port)) => port,
+            None => &self.target,
         }
     }
 
@@ -76,7 +101,8 @@ impl Ec2 for SourceAccounts {
     ) -> Result<Page<SecurityGroup>, Ec2Error> {
         let parts = self.split(filter);
         if let [(port, filter)] = parts.as_slice() {
-            return self.port(*port).security_groups_page(filter, next_token).await;
+            let port = self.port(*port);
+            return port.named(port.port.security_groups_page(filter, next_token).await);
         }
         // Several accounts: their pages one after the other, the token
         // saying whose page comes next (`<part>:<that account's token>`).
@@ -91,7 +117,8 @@ impl Ec2 for SourceAccounts {
         let Some((port, filter)) = parts.get(part) else {
             return Err(bad_token(next_token.as_deref().unwrap_or_default()));
         };
-        let page = self.port(*port).security_groups_page(filter, inner).await?;
+        let port = self.port(*port);
+        let page = port.named(port.port.security_groups_page(filter, inner).await)?;
         let next_token = match page.next_token.filter(|t| !t.is_empty()) {
             Some(token) => Some(format!("{part}:{token}")),
             None if part + 1 < parts.len() => Some(format!("{}:", part + 1)),
@@ -105,7 +132,7 @@ impl Ec2 for SourceAccounts {
         filter: &InstanceFilter,
         next_token: Option<String>,
     ) -> Result<Page<Instance>, Ec2Error> {
-        self.target.instances_page(filter, next_token).await
+        self.target.named(self.target.port.instances_page(filter, next_token).await)
     }
 
     async fn classic_link_instances_page(
@@ -113,43 +140,43 @@ impl Ec2 for SourceAccounts {
         filter: &LinkFilter,
         next_token: Option<String>,
     ) -> Result<Page<Link>, Ec2Error> {
-        self.target.classic_link_instances_page(filter, next_token).await
+        self.target.named(self.target.port.classic_link_instances_page(filter, next_token).await)
     }
 
     async fn vpcs_page(&self, vpc_ids: &[VpcId], next_token: Option<String>) -> Result<Page<VpcId>, Ec2Error> {
-        self.target.vpcs_page(vpc_ids, next_token).await
+        self.target.named(self.target.port.vpcs_page(vpc_ids, next_token).await)
     }
 
     async fn vpc_classic_link_request(&self, vpc_ids: &[VpcId]) -> Result<Vec<Vpc>, Ec2Error> {
-        self.target.vpc_classic_link_request(vpc_ids).await
+        self.target.named(self.target.port.vpc_classic_link_request(vpc_ids).await)
     }
 
     async fn create_security_group(&self, request: &CreateGroup) -> Result<GroupId, Ec2Error> {
-        self.target.create_security_group(request).await
+        self.target.named(self.target.port.create_security_group(request).await)
     }
 
     async fn delete_security_group(&self, group_id: &GroupId) -> Result<(), Ec2Error> {
-        self.target.delete_security_group(group_id).await
+        self.target.named(self.target.port.delete_security_group(group_id).await)
     }
 
     async fn authorize_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
-        self.target.authorize_ingress(group_id, grants).await
+        self.target.named(self.target.port.authorize_ingress(group_id, grants).await)
     }
 
     async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
-        self.target.revoke_ingress(group_id, grants).await
+        self.target.named(self.target.port.revoke_ingress(group_id, grants).await)
     }
 
     async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
-        self.target.update_ingress_descriptions(group_id, grants).await
+        self.target.named(self.target.port.update_ingress_descriptions(group_id, grants).await)
     }
 
     async fn create_tags(&self, group_id: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error> {
-        self.target.create_tags(group_id, tags).await
+        self.target.named(self.target.port.create_tags(group_id, tags).await)
     }
 
     async fn delete_tags(&self, group_id: &GroupId, keys: &[String]) -> Result<(), Ec2Error> {
-        self.target.delete_tags(group_id, keys).await
+        self.target.named(self.target.port.delete_tags(group_id, keys).await)
     }
 
     async fn attach_classic_link_vpc(
@@ -158,15 +185,15 @@ impl Ec2 for SourceAccounts {
         vpc_id: &VpcId,
         groups: &[GroupId],
     ) -> Result<(), Ec2Error> {
-        self.target.attach_classic_link_vpc(instance_id, vpc_id, groups).await
+        self.target.named(self.target.port.attach_classic_link_vpc(instance_id, vpc_id, groups).await)
     }
 
     async fn detach_classic_link_vpc(&self, instance_id: &InstanceId, vpc_id: &VpcId) -> Result<(), Ec2Error> {
-        self.target.detach_classic_link_vpc(instance_id, vpc_id).await
+        self.target.named(self.target.port.detach_classic_link_vpc(instance_id, vpc_id).await)
     }
 
     async fn enable_vpc_classic_link(&self, vpc_id: &VpcId) -> Result<(), Ec2Error> {
-        self.target.enable_vpc_classic_link(vpc_id).await
+        self.target.named(self.target.port.enable_vpc_classic_link(vpc_id).await)
     }
 }
 
@@ -187,10 +214,10 @@ mod tests {
         let vpc = target.create_vpc(&NewVpc::default()).await.unwrap();
         let mirror = target.create_group(&NewGroup::in_vpc(&vpc, "mirror", "m")).await.unwrap();
         let port = SourceAccounts::new(
-            Arc::new(target.clone()),
+            AccountPort::new("target", Arc::new(target.clone())),
             vec![
-                (BTreeSet::from([in_a.clone()]), Arc::new(a.clone()) as Arc<dyn Ec2>),
-                (BTreeSet::from([in_b.clone()]), Arc::new(b.clone()) as Arc<dyn Ec2>),
+                (BTreeSet::from([in_a.clone()]), AccountPort::new("a", Arc::new(a.clone()))),
+                (BTreeSet::from([in_b.clone()]), AccountPort::new("b", Arc::new(b.clone()))),
             ],
         );
         let filter =
@@ -216,11 +243,12 @@ mod tests {
         let in_a = a.create_group(&NewGroup::classic("in-a", "a")).await.unwrap();
         a.set_faults(crate::emulator::Faults::none().with_error_rate(1.0));
         let port = SourceAccounts::new(
-            Arc::new(target.clone()),
-            vec![(BTreeSet::from([in_a.clone()]), Arc::new(a.clone()) as Arc<dyn Ec2>)],
+            AccountPort::new("target", Arc::new(target.clone())),
+            vec![(BTreeSet::from([in_a.clone()]), AccountPort::new("old", Arc::new(a.clone())))],
         );
         let sources = GroupFilter { group_ids: vec![in_a], ..GroupFilter::default() };
-        assert!(port.describe_security_groups(&sources).await.is_err());
+        let error = port.describe_security_groups(&sources).await.unwrap_err();
+        assert!(error.message.starts_with("account old: "), "{error:?}");
         assert!(port.describe_security_groups(&GroupFilter::default()).await.is_ok());
     }
 }

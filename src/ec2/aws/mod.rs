@@ -43,9 +43,9 @@ use self::convert::{
 };
 pub use self::sqs::AwsEventSource;
 pub use self::world::AwsWorld;
-use super::accounts::SourceAccounts;
+use super::accounts::{AccountPort, SourceAccounts};
 use super::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page};
-use crate::config::{AccountConfig, AwsConfig, Config, SourceRef};
+use crate::config::{AWS_ACCOUNT, AccountConfig, AwsConfig, Config, SourceRef};
 use crate::events::OWN_APP_NAME;
 use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
 
@@ -156,10 +156,11 @@ pub(crate) async fn sdk_config(aws: &AwsConfig, options: &AwsOptions) -> aws_con
 }
 
 /// The port of a configuration: the client of the account every mirror
-/// targets (`[aws]`, or the `[accounts.NAME]` of `target_account`), and,
-/// when some sources live in other accounts, a [`SourceAccounts`] over it and
-/// one client per source account. `limit` wraps each client (its own token
-/// buckets and retry quota: [`super::limited::Limited`]).
+/// targets (`[aws]`, or the `[accounts.NAME]` of `target_account`); when the
+/// mirrors name accounts, a [`SourceAccounts`] over it and one client per
+/// other account holding sources, every error message naming its account.
+/// `limit` wraps each client (its own token buckets and retry quota:
+/// [`super::limited::Limited`]).
 pub async fn connect(
     config: &Config,
     options: &AwsOptions,
@@ -167,21 +168,23 @@ pub async fn connect(
 ) -> Arc<dyn Ec2> {
     let target_name = config.target_account();
     let account = |name: Option<&str>| name.and_then(|n| config.accounts.get(n));
+    let label = |name: Option<&str>| name.unwrap_or(AWS_ACCOUNT).to_owned();
     let target = limit(AwsEc2::for_account(&config.aws, account(target_name), options.clone()).await);
+    if !config.uses_accounts() {
+        return target;
+    }
     let mut by_account: BTreeMap<Option<&str>, BTreeSet<GroupId>> = BTreeMap::new();
     for mirror in &config.mirrors {
         if let (SourceRef::Id(id), true) = (&mirror.source, mirror.source_account.as_deref() != target_name) {
             by_account.entry(mirror.source_account.as_deref()).or_default().insert(id.clone());
         }
     }
-    if by_account.is_empty() {
-        return target;
-    }
     let mut sources = Vec::with_capacity(by_account.len());
     for (name, ids) in by_account {
-        sources.push((ids, limit(AwsEc2::for_account(&config.aws, account(name), options.clone()).await)));
+        let port = limit(AwsEc2::for_account(&config.aws, account(name), options.clone()).await);
+        sources.push((ids, AccountPort::new(label(name), port)));
     }
-    Arc::new(SourceAccounts::new(target, sources))
+    Arc::new(SourceAccounts::new(AccountPort::new(label(target_name), target), sources))
 }
 
 /// The EC2 port over `aws-sdk-ec2`.
