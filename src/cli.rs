@@ -207,6 +207,11 @@ pub struct DemoArgs {
     /// Exit once the scripted changes are mirrored instead of serving until Ctrl-C.
     #[arg(long)]
     pub exit_when_done: bool,
+    /// What to migrate: `classic` (EC2-Classic groups into a VPC) or
+    /// `vpc-accounts` (a VPC of one account into a VPC of another account
+    /// and region, through assumed roles; docs/migrating-vpc-to-vpc.md).
+    #[arg(long, value_enum, default_value_t = crate::demo::Scenario::Classic)]
+    pub scenario: crate::demo::Scenario,
 }
 
 /// `healthcheck` flags.

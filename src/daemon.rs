@@ -264,7 +264,12 @@ impl Loop<'_> {
                 let (before, after) = (mapping_keys(&self.config), mapping_keys(&config));
                 let added: Vec<&String> = after.difference(&before).collect();
                 let removed: Vec<&String> = before.difference(&after).collect();
-                if config.aws != self.config.aws || config.rate_limit != self.config.rate_limit {
+                // Accounts: a client per account the mirrors reach, and the
+                // sources each source account's client describes.
+                let accounts_changed = config.accounts != self.config.accounts
+                    || ((config.uses_accounts() || self.config.uses_accounts())
+                        && config.mirrors != self.config.mirrors);
+                if config.aws != self.config.aws || config.rate_limit != self.config.rate_limit || accounts_changed {
                     self.ec2 = self.connector.connect(&config).await;
                 }
                 if config.daemon.listen != self.config.daemon.listen {

@@ -6,6 +6,12 @@
 //! mirrors can be seen following (within a second: each change's event
 //! brings a targeted pass before the next full one), and keeps serving
 //! `/metrics` until Ctrl-C.
+//!
+//! `--scenario vpc-accounts` plays a VPC-to-VPC migration instead
+//! (`config/demo-vpc-estate.toml`, docs/migrating-vpc-to-vpc.md): sources in
+//! a VPC of one account, mirrors in a VPC of another account and region,
+//! the daemon reaching each through an assumed role; the script changes a
+//! source, then revokes the target's role and restores it.
 
 use parking_lot::Mutex;
 use std::net::SocketAddr;
@@ -32,6 +38,19 @@ use crate::reconcile::PassReport;
 
 /// The sample estate, built into the binary so `demo` runs from anywhere.
 pub const DEMO_ESTATE: &str = include_str!("../config/demo-estate.toml");
+
+/// The estate of the VPC-to-VPC scenario: two accounts, two regions, roles.
+pub const DEMO_VPC_ESTATE: &str = include_str!("../config/demo-vpc-estate.toml");
+
+/// Which migration the demo plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// EC2-Classic groups and instances into a VPC (the default).
+    #[default]
+    Classic,
+    /// A VPC of one account into a VPC of another account and region.
+    VpcAccounts,
+}
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +97,8 @@ pub struct DemoOptions {
     pub exit_when_done: bool,
     /// Time between passes.
     pub interval: Duration,
+    /// Which migration to play.
+    pub scenario: Scenario,
 }
 
 /// Counts the writes sent, for the progress line.
@@ -109,9 +130,11 @@ struct DemoConnector {
 #[async_trait]
 impl Connector for DemoConnector {
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
-        let client = AwsEc2::from_config_with(&config.aws, demo_aws_options()).await;
-        let observer = Fanout(self.metrics.request_observer(), WriteCounter(Arc::clone(&self.writes)));
-        Arc::new(Limited::new(client, &config.rate_limit).with_observer(Box::new(observer)))
+        let limit = |client: AwsEc2| -> Arc<dyn Ec2> {
+            let observer = Fanout(self.metrics.request_observer(), WriteCounter(Arc::clone(&self.writes)));
+            Arc::new(Limited::new(client, &config.rate_limit).with_observer(Box::new(observer)))
+        };
+        crate::ec2::aws::connect(config, &demo_aws_options(), &limit).await
     }
 
     async fn event_source(&self, config: &Config) -> Option<Arc<dyn EventSource>> {
@@ -227,7 +250,9 @@ impl PassObserver for Narrator {
         let number = self.progress.borrow().passes + 1;
         let converged = pass.converged();
         let lines = describe_pass(pass);
-        if lines.is_empty() {
+        if lines.is_empty() && !pass.observe_errors.is_empty() {
+            println!("pass {number}: EC2 could not be observed completely ({:.1?})", pass.duration);
+        } else if lines.is_empty() {
             println!("pass {number}: in sync ({} pairs, {:.1?})", pass.plan.pairs.len(), pass.duration);
         } else {
             let count = pass.plan.actions.len();
@@ -247,6 +272,9 @@ impl PassObserver for Narrator {
             if seen.insert(key) {
                 println!("  warning: {}", warning.message);
             }
+        }
+        for error in &pass.observe_errors {
+            println!("  could not observe {}: {}", error.part.as_str(), error.source.code);
         }
         let orphans = pass.plan.orphans.len();
         let wrote = !pass.report.outcomes.is_empty() && pass.failed() == 0;
@@ -354,7 +382,14 @@ fn demo_config(endpoint: &str, options: &DemoOptions, state_dir: &Path) -> Strin
 ///
 /// # Errors
 /// [`DemoError`] when the emulator or the daemon cannot start.
-pub async fn run(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> Result<(), DemoError> {
+pub async fn run(options: DemoOptions, stop: mpsc::Receiver<Event>) -> Result<(), DemoError> {
+    match options.scenario {
+        Scenario::Classic => run_classic(options, stop).await,
+        Scenario::VpcAccounts => run_vpc_accounts(options, stop).await,
+    }
+}
+
+async fn run_classic(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> Result<(), DemoError> {
     let estate = Estate::from_toml(DEMO_ESTATE).map_err(|e: EstateError| DemoError::Estate(e.to_string()))?;
     let faults = Faults { throttle: Some(Throttle::ec2()), latency: Duration::from_millis(15), ..Faults::none() };
     let emulator = Emulator::from_estate(&estate, EmulatorOptions { faults, ..EmulatorOptions::default() })
@@ -448,4 +483,159 @@ fn tempfile_dir() -> Result<PathBuf, DemoError> {
     std::fs::create_dir_all(&dir)
         .map_err(|source| DemoError::Io { what: "cannot create a temporary directory", source })?;
     Ok(dir)
+}
+
+// ----- the VPC-to-VPC scenario ----------------------------------------------
+
+/// The role the demo's daemon assumes in the target account.
+const DEMO_TARGET_ROLE: &str = "arn:aws:iam::222222222222:role/classiclink-mirror";
+
+fn vpc_accounts_config(endpoint: &str, options: &DemoOptions, state_dir: &Path) -> String {
+    let mut text = format!(
+        "# Written by `classiclink-mirror demo --scenario vpc-accounts` (docs/migrating-vpc-to-vpc.md).\n\
+         [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\n\
+         [daemon]\ninterval = \"{}\"\nlisten = \"{}\"\nstate_dir = {:?}\n\n\
+         # The old VPC's account: the sources are only described there.\n\
+         [accounts.old]\nregion = \"us-east-1\"\nrole_arn = \"arn:aws:iam::111111111111:role/classiclink-mirror-read\"\n\n\
+         # The new VPC's account and region: the mirrors live there.\n\
+         [accounts.new]\nregion = \"eu-west-1\"\nrole_arn = \"{DEMO_TARGET_ROLE}\"\nexternal_id = \"migration-2026\"\n",
+        humantime::format_duration(options.interval),
+        options.listen,
+        state_dir.display().to_string(),
+    );
+    for id in ["sg-0e0e0e01", "sg-0e0e0e02", "sg-0e0e0e03", "sg-0e0e0e04"] {
+        text.push_str(&format!(
+            "\n[[mirror]]\nsource_group = \"{id}\"\nvpc = \"vpc-0b0b0b0b\"\nsource_account = \"old\"\n\
+             target_account = \"new\"\n"
+        ));
+    }
+    text
+}
+
+/// Changes a source in the old account, then cuts the target account off
+/// and restores it, each time waiting for the daemon.
+async fn vpc_accounts_script(
+    operator: &AwsEc2,
+    cloud: &crate::emulator::Cloud,
+    mut progress: watch::Receiver<Progress>,
+    interval: Duration,
+) -> Result<(), DemoError> {
+    wait_for(&mut progress, |p| p.converged).await;
+    println!("\n==> account 222222222222 / eu-west-1 mirrors the old VPC; references point at the new mirrors.\n");
+
+    println!("==> old account: web now allows tcp 8443 from 10.40.0.0/16 (\"partner API\")");
+    let web = GroupId::try_new("sg-0e0e0e01").expect("literal group id");
+    let changed = std::time::Instant::now();
+    operator.authorize_ingress(&web, &[tcp_from(8443, "10.40.0.0/16", "partner API")]).await?;
+    let after = progress.borrow().passes;
+    wait_for(&mut progress, |p| p.passes > after && p.wrote).await;
+    println!(
+        "==> mirrored {:.1?} after the change (no events across accounts: the next full pass, every {})",
+        changed.elapsed(),
+        humantime::format_duration(interval)
+    );
+    next_convergence(&mut progress).await;
+
+    println!("\n==> the target account's role is revoked (its sessions too)");
+    cloud.set_role_revoked(DEMO_TARGET_ROLE, true);
+    let after = progress.borrow().passes;
+    wait_for(&mut progress, |p| p.passes > after && !p.converged).await;
+    println!("    passes fail and write nothing until the role is back; /status shows the failed describes");
+    cloud.set_role_revoked(DEMO_TARGET_ROLE, false);
+    println!("\n==> the role is restored");
+    next_convergence(&mut progress).await;
+    println!("    the next pass reached the account again and found everything in sync");
+    Ok(())
+}
+
+async fn run_vpc_accounts(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> Result<(), DemoError> {
+    let estate = Estate::from_toml(DEMO_VPC_ESTATE).map_err(|e: EstateError| DemoError::Estate(e.to_string()))?;
+    let cloud = crate::emulator::Cloud::from_estate(&estate, EmulatorOptions::default())
+        .map_err(|e| DemoError::Estate(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| DemoError::Io { what: "cannot bind the emulator", source })?;
+    let endpoint = format!(
+        "http://{}",
+        listener.local_addr().map_err(|source| DemoError::Io { what: "emulator address", source })?
+    );
+    let stop_emulator = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(crate::emulator::server::serve_cloud(
+        cloud.clone(),
+        listener,
+        stop_emulator.clone().cancelled_owned(),
+    ));
+
+    let dir = tempfile_dir()?;
+    let config_path = dir.join("classiclink-mirror.toml");
+    let state_dir = dir.join("state");
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|source| DemoError::Io { what: "cannot create the demo's state directory", source })?;
+    std::fs::write(&config_path, vpc_accounts_config(&endpoint, &options, &state_dir))
+        .map_err(|source| DemoError::Io { what: "cannot write the demo config", source })?;
+    println!(
+        "EC2 and STS emulator at {endpoint}: web, app, db, bastion in vpc-0a0a0a0a of account 111111111111 \
+         (us-east-1), an empty vpc-0b0b0b0b in account 222222222222 (eu-west-1)"
+    );
+    println!("daemon config: {}", config_path.display());
+
+    let writes = Arc::new(AtomicU64::new(0));
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let (metrics_tx, mut metrics_rx) = watch::channel(None);
+    let narrator = Narrator {
+        writes: Arc::clone(&writes),
+        bar: Mutex::new(None),
+        seen_warnings: Mutex::new(Default::default()),
+        progress: progress_tx,
+        metrics_at: metrics_tx,
+    };
+    let (events, receiver) = mpsc::channel(8);
+    let settings = Settings::new(config_path.clone(), None);
+    // The old account's operator, by its own access key.
+    let operator = AwsEc2::from_config_with(
+        &crate::config::AwsConfig { region: "us-east-1".into(), endpoint_url: Some(endpoint.clone()), profile: None },
+        AwsOptions {
+            app_name: "demo-operator".into(),
+            credentials: Some(StaticCredentials {
+                access_key_id: "AKIADEMOOLD".into(),
+                secret_access_key: "demo".into(),
+            }),
+            ..AwsOptions::default()
+        },
+    )
+    .await;
+    let daemon = serve_with(
+        &settings,
+        |metrics| Box::new(DemoConnector { metrics, writes: Arc::clone(&writes) }),
+        &narrator,
+        receiver,
+    );
+    let driver = async {
+        let _ = metrics_rx.wait_for(Option::is_some).await;
+        let address = (*metrics_rx.borrow()).expect("set");
+        println!("daemon metrics at http://{address}/metrics, status at http://{address}/status\n");
+        let scripted = tokio::select! {
+            scripted = vpc_accounts_script(&operator, &cloud, progress_rx, options.interval) => scripted,
+            _ = stop.recv() => {
+                let _ = events.send(Event::Shutdown).await;
+                return Ok(());
+            }
+        };
+        match &scripted {
+            Ok(()) if options.exit_when_done => println!("\ndemo finished"),
+            Ok(()) => println!("\ndemo finished; still serving http://{address}/metrics — Ctrl-C to stop"),
+            Err(e) => println!("\ndemo script stopped: {e}"),
+        }
+        if !options.exit_when_done && scripted.is_ok() {
+            let _ = stop.recv().await;
+        }
+        let _ = events.send(Event::Shutdown).await;
+        scripted
+    };
+    let (served, scripted) = tokio::join!(daemon, driver);
+    stop_emulator.cancel();
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    served?;
+    scripted
 }

@@ -13,8 +13,8 @@ use classiclink_mirror::cli::{
     ApplyArgs, Cli, Command, DemoArgs, EmulatorArgs, GlobalArgs, LogFormat, PlanArgs, PlanFormat,
 };
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
-use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::aws::AwsEventSource;
+use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions};
 use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::emulator::events::EventOptions;
 use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
@@ -115,8 +115,10 @@ struct AwsConnector {
 #[async_trait::async_trait]
 impl Connector for AwsConnector {
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
-        let client = AwsEc2::from_config(&config.aws).await;
-        Arc::new(Limited::new(client, &config.rate_limit).with_observer(self.metrics.request_observer()))
+        let limit = |client: AwsEc2| -> Arc<dyn Ec2> {
+            Arc::new(Limited::new(client, &config.rate_limit).with_observer(self.metrics.request_observer()))
+        };
+        classiclink_mirror::ec2::aws::connect(config, &AwsOptions::default(), &limit).await
     }
 
     async fn event_source(&self, config: &Config) -> Option<Arc<dyn EventSource>> {
@@ -128,8 +130,12 @@ impl Connector for AwsConnector {
 async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     let (events, receiver) = mpsc::channel(8);
     tokio::spawn(forward_signals(events));
-    let options =
-        demo::DemoOptions { listen: args.listen, exit_when_done: args.exit_when_done, interval: args.interval };
+    let options = demo::DemoOptions {
+        listen: args.listen,
+        exit_when_done: args.exit_when_done,
+        interval: args.interval,
+        scenario: args.scenario,
+    };
     demo::run(options, receiver).await?;
     Ok(EXIT_OK)
 }
@@ -179,8 +185,9 @@ fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
 
 /// The EC2 client of a one-shot command: the SDK adapter under the
 /// configured rate limits.
-async fn connect(config: &Config) -> Limited<AwsEc2> {
-    Limited::new(AwsEc2::from_config(&config.aws).await, &config.rate_limit)
+async fn connect(config: &Config) -> Arc<dyn Ec2> {
+    let limit = |client: AwsEc2| -> Arc<dyn Ec2> { Arc::new(Limited::new(client, &config.rate_limit)) };
+    classiclink_mirror::ec2::aws::connect(config, &AwsOptions::default(), &limit).await
 }
 
 fn print_plan(plan: &plan::Plan, snapshot: &Snapshot, format: PlanFormat) {
@@ -203,7 +210,7 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 async fn plan_live(args: &PlanArgs) -> anyhow::Result<u8> {
     let config = load_config(&args.config.config)?;
     let ec2 = connect(&config).await;
-    let observation = observe::observe(&ec2, &config).await;
+    let observation = observe::observe(ec2.as_ref(), &config).await;
     for error in &observation.errors {
         eprintln!("warning: {error}");
     }
@@ -249,7 +256,7 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
             state::conservative_start(SystemTime::now())
         }
     };
-    let report = reconcile::apply_from(&ec2, &config, max_passes, &SystemTime::now, &cancel, memory).await;
+    let report = reconcile::apply_from(ec2.as_ref(), &config, max_passes, &SystemTime::now, &cancel, memory).await;
     if existed && let Err(error) = state_file.save(&report.memory) {
         eprintln!("warning: {error}");
     }
@@ -315,11 +322,14 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
                     EstateError::Parse(toml) => anyhow::anyhow!("estate {} is not valid: {toml}", path.display()),
                     other => anyhow::anyhow!("{other}"),
                 })?;
-                Emulator::from_estate(&estate, options)
+                emulator::Cloud::from_estate(&estate, options)
                     .map_err(|errors| anyhow::anyhow!("estate {} is not valid:\n{errors}", path.display()))?
             }
-            None => Emulator::new(options),
+            None => emulator::Cloud::new(Emulator::new(options)),
         };
+        // The home world: the default account in us-east-1 (docs/emulator.md).
+        let cloud = world;
+        let world = cloud.home();
         let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -357,7 +367,7 @@ fn run_emulator(args: &EmulatorArgs) -> anyhow::Result<u8> {
         let mut stdout = std::io::stdout();
         std::io::Write::write_all(&mut stdout, announce.as_bytes()).context("cannot write to stdout")?;
         std::io::Write::flush(&mut stdout).context("cannot write to stdout")?;
-        emulator::server::serve(world, listener, shutdown).await.context("the emulator server failed")?;
+        emulator::server::serve_cloud(cloud, listener, shutdown).await.context("the emulator server failed")?;
         tracing::info!("emulator stopped");
         Ok(EXIT_OK)
     })

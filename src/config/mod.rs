@@ -34,6 +34,7 @@
 //! timers, the planner's clock arithmetic) meets a value it cannot handle,
 //! and a reload cannot take the daemon down.
 
+mod accounts;
 pub mod bounds;
 mod check;
 mod declare;
@@ -46,18 +47,20 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 
+pub use self::accounts::{AWS_ACCOUNT, DEFAULT_SESSION_NAME};
 use self::check::Checker;
 use self::error::ErrorKind;
 pub use self::error::{ConfigError, ConfigLoadError, Location, render_errors};
 use self::raw::RawConfig;
 pub use self::sections::{
-    AwsConfig, DaemonConfig, DiscoveryConfig, EventsConfig, LimitsConfig, MirrorConfig, RateLimitConfig, SafetyConfig,
+    AccountConfig, AwsConfig, DaemonConfig, DiscoveryConfig, EventsConfig, LimitsConfig, MirrorConfig, RateLimitConfig,
+    SafetyConfig,
 };
 use self::sections::{
     PartialAws, PartialDaemon, PartialDiscovery, PartialEvents, PartialLimits, PartialMirror, PartialRateLimit,
@@ -127,6 +130,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// `[events]`.
     pub events: EventsConfig,
+    /// `[accounts.NAME]`, by name.
+    pub accounts: BTreeMap<String, AccountConfig>,
     /// `[[mirror]]`, in file order.
     pub mirrors: Vec<MirrorConfig>,
 }
@@ -145,8 +150,22 @@ impl Config {
             limits: PartialLimits::default().complete().expect("every key of [limits] has a default"),
             discovery: PartialDiscovery::default().complete().expect("every key of [discovery] has a default"),
             events: PartialEvents::default().complete().expect("every key of [events] has a default"),
+            accounts: BTreeMap::new(),
             mirrors: Vec::new(),
         }
+    }
+
+    /// The account every mirror targets (validation allows one): `None`
+    /// for the `[aws]` account.
+    #[must_use]
+    pub fn target_account(&self) -> Option<&str> {
+        self.mirrors.iter().find_map(|m| m.target_account.as_deref())
+    }
+
+    /// Whether any mirror reaches an account of `[accounts]`.
+    #[must_use]
+    pub fn uses_accounts(&self) -> bool {
+        self.mirrors.iter().any(|m| m.source_account.is_some() || m.target_account.is_some())
     }
 
     /// The effective mode of a mapping (its override, else the global mode).
@@ -263,7 +282,11 @@ fn check(cx: &mut Checker<'_>, raw: &RawConfig, skipped: &BTreeSet<usize>) -> Op
     let limits = PartialLimits::read_table(cx, raw.limits.as_ref());
     let discovery = PartialDiscovery::read_table(cx, raw.discovery.as_ref());
     let events = PartialEvents::read_table(cx, raw.events.as_ref());
+    let accounts = accounts::accounts(cx, &raw.accounts);
     let mirrors = rules::mirrors(cx, &raw.mirror, skipped);
+    if let Some(mirrors) = &mirrors {
+        accounts::mirror_rules(cx, &raw.mirror, mirrors, &raw.accounts);
+    }
     Some(Config {
         aws: aws.complete()?,
         daemon: daemon.complete()?,
@@ -272,6 +295,7 @@ fn check(cx: &mut Checker<'_>, raw: &RawConfig, skipped: &BTreeSet<usize>) -> Op
         limits: limits.complete()?,
         discovery: discovery.complete()?,
         events: events.complete()?,
+        accounts: accounts?,
         mirrors: mirrors?,
     })
 }

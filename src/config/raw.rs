@@ -6,7 +6,7 @@
 //! deserializes into [`RawConfig`].
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -14,7 +14,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::check::Checker;
 use super::error::ErrorKind;
-use super::sections::{RawAws, RawDaemon, RawDiscovery, RawEvents, RawLimits, RawMirror, RawRateLimit, RawSafety};
+use super::sections::{
+    RawAccount, RawAws, RawDaemon, RawDiscovery, RawEvents, RawLimits, RawMirror, RawRateLimit, RawSafety,
+};
 
 /// The shape of a top-level key and the keys allowed inside it.
 pub(super) enum Shape {
@@ -22,6 +24,8 @@ pub(super) enum Shape {
     Table(&'static [&'static str]),
     /// `[[name]]`.
     ArrayOfTables(&'static [&'static str]),
+    /// `[name.KEY]`: tables under names the file chooses.
+    NamedTables(&'static [&'static str]),
 }
 
 /// Every section of the file, with the keys of each (from its declaration).
@@ -34,6 +38,7 @@ pub(super) const SCHEMA: &[(&str, Shape)] = &[
     ("limits", Shape::Table(RawLimits::KEYS)),
     ("discovery", Shape::Table(RawDiscovery::KEYS)),
     ("events", Shape::Table(RawEvents::KEYS)),
+    ("accounts", Shape::NamedTables(RawAccount::KEYS)),
     ("mirror", Shape::ArrayOfTables(RawMirror::KEYS)),
 ];
 
@@ -50,11 +55,13 @@ pub(super) struct RawConfig {
     pub(super) discovery: Option<Spanned<RawDiscovery>>,
     pub(super) events: Option<Spanned<RawEvents>>,
     #[serde(default)]
+    pub(super) accounts: BTreeMap<String, Spanned<RawAccount>>,
+    #[serde(default)]
     pub(super) mirror: Vec<Spanned<RawMirror>>,
 }
 
 /// A key as it appears in a path: bare when TOML allows it bare, else quoted.
-fn key_segment(key: &str) -> Cow<'_, str> {
+pub(super) fn key_segment(key: &str) -> Cow<'_, str> {
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         Cow::Borrowed(key)
     } else {
@@ -115,7 +122,24 @@ impl Checker<'_> {
                         }
                     }
                 }
-                (Shape::Table(_), other) => {
+                (Shape::NamedTables(keys), DeValue::Table(table)) => {
+                    let mut wrong = Vec::new();
+                    for (entry, value) in table.iter_mut() {
+                        let path = join(name, entry.get_ref().as_ref());
+                        let span = value.span();
+                        if let DeValue::Table(inner) = value.get_mut() {
+                            self.prune_table(inner, &path, keys);
+                        } else {
+                            let message = format!("expected a table ([{path}]), found {}", a_type(value.get_ref()));
+                            self.push(ErrorKind::WrongType, path, Some(span), message);
+                            wrong.push(entry.get_ref().to_string());
+                        }
+                    }
+                    for entry in wrong {
+                        table.remove(&Spanned::new(0..0, Cow::Owned(entry)));
+                    }
+                }
+                (Shape::Table(_) | Shape::NamedTables(_), other) => {
                     let message = format!("expected a table ([{name}]), found {}", a_type(other));
                     self.push(ErrorKind::WrongType, join("", name), Some(span), message);
                     drop.push(name.to_owned());

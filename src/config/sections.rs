@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::accounts::{self, DEFAULT_SESSION_NAME};
 use super::bounds::units::{A_MILLION, DAY, MILLISECOND, MINUTE, SECOND, YEAR};
 use super::check::Checker;
 use super::declare::section;
@@ -168,5 +169,31 @@ section! {
         adopt: bool { default: false, read: Checker::boolean },
         /// Enable ClassicLink on the VPC if it is off.
         enable_classiclink: bool { default: false, read: Checker::boolean },
+        /// The account (a name of `[accounts]`) the source group lives in;
+        /// `None`: the `[aws]` account.
+        source_account: Option<String> { optional, read: accounts::account_name },
+        /// The account (a name of `[accounts]`) of the target VPC; `None`:
+        /// the `[aws]` account.
+        target_account: Option<String> { optional, read: accounts::account_name },
+    }
+}
+
+section! {
+    /// One `[accounts.NAME]`: another account (or region) the daemon reaches
+    /// (docs/migrating-vpc-to-vpc.md).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    "accounts" => AccountConfig, RawAccount, PartialAccount {
+        /// The region of this account's EC2 client.
+        region: String { required, read: values::region },
+        /// The role to assume (`arn:aws:iam::<account>:role/<name>`); `None`:
+        /// the default credential chain, as `[aws]`.
+        role_arn: Option<String> { optional, read: accounts::role_arn },
+        /// The `sts:ExternalId` the role's trust policy asks for.
+        external_id: Option<String> { optional, read: accounts::external_id },
+        /// The `RoleSessionName` (CloudTrail shows it).
+        session_name: String { default: DEFAULT_SESSION_NAME.to_owned(), read: accounts::session_name },
+        /// An endpoint for EC2 and STS, e.g. the emulator; `None`: `[aws]
+        /// endpoint_url` when set, else AWS's own.
+        endpoint_url: Option<String> { optional, read: values::endpoint_url },
     }
 }

@@ -860,6 +860,14 @@ link_instances = false
 mode = "enforce"
 adopt = true
 enable_classiclink = true
+source_account = "prod"
+target_account = "prod"
+[accounts.prod]
+region = "eu-central-1"
+role_arn = "arn:aws:iam::210987654321:role/classiclink-mirror"
+external_id = "migration-2026"
+session_name = "mirror-b"
+endpoint_url = "http://127.0.0.1:4567"
 "#;
 
 #[test]
@@ -867,11 +875,13 @@ fn every_key_of_the_schema_is_a_field_of_the_raw_config() {
     let raw: RawConfig = toml::from_str(EVERY_KEY).unwrap();
     assert!(raw.aws.is_some() && raw.mirror.len() == 1);
     for (section, shape) in SCHEMA {
-        let (Shape::Table(keys) | Shape::ArrayOfTables(keys)) = shape;
+        let (Shape::Table(keys) | Shape::ArrayOfTables(keys) | Shape::NamedTables(keys)) = shape;
         for key in *keys {
             assert!(EVERY_KEY.contains(&format!("\n{key} = ")), "{section}.{key} missing from EVERY_KEY");
         }
-        assert!(EVERY_KEY.contains(&format!("[{section}]")), "{section}");
+        let header =
+            if matches!(shape, Shape::NamedTables(_)) { format!("[{section}.") } else { format!("[{section}]") };
+        assert!(EVERY_KEY.contains(&header), "{section}");
     }
 }
 
@@ -928,7 +938,19 @@ fn every_key_is_read_into_the_config() {
         mode: Some(Mode::Enforce),
         adopt: true,
         enable_classiclink: true,
+        source_account: Some("prod".to_owned()),
+        target_account: Some("prod".to_owned()),
     }];
+    expected.accounts = std::collections::BTreeMap::from([(
+        "prod".to_owned(),
+        AccountConfig {
+            region: "eu-central-1".to_owned(),
+            role_arn: Some("arn:aws:iam::210987654321:role/classiclink-mirror".to_owned()),
+            external_id: Some("migration-2026".to_owned()),
+            session_name: "mirror-b".to_owned(),
+            endpoint_url: Some("http://127.0.0.1:4567".to_owned()),
+        },
+    )]);
     assert_eq!(config, expected);
 }
 
@@ -951,7 +973,7 @@ fn the_shipped_example_validates_and_sets_every_default() {
 fn the_shipped_example_documents_every_key() {
     let text = std::fs::read_to_string(shipped_example()).unwrap();
     for (section, shape) in SCHEMA {
-        let (Shape::Table(keys) | Shape::ArrayOfTables(keys)) = shape;
+        let (Shape::Table(keys) | Shape::ArrayOfTables(keys) | Shape::NamedTables(keys)) = shape;
         for key in *keys {
             // Set, or shown commented out (keys without a default).
             let documented = text

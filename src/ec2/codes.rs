@@ -123,6 +123,13 @@ pub const INSUFFICIENT_INSTANCE_CAPACITY: &str = "InsufficientInstanceCapacity";
 pub const AUTH_FAILURE: &str = "AuthFailure";
 /// The caller's policy does not allow the action.
 pub const UNAUTHORIZED_OPERATION: &str = "UnauthorizedOperation";
+/// STS: the caller may not assume the role (it does not exist, is revoked,
+/// does not trust the caller, or wants another external id).
+pub const ACCESS_DENIED: &str = "AccessDenied";
+/// A session's temporary credentials have expired.
+pub const EXPIRED_TOKEN: &str = "ExpiredToken";
+/// STS: a parameter fails its constraints (a session name, a duration).
+pub const VALIDATION_ERROR: &str = "ValidationError";
 /// The account is not subscribed to the service.
 pub const OPT_IN_REQUIRED: &str = "OptInRequired";
 /// The account is blocked.

@@ -20,6 +20,7 @@ use strum::VariantArray as _;
 
 use async_trait::async_trait;
 
+pub mod accounts;
 pub mod aws;
 pub mod codes;
 pub mod limited;
@@ -201,7 +202,9 @@ impl ErrorKind {
             }
             DEPENDENCY_VIOLATION => Self::Dependency,
             PERMISSION_DUPLICATE | GROUP_DUPLICATE | INSTANCE_ALREADY_LINKED => Self::Duplicate,
-            AUTH_FAILURE | UNAUTHORIZED_OPERATION | OPT_IN_REQUIRED | BLOCKED => Self::Fatal,
+            AUTH_FAILURE | UNAUTHORIZED_OPERATION | OPT_IN_REQUIRED | BLOCKED | ACCESS_DENIED | EXPIRED_TOKEN => {
+                Self::Fatal
+            }
             c if c.ends_with(".NotFound") => Self::NotFound,
             c if c.starts_with("Invalid")
                 || c.starts_with("Missing")

@@ -38,6 +38,14 @@ pub struct Estate {
     /// `[[prefix_list]]` entries: managed prefix lists (IPv4).
     #[serde(default, rename = "prefix_list", skip_serializing_if = "Vec::is_empty")]
     pub prefix_lists: Vec<EstatePrefixList>,
+    /// `[[account]]` entries: other accounts, their access keys and roles
+    /// (served by [`super::Cloud`]).
+    #[serde(default, rename = "account", skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<EstateAccount>,
+    /// `[[world]]` entries: the VPCs, groups and instances of an account in
+    /// a region other than the home world (served by [`super::Cloud`]).
+    #[serde(default, rename = "world", skip_serializing_if = "Vec::is_empty")]
+    pub worlds: Vec<EstateWorld>,
 }
 
 /// A managed prefix list (IPv4), which rules name by `prefix_list`.
@@ -54,6 +62,70 @@ pub struct EstatePrefixList {
     /// Tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+}
+
+/// An account other than the default one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstateAccount {
+    /// The account id, 12 digits.
+    pub id: String,
+    /// Long-term access keys whose requests act as this account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_keys: Vec<String>,
+    /// `[[account.role]]`: roles that STS `AssumeRole` can be asked for.
+    #[serde(default, rename = "role", skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<EstateRole>,
+}
+
+/// An IAM role of an estate account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstateRole {
+    /// The role name (`arn:aws:iam::<account>:role/<name>`).
+    pub name: String,
+    /// Accounts the trust policy allows; empty: any account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_accounts: Vec<String>,
+    /// The external id the trust policy requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Maximum session duration in seconds (3600–43200; default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_session_seconds: Option<u64>,
+}
+
+/// The world of one account in one region.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstateWorld {
+    /// The account id; default: the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The region.
+    pub region: String,
+    /// `[[world.vpc]]`.
+    #[serde(default, rename = "vpc", skip_serializing_if = "Vec::is_empty")]
+    pub vpcs: Vec<EstateVpc>,
+    /// `[[world.group]]`.
+    #[serde(default, rename = "group", skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<EstateGroup>,
+    /// `[[world.instance]]`.
+    #[serde(default, rename = "instance", skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<EstateInstance>,
+}
+
+impl EstateWorld {
+    /// The world as an estate of its own.
+    #[must_use]
+    pub fn estate(&self) -> Estate {
+        Estate {
+            vpcs: self.vpcs.clone(),
+            groups: self.groups.clone(),
+            instances: self.instances.clone(),
+            ..Estate::default()
+        }
+    }
 }
 
 /// A VPC.
@@ -238,8 +310,16 @@ impl EstateError {
         }
     }
 
-    fn invalid(path: impl Into<String>, message: impl fmt::Display) -> Self {
+    pub(crate) fn invalid(path: impl Into<String>, message: impl fmt::Display) -> Self {
         Self::Invalid { path: path.into(), message: message.to_string() }
+    }
+
+    /// The error with its place inside `prefix` (`world[1].group[0]…`).
+    pub(crate) fn within(self, prefix: &str) -> Self {
+        match self {
+            Self::Invalid { path, message } => Self::Invalid { path: format!("{prefix}.{path}"), message },
+            other => other,
+        }
     }
 }
 
@@ -276,6 +356,17 @@ impl Estate {
         let text =
             std::fs::read_to_string(path).map_err(|source| EstateError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text)
+    }
+
+    /// The home world's part: the top-level VPCs, groups and instances.
+    #[must_use]
+    pub fn home(&self) -> Estate {
+        Estate {
+            vpcs: self.vpcs.clone(),
+            groups: self.groups.clone(),
+            instances: self.instances.clone(),
+            ..Estate::default()
+        }
     }
 
     /// The estate as TOML (e.g. to save a generated one).

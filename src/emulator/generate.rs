@@ -110,7 +110,7 @@ impl GenerateSpec {
             })
             .collect();
         let instances = (0..self.instances).map(|_| self.instance(&mut rng, &names)).collect();
-        Estate { vpcs, groups, instances, prefix_lists: Vec::new() }
+        Estate { vpcs, groups, instances, ..Estate::default() }
     }
 
     fn rule(&self, rng: &mut StdRng, names: &[String], group: usize, j: usize) -> EstateRule {

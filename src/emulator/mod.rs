@@ -25,6 +25,7 @@
 //! - All clocks are `tokio::time`: tests run under paused time.
 
 pub use crate::ec2::codes;
+pub mod cloud;
 mod counters;
 mod describe;
 pub mod estate;
@@ -56,6 +57,7 @@ use crate::model::{
     SecurityGroup, Vpc, VpcId,
 };
 
+pub use cloud::Cloud;
 pub use counters::{OperationCounts, RequestCounters};
 pub use describe::{Page, PageRequest};
 pub use estate::{Estate, EstateError, EstateErrors};
@@ -414,6 +416,18 @@ impl Emulator {
     #[must_use]
     pub fn events(&self) -> Option<EventQueue> {
         self.lock().events.clone()
+    }
+
+    /// The options this world was made with (its faults as they are now).
+    #[must_use]
+    pub fn options(&self) -> EmulatorOptions {
+        let shared = self.lock();
+        EmulatorOptions {
+            account_id: shared.world.account_id.clone(),
+            id_seed: shared.world.id_seed,
+            limits: shared.world.limits,
+            faults: shared.faults.config().clone(),
+        }
     }
 
     // ----- inspection (not counted, no faults, ignores visibility) --------------

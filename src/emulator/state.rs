@@ -285,7 +285,7 @@ pub(crate) struct World {
     pub account_id: String,
     pub limits: Limits,
     pub consistency_window: Duration,
-    id_seed: u32,
+    pub(crate) id_seed: u32,
     next_ids: [u64; 5],
     reserved: HashSet<String>,
     pub vpcs: BTreeMap<VpcId, VpcRec>,

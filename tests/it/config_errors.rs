@@ -115,3 +115,8 @@ fn an_environment_region_does_not_hide_errors_in_the_file() {
     let errors = Config::from_toml_str(&text, Some("eu-west-1")).expect_err("fixture is invalid");
     assert_eq!(errors, bad_config_errors());
 }
+
+#[test]
+fn every_error_of_the_accounts_keys_names_its_account_or_mirror() {
+    insta::assert_snapshot!(render_errors(&fixture_errors("accounts.toml")));
+}

@@ -38,7 +38,8 @@ fn schema() -> Vec<(String, bool, Vec<String>)> {
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
             sections.push((name.to_owned(), true, Vec::new()));
-        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        } else if let Some(name) = line.trim_start_matches("# ").strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            // A table shown commented out (`# [accounts.target]`) is one too.
             sections.push((name.to_owned(), false, Vec::new()));
         } else if let Some((key, _)) = line.trim_start_matches("# ").split_once(" = ")
             && !key.is_empty()
@@ -174,6 +175,11 @@ fn plausible(path: &str) -> BoxedStrategy<String> {
             "https://sqs.us-east-1.amazonaws.com/123456789012/classiclink-mirror-events",
             "http://127.0.0.1:4566/123456789012/classiclink-mirror-events",
         ],
+        // `[accounts.NAME]` and a mirror's accounts (the example's account is `target`).
+        "role_arn" => &["arn:aws:iam::210987654321:role/classiclink-mirror", "arn:aws-cn:iam::210987654321:role/p/x"],
+        "external_id" => &["migration-2026", "ab", "urn:x/y"],
+        "session_name" => &["classiclink-mirror", "s@x.y"],
+        "source_account" | "target_account" => &["target"],
         "delete_orphans" | "link_instances" | "adopt" | "enable_classiclink" => {
             return any::<bool>().prop_map(|b| b.to_string()).boxed();
         }
@@ -317,6 +323,12 @@ fn construct_everything(config: &Config) {
 
         // The AWS SDK client (nothing is contacted until a request).
         let _ = AwsEc2::from_config(&config.aws).await;
+        // The clients of every account, a role's provider included.
+        let limit =
+            |client: AwsEc2| -> std::sync::Arc<dyn classiclink_mirror::ec2::Ec2> { std::sync::Arc::new(client) };
+        let _ =
+            classiclink_mirror::ec2::aws::connect(config, &classiclink_mirror::ec2::aws::AwsOptions::default(), &limit)
+                .await;
     });
 }
 

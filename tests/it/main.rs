@@ -11,6 +11,7 @@
 
 mod common;
 
+mod accounts;
 mod architecture;
 mod aws_canned;
 mod bench_runner;
@@ -25,6 +26,7 @@ mod emulator_cli;
 mod emulator_wire;
 mod events_daemon;
 mod events_wire;
+mod moto_accounts;
 mod moto_apply;
 mod moto_conformance;
 mod moto_events;

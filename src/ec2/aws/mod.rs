@@ -23,8 +23,9 @@ mod convert;
 mod sqs;
 mod world;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -44,11 +45,12 @@ use self::convert::{
 };
 pub use self::sqs::AwsEventSource;
 pub use self::world::AwsWorld;
+use super::accounts::{AccountPort, SourceAccounts};
 use super::{
     CreateGroup, CreatePrefixList, Ec2, Ec2Error, GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter,
     ModifyPrefixList, Operation, Page, PrefixListFilter,
 };
-use crate::config::AwsConfig;
+use crate::config::{AWS_ACCOUNT, AccountConfig, AwsConfig, Config, SourceRef};
 use crate::events::OWN_APP_NAME;
 use crate::model::{
     Grant, GroupId, Instance, InstanceId, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
@@ -165,6 +167,38 @@ pub(crate) async fn sdk_config(aws: &AwsConfig, options: &AwsOptions) -> aws_con
     loader.load().await
 }
 
+/// The port of a configuration: the client of the account every mirror
+/// targets (`[aws]`, or the `[accounts.NAME]` of `target_account`); when the
+/// mirrors name accounts, a [`SourceAccounts`] over it and one client per
+/// other account holding sources, every error message naming its account.
+/// `limit` wraps each client (its own token buckets and retry quota:
+/// [`super::limited::Limited`]).
+pub async fn connect(
+    config: &Config,
+    options: &AwsOptions,
+    limit: &(dyn Fn(AwsEc2) -> Arc<dyn Ec2> + Send + Sync),
+) -> Arc<dyn Ec2> {
+    let target_name = config.target_account();
+    let account = |name: Option<&str>| name.and_then(|n| config.accounts.get(n));
+    let label = |name: Option<&str>| name.unwrap_or(AWS_ACCOUNT).to_owned();
+    let target = limit(AwsEc2::for_account(&config.aws, account(target_name), options.clone()).await);
+    if !config.uses_accounts() {
+        return target;
+    }
+    let mut by_account: BTreeMap<Option<&str>, BTreeSet<GroupId>> = BTreeMap::new();
+    for mirror in &config.mirrors {
+        if let (SourceRef::Id(id), true) = (&mirror.source, mirror.source_account.as_deref() != target_name) {
+            by_account.entry(mirror.source_account.as_deref()).or_default().insert(id.clone());
+        }
+    }
+    let mut sources = Vec::with_capacity(by_account.len());
+    for (name, ids) in by_account {
+        let port = limit(AwsEc2::for_account(&config.aws, account(name), options.clone()).await);
+        sources.push((ids, AccountPort::new(label(name), port)));
+    }
+    Arc::new(SourceAccounts::new(AccountPort::new(label(target_name), target), sources))
+}
+
 /// The EC2 port over `aws-sdk-ec2`.
 #[derive(Clone, Debug)]
 pub struct AwsEc2 {
@@ -186,6 +220,40 @@ impl AwsEc2 {
     pub async fn from_config_with(aws: &AwsConfig, options: AwsOptions) -> Self {
         let sdk_config = sdk_config(aws, &options).await;
         Self { client: Client::new(&sdk_config), page_size: options.page_size.clamp(MIN_PAGE_SIZE, MAX_PAGE_SIZE) }
+    }
+
+    /// A client for one account: `[aws]` itself when `account` is `None`;
+    /// else the account's region, its `endpoint_url` (else `[aws]`'s) for
+    /// EC2 and STS, and, with a `role_arn`, credentials from STS
+    /// `AssumeRole` through `aws-config`'s `AssumeRoleProvider` — the base
+    /// credentials are `[aws]`'s (the standard chain or `options`'), and
+    /// the SDK's identity cache assumes the role again before the
+    /// credentials expire. Without `role_arn`, the standard chain. Nothing
+    /// is contacted until the first call: a role that cannot be assumed
+    /// surfaces as a fatal `CredentialsUnavailable` [`Ec2Error`] on each
+    /// request until it can.
+    pub async fn for_account(aws: &AwsConfig, account: Option<&AccountConfig>, options: AwsOptions) -> Self {
+        let Some(account) = account else { return Self::from_config_with(aws, options).await };
+        let base = AwsConfig {
+            region: account.region.clone(),
+            endpoint_url: account.endpoint_url.clone().or_else(|| aws.endpoint_url.clone()),
+            profile: aws.profile.clone(),
+        };
+        let sdk_config = sdk_config(&base, &options).await;
+        let page_size = options.page_size.clamp(MIN_PAGE_SIZE, MAX_PAGE_SIZE);
+        let Some(role_arn) = &account.role_arn else {
+            return Self { client: Client::new(&sdk_config), page_size };
+        };
+        let mut role = aws_config::sts::AssumeRoleProvider::builder(role_arn.clone())
+            .session_name(account.session_name.clone())
+            .region(Region::new(account.region.clone()))
+            .configure(&sdk_config);
+        if let Some(external_id) = &account.external_id {
+            role = role.external_id(external_id.clone());
+        }
+        let provider = role.build().await;
+        let conf = aws_sdk_ec2::config::Builder::from(&sdk_config).credentials_provider(provider).build();
+        Self { client: Client::from_conf(conf), page_size }
     }
 
     /// World-building calls (create a VPC, run instances …) on the same

@@ -28,12 +28,21 @@
 //!   event queue ([`sqs`], `docs/emulator.md`), on the same listener.
 //! - The requests' `User-Agent` and SigV4 credential scope become the
 //!   `userAgent`, `accessKeyId` and region of the events they publish.
+//! - Accounts and regions ([`Cloud`], docs/emulator.md): the request's
+//!   access key picks the account, its signing scope the region, and the
+//!   pair its world; a scope whose service is `sts` (or an unsigned
+//!   `AssumeRole`/`GetCallerIdentity`) is STS's Query API ([`sts`]).
 //! - `GET /_emulator/calls` serves the counters as JSON, `POST
-//!   /_emulator/reset-calls` zeroes them.
+//!   /_emulator/reset-calls` zeroes them (the home world's, or
+//!   `?account=…&region=…`'s). `POST /_emulator/roles/revoke?arn=…` and
+//!   `/_emulator/roles/restore?arn=…` revoke and restore a role (404 for an
+//!   unknown role); `POST /_emulator/regions/down?region=…` and
+//!   `/_emulator/regions/up?region=…` take a region down and back up.
 
 mod actions;
 mod query;
 mod sqs;
+mod sts;
 mod xml;
 
 use std::future::Future;
@@ -51,6 +60,7 @@ use tokio::net::TcpListener;
 
 use crate::ec2::{Ec2Error, Operation};
 
+use super::cloud::Cloud;
 use super::events::Caller;
 use super::state::Fail;
 use super::{Emulator, codes, with_caller};
@@ -64,7 +74,7 @@ pub const MAX_DRAINED_BYTES: usize = 64 * 1024 * 1024;
 const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
 struct Server {
-    emulator: Emulator,
+    cloud: Cloud,
     requests: AtomicU64,
 }
 
@@ -79,10 +89,17 @@ impl Server {
 /// `/_emulator/*` (the SDK posts to the endpoint URL's path, `/`), and the
 /// counters.
 pub fn router(emulator: Emulator) -> Router {
-    let server = Arc::new(Server { emulator, requests: AtomicU64::new(0) });
+    cloud_router(Cloud::new(emulator))
+}
+
+/// [`router`] for every world of `cloud`, with STS.
+pub fn cloud_router(cloud: Cloud) -> Router {
+    let server = Arc::new(Server { cloud, requests: AtomicU64::new(0) });
     Router::new()
         .route("/_emulator/calls", get(calls))
         .route("/_emulator/reset-calls", post(reset_calls))
+        .route("/_emulator/roles/{verb}", post(roles))
+        .route("/_emulator/regions/{verb}", post(regions))
         .fallback(query_api)
         // The Query API applies EC2's own limit, answered in EC2's error
         // document ([`read_body`]), instead of axum's plain-text 413.
@@ -100,7 +117,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let events = emulator.clone();
+    serve_cloud(Cloud::new(emulator), listener, shutdown).await
+}
+
+/// [`serve`] for every world of `cloud` ([`cloud_router`]).
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve_cloud(
+    cloud: Cloud,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let events = cloud.home();
     let shutdown = async move {
         shutdown.await;
         // Long polls would hold the graceful shutdown for up to 20 s.
@@ -108,16 +137,68 @@ pub async fn serve(
             queue.close();
         }
     };
-    axum::serve(listener, router(emulator)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, cloud_router(cloud)).with_graceful_shutdown(shutdown).await
 }
 
-async fn calls(State(server): State<Arc<Server>>) -> Response {
-    let json = server.emulator.counters().to_json();
+/// The value of `key` in a query string, decoded.
+fn query_value(uri: &Uri, key: &str) -> Option<String> {
+    let params = query::Params::decode(uri.query(), b"").ok()?;
+    params.get(key).map(str::to_owned)
+}
+
+/// The world a control request names (`?account=…&region=…`), else the home world.
+fn named_world(server: &Server, uri: &Uri) -> Emulator {
+    match (query_value(uri, "account"), query_value(uri, "region")) {
+        (None, None) => server.cloud.home(),
+        (account, region) => server.cloud.world(
+            &account.unwrap_or_else(|| server.cloud.default_account()),
+            region.as_deref().unwrap_or(super::cloud::HOME_REGION),
+        ),
+    }
+}
+
+async fn calls(State(server): State<Arc<Server>>, uri: Uri) -> Response {
+    let json = named_world(&server, &uri).counters().to_json();
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
-async fn reset_calls(State(server): State<Arc<Server>>) -> StatusCode {
-    server.emulator.reset_counters();
+async fn reset_calls(State(server): State<Arc<Server>>, uri: Uri) -> StatusCode {
+    named_world(&server, &uri).reset_counters();
+    StatusCode::NO_CONTENT
+}
+
+async fn roles(
+    State(server): State<Arc<Server>>,
+    axum::extract::Path(verb): axum::extract::Path<String>,
+    uri: Uri,
+) -> StatusCode {
+    let Some(arn) = query_value(&uri, "arn") else { return StatusCode::BAD_REQUEST };
+    let revoked = match verb.as_str() {
+        "revoke" => true,
+        "restore" => false,
+        _ => return StatusCode::NOT_FOUND,
+    };
+    if server.cloud.set_role_revoked(&arn, revoked) {
+        tracing::info!(role = %arn, revoked, "emulator role revoked or restored");
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn regions(
+    State(server): State<Arc<Server>>,
+    axum::extract::Path(verb): axum::extract::Path<String>,
+    uri: Uri,
+) -> StatusCode {
+    let Some(region) = query_value(&uri, "region") else { return StatusCode::BAD_REQUEST };
+    let down = match verb.as_str() {
+        "down" => true,
+        "up" => false,
+        _ => return StatusCode::NOT_FOUND,
+    };
+    server.cloud.set_region_down(&region, down);
+    tracing::info!(region, down, "emulator region taken down or brought back");
     StatusCode::NO_CONTENT
 }
 
@@ -151,6 +232,13 @@ async fn handle(emulator: &Emulator, query: Option<&str>, body: &[u8]) -> Result
     };
     let inner = actions::run(emulator, operation, &params).await?;
     Ok((operation, inner))
+}
+
+/// The service of a SigV4 `Authorization` header's credential scope
+/// (`Credential=AKID/20240101/us-east-1/ec2/aws4_request`).
+fn signing_service(authorization: Option<&str>) -> Option<String> {
+    let credential = authorization?.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    credential.split('/').nth(3).filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 fn xml_response(status: StatusCode, request_id: &str, body: String) -> Response {
@@ -196,11 +284,25 @@ async fn query_api(State(server): State<Arc<Server>>, headers: HeaderMap, uri: U
             if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
                 // A JSON-protocol request: the event queue's SQS API.
                 let endpoint = sqs::endpoint_from_host(header(header::HOST));
-                return sqs::ENDPOINT.scope(endpoint, sqs::handle(&server.emulator, target, &body, &request_id)).await;
+                let home = server.cloud.home();
+                return sqs::ENDPOINT.scope(endpoint, sqs::handle(&home, target, &body, &request_id)).await;
             }
             let caller =
                 Caller::from_headers(header(header::USER_AGENT), header(header::AUTHORIZATION), "127.0.0.1".into());
-            with_caller(caller, handle(&server.emulator, uri.query(), &body)).await
+            let service = signing_service(header(header::AUTHORIZATION));
+            let params = query::Params::decode(uri.query(), &body);
+            if let Ok(params) = &params
+                && sts::is_sts(service.as_deref(), params.get("Action"))
+            {
+                let (status, body) = sts::handle(&server.cloud, caller.access_key_id.as_deref(), params, &request_id);
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                tracing::debug!(request_id, status = status.as_u16(), "STS request answered");
+                return xml_response(status, &request_id, body);
+            }
+            match server.cloud.ec2_world(caller.access_key_id.as_deref(), caller.region.as_deref()) {
+                Ok(world) => with_caller(caller, handle(&world, uri.query(), &body)).await,
+                Err(refusal) => Err(Refusal { code: refusal.code.to_owned(), message: refusal.message }),
+            }
         }
         Err(refusal) => Err(refusal),
     };
