@@ -312,6 +312,10 @@ pub struct RateLimitConfig {
 pub struct LimitsConfig {
     /// Inbound rules per VPC security group (EC2 default 60).
     pub rules_per_group: usize,
+    /// Spill a mirror's grants beyond `rules_per_group` into overflow groups
+    /// (`true`, the default) instead of reporting them (docs/semantics.md,
+    /// "Overflow groups").
+    pub overflow_groups: bool,
 }
 
 /// `[discovery]`.
@@ -438,7 +442,7 @@ impl Config {
                 retry_cost: 5,
                 retry_timeout_cost: 10,
             },
-            limits: LimitsConfig { rules_per_group: DEFAULT_RULES_PER_GROUP },
+            limits: LimitsConfig { rules_per_group: DEFAULT_RULES_PER_GROUP, overflow_groups: true },
             discovery: DiscoveryConfig { tag_key: Some(DEFAULT_DISCOVERY_TAG.to_owned()) },
             events: EventsConfig::default(),
             mirrors: Vec::new(),
@@ -654,7 +658,7 @@ const SCHEMA: &[(&str, Shape)] = &[
             "retry_timeout_cost",
         ]),
     ),
-    ("limits", Shape::Table(&["rules_per_group"])),
+    ("limits", Shape::Table(&["rules_per_group", "overflow_groups"])),
     ("discovery", Shape::Table(&["tag_key"])),
     ("events", Shape::Table(&["queue_url", "endpoint_url"])),
     (
@@ -741,6 +745,7 @@ struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     rules_per_group: Option<RawValue>,
+    overflow_groups: Option<RawValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1491,7 +1496,9 @@ impl Checker<'_> {
     fn check_limits(&mut self, raw: &RawLimits, defaults: &LimitsConfig) -> Option<LimitsConfig> {
         let default = defaults.rules_per_group as u64;
         let rules_per_group = self.integer(&bounds::RULES_PER_GROUP, raw.rules_per_group.as_ref(), default)?;
-        Some(LimitsConfig { rules_per_group: Self::usize_of(rules_per_group) })
+        let overflow_groups =
+            self.boolean("limits.overflow_groups", raw.overflow_groups.as_ref(), defaults.overflow_groups);
+        Some(LimitsConfig { rules_per_group: Self::usize_of(rules_per_group), overflow_groups: overflow_groups? })
     }
 
     fn check_events(&mut self, raw: &RawEvents) -> Option<EventsConfig> {

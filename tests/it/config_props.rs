@@ -174,7 +174,7 @@ fn plausible(path: &str) -> BoxedStrategy<String> {
             "https://sqs.us-east-1.amazonaws.com/123456789012/classiclink-mirror-events",
             "http://127.0.0.1:4566/123456789012/classiclink-mirror-events",
         ],
-        "delete_orphans" | "link_instances" | "adopt" | "enable_classiclink" => {
+        "delete_orphans" | "link_instances" | "adopt" | "enable_classiclink" | "overflow_groups" => {
             return any::<bool>().prop_map(|b| b.to_string()).boxed();
         }
         // A key added since: give it a plausible entry above, or the
