@@ -480,7 +480,8 @@ fn action_subject(action: &Action) -> String {
         | Action::UnmarkOrphan { group, .. } => group.to_string(),
         Action::Authorize { group, .. } => match group {
             GroupRef::Existing(id) => id.to_string(),
-            GroupRef::New { source, vpc } => format!("mirror of {source} in {vpc}"),
+            GroupRef::New { source, vpc, shard: 0 } => format!("mirror of {source} in {vpc}"),
+            GroupRef::New { source, vpc, shard } => format!("overflow group {shard} of {source} in {vpc}"),
         },
         Action::Attach { instance, .. } | Action::Detach { instance, .. } | Action::Relink { instance, .. } => {
             instance.to_string()
@@ -1368,7 +1369,12 @@ mod tests {
         let failing = PassBuilder::new()
             .pair(&web, "web", Some(existing("sg-77c")), Drift { add: 1, remove: 0, update: 0, links: 0 })
             .pair(&app, "app", None, Drift::default())
-            .pair(&db, "db", Some(GroupRef::New { source: group("sg-0a3"), vpc: vpc("vpc-9f2") }), Drift::default())
+            .pair(
+                &db,
+                "db",
+                Some(GroupRef::New { source: group("sg-0a3"), vpc: vpc("vpc-9f2"), shard: 0 }),
+                Drift::default(),
+            )
             .action(
                 Action::Authorize { group: existing("sg-77c"), grants: Vec::new() },
                 Some(&web),
@@ -1381,6 +1387,7 @@ mod tests {
                     name: "db".into(),
                     description: "Database".into(),
                     tags: BTreeMap::new(),
+                    shard: 0,
                 },
                 Some(&db),
                 ActionResult::Done,

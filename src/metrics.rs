@@ -680,6 +680,7 @@ pub(crate) mod test_support {
                 audit: false,
                 origin: Origin::Config(self.plan.pairs.len()),
                 drift,
+                shards: Vec::new(),
             });
             self
         }

@@ -151,14 +151,13 @@ impl Namer<'_> {
                 },
                 None => id.to_string(),
             },
-            GroupRef::New { source, vpc } => {
-                let name = self
-                    .plan
-                    .pairs
-                    .iter()
-                    .find(|p| &p.key.source == source && &p.key.vpc == vpc)
-                    .map_or("?", |p| p.mirror_name.as_str());
-                format!("(new) ({name}) [{} {source}]", self.source_kind(source))
+            GroupRef::New { source, vpc, shard } => {
+                let pair = self.plan.pairs.iter().find(|p| &p.key.source == source && &p.key.vpc == vpc);
+                let name = match *shard {
+                    0 => pair.map(|p| p.mirror_name.clone()),
+                    shard => pair.and_then(|p| p.shards.iter().find(|s| s.shard == shard)).map(|s| s.name.clone()),
+                };
+                format!("(new) ({}) [{} {source}]", name.as_deref().unwrap_or("?"), self.source_kind(source))
             }
         }
     }
@@ -166,7 +165,8 @@ impl Namer<'_> {
     fn group_short(&self, group: &GroupRef) -> String {
         match group {
             GroupRef::Existing(id) => id.to_string(),
-            GroupRef::New { source, .. } => format!("(new mirror of {source})"),
+            GroupRef::New { source, shard: 0, .. } => format!("(new mirror of {source})"),
+            GroupRef::New { source, shard, .. } => format!("(new overflow group {shard} of {source})"),
         }
     }
 

@@ -842,7 +842,7 @@ struct Applier<'p> {
     me: &'p str,
     managed: BTreeSet<&'p GroupId>,
     snap: Snapshot,
-    created: BTreeMap<(GroupId, VpcId), GroupId>,
+    created: BTreeMap<(GroupId, VpcId, u8), GroupId>,
     next_id: u32,
 }
 
@@ -850,9 +850,9 @@ impl Applier<'_> {
     fn resolve(&self, group: &GroupRef) -> Result<GroupId, String> {
         match group {
             GroupRef::Existing(id) => Ok(id.clone()),
-            GroupRef::New { source, vpc } => self
+            GroupRef::New { source, vpc, shard } => self
                 .created
-                .get(&(source.clone(), vpc.clone()))
+                .get(&(source.clone(), vpc.clone(), *shard))
                 .cloned()
                 .ok_or_else(|| format!("InvalidGroup.NotFound: the mirror of {source} in {vpc} was never created")),
         }
@@ -891,7 +891,7 @@ impl Applier<'_> {
     /// deletion refused because a group we do not own references `g`.
     fn apply(&mut self, action: &Action) -> Result<Option<GroupId>, String> {
         match action {
-            Action::CreateMirror { source, vpc, name, description, tags } => {
+            Action::CreateMirror { source, vpc, name, description, tags, shard } => {
                 if !self.snap.vpcs.contains_key(vpc) {
                     return Err(format!("InvalidVpcID.NotFound: {vpc}"));
                 }
@@ -906,7 +906,7 @@ impl Applier<'_> {
                 let mut g = group(id.clone(), name, description, Some(vpc.clone()));
                 g.tags = tags.clone();
                 self.snap.vpc_groups.insert(id.clone(), g);
-                self.created.insert((source.clone(), vpc.clone()), id);
+                self.created.insert((source.clone(), vpc.clone(), *shard), id);
             }
             Action::TagGroup { group, tags, .. } => self.vpc_group(group)?.tags.extend(tags.clone()),
             Action::UntagGroup { group, keys, .. } => {
@@ -1158,10 +1158,11 @@ fn check_structure(plan: &Plan) -> Result<(), TestCaseError> {
             _ => {}
         }
         for new in news {
-            let GroupRef::New { source, vpc } = new else { continue };
-            let create = plan.actions[..index].iter().find(
-                |a| matches!(&a.action, Action::CreateMirror { source: s, vpc: v, .. } if *s == source && *v == vpc),
-            );
+            let GroupRef::New { source, vpc, shard } = new else { continue };
+            let create = plan.actions[..index].iter().find(|a| {
+                matches!(&a.action, Action::CreateMirror { source: s, vpc: v, shard: n, .. }
+                    if *s == source && *v == vpc && *n == shard)
+            });
             prop_assert!(
                 create.is_some_and(|c| planned.depends_on.contains(&c.id)),
                 "action {} uses the new mirror of {} in {} without depending on its create",
