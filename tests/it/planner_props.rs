@@ -844,6 +844,8 @@ struct Applier<'p> {
     snap: Snapshot,
     created: BTreeMap<(GroupId, VpcId, u8), GroupId>,
     next_id: u32,
+    /// `limits.rules_per_group`, which EC2 enforces on an authorize.
+    quota: usize,
 }
 
 impl Applier<'_> {
@@ -938,7 +940,11 @@ impl Applier<'_> {
                     }
                     resolved.push(grant);
                 }
+                let quota = self.quota;
                 let g = self.vpc_group(&id)?;
+                if g.ingress.len() + resolved.len() > quota {
+                    return Err(format!("RulesPerSecurityGroupLimitExceeded: {id}"));
+                }
                 for grant in resolved {
                     if g.ingress.iter().any(|r| r.key == grant.key) {
                         return Err(format!("InvalidPermission.Duplicate: {:?} on {id}", grant.key));
@@ -1052,6 +1058,7 @@ fn apply(config: &Config, plan: &Plan, snap: &Snapshot, next_id: &mut u32) -> Ou
         snap: snap.clone(),
         created: BTreeMap::new(),
         next_id: *next_id,
+        quota: config.limits.rules_per_group,
     };
     let mut done: BTreeSet<ActionId> = BTreeSet::new();
     let mut outcome = Outcome::default();
@@ -1820,4 +1827,140 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
     assert!(seen("converged after 1 applied plan(s)") > 0);
     assert!(seen("tag Claim") > 0, "the generator never claims an unowned mirror");
     assert!(seen("a deletion refused: referenced by a group not ours") > 0);
+}
+
+// ----- overflow groups (issue 15) ----------------------------------------------
+
+/// The grants held by the groups of `source` in the snapshot (its mirror and
+/// overflow groups: every VPC group tagged for it), and whether each of those
+/// groups is in `instance`'s link.
+fn held_for(snap: &Snapshot, source: &GroupId) -> (BTreeSet<GrantKey>, BTreeSet<GrantKey>) {
+    let link = snap.links.get(&inst("i-0b1"));
+    let mut held = BTreeSet::new();
+    let mut reachable = BTreeSet::new();
+    for group in snap.vpc_groups.values().filter(|g| g.mirrored_from().as_ref() == Some(source)) {
+        let linked = link.is_some_and(|l| l.groups.contains(&group.id));
+        for rule in &group.ingress {
+            held.insert(rule.key.clone());
+            if linked {
+                reachable.insert(rule.key.clone());
+            }
+        }
+    }
+    (held, reachable)
+}
+
+/// Issue 15's goal, at the planner: a source grown from 55 to 130 rules and
+/// shrunk back, one rule at a time, with a quota of 60. After every pass each
+/// desired grant is held by the mirror or an overflow group and reaches the
+/// member through its link; during every pass, at every prefix of the
+/// executed actions, no grant desired both before and after the change is
+/// missing (make-before-break across groups); no group ever exceeds the quota
+/// (the applier refuses it like EC2); and a pass that adds one rule revokes
+/// nothing.
+#[test]
+fn growing_a_source_to_130_rules_and_back_never_leaves_a_grant_missing() {
+    let source = sg("sg-0a1");
+    let target = vpc("vpc-9f2");
+    let mut config = Config::with_region("us-east-1");
+    config.limits.rules_per_group = 60;
+    config.safety.orphan_grace = Duration::from_secs(30);
+    config.safety.max_revokes_per_cycle = 100_000;
+    config.mirrors.push(MirrorConfig::new(SourceRef::Id(source.clone()), target.clone()));
+    let mut snap = Snapshot::default();
+    snap.vpcs.insert(target.clone(), Vpc { id: target.clone(), classic_link_enabled: true });
+    snap.source_groups.insert(source.clone(), group(source.clone(), "web", "web tier", None));
+    snap.instances.insert(
+        inst("i-0b1"),
+        Instance {
+            id: inst("i-0b1"),
+            state: InstanceState::Running,
+            vpc_id: None,
+            groups: BTreeSet::from([source.clone()]),
+        },
+    );
+    let rules = |n: u16| -> Vec<Grant> {
+        (1..=n)
+            .map(|p| {
+                let peer = Peer::Ipv4(ipv4("10.0.0.0/8"));
+                Grant::from_ec2("tcp", Some(i32::from(p)), Some(i32::from(p)), peer, None, Some(OWN_ACCOUNT)).unwrap()
+            })
+            .collect()
+    };
+    let mut memory = Memory::default();
+    let mut now = t0();
+    let mut next_id = 0;
+    let mut previous: BTreeSet<GrantKey> = BTreeSet::new();
+    let sizes: Vec<u16> = (55..=130).chain((55..130).rev()).collect();
+    let mut groups_seen = BTreeSet::new();
+    for (step, &n) in sizes.iter().enumerate() {
+        snap.source_groups.get_mut(&source).unwrap().ingress = rules(n);
+        let desired: BTreeSet<GrantKey> = rules(n).into_iter().map(|g| g.key).collect();
+        let kept: BTreeSet<GrantKey> = previous.intersection(&desired).cloned().collect();
+        // Two passes at most settle a step (a link to a group created in the
+        // first waits for it); orphans go once their grace has passed.
+        for pass in 0..2 {
+            let (planned, next) = plan(&config, &snap, &memory, now);
+            memory = next;
+            let growing = step > 0 && n > sizes[step - 1] && pass == 0;
+            if growing {
+                assert_eq!(revoked_grants(&planned), 0, "step {step} ({n} rules) revokes while adding one");
+            }
+            let mut applier = Applier {
+                me: &config.daemon.owner,
+                managed: managed_sources(&planned),
+                snap: snap.clone(),
+                created: BTreeMap::new(),
+                next_id,
+                quota: config.limits.rules_per_group,
+            };
+            let mut done: BTreeSet<ActionId> = BTreeSet::new();
+            for action in planned.executable() {
+                if action.depends_on.iter().any(|d| !done.contains(d)) {
+                    continue;
+                }
+                match applier.apply(&action.action) {
+                    Ok(None) => {
+                        done.insert(action.id);
+                    }
+                    other => panic!("step {step} ({n} rules): action {} {:?}: {other:?}", action.id.0, action.action),
+                }
+                let (held, _) = held_for(&applier.snap, &source);
+                let missing: Vec<&GrantKey> = kept.difference(&held).collect();
+                assert!(
+                    missing.is_empty(),
+                    "step {step} ({n} rules), after action {}: {missing:?} missing",
+                    action.id.0
+                );
+            }
+            next_id = applier.next_id;
+            snap = applier.snap;
+            now += Duration::from_secs(10);
+        }
+        let (held, reachable) = held_for(&snap, &source);
+        assert!(
+            desired.is_subset(&held),
+            "step {step} ({n} rules): {} desired not held",
+            desired.difference(&held).count()
+        );
+        assert!(
+            desired.is_subset(&reachable),
+            "step {step} ({n} rules): {} desired not reachable through the link",
+            desired.difference(&reachable).count()
+        );
+        for group in snap.vpc_groups.values() {
+            assert!(group.ingress.len() <= 60, "{} holds {}", group.id, group.ingress.len());
+            groups_seen.insert(group.id.clone());
+        }
+        previous = desired;
+    }
+    // 130 rules need three groups; at 55 the overflow groups are gone again.
+    assert!(groups_seen.len() >= 3, "{groups_seen:?}");
+    let (plan_at_end, _) = plan(&config, &snap, &memory, now + Duration::from_secs(60));
+    let mut after = snap.clone();
+    let mut id = next_id;
+    after = apply(&config, &plan_at_end, &after, &mut id).snap;
+    let left: Vec<&SecurityGroup> =
+        after.vpc_groups.values().filter(|g| g.mirrored_from().as_ref() == Some(&source)).collect();
+    assert_eq!(left.len(), 1, "only the mirror is left: {:?}", left.iter().map(|g| &g.name).collect::<Vec<_>>());
 }
