@@ -215,7 +215,7 @@ impl<'a> Planner<'a> {
         // Grants that would not fit even after every revocation are
         // reported; grants that only wait for deferred revocations are
         // deferred.
-        let revoke_weights: Vec<usize> = diff.revoke.iter().map(|g| self.weight(&g.key.peer)).collect();
+        let revoke_weights: Vec<usize> = diff.revoke.iter().map(|g| self.observed_weight(&g.key.peer)).collect();
         let after_all = diff.current.saturating_sub(revoke_weights.iter().sum());
         let after_allowed = diff.current.saturating_sub(revoke_weights[..allowed].iter().sum());
         let fits_ever = quota.saturating_sub(after_all);
@@ -489,7 +489,7 @@ impl<'a> Planner<'a> {
             }
         }
         revoke.extend(have.filter(|g| owned(g)).cloned());
-        let current = group.ingress.iter().map(|g| self.weight(&g.key.peer)).sum();
+        let current = group.ingress.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
         GrantDiff { add, revoke, update, current }
     }
 }

@@ -298,6 +298,14 @@ impl<'a> Planner<'a> {
         crate::model::grant_weight(peer, None, self.config.limits.rules_per_group)
     }
 
+    /// What a rule already on a group weighs: as [`Self::weight`], except
+    /// that a prefix list of unknown size counts as one rule. EC2 accepted
+    /// it there, and assuming it fills the group would push every grant of
+    /// a mirror where someone added one into overflow groups.
+    fn observed_weight<G>(&self, peer: &crate::model::Peer<G>) -> usize {
+        crate::model::grant_weight(peer, Some(1), self.config.limits.rules_per_group)
+    }
+
     /// The drift of the pair at `index` in `plan.pairs`.
     fn drift(&mut self, index: usize) -> &mut Drift {
         &mut self.plan.pairs[index].drift

@@ -144,7 +144,7 @@ impl<'a> Planner<'a> {
         }
         let group = mirror.existing().and_then(|id| self.snap.vpc_groups.get(id));
         let fixed: usize = group
-            .map(|g| g.ingress.iter().filter(|r| !self.owned_rule(r)).map(|r| self.weight(&r.key.peer)).sum())
+            .map(|g| g.ingress.iter().filter(|r| !self.owned_rule(r)).map(|r| self.observed_weight(&r.key.peer)).sum())
             .unwrap_or(0);
         wanted + fixed <= quota
     }
@@ -172,7 +172,9 @@ impl<'a> Planner<'a> {
         for s in 0..SLOTS {
             exists[s] = s == 0 || observed[s].is_some();
             fixed[s] = observed[s]
-                .map(|g| g.ingress.iter().filter(|r| !self.owned_rule(r)).map(|r| self.weight(&r.key.peer)).sum())
+                .map(|g| {
+                    g.ingress.iter().filter(|r| !self.owned_rule(r)).map(|r| self.observed_weight(&r.key.peer)).sum()
+                })
                 .unwrap_or(0);
         }
         // Where each desired grant is already: the lowest slot holding it.
