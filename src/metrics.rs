@@ -192,6 +192,7 @@ pub struct Metrics {
     unmirrorable: IntGauge,
     conflicts: IntGaugeVec,
     orphans: IntGauge,
+    overflow_groups: IntGauge,
     safety_hold: IntGauge,
     reloads: IntCounterVec,
     last_reload_ok: IntGauge,
@@ -303,6 +304,10 @@ impl Metrics {
             "orphans",
             "Mirrors whose source is no longer managed or no longer exists, in the last cycle.",
         ))?;
+        let overflow_groups = IntGauge::with_opts(opts(
+            "overflow_groups",
+            "Overflow groups in use (existing or to be created) over all pairs, in the last cycle.",
+        ))?;
         let safety_hold = IntGauge::with_opts(opts(
             "safety_hold",
             "1 when the last cycle held destructive actions (incomplete snapshot, shrink guard or lost state), else 0.",
@@ -362,6 +367,7 @@ impl Metrics {
         registry.register(Box::new(unmirrorable.clone()))?;
         registry.register(Box::new(conflicts.clone()))?;
         registry.register(Box::new(orphans.clone()))?;
+        registry.register(Box::new(overflow_groups.clone()))?;
         registry.register(Box::new(safety_hold.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(last_reload_ok.clone()))?;
@@ -434,6 +440,7 @@ impl Metrics {
             unmirrorable,
             conflicts,
             orphans,
+            overflow_groups,
             safety_hold,
             reloads,
             last_reload_ok,
@@ -511,6 +518,7 @@ impl Metrics {
             self.conflicts.with_label_values(&[*kind]).set(gauge(conflicts.get(kind).copied().unwrap_or(0)));
         }
         self.orphans.set(gauge(plan.orphans.len()));
+        self.overflow_groups.set(gauge(plan.pairs.iter().map(|p| p.shards.len()).sum()));
         self.safety_hold.set(i64::from(plan.holds.destructive_held()));
         outcome
     }
@@ -934,6 +942,7 @@ pub(crate) const CONTRACT_METRICS: [&str; 16] = [
     "unmirrorable_grants",
     "conflicts",
     "orphans",
+    "overflow_groups",
     "safety_hold",
     "config_reloads_total",
 ];
