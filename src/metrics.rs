@@ -927,7 +927,7 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 /// Every metric of the contract (docs/metrics.md), without the prefix.
-pub(crate) const CONTRACT_METRICS: [&str; 16] = [
+pub(crate) const CONTRACT_METRICS: [&str; 17] = [
     "cycles_total",
     "cycle_duration_seconds",
     "last_successful_cycle_timestamp_seconds",

@@ -614,7 +614,9 @@ impl World {
             ));
         }
         let limit = if group.is_classic() { self.limits.classic_rules_per_group } else { self.limits.rules_per_group };
-        if group.ingress.len() + grants.len() > limit {
+        let held: usize = group.ingress.keys().map(rule_weight).sum();
+        let added: usize = grants.iter().map(|g| rule_weight(&g.key)).sum();
+        if held + added > limit {
             return Err(Fail::new(
                 codes::RULES_LIMIT,
                 format!("The maximum number of rules per security group ({limit}) has been reached."),
@@ -969,4 +971,15 @@ mod tests {
         };
         assert_eq!(describe_rule(&key), "peer: 10.0.0.0/8, TCP, from port: 22, to port: 22, ALLOW");
     }
+}
+
+/// What one inbound rule weighs against the rules-per-group quota, as EC2
+/// counts: each CIDR (IPv4 or IPv6) and each group of a permission is one
+/// rule (the engine keeps one grant per peer, so a permission with three
+/// CIDRs is three); inbound and outbound rules are counted apart (outbound
+/// rules are not modelled). EC2 counts a prefix-list reference as the list's
+/// max entries; the engine does not model prefix lists' sizes, so it counts
+/// one ([`crate::model::grant_weight`] with the size, once it is known).
+fn rule_weight(key: &crate::model::GrantKey) -> usize {
+    crate::model::grant_weight(&key.peer, Some(1), usize::MAX)
 }
