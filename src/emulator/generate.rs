@@ -107,7 +107,8 @@ impl GenerateSpec {
                     tagged += 1;
                 }
                 // Drawn only when asked for, so that other estates stay as they were.
-                let oversized = self.oversized_fraction > 0.0 && rng.random_bool(self.oversized_fraction.clamp(0.0, 1.0));
+                let oversized =
+                    self.oversized_fraction > 0.0 && rng.random_bool(self.oversized_fraction.clamp(0.0, 1.0));
                 let count = if oversized { self.oversized_rules } else { self.rules_per_group };
                 let rules = (0..count).map(|j| self.rule(&mut rng, &names, g, j)).collect();
                 EstateGroup {

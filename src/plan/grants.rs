@@ -87,6 +87,10 @@ impl Desired {
     }
 }
 
+/// A group's desired grants do not fit in it: overflow groups are needed.
+#[derive(Debug)]
+pub(super) struct Overflows;
+
 /// The per-grant diff of one mirror before quota and caps.
 struct GrantDiff {
     add: Desired,
@@ -148,15 +152,23 @@ impl<'a> Planner<'a> {
             let mapping = self.managed[index].clone();
             let key = self.plan.pairs[mapping.pair].key.clone();
             let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
+            let warnings_before = self.plan.warnings.len();
             let desired = self.desired_grants(&mapping, &key);
-            // Overflow groups for a pair that has some, or needs some.
-            if self.config.limits.overflow_groups
-                && (!mapping.shard_groups.is_empty() || !self.fits_in_mirror(&mirror, &desired))
-            {
+            // Overflow groups for a pair that has some, or needs some: the
+            // mirror alone is tried first, and gives up before planning
+            // anything when its grants do not fit (rare, so translating the
+            // grants again then, without repeating its warnings, is cheaper
+            // than keeping a copy for every pair).
+            let overflow = self.config.limits.overflow_groups;
+            if overflow && !mapping.shard_groups.is_empty() {
                 self.plan_overflow(index, &mapping, &key, &mirror, desired);
             } else {
                 let deps = mapping.prepare.into_iter().collect();
-                self.sync_group(&mapping, &key, &mirror, deps, desired);
+                if self.sync_group(&mapping, &key, &mirror, deps, desired, overflow).is_err() {
+                    self.plan.warnings.truncate(warnings_before);
+                    let desired = self.desired_grants(&mapping, &key);
+                    self.plan_overflow(index, &mapping, &key, &mirror, desired);
+                }
             }
         }
     }
@@ -168,6 +180,10 @@ impl<'a> Planner<'a> {
     /// are what every action on the group waits for (its create or tag).
     /// Returns the authorize action, if one is planned and not audited for
     /// waiting on an audited mirror.
+    ///
+    /// # Errors
+    /// [`Overflows`], having planned nothing, when `may_overflow` and the
+    /// group cannot hold `desired` with the rules that stay on it.
     pub(super) fn sync_group(
         &mut self,
         mapping: &Mapping<'a>,
@@ -175,11 +191,19 @@ impl<'a> Planner<'a> {
         mirror: &GroupRef,
         deps: Vec<ActionId>,
         desired: Desired,
-    ) -> Option<ActionId> {
+        may_overflow: bool,
+    ) -> Result<Option<ActionId>, Overflows> {
         let destructive_held = self.destructive_held();
         let source = &mapping.source.id;
         let diff = self.diff(mirror, desired);
         let quota = self.config.limits.rules_per_group;
+        if may_overflow {
+            let revoked: usize = diff.revoke.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
+            let added: usize = diff.add.grants.iter().map(|g| self.weight(&g.key.peer)).sum();
+            if diff.current.saturating_sub(revoked) + added > quota {
+                return Err(Overflows);
+            }
+        }
 
         // Revocations this cycle: none under a hold (not even shown: a
         // partial view cannot justify them), all of them when audited
@@ -296,7 +320,7 @@ impl<'a> Planner<'a> {
                 Some(key.clone()),
             );
         }
-        authorize_id
+        Ok(authorize_id)
     }
 
     /// The source whose mirror `mirror` is about to be tagged by this plan

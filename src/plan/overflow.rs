@@ -133,22 +133,6 @@ fn fill(
 }
 
 impl<'a> Planner<'a> {
-    /// Whether the mirror can hold `desired` by itself: their weight and
-    /// that of the mirror's rules that are not ours (which stay) within the
-    /// quota.
-    pub(super) fn fits_in_mirror(&self, mirror: &GroupRef, desired: &Desired) -> bool {
-        let quota = self.config.limits.rules_per_group;
-        let wanted: usize = desired.grants.iter().map(|g| self.weight(&g.key.peer)).sum();
-        if wanted > quota {
-            return false;
-        }
-        let group = mirror.existing().and_then(|id| self.snap.vpc_groups.get(id));
-        let fixed: usize = group
-            .map(|g| g.ingress.iter().filter(|r| !self.owned_rule(r)).map(|r| self.observed_weight(&r.key.peer)).sum())
-            .unwrap_or(0);
-        wanted + fixed <= quota
-    }
-
     /// Plans a pair's grants over its mirror and overflow groups.
     pub(super) fn plan_overflow(
         &mut self,
@@ -294,7 +278,7 @@ impl<'a> Planner<'a> {
         let mut authorized: BTreeMap<GrantKey<GroupRef>, ActionId> = BTreeMap::new();
         for (s, wanted) in per_slot.into_iter().enumerate() {
             let Some(group) = groups[s].clone() else { continue };
-            if let Some(id) = self.sync_group(mapping, key, &group, std::mem::take(&mut deps[s]), wanted)
+            if let Ok(Some(id)) = self.sync_group(mapping, key, &group, std::mem::take(&mut deps[s]), wanted, false)
                 && let Action::Authorize { grants, .. } = &self.plan.actions[id.0].action
             {
                 for grant in grants {
