@@ -948,6 +948,17 @@ impl World {
     }
 }
 
+/// What one inbound rule weighs against the rules-per-group quota, as EC2
+/// counts: each CIDR (IPv4 or IPv6) and each group of a permission is one
+/// rule (the engine keeps one grant per peer, so a permission with three
+/// CIDRs is three); inbound and outbound rules are counted apart (outbound
+/// rules are not modelled). EC2 counts a prefix-list reference as the list's
+/// max entries; the engine does not model prefix lists' sizes, so it counts
+/// one ([`crate::model::grant_weight`] with the size, once it is known).
+fn rule_weight(key: &crate::model::GrantKey) -> usize {
+    crate::model::grant_weight(&key.peer, Some(1), usize::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -971,15 +982,4 @@ mod tests {
         };
         assert_eq!(describe_rule(&key), "peer: 10.0.0.0/8, TCP, from port: 22, to port: 22, ALLOW");
     }
-}
-
-/// What one inbound rule weighs against the rules-per-group quota, as EC2
-/// counts: each CIDR (IPv4 or IPv6) and each group of a permission is one
-/// rule (the engine keeps one grant per peer, so a permission with three
-/// CIDRs is three); inbound and outbound rules are counted apart (outbound
-/// rules are not modelled). EC2 counts a prefix-list reference as the list's
-/// max entries; the engine does not model prefix lists' sizes, so it counts
-/// one ([`crate::model::grant_weight`] with the size, once it is known).
-fn rule_weight(key: &crate::model::GrantKey) -> usize {
-    crate::model::grant_weight(&key.peer, Some(1), usize::MAX)
 }

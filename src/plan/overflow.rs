@@ -289,8 +289,8 @@ impl<'a> Planner<'a> {
 
         // Retired overflow groups: emptied once their grants are elsewhere,
         // then orphans (grace, unlink, delete).
-        for s in 1..SLOTS {
-            let Some(group) = observed[s].filter(|_| !placement.active[s]) else { continue };
+        for (s, group) in observed.iter().enumerate().skip(1) {
+            let Some(group) = group.filter(|_| !placement.active[s]) else { continue };
             self.retire_shard(mapping, key, group, &index_of, &placement, &held_in, &authorized);
         }
     }
