@@ -2543,6 +2543,7 @@ retry_cost = 2
 retry_timeout_cost = 4
 [limits]
 rules_per_group = 120
+overflow_groups = false
 [discovery]
 tag_key = "mirror-to"
 [events]
@@ -2611,6 +2612,7 @@ enable_classiclink = true
             retry_timeout_cost: 4,
         };
         expected.limits.rules_per_group = 120;
+        expected.limits.overflow_groups = false;
         expected.discovery.tag_key = Some("mirror-to".to_owned());
         expected.events = EventsConfig {
             queue_url: Some("https://sqs.eu-west-1.amazonaws.com/123456789012/classiclink-mirror-events".to_owned()),
