@@ -478,4 +478,65 @@ mod tests {
         let p = place(&[30, 30, 30, 1], &[None; 4], &exists(&[0]), &ZERO, &NONE, 60);
         assert_eq!(p.slot_of, vec![Some(0), Some(0), Some(1), Some(1)]);
     }
+
+    /// The placement as it is once applied: each grant held where it was put.
+    fn applied(p: &Placement) -> ([bool; SLOTS], Vec<Option<u8>>) {
+        (p.active, p.slot_of.clone())
+    }
+
+    proptest::proptest! {
+        /// Stability: on a converged placement, adding one grant anywhere in
+        /// the order moves no other grant; removing one moves none unless an
+        /// overflow group retires, and then only that group's grants, which
+        /// all fit below it.
+        #[test]
+        fn adding_a_grant_moves_none_and_removing_one_moves_at_most_the_retired_group(
+            weights in proptest::collection::vec(1usize..=3, 0..240),
+            quota in 8usize..=60,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            weight in 1usize..=3,
+        ) {
+            let first = place(&weights, &vec![None; weights.len()], &exists(&[0]), &ZERO, &NONE, quota);
+            let (active, sticky) = applied(&first);
+            // Placing again what is applied changes nothing.
+            let again = place(&weights, &sticky, &active, &ZERO, &NONE, quota);
+            proptest::prop_assert_eq!(&again, &first);
+
+            let i = at.index(weights.len() + 1);
+            let mut grown = weights.clone();
+            grown.insert(i, weight);
+            let mut grown_sticky = sticky.clone();
+            grown_sticky.insert(i, None);
+            let after = place(&grown, &grown_sticky, &active, &ZERO, &NONE, quota);
+            for (j, before) in sticky.iter().enumerate() {
+                let k = if j < i { j } else { j + 1 };
+                if before.is_some() {
+                    proptest::prop_assert_eq!(after.slot_of[k], *before, "grant {} moved when one was added", j);
+                }
+            }
+
+            if !weights.is_empty() {
+                let i = at.index(weights.len());
+                let mut shrunk = weights.clone();
+                shrunk.remove(i);
+                let mut shrunk_sticky = sticky.clone();
+                shrunk_sticky.remove(i);
+                let after = place(&shrunk, &shrunk_sticky, &active, &ZERO, &NONE, quota);
+                let retired: Vec<u8> =
+                    (1..SLOTS).filter(|&s| active[s] && !after.active[s]).map(|s| s as u8).collect();
+                for (j, before) in shrunk_sticky.iter().enumerate() {
+                    if before.is_some() && after.slot_of[j] != *before {
+                        proptest::prop_assert!(
+                            before.is_some_and(|s| retired.contains(&s)),
+                            "grant {} moved from {:?} to {:?}, though no group it was in retired", j, before, after.slot_of[j]
+                        );
+                    }
+                }
+                // Nothing placeable is left out.
+                let placed = after.slot_of.iter().filter(|s| s.is_some()).count();
+                let before = shrunk_sticky.iter().filter(|s| s.is_some()).count();
+                proptest::prop_assert!(placed >= before);
+            }
+        }
+    }
 }
