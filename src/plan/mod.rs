@@ -12,7 +12,8 @@
 //!    conflicts (`mirrors.rs`);
 //! 3. each mirror's desired grants (references translated to mirrors) and the
 //!    authorize / revoke / description updates, make-before-break, within the
-//!    rules-per-group quota (`grants.rs`);
+//!    rules-per-group quota (`grants.rs`), spilling what the mirror cannot
+//!    hold into overflow groups (`overflow.rs`);
 //! 4. ClassicLink links (attach, relink, detach; `links.rs`, which also
 //!    enables ClassicLink in a VPC before the grants are planned);
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
