@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::WallClock;
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
 use crate::events::EventSource;
@@ -46,7 +47,6 @@ use crate::events::runner::{EventHub, read_events};
 use crate::execute::ActionResult;
 use crate::execute::ExecuteOptions;
 use crate::http;
-pub use crate::http::WallClock;
 use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
 use crate::observe::ObserveError;
@@ -174,7 +174,7 @@ impl Settings {
             env_region,
             drain_grace: Duration::from_secs(20),
             watch_every: Duration::from_secs(5),
-            wall_clock: Arc::new(SystemTime::now),
+            wall_clock: crate::clock::system(),
         }
     }
 }
