@@ -1,7 +1,9 @@
 //! Figure 1 of issue 6: `plan` on generated estates of 500, 5,000 and 20,000
 //! Classic groups × 100 grants (20% cross references), 10 instances per
-//! group, one target VPC, discovery on every group. The snapshot is observed
-//! once from the in-process emulator, outside the timed loop.
+//! group, one target VPC, discovery on every group; 5% of the groups have
+//! 150 grants, beyond the VPC quota of 100, so their mirrors spill into an
+//! overflow group (issue 15). The snapshot is observed once from the
+//! in-process emulator, outside the timed loop.
 //!
 //! - `plan/cold/N`: nothing mirrored yet; the plan creates everything.
 //! - `plan/steady/N`: after `apply` converged; the plan is empty.

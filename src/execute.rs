@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation, codes};
-use crate::model::{Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, VpcId};
+use crate::model::{Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, SHARD_TAG, VpcId};
 use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
 
 /// Why an action failed.
@@ -274,17 +274,18 @@ fn is_not_yet_visible(error: &Ec2Error) -> bool {
 struct Runner<'a> {
     ec2: &'a dyn Ec2,
     options: &'a ExecuteOptions,
-    created: Mutex<BTreeMap<PairKey, GroupId>>,
+    /// Groups created, by pair and shard (`0`: the mirror itself).
+    created: Mutex<BTreeMap<(PairKey, u8), GroupId>>,
 }
 
 impl Runner<'_> {
     fn resolve(&self, group: &GroupRef) -> Result<GroupId, ExecuteError> {
         match group {
             GroupRef::Existing(id) => Ok(id.clone()),
-            GroupRef::New { source, vpc } => self
+            GroupRef::New { source, vpc, shard } => self
                 .created
                 .lock()
-                .get(&PairKey { source: source.clone(), vpc: vpc.clone() })
+                .get(&(PairKey { source: source.clone(), vpc: vpc.clone() }, *shard))
                 .cloned()
                 .ok_or_else(|| ExecuteError::Unresolved { source_group: source.clone(), vpc: vpc.clone() }),
         }
@@ -330,8 +331,8 @@ impl Runner<'_> {
 
     async fn dispatch(&self, planned: &PlannedAction) -> Result<ActionResult, ExecuteError> {
         match &planned.action {
-            Action::CreateMirror { source, vpc, name, description, tags } => {
-                self.create_mirror(source, vpc, name, description, tags).await
+            Action::CreateMirror { source, vpc, name, description, tags, shard } => {
+                self.create_mirror(source, vpc, name, description, tags, *shard).await
             }
             Action::TagGroup { group, tags, .. } => {
                 self.settled(|| self.ec2.create_tags(group, tags)).await?;
@@ -429,6 +430,7 @@ impl Runner<'_> {
         name: &str,
         description: &str,
         tags: &BTreeMap<String, String>,
+        shard: u8,
     ) -> Result<ActionResult, ExecuteError> {
         let key = PairKey { source: source.clone(), vpc: vpc.clone() };
         let request = CreateGroup {
@@ -458,7 +460,11 @@ impl Runner<'_> {
                 // owner we create with: another deployment's mirror is theirs,
                 // and one without an owner is claimed by the next pass.
                 let wanted_owner = tags.get(OWNER_TAG);
-                if found.mirrored_from().as_ref() != Some(source) || found.tags.get(OWNER_TAG) != wanted_owner {
+                // An overflow group also carries our shard tag, with its number.
+                if found.mirrored_from().as_ref() != Some(source)
+                    || found.tags.get(OWNER_TAG) != wanted_owner
+                    || found.tags.get(SHARD_TAG) != tags.get(SHARD_TAG)
+                {
                     let mut owner =
                         found.tags.get(OWNERSHIP_TAG).map_or("untagged".to_owned(), |v| format!("tagged for {v}"));
                     if found.mirrored_from().as_ref() == Some(source) {
@@ -479,7 +485,7 @@ impl Runner<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        self.created.lock().insert(key, id);
+        self.created.lock().insert((key, shard), id);
         Ok(result)
     }
 
@@ -699,6 +705,13 @@ pub async fn execute_reporting(
             result: result.unwrap_or(if yielded { ActionResult::Yielded } else { ActionResult::Cancelled }),
         })
         .collect();
-    let created = runner.created.into_inner();
+    // The report names the mirrors; overflow groups show in the next plan.
+    let created = runner
+        .created
+        .into_inner()
+        .into_iter()
+        .filter(|((_, shard), _)| *shard == 0)
+        .map(|((key, _), id)| (key, id))
+        .collect();
     Report { outcomes, created }
 }

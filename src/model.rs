@@ -36,6 +36,16 @@ pub const OWNER_TAG: &str = "classiclinkmirror:owner";
 /// expanded group's id. A list without it is never modified or deleted.
 pub const EXPANSION_TAG: &str = "classiclinkmirror:expandsSecurityGroupId";
 
+/// The tag marking an overflow group: a group of a mirror's source, beside
+/// the mirror, holding the grants the mirror has no room for. Its value is
+/// the shard's number, `1` to [`MAX_OVERFLOW_SHARDS`]; the group carries
+/// [`OWNERSHIP_TAG`] (the source) and [`OWNER_TAG`] like the mirror itself.
+pub const SHARD_TAG: &str = "classiclinkmirror:overflowShard";
+
+/// The most overflow groups one mirror gets: with the mirror they fill a
+/// ClassicLink link ([`MAX_GROUPS_PER_LINK`]).
+pub const MAX_OVERFLOW_SHARDS: u8 = 4;
+
 /// The default discovery tag (docs/configuration.md `discovery.tag_key`).
 pub const DEFAULT_DISCOVERY_TAG: &str = "classiclinkmirror:linkToVPC";
 
@@ -551,6 +561,15 @@ impl SecurityGroup {
         self.tags.get(OWNER_TAG).map(String::as_str)
     }
 
+    /// The overflow shard this group is, from [`SHARD_TAG`]: `None` for a
+    /// group without the tag (a mirror itself), `Some(None)` for a value
+    /// that is not a number from 1 to [`MAX_OVERFLOW_SHARDS`].
+    #[must_use]
+    pub fn overflow_shard(&self) -> Option<Option<u8>> {
+        let value = self.tags.get(SHARD_TAG)?;
+        Some(value.parse::<u8>().ok().filter(|n| (1..=MAX_OVERFLOW_SHARDS).contains(n)))
+    }
+
     /// The raw value of [`ORPHANED_SINCE_TAG`], if the group carries it.
     #[must_use]
     pub fn orphaned_since_tag(&self) -> Option<&str> {
@@ -861,6 +880,31 @@ pub fn sanitize_text(text: &str) -> String {
 pub fn mirror_name(name: &str, source: &GroupId) -> String {
     let clean = sanitize_text(name);
     if clean.is_empty() || clean.starts_with("sg-") { format!("mirror-of-{source}") } else { clean }
+}
+
+/// The name of overflow group `shard` of the mirror named `mirror`:
+/// `<mirror>-overflow-<shard>`, the mirror's name shortened to keep the whole
+/// within EC2's 255 characters (a valid VPC group name when `mirror` is).
+#[must_use]
+pub fn shard_name(mirror: &str, shard: u8) -> String {
+    let suffix = format!("-overflow-{shard}");
+    let base: String = mirror.chars().take(255 - suffix.len()).collect();
+    format!("{}{suffix}", base.trim_end())
+}
+
+/// What one grant weighs against EC2's rules-per-group quota, as EC2 counts:
+/// one rule for each IPv4 or IPv6 CIDR and each group, a prefix-list
+/// reference as many as the list's max entries. `prefix_list_entries` is that
+/// size when the snapshot knows it. One of unknown size is assumed to fill
+/// the whole `quota`: conservative, as an overestimate costs an overflow
+/// group where an underestimate costs a `RulesPerSecurityGroupLimitExceeded`.
+/// Never 0.
+#[must_use]
+pub fn grant_weight<G>(peer: &Peer<G>, prefix_list_entries: Option<usize>, quota: usize) -> usize {
+    match peer {
+        Peer::PrefixList(_) => prefix_list_entries.unwrap_or(quota).max(1),
+        Peer::Ipv4(_) | Peer::Ipv6(_) | Peer::Group { .. } => 1,
+    }
 }
 
 /// The mirror's description: the source's, sanitised; empty becomes

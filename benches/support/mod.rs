@@ -16,6 +16,14 @@ use tokio_util::sync::CancellationToken;
 /// raised to match so every grant is mirrored (EC2 allows up to 1000).
 pub const GRANTS: usize = 100;
 
+/// Groups beyond the VPC quota (issue 15): this fraction of the groups has
+/// [`OVERSIZED_GRANTS`] grants, so its mirror spills into an overflow group.
+pub const OVERSIZED_FRACTION: f64 = 0.05;
+
+/// Grants of an oversized group (the emulator's Classic quota is raised to
+/// match; the VPC quota stays at [`GRANTS`]).
+pub const OVERSIZED_GRANTS: usize = 150;
+
 /// Instances per Classic group.
 pub const INSTANCES_PER_GROUP: usize = 10;
 
@@ -32,6 +40,8 @@ pub fn spec(groups: usize) -> GenerateSpec {
         vpcs: 1,
         discovery_fraction: 1.0,
         seed: 6,
+        oversized_fraction: OVERSIZED_FRACTION,
+        oversized_rules: OVERSIZED_GRANTS,
         ..GenerateSpec::default()
     }
 }
@@ -51,7 +61,7 @@ pub fn config() -> Config {
 pub fn emulator(runtime: &tokio::runtime::Runtime, spec: &GenerateSpec) -> Emulator {
     let _clock = runtime.enter();
     let options = EmulatorOptions {
-        limits: Limits { rules_per_group: GRANTS, classic_rules_per_group: GRANTS },
+        limits: Limits { rules_per_group: GRANTS, classic_rules_per_group: OVERSIZED_GRANTS },
         ..EmulatorOptions::default()
     };
     Emulator::from_estate(&spec.estate(), options).expect("the generated estate loads")

@@ -125,6 +125,10 @@ section! {
         /// Inbound rules per VPC security group (EC2 default 60, hard
         /// ceiling 1000).
         rules_per_group: usize { default: DEFAULT_RULES_PER_GROUP, read: integer(1, 1000) },
+        /// Spill a mirror's grants beyond `rules_per_group` into overflow
+        /// groups (`true`) instead of reporting them (docs/semantics.md,
+        /// "Overflow groups").
+        overflow_groups: bool { default: true, read: Checker::boolean },
     }
 }
 

@@ -847,6 +847,7 @@ retry_cost = 2
 retry_timeout_cost = 4
 [limits]
 rules_per_group = 120
+overflow_groups = false
 [discovery]
 tag_key = "mirror-to"
 [events]
@@ -925,6 +926,7 @@ fn every_key_is_read_into_the_config() {
         retry_timeout_cost: 4,
     };
     expected.limits.rules_per_group = 120;
+    expected.limits.overflow_groups = false;
     expected.discovery.tag_key = Some("mirror-to".to_owned());
     expected.events = EventsConfig {
         queue_url: Some("https://sqs.eu-west-1.amazonaws.com/123456789012/classiclink-mirror-events".to_owned()),

@@ -40,6 +40,12 @@ pub struct GenerateSpec {
     pub discovery_tag: String,
     /// Random seed.
     pub seed: u64,
+    /// Fraction (0–1) of groups that get [`Self::oversized_rules`] rules
+    /// instead of `rules_per_group`: mirrors beyond the VPC quota, which
+    /// spill into overflow groups.
+    pub oversized_fraction: f64,
+    /// Rules of an oversized group; at most the Classic rules quota.
+    pub oversized_rules: usize,
 }
 
 impl Default for GenerateSpec {
@@ -54,6 +60,8 @@ impl Default for GenerateSpec {
             discovery_fraction: 0.0,
             discovery_tag: DEFAULT_DISCOVERY_TAG.to_owned(),
             seed: 0,
+            oversized_fraction: 0.0,
+            oversized_rules: 0,
         }
     }
 }
@@ -98,7 +106,11 @@ impl GenerateSpec {
                     tags.insert(self.discovery_tag.clone(), Self::vpc_id(tagged % self.vpcs).to_string());
                     tagged += 1;
                 }
-                let rules = (0..self.rules_per_group).map(|j| self.rule(&mut rng, &names, g, j)).collect();
+                // Drawn only when asked for, so that other estates stay as they were.
+                let oversized =
+                    self.oversized_fraction > 0.0 && rng.random_bool(self.oversized_fraction.clamp(0.0, 1.0));
+                let count = if oversized { self.oversized_rules } else { self.rules_per_group };
+                let rules = (0..count).map(|j| self.rule(&mut rng, &names, g, j)).collect();
                 EstateGroup {
                     name: names[g].clone(),
                     vpc: None,

@@ -727,10 +727,11 @@ impl World {
     /// `MaxEntries` however many entries it holds (EC2's rule; a list that
     /// is gone counts one).
     pub(crate) fn rule_weight(&self, key: &GrantKey) -> usize {
-        match &key.peer {
-            Peer::PrefixList(id) => self.prefix_lists.get(id).map_or(1, |l| l.max_entries as usize),
-            _ => 1,
-        }
+        let entries = match &key.peer {
+            Peer::PrefixList(id) => Some(self.prefix_lists.get(id).map_or(1, |l| l.max_entries as usize)),
+            _ => None,
+        };
+        crate::model::grant_weight(&key.peer, entries, usize::MAX)
     }
 
     /// `RevokeSecurityGroupIngress`. For a VPC group every grant must exist or

@@ -53,7 +53,8 @@ fn action_subject(action: &Action) -> String {
         | Action::UnmarkOrphan { group, .. } => group.to_string(),
         Action::Authorize { group, .. } => match group {
             GroupRef::Existing(id) => id.to_string(),
-            GroupRef::New { source, vpc } => format!("mirror of {source} in {vpc}"),
+            GroupRef::New { source, vpc, shard: 0 } => format!("mirror of {source} in {vpc}"),
+            GroupRef::New { source, vpc, shard } => format!("overflow group {shard} of {source} in {vpc}"),
         },
         Action::Attach { instance, .. } | Action::Detach { instance, .. } | Action::Relink { instance, .. } => {
             instance.to_string()
@@ -285,6 +286,7 @@ impl StatusBoard {
                         .collect(),
                     last_error: history.last_error,
                     last_success_at: history.last_success.map(rfc3339),
+                    shards: pair.shards.clone(),
                 }
             })
             .collect();

@@ -117,6 +117,10 @@ pub struct PairStatus {
     /// When a cycle with a complete snapshot last found the pair in sync or
     /// ran all its actions successfully (RFC 3339).
     pub last_success_at: Option<String>,
+    /// The mirror's overflow groups in use (docs/semantics.md, "Overflow
+    /// groups"); absent when its grants fit in the mirror.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<crate::plan::ShardPlan>,
 }
 
 /// An orphaned mirror in `/status`.

@@ -174,7 +174,12 @@ async fn status_shows_conflicts_and_keeps_the_last_error_across_passes() {
     let failing = PassBuilder::new()
         .pair(&web, "web", Some(existing("sg-77c")), Drift { add: 1, remove: 0, update: 0, links: 0 })
         .pair(&app, "app", None, Drift::default())
-        .pair(&db, "db", Some(GroupRef::New { source: group("sg-0a3"), vpc: vpc("vpc-9f2") }), Drift::default())
+        .pair(
+            &db,
+            "db",
+            Some(GroupRef::New { source: group("sg-0a3"), vpc: vpc("vpc-9f2"), shard: 0 }),
+            Drift::default(),
+        )
         .action(
             Action::Authorize { group: existing("sg-77c"), grants: Vec::new() },
             Some(&web),
@@ -187,6 +192,7 @@ async fn status_shows_conflicts_and_keeps_the_last_error_across_passes() {
                 name: "db".into(),
                 description: "Database".into(),
                 tags: BTreeMap::new(),
+                shard: 0,
             },
             Some(&db),
             ActionResult::Done,

@@ -116,6 +116,10 @@ metric_set! {
             "orphans",
             "Mirrors whose source is no longer managed or no longer exists, in the last cycle."
         ),
+        overflow_groups: IntGauge = (
+            "overflow_groups",
+            "Overflow groups in use (existing or to be created) over all pairs, in the last cycle."
+        ),
         safety_hold: IntGauge = (
             "safety_hold",
             "1 when the last cycle held destructive actions (incomplete snapshot, shrink guard or lost state), else 0."
@@ -228,6 +232,7 @@ impl PassMetrics {
             self.conflicts.with_label_values(&[*kind]).set(gauge(conflicts.get(kind).copied().unwrap_or(0)));
         }
         self.orphans.set(gauge(plan.orphans.len()));
+        self.overflow_groups.set(gauge(plan.pairs.iter().map(|p| p.shards.len()).sum()));
         self.safety_hold.set(i64::from(plan.holds.destructive_held()));
     }
 }

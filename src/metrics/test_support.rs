@@ -65,6 +65,7 @@ impl PassBuilder {
             audit: false,
             origin: Origin::Config(self.plan.pairs.len()),
             drift,
+            shards: Vec::new(),
         });
         self
     }
@@ -301,7 +302,7 @@ pub fn attach(instance_id: &str, vpc_id: &str, mirror: &str) -> Action {
 }
 
 /// Every metric of the contract (docs/metrics.md), without the prefix.
-pub const CONTRACT_METRICS: [&str; 16] = [
+pub const CONTRACT_METRICS: [&str; 17] = [
     "cycles_total",
     "cycle_duration_seconds",
     "last_successful_cycle_timestamp_seconds",
@@ -316,6 +317,7 @@ pub const CONTRACT_METRICS: [&str; 16] = [
     "unmirrorable_grants",
     "conflicts",
     "orphans",
+    "overflow_groups",
     "safety_hold",
     "config_reloads_total",
 ];

@@ -188,10 +188,11 @@ fn grant_subjects<G: Serialize>(grants: &[Grant<G>]) -> Vec<String> {
 }
 
 /// The subjects an action repairs: one per grant, the instance of a link,
-/// `""` for the mirror.
+/// `""` for the mirror, the shard's number for an overflow group.
 fn subjects(action: &Action) -> Vec<String> {
     match action {
-        Action::CreateMirror { .. } => vec![String::new()],
+        Action::CreateMirror { shard: 0, .. } => vec![String::new()],
+        Action::CreateMirror { shard, .. } => vec![shard.to_string()],
         Action::Authorize { grants, .. } => grant_subjects(grants),
         Action::Revoke { grants, .. } | Action::UpdateDescriptions { grants, .. } => grant_subjects(grants),
         Action::Attach { instance, .. } | Action::Detach { instance, .. } | Action::Relink { instance, .. } => {

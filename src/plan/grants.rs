@@ -27,16 +27,16 @@ use crate::model::{
 /// mirror it references when this plan creates or tags that mirror. Two
 /// parallel lists, so that the grants move into their action as they are.
 #[derive(Default)]
-struct Desired {
-    grants: Vec<Grant<GroupRef>>,
-    waits_for: Vec<Option<Prepare>>,
+pub(super) struct Desired {
+    pub(super) grants: Vec<Grant<GroupRef>>,
+    pub(super) waits_for: Vec<Option<Prepare>>,
 }
 
 /// The create or tag action a grant's peer mirror waits for, with whether
 /// that action is audited (kept beside it so that deciding which grants wait
 /// does not read the action list at random).
 #[derive(Clone, Copy, Debug)]
-struct Prepare {
+pub(super) struct Prepare {
     action: ActionId,
     audited: bool,
 }
@@ -58,7 +58,7 @@ impl Desired {
         Self { grants: Vec::with_capacity(capacity), waits_for: Vec::with_capacity(capacity) }
     }
 
-    fn push(&mut self, grant: Grant<GroupRef>, waits_for: Option<Prepare>) {
+    pub(super) fn push(&mut self, grant: Grant<GroupRef>, waits_for: Option<Prepare>) {
         self.grants.push(grant);
         self.waits_for.push(waits_for);
     }
@@ -87,12 +87,29 @@ impl Desired {
     }
 }
 
+/// A group's desired grants do not fit in it: overflow groups are needed.
+#[derive(Debug)]
+pub(super) struct Overflows;
+
 /// The per-grant diff of one mirror before quota and caps.
 struct GrantDiff {
     add: Desired,
     revoke: Vec<Grant>,
     update: Vec<(Grant, Option<String>)>,
+    /// The weight of the group's rules now.
     current: usize,
+}
+
+/// How many of the first `weights` fit within `budget`, in order.
+fn prefix_within(weights: &[usize], budget: usize) -> usize {
+    let mut used = 0usize;
+    weights
+        .iter()
+        .take_while(|&&w| {
+            used = used.saturating_add(w);
+            used <= budget
+        })
+        .count()
 }
 
 impl<'a> Planner<'a> {
@@ -113,6 +130,7 @@ impl<'a> Planner<'a> {
                     name: mapping.name.clone(),
                     description: mirror_description(&mapping.source.description, &mapping.name),
                     tags,
+                    shard: 0,
                 },
                 MirrorChoice::Existing { id, tag: Some(TagReason::Claim) } => {
                     // It mirrors this source already: only the owner is new.
@@ -130,119 +148,179 @@ impl<'a> Planner<'a> {
         }
         self.peer_targets = self.peer_targets();
 
-        let destructive_held = self.destructive_held();
         for &index in &sources {
             let mapping = self.managed[index].clone();
-            let source = &mapping.source.id;
             let key = self.plan.pairs[mapping.pair].key.clone();
             let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
+            let warnings_before = self.plan.warnings.len();
             let desired = self.desired_grants(&mapping, &key);
-            let diff = self.diff(&mirror, desired);
-            let quota = self.config.limits.rules_per_group;
-
-            // Revocations this cycle: none under a hold (not even shown: a
-            // partial view cannot justify them), all of them when audited
-            // (shown, never run), otherwise up to the remaining budget.
-            let allowed = if destructive_held {
-                0
-            } else if mapping.audit {
-                diff.revoke.len()
+            // Overflow groups for a pair that has some, or needs some: the
+            // mirror alone is tried first, and gives up before planning
+            // anything when its grants do not fit (rare, so translating the
+            // grants again then, without repeating its warnings, is cheaper
+            // than keeping a copy for every pair).
+            let overflow = self.config.limits.overflow_groups;
+            if overflow && !mapping.shard_groups.is_empty() {
+                self.plan_overflow(index, &mapping, &key, &mirror, desired);
             } else {
-                diff.revoke.len().min(self.revoke_budget)
-            };
-            if !mapping.audit {
-                self.revoke_budget -= allowed;
-                if destructive_held {
-                    self.plan.deferred.held += diff.revoke.len();
-                } else {
-                    self.plan.deferred.revokes += diff.revoke.len() - allowed;
+                let deps = mapping.prepare.into_iter().collect();
+                if self.sync_group(&mapping, &key, &mirror, deps, desired, overflow).is_err() {
+                    self.plan.warnings.truncate(warnings_before);
+                    let desired = self.desired_grants(&mapping, &key);
+                    self.plan_overflow(index, &mapping, &key, &mirror, desired);
                 }
-            }
-            for grant in &diff.revoke[allowed..] {
-                if let Peer::Group { group, .. } = &grant.key.peer {
-                    self.refs_pending.insert(group.clone());
-                }
-            }
-
-            // A grant to a mirror that only an audited mapping would create or
-            // tag cannot run until that mapping is enforced: it is shown as
-            // audited drift, and the rest of this mapping goes ahead.
-            let mut add = diff.add;
-            let waiting = add.split_off_waiting(|peer| !mapping.audit && peer.is_some_and(|prepare| prepare.audited));
-
-            // Quota: the group may hold `quota` grants at any moment. Grants
-            // that would not fit even after every revocation are reported;
-            // grants that only wait for deferred revocations are deferred.
-            let after_all = diff.current - diff.revoke.len();
-            let fits_ever = quota.saturating_sub(after_all);
-            let fits_now = quota.saturating_sub(diff.current - allowed);
-            if add.len() > fits_ever {
-                let dropped = add.len() - fits_ever;
-                self.warn(
-                    WarningKind::QuotaExceeded,
-                    Some(key.clone()),
-                    Some(mirror.to_string()),
-                    format!(
-                        "mirror {} of {} would need {} rules, above the quota of {quota}; {dropped} not applied",
-                        mirror,
-                        self.group_label(source),
-                        after_all + add.len()
-                    ),
-                );
-                add.truncate(fits_ever);
-            }
-            if add.len() > fits_now {
-                if !mapping.audit {
-                    self.plan.deferred.adds += add.len() - fits_now;
-                }
-                add.truncate(fits_now);
-            }
-            // Make before break: revoke first only as many as the quota needs.
-            let pre_count = (diff.current + add.len()).saturating_sub(quota).min(allowed);
-            let revoke_now: Vec<Grant> = diff.revoke[..allowed].to_vec();
-            let (pre, post) = revoke_now.split_at(pre_count);
-
-            let mut group_deps: Vec<ActionId> = mapping.prepare.into_iter().collect();
-            let mut pre_id = None;
-            if !pre.is_empty() {
-                let id = self.push_revoke(&mirror, pre.to_vec(), group_deps.clone(), mapping.audit, &key);
-                pre_id = Some(id);
-            }
-            let mut authorize_id = None;
-            for (Desired { grants, waits_for }, waits) in [(add, false), (waiting, true)] {
-                if grants.is_empty() {
-                    continue;
-                }
-                let mut deps = group_deps.clone();
-                deps.extend(pre_id);
-                deps.extend(waits_for.into_iter().flatten().map(|prepare| prepare.action));
-                let count = grants.len();
-                let audit = mapping.audit || waits;
-                let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
-                if !waits {
-                    authorize_id = Some(id);
-                }
-                self.drift(mapping.pair).add += count;
-            }
-            if !post.is_empty() {
-                let mut deps = group_deps.clone();
-                deps.extend(authorize_id);
-                self.push_revoke(&mirror, post.to_vec(), deps, mapping.audit, &key);
-            }
-            self.drift(mapping.pair).remove += diff.revoke.len();
-            if !diff.update.is_empty() {
-                let GroupRef::Existing(group) = &mirror else { unreachable!("updates need an existing mirror") };
-                let (grants, previous): (Vec<Grant>, Vec<Option<String>>) = diff.update.into_iter().unzip();
-                self.drift(mapping.pair).update += grants.len();
-                group_deps.sort();
-                self.push(
-                    Action::UpdateDescriptions { group: group.clone(), grants, previous },
-                    group_deps,
-                    mapping.audit,
-                    Some(key.clone()),
-                );
             }
         }
+    }
+
+    /// Plans one group's grants (a mirror, or one of its overflow groups)
+    /// towards `desired`: the revokes, the authorize and the description
+    /// updates, make-before-break within `limits.rules_per_group` (weights
+    /// as EC2 counts them), revokes within `max_revokes_per_cycle`. `deps`
+    /// are what every action on the group waits for (its create or tag).
+    /// Returns the authorize action, if one is planned and not audited for
+    /// waiting on an audited mirror.
+    ///
+    /// # Errors
+    /// [`Overflows`], having planned nothing, when `may_overflow` and the
+    /// group cannot hold `desired` with the rules that stay on it.
+    pub(super) fn sync_group(
+        &mut self,
+        mapping: &Mapping<'a>,
+        key: &PairKey,
+        mirror: &GroupRef,
+        deps: Vec<ActionId>,
+        desired: Desired,
+        may_overflow: bool,
+    ) -> Result<Option<ActionId>, Overflows> {
+        let destructive_held = self.destructive_held();
+        let source = &mapping.source.id;
+        let diff = self.diff(mirror, desired);
+        let quota = self.config.limits.rules_per_group;
+        if may_overflow {
+            let revoked: usize = diff.revoke.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
+            let added: usize = diff.add.grants.iter().map(|g| self.weight(&g.key.peer)).sum();
+            if diff.current.saturating_sub(revoked) + added > quota {
+                return Err(Overflows);
+            }
+        }
+
+        // Revocations this cycle: none under a hold (not even shown: a
+        // partial view cannot justify them), all of them when audited
+        // (shown, never run), otherwise up to the remaining budget.
+        let allowed = if destructive_held {
+            0
+        } else if mapping.audit {
+            diff.revoke.len()
+        } else {
+            diff.revoke.len().min(self.revoke_budget)
+        };
+        if !mapping.audit {
+            self.revoke_budget -= allowed;
+            if destructive_held {
+                self.plan.deferred.held += diff.revoke.len();
+            } else {
+                self.plan.deferred.revokes += diff.revoke.len() - allowed;
+            }
+        }
+        for grant in &diff.revoke[allowed..] {
+            if let Peer::Group { group, .. } = &grant.key.peer {
+                self.refs_pending.insert(group.clone());
+            }
+        }
+
+        // A grant to a mirror that only an audited mapping would create or
+        // tag cannot run until that mapping is enforced: it is shown as
+        // audited drift, and the rest of this mapping goes ahead.
+        let mut add = diff.add;
+        let waiting = add.split_off_waiting(|peer| !mapping.audit && peer.is_some_and(|prepare| prepare.audited));
+
+        // Quota: the group may hold `quota` rules (by weight) at any moment.
+        // Grants that would not fit even after every revocation are
+        // reported; grants that only wait for deferred revocations are
+        // deferred.
+        let revoke_weights: Vec<usize> = diff.revoke.iter().map(|g| self.observed_weight(&g.key.peer)).collect();
+        let after_all = diff.current.saturating_sub(revoke_weights.iter().sum());
+        let after_allowed = diff.current.saturating_sub(revoke_weights[..allowed].iter().sum());
+        let fits_ever = quota.saturating_sub(after_all);
+        let fits_now = quota.saturating_sub(after_allowed);
+        let add_weights: Vec<usize> = add.grants.iter().map(|g| self.weight(&g.key.peer)).collect();
+        let keep_ever = prefix_within(&add_weights, fits_ever);
+        if keep_ever < add.len() {
+            let dropped = add.len() - keep_ever;
+            let needed = after_all + add_weights.iter().sum::<usize>();
+            self.warn(
+                WarningKind::QuotaExceeded,
+                Some(key.clone()),
+                Some(mirror.to_string()),
+                format!(
+                    "mirror {} of {} would need {needed} rules, above the quota of {quota}; {dropped} not applied",
+                    mirror,
+                    self.group_label(source),
+                ),
+            );
+            add.truncate(keep_ever);
+        }
+        let keep_now = prefix_within(&add_weights[..add.len()], fits_now);
+        if keep_now < add.len() {
+            if !mapping.audit {
+                self.plan.deferred.adds += add.len() - keep_now;
+            }
+            add.truncate(keep_now);
+        }
+        // Make before break: revoke first only as many as the quota needs.
+        let added: usize = add_weights[..add.len()].iter().sum();
+        let excess = (diff.current + added).saturating_sub(quota);
+        let mut pre_count = 0;
+        let mut freed = 0;
+        while freed < excess && pre_count < allowed {
+            freed += revoke_weights[pre_count];
+            pre_count += 1;
+        }
+        let revoke_now: Vec<Grant> = diff.revoke[..allowed].to_vec();
+        let (pre, post) = revoke_now.split_at(pre_count);
+
+        let mut group_deps = deps;
+        let mut pre_id = None;
+        if !pre.is_empty() {
+            let id = self.push_revoke(mirror, pre.to_vec(), group_deps.clone(), mapping.audit, key);
+            pre_id = Some(id);
+        }
+        let mut authorize_id = None;
+        for (Desired { grants, waits_for }, waits) in [(add, false), (waiting, true)] {
+            if grants.is_empty() {
+                continue;
+            }
+            let mut deps = group_deps.clone();
+            deps.extend(pre_id);
+            deps.extend(waits_for.into_iter().flatten().map(|prepare| prepare.action));
+            let count = grants.len();
+            let audit = mapping.audit || waits;
+            let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
+            if !waits {
+                authorize_id = Some(id);
+            }
+            self.drift(mapping.pair).add += count;
+        }
+        if !post.is_empty() {
+            let mut deps = group_deps.clone();
+            deps.extend(authorize_id);
+            self.push_revoke(mirror, post.to_vec(), deps, mapping.audit, key);
+        }
+        self.drift(mapping.pair).remove += diff.revoke.len();
+        if !diff.update.is_empty() {
+            let GroupRef::Existing(group) = mirror else { unreachable!("updates need an existing mirror") };
+            let (grants, previous): (Vec<Grant>, Vec<Option<String>>) = diff.update.into_iter().unzip();
+            self.drift(mapping.pair).update += grants.len();
+            group_deps.sort();
+            self.push(
+                Action::UpdateDescriptions { group: group.clone(), grants, previous },
+                group_deps,
+                mapping.audit,
+                Some(key.clone()),
+            );
+        }
+        Ok(authorize_id)
     }
 
     /// The source whose mirror `mirror` is about to be tagged by this plan
@@ -256,12 +334,15 @@ impl<'a> Planner<'a> {
     /// waits for, if any.
     pub(super) fn prepare_of(&self, group: &GroupRef) -> Option<ActionId> {
         match group {
-            GroupRef::New { source, .. } => self.mapping(source)?.prepare,
+            GroupRef::New { source, shard: 0, .. } => self.mapping(source)?.prepare,
+            GroupRef::New { source, shard, .. } => {
+                self.mapping(source)?.shards.iter().find(|slot| slot.shard == *shard)?.prepare
+            }
             GroupRef::Existing(id) => self.tagged_now_for(id)?.prepare,
         }
     }
 
-    fn push_revoke(
+    pub(super) fn push_revoke(
         &mut self,
         mirror: &GroupRef,
         grants: Vec<Grant>,
@@ -397,11 +478,7 @@ impl<'a> Planner<'a> {
                 same
             });
         }
-        let owned = |grant: &Grant| match &grant.key.peer {
-            Peer::Ipv4(_) => true,
-            Peer::Group { group, owner: None } => self.is_ours(group),
-            _ => false,
-        };
+        let owned = |grant: &Grant| self.owned_rule(grant);
         let mut add = Desired::default();
         let mut update = Vec::new();
         let mut revoke = Vec::new();
@@ -436,7 +513,8 @@ impl<'a> Planner<'a> {
             }
         }
         revoke.extend(have.filter(|g| owned(g)).cloned());
-        GrantDiff { add, revoke, update, current: group.ingress.len() }
+        let current = group.ingress.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
+        GrantDiff { add, revoke, update, current }
     }
 }
 

@@ -112,21 +112,43 @@ impl<'a> Planner<'a> {
             if entitled.is_empty() {
                 audit = global_audit;
             }
+            // Overflow groups come with their mirror (docs/semantics.md,
+            // "Overflow groups"); rare, so the common case copies nothing.
+            let shards_of = |index: usize| self.managed[index].shards.iter().map(|slot| &slot.group);
+            let with_shards = entitled.iter().any(|&index| !self.managed[index].shards.is_empty());
             // Already linked as it should be (most instances in a steady
             // state): decided without copying a group id.
             if let (Some(link), Some(&first)) = (link, entitled.first())
                 && *vpc_of(first) == link.vpc_id
-                && self.link_has_exactly(link, entitled.iter().map(|&index| mirror_of(index)))
             {
-                continue;
+                let exact = if with_shards {
+                    let mut all: Vec<&GroupRef> = entitled
+                        .iter()
+                        .flat_map(|&index| std::iter::once(mirror_of(index)).chain(shards_of(index)))
+                        .collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    self.link_has_exactly(link, all.into_iter())
+                } else {
+                    self.link_has_exactly(link, entitled.iter().map(|&index| mirror_of(index)))
+                };
+                if exact {
+                    continue;
+                }
             }
-            // The one VPC and its mirrors, as a sorted set.
+            // The one VPC and its mirrors (with their overflow groups), as a
+            // sorted set.
             let target: Option<(VpcId, Vec<GroupRef>)> = entitled.first().map(|&first| {
                 let mut mirrors: Vec<GroupRef> = Vec::with_capacity(entitled.len());
                 for &index in &entitled {
                     if mirrors.last() != Some(mirror_of(index)) {
                         mirrors.push(mirror_of(index).clone());
                     }
+                }
+                if with_shards {
+                    mirrors.extend(entitled.iter().flat_map(|&index| shards_of(index)).cloned());
+                    mirrors.sort_unstable();
+                    mirrors.dedup();
                 }
                 (vpc_of(first).clone(), mirrors)
             });

@@ -86,6 +86,8 @@ impl<'a> Planner<'a> {
                 mirror: None,
                 pair: 0,
                 prepare: None,
+                shard_groups: Vec::new(),
+                shards: Vec::new(),
                 links_instances: false,
             }
         });

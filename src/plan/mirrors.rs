@@ -9,7 +9,7 @@
 //! name drifted). Rules: docs/semantics.md, "The mirror group".
 
 use super::{Drift, GroupRef, LookupMap, Mapping, PairKey, PairPlan, Planner, TagReason, WarningKind};
-use crate::model::{GroupId, OWNER_TAG, SecurityGroup, VpcId};
+use crate::model::{GroupId, OWNER_TAG, SecurityGroup, VpcId, shard_name};
 
 /// Whose a mirror (a group carrying the ownership tag) is, seen from this
 /// deployment (`daemon.owner`).
@@ -49,11 +49,21 @@ impl<'a> Planner<'a> {
         let vpcs_complete = !snap.incomplete.contains(&crate::model::SnapshotPart::Vpcs);
         let mut tagged: LookupMap<(VpcId, GroupId), Vec<&SecurityGroup>> = LookupMap::default();
         let mut by_name: LookupMap<(VpcId, &str), &SecurityGroup> = LookupMap::default();
+        // Our overflow groups by pair; never candidates for the mirror itself.
+        let mut shards: LookupMap<(VpcId, GroupId), Vec<&SecurityGroup>> = LookupMap::default();
         let me = self.config.daemon.owner.as_str();
         for group in snap.vpc_groups.values() {
             let Some(vpc) = &group.vpc_id else { continue };
             if let Some(source) = group.mirrored_from() {
-                tagged.entry((vpc.clone(), source)).or_default().push(group);
+                match group.overflow_shard() {
+                    None => tagged.entry((vpc.clone(), source)).or_default().push(group),
+                    Some(Some(_)) if ownership(group, me) == Ownership::Mine => {
+                        shards.entry((vpc.clone(), source)).or_default().push(group);
+                    }
+                    // Another deployment's, ours without an owner, or with a
+                    // malformed number: not in use (an orphan, if ours).
+                    Some(_) => {}
+                }
                 match ownership(group, me) {
                     Ownership::Mine => self.ours.insert(group.id.clone()),
                     Ownership::Foreign(_) => self.theirs.insert(group.id.clone()),
@@ -75,6 +85,7 @@ impl<'a> Planner<'a> {
                 audit: mapping.audit,
                 origin: mapping.origin,
                 drift: Drift::default(),
+                shards: Vec::new(),
             };
             let choice = if !snap.vpcs.contains_key(&mapping.vpc) {
                 let why = if vpcs_complete { "does not exist" } else { "was not observed (incomplete snapshot)" };
@@ -207,14 +218,37 @@ impl<'a> Planner<'a> {
                         self.source_of_mirror.insert(id.clone(), index);
                         GroupRef::Existing(id.clone())
                     }
-                    MirrorChoice::New => GroupRef::New { source: source.clone(), vpc: mapping.vpc.clone() },
+                    MirrorChoice::New => GroupRef::New { source: source.clone(), vpc: mapping.vpc.clone(), shard: 0 },
                 });
             }
+            let shard_groups = match (&choice, self.config.limits.overflow_groups) {
+                (Some(_), true) => shards.remove(&(mapping.vpc.clone(), source.clone())).unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let shard_groups = self.pick_shard_groups(shard_groups, &mapping.name);
             let mapping = &mut self.managed[index];
             mapping.mirror = choice;
+            mapping.shard_groups = shard_groups;
             mapping.pair = self.plan.pairs.len();
             self.plan.pairs.push(pair);
         }
+    }
+
+    /// One overflow group per shard number, in shard order, from our
+    /// overflow groups of a pair: the one named as it should be, else the
+    /// oldest id (a duplicate left by a race becomes an orphan). Records the
+    /// chosen ones in `shard_members`, so that they are not orphans.
+    fn pick_shard_groups(&mut self, mut found: Vec<&'a SecurityGroup>, mirror_name: &str) -> Vec<&'a SecurityGroup> {
+        let shard = |g: &SecurityGroup| g.overflow_shard().flatten().unwrap_or(0);
+        found.sort_by(|a, b| {
+            let named = |g: &SecurityGroup| g.name != shard_name(mirror_name, shard(g));
+            (shard(a), named(a), &a.id).cmp(&(shard(b), named(b), &b.id))
+        });
+        found.dedup_by(|later, first| shard(later) == shard(first));
+        for group in &found {
+            self.shard_members.insert(group.id.clone());
+        }
+        found
     }
 
     /// `group`, a mirror of the pair's source, belongs to the deployment

@@ -12,7 +12,8 @@
 //!    conflicts (`mirrors.rs`);
 //! 3. each mirror's desired grants (references translated to mirrors) and the
 //!    authorize / revoke / description updates, make-before-break, within the
-//!    rules-per-group quota (`grants.rs`);
+//!    rules-per-group quota (`grants.rs`), spilling what the mirror cannot
+//!    hold into overflow groups (`overflow.rs`);
 //! 4. ClassicLink links (attach, relink, detach; `links.rs`, which also
 //!    enables ClassicLink in a VPC before the grants are planned);
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
@@ -34,6 +35,7 @@ mod links;
 mod managed;
 mod mirrors;
 mod orphans;
+mod overflow;
 mod render;
 mod safety;
 mod types;
@@ -50,6 +52,7 @@ use crate::model::{GroupId, SecurityGroup, Snapshot, VpcId};
 use grants::PeerTarget;
 use mirrors::MirrorChoice;
 use orphans::OrphanEntry;
+use overflow::ShardSlot;
 // For the unit tests, which see the planner through `super::*`.
 #[cfg(test)]
 use {crate::model::GrantKey, grants::cmp_planned_observed};
@@ -98,6 +101,14 @@ struct Mapping<'a> {
     pair: usize,
     /// The create or tag action of its mirror (phase 3).
     prepare: Option<ActionId>,
+    /// Our overflow groups of this pair that EC2 shows, at most one per shard
+    /// number, in shard order (phase 2; empty with `overflow_groups = false`,
+    /// when they are orphans).
+    shard_groups: Vec<&'a SecurityGroup>,
+    /// Its overflow groups in use this pass, existing or to be created, in
+    /// shard order (phase 3, `overflow.rs`); links give each member these
+    /// with the mirror.
+    shards: Vec<ShardSlot>,
     /// Whether its instances are linked to its mirror: a Classic source with
     /// `link_instances`, a mirror, and ClassicLink usable in its VPC this
     /// cycle (known after the enablement phase).
@@ -139,6 +150,9 @@ struct Planner<'a> {
     /// Mirrors of other deployments: never written, tagged, unlinked or
     /// deleted (phase 2).
     theirs: LookupSet<GroupId>,
+    /// Our overflow groups kept by a pair (`Mapping::shard_groups`): not
+    /// orphans unless the grants phase retires them (phase 2).
+    shard_members: LookupSet<GroupId>,
     /// Orphans that must keep working: still within `orphan_grace`, or kept
     /// by `delete_orphans = false`. References to them and links with them
     /// are left alone (docs/semantics.md, "Orphans": detach and drop references only once the
@@ -166,6 +180,9 @@ struct Planner<'a> {
     /// Groups whose links or references are removed by audited actions only
     /// shown, never run: they block an executed deletion, not an audited one.
     removed_by_audit: BTreeSet<GroupId>,
+    /// The names of the VPC groups, by VPC, built when an overflow group is
+    /// to be created (phase 3).
+    vpc_group_names: Option<LookupSet<(VpcId, String)>>,
     /// What is left of `max_revokes_per_cycle` (spent by phases 3 and 5).
     revoke_budget: usize,
     /// What is left of `max_unlinks_per_cycle` (spent by phase 4).
@@ -189,6 +206,7 @@ impl<'a> Planner<'a> {
             source_of_mirror: LookupMap::default(),
             ours: LookupSet::default(),
             theirs: LookupSet::default(),
+            shard_members: LookupSet::default(),
             protected: LookupSet::default(),
             orphans: Vec::new(),
             enable_action: BTreeMap::new(),
@@ -198,6 +216,7 @@ impl<'a> Planner<'a> {
             unlinks_of_group: BTreeMap::new(),
             links_pending: BTreeSet::new(),
             removed_by_audit: BTreeSet::new(),
+            vpc_group_names: None,
             revoke_budget: config.safety.max_revokes_per_cycle,
             unlink_budget: config.safety.max_unlinks_per_cycle,
             delete_budget: config.safety.max_deletes_per_cycle,
@@ -271,6 +290,21 @@ impl<'a> Planner<'a> {
     /// an orphan that must keep working.
     fn is_ours(&self, group: &GroupId) -> bool {
         self.ours.contains(group) && !self.protected.contains(group)
+    }
+
+    /// What a grant to `peer` weighs against `limits.rules_per_group`
+    /// ([`crate::model::grant_weight`]). The size of a prefix list is not in
+    /// the snapshot yet: one is assumed to fill a group.
+    fn weight<G>(&self, peer: &crate::model::Peer<G>) -> usize {
+        crate::model::grant_weight(peer, None, self.config.limits.rules_per_group)
+    }
+
+    /// What a rule already on a group weighs: as [`Self::weight`], except
+    /// that a prefix list of unknown size counts as one rule. EC2 accepted
+    /// it there, and assuming it fills the group would push every grant of
+    /// a mirror where someone added one into overflow groups.
+    fn observed_weight<G>(&self, peer: &crate::model::Peer<G>) -> usize {
+        crate::model::grant_weight(peer, Some(1), self.config.limits.rules_per_group)
     }
 
     /// The drift of the pair at `index` in `plan.pairs`.

@@ -20,7 +20,8 @@ use super::mirrors::{MirrorChoice, Ownership, ownership};
 use super::{Action, ActionId, ORPHAN_TAG_MAX_SKEW, Orphan, PlannedAction, Planner, WarningKind, round_secs};
 use crate::config::DEFAULT_OWNER;
 use crate::model::{
-    Grant, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, Snapshot, format_time, parse_time,
+    Grant, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot, format_time,
+    parse_time,
 };
 
 /// Where an orphan is in its life.
@@ -53,83 +54,93 @@ impl<'a> Planner<'a> {
             self.next_memory.orphans_since.clear();
         }
         let snap = self.snap;
-        let me = self.config.daemon.owner.as_str();
         for group in snap.vpc_groups.values() {
-            let (Some(source), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { continue };
-            // A chosen mirror is not an orphan.
-            if self.source_of_mirror.contains_key(&group.id) {
-                continue;
+            // Overflow groups a pair keeps are decided by the grants phase.
+            if !self.shard_members.contains(&group.id) {
+                self.consider_orphan(group);
             }
-            // Only our own orphans. One without an owner tag that nobody
-            // claimed is an orphan of a deployment that could have made it:
-            // one managing its source (a duplicate of its mirror), or the
-            // deployment named `default`, which an estate made before owner
-            // tags belongs to (`docs/operations.md`).
-            match ownership(group, me) {
-                Ownership::Mine => {}
-                Ownership::Foreign(_) => continue,
-                Ownership::Unowned if self.managed_index.contains_key(&source) || me == DEFAULT_OWNER => {}
-                Ownership::Unowned => continue,
-            }
-            self.ours.insert(group.id.clone());
-            // The tag is the authority: a restarted daemon, or a second one,
-            // counts the grace from the same instant. Until it is written,
-            // this daemon's memory (a tag write that failed), else now.
-            let (since, mark) = match group.orphaned_since_tag() {
-                Some(value) => match self.orphaned_since(value) {
-                    Some(since) => (since, None),
-                    None => {
-                        self.warn(
-                            WarningKind::OrphanTagInvalid,
-                            None,
-                            Some(group.id.to_string()),
-                            format!(
-                                "orphaned mirror {} ({}) carries {ORPHANED_SINCE_TAG}={value:?}, which is not an \
-                                 RFC 3339 UTC time up to now; its orphan_grace starts again from now",
-                                group.id, group.name
-                            ),
-                        );
-                        (self.now, Some(format_time(self.now)))
-                    }
-                },
-                None => {
-                    let remembered = self.memory.orphans_since.get(&group.id).copied().filter(|t| *t <= self.now);
-                    let since = remembered.unwrap_or(self.now);
-                    (since, Some(format_time(since)))
-                }
-            };
-            // A partial view may show a claimed mirror as an orphan: only a
-            // complete one starts (or records) the grace.
-            let mark = mark.filter(|_| complete);
-            if complete {
-                self.next_memory.orphans_since.insert(group.id.clone(), since);
-            }
-            let grace = self.config.safety.orphan_grace;
-            let age = self.now.duration_since(since).unwrap_or_default();
-            let stage = if !self.config.safety.delete_orphans {
-                OrphanStage::Kept
-            } else if age < grace {
-                OrphanStage::Waiting(grace - age)
-            } else {
-                OrphanStage::Due
-            };
-            let due = match stage {
-                OrphanStage::Kept => None,
-                _ => since.checked_add(grace),
-            };
-            if stage != OrphanStage::Due {
-                self.protected.insert(group.id.clone());
-            }
-            self.plan.orphans.push(Orphan {
-                group: group.id.clone(),
-                vpc: group.vpc_id.clone().expect("VPC group"),
-                name: group.name.clone(),
-                source: group.mirrored_from().expect("tagged"),
-                since,
-                due,
-            });
-            self.orphans.push(OrphanEntry { id: group.id.clone(), stage, mark });
         }
+    }
+
+    /// Makes `group` an orphan when it is one of ours that no pair claims:
+    /// since when, whether to mark it, and its stage.
+    pub(super) fn consider_orphan(&mut self, group: &SecurityGroup) {
+        let complete = self.snap.is_complete();
+        let me = self.config.daemon.owner.as_str();
+        let (Some(source), Some(_)) = (group.mirrored_from(), &group.vpc_id) else { return };
+        // A chosen mirror is not an orphan.
+        if self.source_of_mirror.contains_key(&group.id) {
+            return;
+        }
+        // Only our own orphans. One without an owner tag that nobody
+        // claimed is an orphan of a deployment that could have made it:
+        // one managing its source (a duplicate of its mirror), or the
+        // deployment named `default`, which an estate made before owner
+        // tags belongs to (`docs/operations.md`).
+        match ownership(group, me) {
+            Ownership::Mine => {}
+            Ownership::Foreign(_) => return,
+            Ownership::Unowned if self.managed_index.contains_key(&source) || me == DEFAULT_OWNER => {}
+            Ownership::Unowned => return,
+        }
+        self.ours.insert(group.id.clone());
+        // The tag is the authority: a restarted daemon, or a second one,
+        // counts the grace from the same instant. Until it is written,
+        // this daemon's memory (a tag write that failed), else now.
+        let (since, mark) = match group.orphaned_since_tag() {
+            Some(value) => match self.orphaned_since(value) {
+                Some(since) => (since, None),
+                None => {
+                    self.warn(
+                        WarningKind::OrphanTagInvalid,
+                        None,
+                        Some(group.id.to_string()),
+                        format!(
+                            "orphaned mirror {} ({}) carries {ORPHANED_SINCE_TAG}={value:?}, which is not an \
+                             RFC 3339 UTC time up to now; its orphan_grace starts again from now",
+                            group.id, group.name
+                        ),
+                    );
+                    (self.now, Some(format_time(self.now)))
+                }
+            },
+            None => {
+                let remembered = self.memory.orphans_since.get(&group.id).copied().filter(|t| *t <= self.now);
+                let since = remembered.unwrap_or(self.now);
+                (since, Some(format_time(since)))
+            }
+        };
+        // A partial view may show a claimed mirror as an orphan: only a
+        // complete one starts (or records) the grace.
+        let mark = mark.filter(|_| complete);
+        if complete {
+            self.next_memory.orphans_since.insert(group.id.clone(), since);
+        }
+        let grace = self.config.safety.orphan_grace;
+        let age = self.now.duration_since(since).unwrap_or_default();
+        let stage = if !self.config.safety.delete_orphans {
+            OrphanStage::Kept
+        } else if age < grace {
+            OrphanStage::Waiting(grace - age)
+        } else {
+            OrphanStage::Due
+        };
+        let due = match stage {
+            OrphanStage::Kept => None,
+            _ => since.checked_add(grace),
+        };
+        if stage != OrphanStage::Due {
+            self.protected.insert(group.id.clone());
+        }
+        self.plan.orphans.push(Orphan {
+            group: group.id.clone(),
+            vpc: group.vpc_id.clone().expect("VPC group"),
+            name: group.name.clone(),
+            source: group.mirrored_from().expect("tagged"),
+            since,
+            due,
+        });
+        self.orphans.push(OrphanEntry { id: group.id.clone(), stage, mark });
     }
 
     /// The time an `orphanedSince` tag value names, unless it is malformed
@@ -156,12 +167,31 @@ impl<'a> Planner<'a> {
             let key = self.plan.pairs[mapping.pair].key.clone();
             self.push(action, deps, audit, Some(key));
         }
+        // Overflow groups in use again while waiting out their grace.
+        for index in 0..self.managed.len() {
+            let mapping = &self.managed[index];
+            let marked: Vec<GroupId> = mapping
+                .shards
+                .iter()
+                .filter_map(|slot| slot.group.existing())
+                .filter(|id| self.snap.vpc_groups.get(*id).is_some_and(|g| g.orphaned_since_tag().is_some()))
+                .cloned()
+                .collect();
+            let key = self.plan.pairs[mapping.pair].key.clone();
+            let (vpc, audit) = (mapping.vpc.clone(), mapping.audit);
+            for group in marked {
+                self.push(Action::UnmarkOrphan { group, vpc: vpc.clone() }, Vec::new(), audit, Some(key.clone()));
+            }
+        }
     }
 
     pub(super) fn plan_orphans(&mut self) {
         let complete = self.snap.is_complete();
         let audit = self.global_audit();
         let held = self.destructive_held();
+        // Overflow groups the grants phase retired joined the orphans late.
+        self.orphans.sort_by(|a, b| a.id.cmp(&b.id));
+        self.plan.orphans.sort_by(|a, b| a.group.cmp(&b.group));
         self.plan_unmarks();
         let orphans: BTreeSet<GroupId> = self.orphans.iter().map(|o| o.id.clone()).collect();
         // The orphanedSince tags first: a removal depends on its orphan's.

@@ -151,22 +151,40 @@ impl Namer<'_> {
                 },
                 None => id.to_string(),
             },
-            GroupRef::New { source, vpc } => {
-                let name = self
-                    .plan
-                    .pairs
-                    .iter()
-                    .find(|p| &p.key.source == source && &p.key.vpc == vpc)
-                    .map_or("?", |p| p.mirror_name.as_str());
-                format!("(new) ({name}) [{} {source}]", self.source_kind(source))
+            GroupRef::New { source, vpc, shard } => {
+                let pair = self.plan.pairs.iter().find(|p| &p.key.source == source && &p.key.vpc == vpc);
+                let name = match *shard {
+                    0 => pair.map(|p| p.mirror_name.clone()),
+                    shard => pair.and_then(|p| p.shards.iter().find(|s| s.shard == shard)).map(|s| s.name.clone()),
+                };
+                format!("(new) ({}) [{} {source}]", name.as_deref().unwrap_or("?"), self.source_kind(source))
             }
+        }
+    }
+
+    /// `   [in sg-… (web-overflow-1)]` when `group`, written by `planned`, is
+    /// not its pair's mirror (an overflow group); nothing otherwise.
+    fn overflow_place(&self, planned: &PlannedAction, group: &GroupRef) -> String {
+        let pair = planned.pair.as_ref().and_then(|key| self.plan.pairs.iter().find(|p| &p.key == key));
+        match pair {
+            Some(pair) if pair.mirror.as_ref() != Some(group) => {
+                let name = match group {
+                    GroupRef::Existing(id) => self.snapshot.vpc_groups.get(id).map(|g| g.name.clone()),
+                    GroupRef::New { shard, .. } => {
+                        pair.shards.iter().find(|s| s.shard == *shard).map(|s| s.name.clone())
+                    }
+                };
+                format!("   [in {} ({})]", self.group_short(group), name.unwrap_or_default())
+            }
+            _ => String::new(),
         }
     }
 
     fn group_short(&self, group: &GroupRef) -> String {
         match group {
             GroupRef::Existing(id) => id.to_string(),
-            GroupRef::New { source, .. } => format!("(new mirror of {source})"),
+            GroupRef::New { source, shard: 0, .. } => format!("(new mirror of {source})"),
+            GroupRef::New { source, shard, .. } => format!("(new overflow group {shard} of {source})"),
         }
     }
 
@@ -198,8 +216,11 @@ fn quoted(description: Option<&str>) -> String {
 fn grant_lines(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
     let audit = if planned.audit { "   [audit]" } else { "" };
     match &planned.action {
-        Action::CreateMirror { name, vpc, .. } => {
+        Action::CreateMirror { name, vpc, shard: 0, .. } => {
             let _ = writeln!(out, "  + create group {name:?} in {vpc}{audit}");
+        }
+        Action::CreateMirror { name, vpc, shard, .. } => {
+            let _ = writeln!(out, "  + create overflow group {shard} {name:?} in {vpc}{audit}");
         }
         Action::TagGroup { group, reason, .. } => {
             let why = match reason {
@@ -209,17 +230,19 @@ fn grant_lines(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
             };
             let _ = writeln!(out, "  + tag {group} as the mirror: {why}{audit}");
         }
-        Action::Authorize { grants, .. } => {
+        Action::Authorize { grants, group } => {
+            let place = namer.overflow_place(planned, group);
             for grant in grants {
                 let description =
                     grant.description.as_deref().map(|d| format!("   {}", quoted(Some(d)))).unwrap_or_default();
-                let _ = writeln!(out, "  + ingress {}{description}{audit}", namer.grant(grant));
+                let _ = writeln!(out, "  + ingress {}{description}{place}{audit}", namer.grant(grant));
             }
         }
-        Action::Revoke { grants, .. } => {
+        Action::Revoke { grants, group } => {
+            let place = namer.overflow_place(planned, &GroupRef::Existing(group.clone()));
             for grant in grants {
                 let grant = grant.clone().map_group(GroupRef::Existing);
-                let _ = writeln!(out, "  - ingress {}{audit}", namer.grant(&grant));
+                let _ = writeln!(out, "  - ingress {}{place}{audit}", namer.grant(&grant));
             }
         }
         Action::UpdateDescriptions { grants, previous, .. } => {
@@ -321,6 +344,14 @@ pub fn render_text(plan: &Plan, snapshot: &Snapshot) -> String {
             "mirror {} ({}) -> {} {mirror} ({}){audit}",
             pair.key.source, pair.source_name, pair.key.vpc, pair.mirror_name
         );
+        if !pair.shards.is_empty() {
+            let shards: Vec<String> = pair
+                .shards
+                .iter()
+                .map(|s| format!("{} ({}, {} rules)", namer.group_short(&s.group), s.name, s.rules))
+                .collect();
+            let _ = writeln!(out, "  overflow groups: {}", shards.join(", "));
+        }
         for planned in actions {
             grant_lines(&mut out, &namer, planned);
         }

@@ -8,7 +8,8 @@ use super::*;
 use crate::config::{Config, MirrorConfig, Mode, SourceRef};
 use crate::model::{
     DEFAULT_DISCOVERY_TAG, Grant, GroupId, Instance, InstanceId, InstanceState, Link, ORPHANED_SINCE_TAG, OWNER_TAG,
-    OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time,
+    OWNERSHIP_TAG, Peer, Ports, Protocol, SHARD_TAG, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time,
+    shard_name,
 };
 
 const VPC: &str = "vpc-9f2";
@@ -241,7 +242,7 @@ fn config_entry_by_id_makes_the_group_managed_and_creates_its_mirror() {
     assert_eq!(kinds(&plan), vec![ActionKind::CreateMirror, ActionKind::Authorize]);
     assert_eq!(plan.actions[1].depends_on, vec![ActionId(0)]);
     assert_eq!(plan.pairs.len(), 1);
-    assert_eq!(plan.pairs[0].mirror, Some(GroupRef::New { source: sg("sg-0a1"), vpc: vpc(VPC) }));
+    assert_eq!(plan.pairs[0].mirror, Some(GroupRef::New { source: sg("sg-0a1"), vpc: vpc(VPC), shard: 0 }));
 }
 
 #[test]
@@ -511,7 +512,7 @@ fn reference_to_a_mirror_being_created_depends_on_its_create() {
     let Action::Authorize { grants, .. } = &plan.actions[1].action else { panic!() };
     assert_eq!(
         grants[0].key.peer,
-        Peer::Group { group: GroupRef::New { source: sg("sg-0a2"), vpc: vpc(VPC) }, owner: None }
+        Peer::Group { group: GroupRef::New { source: sg("sg-0a2"), vpc: vpc(VPC), shard: 0 }, owner: None }
     );
 }
 
@@ -659,10 +660,162 @@ fn desired_grants_beyond_the_quota_are_reported_and_nothing_desired_is_revoked()
         .map("sg-0a1", VPC)
         .mirror("sg-77c", "web", "sg-0a1", vec![tcp(1, "10.0.0.0/8"), tcp(2, "10.0.0.0/8")]);
     world.config.limits.rules_per_group = 3;
+    // Report-only: overflow groups off.
+    world.config.limits.overflow_groups = false;
     let plan = world.plan();
     assert_eq!(kinds(&plan), vec![ActionKind::Authorize]);
     assert_eq!(authorized(&plan).len(), 1);
     assert_eq!(warnings_of(&plan, WarningKind::QuotaExceeded).len(), 1);
+}
+
+// ----- overflow groups (docs/semantics.md, "Overflow groups") --------------
+
+/// An overflow group `shard` of `source`, ours, named as it should be.
+fn shard_group(world: World, id: &str, mirror_name: &str, source: &str, shard: u8, ingress: Vec<Grant>) -> World {
+    let mut world = world.mirror(id, &shard_name(mirror_name, shard), source, ingress);
+    world.snap.vpc_groups.get_mut(&sg(id)).unwrap().tags.insert(SHARD_TAG.to_owned(), shard.to_string());
+    world
+}
+
+fn port_of(ports: &Ports) -> u16 {
+    match ports {
+        Ports::Range { from, .. } => *from,
+        _ => 0,
+    }
+}
+
+fn ports(range: std::ops::RangeInclusive<u16>) -> Vec<Grant> {
+    range.map(|p| tcp(p, "10.0.0.0/8")).collect()
+}
+
+#[test]
+fn grants_beyond_the_quota_go_to_an_overflow_group_created_with_its_tags_and_linked_with_the_mirror() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", ports(1..=5))
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", ports(1..=2))
+        .instance("i-0b3", InstanceState::Running, &["sg-0a1"])
+        .link("i-0b3", VPC, &["sg-77c"]);
+    world.config.limits.rules_per_group = 3;
+    let plan = world.plan();
+    assert!(warnings_of(&plan, WarningKind::QuotaExceeded).is_empty(), "{:?}", plan.warnings);
+    let Action::CreateMirror { name, tags, shard, .. } = &plan.actions[0].action else { panic!("{plan:?}") };
+    assert_eq!((name.as_str(), *shard), ("web-overflow-1", 1));
+    assert_eq!(tags.get(SHARD_TAG).map(String::as_str), Some("1"));
+    assert_eq!(tags.get(OWNERSHIP_TAG).map(String::as_str), Some("sg-0a1"));
+    assert_eq!(tags.get(OWNER_TAG).map(String::as_str), Some("default"));
+    let new_shard = GroupRef::New { source: sg("sg-0a1"), vpc: vpc(VPC), shard: 1 };
+    let mut placed: BTreeMap<GroupRef, Vec<u16>> = BTreeMap::new();
+    for planned in &plan.actions {
+        if let Action::Authorize { group, grants } = &planned.action {
+            placed.entry(group.clone()).or_default().extend(grants.iter().map(|g| port_of(&g.key.ports)));
+        }
+    }
+    assert_eq!(placed[&GroupRef::Existing(sg("sg-77c"))], vec![3]);
+    assert_eq!(placed[&new_shard], vec![4, 5]);
+    assert!(revoked(&plan).is_empty());
+    let relink = plan.actions.iter().find_map(|a| match &a.action {
+        Action::Relink { groups, .. } => Some((groups.clone(), a.depends_on.clone())),
+        _ => None,
+    });
+    let (groups, deps) = relink.expect("relinked with the overflow group");
+    assert_eq!(groups, vec![GroupRef::Existing(sg("sg-77c")), new_shard.clone()]);
+    assert!(deps.contains(&ActionId(0)), "the link waits for the create");
+    assert_eq!(plan.pairs[0].shards.len(), 1);
+    assert_eq!(plan.pairs[0].shards[0].rules, 2);
+}
+
+#[test]
+fn a_converged_overflow_plans_nothing_and_a_reference_translates_to_the_mirror() {
+    let mut world = World::new()
+        .classic("sg-0a1", "web", ports(1..=5))
+        .classic("sg-0a2", "app", vec![from_group(9, "sg-0a1")])
+        .map("sg-0a1", VPC)
+        .map("sg-0a2", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", ports(1..=3))
+        .mirror("sg-77d", "app", "sg-0a2", vec![]);
+    world = shard_group(world, "sg-88a", "web", "sg-0a1", 1, ports(4..=5));
+    world = world.instance("i-0b3", InstanceState::Running, &["sg-0a1"]).link("i-0b3", VPC, &["sg-77c", "sg-88a"]);
+    world.config.limits.rules_per_group = 3;
+    let plan = world.plan();
+    assert_eq!(kinds(&plan), vec![ActionKind::Authorize], "{plan:?}");
+    assert_eq!(authorized(&plan)[0].key.peer, Peer::Group { group: GroupRef::Existing(sg("sg-77c")), owner: None });
+    assert!(plan.orphans.is_empty());
+}
+
+#[test]
+fn adding_one_rule_moves_no_grant_between_groups() {
+    let mut world = World::new().classic("sg-0a1", "web", ports(1..=6)).map("sg-0a1", VPC).mirror(
+        "sg-77c",
+        "web",
+        "sg-0a1",
+        vec![tcp(1, "10.0.0.0/8"), tcp(3, "10.0.0.0/8"), tcp(6, "10.0.0.0/8")],
+    );
+    world = shard_group(world, "sg-88a", "web", "sg-0a1", 1, vec![tcp(2, "10.0.0.0/8"), tcp(4, "10.0.0.0/8")]);
+    world.snap.source_groups.get_mut(&sg("sg-0a1")).unwrap().ingress.push(tcp(7, "10.0.0.0/8"));
+    world.config.limits.rules_per_group = 3;
+    let plan = world.plan();
+    assert!(revoked(&plan).is_empty(), "{plan:?}");
+    let added: Vec<u16> = authorized(&plan).iter().map(|g| port_of(&g.key.ports)).collect();
+    assert_eq!(added, vec![5, 7]);
+}
+
+#[test]
+fn an_overflow_group_no_longer_needed_is_emptied_after_its_grants_moved_then_orphaned() {
+    let mut world = World::new().classic("sg-0a1", "web", ports(1..=3)).map("sg-0a1", VPC).mirror(
+        "sg-77c",
+        "web",
+        "sg-0a1",
+        ports(1..=2),
+    );
+    world = shard_group(world, "sg-88a", "web", "sg-0a1", 1, ports(3..=4));
+    world = world.instance("i-0b3", InstanceState::Running, &["sg-0a1"]).link("i-0b3", VPC, &["sg-77c", "sg-88a"]);
+    world.config.limits.rules_per_group = 3;
+    let plan = world.plan();
+    let authorize = plan.actions.iter().find(|a| a.action.kind() == ActionKind::Authorize).expect("moved");
+    let Action::Authorize { group, grants } = &authorize.action else { unreachable!() };
+    assert_eq!(group, &GroupRef::Existing(sg("sg-77c")));
+    assert_eq!(grants.len(), 1);
+    let revoke = plan
+        .actions
+        .iter()
+        .find(|a| matches!(&a.action, Action::Revoke { group, .. } if *group == sg("sg-88a")))
+        .expect("emptied");
+    assert!(revoke.depends_on.contains(&authorize.id), "make before break");
+    assert_eq!(plan.orphans.iter().map(|o| o.group.clone()).collect::<Vec<_>>(), vec![sg("sg-88a")]);
+    // Within the grace its link stays; nothing is deleted.
+    assert!(!plan.actions.iter().any(|a| matches!(a.action.kind(), ActionKind::Relink | ActionKind::DeleteMirror)));
+}
+
+#[test]
+fn with_overflow_groups_off_an_existing_overflow_group_is_an_orphan() {
+    let mut world = World::new().classic("sg-0a1", "web", ports(1..=2)).map("sg-0a1", VPC).mirror(
+        "sg-77c",
+        "web",
+        "sg-0a1",
+        ports(1..=2),
+    );
+    world = shard_group(world, "sg-88a", "web", "sg-0a1", 1, vec![]);
+    world.config.limits.overflow_groups = false;
+    let plan = world.plan();
+    assert_eq!(plan.orphans.len(), 1);
+    assert!(plan.pairs[0].shards.is_empty());
+}
+
+#[test]
+fn a_member_that_would_need_more_than_five_groups_is_reported_and_not_linked() {
+    let mut world = World::new();
+    for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        let source = format!("sg-0a{i}");
+        world = world.classic(&source, name, ports(1..=2)).map(&source, VPC);
+    }
+    // Its mirror and two overflow groups, with three other mirrors: six groups.
+    world.snap.source_groups.get_mut(&sg("sg-0a0")).unwrap().ingress = ports(1..=6);
+    world.config.limits.rules_per_group = 2;
+    world = world.instance("i-0b3", InstanceState::Running, &["sg-0a0", "sg-0a1", "sg-0a2", "sg-0a3"]);
+    let plan = world.plan();
+    assert_eq!(warnings_of(&plan, WarningKind::LinkLimit).len(), 1, "{:?}", plan.warnings);
+    assert!(!plan.actions.iter().any(|a| a.action.kind() == ActionKind::Attach));
 }
 
 // ----- instances and ClassicLink (docs/semantics.md) -----------------------
@@ -1585,8 +1738,10 @@ fn an_observed_key_compares_with_a_planned_one_as_if_it_were_an_existing_group_r
         .map(|k| Grant { key: k.clone(), description: None }.map_group(GroupRef::Existing).key)
         .collect();
     for protocol in [Protocol::Tcp, Protocol::Udp] {
-        let new =
-            |source: &str| Peer::Group { group: GroupRef::New { source: sg(source), vpc: vpc(VPC) }, owner: None };
+        let new = |source: &str| Peer::Group {
+            group: GroupRef::New { source: sg(source), vpc: vpc(VPC), shard: 0 },
+            owner: None,
+        };
         planned.push(GrantKey { protocol, ports: ports[1], peer: new("sg-0a1") });
         planned.push(GrantKey { protocol, ports: ports[1], peer: new("sg-000") });
     }

@@ -17,13 +17,22 @@ use crate::model::{Grant, GroupId, InstanceId, SnapshotPart, VpcId};
 pub enum GroupRef {
     /// An existing group.
     Existing(GroupId),
-    /// The mirror a `create_mirror` action of this plan creates.
+    /// The mirror (or overflow group) a `create_mirror` action of this plan
+    /// creates.
     New {
         /// Its source group.
         source: GroupId,
         /// Its VPC.
         vpc: VpcId,
+        /// `0` for the mirror itself, else the overflow shard's number.
+        #[serde(default, skip_serializing_if = "is_zero_u8")]
+        shard: u8,
     },
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero_u8(shard: &u8) -> bool {
+    *shard == 0
 }
 
 impl GroupRef {
@@ -90,6 +99,10 @@ pub enum Action {
         description: String,
         /// Tags set at creation.
         tags: BTreeMap<String, String>,
+        /// `0` for the mirror itself, else the number of the overflow group
+        /// (docs/semantics.md, "Overflow groups") this creates.
+        #[serde(default, skip_serializing_if = "is_zero_u8")]
+        shard: u8,
     },
     /// Put our ownership and owner tags on an existing group (default group,
     /// adoption), or our owner tag on a mirror that lacks one (a claim).
@@ -508,6 +521,23 @@ pub struct PairPlan {
     pub origin: Origin,
     /// What would change.
     pub drift: Drift,
+    /// The mirror's overflow groups in use (existing or to be created), by
+    /// shard number; empty when its grants fit in the mirror.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardPlan>,
+}
+
+/// One overflow group of a pair (docs/semantics.md, "Overflow groups").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPlan {
+    /// Its number, 1 to [`crate::model::MAX_OVERFLOW_SHARDS`].
+    pub shard: u8,
+    /// The group (existing, or created by this plan).
+    pub group: GroupRef,
+    /// Its name.
+    pub name: String,
+    /// The weight of the grants the plan places in it (EC2's rule count).
+    pub rules: usize,
 }
 
 impl PairPlan {

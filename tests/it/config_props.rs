@@ -180,7 +180,7 @@ fn plausible(path: &str) -> BoxedStrategy<String> {
         "external_id" => &["migration-2026", "ab", "urn:x/y"],
         "session_name" => &["classiclink-mirror", "s@x.y"],
         "source_account" | "target_account" => &["target"],
-        "delete_orphans" | "link_instances" | "adopt" | "enable_classiclink" => {
+        "delete_orphans" | "link_instances" | "adopt" | "enable_classiclink" | "overflow_groups" => {
             return any::<bool>().prop_map(|b| b.to_string()).boxed();
         }
         // A key added since: give it a plausible entry above, or the

@@ -25,8 +25,12 @@ struct EmulatorProcess {
 
 impl EmulatorProcess {
     async fn start(args: &[&str]) -> Self {
+        Self::start_with("tests/fixtures/estates/small.toml", args).await
+    }
+
+    async fn start_with(estate: &str, args: &[&str]) -> Self {
         let mut child = binary()
-            .args(["emulator", "--listen", "127.0.0.1:0", "--estate", "tests/fixtures/estates/small.toml"])
+            .args(["emulator", "--listen", "127.0.0.1:0", "--estate", estate])
             .args(args)
             .spawn()
             .expect("start the emulator");
@@ -768,4 +772,62 @@ async fn events_change_latency() {
     // Every change came through its event: targeted passes did the work.
     assert!(metric(&metrics, "classiclink_mirror_passes_total{kind=\"targeted\"}") >= 1.0, "{metrics}");
     let _ = stop(daemon, "TERM").await;
+}
+
+/// Issue 15's goal, end to end: a Classic source with 100 rules and EC2's
+/// default quota of 60 (the emulator's too). One `apply` puts every rule on
+/// the VPC side, in the mirror and one overflow group, and links each member
+/// to both; a second `apply` writes nothing.
+#[tokio::test]
+async fn a_source_with_100_rules_and_a_quota_of_60_is_mirrored_whole_in_one_apply_then_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut estate = String::from(
+        "[[vpc]]\nname = \"target\"\nid = \"vpc-9f2e1d0c\"\ncidr = \"10.0.0.0/16\"\nclassic_link = true\n\n\
+         [[group]]\nname = \"big\"\nid = \"sg-0b1b2b3b\"\ndescription = \"Big\"\n\
+         tags = { \"classiclinkmirror:linkToVPC\" = \"vpc-9f2e1d0c\" }\n",
+    );
+    for port in 1..=100 {
+        estate.push_str(&format!("\n[[group.rules]]\nprotocol = \"tcp\"\nport = {port}\ncidr = \"10.1.0.0/16\"\n"));
+    }
+    estate.push_str("\n[[instance]]\ngroups = [\"big\"]\ncount = 2\n");
+    let estate_path = dir.path().join("estate.toml");
+    std::fs::write(&estate_path, estate).unwrap();
+    let emulator = EmulatorProcess::start_with(estate_path.to_str().unwrap(), &[]).await;
+    let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
+    let config = config.to_str().unwrap();
+
+    let first = run_command(&["apply", "--config", config]).await;
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let ec2 = emulator.sdk().await;
+    let groups = mirrors(&ec2).await;
+    let ours: Vec<&SecurityGroup> =
+        groups.iter().filter(|g| g.mirrored_from() == Some("sg-0b1b2b3b".parse().unwrap())).collect();
+    assert_eq!(
+        ours.len(),
+        2,
+        "the mirror and one overflow group: {:?}",
+        ours.iter().map(|g| &g.name).collect::<Vec<_>>()
+    );
+    let mut ports: Vec<u16> = ours
+        .iter()
+        .flat_map(|g| g.ingress.iter())
+        .map(|r| match r.key.ports {
+            Ports::Range { from, .. } => from,
+            _ => 0,
+        })
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, (1..=100).collect::<Vec<u16>>(), "every rule once on the VPC side");
+    assert!(ours.iter().all(|g| g.ingress.len() <= 60));
+    let ids: std::collections::BTreeSet<GroupId> = ours.iter().map(|g| g.id.clone()).collect();
+    let links = ec2.describe_classic_link_instances(&Default::default()).await.unwrap();
+    assert_eq!(links.len(), 2, "{links:?}");
+    for link in &links {
+        assert_eq!(link.groups, ids, "{} is linked to the mirror and its overflow group", link.instance_id);
+    }
+
+    emulator.reset_calls().await;
+    let second = run_command(&["apply", "--config", config]).await;
+    assert_eq!(second.code, 0, "{}", second.stdout);
+    assert_eq!(emulator.mutating_calls().await, 0, "a converged estate gets no writes");
 }

@@ -262,6 +262,8 @@ struct EstateSpec {
     links: Vec<LinkSpec>,
     discovery: bool,
     quota: usize,
+    /// `limits.overflow_groups`.
+    overflow: bool,
     /// `orphan_grace` of 10 minutes instead of none: orphans wait (and keep
     /// their links and references) during the few seconds a test spans.
     orphans_wait: bool,
@@ -393,7 +395,7 @@ fn estate() -> impl Strategy<Value = EstateSpec> {
         prop::collection::vec(link_spec(), 0..=6),
         prop::bool::weighted(0.7),
         prop_oneof![3 => Just(60usize), 1 => 1usize..=8],
-        (prop::bool::weighted(0.2), prop::bool::weighted(0.1), prop::bool::weighted(0.3)),
+        (prop::bool::weighted(0.2), prop::bool::weighted(0.1), prop::bool::weighted(0.3), prop::bool::weighted(0.7)),
     )
         .prop_map(
             |(
@@ -407,7 +409,7 @@ fn estate() -> impl Strategy<Value = EstateSpec> {
                 links,
                 discovery,
                 quota,
-                (orphans_wait, keep_orphans, named_deployment),
+                (orphans_wait, keep_orphans, named_deployment, overflow),
             )| EstateSpec {
                 vpcs,
                 names,
@@ -419,6 +421,7 @@ fn estate() -> impl Strategy<Value = EstateSpec> {
                 links,
                 discovery,
                 quota,
+                overflow,
                 orphans_wait,
                 keep_orphans,
                 named_deployment,
@@ -513,6 +516,7 @@ fn base_config(spec: &EstateSpec) -> Config {
     config.safety.orphan_grace = if spec.orphans_wait { Duration::from_secs(600) } else { Duration::ZERO };
     config.safety.delete_orphans = !spec.keep_orphans;
     config.limits.rules_per_group = spec.quota;
+    config.limits.overflow_groups = spec.overflow;
     config.discovery.tag_key = spec.discovery.then(|| DEFAULT_DISCOVERY_TAG.to_owned());
     if spec.named_deployment {
         config.daemon.owner = "team-a".to_owned();
@@ -843,17 +847,19 @@ struct Applier<'p> {
     me: &'p str,
     managed: BTreeSet<&'p GroupId>,
     snap: Snapshot,
-    created: BTreeMap<(GroupId, VpcId), GroupId>,
+    created: BTreeMap<(GroupId, VpcId, u8), GroupId>,
     next_id: u32,
+    /// `limits.rules_per_group`, which EC2 enforces on an authorize.
+    quota: usize,
 }
 
 impl Applier<'_> {
     fn resolve(&self, group: &GroupRef) -> Result<GroupId, String> {
         match group {
             GroupRef::Existing(id) => Ok(id.clone()),
-            GroupRef::New { source, vpc } => self
+            GroupRef::New { source, vpc, shard } => self
                 .created
-                .get(&(source.clone(), vpc.clone()))
+                .get(&(source.clone(), vpc.clone(), *shard))
                 .cloned()
                 .ok_or_else(|| format!("InvalidGroup.NotFound: the mirror of {source} in {vpc} was never created")),
         }
@@ -892,7 +898,7 @@ impl Applier<'_> {
     /// deletion refused because a group we do not own references `g`.
     fn apply(&mut self, action: &Action) -> Result<Option<GroupId>, String> {
         match action {
-            Action::CreateMirror { source, vpc, name, description, tags } => {
+            Action::CreateMirror { source, vpc, name, description, tags, shard } => {
                 if !self.snap.vpcs.contains_key(vpc) {
                     return Err(format!("InvalidVpcID.NotFound: {vpc}"));
                 }
@@ -907,7 +913,7 @@ impl Applier<'_> {
                 let mut g = group(id.clone(), name, description, Some(vpc.clone()));
                 g.tags = tags.clone();
                 self.snap.vpc_groups.insert(id.clone(), g);
-                self.created.insert((source.clone(), vpc.clone()), id);
+                self.created.insert((source.clone(), vpc.clone(), *shard), id);
             }
             Action::TagGroup { group, tags, .. } => self.vpc_group(group)?.tags.extend(tags.clone()),
             Action::UntagGroup { group, keys, .. } => {
@@ -939,7 +945,11 @@ impl Applier<'_> {
                     }
                     resolved.push(grant);
                 }
+                let quota = self.quota;
                 let g = self.vpc_group(&id)?;
+                if g.ingress.len() + resolved.len() > quota {
+                    return Err(format!("RulesPerSecurityGroupLimitExceeded: {id}"));
+                }
                 for grant in resolved {
                     if g.ingress.iter().any(|r| r.key == grant.key) {
                         return Err(format!("InvalidPermission.Duplicate: {:?} on {id}", grant.key));
@@ -1053,6 +1063,7 @@ fn apply(config: &Config, plan: &Plan, snap: &Snapshot, next_id: &mut u32) -> Ou
         snap: snap.clone(),
         created: BTreeMap::new(),
         next_id: *next_id,
+        quota: config.limits.rules_per_group,
     };
     let mut done: BTreeSet<ActionId> = BTreeSet::new();
     let mut outcome = Outcome::default();
@@ -1159,10 +1170,11 @@ fn check_structure(plan: &Plan) -> Result<(), TestCaseError> {
             _ => {}
         }
         for new in news {
-            let GroupRef::New { source, vpc } = new else { continue };
-            let create = plan.actions[..index].iter().find(
-                |a| matches!(&a.action, Action::CreateMirror { source: s, vpc: v, .. } if *s == source && *v == vpc),
-            );
+            let GroupRef::New { source, vpc, shard } = new else { continue };
+            let create = plan.actions[..index].iter().find(|a| {
+                matches!(&a.action, Action::CreateMirror { source: s, vpc: v, shard: n, .. }
+                    if *s == source && *v == vpc && *n == shard)
+            });
             prop_assert!(
                 create.is_some_and(|c| planned.depends_on.contains(&c.id)),
                 "action {} uses the new mirror of {} in {} without depending on its create",
@@ -1344,8 +1356,12 @@ fn check_other_owners_untouched(config: &Config, snap: &Snapshot, plan: &Plan) -
             Action::Relink { from, groups, .. } => {
                 touched.extend(from.iter().filter(|g| !groups.contains(&GroupRef::Existing((*g).clone()))).cloned());
             }
-            Action::CreateMirror { source, vpc, tags, .. } => {
+            Action::CreateMirror { source, vpc, tags, shard, .. } => {
                 prop_assert_eq!(tags.get(OWNER_TAG).map(String::as_str), Some(me), "create of {} in {}", source, vpc);
+                // An overflow group of our mirror is not a second mirror.
+                if *shard != 0 {
+                    continue;
+                }
                 let duplicate = snap.vpc_groups.values().find(|g| {
                     theirs.contains(&g.id)
                         && g.vpc_id.as_ref() == Some(vpc)
@@ -1820,4 +1836,141 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
     assert!(seen("converged after 1 applied plan(s)") > 0);
     assert!(seen("tag Claim") > 0, "the generator never claims an unowned mirror");
     assert!(seen("a deletion refused: referenced by a group not ours") > 0);
+}
+
+// ----- overflow groups (issue 15) ----------------------------------------------
+
+/// The grants held by the groups of `source` in the snapshot (its mirror and
+/// overflow groups: every VPC group tagged for it), and whether each of those
+/// groups is in `instance`'s link.
+fn held_for(snap: &Snapshot, source: &GroupId) -> (BTreeSet<GrantKey>, BTreeSet<GrantKey>) {
+    let link = snap.links.get(&inst("i-0b1"));
+    let mut held = BTreeSet::new();
+    let mut reachable = BTreeSet::new();
+    for group in snap.vpc_groups.values().filter(|g| g.mirrored_from().as_ref() == Some(source)) {
+        let linked = link.is_some_and(|l| l.groups.contains(&group.id));
+        for rule in &group.ingress {
+            held.insert(rule.key.clone());
+            if linked {
+                reachable.insert(rule.key.clone());
+            }
+        }
+    }
+    (held, reachable)
+}
+
+/// Issue 15's goal, at the planner: a source grown from 55 to 130 rules and
+/// shrunk back, one rule at a time, with a quota of 60. After every pass each
+/// desired grant is held by the mirror or an overflow group and reaches the
+/// member through its link; during every pass, at every prefix of the
+/// executed actions, no grant desired both before and after the change is
+/// missing (make-before-break across groups); no group ever exceeds the quota
+/// (the applier refuses it like EC2); and a pass that adds one rule revokes
+/// nothing.
+#[test]
+fn growing_a_source_to_130_rules_and_back_never_leaves_a_grant_missing() {
+    let source = sg("sg-0a1");
+    let target = vpc("vpc-9f2");
+    let mut config = Config::with_region("us-east-1");
+    config.limits.rules_per_group = 60;
+    config.safety.orphan_grace = Duration::from_secs(30);
+    config.safety.max_revokes_per_cycle = 100_000;
+    config.mirrors.push(MirrorConfig::new(SourceRef::Id(source.clone()), target.clone()));
+    let mut snap = Snapshot::default();
+    snap.vpcs.insert(target.clone(), Vpc { id: target.clone(), classic_link_enabled: true });
+    snap.source_groups.insert(source.clone(), group(source.clone(), "web", "web tier", None));
+    snap.instances.insert(
+        inst("i-0b1"),
+        Instance {
+            id: inst("i-0b1"),
+            state: InstanceState::Running,
+            vpc_id: None,
+            groups: BTreeSet::from([source.clone()]),
+            private_ip: None,
+        },
+    );
+    let rules = |n: u16| -> Vec<Grant> {
+        (1..=n)
+            .map(|p| {
+                let peer = Peer::Ipv4(ipv4("10.0.0.0/8"));
+                Grant::from_ec2("tcp", Some(i32::from(p)), Some(i32::from(p)), peer, None, Some(OWN_ACCOUNT)).unwrap()
+            })
+            .collect()
+    };
+    let mut memory = Memory::default();
+    let mut now = t0();
+    let mut next_id = 0;
+    let mut previous: BTreeSet<GrantKey> = BTreeSet::new();
+    let sizes: Vec<u16> = (55..=130).chain((55..130).rev()).collect();
+    let mut groups_seen = BTreeSet::new();
+    for (step, &n) in sizes.iter().enumerate() {
+        snap.source_groups.get_mut(&source).unwrap().ingress = rules(n);
+        let desired: BTreeSet<GrantKey> = rules(n).into_iter().map(|g| g.key).collect();
+        let kept: BTreeSet<GrantKey> = previous.intersection(&desired).cloned().collect();
+        // Two passes at most settle a step (a link to a group created in the
+        // first waits for it); orphans go once their grace has passed.
+        for pass in 0..2 {
+            let (planned, next) = plan(&config, &snap, &memory, now);
+            memory = next;
+            let growing = step > 0 && n > sizes[step - 1] && pass == 0;
+            if growing {
+                assert_eq!(revoked_grants(&planned), 0, "step {step} ({n} rules) revokes while adding one");
+            }
+            let mut applier = Applier {
+                me: &config.daemon.owner,
+                managed: managed_sources(&planned),
+                snap: snap.clone(),
+                created: BTreeMap::new(),
+                next_id,
+                quota: config.limits.rules_per_group,
+            };
+            let mut done: BTreeSet<ActionId> = BTreeSet::new();
+            for action in planned.executable() {
+                if action.depends_on.iter().any(|d| !done.contains(d)) {
+                    continue;
+                }
+                match applier.apply(&action.action) {
+                    Ok(None) => {
+                        done.insert(action.id);
+                    }
+                    other => panic!("step {step} ({n} rules): action {} {:?}: {other:?}", action.id.0, action.action),
+                }
+                let (held, _) = held_for(&applier.snap, &source);
+                let missing: Vec<&GrantKey> = kept.difference(&held).collect();
+                assert!(
+                    missing.is_empty(),
+                    "step {step} ({n} rules), after action {}: {missing:?} missing",
+                    action.id.0
+                );
+            }
+            next_id = applier.next_id;
+            snap = applier.snap;
+            now += Duration::from_secs(10);
+        }
+        let (held, reachable) = held_for(&snap, &source);
+        assert!(
+            desired.is_subset(&held),
+            "step {step} ({n} rules): {} desired not held",
+            desired.difference(&held).count()
+        );
+        assert!(
+            desired.is_subset(&reachable),
+            "step {step} ({n} rules): {} desired not reachable through the link",
+            desired.difference(&reachable).count()
+        );
+        for group in snap.vpc_groups.values() {
+            assert!(group.ingress.len() <= 60, "{} holds {}", group.id, group.ingress.len());
+            groups_seen.insert(group.id.clone());
+        }
+        previous = desired;
+    }
+    // 130 rules need three groups; at 55 the overflow groups are gone again.
+    assert!(groups_seen.len() >= 3, "{groups_seen:?}");
+    let (plan_at_end, _) = plan(&config, &snap, &memory, now + Duration::from_secs(60));
+    let mut after = snap.clone();
+    let mut id = next_id;
+    after = apply(&config, &plan_at_end, &after, &mut id).snap;
+    let left: Vec<&SecurityGroup> =
+        after.vpc_groups.values().filter(|g| g.mirrored_from().as_ref() == Some(&source)).collect();
+    assert_eq!(left.len(), 1, "only the mirror is left: {:?}", left.iter().map(|g| &g.name).collect::<Vec<_>>());
 }

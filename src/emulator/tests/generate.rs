@@ -127,3 +127,13 @@ async fn a_generated_estate_saved_as_toml_loads_into_the_same_world() {
     assert_eq!(links(direct.clone()).await, links(from_file.clone()).await);
     assert_eq!(direct.vpc_ids(), from_file.vpc_ids());
 }
+
+#[test]
+fn oversized_groups_get_their_own_rule_count_and_none_are_drawn_by_default() {
+    let plain = spec().estate();
+    assert!(plain.groups.iter().all(|g| g.rules.len() == 20));
+    let oversized = GenerateSpec { oversized_fraction: 0.5, oversized_rules: 30, ..spec() }.estate();
+    let big = oversized.groups.iter().filter(|g| g.rules.len() == 30).count();
+    assert!(big > 0 && big < 50, "{big} of 50 oversized");
+    assert!(oversized.groups.iter().all(|g| g.rules.len() == 20 || g.rules.len() == 30));
+}

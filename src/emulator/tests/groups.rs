@@ -236,6 +236,29 @@ async fn the_rules_quota_counts_each_grant_and_is_configurable() {
 }
 
 #[tokio::test]
+async fn the_rules_quota_counts_each_cidr_of_one_permission_as_ec2_does() {
+    let small = Emulator::new(EmulatorOptions {
+        limits: Limits { rules_per_group: 2, classic_rules_per_group: 3 },
+        ..EmulatorOptions::default()
+    });
+    let vpc = small.create_vpc(&NewVpc::default()).await.unwrap();
+    let group = vpc_group(&small, &vpc, "web").await;
+    let cidrs = |list: &[&str]| IpPermission {
+        ip_protocol: "tcp".into(),
+        from_port: Some(22),
+        to_port: Some(22),
+        ip_ranges: list.iter().map(|c| CidrSource { cidr: (*c).into(), description: None }).collect(),
+        ..IpPermission::default()
+    };
+    // One permission, three CIDRs: three rules, above a quota of two.
+    let three = cidrs(&["10.0.0.0/8", "10.1.0.0/16", "10.2.0.0/16"]);
+    assert_eq!(code(small.authorize_permissions(&group, &[three]).await), codes::RULES_LIMIT);
+    assert!(small.peek_group(&group).unwrap().ingress.is_empty());
+    small.authorize_permissions(&group, &[cidrs(&["10.0.0.0/8", "10.1.0.0/16"])]).await.unwrap();
+    assert_eq!(small.peek_group(&group).unwrap().ingress.len(), 2);
+}
+
+#[tokio::test]
 async fn revoking_a_missing_grant_from_a_vpc_group_fails_and_revokes_nothing() {
     let (emu, vpc) = world_with_vpc().await;
     let web = vpc_group(&emu, &vpc, "web").await;
