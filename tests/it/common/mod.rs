@@ -1,16 +1,34 @@
-//! Helpers shared by the integration tests' modules: where the crate lives,
-//! the real binary as the end-to-end tests start it, and the daemon's own SDK
-//! adapter pointed at a local endpoint (the emulator's HTTP server, a canned
-//! server or moto) with test credentials.
+//! Helpers shared by the integration tests' modules. Here: where the crate
+//! lives, the real binary as the end-to-end tests start it, and the daemon's
+//! own SDK adapter pointed at a local endpoint (the emulator's HTTP server, a
+//! canned server or moto) with test credentials. One module per job:
+//!
+//! - `process`: a command run to its exit, a daemon started on a config,
+//!   signals by PID, a bounded stop, a process's log;
+//! - `emulator`: the `emulator` subcommand as a process, its address and its
+//!   request counters;
+//! - `http`: a free port, `GET`, `/status`, one `/metrics` value, "settled";
+//! - `wait`: `eventually` and `wait_ready`, bounded polls;
+//! - `config`: daemon config files for a local endpoint;
+//! - `moto`: the shared moto server.
+//!
+//! A test module keeps only what is its own (its estate, its assertions).
 #![allow(dead_code)] // each test module uses a different part of it
 
+pub mod config;
+pub mod emulator;
+pub mod http;
 pub mod moto;
+pub mod process;
+pub mod wait;
 
 use std::path::Path;
 use std::process::Stdio;
 
 use classiclink_mirror::config::AwsConfig;
 use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions, StaticCredentials};
+use classiclink_mirror::ec2::{Ec2, GroupFilter};
+use classiclink_mirror::model::{SecurityGroup, VpcId};
 
 /// The crate root: tests run the binary from here and read `tests/fixtures`.
 pub fn root() -> &'static Path {
@@ -56,4 +74,10 @@ pub async fn local_port(url: &str) -> AwsEc2 {
 pub async fn local_port_paged(url: &str, page_size: i32) -> AwsEc2 {
     let options = AwsOptions { page_size, credentials: Some(test_credentials()), ..AwsOptions::default() };
     AwsEc2::from_config_with(&endpoint_config(url), options).await
+}
+
+/// Every group in `vpc`, read through `ec2`.
+pub async fn vpc_groups(ec2: &AwsEc2, vpc: &str) -> Vec<SecurityGroup> {
+    let filter = GroupFilter { vpc_ids: vec![VpcId::try_new(vpc).unwrap()], ..GroupFilter::default() };
+    ec2.describe_security_groups(&filter).await.unwrap()
 }
