@@ -421,13 +421,7 @@ async fn more_idle_sockets_than_open_files_allowed_neither_starve_healthz_nor_st
 /// An EC2 client that is not the daemon (no `app/classiclink-mirror` in its
 /// `User-Agent`): its writes are a human's, not the daemon's echo.
 fn someone_else(url: &str) -> aws_sdk_ec2::Client {
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "test"))
-        .build();
-    aws_sdk_ec2::Client::from_conf(config)
+    crate::common::raw_ec2(url)
 }
 
 #[tokio::test]
@@ -530,11 +524,8 @@ async fn events_change_latency() {
     let text = std::fs::read_to_string(&config).unwrap().replace("interval = \"1s\"", "interval = \"60s\"");
     std::fs::write(&config, text).unwrap();
     // Thousands of log lines: an unread pipe would fill and stall the daemon.
-    let daemon = crate::common::process::daemon_command(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon =
+        crate::common::process::daemon_command(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     eventually(Duration::from_secs(600), "the first pass", || async {
         metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_passes_total{kind=\"full\"}") >= 1.0
     })

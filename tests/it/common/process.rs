@@ -61,8 +61,7 @@ pub async fn stop(mut child: Child, signal: &str) -> ExitStatus {
 /// [`stop`], then everything the process wrote to stderr (its log).
 pub async fn stop_with_log(mut child: Child, signal: &str) -> (ExitStatus, String) {
     self::signal(&child, signal).await;
-    let status =
-        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits within 30 s").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits within 30 s").unwrap();
     (status, log_of(&mut child).await)
 }
 
