@@ -6,7 +6,10 @@
 //!
 //! The last block holds the codes this program makes up for failures EC2
 //! never answered (a timeout, a refused connection, an answer that makes no
-//! sense): they classify like EC2's own.
+//! sense). Each says its kind: the transport failures (`Timeout`,
+//! `ConnectionError`) are built transient with
+//! [`crate::ec2::Ec2Error::transport`]; the rest go through
+//! [`crate::ec2::ErrorKind::from_code`], which makes them fatal.
 
 /// Authorizing a grant the group already has.
 pub const PERMISSION_DUPLICATE: &str = "InvalidPermission.Duplicate";
@@ -105,7 +108,7 @@ pub const REQUEST_ENTITY_TOO_LARGE: &str = "RequestEntityTooLargeException";
 /// EC2's limit on the size of one Query API request: 2 MB.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
-/// Deleting a group with `DetachClassicLinkVpc` of an instance that is not linked.
+/// `DetachClassicLinkVpc` of an instance that is not linked to that VPC.
 pub const INSTANCE_NOT_LINKED: &str = "InvalidInstanceID.NotLinked";
 /// Throttling, as other AWS front ends spell it.
 pub const THROTTLING: &str = "Throttling";
@@ -166,8 +169,9 @@ pub const UNKNOWN_ERROR: &str = "UnknownError";
 /// performed.
 pub const RETURNED_FALSE: &str = "ReturnedFalse";
 
-/// The HTTP status EC2 sends with an error code: 503 for throttling and
-/// unavailability, 500 for other server faults, 412 for `DryRunOperation`,
+/// The HTTP status EC2 sends with an error code: 503 for
+/// `RequestLimitExceeded`, `Unavailable` and `ServiceUnavailable`, 500 for
+/// `InternalError` and `InternalFailure`, 412 for `DryRunOperation`,
 /// 413 for a request too large, 400 for everything else.
 #[must_use]
 pub fn http_status(code: &str) -> u16 {

@@ -6,8 +6,9 @@
 //! counted and timed, and is retried alone. Each request gets:
 //!
 //! - a token bucket per request category (`governor`, from `[rate_limit]`)
-//!   and an additive-increase / multiplicative-decrease slowdown after
-//!   `RequestLimitExceeded`;
+//!   and an additive-increase / multiplicative-decrease slowdown after a
+//!   throttling error (`RequestLimitExceeded` and the codes that classify
+//!   like it, [`ErrorKind::Throttled`]);
 //! - bounded retries of throttling and transient errors, as the AWS SDKs'
 //!   *standard* retry mode does them: at most `max_attempts` attempts,
 //!   exponential backoff with full jitter capped at `retry_max_delay`, and a
@@ -319,7 +320,8 @@ impl Lane {
 /// Counters of what the limiter saw, for tests and benchmarks.
 #[derive(Debug, Default)]
 pub struct LimiterStats {
-    /// Attempts answered `RequestLimitExceeded`.
+    /// Attempts answered with a throttling error ([`ErrorKind::Throttled`]:
+    /// `RequestLimitExceeded` and the like).
     pub throttled: AtomicU64,
     /// Attempts retried (throttled or transient).
     pub retries: AtomicU64,
@@ -375,7 +377,8 @@ impl<E: Ec2> Limited<E> {
         self
     }
 
-    /// Sends a record of every attempt to `observer`.
+    /// Sends `observer` a record of every attempt, every retry decision and
+    /// the retry quota's level (now, and whenever it changes).
     #[must_use]
     pub fn with_observer(mut self, observer: Box<dyn RequestObserver>) -> Self {
         observer.retry_quota(self.retry_quota());

@@ -400,7 +400,7 @@ impl<T> Page<T> {
 /// underneath (and, through [`limited::Limited`], metered and retried alone).
 ///
 /// # Errors
-/// The first page's error, as is: the items before it are dropped, because a
+/// The error of the first page that fails, as is: the items before it are dropped, because a
 /// partial describe must not look complete. A token equal to the one just
 /// sent would loop forever and fails as [`MALFORMED_RESPONSE`].
 pub async fn paginate<T, F, Fut>(operation: Operation, mut fetch: F) -> Result<Vec<T>, Ec2Error>

@@ -18,15 +18,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::{Ec2, GroupFilter, InstanceFilter, LinkFilter};
 use classiclink_mirror::model::{
-    GrantKey, GroupId, InstanceState, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId,
+    GrantKey, GroupId, InstanceState, ORPHANED_SINCE_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::common::binary;
+use crate::common::config::daemon_toml;
+use crate::common::emulator::EmulatorProcess;
+use crate::common::http::{converged, free_port};
+use crate::common::process::{log_of, run_daemon, signal};
+use crate::common::wait::eventually;
+use crate::common::{binary, vpc_groups};
 
 const TARGET_VPC: &str = "vpc-9f2e1d0c";
 /// Classic groups to mirror; each references the next, so authorizations
@@ -80,8 +82,7 @@ fn estate() -> String {
 }
 
 struct World {
-    _emulator: Child,
-    url: String,
+    emulator: EmulatorProcess,
     dir: tempfile::TempDir,
     config: String,
 }
@@ -90,54 +91,21 @@ async fn start_world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let estate_path = dir.path().join("estate.toml");
     std::fs::write(&estate_path, estate()).unwrap();
-    let mut emulator = binary()
-        .args([
-            "emulator",
-            "--listen",
-            "127.0.0.1:0",
-            "--estate",
-            estate_path.to_str().unwrap(),
-            "--throttle",
-            "--consistency-delay",
-            "1500ms",
-        ])
-        .spawn()
-        .expect("start the emulator");
-    let mut lines = BufReader::new(emulator.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the emulator prints its address within 30 s")
-        .unwrap()
-        .expect("a first line");
-    let url = first.rsplit(' ').next().unwrap().to_owned();
+    let emulator =
+        EmulatorProcess::start(estate_path.to_str().unwrap(), &["--throttle", "--consistency-delay", "1500ms"]).await;
     let state_dir = dir.path().join("state");
     std::fs::create_dir(&state_dir).unwrap();
     // Four writes a second: the cold start (24 creates, 24 authorizes, 12
     // attaches, 1 mark) takes about 15 s, so every kill lands inside it.
-    let text = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n\
-         [daemon]\ninterval = \"1s\"\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\
-         [safety]\norphan_grace = \"1h\"\n\
-         [rate_limit]\nmutating_per_second = 4.0\nmutating_burst = 2\n",
-        state_dir.display()
+    let text = daemon_toml(
+        &emulator.url,
+        "127.0.0.1:0",
+        &state_dir,
+        "[safety]\norphan_grace = \"1h\"\n[rate_limit]\nmutating_per_second = 4.0\nmutating_burst = 2\n",
     );
     let config = dir.path().join("mirror.toml");
     std::fs::write(&config, text).unwrap();
-    World { _emulator: emulator, url, config: config.to_str().unwrap().to_owned(), dir }
-}
-
-/// Everything the daemon wrote to stderr (its JSON log).
-async fn log_of(child: &mut Child) -> String {
-    let mut log = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = tokio::time::timeout(Duration::from_secs(10), stderr.read_to_string(&mut log)).await;
-    }
-    log
-}
-
-async fn vpc_groups(ec2: &AwsEc2) -> Vec<SecurityGroup> {
-    let filter = GroupFilter { vpc_ids: vec![VpcId::try_new(TARGET_VPC).unwrap()], ..GroupFilter::default() };
-    ec2.describe_security_groups(&filter).await.unwrap()
+    World { emulator, config: config.to_str().unwrap().to_owned(), dir }
 }
 
 /// The invariants that hold at every moment, converged or not: one mirror
@@ -166,11 +134,11 @@ async fn kill_9_at_random_moments_of_a_cold_start_leaves_nothing_half_made_and_a
     eprintln!("crash_safety: seed {seed} (rerun with CLASSICLINK_MIRROR_CRASH_SEED={seed})");
     let mut rng = Rng(seed);
     let world = start_world().await;
-    let ec2 = crate::common::local_port(&world.url).await;
+    let ec2 = world.emulator.sdk().await;
 
     let mut progress = Vec::new();
     for kill in 1..=KILLS {
-        let mut daemon = binary().args(["run", "--config", &world.config]).spawn().expect("start run");
+        let mut daemon = run_daemon(Path::new(&world.config));
         let after = rng.between(Duration::from_millis(300), Duration::from_millis(2500));
         tokio::time::sleep(after).await;
         daemon.start_kill().expect("SIGKILL");
@@ -178,7 +146,7 @@ async fn kill_9_at_random_moments_of_a_cold_start_leaves_nothing_half_made_and_a
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "killed by SIGKILL");
         let log = log_of(&mut daemon).await;
         assert!(!log.contains("state file cannot be used"), "kill {kill}: the state file was left unusable:\n{log}");
-        let groups = vpc_groups(&ec2).await;
+        let groups = vpc_groups(&ec2, TARGET_VPC).await;
         let mirrors = groups.iter().filter(|g| g.name != "default").count();
         eprintln!("crash_safety: kill {kill} after {after:?}: {mirrors} groups in the VPC");
         check_no_half_made_group(&groups, &format!("after kill {kill} ({after:?} into the run)"));
@@ -187,24 +155,13 @@ async fn kill_9_at_random_moments_of_a_cold_start_leaves_nothing_half_made_and_a
     assert!(progress[0] < GROUPS + 1, "the first kill landed before the cold start ended: {progress:?}");
 
     // A restart converges: poll /status until a pass finds nothing to do.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
     let text = std::fs::read_to_string(&world.config).unwrap().replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(&world.config, text).unwrap();
-    let mut daemon = binary().args(["run", "--config", &world.config]).spawn().expect("start run");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(tokio::time::Instant::now() < deadline, "the restarted daemon did not converge within 60 s");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/status")).await else { continue };
-        let status: serde_json::Value = response.json().await.unwrap_or_default();
-        let cycle = &status["last_cycle"];
-        let actions: u64 = cycle["actions"].as_object().map_or(1, |a| a.values().filter_map(|v| v.as_u64()).sum());
-        if cycle["outcome"] == "success" && actions == 0 {
-            break;
-        }
-    }
-    let pid = daemon.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let mut daemon = run_daemon(Path::new(&world.config));
+    eventually(Duration::from_secs(60), "the restarted daemon converged", || converged(&base)).await;
+    signal(&daemon, "TERM").await;
     let status = tokio::time::timeout(Duration::from_secs(30), daemon.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
     let log = log_of(&mut daemon).await;
@@ -224,7 +181,7 @@ async fn kill_9_at_random_moments_of_a_cold_start_leaves_nothing_half_made_and_a
     );
 
     // And explicitly: one mirror per source, the right rules, the right links.
-    let groups = vpc_groups(&ec2).await;
+    let groups = vpc_groups(&ec2, TARGET_VPC).await;
     check_no_half_made_group(&groups, "after convergence");
     let sources: BTreeMap<String, GroupId> = ec2
         .describe_security_groups(&GroupFilter::default())
@@ -283,7 +240,7 @@ async fn kill_9_at_random_moments_of_a_cold_start_leaves_nothing_half_made_and_a
 }
 
 /// An estate with one orphan whose grace ended long ago.
-async fn start_orphan_world(dir: &Path) -> (Child, String) {
+async fn start_orphan_world(dir: &Path) -> EmulatorProcess {
     let estate = format!(
         "[[vpc]]\nname = \"target\"\nid = \"{TARGET_VPC}\"\nclassic_link = true\n\
          [[group]]\nname = \"{ORPHAN_NAME}\"\nvpc = \"target\"\n\
@@ -291,21 +248,15 @@ async fn start_orphan_world(dir: &Path) -> (Child, String) {
     );
     let estate_path = dir.join("estate.toml");
     std::fs::write(&estate_path, estate).unwrap();
-    let mut emulator = binary()
-        .args(["emulator", "--listen", "127.0.0.1:0", "--estate", estate_path.to_str().unwrap()])
-        .spawn()
-        .expect("start the emulator");
-    let mut lines = BufReader::new(emulator.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let url = first.rsplit(' ').next().unwrap().to_owned();
-    (emulator, url)
+    EmulatorProcess::start(estate_path.to_str().unwrap(), &[]).await
 }
 
 #[tokio::test]
 async fn apply_uses_the_state_file_when_it_exists_and_a_corrupt_one_holds_deletions() {
     let dir = tempfile::tempdir().unwrap();
-    let (_emulator, url) = start_orphan_world(dir.path()).await;
-    let ec2 = crate::common::local_port(&url).await;
+    let emulator = start_orphan_world(dir.path()).await;
+    let url = &emulator.url;
+    let ec2 = emulator.sdk().await;
     let config = dir.path().join("mirror.toml");
     std::fs::write(
         &config,
@@ -318,7 +269,7 @@ async fn apply_uses_the_state_file_when_it_exists_and_a_corrupt_one_holds_deleti
     .unwrap();
     let state = dir.path().join("state.json");
     let apply = || async { binary().args(["apply", "--config", config.to_str().unwrap()]).output().await.unwrap() };
-    let orphan_exists = || async { vpc_groups(&ec2).await.iter().any(|g| g.name == ORPHAN_NAME) };
+    let orphan_exists = || async { vpc_groups(&ec2, TARGET_VPC).await.iter().any(|g| g.name == ORPHAN_NAME) };
 
     // A corrupt state file: a warning, a conservative start, the deletion held.
     std::fs::write(&state, "{\"version\": 1, \"baseline\": ").unwrap();

@@ -20,6 +20,8 @@ use classiclink_mirror::reconcile::PassReport;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::common::daemon::{InProcessDaemon, spawn_daemon};
+
 struct EmulatorConnector(Emulator);
 
 #[async_trait]
@@ -147,31 +149,10 @@ async fn mirrored_sources(emu: &Emulator) -> Vec<GroupId> {
 }
 
 /// A daemon running in the background against `emu`.
-struct Running {
-    events: mpsc::Sender<Event>,
-    task: tokio::task::JoinHandle<Result<(), classiclink_mirror::daemon::DaemonError>>,
-    recorder: Arc<Recorder>,
-}
+type Running = InProcessDaemon<Recorder>;
 
 fn spawn(settings: Settings, emu: &Emulator) -> Running {
-    let recorder = Arc::new(Recorder::default());
-    let (events, rx) = mpsc::channel(4);
-    let connector = EmulatorConnector(emu.clone());
-    let observer = Arc::clone(&recorder);
-    let task = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
-    Running { events, task, recorder }
-}
-
-impl Running {
-    async fn send(&self, event: Event) {
-        self.events.send(event).await.unwrap();
-    }
-
-    async fn stop(self) -> Arc<Recorder> {
-        self.send(Event::Shutdown).await;
-        self.task.await.unwrap().unwrap();
-        self.recorder
-    }
+    spawn_daemon(settings, EmulatorConnector(emu.clone()), Arc::new(Recorder::default()))
 }
 
 /// Lets the loop run for `d` of (paused) time.
@@ -241,14 +222,14 @@ async fn a_valid_reload_takes_effect_at_the_next_pass_and_an_invalid_one_is_reje
     std::fs::write(&path, "[aws]\nregion = \"us-east-1\"\n[daemon]\ninterval = \"soon\"\n").unwrap();
     daemon.send(Event::Reload).await;
     run_for(Duration::from_secs(12)).await;
-    assert_eq!(daemon.recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Rejected]);
-    assert_eq!(daemon.recorder.passes.lock().unwrap().last().unwrap().0, 1, "the old config still has one pair");
+    assert_eq!(daemon.observer().reloads.lock().unwrap().clone(), vec![ReloadOutcome::Rejected]);
+    assert_eq!(daemon.observer().passes.lock().unwrap().last().unwrap().0, 1, "the old config still has one pair");
 
     // A valid file adding app: mirrored at the next pass.
     write_config(&path, &w.vpc, &[&w.web, &w.app], "");
     daemon.send(Event::Reload).await;
     run_for(Duration::from_secs(12)).await;
-    assert_eq!(daemon.recorder.reloads.lock().unwrap().last(), Some(&ReloadOutcome::Applied));
+    assert_eq!(daemon.observer().reloads.lock().unwrap().last(), Some(&ReloadOutcome::Applied));
     let mut expected = vec![w.web.clone(), w.app.clone()];
     expected.sort();
     assert_eq!(mirrored_sources(&w.emu).await, expected);
@@ -267,7 +248,11 @@ async fn a_changed_file_is_noticed_without_a_signal() {
     run_for(Duration::from_secs(2)).await;
     write_config(&path, &w.vpc, &[&w.web, &w.app], "");
     run_for(Duration::from_secs(25)).await;
-    assert_eq!(daemon.recorder.reloads.lock().unwrap().clone(), vec![ReloadOutcome::Applied], "reloaded exactly once");
+    assert_eq!(
+        daemon.observer().reloads.lock().unwrap().clone(),
+        vec![ReloadOutcome::Applied],
+        "reloaded exactly once"
+    );
     assert_eq!(mirrored_sources(&w.emu).await.len(), 2);
     daemon.stop().await;
 }
@@ -287,7 +272,7 @@ async fn watched_daemon(w: &World, dir: &tempfile::TempDir) -> (Running, std::pa
 /// The reload outcomes so far, and both reload metrics, after `d` more.
 async fn after(daemon: &Running, d: Duration) -> (Vec<ReloadOutcome>, String, String) {
     run_for(d).await;
-    let r = &daemon.recorder;
+    let r = daemon.observer();
     (r.reloads(), r.last_reload_successful(), r.rejected_total())
 }
 
@@ -313,7 +298,7 @@ async fn a_deleted_config_file_is_rejected_once_and_reloaded_when_restored() {
     );
     assert_eq!(after(&daemon, Duration::from_secs(20)).await.0.len(), 3, "nothing more to reload");
     // The old configuration ran all along.
-    assert!(daemon.recorder.passes.lock().unwrap().iter().all(|p| p.0 == 1));
+    assert!(daemon.observer().passes.lock().unwrap().iter().all(|p| p.0 == 1));
     daemon.stop().await;
 }
 
@@ -402,15 +387,15 @@ async fn reloading_mutating_per_second_1e12_never_takes_the_daemon_down() {
         w.web, w.vpc, w.app, w.vpc
     );
     std::fs::write(&path, text).unwrap();
-    let passes_before = daemon.recorder.passes.lock().unwrap().len();
+    let passes_before = daemon.observer().passes.lock().unwrap().len();
     assert_eq!(after(&daemon, Duration::from_secs(20)).await.0, vec![Rejected, Applied]);
-    assert!(!daemon.task.is_finished(), "the daemon is still running");
-    assert!(daemon.recorder.passes.lock().unwrap().len() > passes_before + 2, "passes every second now");
+    assert!(!daemon.is_finished(), "the daemon is still running");
+    assert!(daemon.observer().passes.lock().unwrap().len() > passes_before + 2, "passes every second now");
     assert_eq!(mirrored_sources(&w.emu).await.len(), 2);
     // The minimum rates validate too: a describe every 1,000 s is slow, not fatal.
     write_config(&path, &w.vpc, &[&w.web], "[rate_limit]\nmutating_per_second = 0.001\ndescribe_per_second = 0.001\n");
     assert_eq!(after(&daemon, Duration::from_secs(12)).await.0, vec![Rejected, Applied, Applied]);
-    assert!(!daemon.task.is_finished(), "the daemon is still running");
+    assert!(!daemon.is_finished(), "the daemon is still running");
     daemon.stop().await;
 }
 
@@ -561,7 +546,7 @@ async fn shutdown_during_an_observation_of_a_failing_ec2_stops_it_at_once_with_n
     let settings = Settings::new(path, None);
     let daemon = spawn(settings, &w.emu);
     run_for(Duration::from_secs(5)).await;
-    assert_eq!(daemon.recorder.order.lock().unwrap().clone(), vec!["started"], "observing, backing off");
+    assert_eq!(daemon.observer().order.lock().unwrap().clone(), vec!["started"], "observing, backing off");
     let asked = Instant::now();
     let recorder = daemon.stop().await;
     assert!(asked.elapsed() < Duration::from_secs(1), "stopped after {:?}, not after the grace", asked.elapsed());

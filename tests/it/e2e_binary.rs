@@ -3,152 +3,33 @@
 //! over HTTP. State is read back through the SDK and the emulator's
 //! `/_emulator/calls` counters. Every wait is bounded.
 
-use crate::common::{binary, root};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use classiclink_mirror::ec2::aws::AwsEc2;
-use classiclink_mirror::ec2::{Ec2, GroupFilter, Operation};
+use classiclink_mirror::ec2::{Ec2, GroupFilter};
 use classiclink_mirror::model::{GroupId, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+
+use crate::common::config::{write_config, write_listening_config};
+use crate::common::emulator::{EmulatorProcess, SMALL_ESTATE};
+use crate::common::http::{self, free_port, get, metric};
+use crate::common::process::{Output, run_command, run_daemon, signal, stop};
+use crate::common::wait::{eventually, wait_ready};
+use crate::common::{binary, root};
 
 const TARGET_VPC: &str = "vpc-9f2e1d0c";
-/// A running `emulator` process.
-struct EmulatorProcess {
-    /// Kept so the process lives as long as the test (killed on drop).
-    _child: Child,
-    url: String,
-}
 
-impl EmulatorProcess {
-    async fn start(args: &[&str]) -> Self {
-        Self::start_with("tests/fixtures/estates/small.toml", args).await
-    }
-
-    async fn start_with(estate: &str, args: &[&str]) -> Self {
-        let mut child = binary()
-            .args(["emulator", "--listen", "127.0.0.1:0", "--estate", estate])
-            .args(args)
-            .spawn()
-            .expect("start the emulator");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the emulator prints its address within 30 s")
-            .expect("read stdout")
-            .expect("a first line");
-        let url = first.rsplit(' ').next().expect("an address").to_owned();
-        assert!(url.starts_with("http://127.0.0.1:"), "{first}");
-        Self { _child: child, url }
-    }
-
-    async fn sdk(&self) -> AwsEc2 {
-        crate::common::local_port(&self.url).await
-    }
-
-    async fn calls(&self) -> BTreeMap<String, serde_json::Value> {
-        let body = reqwest::get(format!("{}/_emulator/calls", self.url)).await.unwrap().text().await.unwrap();
-        serde_json::from_str(&body).unwrap()
-    }
-
-    async fn mutating_calls(&self) -> u64 {
-        let calls = self.calls().await;
-        Operation::daemon_writes()
-            .filter_map(|op| calls.get(op.as_str()))
-            .map(|c| c["requests"].as_u64().unwrap_or(0))
-            .sum()
-    }
-
-    async fn reset_calls(&self) {
-        let response = reqwest::Client::new().post(format!("{}/_emulator/reset-calls", self.url)).send().await.unwrap();
-        assert!(response.status().is_success());
-    }
-}
-
-/// The daemon's state file goes in the test's directory, never /var/lib.
-fn write_config(dir: &Path, url: &str, listen: &str, extra: &str) -> PathBuf {
-    let path = dir.join("mirror.toml");
-    let state_dir = dir.display();
-    let text = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n[daemon]\ninterval = \"1s\"\nlisten = \"{listen}\"\n\
-         state_dir = \"{state_dir}\"\n{extra}"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run_command(args: &[&str]) -> Output {
-    let output = tokio::time::timeout(Duration::from_secs(120), binary().args(args).output())
-        .await
-        .expect("the command finishes within 120 s")
-        .expect("the command runs");
-    Output {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
+/// The groups carrying the ownership tag: the daemon's mirrors.
 async fn mirrors(ec2: &AwsEc2) -> Vec<SecurityGroup> {
     let filter = GroupFilter { tag_keys: vec![OWNERSHIP_TAG.into()], ..GroupFilter::default() };
     ec2.describe_security_groups(&filter).await.unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Polls `check` every 200 ms for at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn get(url: &str) -> (u16, String) {
-    match reqwest::get(url).await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap_or_default())
-        }
-        Err(_) => (0, String::new()),
-    }
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn stop(mut child: Child, signal: &str) -> ExitStatus {
-    let pid = child.id().expect("running").to_string();
-    let sent = Command::new("kill").args([format!("-{signal}"), pid]).status().await.unwrap();
-    assert!(sent.success());
-    tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits within 30 s").unwrap()
-}
-
 #[tokio::test]
 async fn apply_over_the_wire_converges_and_a_second_apply_writes_nothing() {
-    let emulator = EmulatorProcess::start(&["--throttle"]).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &["--throttle"]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
     let config = config.to_str().unwrap();
@@ -175,7 +56,7 @@ async fn apply_over_the_wire_converges_and_a_second_apply_writes_nothing() {
 
 #[tokio::test]
 async fn apply_that_cannot_converge_in_one_pass_exits_3() {
-    let emulator = EmulatorProcess::start(&[]).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
     let run = run_command(&["apply", "--config", config.to_str().unwrap(), "--max-passes", "1"]).await;
@@ -185,16 +66,13 @@ async fn apply_that_cannot_converge_in_one_pass_exits_3() {
 
 #[tokio::test]
 async fn the_daemon_serves_health_metrics_and_status_reloads_and_stops_cleanly() {
-    let emulator = EmulatorProcess::start(&[]).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &[]).await;
     let ec2 = emulator.sdk().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let config = write_config(dir.path(), &emulator.url, &format!("127.0.0.1:{port}"), "");
-    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+    let (config, base) = write_listening_config(dir.path(), &emulator.url, "");
+    let daemon = run_daemon(&config);
 
-    eventually(Duration::from_secs(30), "/readyz 200", || async { get(&format!("{base}/readyz")).await.0 == 200 })
-        .await;
+    wait_ready(&base, Duration::from_secs(30)).await;
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     // Ready comes with the first complete snapshot, before its plan runs
     // (docs/operations.md, `/readyz`): the pass is counted when it ends.
@@ -232,8 +110,7 @@ async fn the_daemon_serves_health_metrics_and_status_reloads_and_stops_cleanly()
     // An invalid file + SIGHUP: rejected, counted, the old config keeps running.
     let good = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, "[daemon]\ninterval = \"fast\"\n").unwrap();
-    let pid = daemon.id().unwrap().to_string();
-    Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+    signal(&daemon, "HUP").await;
     eventually(Duration::from_secs(20), "a rejected reload", || async {
         metric(
             &get(&format!("{base}/metrics")).await.1,
@@ -252,7 +129,7 @@ async fn the_daemon_serves_health_metrics_and_status_reloads_and_stops_cleanly()
     // A valid file that also mirrors db under a new name + SIGHUP: applied.
     let renamed = format!("{good}[[mirror]]\nsource_group = \"app\"\nvpc = \"{TARGET_VPC}\"\nname = \"app-classic\"\n");
     std::fs::write(&config, renamed).unwrap();
-    Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+    signal(&daemon, "HUP").await;
     eventually(Duration::from_secs(20), "the new mapping mirrored", || async {
         mirrors(&ec2).await.iter().any(|g| g.name == "app-classic")
     })
@@ -282,20 +159,14 @@ async fn sigterm_during_a_throttled_pass_exits_0_within_the_grace_and_leaves_no_
     let dir = tempfile::tempdir().unwrap();
     let estate_path = dir.path().join("estate.toml");
     std::fs::write(&estate_path, estate).unwrap();
-    let mut child = binary()
-        .args(["emulator", "--listen", "127.0.0.1:0", "--estate", estate_path.to_str().unwrap(), "--throttle"])
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines.next_line().await.unwrap().unwrap().rsplit(' ').next().unwrap().to_owned();
-    let emulator = EmulatorProcess { _child: child, url };
+    let emulator = EmulatorProcess::start(estate_path.to_str().unwrap(), &["--throttle"]).await;
     let config = write_config(
         dir.path(),
         &emulator.url,
         "127.0.0.1:0",
         "[rate_limit]\nmutating_per_second = 1.0\nmutating_burst = 1\n",
     );
-    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+    let daemon = run_daemon(&config);
     let ec2 = emulator.sdk().await;
     eventually(Duration::from_secs(30), "the pass under way", || async { mirrors(&ec2).await.len() >= 3 }).await;
     let asked = tokio::time::Instant::now();
@@ -342,7 +213,7 @@ async fn timed(args: &[&str]) -> (Output, Duration) {
 
 #[tokio::test]
 async fn against_an_ec2_failing_every_describe_apply_fails_fast_with_exit_1_and_sends_no_write() {
-    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &EVERY_DESCRIBE_FAILS).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
     let config = config.to_str().unwrap();
@@ -369,7 +240,7 @@ async fn against_an_ec2_failing_every_describe_apply_fails_fast_with_exit_1_and_
 
 #[tokio::test]
 async fn plan_exits_1_instead_of_no_changes_when_every_describe_fails_or_ec2_is_unreachable() {
-    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &EVERY_DESCRIBE_FAILS).await;
     let dir = tempfile::tempdir().unwrap();
     let failing = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
     let (failed, took) = timed(&["plan", "--config", failing.to_str().unwrap()]).await;
@@ -391,36 +262,24 @@ async fn plan_exits_1_instead_of_no_changes_when_every_describe_fails_or_ec2_is_
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
 
-/// `/status` as JSON (`Null` when it cannot be had).
-async fn status_json(base: &str) -> serde_json::Value {
-    let (code, body) = get(&format!("{base}/status")).await;
-    if code != 200 {
-        return serde_json::Value::Null;
-    }
-    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
-}
-
 #[tokio::test]
 async fn a_first_pass_failing_every_describe_is_visible_while_it_runs_and_sigterm_stops_its_observation_at_once() {
-    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &EVERY_DESCRIBE_FAILS).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     // Slow retries, so that one observation takes many seconds.
-    let config = write_config(
+    let (config, base) = write_listening_config(
         dir.path(),
         &emulator.url,
-        &format!("127.0.0.1:{port}"),
         "[rate_limit]\nmax_attempts = 10\nretry_base_delay = \"1s\"\nretry_max_delay = \"2s\"\n",
     );
-    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
+    let daemon = run_daemon(&config);
 
     // The first pass is shown under way, alive and not ready.
     eventually(Duration::from_secs(30), "the first pass under way", || async {
-        status_json(&base).await["current_cycle"]["phase"] == "observing"
+        http::status(&base).await.unwrap_or_default()["current_cycle"]["phase"] == "observing"
     })
     .await;
-    let status = status_json(&base).await;
+    let status = http::status(&base).await.unwrap_or_default();
     assert_eq!(status["last_cycle"], serde_json::Value::Null, "{status}");
     assert!(status["current_cycle"]["started_at"].is_string(), "{status}");
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
@@ -429,24 +288,24 @@ async fn a_first_pass_failing_every_describe_is_visible_while_it_runs_and_sigter
     // The source describes' failure shows as soon as they have failed, while
     // the pass goes on observing the rest.
     eventually(Duration::from_secs(60), "the failing part shown during the pass", || async {
-        let status = status_json(&base).await;
+        let status = http::status(&base).await.unwrap_or_default();
         status["last_cycle"].is_null()
             && status["current_cycle"]["incomplete"]
                 .as_array()
                 .is_some_and(|parts| parts.contains(&"source_groups".into()))
     })
     .await;
-    let status = status_json(&base).await;
+    let status = http::status(&base).await.unwrap_or_default();
     let code = &status["current_cycle"]["observe_errors"][0]["code"];
     assert!(*code == "InternalError" || *code == "Unavailable", "{status}");
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200, "a pass making requests is alive");
 
     // Once over, it is recorded as what it was.
     eventually(Duration::from_secs(60), "the failed first pass recorded", || async {
-        status_json(&base).await["last_cycle"]["outcome"] == "failed"
+        http::status(&base).await.unwrap_or_default()["last_cycle"]["outcome"] == "failed"
     })
     .await;
-    let status = status_json(&base).await;
+    let status = http::status(&base).await.unwrap_or_default();
     assert!(status["holds"]["incomplete"].as_array().unwrap().contains(&"source_groups".into()), "{status}");
     assert_eq!(status["holds"]["destructive_held"], true);
     assert!(!status["last_cycle"]["observe_errors"].as_array().unwrap().is_empty(), "{status}");
@@ -456,12 +315,11 @@ async fn a_first_pass_failing_every_describe_is_visible_while_it_runs_and_sigter
     // SIGTERM while the next pass observes: it stops at once, with nothing
     // unfinished to wait for.
     eventually(Duration::from_secs(30), "the next pass observing", || async {
-        status_json(&base).await["current_cycle"]["phase"] == "observing"
+        http::status(&base).await.unwrap_or_default()["current_cycle"]["phase"] == "observing"
     })
     .await;
-    let pid = daemon.id().expect("running").to_string();
     let asked = std::time::Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    signal(&daemon, "TERM").await;
     let output =
         tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await.expect("exits").unwrap();
     let took = asked.elapsed();
@@ -475,7 +333,7 @@ async fn a_first_pass_failing_every_describe_is_visible_while_it_runs_and_sigter
 
 #[tokio::test]
 async fn apply_interrupted_during_observation_stops_at_once_and_says_nothing_was_started() {
-    let emulator = EmulatorProcess::start(&EVERY_DESCRIBE_FAILS).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &EVERY_DESCRIBE_FAILS).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -489,9 +347,8 @@ async fn apply_interrupted_during_observation_stops_at_once_and_says_nothing_was
         emulator.calls().await.get("DescribeSecurityGroups").and_then(|c| c["requests"].as_u64()).unwrap_or(0) > 0
     })
     .await;
-    let pid = child.id().expect("running").to_string();
     let asked = std::time::Instant::now();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    signal(&child, "INT").await;
     let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect("exits").unwrap();
     let took = asked.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -504,7 +361,7 @@ async fn apply_interrupted_during_observation_stops_at_once_and_says_nothing_was
 
 #[tokio::test]
 async fn more_idle_sockets_than_open_files_allowed_neither_starve_healthz_nor_stall_passes() {
-    let emulator = EmulatorProcess::start(&[]).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -526,8 +383,7 @@ async fn more_idle_sockets_than_open_files_allowed_neither_starve_healthz_nor_st
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    eventually(Duration::from_secs(30), "/readyz 200", || async { get(&format!("{base}/readyz")).await.0 == 200 })
-        .await;
+    wait_ready(&base, Duration::from_secs(30)).await;
 
     // 300 sockets that send nothing: more than the daemon may have open.
     let mut idle = Vec::new();
@@ -552,8 +408,7 @@ async fn more_idle_sockets_than_open_files_allowed_neither_starve_healthz_nor_st
     })
     .await;
     drop(idle);
-    let pid = daemon.id().expect("running").to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    signal(&daemon, "TERM").await;
     let output =
         tokio::time::timeout(Duration::from_secs(30), daemon.wait_with_output()).await.expect("exits").unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -566,30 +421,21 @@ async fn more_idle_sockets_than_open_files_allowed_neither_starve_healthz_nor_st
 /// An EC2 client that is not the daemon (no `app/classiclink-mirror` in its
 /// `User-Agent`): its writes are a human's, not the daemon's echo.
 fn someone_else(url: &str) -> aws_sdk_ec2::Client {
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-        .endpoint_url(url)
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "test"))
-        .build();
-    aws_sdk_ec2::Client::from_conf(config)
+    crate::common::raw_ec2(url)
 }
 
 #[tokio::test]
 async fn with_events_a_change_is_mirrored_in_seconds_though_the_interval_is_a_minute() {
-    let emulator = EmulatorProcess::start(&["--events"]).await;
+    let emulator = EmulatorProcess::start(SMALL_ESTATE, &["--events"]).await;
     let ec2 = emulator.sdk().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let queue = format!("{}/123456789012/classiclink-mirror-events", emulator.url);
     let extra = format!("[events]\nqueue_url = \"{queue}\"\n");
-    let config = write_config(dir.path(), &emulator.url, &format!("127.0.0.1:{port}"), &extra);
+    let (config, base) = write_listening_config(dir.path(), &emulator.url, &extra);
     let text = std::fs::read_to_string(&config).unwrap().replace("interval = \"1s\"", "interval = \"60s\"");
     std::fs::write(&config, text).unwrap();
-    let daemon = binary().args(["run", "--config", config.to_str().unwrap()]).spawn().unwrap();
-    eventually(Duration::from_secs(30), "/readyz 200", || async { get(&format!("{base}/readyz")).await.0 == 200 })
-        .await;
+    let daemon = run_daemon(&config);
+    wait_ready(&base, Duration::from_secs(30)).await;
     let targeted = "classiclink_mirror_passes_total{kind=\"targeted\"}";
     let echoes = "classiclink_mirror_events_ignored_total{reason=\"own_echo\"}";
     eventually(Duration::from_secs(10), "the first pass's own writes read back as echoes", || async {
@@ -667,29 +513,19 @@ async fn events_change_latency() {
     .estate();
     let estate_path = dir.path().join("estate.toml");
     std::fs::write(&estate_path, toml::to_string(&estate).unwrap()).unwrap();
-    let mut child = binary()
-        .args(["emulator", "--listen", "127.0.0.1:0", "--events", "--estate", estate_path.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let url = first.rsplit(' ').next().unwrap().to_owned();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let emulator =
+        EmulatorProcess::start_within(estate_path.to_str().unwrap(), &["--events"], Duration::from_secs(120)).await;
+    let url = emulator.url.clone();
     let extra = format!(
         "[rate_limit]\nmutating_per_second = 500.0\nmutating_burst = 500\ndescribe_per_second = 500.0\ndescribe_burst = 500\n\
          [events]\nqueue_url = \"{url}/123456789012/classiclink-mirror-events\"\n"
     );
-    let config = write_config(dir.path(), &url, &format!("127.0.0.1:{port}"), &extra);
+    let (config, base) = write_listening_config(dir.path(), &url, &extra);
     let text = std::fs::read_to_string(&config).unwrap().replace("interval = \"1s\"", "interval = \"60s\"");
     std::fs::write(&config, text).unwrap();
     // Thousands of log lines: an unread pipe would fill and stall the daemon.
-    let daemon = binary()
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon =
+        crate::common::process::daemon_command(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     eventually(Duration::from_secs(600), "the first pass", || async {
         metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_passes_total{kind=\"full\"}") >= 1.0
     })
@@ -792,7 +628,7 @@ async fn a_source_with_100_rules_and_a_quota_of_60_is_mirrored_whole_in_one_appl
     estate.push_str("\n[[instance]]\ngroups = [\"big\"]\ncount = 2\n");
     let estate_path = dir.path().join("estate.toml");
     std::fs::write(&estate_path, estate).unwrap();
-    let emulator = EmulatorProcess::start_with(estate_path.to_str().unwrap(), &[]).await;
+    let emulator = EmulatorProcess::start(estate_path.to_str().unwrap(), &[]).await;
     let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", "");
     let config = config.to_str().unwrap();
 

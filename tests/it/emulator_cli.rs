@@ -4,18 +4,18 @@
 //! estate with exit 1 and an error naming the place. Only 127.0.0.1; every
 //! wait is bounded.
 
-use crate::common::root;
 use std::collections::BTreeMap;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 
-use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::codes;
 use classiclink_mirror::ec2::{CreateGroup, Ec2, ErrorKind, GroupFilter};
 use classiclink_mirror::model::{GroupId, OWNERSHIP_TAG, VpcId};
+
+use crate::common::emulator::{EmulatorProcess, SMALL_ESTATE};
+use crate::common::root;
 
 /// Generous for a debug binary on a busy 2-core machine, still bounded.
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,50 +35,6 @@ fn binary() -> Command {
     command
 }
 
-/// A running emulator and the URL it printed.
-struct Running {
-    child: Child,
-    url: String,
-    /// Kept open: the emulator's stdout is not closed under it.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Running {
-    async fn start(mut command: Command) -> Self {
-        let mut child = command.spawn().expect("the binary starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        tokio::time::timeout(WAIT, stdout.read_line(&mut line))
-            .await
-            .expect("the address is printed in time")
-            .expect("stdout is readable");
-        let url = line
-            .trim_end()
-            .strip_prefix("emulator listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
-        Self { child, url, _stdout: stdout }
-    }
-
-    async fn port(&self) -> AwsEc2 {
-        crate::common::local_port(&self.url).await
-    }
-
-    /// Sends `signal` (`TERM`, `INT`) with kill(1) and waits for the exit.
-    async fn stop(mut self, signal: &str) -> (ExitStatus, String) {
-        let pid = self.child.id().expect("still running").to_string();
-        let sent = Command::new("kill").args([format!("-{signal}"), pid]).status().await.expect("kill runs");
-        assert!(sent.success(), "kill -{signal} failed");
-        let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("exits in time").expect("waitable");
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            pipe.read_to_string(&mut stderr).await.expect("stderr is readable");
-        }
-        (status, stderr)
-    }
-}
-
 async fn run_to_exit(mut command: Command) -> (i32, String, String) {
     let child = command.spawn().expect("the binary starts");
     let output =
@@ -91,9 +47,9 @@ async fn run_to_exit(mut command: Command) -> (i32, String, String) {
 #[tokio::test]
 async fn serves_an_estate_to_the_daemons_adapter_and_exits_0_on_sigterm() {
     let mut command = binary();
-    command.args(["emulator", "--listen", "127.0.0.1:0", "--estate", "tests/fixtures/estates/small.toml"]);
-    let emulator = Running::start(command).await;
-    let port = emulator.port().await;
+    command.args(["emulator", "--listen", "127.0.0.1:0", "--estate", SMALL_ESTATE]);
+    let emulator = EmulatorProcess::spawn(command, WAIT).await;
+    let port = emulator.sdk().await;
 
     let groups = port.describe_security_groups(&GroupFilter::default()).await.expect("describe");
     let web = groups.iter().find(|g| g.name == "web").expect("the estate's web group");
@@ -128,8 +84,8 @@ async fn serves_an_estate_to_the_daemons_adapter_and_exits_0_on_sigterm() {
 async fn listens_where_the_environment_says_and_exits_0_on_sigint() {
     let mut command = binary();
     command.env("CLASSICLINK_MIRROR_EMULATOR_LISTEN", "127.0.0.1:0").arg("emulator");
-    let emulator = Running::start(command).await;
-    let groups = emulator.port().await.describe_security_groups(&GroupFilter::default()).await.expect("describe");
+    let emulator = EmulatorProcess::spawn(command, WAIT).await;
+    let groups = emulator.sdk().await.describe_security_groups(&GroupFilter::default()).await.expect("describe");
     assert_eq!(groups.len(), 1, "an empty world has only the EC2-Classic default group: {groups:?}");
     let (status, stderr) = emulator.stop("INT").await;
     assert_eq!(status.code(), Some(0), "{stderr}");
@@ -139,16 +95,16 @@ async fn listens_where_the_environment_says_and_exits_0_on_sigint() {
 async fn fault_flags_reach_the_engine() {
     let mut command = binary();
     command.args(["emulator", "--listen", "127.0.0.1:0", "--error-rate", "1"]);
-    let failing = Running::start(command).await;
-    let error = failing.port().await.describe_security_groups(&GroupFilter::default()).await.expect_err("injected");
+    let failing = EmulatorProcess::spawn(command, WAIT).await;
+    let error = failing.sdk().await.describe_security_groups(&GroupFilter::default()).await.expect_err("injected");
     assert!([codes::INTERNAL_ERROR, codes::UNAVAILABLE].contains(&error.code.as_str()), "{error}");
     assert_eq!(error.kind, ErrorKind::Transient);
     failing.stop("TERM").await;
 
     let mut command = binary();
     command.args(["emulator", "--listen", "127.0.0.1:0", "--consistency-delay", "1h", "--throttle"]);
-    let slow = Running::start(command).await;
-    let port = slow.port().await;
+    let slow = EmulatorProcess::spawn(command, WAIT).await;
+    let port = slow.sdk().await;
     let vpc = port.world().create_vpc("10.0.0.0/16").await.expect("VPCs are visible at once");
     let request = CreateGroup { vpc_id: vpc, name: "m".into(), description: "m".into(), tags: BTreeMap::new() };
     let group = port.create_security_group(&request).await.expect("create");
@@ -176,8 +132,8 @@ async fn throttle_scale_shrinks_or_grows_the_buckets() {
     // few milliseconds later, is throttled.
     let mut command = binary();
     command.args(["emulator", "--listen", "127.0.0.1:0", "--throttle", "--throttle-scale", "0.02"]);
-    let emulator = Running::start(command).await;
-    let port = emulator.port().await;
+    let emulator = EmulatorProcess::spawn(command, WAIT).await;
+    let port = emulator.sdk().await;
     let all = GroupFilter::default();
     port.describe_security_groups(&all).await.expect("first describe token");
     port.describe_security_groups(&all).await.expect("second describe token");

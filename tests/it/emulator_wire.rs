@@ -10,13 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_sdk_ec2::config::retry::RetryConfig;
-use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types as sdk;
 use quick_xml::events::Event;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::{
@@ -25,36 +21,29 @@ use classiclink_mirror::ec2::{
 };
 use classiclink_mirror::emulator::{
     Bucket, Emulator, EmulatorOptions, ErrorInjection, Estate, Faults, NewGroup, NewVpc, RunInstances, Throttle, codes,
-    server,
 };
 use classiclink_mirror::model::{
     EXPANSION_TAG, Grant, GroupId, InstanceId, InstanceState, OWNERSHIP_TAG, Peer, Ports, PrefixListEntry, Protocol,
     VpcId, canonical_ipv4, canonical_ipv6,
 };
 
-const REGION: &str = "us-east-1";
+use crate::common::raw_ec2;
+use crate::common::served::ServedEmulator;
 
-/// The emulator served on 127.0.0.1:0 for one test; stops when dropped.
-struct Wire {
-    url: String,
-    emulator: Emulator,
-    stop: Option<oneshot::Sender<()>>,
+/// The emulator served on 127.0.0.1:0 for one test (stops when dropped),
+/// and the clients of this module's tests.
+struct Wire(ServedEmulator);
+
+impl std::ops::Deref for Wire {
+    type Target = ServedEmulator;
+    fn deref(&self) -> &ServedEmulator {
+        &self.0
+    }
 }
 
 impl Wire {
     async fn start(emulator: Emulator) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let world = emulator.clone();
-        tokio::spawn(async move {
-            server::serve(world, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("the emulator serves");
-        });
-        Self { url, emulator, stop: Some(stop) }
+        Self(ServedEmulator::start(emulator).await)
     }
 
     async fn with_estate(toml: &str) -> Self {
@@ -73,26 +62,11 @@ impl Wire {
 
     /// The raw SDK client, for what the adapter has no method for.
     fn sdk(&self) -> aws_sdk_ec2::Client {
-        let config = aws_sdk_ec2::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&self.url)
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(RetryConfig::disabled())
-            .build();
-        aws_sdk_ec2::Client::from_conf(config)
+        raw_ec2(&self.url)
     }
 
     fn http(&self) -> reqwest::Client {
         reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client")
-    }
-}
-
-impl Drop for Wire {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use classiclink_mirror::config::Config;
-use classiclink_mirror::daemon::{Connector, Event, PassObserver, Settings, run};
+use classiclink_mirror::daemon::{Connector, PassObserver, Settings};
 use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::ec2::{Ec2, GroupFilter};
 use classiclink_mirror::emulator::events::{EventOptions, EventQueue};
@@ -17,7 +17,8 @@ use classiclink_mirror::emulator::{CidrSource, Emulator, IpPermission, NewGroup,
 use classiclink_mirror::events::{EventMessage, EventOperation, EventSource, EventSourceError};
 use classiclink_mirror::model::{GroupId, InstanceId, OWNERSHIP_TAG, Peer, VpcId};
 use classiclink_mirror::reconcile::PassReport;
-use tokio::sync::mpsc;
+
+use crate::common::daemon::{InProcessDaemon, spawn_daemon};
 
 const QUEUE_URL: &str = "http://127.0.0.1:4566/123456789012/classiclink-mirror-events";
 
@@ -74,10 +75,9 @@ async fn world(options: EventOptions) -> World {
     World { emu, vpc, web, queue }
 }
 
+/// The daemon loop and the directory of its config file.
 struct Running {
-    events: mpsc::Sender<Event>,
-    task: tokio::task::JoinHandle<Result<(), classiclink_mirror::daemon::DaemonError>>,
-    passes: Arc<Passes>,
+    daemon: InProcessDaemon<Passes>,
     _dir: tempfile::TempDir,
 }
 
@@ -90,20 +90,18 @@ fn spawn(w: &World, source: Arc<dyn EventSource>) -> Running {
         w.web, w.vpc
     );
     std::fs::write(&path, text).unwrap();
-    let settings = Settings::new(path, None);
-    let passes = Arc::new(Passes::default());
-    let (events, rx) = mpsc::channel(4);
     let connector = EventConnector { emu: w.emu.clone(), source };
-    let observer = Arc::clone(&passes);
-    let task = tokio::spawn(async move { run(&settings, &connector, observer.as_ref(), rx).await });
-    Running { events, task, passes, _dir: dir }
+    let daemon = spawn_daemon(Settings::new(path, None), connector, Arc::new(Passes::default()));
+    Running { daemon, _dir: dir }
 }
 
 impl Running {
+    fn passes(&self) -> &Passes {
+        self.daemon.observer()
+    }
+
     async fn stop(self) -> Arc<Passes> {
-        self.events.send(Event::Shutdown).await.unwrap();
-        self.task.await.unwrap().unwrap();
-        self.passes
+        self.daemon.stop().await
     }
 }
 
@@ -133,7 +131,7 @@ async fn a_rule_and_a_new_instance_reach_the_vpc_side_in_seconds_and_own_writes_
     let w = world(EventOptions::default()).await;
     let daemon = spawn(&w, Arc::new(w.queue.clone()));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!((daemon.passes.full(), daemon.passes.targeted()), (1, 0), "the first pass's own writes are echoes");
+    assert_eq!((daemon.passes().full(), daemon.passes().targeted()), (1, 0), "the first pass's own writes are echoes");
 
     let changed = tokio::time::Instant::now();
     w.emu.authorize_permissions(&w.web, &[redis_rule()]).await.unwrap();
@@ -186,7 +184,7 @@ async fn a_broken_queue_degrades_to_polling_and_never_stops_the_daemon() {
     w.emu.authorize_permissions(&w.web, &[redis_rule()]).await.unwrap();
     tokio::time::sleep(Duration::from_secs(70)).await;
     assert!(mirror_has_redis(&w.emu).await, "repaired by the full pass");
-    assert!(!daemon.task.is_finished(), "the daemon keeps running");
+    assert!(!daemon.daemon.is_finished(), "the daemon keeps running");
     let passes = daemon.stop().await;
     assert!(passes.full() >= 2 && passes.targeted() == 0);
 }

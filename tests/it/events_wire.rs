@@ -6,25 +6,29 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::config::retry::RetryConfig;
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use classiclink_mirror::ec2::Ec2;
-use classiclink_mirror::ec2::aws::{AwsEventSource, AwsOptions};
+use classiclink_mirror::ec2::aws::AwsEventSource;
 use classiclink_mirror::emulator::events::{DEFAULT_QUEUE_NAME, EventOptions};
-use classiclink_mirror::emulator::{Emulator, NewGroup, RunInstances, server};
+use classiclink_mirror::emulator::{Emulator, NewGroup, RunInstances};
 use classiclink_mirror::events::parse::{Expected, IgnoreReason, Verdict, parse};
-use classiclink_mirror::events::{EventErrorKind, EventSource, QueueSettings, Receipt};
+use classiclink_mirror::events::{EventErrorKind, EventSource, Receipt};
 
-struct Served {
-    url: String,
-    emulator: Emulator,
-    stop: Option<oneshot::Sender<()>>,
+use crate::common::served::ServedEmulator;
+use crate::common::{local_event_source, raw_sqs};
+
+/// The emulator served with its events on (or off), and the clients of
+/// this module's tests.
+struct Served(ServedEmulator);
+
+impl std::ops::Deref for Served {
+    type Target = ServedEmulator;
+    fn deref(&self) -> &ServedEmulator {
+        &self.0
+    }
 }
 
 impl Served {
@@ -33,31 +37,14 @@ impl Served {
         if let Some(options) = options {
             emulator.enable_events(options);
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let world = emulator.clone();
-        tokio::spawn(async move {
-            server::serve(world, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("the emulator serves");
-        });
-        Self { url, emulator, stop: Some(stop) }
+        Self(ServedEmulator::start(emulator).await)
     }
 
     fn sqs(&self) -> aws_sdk_sqs::Client {
-        let config = aws_sdk_sqs::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.url)
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(RetryConfig::disabled())
-            .build();
-        aws_sdk_sqs::Client::from_conf(config)
+        raw_sqs(&self.url)
     }
 
+    /// An EC2 client of another app and account key than the daemon's.
     fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
         let config = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
@@ -73,14 +60,6 @@ impl Served {
     async fn queue_url(&self) -> String {
         let answer = self.sqs().get_queue_url().queue_name(DEFAULT_QUEUE_NAME).send().await.expect("GetQueueUrl");
         answer.queue_url().expect("a queue URL").to_owned()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
@@ -295,14 +274,7 @@ async fn delivery_delay_holds_events_back_and_loss_drops_them() {
 
 /// The daemon's adapter of the event source port, on the emulator's queue.
 async fn adapter(served: &Served, queue_url: &str) -> AwsEventSource {
-    let settings = QueueSettings {
-        queue_url: queue_url.to_owned(),
-        endpoint_url: Some(served.url.clone()),
-        region: "us-east-1".into(),
-        profile: None,
-    };
-    let options = AwsOptions { credentials: Some(crate::common::test_credentials()), ..AwsOptions::default() };
-    AwsEventSource::from_settings_with(&settings, options).await
+    local_event_source(&served.url, queue_url).await
 }
 
 #[tokio::test]

@@ -7,36 +7,19 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::config::retry::RetryConfig;
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-
-use classiclink_mirror::ec2::aws::{AwsEventSource, AwsOptions};
+use classiclink_mirror::ec2::aws::AwsEventSource;
 use classiclink_mirror::events::parse::{Expected, Verdict, parse};
-use classiclink_mirror::events::{EventErrorKind, EventSource, QueueSettings};
+use classiclink_mirror::events::{EventErrorKind, EventSource};
 
 use crate::common::moto::{Moto, moto};
-use crate::common::test_credentials;
+use crate::common::{local_event_source, raw_sqs};
 
 fn raw(moto: &Moto) -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&moto.url)
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .retry_config(RetryConfig::disabled())
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
+    raw_sqs(&moto.url)
 }
 
 async fn adapter(moto: &Moto, queue_url: &str) -> AwsEventSource {
-    let settings = QueueSettings {
-        queue_url: queue_url.to_owned(),
-        endpoint_url: Some(moto.url.clone()),
-        region: "us-east-1".into(),
-        profile: None,
-    };
-    let options = AwsOptions { credentials: Some(test_credentials()), ..AwsOptions::default() };
-    AwsEventSource::from_settings_with(&settings, options).await
+    local_event_source(&moto.url, queue_url).await
 }
 
 async fn new_queue(moto: &Moto, name: &str) -> String {

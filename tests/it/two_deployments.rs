@@ -13,13 +13,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use classiclink_mirror::ec2::aws::AwsEc2;
-use classiclink_mirror::ec2::{Ec2, GroupFilter, InstanceFilter, LinkFilter};
-use classiclink_mirror::model::{GroupId, OWNER_TAG, SecurityGroup, VpcId};
+use classiclink_mirror::ec2::{Ec2, InstanceFilter, LinkFilter};
+use classiclink_mirror::model::{GroupId, OWNER_TAG};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::common::binary;
+use crate::common::emulator::EmulatorProcess;
+use crate::common::http::{self, free_port, metric, metrics, settled};
+use crate::common::process::{run_daemon, signal, stop_with_log};
+use crate::common::vpc_groups;
 
 const TARGET_VPC: &str = "vpc-9f2e1d0c";
 /// Classic groups, all carrying the discovery tag; each references the next.
@@ -46,11 +48,6 @@ fn estate() -> String {
         estate.push_str(&format!("[[instance]]\ngroups = [\"g{n}\", \"g{}\"]\n", (n + 1) % GROUPS));
     }
     estate
-}
-
-/// A free port on 127.0.0.1 for a daemon's HTTP server.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Deployment `owner`'s mapping file: its own port and state directory,
@@ -84,15 +81,9 @@ fn by_name(names: &[(&str, Option<&str>)]) -> String {
         .collect()
 }
 
+/// The daemon listening on `port`: its `/status`.
 async fn status(port: u16) -> Option<Value> {
-    reqwest::get(format!("http://127.0.0.1:{port}/status")).await.ok()?.json().await.ok()
-}
-
-/// Whether the daemon's last pass succeeded with nothing to do.
-fn settled(status: &Value) -> bool {
-    let cycle = &status["last_cycle"];
-    let actions: u64 = cycle["actions"].as_object().map_or(1, |a| a.values().filter_map(Value::as_u64).sum());
-    cycle["outcome"] == "success" && actions == 0
+    http::status(&format!("http://127.0.0.1:{port}")).await
 }
 
 /// The conflict kinds `/status` shows on the daemon's pairs.
@@ -107,9 +98,8 @@ fn conflicts(status: &Value) -> BTreeSet<String> {
 }
 
 /// The emulator's request counts by action.
-async fn calls(url: &str) -> BTreeMap<String, u64> {
-    let json: Value = reqwest::get(format!("{url}/_emulator/calls")).await.unwrap().json().await.unwrap();
-    json.as_object().unwrap().iter().map(|(op, c)| (op.clone(), c["requests"].as_u64().unwrap_or(0))).collect()
+async fn calls(emulator: &EmulatorProcess) -> BTreeMap<String, u64> {
+    emulator.calls().await.into_iter().map(|(op, c)| (op, c["requests"].as_u64().unwrap_or(0))).collect()
 }
 
 /// Requests of every action that is not a describe.
@@ -117,14 +107,9 @@ fn writes(calls: &BTreeMap<String, u64>) -> u64 {
     calls.iter().filter(|(op, _)| !op.starts_with("Describe")).map(|(_, n)| n).sum()
 }
 
-async fn vpc_groups(ec2: &AwsEc2) -> Vec<SecurityGroup> {
-    let filter = GroupFilter { vpc_ids: vec![VpcId::try_new(TARGET_VPC).unwrap()], ..GroupFilter::default() };
-    ec2.describe_security_groups(&filter).await.unwrap()
-}
-
 /// The mirrors in the VPC, by id, with their owner tag.
 async fn mirrors(ec2: &AwsEc2) -> BTreeMap<GroupId, (GroupId, String)> {
-    vpc_groups(ec2)
+    vpc_groups(ec2, TARGET_VPC)
         .await
         .into_iter()
         .filter_map(|g| {
@@ -156,16 +141,10 @@ async fn wait_settled(ports: &[u16], ec2: &AwsEc2, seen: &mut BTreeMap<GroupId, 
     }
 }
 
-async fn stop(mut daemon: Child) -> String {
-    let pid = daemon.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(20), daemon.wait()).await.unwrap().unwrap();
-    let mut log = String::new();
-    if let Some(mut stderr) = daemon.stderr.take() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), stderr.read_to_string(&mut log)).await;
-    }
+/// Stops a daemon with SIGTERM; it exits 0.
+async fn stop(daemon: Child) {
+    let (status, log) = stop_with_log(daemon, "TERM").await;
     assert_eq!(status.code(), Some(0), "{log}");
-    log
 }
 
 #[tokio::test]
@@ -173,42 +152,36 @@ async fn two_deployments_with_different_configs_settle_to_no_writes_and_never_to
     let dir = tempfile::tempdir().unwrap();
     let estate_path = dir.path().join("estate.toml");
     std::fs::write(&estate_path, estate()).unwrap();
-    let mut emulator = binary()
-        .args(["emulator", "--listen", "127.0.0.1:0", "--estate", estate_path.to_str().unwrap()])
-        .spawn()
-        .expect("start the emulator");
-    let mut lines = BufReader::new(emulator.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let url = first.rsplit(' ').next().unwrap().to_owned();
-    let ec2 = crate::common::local_port(&url).await;
+    let emulator = EmulatorProcess::start(estate_path.to_str().unwrap(), &[]).await;
+    let url = emulator.url.clone();
+    let ec2 = emulator.sdk().await;
 
     // "b" lists g0, g1 (under another mirror name) and g2, and starts first.
     let (port_a, port_b) = (free_port(), free_port());
     let b_mirrors = [("g0", None), ("g1", Some("g1-renamed")), ("g2", None)];
     let only_listed = format!("[discovery]\ntag_key = \"\"\n{}", by_name(&b_mirrors));
     let config_b = config(dir.path(), &url, "b", port_b, &only_listed);
-    let daemon_b = binary().args(["run", "--config"]).arg(&config_b).spawn().expect("start b");
+    let daemon_b = run_daemon(&config_b);
     let mut seen = BTreeMap::new();
     wait_settled(&[port_b], &ec2, &mut seen, "b alone").await;
 
     // "a" discovers all six by tag.
     let config_a = config(dir.path(), &url, "a", port_a, "");
-    let daemon_a = binary().args(["run", "--config"]).arg(&config_a).spawn().expect("start a");
+    let daemon_a = run_daemon(&config_a);
     wait_settled(&[port_a, port_b], &ec2, &mut seen, "a and b").await;
 
     // "b" is told to list g3 too, which "a" mirrors already.
     let more = [("g0", None), ("g1", Some("g1-renamed")), ("g2", None), ("g3", None)];
     let text = std::fs::read_to_string(&config_b).unwrap();
     std::fs::write(&config_b, text.replace(&by_name(&b_mirrors), &by_name(&more))).unwrap();
-    let pid = daemon_b.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().await.unwrap().success());
+    signal(&daemon_b, "HUP").await;
     tokio::time::sleep(INTERVAL * 2).await;
     wait_settled(&[port_a, port_b], &ec2, &mut seen, "after b's reload").await;
 
     // A quiet window of several intervals: not one write.
-    let before = calls(&url).await;
+    let before = calls(&emulator).await;
     tokio::time::sleep(INTERVAL * 6).await;
-    let after = calls(&url).await;
+    let after = calls(&emulator).await;
     assert_eq!(writes(&after) - writes(&before), 0, "writes in a settled window:\n{before:?}\n{after:?}");
 
     // Nothing was ever deleted, revoked or untagged, by either. (A relink
@@ -226,7 +199,7 @@ async fn two_deployments_with_different_configs_settle_to_no_writes_and_never_to
     }
     let owners: Vec<Vec<&str>> = per_source.values().cloned().collect();
     assert_eq!(owners, [["b"], ["b"], ["b"], ["a"], ["a"], ["a"]], "{now:?}");
-    let groups = vpc_groups(&ec2).await;
+    let groups = vpc_groups(&ec2, TARGET_VPC).await;
     assert!(groups.iter().any(|g| g.name == "g1-renamed" && g.tags.get(OWNER_TAG).is_some_and(|o| o == "b")));
 
     // Every instance is linked to the mirrors of both its groups, whoever owns them.
@@ -244,13 +217,10 @@ async fn two_deployments_with_different_configs_settle_to_no_writes_and_never_to
     for (who, port, expected) in [("a", port_a, 3.0), ("b", port_b, 1.0)] {
         let status = status(port).await.unwrap();
         assert!(conflicts(&status).contains("foreign_owner"), "{who}'s /status: {status}");
-        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
-        let line = metrics
-            .lines()
-            .find(|l| l.starts_with("classiclink_mirror_conflicts{kind=\"foreign_owner\"}"))
-            .unwrap_or_else(|| panic!("{who}: no foreign_owner conflict gauge"));
-        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-        assert_eq!(value, expected, "{who}: {line}");
+        let text = metrics(&format!("http://127.0.0.1:{port}")).await;
+        let gauge = "classiclink_mirror_conflicts{kind=\"foreign_owner\"}";
+        assert!(text.lines().any(|l| l.starts_with(gauge)), "{who}: no foreign_owner conflict gauge:\n{text}");
+        assert_eq!(metric(&text, gauge), expected, "{who}: {text}");
     }
 
     stop(daemon_a).await;

@@ -6,137 +6,26 @@
 //! Every wait is bounded.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use classiclink_mirror::ec2::Ec2;
 use classiclink_mirror::ec2::aws::AwsEc2;
-use classiclink_mirror::ec2::{Ec2, Operation};
 use classiclink_mirror::emulator::GenerateSpec;
 use classiclink_mirror::model::{Grant, GroupId, Peer, Ports, Protocol};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const SMALL_ESTATE: &str = "tests/fixtures/estates/small.toml";
+use crate::common::config::write_listening_config;
+use crate::common::emulator::{EmulatorProcess, SMALL_ESTATE};
+use crate::common::http::{converged, metric, metrics, status};
+use crate::common::process::{daemon_command, stop};
+use crate::common::wait::eventually;
 
-/// The binary with its output discarded: a daemon's logs would fill a pipe
-/// nobody reads.
-fn binary() -> Command {
-    let mut command = crate::common::binary();
-    command.stdout(Stdio::null()).stderr(Stdio::null());
-    command
-}
-
-/// An `emulator` process serving an estate file (killed on drop).
-struct EmulatorProcess {
-    _child: Child,
-    url: String,
-}
-
-impl EmulatorProcess {
-    async fn start(estate: &str) -> Self {
-        let mut child = binary()
-            .args(["emulator", "--listen", "127.0.0.1:0", "--estate", estate])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the emulator");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the emulator prints its address within 30 s")
-            .expect("read stdout")
-            .expect("a first line");
-        let url = first.rsplit(' ').next().expect("an address").to_owned();
-        assert!(url.starts_with("http://127.0.0.1:"), "{first}");
-        Self { _child: child, url }
-    }
-
-    async fn calls(&self) -> BTreeMap<String, serde_json::Value> {
-        let body = reqwest::get(format!("{}/_emulator/calls", self.url)).await.unwrap().text().await.unwrap();
-        serde_json::from_str(&body).unwrap()
-    }
-
-    async fn requests(&self, operation: &str) -> u64 {
-        self.calls().await.get(operation).map_or(0, |c| c["requests"].as_u64().unwrap_or(0))
-    }
-
-    async fn mutating_calls(&self) -> u64 {
-        let calls = self.calls().await;
-        Operation::daemon_writes()
-            .filter_map(|op| calls.get(op.as_str()))
-            .map(|c| c["requests"].as_u64().unwrap_or(0))
-            .sum()
-    }
-
-    async fn reset_calls(&self) {
-        let response = reqwest::Client::new().post(format!("{}/_emulator/reset-calls", self.url)).send().await.unwrap();
-        assert!(response.status().is_success());
-    }
-}
-
-/// A config in `dir` (its state file there too) listening on a free port;
-/// returns the config's path and the daemon's base URL.
-fn write_config(dir: &Path, url: &str, extra: &str) -> (PathBuf, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let path = dir.join("mirror.toml");
-    let text = format!(
-        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n[daemon]\ninterval = \"1s\"\n\
-         listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n{extra}",
-        dir.display()
-    );
-    std::fs::write(&path, text).unwrap();
-    (path, format!("http://127.0.0.1:{port}"))
-}
-
+/// The daemon on `config`, its output discarded: a daemon's logs would fill
+/// a pipe nobody reads.
 fn run(config: &Path) -> Child {
-    binary().args(["run", "--config", config.to_str().unwrap()]).spawn().expect("start run")
-}
-
-async fn get(url: &str) -> Option<String> {
-    reqwest::get(url).await.ok()?.text().await.ok()
-}
-
-async fn status(base: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(&get(&format!("{base}/status")).await?).ok()
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics(base: &str) -> String {
-    get(&format!("{base}/metrics")).await.unwrap_or_default()
-}
-
-/// True when the daemon's last cycle succeeded and had nothing to do.
-async fn converged(base: &str) -> bool {
-    let Some(status) = status(base).await else { return false };
-    let cycle = &status["last_cycle"];
-    cycle["outcome"] == "success"
-        && cycle["actions"].as_object().is_some_and(|a| a.values().all(|n| n.as_u64() == Some(0)))
-}
-
-async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn stop(mut child: Child) {
-    let pid = child.id().expect("running").to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status().await;
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    daemon_command(config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start run")
 }
 
 #[tokio::test]
@@ -161,22 +50,22 @@ async fn two_daemons_with_the_same_config_make_at_most_a_fifth_more_writes_than_
     let fast = "[rate_limit]\nmutating_per_second = 50.0\nmutating_burst = 50\n";
 
     // The writes needed: one daemon alone on the cold estate, until converged.
-    let alone = EmulatorProcess::start(estate_file).await;
+    let alone = EmulatorProcess::start(estate_file, &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, base) = write_config(dir.path(), &alone.url, fast);
+    let (config, base) = write_listening_config(dir.path(), &alone.url, fast);
     alone.reset_calls().await;
     let daemon = run(&config);
     eventually(Duration::from_secs(60), "one daemon converged", || converged(&base)).await;
     let needed = alone.mutating_calls().await;
-    stop(daemon).await;
+    stop(daemon, "TERM").await;
     assert!(needed >= 100, "the estate needs a good number of writes: {needed}");
 
     // Two daemons, same configuration (each its own state directory and
     // port, as on two hosts), started together on the same cold estate.
-    let estate = EmulatorProcess::start(estate_file).await;
+    let estate = EmulatorProcess::start(estate_file, &[]).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (config_a, base_a) = write_config(dir_a.path(), &estate.url, fast);
-    let (config_b, base_b) = write_config(dir_b.path(), &estate.url, fast);
+    let (config_a, base_a) = write_listening_config(dir_a.path(), &estate.url, fast);
+    let (config_b, base_b) = write_listening_config(dir_b.path(), &estate.url, fast);
     estate.reset_calls().await;
     let (a, b) = (run(&config_a), run(&config_b));
     eventually(Duration::from_secs(90), "both daemons converged", || async {
@@ -185,8 +74,8 @@ async fn two_daemons_with_the_same_config_make_at_most_a_fifth_more_writes_than_
     .await;
     let total = estate.mutating_calls().await;
     let (metrics_a, metrics_b) = (metrics(&base_a).await, metrics(&base_b).await);
-    stop(a).await;
-    stop(b).await;
+    stop(a, "TERM").await;
+    stop(b, "TERM").await;
     eprintln!("writes: {total} by two daemons, {needed} needed");
     if std::env::var_os("TWO_WRITERS_DEBUG").is_some() {
         eprintln!("{:?}", estate.calls().await);
@@ -217,12 +106,12 @@ async fn two_daemons_with_the_same_config_make_at_most_a_fifth_more_writes_than_
 
 #[tokio::test]
 async fn a_grant_revoked_every_2_s_is_a_fight_within_5_repairs_then_repaired_once_per_backoff() {
-    let estate = EmulatorProcess::start(SMALL_ESTATE).await;
+    let estate = EmulatorProcess::start(SMALL_ESTATE, &[]).await;
     let ec2: AwsEc2 = crate::common::local_port(&estate.url).await;
     let dir = tempfile::tempdir().unwrap();
     let extra =
         "[safety]\nfight_repairs = 3\nfight_window = \"1m\"\nfight_backoff = \"5s\"\nfight_backoff_max = \"10s\"\n";
-    let (config, base) = write_config(dir.path(), &estate.url, extra);
+    let (config, base) = write_listening_config(dir.path(), &estate.url, extra);
     let daemon = run(&config);
     eventually(Duration::from_secs(60), "converged", || converged(&base)).await;
 
@@ -277,5 +166,5 @@ async fn a_grant_revoked_every_2_s_is_a_fight_within_5_repairs_then_repaired_onc
     let text = metrics(&base).await;
     assert!(metric(&text, "classiclink_mirror_actions_deferred_total{reason=\"fight\"}") >= 1.0, "{text}");
     revoker.abort();
-    stop(daemon).await;
+    stop(daemon, "TERM").await;
 }

@@ -31,7 +31,9 @@ pub(super) fn check_return(op: Operation, value: Option<bool>) -> Result<(), Ec2
 ///
 /// - an EC2 error document → its code (`ProvideErrorMetadata::code`, never
 ///   the message), classified by [`super::ErrorKind::from_code`];
-/// - an answer without a code → by HTTP status (5xx transient, 429 throttled);
+/// - an answer without a code → by HTTP status (5xx transient, 429 throttled,
+///   a 2xx that could not be read fatal `MalformedResponse`, any other
+///   fatal `HttpStatusNNN`);
 /// - no answer (timeouts, refused or reset connections) → transient
 ///   `Timeout` / `ConnectionError`;
 /// - credentials that cannot be loaded → fatal `CredentialsUnavailable`

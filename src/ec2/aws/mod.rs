@@ -122,8 +122,9 @@ impl Default for AwsOptions {
 /// The shared SDK configuration of the daemon's AWS clients (EC2 and SQS):
 /// `aws`'s region, endpoint and profile, the standard credential chain
 /// unless `options` has static credentials, SDK retries off, the timeouts
-/// of `options`, and the app name [`OWN_APP_NAME`] in every `User-Agent` —
-/// which CloudTrail records, so the event path recognises our own writes.
+/// of `options`, and the app name of `options` in every `User-Agent` —
+/// [`OWN_APP_NAME`] by default, which CloudTrail records, so the event path
+/// recognises the daemon's own writes (an invalid app name is left out).
 pub(crate) async fn sdk_config(aws: &AwsConfig, options: &AwsOptions) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(aws.region.clone()))
