@@ -113,7 +113,14 @@ pub struct Hint {
     pub instances: BTreeSet<InstanceId>,
     /// Something changed that ids cannot narrow down: run a full pass soon.
     pub everything: bool,
+    /// Who made the call: CloudTrail's `userIdentity.arn`, when present (a
+    /// state change names nobody).
+    pub principal: Option<String>,
 }
+
+/// The longest `userIdentity.arn` kept (IAM ARNs are at most 2,048
+/// characters); a longer one is not kept.
+pub const MAX_PRINCIPAL_LEN: usize = 2048;
 
 /// The outcome of parsing one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +173,7 @@ fn parse_inner(body: &str, expected: &Expected) -> Result<Hint, IgnoreReason> {
         groups: BTreeSet::new(),
         instances: BTreeSet::new(),
         everything: false,
+        principal: None,
     };
     match detail_type {
         API_CALL => {
@@ -182,6 +190,11 @@ fn parse_inner(body: &str, expected: &Expected) -> Result<Hint, IgnoreReason> {
                 return Err(OwnEcho);
             }
             hint.what = name.to_owned();
+            hint.principal = detail
+                .get("userIdentity")
+                .and_then(|identity| text(identity, "arn"))
+                .filter(|arn| !arn.is_empty() && arn.len() <= MAX_PRINCIPAL_LEN)
+                .map(str::to_owned);
             let mut budget = MAX_IDS_PER_EVENT;
             for part in ["requestParameters", "responseElements"] {
                 if let Some(value) = detail.get(part) {
