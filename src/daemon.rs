@@ -46,19 +46,19 @@ use tracing::{debug, error, info, warn};
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
 use crate::events::EventSource;
+use crate::events::dirty::{Batch, Dirty};
 use crate::events::parse::Expected;
 use crate::events::runner::{EventHub, read_events};
+use crate::events::targeted::observe_targeted;
 use crate::execute::ActionResult;
 use crate::execute::ExecuteOptions;
 use crate::http;
 pub use crate::http::WallClock;
 use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
+use crate::model::Snapshot;
 use crate::observe::ObserveError;
 use crate::plan::Memory;
-use crate::events::dirty::{Batch, Dirty};
-use crate::events::targeted::observe_targeted;
-use crate::model::Snapshot;
 use crate::reconcile::{PassReport, Phase, Progress, execute_options, observe_cancellable, plan_and_execute};
 use crate::state::{StateError, StateFile, conservative_start};
 
@@ -458,8 +458,7 @@ async fn run_loaded(
     let seen = FileState::of(&Ok(config_text.into_bytes()));
     let mut state_file = StateFile::new(config.daemon.state_dir.clone());
     let memory = load_state(&mut state_file, observer, (settings.wall_clock)());
-    let mut state =
-        Loop {
+    let mut state = Loop {
         settings,
         connector,
         observer,
@@ -545,10 +544,21 @@ async fn run_loaded(
         //    completion beside it, one at a time, and what they looked at
         //    and wrote is described again before the full pass plans
         //    (docs/semantics.md, "Targeted passes beside a full pass").
+        // The full observation runs as a task of its own: decoding its
+        // pages keeps a thread busy for seconds on a large estate, and the
+        // targeted passes beside it must not wait for a page to be decoded.
+        let (failures, mut failed) = mpsc::unbounded_channel();
+        let full_observation = full.then(|| {
+            observer.phase(Phase::Observing);
+            let (ec2, config, cancel) = (Arc::clone(&ec2), config.clone(), cancel.clone());
+            tokio::spawn(async move {
+                observe_cancellable(ec2.as_ref(), &config, &cancel, &ForwardFailures(failures)).await
+            })
+        });
         let observe = async {
             let progress = Observed(observer);
-            match (&main_batch, &main_base) {
-                (Some(batch), Some(base)) => {
+            match (&main_batch, &main_base, full_observation) {
+                (Some(batch), Some(base), _) => {
                     progress.phase(Phase::Observing);
                     tokio::select! {
                         biased;
@@ -556,7 +566,11 @@ async fn run_loaded(
                         observation = observe_targeted(ec2.as_ref(), &config, base, &batch.dirty) => Some(observation),
                     }
                 }
-                _ => observe_cancellable(ec2.as_ref(), &config, &cancel, &progress).await,
+                (_, _, Some(task)) => task.await.unwrap_or_else(|error| {
+                    error!(error = %error, "the observation task failed: this pass plans nothing");
+                    None
+                }),
+                _ => None,
             }
         };
         tokio::pin!(observe);
@@ -573,7 +587,13 @@ async fn run_loaded(
                 None
             };
             tokio::select! {
-                result = &mut observe, if observed.is_none() => observed = Some(result),
+                result = &mut observe, if observed.is_none() => {
+                    while let Ok(error) = failed.try_recv() {
+                        observer.describe_failed(&error);
+                    }
+                    observed = Some(result);
+                }
+                Some(error) = failed.recv(), if observed.is_none() => observer.describe_failed(&error),
                 done = async {
                     match beside.as_mut() {
                         Some(pass) => pass.await,
@@ -713,6 +733,16 @@ async fn sleep_until_some(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Hands a spawned observation's failed describes to the loop, which tells
+/// the [`PassObserver`] (`/status` shows them while the pass runs).
+struct ForwardFailures(mpsc::UnboundedSender<ObserveError>);
+
+impl Progress for ForwardFailures {
+    fn describe_failed(&self, error: &ObserveError) {
+        let _ = self.0.send(error.clone());
     }
 }
 

@@ -120,7 +120,8 @@ impl DirtySet {
             return Added::Duplicate;
         }
         if let Some(principal) = &hint.principal {
-            let ids = hint.groups.iter().map(GroupId::to_string).chain(hint.instances.iter().map(InstanceId::to_string));
+            let ids =
+                hint.groups.iter().map(GroupId::to_string).chain(hint.instances.iter().map(InstanceId::to_string));
             for id in ids {
                 if self.principals.len() < MAX_PRINCIPALS || self.principals.contains_key(&id) {
                     self.principals.insert(id, principal.clone());
@@ -273,6 +274,7 @@ mod tests {
             groups: groups.iter().map(|g| GroupId::try_new(*g).unwrap()).collect(),
             instances: BTreeSet::new(),
             everything: false,
+            principal: Some("arn:aws:iam::123456789012:user/alice".into()),
         }
     }
 
@@ -288,6 +290,7 @@ mod tests {
         let batch = set.take();
         assert_eq!(batch.dirty.groups.len(), 2);
         assert_eq!(batch.event_times.len(), 2);
+        assert_eq!(batch.principals.len(), 2, "who changed each named group");
         assert!(set.take().dirty.is_empty() && set.due_at().is_none());
     }
 

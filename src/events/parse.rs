@@ -289,6 +289,19 @@ mod tests {
     }
 
     #[test]
+    fn the_callers_arn_is_kept_as_the_principal_and_an_absent_or_oversized_one_is_not() {
+        let mut event = call("RevokeSecurityGroupIngress", json!({ "groupId": "sg-0a1" }));
+        assert_eq!(acted(&event).principal, None);
+        let arn = "arn:aws:sts::123456789012:assumed-role/ops/alice";
+        event["detail"]["userIdentity"] = json!({ "type": "AssumedRole", "arn": arn });
+        assert_eq!(acted(&event).principal.as_deref(), Some(arn));
+        event["detail"]["userIdentity"]["arn"] = json!("a".repeat(MAX_PRINCIPAL_LEN + 1));
+        assert_eq!(acted(&event).principal, None);
+        event["detail"]["userIdentity"]["arn"] = json!(42);
+        assert_eq!(acted(&event).principal, None, "not a string: no principal, the event still counts");
+    }
+
+    #[test]
     fn a_rule_change_marks_its_group_and_referenced_groups_dirty() {
         let event = call(
             "AuthorizeSecurityGroupIngress",

@@ -206,8 +206,10 @@ impl Ec2 for SlowMirrors {
         &self,
         filter: &GroupFilter,
         next_token: Option<String>,
-    ) -> Result<classiclink_mirror::ec2::Page<classiclink_mirror::model::SecurityGroup>, classiclink_mirror::ec2::Ec2Error>
-    {
+    ) -> Result<
+        classiclink_mirror::ec2::Page<classiclink_mirror::model::SecurityGroup>,
+        classiclink_mirror::ec2::Ec2Error,
+    > {
         if filter.tag_keys == [OWNERSHIP_TAG] {
             let delay = *self.delay.lock().unwrap();
             tokio::time::sleep(delay).await;
@@ -450,7 +452,8 @@ async fn a_reload_that_changes_events_restarts_the_event_reader() {
     std::fs::write(&daemon.path, config_text(&w, Some(other), "")).unwrap();
     daemon.events.send(Event::Reload).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    w.emu.authorize_permissions(&w.web, &[IpPermission { from_port: Some(6380), to_port: Some(6380), ..redis_rule() }])
+    w.emu
+        .authorize_permissions(&w.web, &[IpPermission { from_port: Some(6380), to_port: Some(6380), ..redis_rule() }])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
