@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::WallClock;
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
 use crate::events::EventSource;
@@ -53,7 +54,6 @@ use crate::events::targeted::observe_targeted;
 use crate::execute::ActionResult;
 use crate::execute::ExecuteOptions;
 use crate::http;
-pub use crate::http::WallClock;
 use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
 use crate::model::Snapshot;
@@ -187,7 +187,7 @@ impl Settings {
             env_region,
             drain_grace: Duration::from_secs(20),
             watch_every: Duration::from_secs(5),
-            wall_clock: Arc::new(SystemTime::now),
+            wall_clock: crate::clock::system(),
         }
     }
 }

@@ -21,6 +21,7 @@
 //! port, used by `demo`, the tests and the benchmarks.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;

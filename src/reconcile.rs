@@ -59,6 +59,52 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// How a pass ended: its classification, shown as `/status`'s
+/// `last_cycle.outcome` and counted as the `cycles_total{outcome}` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum CycleOutcome {
+    /// Complete snapshot, no action failed or was cancelled.
+    Success,
+    /// Complete snapshot, but some action failed (or was cancelled by shutdown).
+    Partial,
+    /// Some part of the observation failed: no destructive action was planned.
+    Incomplete,
+    /// Nothing useful happened: the source groups could not be observed
+    /// (every describe of them failed, or a shutdown stopped the pass during
+    /// observation).
+    Failed,
+}
+
+impl CycleOutcome {
+    /// Classifies a finished pass. Failed beats incomplete beats partial.
+    #[must_use]
+    pub fn of(pass: &PassReport) -> Self {
+        if pass.snapshot.incomplete.contains(&SnapshotPart::SourceGroups) {
+            Self::Failed
+        } else if !pass.snapshot.is_complete() {
+            Self::Incomplete
+        } else if pass
+            .report
+            .outcomes
+            .iter()
+            .any(|o| matches!(o.result, ActionResult::Failed(_) | ActionResult::Cancelled))
+        {
+            Self::Partial
+        } else {
+            Self::Success
+        }
+    }
+
+    /// Stable label.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        self.into()
+    }
+}
+
 /// What one pass saw, decided and did.
 #[derive(Debug, Clone)]
 pub struct PassReport {

@@ -191,8 +191,9 @@ impl RetryPolicy {
         }
     }
 
-    /// The longest a retry after `attempt` failed attempts may wait (the
-    /// jitter picks a point below it).
+    /// The longest a retry after `attempt` failed attempts, the last of
+    /// `kind`, may wait (the jitter picks a point below it): throttling
+    /// backs off from its own, longer base.
     fn ceiling(&self, attempt: u32, kind: ErrorKind) -> Duration {
         let base = if kind == ErrorKind::Throttled { self.throttled_base_delay } else { self.base_delay };
         let factor = 1u32 << attempt.saturating_sub(1).min(30);

@@ -9,7 +9,7 @@
 //! SDK client.
 //!
 //! The keys are read from the shipped example, which a unit test of
-//! `config.rs` holds to documenting every key of the schema, so a new key is
+//! `config/` (`config/tests.rs`) holds to documenting every key of the schema, so a new key is
 //! covered here without editing this file.
 
 use std::collections::BTreeMap;
