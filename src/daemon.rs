@@ -17,7 +17,8 @@
 //!   next pass, and what changed is logged; anything else — the file invalid,
 //!   deleted, a directory, unreadable, not UTF-8 — is rejected, logged and
 //!   counted once per change the watcher sees, and the old configuration
-//!   keeps running. A change of `[events]` restarts the event reader. A file made good again is reloaded without a signal.
+//!   keeps running. A change of `[events]` restarts the event reader. A
+//!   file made good again is reloaded without a signal.
 //!   Nothing built from a validated configuration can panic (every numeric
 //!   key is bounded), so a reload never takes the process down.
 //! - The planner's memory is loaded from the state file (`daemon.state_dir`)
@@ -581,7 +582,11 @@ async fn run_loaded(
         // A hint that ids cannot narrow down arrived during the observation.
         let mut full_again = false;
         while observed.is_none() || beside.is_some() {
-            let due = if full && observed.is_none() && beside.is_none() && !stopping && base.is_some() {
+            // Beside a full pass only while the batch is small: after a pass
+            // that wrote much (a first start), describing all it wrote costs
+            // about what the full pass does, which answers it anyway.
+            let small = hub.stale_len() <= BESIDE_MAX_STALE;
+            let due = if full && observed.is_none() && beside.is_none() && !stopping && base.is_some() && small {
                 hub.due_at()
             } else {
                 None
@@ -735,6 +740,10 @@ async fn sleep_until_some(due: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// The most stale ids (the last passes' writes) a targeted pass beside a
+/// full pass describes: 5 describes of each kind at 200 ids a filter.
+const BESIDE_MAX_STALE: usize = 1_000;
 
 /// Hands a spawned observation's failed describes to the loop, which tells
 /// the [`PassObserver`] (`/status` shows them while the pass runs).

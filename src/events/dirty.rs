@@ -199,6 +199,12 @@ impl DirtySet {
         self.stale = stale;
     }
 
+    /// How many stale ids the next batch carries.
+    #[must_use]
+    pub fn stale_len(&self) -> usize {
+        self.stale.groups.len() + self.stale.instances.len()
+    }
+
     /// A full pass ended: its snapshot saw every earlier write, so the
     /// stale ids become its own writes'.
     pub fn replace_stale(&mut self, stale: Dirty) {

@@ -173,6 +173,12 @@ impl EventHub {
         self.lock().health = SourceHealth::default();
     }
 
+    /// How many stale ids (of the last passes' writes) the next batch carries.
+    #[must_use]
+    pub fn stale_len(&self) -> usize {
+        self.lock().dirty.stale_len()
+    }
+
     /// After a full pass: what its own writes made stale, in place of what
     /// earlier passes' writes did (its snapshot saw those).
     pub fn full_pass_wrote(&self, stale: Dirty) {
