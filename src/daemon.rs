@@ -2,9 +2,12 @@
 //! `interval`, keeps the planner's `Memory` between passes, reloads the
 //! mapping file, and shuts down cleanly.
 //!
-//! - Passes never overlap: the next one starts `interval` (±10% jitter) after
-//!   the previous one *started*, or at once if that one overran — a slow pass
-//!   delays the next rather than stacking.
+//! - Full passes never overlap: the next one starts `interval` (±10% jitter)
+//!   after the previous one *started*, or at once if that one overran — a
+//!   slow pass delays the next rather than stacking. With events, targeted
+//!   passes run between them, and also *beside* a full pass while it only
+//!   observes; executions never overlap (docs/semantics.md, "Events and
+//!   targeted passes").
 //! - One [`CancellationToken`] stops everything: on the first shutdown event
 //!   no new pass or action starts, an observation under way stops at once
 //!   (nothing was started, so nothing waits), in-flight actions get
@@ -14,7 +17,8 @@
 //!   next pass, and what changed is logged; anything else — the file invalid,
 //!   deleted, a directory, unreadable, not UTF-8 — is rejected, logged and
 //!   counted once per change the watcher sees, and the old configuration
-//!   keeps running. A file made good again is reloaded without a signal.
+//!   keeps running. A change of `[events]` restarts the event reader. A
+//!   file made good again is reloaded without a signal.
 //!   Nothing built from a validated configuration can panic (every numeric
 //!   key is bounded), so a reload never takes the process down.
 //! - The planner's memory is loaded from the state file (`daemon.state_dir`)
@@ -26,7 +30,9 @@
 //!   emulator and paused time.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -42,16 +48,19 @@ use crate::clock::WallClock;
 use crate::config::{self, Config, ConfigLoadError, render_errors};
 use crate::ec2::Ec2;
 use crate::events::EventSource;
+use crate::events::dirty::{Batch, Dirty};
 use crate::events::parse::Expected;
 use crate::events::runner::{EventHub, read_events};
+use crate::events::targeted::observe_targeted;
 use crate::execute::ActionResult;
 use crate::execute::ExecuteOptions;
 use crate::http;
 use crate::metrics::Metrics;
 pub use crate::metrics::ReloadOutcome;
+use crate::model::Snapshot;
 use crate::observe::ObserveError;
 use crate::plan::Memory;
-use crate::reconcile::{PassReport, Phase, Progress, execute_options, plan_and_execute, reconcile_once_observed};
+use crate::reconcile::{PassReport, Phase, Progress, execute_options, observe_cancellable, plan_and_execute};
 use crate::state::{StateError, StateFile, conservative_start};
 
 /// What the daemon is told from outside (signals, tests).
@@ -90,6 +99,11 @@ pub trait PassObserver: Send + Sync {
     fn serving(&self, _address: std::net::SocketAddr) {}
     /// An event source is configured; `hub` holds its counts and health.
     fn events_enabled(&self, _hub: &EventHub) {}
+    /// A reload removed `[events]`: periodic passes only.
+    fn events_disabled(&self) {}
+    /// A reload configured events again after [`Self::events_disabled`] or
+    /// changed them: `hub` is the one [`Self::events_enabled`] was given.
+    fn events_reenabled(&self, _hub: &EventHub) {}
     /// With events on, a pass finished (after [`Self::pass_finished`]):
     /// `Some(event_times)` for a targeted pass (its events' own times),
     /// `None` for a full one; `started_at` is the pass's `now`.
@@ -208,6 +222,63 @@ struct Loop<'a> {
     state_file: StateFile,
     /// The last save failed (logged once until one succeeds again).
     state_file_failing: bool,
+    /// A reload changed `[events]`: the event reader restarts before the next pass.
+    events_changed: bool,
+}
+
+/// The event reader task of the configuration in force, stopped when
+/// replaced (a reload that changed `[events]`) or dropped.
+#[derive(Default)]
+struct EventReader {
+    cancel: Option<CancellationToken>,
+    /// The hub has been shown to the observer (metrics registered once).
+    announced: bool,
+}
+
+impl EventReader {
+    /// Stops the running reader, if any, and starts one for `config`'s
+    /// `[events]`, if any. Pending hints are dropped (the next full pass
+    /// answers them). True when events are on.
+    async fn start(
+        &mut self,
+        connector: &dyn Connector,
+        config: &Config,
+        hub: &EventHub,
+        observer: &dyn PassObserver,
+        settings: &Settings,
+    ) -> bool {
+        let restart = self.cancel.is_some() || self.announced;
+        if let Some(cancel) = self.cancel.take() {
+            cancel.cancel();
+        }
+        hub.full_pass_started();
+        hub.source_restarted();
+        let Some(source) = connector.event_source(config).await else {
+            if restart {
+                info!("events off: periodic passes only");
+                observer.events_disabled();
+            }
+            return false;
+        };
+        if self.announced {
+            observer.events_reenabled(hub);
+        } else {
+            observer.events_enabled(hub);
+            self.announced = true;
+        }
+        let cancel = CancellationToken::new();
+        tokio::spawn(read_events(source, hub.clone(), Arc::clone(&settings.wall_clock), cancel.clone()));
+        self.cancel = Some(cancel);
+        true
+    }
+}
+
+impl Drop for EventReader {
+    fn drop(&mut self) {
+        if let Some(cancel) = &self.cancel {
+            cancel.cancel();
+        }
+    }
 }
 
 /// The mapping file as the watcher sees it: a hash of its bytes, or why it
@@ -280,7 +351,8 @@ impl Loop<'_> {
                         "daemon.state_dir changed: it takes effect after a restart");
                 }
                 if config.events != self.config.events {
-                    warn!("[events] changed: it takes effect after a restart");
+                    info!(queue_url = ?config.events.queue_url, "[events] changed: the event reader restarts");
+                    self.events_changed = true;
                 }
                 info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
                 self.config = config;
@@ -387,19 +459,23 @@ async fn run_loaded(
     // Events (docs/architecture.md, "Events"): a reader task feeds the hub;
     // the loop runs a targeted pass when its debounce is due.
     let hub = EventHub::new(Expected { account: None, region: config.aws.region.clone() });
-    let reader_cancel = CancellationToken::new();
-    let source = connector.event_source(&config).await;
-    let events_on = source.is_some();
-    if let Some(source) = source {
-        observer.events_enabled(&hub);
-        tokio::spawn(read_events(source, hub.clone(), Arc::clone(&settings.wall_clock), reader_cancel.clone()));
-    }
-    let _stop_reader = reader_cancel.clone().drop_guard();
+    let mut reader = EventReader::default();
+    let mut events_on = reader.start(connector, &config, &hub, observer, settings).await;
     let seen = FileState::of(&Ok(config_text.into_bytes()));
     let mut state_file = StateFile::new(config.daemon.state_dir.clone());
     let memory = load_state(&mut state_file, observer, (settings.wall_clock)());
-    let mut state =
-        Loop { settings, connector, observer, config, seen, ec2, memory, state_file, state_file_failing: false };
+    let mut state = Loop {
+        settings,
+        connector,
+        observer,
+        config,
+        seen,
+        ec2,
+        memory,
+        state_file,
+        state_file_failing: false,
+        events_changed: false,
+    };
     info!(path = %settings.config_path.display(), mappings = state.config.mirrors.len(), events = events_on,
         interval = %humantime::format_duration(state.config.daemon.interval), "daemon started");
     // The last complete snapshot, which a targeted pass merges into.
@@ -420,6 +496,10 @@ async fn run_loaded(
                 reload_pending = false;
                 state.reload("signal").await;
             }
+            if std::mem::take(&mut state.events_changed) {
+                events_on = reader.start(connector, &state.config, &hub, observer, settings).await;
+                events_restarted(events_on, &mut base, &mut next_start);
+            }
             let due = if events_on && base.is_some() { hub.due_at() } else { None };
             tokio::select! {
                 () = tokio::time::sleep_until(next_start) => break,
@@ -438,62 +518,182 @@ async fn run_loaded(
                 _ = watch.tick() => {
                     if state.file_changed() {
                         state.reload("file changed").await;
+                        if std::mem::take(&mut state.events_changed) {
+                            events_on = reader.start(connector, &state.config, &hub, observer, settings).await;
+                            events_restarted(events_on, &mut base, &mut next_start);
+                        }
                     }
                 }
             }
         }
 
         let started = Instant::now();
-        observer.pass_started(&state.config);
-        // A random starting point in the plan: two daemons on one estate
-        // then work on different actions instead of racing for the same ones.
-        let options = ExecuteOptions { rotation: rand::random_range(0..usize::MAX), ..execute_options(&state.config) };
+        let started_at = (settings.wall_clock)();
         let config = state.config.clone();
         let ec2 = Arc::clone(&state.ec2);
-        let mut memory = std::mem::take(&mut state.memory);
-        let started_at = (settings.wall_clock)();
-        let targeted_base = targeted.as_ref().and(base.clone());
-        if targeted_base.is_none() {
+        // A targeted pass merges into the last complete snapshot; without
+        // one (or with a hint that ids cannot narrow down) the pass is full.
+        let (main_batch, main_base) = match (targeted, base.clone()) {
+            (Some(batch), Some(base)) => (Some(batch), Some(base)),
+            _ => (None, None),
+        };
+        let full = main_batch.is_none();
+        if full {
             hub.full_pass_started();
         }
+        observer.pass_started(&config);
+        let mut stopping = false;
+        let mut drain_deadline: Option<Instant> = None;
+
+        // 1. Observe. While a *full* observation runs (seconds on a large
+        //    estate), events do not wait for it: targeted passes run to
+        //    completion beside it, one at a time, and what they looked at
+        //    and wrote is described again before the full pass plans
+        //    (docs/semantics.md, "Targeted passes beside a full pass").
+        // The full observation runs as a task of its own: decoding its
+        // pages keeps a thread busy for seconds on a large estate, and the
+        // targeted passes beside it must not wait for a page to be decoded.
+        let (failures, mut failed) = mpsc::unbounded_channel();
+        let full_observation = full.then(|| {
+            observer.phase(Phase::Observing);
+            let (ec2, config, cancel) = (Arc::clone(&ec2), config.clone(), cancel.clone());
+            tokio::spawn(async move {
+                observe_cancellable(ec2.as_ref(), &config, &cancel, &ForwardFailures(failures)).await
+            })
+        });
+        let observe = async {
+            let progress = Observed(observer);
+            match (&main_batch, &main_base, full_observation) {
+                (Some(batch), Some(base), _) => {
+                    progress.phase(Phase::Observing);
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => None,
+                        observation = observe_targeted(ec2.as_ref(), &config, base, &batch.dirty) => Some(observation),
+                    }
+                }
+                (_, _, Some(task)) => task.await.unwrap_or_else(|error| {
+                    error!(error = %error, "the observation task failed: this pass plans nothing");
+                    None
+                }),
+                _ => None,
+            }
+        };
+        tokio::pin!(observe);
+        let mut observed: Option<Option<crate::observe::Observation>> = None;
+        let mut beside: Option<Pin<Box<dyn Future<Output = Beside> + Send + '_>>> = None;
+        // What the targeted passes beside this observation looked at and wrote.
+        let mut refresh = Dirty::default();
+        // A hint that ids cannot narrow down arrived during the observation.
+        let mut full_again = false;
+        while observed.is_none() || beside.is_some() {
+            // Beside a full pass only while the batch is small: after a pass
+            // that wrote much (a first start), describing all it wrote costs
+            // about what the full pass does, which answers it anyway.
+            let small = hub.stale_len() <= BESIDE_MAX_STALE;
+            let due = if full && observed.is_none() && beside.is_none() && !stopping && base.is_some() && small {
+                hub.due_at()
+            } else {
+                None
+            };
+            tokio::select! {
+                result = &mut observe, if observed.is_none() => {
+                    while let Ok(error) = failed.try_recv() {
+                        observer.describe_failed(&error);
+                    }
+                    observed = Some(result);
+                }
+                Some(error) = failed.recv(), if observed.is_none() => observer.describe_failed(&error),
+                done = async {
+                    match beside.as_mut() {
+                        Some(pass) => pass.await,
+                        None => std::future::pending().await,
+                    }
+                }, if beside.is_some() => {
+                    beside = None;
+                    refresh.extend(done.batch.dirty.clone());
+                    refresh.extend(crate::events::dirty::touched(&done.report.plan));
+                    finish_pass(&mut state, &hub, &mut base, events_on, done.report, done.memory,
+                        Some(&done.batch), done.started_at);
+                    if observed.is_none() {
+                        // `/status` shows the full pass under way again.
+                        observer.pass_started(&config);
+                        observer.phase(Phase::Observing);
+                    }
+                }
+                () = sleep_until_some(due) => {
+                    let batch = hub.take();
+                    if batch.dirty.everything {
+                        full_again = true;
+                    } else if let Some(base) = base.clone() {
+                        let memory = std::mem::take(&mut state.memory);
+                        let now = (settings.wall_clock)();
+                        beside = Some(Box::pin(targeted_pass(
+                            Arc::clone(&ec2), config.clone(), base, batch, memory, now, cancel.clone(), observer,
+                        )));
+                    }
+                }
+                () = hub.changed(), if events_on && due.is_none() && full && observed.is_none() => {}
+                event = events.recv(), if !stopping => match event {
+                    Some(Event::Reload) => reload_pending = true,
+                    Some(Event::Shutdown) | None => {
+                        info!(grace = %humantime::format_duration(settings.drain_grace),
+                            "shutting down: no new actions; waiting for the ones in flight");
+                        stopping = true;
+                        drain_deadline = Some(Instant::now() + settings.drain_grace);
+                        cancel.cancel();
+                    }
+                },
+                () = sleep_until_some(drain_deadline) => {
+                    warn!("in-flight actions did not finish within the drain grace; stopping anyway");
+                    break 'daemon;
+                }
+            }
+        }
+
+        // 2. Plan with the whole picture and execute, strictly after every
+        //    targeted pass beside the observation has finished.
+        // A random starting point in the plan: two daemons on one estate
+        // then work on different actions instead of racing for the same ones.
+        let options = ExecuteOptions { rotation: rand::random_range(0..usize::MAX), ..execute_options(&config) };
+        let mut memory = std::mem::take(&mut state.memory);
+        if let Some(batch) = &main_batch {
+            memory.event_principals.clone_from(&batch.principals);
+        }
+        let observed = observed.flatten();
         let pass = async {
             let progress = Observed(observer);
-            let report = match (&targeted, &targeted_base) {
-                (Some(batch), Some(base)) => {
-                    progress.phase(Phase::Observing);
-                    let observation =
-                        crate::events::targeted::observe_targeted(ec2.as_ref(), &config, base, &batch.dirty).await;
-                    progress.observed(&observation.snapshot);
-                    plan_and_execute(
-                        ec2.as_ref(),
-                        &config,
-                        observation,
-                        started,
-                        &mut memory,
-                        started_at,
-                        &options,
-                        &cancel,
-                        &progress,
-                    )
-                    .await
-                }
-                _ => {
-                    reconcile_once_observed(
-                        ec2.as_ref(),
-                        &config,
-                        &mut memory,
-                        started_at,
-                        &options,
-                        &cancel,
-                        &progress,
-                    )
-                    .await
-                }
+            let Some(mut observation) = observed else {
+                return (crate::reconcile::interrupted(started, &memory), memory);
             };
+            if refresh.everything {
+                // A targeted pass enabled ClassicLink on a VPC: look at everything again.
+                match observe_cancellable(ec2.as_ref(), &config, &cancel, &progress).await {
+                    Some(again) => observation = again,
+                    None => return (crate::reconcile::interrupted(started, &memory), memory),
+                }
+            } else if !refresh.is_empty() {
+                let refreshed = observe_targeted(ec2.as_ref(), &config, &observation.snapshot, &refresh).await;
+                let mut errors = observation.errors;
+                errors.extend(refreshed.errors);
+                observation = crate::observe::Observation { snapshot: refreshed.snapshot, errors };
+            }
+            progress.observed(&observation.snapshot);
+            let report = plan_and_execute(
+                ec2.as_ref(),
+                &config,
+                observation,
+                started,
+                &mut memory,
+                started_at,
+                &options,
+                &cancel,
+                &progress,
+            )
+            .await;
             (report, memory)
         };
         tokio::pin!(pass);
-        let mut stopping = false;
         let finished = loop {
             tokio::select! {
                 finished = &mut pass => break Some(finished),
@@ -503,52 +703,39 @@ async fn run_loaded(
                         info!(grace = %humantime::format_duration(settings.drain_grace),
                             "shutting down: no new actions; waiting for the ones in flight");
                         stopping = true;
+                        drain_deadline = Some(Instant::now() + settings.drain_grace);
                         cancel.cancel();
                     }
                 },
-                () = tokio::time::sleep(settings.drain_grace), if stopping => {
+                () = sleep_until_some(drain_deadline) => {
                     warn!("in-flight actions did not finish within the drain grace; stopping anyway");
                     break None;
                 }
             }
         };
         let Some((report, memory)) = finished else { break 'daemon };
-        state.memory = memory;
-        state.save_state();
-        observer.pass_finished(&report, &state.config, started_at);
-        if events_on {
-            observer.events_pass_finished(targeted.as_ref().map(|b| b.event_times.as_slice()), started_at);
-            if let Some(batch) = &targeted {
-                info!(
-                    groups = batch.dirty.groups.len(),
-                    instances = batch.dirty.instances.len(),
-                    actions = report.plan.actions.len(),
-                    "targeted pass on events finished"
-                );
-            }
-            // This pass's writes are stale in its snapshot: the next
-            // targeted pass describes them again.
-            hub.pass_wrote(crate::events::dirty::touched(&report.plan));
-            if report.snapshot.is_complete() {
-                if let Some(account) = report.snapshot.source_groups.values().map(|g| g.owner_id.as_str()).next() {
-                    hub.expect_account(account);
-                }
-                // Kept (moved, not copied) for the next targeted pass to merge into.
-                base = Some(Arc::new(report.snapshot));
-            } else if let Some(batch) = &targeted {
-                // Look again with the next batch (or the next full pass).
-                hub.pass_wrote(batch.dirty.clone());
-            }
-        }
+        finish_pass(&mut state, &hub, &mut base, events_on, report, memory, main_batch.as_ref(), started_at);
         if stopping {
             break 'daemon;
         }
-        if targeted.is_none() {
-            next_start = started + jittered(state.config.daemon.interval);
+        if full {
+            next_start = if full_again { Instant::now() } else { started + jittered(state.config.daemon.interval) };
         }
     }
     observer.stopping();
     info!("daemon stopped");
+}
+
+/// After the event reader restarted: with events off, the last snapshot is
+/// not kept (it serves targeted passes only); with events on and none kept
+/// (they were off), a full pass starts now to take one — targeted passes
+/// merge into it — and to answer what no event reported meanwhile.
+fn events_restarted(events_on: bool, base: &mut Option<Arc<Snapshot>>, next_start: &mut Instant) {
+    if !events_on {
+        *base = None;
+    } else if base.is_none() {
+        *next_start = Instant::now();
+    }
 }
 
 /// Sleeps until `due`, or forever when there is none.
@@ -556,6 +743,118 @@ async fn sleep_until_some(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The most stale ids (the last passes' writes) a targeted pass beside a
+/// full pass describes: 5 describes of each kind at 200 ids a filter.
+const BESIDE_MAX_STALE: usize = 1_000;
+
+/// Hands a spawned observation's failed describes to the loop, which tells
+/// the [`PassObserver`] (`/status` shows them while the pass runs).
+struct ForwardFailures(mpsc::UnboundedSender<ObserveError>);
+
+impl Progress for ForwardFailures {
+    fn describe_failed(&self, error: &ObserveError) {
+        let _ = self.0.send(error.clone());
+    }
+}
+
+/// A targeted pass that ran beside a full pass's observation.
+struct Beside {
+    report: PassReport,
+    memory: Memory,
+    batch: Batch,
+    started_at: SystemTime,
+}
+
+/// One targeted pass, owning what it needs so that it can run beside a full
+/// pass's observation: describe what `batch` names, merge it into `base`,
+/// plan with the whole picture and execute.
+#[allow(clippy::too_many_arguments)] // the pass's inputs, each needed
+async fn targeted_pass(
+    ec2: Arc<dyn Ec2>,
+    config: Config,
+    base: Arc<Snapshot>,
+    batch: Batch,
+    mut memory: Memory,
+    started_at: SystemTime,
+    cancel: CancellationToken,
+    observer: &dyn PassObserver,
+) -> Beside {
+    let started = Instant::now();
+    memory.event_principals.clone_from(&batch.principals);
+    observer.pass_started(&config);
+    let progress = Observed(observer);
+    progress.phase(Phase::Observing);
+    let observation = observe_targeted(ec2.as_ref(), &config, &base, &batch.dirty).await;
+    progress.observed(&observation.snapshot);
+    let options = ExecuteOptions { rotation: rand::random_range(0..usize::MAX), ..execute_options(&config) };
+    let report = plan_and_execute(
+        ec2.as_ref(),
+        &config,
+        observation,
+        started,
+        &mut memory,
+        started_at,
+        &options,
+        &cancel,
+        &progress,
+    )
+    .await;
+    Beside { report, memory, batch, started_at }
+}
+
+/// After any pass: keeps its memory (and saves it), reports it, and with
+/// events on hands the hub what the pass wrote and keeps its snapshot, when
+/// complete, as the base of the next targeted pass. `batch` is a targeted
+/// pass's.
+#[allow(clippy::too_many_arguments)] // the loop's state a pass ends into
+fn finish_pass(
+    state: &mut Loop<'_>,
+    hub: &EventHub,
+    base: &mut Option<Arc<Snapshot>>,
+    events_on: bool,
+    report: PassReport,
+    memory: Memory,
+    batch: Option<&Batch>,
+    started_at: SystemTime,
+) {
+    state.memory = memory;
+    state.save_state();
+    state.observer.pass_finished(&report, &state.config, started_at);
+    if !events_on {
+        return;
+    }
+    state.observer.events_pass_finished(batch.map(|b| b.event_times.as_slice()), started_at);
+    if let Some(batch) = batch {
+        info!(
+            groups = batch.dirty.groups.len(),
+            instances = batch.dirty.instances.len(),
+            actions = report.plan.actions.len(),
+            "targeted pass on events finished"
+        );
+    }
+    // This pass's writes are stale in its snapshot: the next targeted pass
+    // describes them again.
+    let touched = crate::events::dirty::touched(&report.plan);
+    if batch.is_some() {
+        hub.pass_wrote(touched);
+    } else if report.snapshot.is_complete() {
+        hub.full_pass_wrote(touched);
+    } else {
+        // An incomplete snapshot is not kept: the base stays the older one.
+        hub.pass_wrote(touched);
+    }
+    if report.snapshot.is_complete() {
+        if let Some(account) = report.snapshot.source_groups.values().map(|g| g.owner_id.as_str()).next() {
+            hub.expect_account(account);
+        }
+        // Kept (moved, not copied) for the next targeted pass to merge into.
+        *base = Some(Arc::new(report.snapshot));
+    } else if let Some(batch) = batch {
+        // Look again with the next batch (or the next full pass).
+        hub.pass_wrote(batch.dirty.clone());
     }
 }
 
@@ -645,6 +944,17 @@ impl PassObserver for Instruments {
         }
         self.state.set_events(hub.clone());
         *self.events.lock() = Some(hub.clone());
+    }
+
+    fn events_disabled(&self) {
+        self.state.clear_events();
+        if let Some(metrics) = self.events.lock().as_ref().and_then(EventHub::metrics) {
+            metrics.up.set(0);
+        }
+    }
+
+    fn events_reenabled(&self, hub: &EventHub) {
+        self.state.set_events(hub.clone());
     }
 
     fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, started_at: SystemTime) {
@@ -774,6 +1084,14 @@ impl PassObserver for Both<'_> {
     fn events_enabled(&self, hub: &EventHub) {
         self.0.events_enabled(hub);
         self.1.events_enabled(hub);
+    }
+    fn events_disabled(&self) {
+        self.0.events_disabled();
+        self.1.events_disabled();
+    }
+    fn events_reenabled(&self, hub: &EventHub) {
+        self.0.events_reenabled(hub);
+        self.1.events_reenabled(hub);
     }
     fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, started_at: SystemTime) {
         self.0.events_pass_finished(event_times, started_at);

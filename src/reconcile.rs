@@ -188,30 +188,53 @@ pub async fn reconcile_once_observed(
     progress: &dyn Progress,
 ) -> PassReport {
     let started = tokio::time::Instant::now();
+    match observe_cancellable(ec2, config, cancel, progress).await {
+        Some(observation) => {
+            progress.observed(&observation.snapshot);
+            plan_and_execute(ec2, config, observation, started, memory, now, options, cancel, progress).await
+        }
+        None => interrupted(started, memory),
+    }
+}
+
+/// A pass's full observation, telling `progress` of failed describes as
+/// they happen; `None` when `cancel` stopped it (every describe, limiter
+/// wait and back-off sleep is dropped at once).
+pub async fn observe_cancellable(
+    ec2: &dyn Ec2,
+    config: &Config,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+) -> Option<Observation> {
     progress.phase(Phase::Observing);
     let report_failure = |error: &ObserveError| progress.describe_failed(error);
-    let observation = tokio::select! {
+    tokio::select! {
         biased;
         () = cancel.cancelled() => {
             info!("shutdown during observation: the pass stops before planning; no action was started");
-            let mut snapshot = Snapshot::default();
-            snapshot.incomplete.extend(SnapshotPart::VARIANTS.iter().copied());
-            return PassReport {
-                snapshot,
-                observe_errors: Vec::new(),
-                plan: Plan::default(),
-                report: Report::default(),
-                duration: started.elapsed(),
-                interrupted: true,
-                fights: memory.fights(),
-                fights_started: Vec::new(),
-                other_writer: false,
-            };
+            None
         }
-        observation = observe_reporting(ec2, config, &report_failure) => observation,
-    };
-    progress.observed(&observation.snapshot);
-    plan_and_execute(ec2, config, observation, started, memory, now, options, cancel, progress).await
+        observation = observe_reporting(ec2, config, &report_failure) => Some(observation),
+    }
+}
+
+/// The report of a pass a shutdown stopped during observation: nothing
+/// planned or started, every part incomplete, `memory` untouched.
+#[must_use]
+pub fn interrupted(started: tokio::time::Instant, memory: &Memory) -> PassReport {
+    let mut snapshot = Snapshot::default();
+    snapshot.incomplete.extend(SnapshotPart::VARIANTS.iter().copied());
+    PassReport {
+        snapshot,
+        observe_errors: Vec::new(),
+        plan: Plan::default(),
+        report: Report::default(),
+        duration: started.elapsed(),
+        interrupted: true,
+        fights: memory.fights(),
+        fights_started: Vec::new(),
+        other_writer: false,
+    }
 }
 
 /// A pass on an observation already made (the targeted pass of the event
@@ -231,8 +254,10 @@ pub async fn plan_and_execute(
     progress: &dyn Progress,
 ) -> PassReport {
     progress.phase(Phase::Planning);
+    let planning = tokio::time::Instant::now();
     let (plan, next) = plan(config, &observation.snapshot, memory, now);
     *memory = next;
+    let plan_time = planning.elapsed();
     progress.planned(plan.actions.len());
     for error in &observation.errors {
         warn!(part = error.part.as_str(), code = %error.source.code, error = %error.source,
@@ -266,6 +291,7 @@ pub async fn plan_and_execute(
         }
     }
     progress.phase(Phase::Executing);
+    let executing = tokio::time::Instant::now();
     // After yielding to another writer, wait while it makes progress (the
     // plan shrinks without us); once it stops, do the rest.
     let executable = plan.executable().count();
@@ -280,6 +306,7 @@ pub async fn plan_and_execute(
     } else {
         execute_reporting(ec2, &plan, options, cancel, &|result| progress.action_finished(result)).await
     };
+    let execute_time = executing.elapsed();
     let ours = report.count(OutcomeKind::Done) + report.count(OutcomeKind::AlreadyDone);
     memory.other_writer_left =
         (waiting || report.count(OutcomeKind::Yielded) > 0).then(|| executable.saturating_sub(ours));
@@ -294,10 +321,12 @@ pub async fn plan_and_execute(
     });
     let fights_started = memory.record_execution(executed, now, &FightPolicy::of(&config.safety));
     for key in &fights_started {
+        let principal = memory.repairs.get(key).and_then(|h| h.principal.as_deref()).unwrap_or("unknown");
         warn!(
             source_group = %key.pair.source,
             vpc_id = %key.pair.vpc,
             kind = key.kind.as_str(),
+            principal,
             "the same repair of this pair keeps being needed: something else keeps undoing it (a fight); \
              its repairs back off (see /status)"
         );
@@ -332,6 +361,9 @@ pub async fn plan_and_execute(
         warnings = pass.plan.warnings.len(),
         incomplete = pass.snapshot.incomplete.len(),
         duration_ms = pass.duration.as_millis() as u64,
+        observe_ms = planning.duration_since(started).as_millis() as u64,
+        plan_ms = plan_time.as_millis() as u64,
+        execute_ms = execute_time.as_millis() as u64,
         "reconcile pass finished"
     );
     pass

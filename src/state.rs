@@ -121,6 +121,9 @@ struct RepairsDoc {
     subjects: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     fight: Option<FightDoc>,
+    /// Who made the change the latest repair undid (an event's principal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    principal: Option<String>,
 }
 
 /// The document, version 1. Times are RFC 3339 UTC to the second. The
@@ -177,6 +180,7 @@ impl StateDoc {
                         retry_after: format_time(f.retry_after),
                         subjects: f.subjects.clone(),
                     }),
+                    principal: history.principal.clone(),
                 })
                 .collect(),
         }
@@ -221,6 +225,7 @@ impl StateDoc {
                     subjects: f.subjects,
                 }),
             };
+            history.principal = doc.principal;
             let key = FightKey { pair: PairKey { source: doc.source, vpc: doc.vpc }, kind: doc.kind };
             memory.repairs.insert(key, history);
         }

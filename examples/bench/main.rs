@@ -114,6 +114,10 @@ struct Fig4Args {
     /// Polling period of the mirror.
     #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     poll: Duration,
+    /// Each run twice, side by side: without events, then with events on
+    /// and the emulator losing every one (`--events --event-loss 1`).
+    #[arg(long)]
+    lost_events: bool,
 }
 
 #[derive(Debug, Args)]
@@ -147,12 +151,15 @@ async fn figure3(cli: &Cli, options: &fig3::Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn figure4(cli: &Cli, options: &fig4::Options) -> anyhow::Result<()> {
+async fn figure4(cli: &Cli, options: &fig4::Options, lost_events: bool) -> anyhow::Result<()> {
     let binary = Binary::new(&cli.bin);
+    let variants: &[bool] = if lost_events { &[false, true] } else { &[options.events_lost] };
     for run in 1..=cli.runs {
-        let result = fig4::run(&binary, options).await?;
-        println!("run {run}/{}: {}", cli.runs, result.table());
-        append_json(&cli.json, &result.json())?;
+        for &events_lost in variants {
+            let result = fig4::run(&binary, &fig4::Options { events_lost, ..*options }).await?;
+            println!("run {run}/{}: {}", cli.runs, result.table());
+            append_json(&cli.json, &result.json())?;
+        }
     }
     Ok(())
 }
@@ -191,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
                 poll: args.poll,
                 ..default
             };
-            figure4(&cli, &options).await
+            figure4(&cli, &options, args.lost_events).await
         }
         Figure::Fig5(args) => {
             let default = fig5::Options::default();
@@ -212,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Figure::All => {
             figure3(&cli, &fig3::Options::default()).await?;
-            figure4(&cli, &fig4::Options::default()).await?;
+            figure4(&cli, &fig4::Options::default(), false).await?;
             figure5(&cli, &fig5::Options::default()).await
         }
     }

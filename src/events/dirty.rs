@@ -13,7 +13,7 @@
 //!   plans with was observed *before* its writes, so those are stale in it;
 //!   the next targeted pass describes them again along with the events'.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,6 +25,8 @@ use super::parse::Hint;
 
 /// How many recent event ids are remembered to drop duplicates.
 pub const SEEN_EVENT_IDS: usize = 10_000;
+/// How many groups and instances of one batch keep who changed them.
+pub const MAX_PRINCIPALS: usize = 10_000;
 
 /// Groups and instances to describe again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,12 +66,17 @@ pub enum Added {
 /// Hints waiting for their targeted pass.
 #[derive(Debug)]
 pub struct DirtySet {
+    /// What events named.
     pending: Dirty,
+    /// What the daemon's own writes made stale in the last snapshot.
+    stale: Dirty,
     /// When the first hint of the pending set arrived, and the latest.
     first: Option<Instant>,
     last: Option<Instant>,
     /// Event times of the pending hints (wall clock), for the lag metric.
     event_times: Vec<std::time::SystemTime>,
+    /// Who changed each pending group or instance, by id.
+    principals: BTreeMap<String, String>,
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
     debounce: Duration,
@@ -83,6 +90,9 @@ pub struct Batch {
     pub dirty: Dirty,
     /// The events' own times (wall clock), oldest first.
     pub event_times: Vec<std::time::SystemTime>,
+    /// Who changed each group or instance (by id), as the latest event
+    /// naming it said: the fights' `principal`.
+    pub principals: BTreeMap<String, String>,
 }
 
 impl DirtySet {
@@ -92,9 +102,11 @@ impl DirtySet {
     pub fn new(debounce: Duration, max_delay: Duration) -> Self {
         Self {
             pending: Dirty::default(),
+            stale: Dirty::default(),
             first: None,
             last: None,
             event_times: Vec::new(),
+            principals: BTreeMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             debounce,
@@ -106,6 +118,15 @@ impl DirtySet {
     pub fn add(&mut self, hint: Hint, now: Instant) -> Added {
         if !self.remember(&hint.event_id) {
             return Added::Duplicate;
+        }
+        if let Some(principal) = &hint.principal {
+            let ids =
+                hint.groups.iter().map(GroupId::to_string).chain(hint.instances.iter().map(InstanceId::to_string));
+            for id in ids {
+                if self.principals.len() < MAX_PRINCIPALS || self.principals.contains_key(&id) {
+                    self.principals.insert(id, principal.clone());
+                }
+            }
         }
         self.pending.groups.extend(hint.groups);
         self.pending.instances.extend(hint.instances);
@@ -121,8 +142,8 @@ impl DirtySet {
     /// Adds what the daemon's own last writes made stale. They do not start
     /// the debounce clock: on their own they are not worth a pass.
     pub fn add_stale(&mut self, stale: Dirty) {
-        self.pending.groups.extend(stale.groups);
-        self.pending.instances.extend(stale.instances);
+        self.stale.groups.extend(stale.groups);
+        self.stale.instances.extend(stale.instances);
     }
 
     /// True when an id was new (and is now remembered).
@@ -162,13 +183,32 @@ impl DirtySet {
         self.last = None;
         let mut event_times = std::mem::take(&mut self.event_times);
         event_times.sort_unstable();
-        Batch { dirty: std::mem::take(&mut self.pending), event_times }
+        let principals = std::mem::take(&mut self.principals);
+        let mut dirty = std::mem::take(&mut self.pending);
+        dirty.extend(std::mem::take(&mut self.stale));
+        Batch { dirty, event_times, principals }
     }
 
-    /// A full pass saw everything: pending event hints are answered (the
-    /// stale ids of that pass's own writes are added after it).
+    /// A full pass starts: it will see what the pending event hints point
+    /// at, so they are answered. The stale ids stay: a targeted pass beside
+    /// the full pass merges into the *last* snapshot, which predates those
+    /// writes ([`Self::replace_stale`] once the full pass has ended).
     pub fn clear(&mut self) {
+        let stale = std::mem::take(&mut self.stale);
         let _ = self.take();
+        self.stale = stale;
+    }
+
+    /// How many stale ids the next batch carries.
+    #[must_use]
+    pub fn stale_len(&self) -> usize {
+        self.stale.groups.len() + self.stale.instances.len()
+    }
+
+    /// A full pass ended: its snapshot saw every earlier write, so the
+    /// stale ids become its own writes'.
+    pub fn replace_stale(&mut self, stale: Dirty) {
+        self.stale = Dirty { everything: false, ..stale };
     }
 }
 
@@ -240,6 +280,7 @@ mod tests {
             groups: groups.iter().map(|g| GroupId::try_new(*g).unwrap()).collect(),
             instances: BTreeSet::new(),
             everything: false,
+            principal: Some("arn:aws:iam::123456789012:user/alice".into()),
         }
     }
 
@@ -255,6 +296,7 @@ mod tests {
         let batch = set.take();
         assert_eq!(batch.dirty.groups.len(), 2);
         assert_eq!(batch.event_times.len(), 2);
+        assert_eq!(batch.principals.len(), 2, "who changed each named group");
         assert!(set.take().dirty.is_empty() && set.due_at().is_none());
     }
 
@@ -266,6 +308,23 @@ mod tests {
             set.add(hint(&format!("e{i}"), &["sg-1"]), start + Duration::from_millis(100 * i));
         }
         assert_eq!(set.due_at(), Some(start + Duration::from_secs(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_pass_answers_event_hints_but_stale_ids_wait_until_it_has_ended() {
+        let mut set = DirtySet::new(Duration::ZERO, Duration::ZERO);
+        let stale = |id: &str| Dirty { groups: [GroupId::try_new(id).unwrap()].into(), ..Dirty::default() };
+        set.add_stale(stale("sg-1"));
+        set.add(hint("a", &["sg-2"]), Instant::now());
+        set.clear();
+        assert_eq!(set.due_at(), None, "the event is answered by the full pass");
+        set.add(hint("b", &["sg-3"]), Instant::now());
+        let beside: Vec<String> = set.take().dirty.groups.iter().map(ToString::to_string).collect();
+        assert_eq!(beside, ["sg-1", "sg-3"], "a pass beside the full one still sees the last writes as stale");
+        set.add_stale(stale("sg-4"));
+        set.replace_stale(stale("sg-5"));
+        let after: Vec<String> = set.take().dirty.groups.iter().map(ToString::to_string).collect();
+        assert_eq!(after, ["sg-5"], "after the full pass only its own writes are stale");
     }
 
     #[tokio::test(start_paused = true)]

@@ -113,7 +113,14 @@ pub struct Hint {
     pub instances: BTreeSet<InstanceId>,
     /// Something changed that ids cannot narrow down: run a full pass soon.
     pub everything: bool,
+    /// Who made the call: CloudTrail's `userIdentity.arn`, when present (a
+    /// state change names nobody).
+    pub principal: Option<String>,
 }
+
+/// The longest `userIdentity.arn` kept (IAM ARNs are at most 2,048
+/// characters); a longer one is not kept.
+pub const MAX_PRINCIPAL_LEN: usize = 2048;
 
 /// The outcome of parsing one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +173,7 @@ fn parse_inner(body: &str, expected: &Expected) -> Result<Hint, IgnoreReason> {
         groups: BTreeSet::new(),
         instances: BTreeSet::new(),
         everything: false,
+        principal: None,
     };
     match detail_type {
         API_CALL => {
@@ -182,6 +190,11 @@ fn parse_inner(body: &str, expected: &Expected) -> Result<Hint, IgnoreReason> {
                 return Err(OwnEcho);
             }
             hint.what = name.to_owned();
+            hint.principal = detail
+                .get("userIdentity")
+                .and_then(|identity| text(identity, "arn"))
+                .filter(|arn| !arn.is_empty() && arn.len() <= MAX_PRINCIPAL_LEN)
+                .map(str::to_owned);
             let mut budget = MAX_IDS_PER_EVENT;
             for part in ["requestParameters", "responseElements"] {
                 if let Some(value) = detail.get(part) {
@@ -273,6 +286,19 @@ mod tests {
 
     fn groups(ids: &[&str]) -> BTreeSet<GroupId> {
         ids.iter().map(|i| GroupId::try_new(*i).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_callers_arn_is_kept_as_the_principal_and_an_absent_or_oversized_one_is_not() {
+        let mut event = call("RevokeSecurityGroupIngress", json!({ "groupId": "sg-0a1" }));
+        assert_eq!(acted(&event).principal, None);
+        let arn = "arn:aws:sts::123456789012:assumed-role/ops/alice";
+        event["detail"]["userIdentity"] = json!({ "type": "AssumedRole", "arn": arn });
+        assert_eq!(acted(&event).principal.as_deref(), Some(arn));
+        event["detail"]["userIdentity"]["arn"] = json!("a".repeat(MAX_PRINCIPAL_LEN + 1));
+        assert_eq!(acted(&event).principal, None);
+        event["detail"]["userIdentity"]["arn"] = json!(42);
+        assert_eq!(acted(&event).principal, None, "not a string: no principal, the event still counts");
     }
 
     #[test]

@@ -167,7 +167,25 @@ impl EventHub {
         self.lock().dirty.clear();
     }
 
-    /// After any pass: what its own writes made stale.
+    /// The reader restarts with another source (a reload changed
+    /// `[events]`): the old source's health no longer says anything.
+    pub fn source_restarted(&self) {
+        self.lock().health = SourceHealth::default();
+    }
+
+    /// How many stale ids (of the last passes' writes) the next batch carries.
+    #[must_use]
+    pub fn stale_len(&self) -> usize {
+        self.lock().dirty.stale_len()
+    }
+
+    /// After a full pass: what its own writes made stale, in place of what
+    /// earlier passes' writes did (its snapshot saw those).
+    pub fn full_pass_wrote(&self, stale: Dirty) {
+        self.lock().dirty.replace_stale(stale);
+    }
+
+    /// After a targeted pass: what its own writes made stale.
     pub fn pass_wrote(&self, stale: Dirty) {
         self.lock().dirty.add_stale(stale);
     }

@@ -156,4 +156,9 @@ impl State {
     pub fn set_events(&self, hub: crate::events::runner::EventHub) {
         *lock(&self.shared.events) = Some(hub);
     }
+
+    /// `/status` shows no event source from now on (a reload removed `[events]`).
+    pub fn clear_events(&self) {
+        *lock(&self.shared.events) = None;
+    }
 }

@@ -196,8 +196,8 @@ pub struct FightStatus {
     pub repairs: u32,
     /// No repair of this pair and kind before this time (RFC 3339).
     pub next_repair_at: String,
-    /// Who keeps changing it: not yet known (the daemon does not read EC2's
-    /// events yet), always `null` for now.
+    /// Who made the latest change a repair undid (CloudTrail's
+    /// `userIdentity.arn`, from the event that reported it), when known.
     pub principal: Option<String>,
 }
 

@@ -94,6 +94,10 @@ pub struct RepairHistory {
     pub subjects: BTreeMap<String, Vec<SystemTime>>,
     /// The fight, when it is in one.
     pub fight: Option<FightState>,
+    /// Who made the change the latest repair undid, when an event named it
+    /// (CloudTrail's `userIdentity.arn`).
+    #[serde(default)]
+    pub principal: Option<String>,
 }
 
 /// The fight detector's settings (`[safety]` of the config).
@@ -167,8 +171,10 @@ pub struct Fight {
     pub repairs: u32,
     /// No repair before this time.
     pub retry_after: SystemTime,
-    /// Who keeps changing it: not yet known (the daemon does not read EC2's
-    /// events yet), always `None` for now.
+    /// Who keeps changing it, when known: the principal (CloudTrail's
+    /// `userIdentity.arn`) of the event that reported the change the latest
+    /// repair undid. Only with `[events]`; `None` for a change no event
+    /// named (events off or lost, a full pass repaired it, a mirror deleted).
     pub principal: Option<String>,
 }
 
@@ -181,6 +187,20 @@ fn fingerprint(text: &str) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+/// The group or instance whose change an action repairs, by id: the
+/// mirror of a grant repair, the instance of a link repair.
+fn repaired_resource(action: &Action) -> Option<String> {
+    match action {
+        Action::Authorize { group: super::types::GroupRef::Existing(id), .. }
+        | Action::Revoke { group: id, .. }
+        | Action::UpdateDescriptions { group: id, .. } => Some(id.to_string()),
+        Action::Attach { instance, .. } | Action::Detach { instance, .. } | Action::Relink { instance, .. } => {
+            Some(instance.to_string())
+        }
+        _ => None,
+    }
 }
 
 fn grant_subjects<G: Serialize>(grants: &[Grant<G>]) -> Vec<String> {
@@ -222,6 +242,7 @@ impl Memory {
     ) -> Vec<FightKey> {
         let mut started = Vec::new();
         let mut repaired: BTreeSet<FightKey> = BTreeSet::new();
+        let principals = std::mem::take(&mut self.event_principals);
         for (planned, result) in executed {
             if let Action::DeleteMirror { group, .. } = &planned.action {
                 self.record_delete_outcome(group, result, now);
@@ -232,6 +253,9 @@ impl Memory {
             };
             let key = FightKey { pair: pair.clone(), kind };
             let history = self.repairs.entry(key.clone()).or_default();
+            if let Some(principal) = repaired_resource(&planned.action).and_then(|id| principals.get(&id)) {
+                history.principal = Some(principal.clone());
+            }
             let horizon = now.checked_sub(policy.window);
             let mut fought: BTreeSet<String> = BTreeSet::new();
             let mut touches_fight = false;
@@ -310,7 +334,7 @@ impl Memory {
                     since: fight.since,
                     repairs: fight.repairs,
                     retry_after: fight.retry_after,
-                    principal: None,
+                    principal: history.principal.clone(),
                 })
             })
             .collect()
@@ -334,13 +358,17 @@ pub(super) fn defer_fights(plan: &mut Plan, memory: &Memory, now: SystemTime) {
         } else {
             "the next repair is due".to_owned()
         };
+        let who = match &history.principal {
+            Some(principal) => format!("the latest change undone was made by {principal}"),
+            None => "who changes it is not known".to_owned(),
+        };
         plan.warnings.push(Warning {
             kind: WarningKind::Fight,
             pair: Some(key.pair.clone()),
             subject: Some(key.pair.source.to_string()),
             reason: None,
             message: format!(
-                "{} in {}: {} (a fight since {}, {} repair(s) since; who changes it is not known); {next}",
+                "{} in {}: {} (a fight since {}, {} repair(s) since; {who}); {next}",
                 key.pair.source,
                 key.pair.vpc,
                 key.kind.phrase(),

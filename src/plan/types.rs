@@ -680,6 +680,13 @@ pub struct Memory {
     /// else is making progress) waits too; not kept in the state file.
     #[serde(skip)]
     pub other_writer_left: Option<usize>,
+    /// Who last changed each group or instance (by id), as the events of
+    /// the pass under way said: [`Memory::record_execution`] gives a
+    /// repair of that group (a mirror's grants) or instance (its link) this
+    /// principal, and takes the map. Filled by the caller before a targeted
+    /// pass; not kept in the state file.
+    #[serde(skip)]
+    pub event_principals: BTreeMap<String, String>,
 }
 
 /// First retry delay of a deletion that hit `DependencyViolation`.

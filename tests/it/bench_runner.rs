@@ -48,6 +48,7 @@ async fn figure_4_sees_every_change_mirrored_by_the_running_daemon() {
         changes: 2,
         poll: Duration::from_millis(20),
         seed: 4,
+        events_lost: false,
     };
     let result = fig4::run(&binary(), &options).await.expect("figure 4 runs");
     assert_eq!(result.latencies.len(), 2, "both changes (a CIDR rule and a group reference) arrived");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::{Ec2, GroupFilter};
 use classiclink_mirror::model::{GroupId, OWNERSHIP_TAG, Peer, Ports, Protocol, SecurityGroup, VpcId};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::common::config::{write_config, write_listening_config};
@@ -513,9 +514,45 @@ async fn events_change_latency() {
     .estate();
     let estate_path = dir.path().join("estate.toml");
     std::fs::write(&estate_path, toml::to_string(&estate).unwrap()).unwrap();
-    let emulator =
-        EmulatorProcess::start_within(estate_path.to_str().unwrap(), &["--events"], Duration::from_secs(120)).await;
-    let url = emulator.url.clone();
+    // `EVENTS_BENCH_BIN=PATH` measures another build of the binary (an
+    // older revision, or the release build) with this same driver.
+    let bench_binary = || match std::env::var_os("EVENTS_BENCH_BIN") {
+        Some(path) => {
+            let mut command = tokio::process::Command::new(path);
+            command
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("CLASSICLINK_MIRROR_LOG_FORMAT", "json")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true);
+            command
+        }
+        None => binary(),
+    };
+    // `EVENTS_BENCH_DELAY=2s` (and `EVENTS_BENCH_DELAY_JITTER`): the
+    // emulator's delivery delay; `EVENTS_BENCH_LOSS=1`: its loss rate.
+    let mut knobs = Vec::new();
+    for (var, flag) in [
+        ("EVENTS_BENCH_DELAY", "--event-delay"),
+        ("EVENTS_BENCH_DELAY_JITTER", "--event-delay-jitter"),
+        ("EVENTS_BENCH_LOSS", "--event-loss"),
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            knobs.extend([flag.to_owned(), value]);
+        }
+    }
+    let mut child = bench_binary()
+        .args(["emulator", "--listen", "127.0.0.1:0", "--events", "--estate", estate_path.to_str().unwrap()])
+        .args(&knobs)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let url = first.rsplit(' ').next().unwrap().to_owned();
     let extra = format!(
         "[rate_limit]\nmutating_per_second = 500.0\nmutating_burst = 500\ndescribe_per_second = 500.0\ndescribe_burst = 500\n\
          [events]\nqueue_url = \"{url}/123456789012/classiclink-mirror-events\"\n"
@@ -524,8 +561,18 @@ async fn events_change_latency() {
     let text = std::fs::read_to_string(&config).unwrap().replace("interval = \"1s\"", "interval = \"60s\"");
     std::fs::write(&config, text).unwrap();
     // Thousands of log lines: an unread pipe would fill and stall the daemon.
-    let daemon =
-        crate::common::process::daemon_command(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // `EVENTS_BENCH_LOG=FILE` keeps them (JSON, one pass a line with its
+    // observe/plan/execute times).
+    let log = match std::env::var_os("EVENTS_BENCH_LOG") {
+        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+        None => Stdio::null(),
+    };
+    let daemon = bench_binary()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
     eventually(Duration::from_secs(600), "the first pass", || async {
         metric(&get(&format!("{base}/metrics")).await.1, "classiclink_mirror_passes_total{kind=\"full\"}") >= 1.0
     })
@@ -539,7 +586,8 @@ async fn events_change_latency() {
     let sources: Vec<String> =
         ec2.describe_security_groups(&discovered).await.unwrap().into_iter().map(|g| g.id.to_string()).collect();
     assert!(!sources.is_empty());
-    let mut latencies = Vec::new();
+    // Per kind: a rule added on a Classic group, a new Classic instance.
+    let mut latencies: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     for i in 0..changes {
         let group = sources[(i as usize * 7) % sources.len()].clone();
         let started = std::time::Instant::now();
@@ -592,19 +640,28 @@ async fn events_change_latency() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        latencies.push(started.elapsed());
+        latencies[i as usize % 2].push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    latencies.sort();
     let metrics = get(&format!("{base}/metrics")).await.1;
     println!(
-        "groups {groups}: min {:.2?} median {:.2?} p99=max {:.2?}; targeted passes {}, full passes {}",
-        latencies[0],
-        latencies[(latencies.len() - 1) / 2],
-        latencies[latencies.len() - 1],
+        "groups {groups}: targeted passes {}, full passes {}",
         metric(&metrics, "classiclink_mirror_passes_total{kind=\"targeted\"}"),
         metric(&metrics, "classiclink_mirror_passes_total{kind=\"full\"}"),
     );
+    for (kind, mut samples) in ["rule", "instance"].into_iter().zip(latencies) {
+        samples.sort();
+        // p99 by nearest rank: the ceil(0.99 n)-th sample (the largest for n ≤ 100).
+        let rank = (samples.len() * 99).div_ceil(100).max(1) - 1;
+        println!(
+            "{kind}: n {} min {:.2?} median {:.2?} p99 {:.2?} max {:.2?}",
+            samples.len(),
+            samples[0],
+            samples[(samples.len() - 1) / 2],
+            samples[rank],
+            samples[samples.len() - 1],
+        );
+    }
     // Every change came through its event: targeted passes did the work.
     assert!(metric(&metrics, "classiclink_mirror_passes_total{kind=\"targeted\"}") >= 1.0, "{metrics}");
     let _ = stop(daemon, "TERM").await;

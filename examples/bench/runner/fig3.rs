@@ -242,6 +242,7 @@ pub async fn run(binary: &Binary, options: &Options) -> anyhow::Result<Fig3> {
         interval: None,
         listen: None,
         rate_limit: Some(RateLimits::ec2_scaled(scale)),
+        events_queue: None,
     };
     mapping.write(&config_path)?;
     let config = config_path.to_str().context("a UTF-8 temporary path")?;

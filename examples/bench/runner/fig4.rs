@@ -35,6 +35,10 @@ pub struct Options {
     pub poll: Duration,
     /// Seed of the waits between changes.
     pub seed: u64,
+    /// Events on (`emulator --events`, `[events] queue_url`) with the
+    /// emulator losing every one (`--event-loss 1`): the latency must be
+    /// what it is without events.
+    pub events_lost: bool,
 }
 
 impl Default for Options {
@@ -46,6 +50,7 @@ impl Default for Options {
             changes: 50,
             poll: Duration::from_millis(50),
             seed: 4,
+            events_lost: false,
         }
     }
 }
@@ -109,8 +114,13 @@ impl Fig4 {
         let _ = writeln!(
             out,
             "figure 4: change latency, {} groups × {} grants, {} instances converged; run interval {:?} (±10%), \
-             default [rate_limit]; emulator --throttle --throttle-scale {}",
-            s.groups, s.grants, s.instances, self.options.interval, self.options.scale
+             default [rate_limit]; emulator --throttle --throttle-scale {}{}",
+            s.groups,
+            s.grants,
+            s.instances,
+            self.options.interval,
+            self.options.scale,
+            if self.options.events_lost { " --events --event-loss 1; [events] on, every event lost" } else { "" }
         );
         let _ = writeln!(
             out,
@@ -145,6 +155,7 @@ impl Fig4 {
                 "changes": self.options.changes,
                 "poll_s": secs(self.options.poll),
                 "seed": self.options.seed,
+                "events_lost": self.options.events_lost,
             },
             "median_s": secs(self.median()),
             "p99_s": secs(self.p99()),
@@ -211,7 +222,10 @@ pub async fn run(binary: &Binary, options: &Options) -> anyhow::Result<Fig4> {
     let estate_path = dir.path().join("estate.toml");
     options.shape.write(&estate_path)?;
     let scale = options.scale.to_string();
-    let flags = vec!["--throttle".to_owned(), "--throttle-scale".to_owned(), scale];
+    let mut flags = vec!["--throttle".to_owned(), "--throttle-scale".to_owned(), scale];
+    if options.events_lost {
+        flags.extend(["--events", "--event-loss", "1"].map(str::to_owned));
+    }
     let emulator = EmulatorProcess::start(binary, &estate_path, &flags).await?;
 
     // Converge first (figure 3's run, not measured here).
@@ -221,6 +235,7 @@ pub async fn run(binary: &Binary, options: &Options) -> anyhow::Result<Fig4> {
         interval: None,
         listen: None,
         rate_limit: Some(RateLimits::ec2_scaled(options.scale)),
+        events_queue: None,
     };
     apply.write(&apply_path)?;
     let apply_config = apply_path.to_str().context("a UTF-8 path")?;
@@ -237,6 +252,7 @@ pub async fn run(binary: &Binary, options: &Options) -> anyhow::Result<Fig4> {
         interval: Some(options.interval),
         listen: Some(listen),
         rate_limit: None,
+        events_queue: emulator.queue_url.clone(),
     };
     run.write(&run_path)?;
     let mut daemon = binary.command();

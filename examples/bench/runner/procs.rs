@@ -95,6 +95,8 @@ pub struct EmulatorProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// With `--events`: its event queue's URL.
+    pub queue_url: Option<String>,
     /// Kept open so the emulator never writes to a closed pipe.
     _stdout: BufReader<ChildStdout>,
     http: reqwest::Client,
@@ -121,7 +123,19 @@ impl EmulatorProcess {
             let status = child.try_wait().ok().flatten();
             bail!("the emulator did not start (first line {line:?}, status {status:?})");
         };
-        Ok(Self { url: url.to_owned(), child, _stdout: stdout, http: reqwest::Client::new() })
+        let url = url.to_owned();
+        let mut queue_url = None;
+        if extra.iter().any(|flag| flag == "--events") {
+            let mut line = String::new();
+            tokio::time::timeout(START_WAIT, stdout.read_line(&mut line))
+                .await
+                .context("the emulator did not print its event queue in time")??;
+            let Some(queue) = line.trim_end().strip_prefix("event queue at ") else {
+                bail!("the emulator did not print its event queue (second line {line:?})");
+            };
+            queue_url = Some(queue.to_owned());
+        }
+        Ok(Self { url, queue_url, child, _stdout: stdout, http: reqwest::Client::new() })
     }
 
     /// `GET /_emulator/calls`.
@@ -286,6 +300,8 @@ pub struct MappingFile {
     pub listen: Option<SocketAddr>,
     /// `[rate_limit]`.
     pub rate_limit: Option<RateLimits>,
+    /// `[events] queue_url`.
+    pub events_queue: Option<String>,
 }
 
 impl MappingFile {
@@ -308,6 +324,9 @@ impl MappingFile {
                 "\n[rate_limit]\nmutating_per_second = {:?}\nmutating_burst = {}\ndescribe_per_second = {:?}\ndescribe_burst = {}\n",
                 r.mutating_per_second, r.mutating_burst, r.describe_per_second, r.describe_burst
             );
+        }
+        if let Some(queue) = &self.events_queue {
+            let _ = write!(toml, "\n[events]\nqueue_url = \"{queue}\"\n");
         }
         toml
     }
