@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation, Page};
-use crate::model::{Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
+use crate::model::{Direction, Grant, GroupId, Instance, InstanceId, Link, SecurityGroup, Vpc, VpcId};
 
 use super::events::documents;
 use super::state::GroupSpec;
@@ -96,6 +96,26 @@ impl Ec2 for Emulator {
         self.port_write(
             op,
             |world, now| world.revoke(now, group_id, grants).map(drop),
+            |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
+        )
+        .await
+    }
+
+    async fn authorize_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        let op = Operation::AuthorizeSecurityGroupEgress;
+        self.port_write(
+            op,
+            |world, now| world.authorize_rules(now, Direction::Egress, group_id, grants),
+            |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
+        )
+        .await
+    }
+
+    async fn revoke_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        let op = Operation::RevokeSecurityGroupEgress;
+        self.port_write(
+            op,
+            |world, now| world.revoke_rules(now, Direction::Egress, group_id, grants).map(drop),
             |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
         )
         .await

@@ -33,9 +33,11 @@ pub const STATE_CHANGE: &str = "EC2 Instance State-change Notification";
 pub const EC2_SOURCE: &str = "aws.ec2";
 
 /// The EC2 calls that can change what is mirrored.
-pub const WATCHED_CALLS: [&str; 13] = [
+pub const WATCHED_CALLS: [&str; 15] = [
     "AuthorizeSecurityGroupIngress",
     "RevokeSecurityGroupIngress",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupEgress",
     "UpdateSecurityGroupRuleDescriptionsIngress",
     "CreateTags",
     "DeleteTags",

@@ -45,7 +45,11 @@ impl RepairKind {
     pub fn of(action: &Action) -> Option<Self> {
         match action {
             Action::CreateMirror { .. } => Some(Self::Mirror),
-            Action::Authorize { .. } | Action::Revoke { .. } | Action::UpdateDescriptions { .. } => Some(Self::Grant),
+            Action::Authorize { .. }
+            | Action::Revoke { .. }
+            | Action::UpdateDescriptions { .. }
+            | Action::AuthorizeEgress { .. }
+            | Action::RevokeEgress { .. } => Some(Self::Grant),
             Action::Attach { .. } | Action::Detach { .. } | Action::Relink { .. } => Some(Self::Link),
             _ => None,
         }
@@ -183,6 +187,13 @@ fn fingerprint(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+fn egress_subjects<G: Serialize>(grants: &[Grant<G>]) -> Vec<String> {
+    grants
+        .iter()
+        .map(|g| fingerprint(&format!("egress:{}", serde_json::to_string(&g.key).unwrap_or_default())))
+        .collect()
+}
+
 fn grant_subjects<G: Serialize>(grants: &[Grant<G>]) -> Vec<String> {
     grants.iter().map(|g| fingerprint(&serde_json::to_string(&g.key).unwrap_or_default())).collect()
 }
@@ -194,6 +205,9 @@ fn subjects(action: &Action) -> Vec<String> {
         Action::CreateMirror { .. } => vec![String::new()],
         Action::Authorize { grants, .. } => grant_subjects(grants),
         Action::Revoke { grants, .. } | Action::UpdateDescriptions { grants, .. } => grant_subjects(grants),
+        // An egress grant is not its ingress twin: its own subject.
+        Action::AuthorizeEgress { grants, .. } => egress_subjects(grants),
+        Action::RevokeEgress { grants, .. } => egress_subjects(grants),
         Action::Attach { instance, .. } | Action::Detach { instance, .. } | Action::Relink { instance, .. } => {
             vec![fingerprint(instance.as_str())]
         }

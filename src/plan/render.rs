@@ -60,8 +60,8 @@ impl Summary {
                 Action::CreateMirror { .. } => s.create += 1,
                 Action::TagGroup { .. } => s.tag += 1,
                 Action::UntagGroup { .. } => s.untag += 1,
-                Action::Authorize { grants, .. } => s.add += grants.len(),
-                Action::Revoke { grants, .. } => s.remove += grants.len(),
+                Action::Authorize { grants, .. } | Action::AuthorizeEgress { grants, .. } => s.add += grants.len(),
+                Action::Revoke { grants, .. } | Action::RevokeEgress { grants, .. } => s.remove += grants.len(),
                 Action::UpdateDescriptions { grants, .. } => s.update += grants.len(),
                 Action::Attach { .. } | Action::Relink { .. } => s.links += 1,
                 Action::Detach { .. } => s.unlinks += 1,
@@ -222,6 +222,19 @@ fn grant_lines(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
                 let _ = writeln!(out, "  - ingress {}{audit}", namer.grant(&grant));
             }
         }
+        Action::AuthorizeEgress { grants, .. } => {
+            for grant in grants {
+                let description =
+                    grant.description.as_deref().map(|d| format!("   {}", quoted(Some(d)))).unwrap_or_default();
+                let _ = writeln!(out, "  + egress {}{description}{audit}", namer.grant(grant));
+            }
+        }
+        Action::RevokeEgress { grants, .. } => {
+            for grant in grants {
+                let grant = grant.clone().map_group(GroupRef::Existing);
+                let _ = writeln!(out, "  - egress {}{audit}", namer.grant(&grant));
+            }
+        }
         Action::UpdateDescriptions { grants, previous, .. } => {
             for (grant, before) in grants.iter().zip(previous) {
                 let after = grant.description.as_deref();
@@ -292,6 +305,8 @@ fn is_pair_action(kind: ActionKind) -> bool {
             | ActionKind::TagGroup
             | ActionKind::Authorize
             | ActionKind::Revoke
+            | ActionKind::AuthorizeEgress
+            | ActionKind::RevokeEgress
             | ActionKind::UpdateDescriptions
     )
 }

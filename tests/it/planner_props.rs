@@ -493,6 +493,7 @@ fn group(id: GroupId, name: &str, description: &str, vpc_id: Option<VpcId>) -> S
         owner_id: OWN_ACCOUNT.to_owned(),
         tags: BTreeMap::new(),
         ingress: Vec::new(),
+        egress: Vec::new(),
     }
 }
 
