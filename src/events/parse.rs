@@ -294,6 +294,21 @@ mod tests {
     }
 
     #[test]
+    fn an_egress_rule_change_marks_its_group_and_referenced_groups_dirty() {
+        for name in ["AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress"] {
+            let event = call(
+                name,
+                json!({ "groupId": "sg-0a1", "ipPermissions": { "items": [{
+                    "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432,
+                    "groups": { "items": [{ "groupId": "sg-0b2", "userId": "123456789012" }] } }] } }),
+            );
+            let hint = acted(&event);
+            assert_eq!(hint.groups, groups(&["sg-0a1", "sg-0b2"]), "{name}");
+            assert_eq!(hint.what, name);
+        }
+    }
+
+    #[test]
     fn launches_and_state_changes_mark_instances_dirty() {
         let mut launch = call("RunInstances", json!({ "instancesSet": { "items": [{ "imageId": "ami-1" }] } }));
         launch["detail"]["responseElements"] = json!({ "instancesSet": { "items": [{ "instanceId": "i-0c3" }] } });
