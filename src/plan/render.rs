@@ -178,11 +178,20 @@ impl Namer<'_> {
     }
 
     fn grant(&self, grant: &Grant<GroupRef>) -> String {
+        self.grant_towards(grant, "from")
+    }
+
+    /// An egress grant: traffic goes *to* its peer.
+    fn egress_grant(&self, grant: &Grant<GroupRef>) -> String {
+        self.grant_towards(grant, "to")
+    }
+
+    fn grant_towards(&self, grant: &Grant<GroupRef>, towards: &str) -> String {
         let peer = match &grant.key.peer {
             Peer::Group { group, owner: None } => self.group(group),
             other => peer_text(other),
         };
-        format!("{} from {peer}", proto_ports(grant.key.protocol, &grant.key.ports))
+        format!("{} {towards} {peer}", proto_ports(grant.key.protocol, &grant.key.ports))
     }
 
     fn link_groups(&self, groups: &[GroupRef]) -> String {
@@ -226,13 +235,13 @@ fn grant_lines(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
             for grant in grants {
                 let description =
                     grant.description.as_deref().map(|d| format!("   {}", quoted(Some(d)))).unwrap_or_default();
-                let _ = writeln!(out, "  + egress {}{description}{audit}", namer.grant(grant));
+                let _ = writeln!(out, "  + egress {}{description}{audit}", namer.egress_grant(grant));
             }
         }
         Action::RevokeEgress { grants, .. } => {
             for grant in grants {
                 let grant = grant.clone().map_group(GroupRef::Existing);
-                let _ = writeln!(out, "  - egress {}{audit}", namer.grant(&grant));
+                let _ = writeln!(out, "  - egress {}{audit}", namer.egress_grant(&grant));
             }
         }
         Action::UpdateDescriptions { grants, previous, .. } => {
