@@ -181,8 +181,8 @@ fn describe_pass(pass: &PassReport) -> Vec<String> {
         }
         match &planned.action {
             Action::CreateMirror { name, vpc, .. } => created.push(format!("{name} in {vpc}")),
-            Action::Authorize { grants, .. } => added += grants.len(),
-            Action::Revoke { grants, .. } => removed += grants.len(),
+            Action::Authorize { grants, .. } | Action::AuthorizeEgress { grants, .. } => added += grants.len(),
+            Action::Revoke { grants, .. } | Action::RevokeEgress { grants, .. } => removed += grants.len(),
             Action::UpdateDescriptions { grants, .. } => updated += grants.len(),
             Action::Attach { .. } => linked += 1,
             Action::Relink { .. } => relinked += 1,

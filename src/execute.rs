@@ -39,7 +39,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation, codes};
-use crate::model::{Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, SHARD_TAG, VpcId};
+use crate::model::{
+    Direction, Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, SHARD_TAG, VpcId,
+};
 use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
 
 /// Why an action failed.
@@ -346,9 +348,18 @@ impl Runner<'_> {
             Action::Authorize { group, grants } => {
                 let group = self.resolve(group)?;
                 let grants = self.resolve_grants(grants)?;
-                self.authorize(&group, &grants).await
+                self.authorize(Direction::Ingress, &group, &grants).await
             }
-            Action::Revoke { group, grants } => self.revoke(group, grants).await,
+            Action::Revoke { group, grants } => self.revoke(Direction::Ingress, group, grants).await,
+            Action::AuthorizeEgress { group, grants } => {
+                let group = self.resolve(group)?;
+                let grants = self.resolve_grants(grants)?;
+                self.authorize(Direction::Egress, &group, &grants).await
+            }
+            Action::RevokeEgress { group, grants } => {
+                let group = self.resolve(group)?;
+                self.revoke(Direction::Egress, &group, grants).await
+            }
             Action::UpdateDescriptions { group, grants, .. } => {
                 match self.ec2.update_ingress_descriptions(group, grants).await {
                     Ok(()) => Ok(ActionResult::Done),
@@ -489,32 +500,48 @@ impl Runner<'_> {
         Ok(result)
     }
 
-    async fn authorize(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
-        match self.settled(|| self.ec2.authorize_ingress(group, grants)).await {
+    async fn authorize(
+        &self,
+        direction: Direction,
+        group: &GroupId,
+        grants: &[Grant],
+    ) -> Result<ActionResult, ExecuteError> {
+        match self.settled(|| self.ec2.authorize(direction, group, grants)).await {
             Ok(()) => Ok(ActionResult::Done),
             Err(e) if e.code == codes::PERMISSION_DUPLICATE => {
                 // EC2 rejects the whole request when one grant exists (a
                 // second writer got there first): one re-read of the group,
                 // then one request for what is really missing.
-                let present = self.rule_keys(group).await?;
+                let present = self.rule_keys(direction, group).await?;
                 let missing: Vec<Grant> = grants.iter().filter(|g| !present.contains(&g.key)).cloned().collect();
                 if missing.is_empty() {
                     return Ok(ActionResult::AlreadyDone);
                 }
-                self.ec2.authorize_ingress(group, &missing).await?;
+                self.ec2.authorize(direction, group, &missing).await?;
                 Ok(ActionResult::Done)
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn revoke(&self, group: &GroupId, grants: &[Grant]) -> Result<ActionResult, ExecuteError> {
-        match self.ec2.revoke_ingress(group, grants).await {
+    async fn revoke(
+        &self,
+        direction: Direction,
+        group: &GroupId,
+        grants: &[Grant],
+    ) -> Result<ActionResult, ExecuteError> {
+        // An egress revoke may follow the create of its mirror moments ago
+        // (its default egress): it waits for the group to become visible.
+        let result = match direction {
+            Direction::Ingress => self.ec2.revoke(direction, group, grants).await,
+            Direction::Egress => self.settled(|| self.ec2.revoke(direction, group, grants)).await,
+        };
+        match result {
             Ok(()) => Ok(ActionResult::Done),
             Err(e) if e.code == codes::GROUP_NOT_FOUND => Ok(ActionResult::AlreadyDone),
             Err(e) if e.code == codes::PERMISSION_NOT_FOUND => {
                 // As for authorize: one re-read, one request for what is left.
-                let present = match self.rule_keys(group).await {
+                let present = match self.rule_keys(direction, group).await {
                     Ok(present) => present,
                     Err(e) if e.code == codes::GROUP_NOT_FOUND => return Ok(ActionResult::AlreadyDone),
                     Err(e) => return Err(e.into()),
@@ -523,17 +550,17 @@ impl Runner<'_> {
                 if left.is_empty() {
                     return Ok(ActionResult::AlreadyDone);
                 }
-                self.ec2.revoke_ingress(group, &left).await?;
+                self.ec2.revoke(direction, group, &left).await?;
                 Ok(ActionResult::Done)
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// The keys of `group`'s ingress rules as EC2 holds them now: one
+    /// The keys of `group`'s rules of one direction as EC2 holds them now: one
     /// `DescribeSecurityGroups` by id (waiting, like the write before it,
     /// for a group created moments ago to become visible).
-    async fn rule_keys(&self, group: &GroupId) -> Result<BTreeSet<GrantKey>, Ec2Error> {
+    async fn rule_keys(&self, direction: Direction, group: &GroupId) -> Result<BTreeSet<GrantKey>, Ec2Error> {
         let filter = GroupFilter { group_ids: vec![group.clone()], ..GroupFilter::default() };
         let found = self
             .settled(|| async {
@@ -543,7 +570,11 @@ impl Runner<'_> {
                 })
             })
             .await?;
-        Ok(found.ingress.into_iter().map(|rule| rule.key).collect())
+        let rules = match direction {
+            Direction::Ingress => found.ingress,
+            Direction::Egress => found.egress,
+        };
+        Ok(rules.into_iter().map(|rule| rule.key).collect())
     }
 
     async fn detach(&self, instance: &crate::model::InstanceId, vpc: &VpcId) -> Result<ActionResult, ExecuteError> {

@@ -166,6 +166,7 @@ mod tests {
             owner_id: "111122223333".to_owned(),
             tags: tag.map(|t| [("mirror-to".to_owned(), t.to_owned())].into_iter().collect()).unwrap_or_default(),
             ingress: Vec::new(),
+            egress: Vec::new(),
         }
     }
 

@@ -515,6 +515,40 @@ impl Grant<GroupId> {
     }
 }
 
+/// Which of a group's two rule lists a grant belongs to. Ingress rules let
+/// traffic in from their peer; egress rules (VPC groups only) let it out to
+/// their peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Inbound rules (`IpPermissions`).
+    Ingress,
+    /// Outbound rules (`IpPermissionsEgress`).
+    Egress,
+}
+
+impl Direction {
+    /// Stable label: `ingress` or `egress`.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+impl SecurityGroup {
+    /// The grants of one direction.
+    #[must_use]
+    pub fn rules(&self, direction: Direction) -> &[Grant] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
 /// A security group as observed: Classic when `vpc_id` is `None`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -538,6 +572,10 @@ pub struct SecurityGroup {
     /// Ingress grants, normalised. Order is not significant.
     #[serde(default)]
     pub ingress: Vec<Grant>,
+    /// Egress grants, normalised (VPC groups only: a Classic group has
+    /// none). Order is not significant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<Grant>,
 }
 
 impl SecurityGroup {

@@ -759,6 +759,12 @@ mod tests {
         async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
             self.emu.revoke_ingress(group_id, grants).await
         }
+        async fn authorize_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+            self.emu.authorize_egress(group_id, grants).await
+        }
+        async fn revoke_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+            self.emu.revoke_egress(group_id, grants).await
+        }
         async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
             self.emu.update_ingress_descriptions(group_id, grants).await
         }

@@ -212,6 +212,14 @@ impl Ec2 for SourceAccounts {
         self.target.named(self.target.port.revoke_ingress(group_id, grants).await)
     }
 
+    async fn authorize_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        self.target.named(self.target.port.authorize_egress(group_id, grants).await)
+    }
+
+    async fn revoke_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        self.target.named(self.target.port.revoke_egress(group_id, grants).await)
+    }
+
     async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
         self.target.named(self.target.port.update_ingress_descriptions(group_id, grants).await)
     }

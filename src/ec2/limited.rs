@@ -603,6 +603,12 @@ impl<E: Ec2> Ec2 for Limited<E> {
     async fn revoke_ingress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
         self.call(Operation::RevokeSecurityGroupIngress, || self.inner.revoke_ingress(group_id, grants)).await
     }
+    async fn authorize_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        self.call(Operation::AuthorizeSecurityGroupEgress, || self.inner.authorize_egress(group_id, grants)).await
+    }
+    async fn revoke_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        self.call(Operation::RevokeSecurityGroupEgress, || self.inner.revoke_egress(group_id, grants)).await
+    }
     async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
         self.call(Operation::UpdateSecurityGroupRuleDescriptionsIngress, || {
             self.inner.update_ingress_descriptions(group_id, grants)
@@ -756,6 +762,12 @@ mod tests {
         }
         async fn update_ingress_descriptions(&self, g: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
             self.emu.update_ingress_descriptions(g, grants).await
+        }
+        async fn authorize_egress(&self, g: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+            self.emu.authorize_egress(g, grants).await
+        }
+        async fn revoke_egress(&self, g: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+            self.emu.revoke_egress(g, grants).await
         }
         async fn create_tags(&self, g: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error> {
             self.emu.create_tags(g, tags).await

@@ -26,8 +26,8 @@ pub mod codes;
 pub mod limited;
 
 use crate::model::{
-    Grant, GroupId, Instance, InstanceId, InstanceState, Link, NetworkInterface, PrefixList, PrefixListEntry,
-    PrefixListId, SecurityGroup, Vpc, VpcId,
+    Direction, Grant, GroupId, Instance, InstanceId, InstanceState, Link, NetworkInterface, PrefixList,
+    PrefixListEntry, PrefixListId, SecurityGroup, Vpc, VpcId,
 };
 
 pub use codes::{MALFORMED_RESPONSE, TIMEOUT, VPC_NOT_FOUND};
@@ -68,6 +68,10 @@ pub enum Operation {
     RevokeSecurityGroupIngress,
     /// `UpdateSecurityGroupRuleDescriptionsIngress`.
     UpdateSecurityGroupRuleDescriptionsIngress,
+    /// `AuthorizeSecurityGroupEgress`.
+    AuthorizeSecurityGroupEgress,
+    /// `RevokeSecurityGroupEgress`.
+    RevokeSecurityGroupEgress,
     /// `CreateTags`.
     CreateTags,
     /// `DeleteTags`.
@@ -549,6 +553,26 @@ pub trait Ec2: Send + Sync {
     /// `UpdateSecurityGroupRuleDescriptionsIngress`: set the description of
     /// each existing grant to the one given.
     async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error>;
+    /// `AuthorizeSecurityGroupEgress` (VPC groups only): all grants in one request.
+    async fn authorize_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error>;
+    /// `RevokeSecurityGroupEgress` (VPC groups only): all grants in one request.
+    async fn revoke_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error>;
+
+    /// Authorize in one direction: [`Ec2::authorize_ingress`] or [`Ec2::authorize_egress`].
+    async fn authorize(&self, direction: Direction, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        match direction {
+            Direction::Ingress => self.authorize_ingress(group_id, grants).await,
+            Direction::Egress => self.authorize_egress(group_id, grants).await,
+        }
+    }
+
+    /// Revoke in one direction: [`Ec2::revoke_ingress`] or [`Ec2::revoke_egress`].
+    async fn revoke(&self, direction: Direction, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        match direction {
+            Direction::Ingress => self.revoke_ingress(group_id, grants).await,
+            Direction::Egress => self.revoke_egress(group_id, grants).await,
+        }
+    }
     /// `CreateTags` on a security group.
     async fn create_tags(&self, group_id: &GroupId, tags: &BTreeMap<String, String>) -> Result<(), Ec2Error>;
     /// `DeleteTags` (by key) on a security group.

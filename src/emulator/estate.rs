@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio::time::Instant;
 
 use crate::model::{
-    Grant, GroupId, InstanceId, InstanceState, Peer, Ports, PrefixListId, Protocol, VpcId, canonical_ipv4,
+    Direction, Grant, GroupId, InstanceId, InstanceState, Peer, Ports, PrefixListId, Protocol, VpcId, canonical_ipv4,
     canonical_ipv6,
 };
 
@@ -167,6 +167,12 @@ pub struct EstateGroup {
     /// Ingress rules, one grant each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<EstateRule>,
+    /// Egress rules (VPC groups only), one grant each; the peer fields name
+    /// where traffic may go (`from_group` names the destination group).
+    /// Absent: the group keeps EC2's default allow-all egress; present (even
+    /// empty): these rules replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<EstateRule>>,
 }
 
 /// One ingress grant: a protocol, ports and exactly one source.
@@ -645,6 +651,24 @@ impl Loader<'_> {
                     continue;
                 };
                 if let Err(fail) = self.world.authorize(self.now, id, std::slice::from_ref(&grant)) {
+                    self.fail(path, fail);
+                }
+            }
+            let Some(egress) = &group.egress else { continue };
+            if vpc_id.is_none() {
+                self.fail(format!("group[{i}].egress"), "an EC2-Classic group has no egress rules");
+                continue;
+            }
+            if let Some(rec) = self.world.groups.get_mut(id) {
+                rec.egress.clear();
+            }
+            for (j, rule) in egress.iter().enumerate() {
+                let path = format!("group[{i}].egress[{j}]");
+                let Some(grant) = self.rule_grant(&path, rule, vpc_id.as_ref(), group.vpc.as_deref()) else {
+                    continue;
+                };
+                let grants = std::slice::from_ref(&grant);
+                if let Err(fail) = self.world.authorize_rules(self.now, Direction::Egress, id, grants) {
                     self.fail(path, fail);
                 }
             }

@@ -118,6 +118,7 @@ impl GenerateSpec {
                     description: Some(format!("Synthetic Classic group {g}")),
                     tags,
                     rules,
+                    egress: None,
                 }
             })
             .collect();

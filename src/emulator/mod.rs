@@ -53,8 +53,8 @@ use tokio::time::Instant;
 
 use crate::ec2::{Ec2Error, GroupFilter, InstanceFilter, LinkFilter, Operation};
 use crate::model::{
-    GroupId, Instance, InstanceId, InstanceState, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
-    SecurityGroup, Vpc, VpcId,
+    Direction, GroupId, Instance, InstanceId, InstanceState, Link, NetworkInterface, PrefixList, PrefixListEntry,
+    PrefixListId, SecurityGroup, Vpc, VpcId,
 };
 
 pub use cloud::Cloud;
@@ -619,6 +619,50 @@ impl Emulator {
                 Ok(IpPermission::group_grants(&unknown, &world.account_id))
             },
             |_, _| vec![documents::ingress(op.as_str(), group_id, permissions)],
+        )
+        .await
+    }
+
+    /// `AuthorizeSecurityGroupEgress` with EC2-shaped permissions (VPC groups
+    /// only: a Classic group answers `InvalidParameterValue`).
+    ///
+    /// # Errors
+    /// As [`Ec2::authorize_egress`](crate::ec2::Ec2::authorize_egress).
+    pub async fn authorize_egress_permissions(
+        &self,
+        group_id: &GroupId,
+        permissions: &[IpPermission],
+    ) -> Result<(), Ec2Error> {
+        let op = Operation::AuthorizeSecurityGroupEgress;
+        self.write(
+            op,
+            |world, now| {
+                let grants = permissions::permissions_to_grants(permissions, |name| classic_group(world, name))?;
+                world.authorize_rules(now, Direction::Egress, group_id, &grants)
+            },
+            |(), _| vec![documents::ingress(op.as_str(), group_id, permissions)],
+        )
+        .await
+    }
+
+    /// `RevokeSecurityGroupEgress` with EC2-shaped permissions: every rule
+    /// must exist (`InvalidPermission.NotFound`).
+    ///
+    /// # Errors
+    /// As [`Ec2::revoke_egress`](crate::ec2::Ec2::revoke_egress).
+    pub async fn revoke_egress_permissions(
+        &self,
+        group_id: &GroupId,
+        permissions: &[IpPermission],
+    ) -> Result<(), Ec2Error> {
+        let op = Operation::RevokeSecurityGroupEgress;
+        self.write(
+            op,
+            |world, now| {
+                let grants = permissions::permissions_to_grants(permissions, |name| classic_group(world, name))?;
+                world.revoke_rules(now, Direction::Egress, group_id, &grants).map(drop)
+            },
+            |(), _| vec![documents::ingress(op.as_str(), group_id, permissions)],
         )
         .await
     }

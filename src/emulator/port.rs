@@ -13,7 +13,7 @@ use crate::ec2::{
     ModifyPrefixList, Operation, Page, PrefixListFilter,
 };
 use crate::model::{
-    Grant, GroupId, Instance, InstanceId, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
+    Direction, Grant, GroupId, Instance, InstanceId, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
     SecurityGroup, Vpc, VpcId,
 };
 
@@ -162,6 +162,26 @@ impl Ec2 for Emulator {
         self.port_write(
             op,
             |world, now| world.revoke(now, group_id, grants).map(drop),
+            |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
+        )
+        .await
+    }
+
+    async fn authorize_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        let op = Operation::AuthorizeSecurityGroupEgress;
+        self.port_write(
+            op,
+            |world, now| world.authorize_rules(now, Direction::Egress, group_id, grants),
+            |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
+        )
+        .await
+    }
+
+    async fn revoke_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        let op = Operation::RevokeSecurityGroupEgress;
+        self.port_write(
+            op,
+            |world, now| world.revoke_rules(now, Direction::Egress, group_id, grants).map(drop),
             |(), world| vec![documents::ingress_grants(op.as_str(), group_id, grants, &world.account_id)],
         )
         .await

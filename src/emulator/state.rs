@@ -16,8 +16,8 @@ use ipnet::Ipv4Net;
 use tokio::time::Instant;
 
 use crate::model::{
-    Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, MAX_GROUPS_PER_LINK, Peer, Ports, Protocol,
-    SecurityGroup, Vpc, VpcId,
+    Direction, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, MAX_GROUPS_PER_LINK, Peer, Ports,
+    Protocol, SecurityGroup, Vpc, VpcId,
 };
 
 use super::codes;
@@ -95,6 +95,8 @@ pub(crate) struct GroupRec {
     pub vpc_id: Option<VpcId>,
     pub tags: BTreeMap<String, String>,
     pub ingress: BTreeMap<GrantKey, Option<String>>,
+    /// Egress rules; always empty for an EC2-Classic group.
+    pub egress: BTreeMap<GrantKey, Option<String>>,
     pub visible_at: Instant,
     pub is_default: bool,
 }
@@ -117,12 +119,42 @@ impl GroupRec {
                 .iter()
                 .map(|(key, description)| Grant { key: key.clone(), description: description.clone() })
                 .collect(),
+            egress: self
+                .egress
+                .iter()
+                .map(|(key, description)| Grant { key: key.clone(), description: description.clone() })
+                .collect(),
         }
     }
 
     fn references(&self, other: &GroupId) -> bool {
-        self.ingress.keys().any(|k| matches!(&k.peer, Peer::Group { group, owner: None } if group == other))
+        self.ingress
+            .keys()
+            .chain(self.egress.keys())
+            .any(|k| matches!(&k.peer, Peer::Group { group, owner: None } if group == other))
     }
+
+    pub(crate) fn rules(&self, direction: Direction) -> &BTreeMap<GrantKey, Option<String>> {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    fn rules_mut(&mut self, direction: Direction) -> &mut BTreeMap<GrantKey, Option<String>> {
+        match direction {
+            Direction::Ingress => &mut self.ingress,
+            Direction::Egress => &mut self.egress,
+        }
+    }
+}
+
+/// The egress rules EC2 gives every new VPC group: all traffic to 0.0.0.0/0
+/// (IPv6 `::/0` only comes with a VPC's IPv6 block, which the emulator does
+/// not model).
+pub(crate) fn default_egress() -> BTreeMap<GrantKey, Option<String>> {
+    let all = GrantKey { protocol: Protocol::All, ports: Ports::None, peer: Peer::Ipv4(Ipv4Net::default()) };
+    BTreeMap::from([(all, None)])
 }
 
 #[derive(Clone, Debug)]
@@ -234,6 +266,18 @@ fn no_addresses(network: &str) -> Fail {
         codes::INSUFFICIENT_FREE_ADDRESSES,
         format!("There are not enough free addresses in {network} to satisfy the requested number of instances."),
     )
+}
+
+/// Egress rules exist only on VPC groups: EC2 answers a Classic group's
+/// egress call as it answers a group id it cannot find among VPC groups.
+fn check_direction(group: &GroupRec, direction: Direction) -> Result<(), Fail> {
+    if direction == Direction::Egress && group.is_classic() {
+        return Err(Fail::new(
+            codes::INVALID_PARAMETER_VALUE,
+            format!("Egress rules are only supported for VPC security groups: {}", group.id),
+        ));
+    }
+    Ok(())
 }
 
 fn different_networks() -> Fail {
@@ -357,6 +401,7 @@ impl World {
             vpc_id: None,
             tags: BTreeMap::new(),
             ingress,
+            egress: BTreeMap::new(),
             visible_at: now,
             is_default: true,
         });
@@ -538,6 +583,7 @@ impl World {
             vpc_id: Some(id.clone()),
             tags: BTreeMap::new(),
             ingress,
+            egress: default_egress(),
             visible_at: now,
             is_default: true,
         });
@@ -607,6 +653,7 @@ impl World {
             vpc_id: spec.vpc_id,
             tags: spec.tags,
             ingress: BTreeMap::new(),
+            egress: if classic { BTreeMap::new() } else { default_egress() },
             visible_at: now + self.consistency_window,
             is_default: false,
         });
@@ -681,7 +728,20 @@ impl World {
 
     /// `AuthorizeSecurityGroupIngress`: all grants or none.
     pub(crate) fn authorize(&mut self, now: Instant, id: &GroupId, grants: &[Grant]) -> Result<(), Fail> {
+        self.authorize_rules(now, Direction::Ingress, id, grants)
+    }
+
+    /// `AuthorizeSecurityGroupIngress` or `AuthorizeSecurityGroupEgress`: all
+    /// grants or none. Egress on an EC2-Classic group is refused.
+    pub(crate) fn authorize_rules(
+        &mut self,
+        now: Instant,
+        direction: Direction,
+        id: &GroupId,
+        grants: &[Grant],
+    ) -> Result<(), Fail> {
         let group = self.group(now, id)?;
+        check_direction(group, direction)?;
         if grants.is_empty() {
             return Err(Fail::new(codes::MISSING_PARAMETER, "The request must contain the parameter ipPermissions"));
         }
@@ -695,7 +755,7 @@ impl World {
                 _ => {}
             }
         }
-        if let Some(existing) = grants.iter().find(|g| group.ingress.contains_key(&g.key)) {
+        if let Some(existing) = grants.iter().find(|g| group.rules(direction).contains_key(&g.key)) {
             return Err(Fail::new(
                 codes::PERMISSION_DUPLICATE,
                 format!("the specified rule \"{}\" already exists", describe_rule(&existing.key)),
@@ -703,7 +763,7 @@ impl World {
         }
         let limit = self.rules_limit(group);
         let weight: usize =
-            group.ingress.keys().chain(grants.iter().map(|g| &g.key)).map(|k| self.rule_weight(k)).sum();
+            group.rules(direction).keys().chain(grants.iter().map(|g| &g.key)).map(|k| self.rule_weight(k)).sum();
         if weight > limit {
             return Err(Fail::new(
                 codes::RULES_LIMIT,
@@ -711,8 +771,9 @@ impl World {
             ));
         }
         let group = self.groups.get_mut(id).expect("checked above");
+        let rules = group.rules_mut(direction);
         for grant in grants {
-            group.ingress.insert(grant.key, grant.description);
+            rules.insert(grant.key, grant.description);
         }
         Ok(())
     }
@@ -739,13 +800,26 @@ impl World {
     /// group the known grants are revoked and the unknown ones are returned,
     /// as EC2 documents (`UnknownIpPermissions`).
     pub(crate) fn revoke(&mut self, now: Instant, id: &GroupId, grants: &[Grant]) -> Result<Vec<Grant>, Fail> {
+        self.revoke_rules(now, Direction::Ingress, id, grants)
+    }
+
+    /// `RevokeSecurityGroupIngress` or `RevokeSecurityGroupEgress`, as
+    /// [`World::revoke`]; egress on an EC2-Classic group is refused.
+    pub(crate) fn revoke_rules(
+        &mut self,
+        now: Instant,
+        direction: Direction,
+        id: &GroupId,
+        grants: &[Grant],
+    ) -> Result<Vec<Grant>, Fail> {
         let group = self.group(now, id)?;
+        check_direction(group, direction)?;
         if grants.is_empty() {
             return Err(Fail::new(codes::MISSING_PARAMETER, "The request must contain the parameter ipPermissions"));
         }
         let grants = self.canonical_grants(group, grants)?;
         let (known, unknown): (Vec<Grant>, Vec<Grant>) =
-            grants.into_iter().partition(|g| group.ingress.contains_key(&g.key));
+            grants.into_iter().partition(|g| group.rules(direction).contains_key(&g.key));
         if !unknown.is_empty() && !group.is_classic() {
             return Err(Fail::new(
                 codes::PERMISSION_NOT_FOUND,
@@ -756,8 +830,9 @@ impl World {
             ));
         }
         let group = self.groups.get_mut(id).expect("checked above");
+        let rules = group.rules_mut(direction);
         for grant in known {
-            group.ingress.remove(&grant.key);
+            rules.remove(&grant.key);
         }
         Ok(unknown)
     }

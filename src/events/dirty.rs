@@ -243,7 +243,8 @@ pub fn touched(plan: &Plan) -> Dirty {
                 dirty.groups.insert(id.clone());
                 dirty.groups.insert(source.clone());
             }
-            Action::Authorize { group: target, grants } => {
+            Action::RevokeEgress { group: target, .. } => group(target, &mut dirty),
+            Action::Authorize { group: target, grants } | Action::AuthorizeEgress { group: target, grants } => {
                 group(target, &mut dirty);
                 for grant in grants {
                     if let crate::model::Peer::Group { group: peer, .. } = &grant.key.peer {

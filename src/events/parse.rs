@@ -33,9 +33,11 @@ pub const STATE_CHANGE: &str = "EC2 Instance State-change Notification";
 pub const EC2_SOURCE: &str = "aws.ec2";
 
 /// The EC2 calls that can change what is mirrored.
-pub const WATCHED_CALLS: [&str; 13] = [
+pub const WATCHED_CALLS: [&str; 15] = [
     "AuthorizeSecurityGroupIngress",
     "RevokeSecurityGroupIngress",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupEgress",
     "UpdateSecurityGroupRuleDescriptionsIngress",
     "CreateTags",
     "DeleteTags",
@@ -315,6 +317,21 @@ mod tests {
         assert_eq!(hint.what, "AuthorizeSecurityGroupIngress");
         assert_eq!(hint.event_id, "6f0c-1");
         assert!(hint.time.is_some() && !hint.everything);
+    }
+
+    #[test]
+    fn an_egress_rule_change_marks_its_group_and_referenced_groups_dirty() {
+        for name in ["AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress"] {
+            let event = call(
+                name,
+                json!({ "groupId": "sg-0a1", "ipPermissions": { "items": [{
+                    "ipProtocol": "tcp", "fromPort": 5432, "toPort": 5432,
+                    "groups": { "items": [{ "groupId": "sg-0b2", "userId": "123456789012" }] } }] } }),
+            );
+            let hint = acted(&event);
+            assert_eq!(hint.groups, groups(&["sg-0a1", "sg-0b2"]), "{name}");
+            assert_eq!(hint.what, name);
+        }
     }
 
     #[test]

@@ -51,7 +51,9 @@ fn action_subject(action: &Action) -> String {
         | Action::DeleteMirror { group, .. }
         | Action::MarkOrphan { group, .. }
         | Action::UnmarkOrphan { group, .. } => group.to_string(),
-        Action::Authorize { group, .. } => match group {
+        Action::Authorize { group, .. }
+        | Action::AuthorizeEgress { group, .. }
+        | Action::RevokeEgress { group, .. } => match group {
             GroupRef::Existing(id) => id.to_string(),
             GroupRef::New { source, vpc, shard: 0 } => format!("mirror of {source} in {vpc}"),
             GroupRef::New { source, vpc, shard } => format!("overflow group {shard} of {source} in {vpc}"),

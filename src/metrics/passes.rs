@@ -221,7 +221,9 @@ impl PassMetrics {
             self.drift_grants.with_label_values(&[direction]).set(gauge(count));
         }
         self.drift_links.set(gauge(link_drift(plan)));
-        self.unmirrorable.set(gauge(plan.warnings.iter().filter(|w| w.kind == WarningKind::Unmirrorable).count()));
+        // A prefix list the target cannot use is a grant that cannot be mirrored too.
+        let unmirrorable = |kind| matches!(kind, WarningKind::Unmirrorable | WarningKind::PrefixListUnavailable);
+        self.unmirrorable.set(gauge(plan.warnings.iter().filter(|w| unmirrorable(w.kind)).count()));
         let mut conflicts: BTreeMap<&'static str, usize> = BTreeMap::new();
         for kind in plan.warnings.iter().filter_map(|w| w.kind.conflict_kind()) {
             *conflicts.entry(kind).or_default() += 1;

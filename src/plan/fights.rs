@@ -45,7 +45,11 @@ impl RepairKind {
     pub fn of(action: &Action) -> Option<Self> {
         match action {
             Action::CreateMirror { .. } => Some(Self::Mirror),
-            Action::Authorize { .. } | Action::Revoke { .. } | Action::UpdateDescriptions { .. } => Some(Self::Grant),
+            Action::Authorize { .. }
+            | Action::Revoke { .. }
+            | Action::UpdateDescriptions { .. }
+            | Action::AuthorizeEgress { .. }
+            | Action::RevokeEgress { .. } => Some(Self::Grant),
             Action::Attach { .. } | Action::Detach { .. } | Action::Relink { .. } => Some(Self::Link),
             _ => None,
         }
@@ -194,6 +198,8 @@ fn fingerprint(text: &str) -> String {
 fn repaired_resource(action: &Action) -> Option<String> {
     match action {
         Action::Authorize { group: super::types::GroupRef::Existing(id), .. }
+        | Action::AuthorizeEgress { group: super::types::GroupRef::Existing(id), .. }
+        | Action::RevokeEgress { group: super::types::GroupRef::Existing(id), .. }
         | Action::Revoke { group: id, .. }
         | Action::UpdateDescriptions { group: id, .. } => Some(id.to_string()),
         Action::Attach { instance, .. } | Action::Detach { instance, .. } | Action::Relink { instance, .. } => {
@@ -201,6 +207,13 @@ fn repaired_resource(action: &Action) -> Option<String> {
         }
         _ => None,
     }
+}
+
+fn egress_subjects<G: Serialize>(grants: &[Grant<G>]) -> Vec<String> {
+    grants
+        .iter()
+        .map(|g| fingerprint(&format!("egress:{}", serde_json::to_string(&g.key).unwrap_or_default())))
+        .collect()
 }
 
 fn grant_subjects<G: Serialize>(grants: &[Grant<G>]) -> Vec<String> {
@@ -215,6 +228,9 @@ fn subjects(action: &Action) -> Vec<String> {
         Action::CreateMirror { shard, .. } => vec![shard.to_string()],
         Action::Authorize { grants, .. } => grant_subjects(grants),
         Action::Revoke { grants, .. } | Action::UpdateDescriptions { grants, .. } => grant_subjects(grants),
+        // An egress grant is not its ingress twin: its own subject.
+        Action::AuthorizeEgress { grants, .. } => egress_subjects(grants),
+        Action::RevokeEgress { grants, .. } => egress_subjects(grants),
         Action::Attach { instance, .. } | Action::Detach { instance, .. } | Action::Relink { instance, .. } => {
             vec![fingerprint(instance.as_str())]
         }

@@ -20,7 +20,8 @@ use super::{
     Action, ActionId, GroupRef, Mapping, PairKey, Planner, TagReason, Unmirrorable, Warning, WarningKind, render,
 };
 use crate::model::{
-    Grant, GrantKey, GroupId, OWNER_TAG, OWNERSHIP_TAG, Peer, VpcId, mirror_description, sanitize_text,
+    Direction, Grant, GrantKey, GroupId, OWNER_TAG, OWNERSHIP_TAG, Peer, Ports, Protocol, VpcId, mirror_description,
+    sanitize_text,
 };
 
 /// Grants a mirror should have, each with the create or tag action of the
@@ -153,7 +154,7 @@ impl<'a> Planner<'a> {
             let key = self.plan.pairs[mapping.pair].key.clone();
             let mirror = self.mirror_ref(&mapping).expect("chosen mirror").clone();
             let warnings_before = self.plan.warnings.len();
-            let desired = self.desired_grants(&mapping, &key);
+            let desired = self.desired_grants(&mapping, &key, Direction::Ingress);
             // Overflow groups for a pair that has some, or needs some: the
             // mirror alone is tried first, and gives up before planning
             // anything when its grants do not fit (rare, so translating the
@@ -164,11 +165,20 @@ impl<'a> Planner<'a> {
                 self.plan_overflow(index, &mapping, &key, &mirror, desired);
             } else {
                 let deps = mapping.prepare.into_iter().collect();
-                if self.sync_group(&mapping, &key, &mirror, deps, desired, overflow).is_err() {
+                if self.sync_group(&mapping, &key, &mirror, deps, desired, overflow, Direction::Ingress).is_err() {
                     self.plan.warnings.truncate(warnings_before);
-                    let desired = self.desired_grants(&mapping, &key);
+                    let desired = self.desired_grants(&mapping, &key, Direction::Ingress);
                     self.plan_overflow(index, &mapping, &key, &mirror, desired);
                 }
+            }
+            // A Classic source has no egress: its mirror's egress is left
+            // alone. A VPC source's egress goes on the mirror alone (no
+            // overflow groups for egress).
+            if !mapping.source.is_classic() {
+                let desired = self.desired_grants(&mapping, &key, Direction::Egress);
+                let deps = mapping.prepare.into_iter().collect();
+                let planned = self.sync_group(&mapping, &key, &mirror, deps, desired, false, Direction::Egress);
+                debug_assert!(planned.is_ok(), "a group that may not overflow never reports overflowing");
             }
         }
     }
@@ -192,10 +202,11 @@ impl<'a> Planner<'a> {
         deps: Vec<ActionId>,
         desired: Desired,
         may_overflow: bool,
+        direction: Direction,
     ) -> Result<Option<ActionId>, Overflows> {
         let destructive_held = self.destructive_held();
         let source = &mapping.source.id;
-        let diff = self.diff(mirror, desired);
+        let diff = self.diff(mirror, desired, direction, !mapping.source.is_classic());
         let quota = self.config.limits.rules_per_group;
         if may_overflow {
             let revoked: usize = diff.revoke.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
@@ -283,7 +294,7 @@ impl<'a> Planner<'a> {
         let mut group_deps = deps;
         let mut pre_id = None;
         if !pre.is_empty() {
-            let id = self.push_revoke(mirror, pre.to_vec(), group_deps.clone(), mapping.audit, key);
+            let id = self.push_revoke(direction, mirror, pre.to_vec(), group_deps.clone(), mapping.audit, key);
             pre_id = Some(id);
         }
         let mut authorize_id = None;
@@ -296,7 +307,11 @@ impl<'a> Planner<'a> {
             deps.extend(waits_for.into_iter().flatten().map(|prepare| prepare.action));
             let count = grants.len();
             let audit = mapping.audit || waits;
-            let id = self.push(Action::Authorize { group: mirror.clone(), grants }, deps, audit, Some(key.clone()));
+            let action = match direction {
+                Direction::Ingress => Action::Authorize { group: mirror.clone(), grants },
+                Direction::Egress => Action::AuthorizeEgress { group: mirror.clone(), grants },
+            };
+            let id = self.push(action, deps, audit, Some(key.clone()));
             if !waits {
                 authorize_id = Some(id);
             }
@@ -305,7 +320,7 @@ impl<'a> Planner<'a> {
         if !post.is_empty() {
             let mut deps = group_deps.clone();
             deps.extend(authorize_id);
-            self.push_revoke(mirror, post.to_vec(), deps, mapping.audit, key);
+            self.push_revoke(direction, mirror, post.to_vec(), deps, mapping.audit, key);
         }
         self.drift(mapping.pair).remove += diff.revoke.len();
         if !diff.update.is_empty() {
@@ -344,13 +359,13 @@ impl<'a> Planner<'a> {
 
     pub(super) fn push_revoke(
         &mut self,
+        direction: Direction,
         mirror: &GroupRef,
         grants: Vec<Grant>,
         deps: Vec<ActionId>,
         audit: bool,
         key: &PairKey,
     ) -> ActionId {
-        let GroupRef::Existing(group) = mirror else { unreachable!("revokes need an existing mirror") };
         let referenced: Vec<GroupId> = grants
             .iter()
             .filter_map(|g| match &g.key.peer {
@@ -358,7 +373,13 @@ impl<'a> Planner<'a> {
                 _ => None,
             })
             .collect();
-        let id = self.push(Action::Revoke { group: group.clone(), grants }, deps, audit, Some(key.clone()));
+        let action = match (direction, mirror) {
+            (Direction::Ingress, GroupRef::Existing(group)) => Action::Revoke { group: group.clone(), grants },
+            (Direction::Ingress, GroupRef::New { .. }) => unreachable!("ingress revokes need an existing mirror"),
+            // A new mirror's egress revoke takes away EC2's default rule.
+            (Direction::Egress, mirror) => Action::RevokeEgress { group: mirror.clone(), grants },
+        };
+        let id = self.push(action, deps, audit, Some(key.clone()));
         for peer in referenced {
             if audit {
                 self.removed_by_audit.insert(peer.clone());
@@ -372,14 +393,35 @@ impl<'a> Planner<'a> {
     /// key (the first, in the order of the sorted source grants), each with
     /// the create or tag action of the mirror it references; reports what
     /// cannot be translated. Needs the create and tag actions planned.
-    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey) -> Desired {
-        let mut desired = Desired::with_capacity(mapping.source.ingress.len());
+    fn desired_grants(&mut self, mapping: &Mapping<'a>, key: &PairKey, direction: Direction) -> Desired {
+        let rules = mapping.source.rules(direction);
+        let mut desired = Desired::with_capacity(rules.len());
         // Whether the translated keys come out strictly increasing.
         let mut in_order = true;
-        for grant in by_key(&mapping.source.ingress, |a, b| a.cmp(b)).0 {
+        let vpc_source = !mapping.source.is_classic();
+        for grant in by_key(rules, |a, b| a.cmp(b)).0 {
             let description = grant.description.as_deref().map(sanitize_text).filter(|d| !d.is_empty());
             let peer = match &grant.key.peer {
                 Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
+                Peer::Ipv6(net) if vpc_source => Ok((Peer::Ipv6(*net), None)),
+                Peer::PrefixList(list) if vpc_source => {
+                    if let Some(reason) = self.prefix_list_unusable(mapping, list.as_str()) {
+                        let message = format!(
+                            "{} {} rule {} cannot be mirrored: {reason}",
+                            mapping.source.id,
+                            direction.as_str(),
+                            self.describe_source_grant(grant, direction),
+                        );
+                        self.warn(
+                            WarningKind::PrefixListUnavailable,
+                            Some(key.clone()),
+                            Some(mapping.source.id.to_string()),
+                            message,
+                        );
+                        continue;
+                    }
+                    Ok((Peer::PrefixList(list.clone()), None))
+                }
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
                 Peer::Group { group, owner: None } => {
@@ -401,10 +443,14 @@ impl<'a> Planner<'a> {
                     desired.push(Grant { key, description }, prepare);
                 }
                 Err(reason) => {
+                    let what = match direction {
+                        Direction::Ingress => "rule",
+                        Direction::Egress => "egress rule",
+                    };
                     let message = format!(
-                        "{} rule {} cannot be mirrored: {}",
+                        "{} {what} {} cannot be mirrored: {}",
                         mapping.source.id,
-                        self.describe_source_grant(grant),
+                        self.describe_source_grant(grant, direction),
                         reason.phrase()
                     );
                     self.plan.warnings.push(Warning {
@@ -442,7 +488,32 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    fn describe_source_grant(&self, grant: &Grant) -> String {
+    /// Why the mirror of `mapping` cannot be granted the prefix list `list`
+    /// of its source, if it cannot. The same list id serves when source and
+    /// mirror share account and region; a customer list of another account
+    /// is reported rather than copied (docs/semantics.md, "Prefix lists").
+    /// The mirror's account is the owner of its observed group, or of any
+    /// observed group of its VPC; unknown (not observed) counts as shared.
+    fn prefix_list_unusable(&self, mapping: &Mapping<'a>, list: &str) -> Option<String> {
+        let source_account = mapping.source.owner_id.as_str();
+        let target_account = match self.mirror_ref(mapping) {
+            Some(GroupRef::Existing(id)) => self.snap.vpc_groups.get(id).map(|g| g.owner_id.as_str()),
+            _ => None,
+        }
+        .or_else(|| {
+            self.snap.vpc_groups.values().find(|g| g.vpc_id.as_ref() == Some(&mapping.vpc)).map(|g| g.owner_id.as_str())
+        })
+        .unwrap_or_default();
+        if source_account.is_empty() || target_account.is_empty() || source_account == target_account {
+            return None;
+        }
+        Some(format!(
+            "prefix list {list} of account {source_account} cannot be used by account {target_account}; \
+             share it (AWS RAM) or grant an equivalent list on the mirror"
+        ))
+    }
+
+    fn describe_source_grant(&self, grant: &Grant, direction: Direction) -> String {
         let peer = match &grant.key.peer {
             Peer::Group { group, owner } => {
                 let name = self.snap.source_groups.get(group).map(|g| g.name.as_str());
@@ -455,20 +526,41 @@ impl<'a> Planner<'a> {
             }
             other => render::peer_text(&other.clone().map_group(GroupRef::Existing)),
         };
-        format!("{} from {peer}", render::proto_ports(grant.key.protocol, &grant.key.ports))
+        let to_from = match direction {
+            Direction::Ingress => "from",
+            Direction::Egress => "to",
+        };
+        format!("{} {to_from} {peer}", render::proto_ports(grant.key.protocol, &grant.key.ports))
     }
 
     /// `desired` (sorted by key, one per key) against the mirror's rules: a
     /// merge of two sorted lists, without copying either.
-    fn diff(&self, mirror: &GroupRef, desired: Desired) -> GrantDiff {
-        let GroupRef::Existing(id) = mirror else {
-            return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
-        };
-        let Some(group) = self.snap.vpc_groups.get(id) else {
-            return GrantDiff { add: Desired::default(), revoke: Vec::new(), update: Vec::new(), current: 0 };
+    ///
+    /// The mirror's owned grants are its IPv4 grants and its references to
+    /// mirrors, plus, for the mirror of a VPC source, its IPv6 and
+    /// prefix-list grants. A new mirror's egress is taken to be EC2's
+    /// default (all traffic to 0.0.0.0/0), so that one pass makes it the
+    /// source's. Egress descriptions are set when a grant is authorized and
+    /// not compared afterwards (no update call for egress).
+    fn diff(&self, mirror: &GroupRef, desired: Desired, direction: Direction, vpc_source: bool) -> GrantDiff {
+        let default_egress;
+        let observed: &[Grant] = match (mirror, direction) {
+            (GroupRef::New { .. }, Direction::Ingress) => {
+                return GrantDiff { add: desired, revoke: Vec::new(), update: Vec::new(), current: 0 };
+            }
+            (GroupRef::New { .. }, Direction::Egress) => {
+                default_egress = [default_egress_grant()];
+                &default_egress
+            }
+            (GroupRef::Existing(id), _) => match self.snap.vpc_groups.get(id) {
+                Some(group) => group.rules(direction),
+                None => {
+                    return GrantDiff { add: Desired::default(), revoke: Vec::new(), update: Vec::new(), current: 0 };
+                }
+            },
         };
         // The rules by key; of several with one key, the last observed.
-        let (mut deduped, distinct) = by_key(&group.ingress, |a, b| a.key.cmp(&b.key));
+        let (mut deduped, distinct) = by_key(observed, |a, b| a.key.cmp(&b.key));
         if !distinct {
             deduped.dedup_by(|later, earlier| {
                 let same = later.key == earlier.key;
@@ -478,7 +570,10 @@ impl<'a> Planner<'a> {
                 same
             });
         }
-        let owned = |grant: &Grant| self.owned_rule(grant);
+        let owned = |grant: &Grant| match &grant.key.peer {
+            Peer::Ipv6(_) | Peer::PrefixList(_) => vpc_source,
+            _ => self.owned_rule(grant),
+        };
         let mut add = Desired::default();
         let mut update = Vec::new();
         let mut revoke = Vec::new();
@@ -504,7 +599,7 @@ impl<'a> Planner<'a> {
             }
             match found {
                 None => add.push(want, prepare),
-                Some(grant) if grant.description != want.description => {
+                Some(grant) if direction == Direction::Ingress && grant.description != want.description => {
                     let mut updated = grant.clone();
                     updated.description = want.description;
                     update.push((updated, grant.description.clone()));
@@ -513,9 +608,16 @@ impl<'a> Planner<'a> {
             }
         }
         revoke.extend(have.filter(|g| owned(g)).cloned());
-        let current = group.ingress.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
+        let current = observed.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
         GrantDiff { add, revoke, update, current }
     }
+}
+
+/// The egress rule EC2 gives every new VPC group: all traffic to 0.0.0.0/0.
+/// (A VPC with an IPv6 block adds `::/0` too; the snapshot does not say
+/// which VPCs have one, so a new mirror's `::/0` is revoked one pass later.)
+fn default_egress_grant() -> Grant {
+    Grant::new(Protocol::All, Ports::None, Peer::Ipv4(ipnet::Ipv4Net::default()), None)
 }
 
 /// Orders a planned key against an observed one as if the observed key's

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::grants::Desired;
 use super::{Action, ActionId, GroupRef, LookupSet, Mapping, PairKey, Planner, ShardPlan, WarningKind};
 use crate::model::{
-    Grant, GrantKey, MAX_OVERFLOW_SHARDS, OWNER_TAG, OWNERSHIP_TAG, Peer, SHARD_TAG, SecurityGroup, mirror_description,
-    shard_name,
+    Direction, Grant, GrantKey, MAX_OVERFLOW_SHARDS, OWNER_TAG, OWNERSHIP_TAG, Peer, SHARD_TAG, SecurityGroup,
+    mirror_description, shard_name,
 };
 
 /// The groups of a pair: the mirror (slot 0) and its overflow groups.
@@ -278,7 +278,8 @@ impl<'a> Planner<'a> {
         let mut authorized: BTreeMap<GrantKey<GroupRef>, ActionId> = BTreeMap::new();
         for (s, wanted) in per_slot.into_iter().enumerate() {
             let Some(group) = groups[s].clone() else { continue };
-            if let Ok(Some(id)) = self.sync_group(mapping, key, &group, std::mem::take(&mut deps[s]), wanted, false)
+            if let Ok(Some(id)) =
+                self.sync_group(mapping, key, &group, std::mem::take(&mut deps[s]), wanted, false, Direction::Ingress)
                 && let Action::Authorize { grants, .. } = &self.plan.actions[id.0].action
             {
                 for grant in grants {
@@ -366,6 +367,7 @@ impl<'a> Planner<'a> {
         revoke.sort();
         self.drift(mapping.pair).remove += revoke.len();
         let id = self.push_revoke(
+            Direction::Ingress,
             &GroupRef::Existing(group.id.clone()),
             revoke,
             deps.into_iter().collect(),

@@ -60,8 +60,8 @@ impl Summary {
                 Action::CreateMirror { .. } => s.create += 1,
                 Action::TagGroup { .. } => s.tag += 1,
                 Action::UntagGroup { .. } => s.untag += 1,
-                Action::Authorize { grants, .. } => s.add += grants.len(),
-                Action::Revoke { grants, .. } => s.remove += grants.len(),
+                Action::Authorize { grants, .. } | Action::AuthorizeEgress { grants, .. } => s.add += grants.len(),
+                Action::Revoke { grants, .. } | Action::RevokeEgress { grants, .. } => s.remove += grants.len(),
                 Action::UpdateDescriptions { grants, .. } => s.update += grants.len(),
                 Action::Attach { .. } | Action::Relink { .. } => s.links += 1,
                 Action::Detach { .. } => s.unlinks += 1,
@@ -196,11 +196,20 @@ impl Namer<'_> {
     }
 
     fn grant(&self, grant: &Grant<GroupRef>) -> String {
+        self.grant_towards(grant, "from")
+    }
+
+    /// An egress grant: traffic goes *to* its peer.
+    fn egress_grant(&self, grant: &Grant<GroupRef>) -> String {
+        self.grant_towards(grant, "to")
+    }
+
+    fn grant_towards(&self, grant: &Grant<GroupRef>, towards: &str) -> String {
         let peer = match &grant.key.peer {
             Peer::Group { group, owner: None } => self.group(group),
             other => peer_text(other),
         };
-        format!("{} from {peer}", proto_ports(grant.key.protocol, &grant.key.ports))
+        format!("{} {towards} {peer}", proto_ports(grant.key.protocol, &grant.key.ports))
     }
 
     fn link_groups(&self, groups: &[GroupRef]) -> String {
@@ -243,6 +252,19 @@ fn grant_lines(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
             for grant in grants {
                 let grant = grant.clone().map_group(GroupRef::Existing);
                 let _ = writeln!(out, "  - ingress {}{place}{audit}", namer.grant(&grant));
+            }
+        }
+        Action::AuthorizeEgress { grants, .. } => {
+            for grant in grants {
+                let description =
+                    grant.description.as_deref().map(|d| format!("   {}", quoted(Some(d)))).unwrap_or_default();
+                let _ = writeln!(out, "  + egress {}{description}{audit}", namer.egress_grant(grant));
+            }
+        }
+        Action::RevokeEgress { grants, .. } => {
+            for grant in grants {
+                let grant = grant.clone().map_group(GroupRef::Existing);
+                let _ = writeln!(out, "  - egress {}{audit}", namer.egress_grant(&grant));
             }
         }
         Action::UpdateDescriptions { grants, previous, .. } => {
@@ -315,6 +337,8 @@ fn is_pair_action(kind: ActionKind) -> bool {
             | ActionKind::TagGroup
             | ActionKind::Authorize
             | ActionKind::Revoke
+            | ActionKind::AuthorizeEgress
+            | ActionKind::RevokeEgress
             | ActionKind::UpdateDescriptions
     )
 }

@@ -51,6 +51,22 @@ fn from_account(port: u16, group: &str, owner: &str) -> Grant {
     )
 }
 
+/// EC2's default egress rule: all traffic to 0.0.0.0/0.
+fn all_out() -> Grant {
+    Grant::new(Protocol::All, Ports::None, Peer::Ipv4("0.0.0.0/0".parse().unwrap()), None)
+}
+fn tcp6(port: u16, cidr: &str) -> Grant {
+    Grant::new(Protocol::Tcp, Ports::Range { from: port, to: port }, Peer::Ipv6(cidr.parse().unwrap()), None)
+}
+fn tcp_list(port: u16, list: &str) -> Grant {
+    Grant::new(
+        Protocol::Tcp,
+        Ports::Range { from: port, to: port },
+        Peer::PrefixList(crate::model::PrefixListId::try_new(list).unwrap()),
+        None,
+    )
+}
+
 /// A small estate builder.
 struct World {
     snap: Snapshot,
@@ -79,6 +95,7 @@ impl World {
                 owner_id: "111122223333".into(),
                 tags: BTreeMap::new(),
                 ingress,
+                egress: Vec::new(),
             },
         );
         self
@@ -107,8 +124,20 @@ impl World {
                 owner_id: "111122223333".into(),
                 tags,
                 ingress,
+                // EC2 gives every VPC group this rule.
+                egress: vec![all_out()],
             },
         );
+        self
+    }
+
+    /// Replaces the egress rules of the VPC group `id` (source or not).
+    fn egress(mut self, id: &str, egress: Vec<Grant>) -> Self {
+        for groups in [&mut self.snap.vpc_groups, &mut self.snap.source_groups] {
+            if let Some(group) = groups.get_mut(&sg(id)) {
+                group.egress.clone_from(&egress);
+            }
+        }
         self
     }
 
@@ -1661,6 +1690,7 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
         W::OrphanTagInvalid,
         W::StateLost,
         W::Fight,
+        W::PrefixListUnavailable,
     ];
     // Fails to compile when a kind is added, so the list above stays complete.
     let _exhaustive = |kind: W| match kind {
@@ -1686,6 +1716,7 @@ fn json_names_of_action_and_warning_kinds_are_their_documented_labels() {
         | W::SafetyHold
         | W::OrphanTagInvalid
         | W::StateLost
+        | W::PrefixListUnavailable
         | W::Fight => (),
     };
     for kind in warnings {
@@ -1770,7 +1801,9 @@ fn touched(plan: &Plan) -> BTreeSet<GroupId> {
             | Action::UnmarkOrphan { group, .. } => {
                 groups.insert(group.clone());
             }
-            Action::Authorize { group, .. } => groups.extend(group.existing().cloned()),
+            Action::Authorize { group, .. }
+            | Action::AuthorizeEgress { group, .. }
+            | Action::RevokeEgress { group, .. } => groups.extend(group.existing().cloned()),
             Action::Detach { groups: from, .. } => groups.extend(from.iter().cloned()),
             Action::Relink { from, groups: to, .. } => {
                 let kept: BTreeSet<&GroupId> = to.iter().filter_map(GroupRef::existing).collect();
@@ -2188,4 +2221,195 @@ fn a_fight_over_one_grant_holds_up_neither_a_new_grant_nor_the_pairs_links() {
     next.record_execution(executed, t0() + Duration::from_secs(90), &FightPolicy::default());
     assert_eq!(next.fights()[0].repairs, 1);
     assert_eq!(next.fights()[0].retry_after, memory.fights()[0].retry_after);
+}
+
+// ----- egress, IPv6 and prefix lists of VPC sources (docs/semantics.md) -----
+
+/// Moves a VPC group out of the target side into the sources, as observe
+/// lists a VPC source in another VPC.
+fn vpc_source(mut world: World, id: &str) -> World {
+    let group = world.snap.vpc_groups.remove(&sg(id)).unwrap();
+    world.snap.source_groups.insert(sg(id), group);
+    world
+}
+
+fn to_group(port: u16, group: &str) -> Grant {
+    from_group(port, group)
+}
+
+fn egress_actions(plan: &Plan) -> Vec<(ActionKind, GroupRef, Vec<Grant<GroupRef>>)> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::AuthorizeEgress { group, grants } => {
+                Some((ActionKind::AuthorizeEgress, group.clone(), grants.clone()))
+            }
+            Action::RevokeEgress { group, grants } => Some((
+                ActionKind::RevokeEgress,
+                group.clone(),
+                grants.iter().cloned().map(|g| g.map_group(GroupRef::Existing)).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn new_mirror_of(source: &str) -> GroupRef {
+    GroupRef::New { source: sg(source), vpc: vpc(VPC), shard: 0 }
+}
+
+#[test]
+fn vpc_source_egress_is_mirrored_with_ipv6_and_references_translated_and_the_default_removed() {
+    let world = World::new()
+        .vpc_group("sg-5a1", "api", VPC2, None, vec![tcp(443, "10.0.0.0/8")])
+        .vpc_group("sg-5a2", "db", VPC2, None, vec![from_group(5432, "sg-5a1")])
+        .egress("sg-5a1", vec![tcp(443, "10.0.0.0/8"), tcp6(443, "2001:db8::/32"), to_group(5432, "sg-5a2")])
+        .map("sg-5a1", VPC)
+        .map("sg-5a2", VPC);
+    let plan = vpc_source(vpc_source(world, "sg-5a1"), "sg-5a2").plan();
+    let egress = egress_actions(&plan);
+    // api: its three egress grants, the reference to db translated to db's
+    // new mirror; EC2's default rule, which api does not have, revoked after.
+    let (kind, group, grants) = &egress[0];
+    assert_eq!((kind, group), (&ActionKind::AuthorizeEgress, &new_mirror_of("sg-5a1")));
+    let peers: Vec<&Peer<GroupRef>> = grants.iter().map(|g| &g.key.peer).collect();
+    assert_eq!(
+        peers,
+        vec![
+            &Peer::Ipv4("10.0.0.0/8".parse().unwrap()),
+            &Peer::Ipv6("2001:db8::/32".parse().unwrap()),
+            &Peer::Group { group: new_mirror_of("sg-5a2"), owner: None },
+        ]
+    );
+    let (kind, group, grants) = &egress[1];
+    assert_eq!((kind, group), (&ActionKind::RevokeEgress, &new_mirror_of("sg-5a1")));
+    assert_eq!(grants, &vec![all_out().map_group(GroupRef::Existing)]);
+    // db has EC2's default egress like its mirror will: nothing to do.
+    assert_eq!(egress.len(), 2, "{egress:?}");
+    // The revoke waits for the create and for the authorize (make before break).
+    let revoke = plan.actions.iter().find(|a| a.action.kind() == ActionKind::RevokeEgress).unwrap();
+    let authorize = plan.actions.iter().find(|a| a.action.kind() == ActionKind::AuthorizeEgress).unwrap();
+    assert!(revoke.depends_on.contains(&authorize.id), "{revoke:?}");
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
+
+#[test]
+fn classic_source_mirror_egress_is_left_alone() {
+    let world = World::new()
+        .classic("sg-0a1", "web", vec![tcp(443, "0.0.0.0/0")])
+        .map("sg-0a1", VPC)
+        .mirror("sg-77c", "web", "sg-0a1", vec![tcp(443, "0.0.0.0/0")])
+        .egress("sg-77c", vec![tcp(22, "192.0.2.0/24"), tcp6(22, "2001:db8::/32")]);
+    let plan = world.plan();
+    assert!(egress_actions(&plan).is_empty(), "{:?}", plan.actions);
+    assert!(plan.is_converged());
+}
+
+#[test]
+fn egress_grants_not_ours_are_kept_and_extra_owned_ones_revoked() {
+    let world = World::new()
+        .vpc_group("sg-5a1", "api", VPC2, None, vec![])
+        .egress("sg-5a1", vec![tcp(443, "10.0.0.0/8")])
+        .map("sg-5a1", VPC)
+        .vpc_group("sg-999", "someone-elses", VPC, None, vec![])
+        .mirror("sg-77c", "api", "sg-5a1", vec![])
+        .egress("sg-77c", vec![all_out(), tcp6(22, "2001:db8::/32"), to_group(22, "sg-999"), tcp_list(22, "pl-0a")]);
+    let plan = vpc_source(world, "sg-5a1").plan();
+    let egress = egress_actions(&plan);
+    let existing = GroupRef::Existing(sg("sg-77c"));
+    assert_eq!(
+        egress[0],
+        (ActionKind::AuthorizeEgress, existing.clone(), vec![tcp(443, "10.0.0.0/8").map_group(GroupRef::Existing)])
+    );
+    // The default rule, an IPv6 grant and a prefix list are a VPC source's
+    // kinds of grant, so ours; a reference to a group that is no mirror is not.
+    let mut revoked: Vec<Grant<GroupRef>> = egress[1].2.clone();
+    revoked.sort();
+    let mut expected: Vec<Grant<GroupRef>> = [all_out(), tcp6(22, "2001:db8::/32"), tcp_list(22, "pl-0a")]
+        .into_iter()
+        .map(|g| g.map_group(GroupRef::Existing))
+        .collect();
+    expected.sort();
+    assert_eq!((egress[1].0, &egress[1].1, revoked), (ActionKind::RevokeEgress, &existing, expected));
+    assert_eq!(egress.len(), 2);
+}
+
+#[test]
+fn ipv6_and_prefix_list_ingress_of_a_vpc_source_are_mirrored_as_owned_grants() {
+    let world = World::new()
+        .vpc_group("sg-5a1", "api", VPC2, None, vec![tcp6(443, "2001:db8::/32"), tcp_list(443, "pl-0a")])
+        .map("sg-5a1", VPC)
+        .mirror("sg-77c", "api", "sg-5a1", vec![tcp6(80, "2001:db8::/32")]);
+    let plan = vpc_source(world, "sg-5a1").plan();
+    let mut added: Vec<Grant> =
+        authorized(&plan).into_iter().map(|g| g.map_group(|g| g.existing().cloned().unwrap())).collect();
+    added.sort();
+    let mut expected = vec![tcp6(443, "2001:db8::/32"), tcp_list(443, "pl-0a")];
+    expected.sort();
+    assert_eq!(added, expected);
+    // The IPv6 grant the source does not have is ours now, and goes.
+    assert_eq!(revoked(&plan), vec![tcp6(80, "2001:db8::/32")]);
+    assert!(warnings_of(&plan, WarningKind::Unmirrorable).is_empty(), "{:?}", plan.warnings);
+}
+
+#[test]
+fn a_prefix_list_of_another_account_is_reported_and_not_copied() {
+    let mut world = World::new()
+        .vpc_group("sg-5a1", "api", VPC2, None, vec![tcp_list(443, "pl-0a"), tcp(80, "10.0.0.0/8")])
+        .egress("sg-5a1", vec![all_out(), tcp_list(5432, "pl-0b")])
+        .map("sg-5a1", VPC)
+        .mirror("sg-77c", "api", "sg-5a1", vec![]);
+    world.snap.vpc_groups.get_mut(&sg("sg-5a1")).unwrap().owner_id = "444455556666".into();
+    let plan = vpc_source(world, "sg-5a1").plan();
+    let reported = warnings_of(&plan, WarningKind::PrefixListUnavailable);
+    assert_eq!(reported.len(), 2, "{:?}", plan.warnings);
+    assert!(
+        reported[0].message.contains("pl-0a") && reported[0].message.contains("444455556666"),
+        "{}",
+        reported[0].message
+    );
+    assert!(
+        reported[1].message.contains("egress rule") && reported[1].message.contains("pl-0b"),
+        "{}",
+        reported[1].message
+    );
+    assert_eq!(authorized(&plan), vec![tcp(80, "10.0.0.0/8").map_group(GroupRef::Existing)]);
+    assert!(egress_actions(&plan).is_empty(), "{:?}", plan.actions);
+}
+
+#[test]
+fn egress_revokes_draw_on_the_revoke_cap_like_ingress_ones() {
+    let mut world = World::new()
+        .vpc_group("sg-5a1", "api", VPC2, None, vec![])
+        .egress("sg-5a1", vec![])
+        .map("sg-5a1", VPC)
+        .mirror("sg-77c", "api", "sg-5a1", vec![tcp(22, "10.0.0.0/8")])
+        .egress("sg-77c", vec![all_out(), tcp(443, "10.0.0.0/8")]);
+    world.config.safety.max_revokes_per_cycle = 2;
+    let plan = vpc_source(world, "sg-5a1").plan();
+    // Three revokes wanted (one ingress, two egress); two allowed.
+    let revokes: usize = plan
+        .actions
+        .iter()
+        .map(|a| match &a.action {
+            Action::Revoke { grants, .. } | Action::RevokeEgress { grants, .. } => grants.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(revokes, 2);
+    assert_eq!(plan.deferred.revokes, 1);
+}
+
+#[test]
+fn an_incomplete_snapshot_plans_no_egress_revoke() {
+    let mut world = World::new()
+        .vpc_group("sg-5a1", "api", VPC2, None, vec![])
+        .egress("sg-5a1", vec![tcp(443, "10.0.0.0/8")])
+        .map("sg-5a1", VPC)
+        .mirror("sg-77c", "api", "sg-5a1", vec![]);
+    world.snap.incomplete.insert(crate::model::SnapshotPart::Instances);
+    let plan = vpc_source(world, "sg-5a1").plan();
+    let kinds = kinds(&plan);
+    assert!(kinds.contains(&ActionKind::AuthorizeEgress), "{kinds:?}");
+    assert!(!kinds.contains(&ActionKind::RevokeEgress), "{kinds:?}");
 }

@@ -139,6 +139,23 @@ pub enum Action {
         /// Grants to remove.
         grants: Vec<Grant>,
     },
+    /// `AuthorizeSecurityGroupEgress` with all these grants in one call (the
+    /// mirror of a VPC source only).
+    AuthorizeEgress {
+        /// The mirror.
+        group: GroupRef,
+        /// Egress grants to add.
+        grants: Vec<Grant<GroupRef>>,
+    },
+    /// `RevokeSecurityGroupEgress` with all these grants in one call. The
+    /// mirror may be one this plan creates: its default allow-all egress is
+    /// revoked when the source does not have it.
+    RevokeEgress {
+        /// The mirror.
+        group: GroupRef,
+        /// Egress grants to remove.
+        grants: Vec<Grant>,
+    },
     /// `UpdateSecurityGroupRuleDescriptionsIngress`; each grant carries its new description.
     UpdateDescriptions {
         /// The mirror.
@@ -227,6 +244,8 @@ impl Action {
             Self::UntagGroup { .. } => ActionKind::UntagGroup,
             Self::Authorize { .. } => ActionKind::Authorize,
             Self::Revoke { .. } => ActionKind::Revoke,
+            Self::AuthorizeEgress { .. } => ActionKind::AuthorizeEgress,
+            Self::RevokeEgress { .. } => ActionKind::RevokeEgress,
             Self::UpdateDescriptions { .. } => ActionKind::UpdateDescriptions,
             Self::Attach { .. } => ActionKind::Attach,
             Self::Detach { .. } => ActionKind::Detach,
@@ -262,6 +281,10 @@ pub enum ActionKind {
     Authorize,
     /// [`Action::Revoke`].
     Revoke,
+    /// [`Action::AuthorizeEgress`].
+    AuthorizeEgress,
+    /// [`Action::RevokeEgress`].
+    RevokeEgress,
     /// [`Action::UpdateDescriptions`].
     UpdateDescriptions,
     /// [`Action::Attach`].
@@ -289,12 +312,15 @@ impl ActionKind {
         self.into()
     }
 
-    /// True for revoke, detach, relink, delete and untag. Marking an orphan
+    /// True for revoke (ingress or egress), detach, relink, delete and untag. Marking an orphan
     /// (or unmarking it) only records a time on a group that is ours: it
     /// takes nothing away, and is not held by the safety rules.
     #[must_use]
     pub fn is_destructive(&self) -> bool {
-        matches!(self, Self::Revoke | Self::Detach | Self::Relink | Self::DeleteMirror | Self::UntagGroup)
+        matches!(
+            self,
+            Self::Revoke | Self::RevokeEgress | Self::Detach | Self::Relink | Self::DeleteMirror | Self::UntagGroup
+        )
     }
 }
 
@@ -396,6 +422,10 @@ pub enum WarningKind {
     IncompleteSnapshot,
     /// The shrink guard holds destructive actions.
     SafetyHold,
+    /// A prefix-list grant of a VPC source names a list the mirror's
+    /// account or region cannot use (a customer list of another account or
+    /// region): the grant is left out and reported, never copied.
+    PrefixListUnavailable,
     /// An orphan's `classiclinkmirror:orphanedSince` tag is not a valid time
     /// (or lies in the future): it is rewritten to now and the grace restarts.
     OrphanTagInvalid,

@@ -724,3 +724,96 @@ async fn a_source_with_100_rules_and_a_quota_of_60_is_mirrored_whole_in_one_appl
     assert_eq!(second.code, 0, "{}", second.stdout);
     assert_eq!(emulator.mutating_calls().await, 0, "a converged estate gets no writes");
 }
+
+/// A VPC source with ingress, egress (IPv6 included, no default rule) and
+/// references to two other mirrored groups: one `apply` mirrors all of it,
+/// references translated to the mirrors and the new mirror's default egress
+/// gone; a second `apply` writes nothing.
+#[tokio::test]
+async fn a_vpc_source_is_mirrored_egress_and_ipv6_included_and_a_second_apply_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let estate = r#"
+[[vpc]]
+name = "old"
+id = "vpc-0000aaaa"
+cidr = "10.50.0.0/16"
+
+[[vpc]]
+name = "new"
+id = "vpc-0000bbbb"
+cidr = "10.60.0.0/16"
+
+[[group]]
+name = "api"
+vpc = "old"
+id = "sg-0000a001"
+rules = [
+  { protocol = "tcp", port = 443, cidr = "0.0.0.0/0" },
+  { protocol = "tcp", port = 443, cidr = "2001:db8::/32", description = "v6 clients" },
+  { protocol = "tcp", port = 8080, from_group = "cache" },
+]
+egress = [
+  { protocol = "tcp", port = 443, cidr = "10.0.0.0/8" },
+  { protocol = "tcp", port = 443, cidr = "2001:db8:1::/48" },
+  { protocol = "tcp", port = 5432, from_group = "db" },
+  { protocol = "tcp", port = 6379, from_group = "cache" },
+]
+
+[[group]]
+name = "db"
+vpc = "old"
+id = "sg-0000a002"
+rules = [{ protocol = "tcp", port = 5432, from_group = "api" }]
+
+[[group]]
+name = "cache"
+vpc = "old"
+id = "sg-0000a003"
+rules = [{ protocol = "tcp", port = 6379, from_group = "api" }]
+"#;
+    let estate_path = dir.path().join("estate.toml");
+    std::fs::write(&estate_path, estate).unwrap();
+    let emulator = EmulatorProcess::start(estate_path.to_str().unwrap(), &[]).await;
+    let mappings: String = ["sg-0000a001", "sg-0000a002", "sg-0000a003"]
+        .iter()
+        .map(|id| format!("[[mirror]]\nsource_group = \"{id}\"\nvpc = \"vpc-0000bbbb\"\n"))
+        .collect();
+    let config = write_config(dir.path(), &emulator.url, "127.0.0.1:0", &mappings);
+    let config = config.to_str().unwrap();
+
+    let first = run_command(&["apply", "--config", config]).await;
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let ec2 = emulator.sdk().await;
+    let by_source: BTreeMap<String, SecurityGroup> =
+        mirrors(&ec2).await.into_iter().map(|g| (g.mirrored_from().unwrap().to_string(), g)).collect();
+    assert_eq!(by_source.len(), 3, "{by_source:?}");
+    let (api, db, cache) = (&by_source["sg-0000a001"], &by_source["sg-0000a002"], &by_source["sg-0000a003"]);
+    let tcp = |port: u16, peer: Peer| (Protocol::Tcp, Ports::Range { from: port, to: port }, peer);
+    let keys = |rules: &[classiclink_mirror::model::Grant]| -> std::collections::BTreeSet<(Protocol, Ports, Peer)> {
+        rules.iter().map(|g| (g.key.protocol, g.key.ports, g.key.peer.clone())).collect()
+    };
+    let refer = |g: &SecurityGroup| Peer::Group { group: g.id.clone(), owner: None };
+    let v4 = |c: &str| Peer::Ipv4(c.parse().unwrap());
+    let v6 = |c: &str| Peer::Ipv6(c.parse().unwrap());
+    assert_eq!(
+        keys(&api.ingress),
+        [tcp(443, v4("0.0.0.0/0")), tcp(443, v6("2001:db8::/32")), tcp(8080, refer(cache))].into_iter().collect()
+    );
+    assert_eq!(
+        keys(&api.egress),
+        [tcp(443, v4("10.0.0.0/8")), tcp(443, v6("2001:db8:1::/48")), tcp(5432, refer(db)), tcp(6379, refer(cache))]
+            .into_iter()
+            .collect(),
+        "the source's egress, references translated, EC2's default rule gone"
+    );
+    // db and cache keep EC2's default egress, as their sources do.
+    let all_out = (Protocol::All, Ports::None, v4("0.0.0.0/0"));
+    assert_eq!(keys(&db.egress), [all_out.clone()].into_iter().collect());
+    assert_eq!(keys(&cache.egress), [all_out].into_iter().collect());
+    assert_eq!(keys(&db.ingress), [tcp(5432, refer(api))].into_iter().collect());
+
+    emulator.reset_calls().await;
+    let second = run_command(&["apply", "--config", config]).await;
+    assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
+    assert_eq!(emulator.mutating_calls().await, 0, "a converged estate gets no writes");
+}

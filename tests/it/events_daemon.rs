@@ -313,6 +313,20 @@ impl Ec2 for SlowMirrors {
     ) -> Result<(), classiclink_mirror::ec2::Ec2Error> {
         self.emu.revoke_ingress(group_id, grants).await
     }
+    async fn authorize_egress(
+        &self,
+        group_id: &GroupId,
+        grants: &[classiclink_mirror::model::Grant],
+    ) -> Result<(), classiclink_mirror::ec2::Ec2Error> {
+        self.emu.authorize_egress(group_id, grants).await
+    }
+    async fn revoke_egress(
+        &self,
+        group_id: &GroupId,
+        grants: &[classiclink_mirror::model::Grant],
+    ) -> Result<(), classiclink_mirror::ec2::Ec2Error> {
+        self.emu.revoke_egress(group_id, grants).await
+    }
     async fn update_ingress_descriptions(
         &self,
         group_id: &GroupId,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use classiclink_mirror::ec2::Ec2;
 use classiclink_mirror::ec2::aws::AwsEventSource;
 use classiclink_mirror::emulator::events::{DEFAULT_QUEUE_NAME, EventOptions};
-use classiclink_mirror::emulator::{Emulator, NewGroup, RunInstances};
+use classiclink_mirror::emulator::{Emulator, NewGroup, NewVpc, RunInstances};
 use classiclink_mirror::events::parse::{Expected, IgnoreReason, Verdict, parse};
 use classiclink_mirror::events::{EventErrorKind, EventSource, Receipt};
 
@@ -166,6 +166,45 @@ async fn ec2_writes_through_the_sdk_arrive_as_eventbridge_documents_over_sqs() {
     assert_eq!(documents[4]["detail-type"], "EC2 Instance State-change Notification");
     assert_eq!(documents[4]["detail"]["instance-id"], instance.as_str());
     assert_eq!(served.emulator.events().expect("events on").stats().deleted, 5);
+}
+
+#[tokio::test]
+async fn egress_writes_arrive_as_documents_the_daemon_acts_on() {
+    let served = Served::start(Some(EventOptions::default())).await;
+    let url = served.queue_url().await;
+    let vpc = served.emulator.create_vpc(&NewVpc::default()).await.expect("a VPC");
+    let group = served.emulator.create_group(&NewGroup::in_vpc(&vpc, "api", "api")).await.expect("a group");
+    drain(&served.sqs(), &url).await;
+    let ec2 = served.ec2("us-east-1");
+    let permission = aws_sdk_ec2::types::IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(443)
+        .to_port(443)
+        .ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip("10.0.0.0/8").build())
+        .build();
+    ec2.authorize_security_group_egress()
+        .group_id(group.as_str())
+        .ip_permissions(permission.clone())
+        .send()
+        .await
+        .expect("AuthorizeSecurityGroupEgress");
+    ec2.revoke_security_group_egress()
+        .group_id(group.as_str())
+        .ip_permissions(permission)
+        .send()
+        .await
+        .expect("RevokeSecurityGroupEgress");
+
+    let documents = drain(&served.sqs(), &url).await;
+    let names: Vec<&str> = documents.iter().filter_map(|d| d["detail"]["eventName"].as_str()).collect();
+    assert_eq!(names, ["AuthorizeSecurityGroupEgress", "RevokeSecurityGroupEgress"]);
+    let expected = Expected { account: Some("123456789012".into()), region: "us-east-1".into() };
+    for document in &documents {
+        match parse(&document.to_string(), &expected) {
+            Verdict::Act(hint) => assert_eq!(hint.groups.iter().collect::<Vec<_>>(), [&group]),
+            other => panic!("an egress change is a hint: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -551,3 +551,40 @@ async fn a_silent_endpoint_is_a_transient_timeout_after_the_operation_timeout() 
     assert!(started.elapsed() < Duration::from_secs(5), "no SDK retries: {:?}", started.elapsed());
     silent.abort();
 }
+
+#[tokio::test]
+async fn egress_is_read_authorized_and_revoked_apart_from_ingress() {
+    let Some(moto) = moto() else { return };
+    let ec2 = client(moto).await;
+    let vpc = ok(moto, ec2.world().create_vpc("10.33.0.0/16").await);
+    let web = ok(moto, create_group(&ec2, &vpc, "web", &[]).await);
+    let db = ok(moto, create_group(&ec2, &vpc, "db", &[]).await);
+    // EC2 gives a new VPC group one egress rule: all traffic to 0.0.0.0/0.
+    let all_out = grant(Protocol::All, Ports::None, v4("0.0.0.0/0"), None);
+    let group = the_group(&ec2, &web).await;
+    assert_eq!(group.egress, vec![all_out.clone()]);
+    assert!(group.ingress.is_empty());
+
+    let grants = vec![
+        grant(Protocol::Tcp, port(443), v4("203.0.113.0/24"), Some("api")),
+        grant(Protocol::Tcp, port(443), v6("2001:db8::/32"), Some("api v6")),
+        grant(Protocol::Tcp, port(5432), refer(&db, None), Some("db tier")),
+    ];
+    ok(moto, ec2.authorize_egress(&web, &grants).await);
+    let mut expected: BTreeSet<Grant> = grants.iter().cloned().collect();
+    expected.insert(all_out.clone());
+    let group = the_group(&ec2, &web).await;
+    assert_eq!(group.egress.iter().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(group.ingress.is_empty(), "egress is not ingress");
+    assert_code(ec2.authorize_egress(&web, &grants[..1]).await, "InvalidPermission.Duplicate", ErrorKind::Duplicate);
+
+    // Revoked without descriptions, the default rule included.
+    ok(moto, ec2.revoke_egress(&web, &[all_out.clone(), grants[0].clone()]).await);
+    let left: BTreeSet<Grant> = the_group(&ec2, &web).await.egress.into_iter().collect();
+    assert_eq!(left, grants[1..].iter().cloned().collect());
+    // moto departs from EC2 as for ingress (pinned above): a described group
+    // reference is not found without its description.
+    assert_code(ec2.revoke_egress(&web, &grants[2..]).await, "InvalidPermission.NotFound", ErrorKind::NotFound);
+    assert_code(ec2.revoke_egress(&web, &[all_out]).await, "InvalidPermission.NotFound", ErrorKind::NotFound);
+    ok(moto, ec2.authorize_egress(&web, &[]).await);
+}

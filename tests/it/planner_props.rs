@@ -16,9 +16,9 @@ use strum::VariantArray as _;
 
 use classiclink_mirror::config::{Config, MirrorConfig, Mode, SourceRef};
 use classiclink_mirror::model::{
-    DEFAULT_DISCOVERY_TAG, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK,
-    ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup, Snapshot, SnapshotPart, Vpc,
-    VpcId, format_time, mirror_name, parse_time, sanitize_text,
+    DEFAULT_DISCOVERY_TAG, Direction, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link,
+    MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, Ports, PrefixListId, Protocol,
+    SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time, mirror_name, parse_time, sanitize_text,
 };
 use classiclink_mirror::plan::{
     Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, Executed, FightPolicy, GroupRef, Memory, ORPHAN_TAG_MAX_SKEW,
@@ -151,6 +151,10 @@ struct SourceSpec {
     /// `Some`: a VPC source (docs/semantics.md, "VPC source mode") in that VPC.
     vpc: Option<Index>,
     ingress: Vec<GrantSpec<SrcPeer>>,
+    /// Egress rules (VPC sources only; ignored for Classic ones).
+    egress: Vec<GrantSpec<SrcPeer>>,
+    /// A VPC source keeps EC2's default egress rule (all to 0.0.0.0/0).
+    default_egress: bool,
     discovery: Option<TagSpec>,
 }
 
@@ -210,6 +214,8 @@ struct VpcGroupSpec {
     /// Copy the source's IPv4 rules (a partly right mirror).
     copy_source: bool,
     ingress: Vec<GrantSpec<VpcPeer>>,
+    /// Egress rules besides EC2's default one.
+    egress: Vec<GrantSpec<VpcPeer>>,
     orphaned_since: Option<OrphanedSince>,
 }
 
@@ -306,8 +312,17 @@ fn source_spec() -> impl Strategy<Value = SourceSpec> {
         prop::option::weighted(0.15, any::<Index>()),
         prop::collection::vec(grant_spec(src_peer()), 0..=5),
         prop::option::weighted(0.2, tag),
+        prop::collection::vec(grant_spec(src_peer()), 0..=3),
+        any::<bool>(),
     )
-        .prop_map(|(description, vpc, ingress, discovery)| SourceSpec { description, vpc, ingress, discovery })
+        .prop_map(|(description, vpc, ingress, discovery, egress, default_egress)| SourceSpec {
+            description,
+            vpc,
+            ingress,
+            egress,
+            default_egress,
+            discovery,
+        })
 }
 
 fn vpc_group_spec() -> impl Strategy<Value = VpcGroupSpec> {
@@ -329,14 +344,16 @@ fn vpc_group_spec() -> impl Strategy<Value = VpcGroupSpec> {
         any::<bool>(),
         prop::collection::vec(grant_spec(vpc_peer()), 0..=4),
         orphaned_since,
+        prop::collection::vec(grant_spec(vpc_peer()), 0..=2),
     )
-        .prop_map(|(vpc, (owner, owner_tag), name, copy_source, ingress, orphaned_since)| VpcGroupSpec {
+        .prop_map(|(vpc, (owner, owner_tag), name, copy_source, ingress, orphaned_since, egress)| VpcGroupSpec {
             vpc,
             owner,
             owner_tag,
             name,
             copy_source,
             ingress,
+            egress,
             orphaned_since,
         })
 }
@@ -496,7 +513,13 @@ fn group(id: GroupId, name: &str, description: &str, vpc_id: Option<VpcId>) -> S
         owner_id: OWN_ACCOUNT.to_owned(),
         tags: BTreeMap::new(),
         ingress: Vec::new(),
+        egress: Vec::new(),
     }
+}
+
+/// EC2's default egress rule of a new VPC group: all traffic to 0.0.0.0/0.
+fn all_out() -> Grant {
+    Grant::new(Protocol::All, Ports::None, Peer::Ipv4(ipv4("0.0.0.0/0")), None)
 }
 
 /// Keeps the first rule of each identity: a group cannot hold a rule twice.
@@ -660,15 +683,14 @@ fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
     let source_vpcs: Vec<Option<VpcId>> = sources.iter().map(|g| g.vpc_id.clone()).collect();
     for (i, s) in spec.sources.iter().enumerate() {
         let own_vpc = &source_vpcs[i];
-        let mut rules = Vec::new();
-        for r in &s.ingress {
-            let peer = match &r.peer {
+        let peer_of = |r: &GrantSpec<SrcPeer>| -> Option<Peer> {
+            Some(match &r.peer {
                 SrcPeer::Cidr(c) => Peer::Ipv4(ipv4(pick(&CIDRS, c))),
                 SrcPeer::Source(k) => {
                     let k = k.index(source_ids.len());
                     // A group can only reference groups of its own network.
                     if &source_vpcs[k] != own_vpc {
-                        continue;
+                        return None;
                     }
                     Peer::Group { group: source_ids[k].clone(), owner: None }
                 }
@@ -678,17 +700,25 @@ fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
                     Peer::Group { group: sg(&format!("sg-0ff{n}")), owner: Some(pick(&OWNERS, owner).to_owned()) }
                 }
                 SrcPeer::Ipv6(c) if own_vpc.is_some() => Peer::Ipv6(ipv6(pick(&IPV6, c))),
-                SrcPeer::Ipv6(_) => continue,
-            };
-            rules.push(grant(r, peer));
-        }
+                SrcPeer::Ipv6(_) => return None,
+            })
+        };
+        let rules: Vec<Grant> = s.ingress.iter().filter_map(|r| Some(grant(r, peer_of(r)?))).collect();
         // Classic rules may repeat an identity in another spelling; VPC
         // groups cannot.
         sources[i].ingress = if own_vpc.is_some() { dedup_rules(rules) } else { rules };
+        if own_vpc.is_some() {
+            let mut egress: Vec<Grant> = s.egress.iter().filter_map(|r| Some(grant(r, peer_of(r)?))).collect();
+            if s.default_egress {
+                egress.push(all_out());
+            }
+            sources[i].egress = dedup_rules(egress);
+        }
     }
     for g in &mut vpc_groups {
         if let Some(source) = sources.iter().find(|s| s.id == g.id) {
             g.ingress = source.ingress.clone();
+            g.egress = source.egress.clone();
         }
     }
 
@@ -708,9 +738,24 @@ fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
             }
         })
         .collect();
+    let egress_specs: Vec<Option<&Vec<GrantSpec<VpcPeer>>>> = (0..vpc_groups.len())
+        .map(|k| k.checked_sub(vpc_ids.len()).and_then(|j| spec.vpc_groups.get(j)).map(|s| &s.egress))
+        .collect();
     for (k, g) in vpc_groups.iter_mut().enumerate() {
         let Some(rule_specs) = rule_specs[k] else { continue };
         let same_vpc = &ids_by_vpc[g.vpc_id.as_ref().expect("VPC group")];
+        let peer_of = |r: &GrantSpec<VpcPeer>| match &r.peer {
+            VpcPeer::Cidr(c) => Peer::Ipv4(ipv4(pick(&CIDRS, c))),
+            VpcPeer::Ipv6(c) => Peer::Ipv6(ipv6(pick(&IPV6, c))),
+            VpcPeer::PrefixList(p) => {
+                Peer::PrefixList(PrefixListId::try_new(pick(&PREFIX_LISTS, p)).expect("prefix list id"))
+            }
+            VpcPeer::Group(n) => Peer::Group { group: same_vpc[n.index(same_vpc.len())].clone(), owner: None },
+        };
+        // EC2's default egress rule, and what someone added since.
+        let mut egress = vec![all_out()];
+        egress.extend(egress_specs[k].into_iter().flatten().map(|r| grant(r, peer_of(r))));
+        g.egress = dedup_rules(egress);
         let mut rules: Vec<Grant> = Vec::new();
         if let Some(source) = copies[k] {
             rules.extend(sources[source].ingress.iter().filter(|r| matches!(r.key.peer, Peer::Ipv4(_))).cloned());
@@ -808,11 +853,13 @@ fn build(spec: &EstateSpec, shuffle: Option<u64>) -> (Config, Snapshot) {
     maybe_shuffle(&mut rng, &mut all_sources);
     for mut g in all_sources {
         maybe_shuffle(&mut rng, &mut g.ingress);
+        maybe_shuffle(&mut rng, &mut g.egress);
         snap.source_groups.insert(g.id.clone(), g);
     }
     maybe_shuffle(&mut rng, &mut vpc_groups);
     for mut g in vpc_groups {
         maybe_shuffle(&mut rng, &mut g.ingress);
+        maybe_shuffle(&mut rng, &mut g.egress);
         snap.vpc_groups.insert(g.id.clone(), g);
     }
     maybe_shuffle(&mut rng, &mut instances);
@@ -912,6 +959,7 @@ impl Applier<'_> {
                 let id = sg(&format!("sg-f{:x}", self.next_id));
                 let mut g = group(id.clone(), name, description, Some(vpc.clone()));
                 g.tags = tags.clone();
+                g.egress = vec![all_out()];
                 self.snap.vpc_groups.insert(id.clone(), g);
                 self.created.insert((source.clone(), vpc.clone(), *shard), id);
             }
@@ -922,7 +970,8 @@ impl Applier<'_> {
                     g.tags.remove(key);
                 }
             }
-            Action::Authorize { group, grants } => {
+            Action::Authorize { group, grants } | Action::AuthorizeEgress { group, grants } => {
+                let egress = matches!(action, Action::AuthorizeEgress { .. });
                 let id = self.resolve(group)?;
                 let vpc = self.vpc_group(&id)?.vpc_id.clone();
                 let mut resolved = Vec::new();
@@ -947,14 +996,26 @@ impl Applier<'_> {
                 }
                 let quota = self.quota;
                 let g = self.vpc_group(&id)?;
-                if g.ingress.len() + resolved.len() > quota {
+                let rules = if egress { &mut g.egress } else { &mut g.ingress };
+                if rules.len() + resolved.len() > quota {
                     return Err(format!("RulesPerSecurityGroupLimitExceeded: {id}"));
                 }
                 for grant in resolved {
-                    if g.ingress.iter().any(|r| r.key == grant.key) {
+                    if rules.iter().any(|r| r.key == grant.key) {
                         return Err(format!("InvalidPermission.Duplicate: {:?} on {id}", grant.key));
                     }
-                    g.ingress.push(grant);
+                    rules.push(grant);
+                }
+            }
+            Action::RevokeEgress { group, grants } => {
+                let id = self.resolve(group)?;
+                let g = self.vpc_group(&id)?;
+                for grant in grants {
+                    let before = g.egress.len();
+                    g.egress.retain(|r| r.key != grant.key);
+                    if g.egress.len() == before {
+                        return Err(format!("InvalidPermission.NotFound: egress {:?} on {id}", grant.key));
+                    }
                 }
             }
             Action::Revoke { group, grants } => {
@@ -1031,7 +1092,17 @@ impl Applier<'_> {
                 if let Some(ours) = referrers.iter().find(|r| ours(self.me, &self.managed, r) && r.name != "default") {
                     return Err(format!("DependencyViolation: {group} is referenced by our {}", ours.id));
                 }
-                if !referrers.is_empty() {
+                // Egress references block the deletion too (EC2 refuses it);
+                // orphans' egress references to orphans are not revoked first
+                // (docs/semantics.md, "Egress rules"): the deletion backs off.
+                let egress_referrer = self.snap.vpc_groups.values().any(|other| {
+                    other.id != *group
+                        && other
+                            .egress
+                            .iter()
+                            .any(|r| matches!(&r.key.peer, Peer::Group { group: p, .. } if p == group))
+                });
+                if !referrers.is_empty() || egress_referrer {
                     return Ok(Some(group.clone()));
                 }
                 self.snap.vpc_groups.remove(group);
@@ -1158,7 +1229,8 @@ fn check_structure(plan: &Plan) -> Result<(), TestCaseError> {
         // A mirror that does not exist yet is only used after its create.
         let mut news = Vec::new();
         match &planned.action {
-            Action::Authorize { group, grants } => {
+            Action::RevokeEgress { group, .. } => news.push(group.clone()),
+            Action::Authorize { group, grants } | Action::AuthorizeEgress { group, grants } => {
                 news.push(group.clone());
                 for g in grants {
                     if let Peer::Group { group, .. } = &g.key.peer {
@@ -1197,7 +1269,9 @@ fn written_group(action: &Action) -> Option<GroupRef> {
         | Action::DeleteMirror { group, .. }
         | Action::MarkOrphan { group, .. }
         | Action::UnmarkOrphan { group, .. } => Some(GroupRef::Existing(group.clone())),
-        Action::Authorize { group, .. } => Some(group.clone()),
+        Action::Authorize { group, .. }
+        | Action::AuthorizeEgress { group, .. }
+        | Action::RevokeEgress { group, .. } => Some(group.clone()),
         _ => None,
     }
 }
@@ -1402,13 +1476,17 @@ fn expected_grants(
     source: &SecurityGroup,
     vpc: &VpcId,
     mirror_of: &BTreeMap<(GroupId, VpcId), GroupId>,
+    direction: Direction,
 ) -> BTreeMap<GrantKey, Option<String>> {
-    let mut rules = source.ingress.clone();
+    let mut rules = source.rules(direction).to_vec();
     rules.sort();
     let mut expected = BTreeMap::new();
     for rule in rules {
         let peer = match &rule.key.peer {
             Peer::Ipv4(net) => Peer::Ipv4(*net),
+            // A VPC source's IPv6 and prefix-list grants are mirrored (one
+            // account and region here: the same list id serves).
+            Peer::Ipv6(_) | Peer::PrefixList(_) if !source.is_classic() => rule.key.peer.clone(),
             Peer::Group { group, owner: None } => match mirror_of.get(&(group.clone(), vpc.clone())) {
                 Some(mirror) => Peer::Group { group: mirror.clone(), owner: None },
                 None => continue,
@@ -1472,44 +1550,95 @@ fn check_converged_state(
             return Err(TestCaseError::fail(format!("converged, yet {:?} has no mirror yet", pair.key)));
         };
         let group = &last.vpc_groups[mirror];
-        let expected = expected_grants(&last.source_groups[&pair.key.source], &pair.key.vpc, &mirror_of);
-        let mut owned: BTreeMap<GrantKey, Option<String>> = BTreeMap::new();
-        let mut unowned = 0;
-        for rule in &group.ingress {
-            let is_owned = match &rule.key.peer {
-                Peer::Ipv4(_) => true,
-                Peer::Group { group, owner: None } => ours.contains(group),
-                _ => false,
-            };
-            if is_owned {
-                owned.insert(rule.key.clone(), rule.description.clone());
-            } else {
-                unowned += 1;
-            }
+        let source = &last.source_groups[&pair.key.source];
+        // A Classic source's mirror keeps whatever egress it had.
+        if let Some(before) = initial.vpc_groups.get(mirror).filter(|_| source.is_classic()) {
+            prop_assert_eq!(&before.egress, &group.egress, "egress of {}, mirror of a Classic source", mirror);
         }
-        if unowned + expected.len() <= quota {
-            prop_assert_eq!(&owned, &expected, "mirror {} of {:?}", mirror, pair.key);
-        } else {
-            for (key, description) in &owned {
-                prop_assert_eq!(expected.get(key), Some(description), "mirror {} over quota holds {:?}", mirror, key);
+        let directions: &[Direction] =
+            if source.is_classic() { &[Direction::Ingress] } else { &[Direction::Ingress, Direction::Egress] };
+        for &direction in directions {
+            let expected = expected_grants(source, &pair.key.vpc, &mirror_of, direction);
+            let mut owned: BTreeMap<GrantKey, Option<String>> = BTreeMap::new();
+            let mut unowned = 0;
+            // With overflow groups the pair's ingress is the union of the
+            // mirror's and its overflow groups' (a grant stays in the group
+            // that holds it), and the room is a quota per group.
+            let shards: Vec<&SecurityGroup> = if direction == Direction::Ingress && config.limits.overflow_groups {
+                last.vpc_groups
+                    .values()
+                    .filter(|g| {
+                        g.overflow_shard().flatten().is_some()
+                            && g.mirrored_from().as_ref() == Some(&pair.key.source)
+                            && g.vpc_id.as_ref() == Some(&pair.key.vpc)
+                            && g.owner_tag() == Some(config.daemon.owner.as_str())
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let quota = quota * (1 + shards.len());
+            for rule in std::iter::once(group).chain(shards.iter().copied()).flat_map(|g| g.rules(direction)) {
+                let is_owned = match &rule.key.peer {
+                    Peer::Ipv4(_) => true,
+                    Peer::Ipv6(_) | Peer::PrefixList(_) => !source.is_classic(),
+                    Peer::Group { group, owner: None } => ours.contains(group),
+                    _ => false,
+                };
+                if is_owned {
+                    owned.insert(rule.key.clone(), rule.description.clone());
+                } else {
+                    unowned += 1;
+                }
             }
-            // Desired grants fill the room the quota leaves; ones already
-            // there are never revoked to make room (docs/semantics.md, "Ingress rules"), so a mirror
-            // that was over the quota may keep more.
-            if unowned <= quota {
-                prop_assert!(
-                    owned.len() >= expected.len().min(quota - unowned),
-                    "mirror {} holds {} of {} desired grants, room for {}",
-                    mirror,
-                    owned.len(),
-                    expected.len(),
-                    quota - unowned
-                );
+            // Egress descriptions are set by the authorize, never updated.
+            if direction == Direction::Egress {
+                let keys = |m: &BTreeMap<GrantKey, Option<String>>| m.keys().cloned().collect::<BTreeSet<_>>();
+                if unowned + expected.len() <= quota {
+                    prop_assert_eq!(keys(&owned), keys(&expected), "egress of mirror {} of {:?}", mirror, pair.key);
+                }
+                continue;
+            }
+            if unowned + expected.len() <= quota {
+                prop_assert_eq!(&owned, &expected, "mirror {} of {:?}", mirror, pair.key);
+            } else {
+                for (key, description) in &owned {
+                    prop_assert_eq!(
+                        expected.get(key),
+                        Some(description),
+                        "mirror {} over quota holds {:?}",
+                        mirror,
+                        key
+                    );
+                }
+                // Desired grants fill the room the quota leaves; ones already
+                // there are never revoked to make room (docs/semantics.md, "Ingress rules"), so a mirror
+                // that was over the quota may keep more.
+                if unowned <= quota {
+                    prop_assert!(
+                        owned.len() >= expected.len().min(quota - unowned),
+                        "mirror {} holds {} of {} desired grants, room for {}",
+                        mirror,
+                        owned.len(),
+                        expected.len(),
+                        quota - unowned
+                    );
+                }
             }
         }
     }
+    // Mirrors of VPC sources own their IPv6 and prefix-list grants.
+    let of_vpc_sources: BTreeSet<&GroupId> = plan
+        .pairs
+        .iter()
+        .filter(|p| last.source_groups.get(&p.key.source).is_some_and(|s| !s.is_classic()))
+        .filter_map(|p| p.mirror.as_ref().and_then(GroupRef::existing))
+        .collect();
     for (id, before) in &initial.vpc_groups {
         let Some(after) = last.vpc_groups.get(id) else { continue };
+        if of_vpc_sources.contains(id) {
+            continue;
+        }
         let vpc_only = |g: &SecurityGroup| -> BTreeSet<Grant> {
             g.ingress.iter().filter(|r| matches!(r.key.peer, Peer::Ipv6(_) | Peer::PrefixList(_))).cloned().collect()
         };
@@ -1521,7 +1650,7 @@ fn check_converged_state(
 fn revoked_grants(plan: &Plan) -> usize {
     plan.executable()
         .map(|a| match &a.action {
-            Action::Revoke { grants, .. } => grants.len(),
+            Action::Revoke { grants, .. } | Action::RevokeEgress { grants, .. } => grants.len(),
             _ => 0,
         })
         .sum()
@@ -1733,6 +1862,25 @@ proptest! {
     }
 
     /// Ids are indices and dependencies point backwards.
+    /// Egress is planned only for the mirrors of VPC sources: a Classic
+    /// source, which has no egress, never causes an egress action.
+    #[test]
+    fn classic_sources_never_produce_egress_actions(spec in estate()) {
+        let (config, snap) = build(&spec, None);
+        let (plan, _) = plan(&config, &snap, &Memory::default(), t0());
+        let of_vpc_sources: BTreeSet<GroupRef> = plan
+            .pairs
+            .iter()
+            .filter(|p| snap.source_groups.get(&p.key.source).is_some_and(|s| !s.is_classic()))
+            .filter_map(|p| p.mirror.clone())
+            .collect();
+        for planned in &plan.actions {
+            if let Action::AuthorizeEgress { group, .. } | Action::RevokeEgress { group, .. } = &planned.action {
+                prop_assert!(of_vpc_sources.contains(group), "egress action on {:?}, no mirror of a VPC source", group);
+            }
+        }
+    }
+
     #[test]
     fn dependencies_point_to_earlier_actions(spec in estate()) {
         let (config, snap) = build(&spec, None);

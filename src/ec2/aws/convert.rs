@@ -46,6 +46,10 @@ pub(super) fn security_group_from_sdk(group: &sdk::SecurityGroup) -> Result<Secu
         for permission in group.ip_permissions() {
             ingress.extend(grants_from_permission(permission, &owner_id)?);
         }
+        let mut egress = Vec::new();
+        for permission in group.ip_permissions_egress() {
+            egress.extend(grants_from_permission(permission, &owner_id)?);
+        }
         Ok(SecurityGroup {
             id: id.clone(),
             name: required(group.group_name(), "GroupName")?.to_owned(),
@@ -54,6 +58,7 @@ pub(super) fn security_group_from_sdk(group: &sdk::SecurityGroup) -> Result<Secu
             owner_id,
             tags: tags_from_sdk(group.tags())?,
             ingress,
+            egress,
         })
     };
     inner().map_err(|m| m.within(&at))

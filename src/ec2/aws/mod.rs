@@ -557,6 +557,44 @@ impl Ec2 for AwsEc2 {
         check_return(op, out.r#return())
     }
 
+    async fn authorize_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let op = Operation::AuthorizeSecurityGroupEgress;
+        let out = self
+            .client
+            .authorize_security_group_egress()
+            .group_id(group_id.as_str())
+            .set_ip_permissions(Some(permissions_from_grants(grants, Descriptions::Include)))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        check_return(op, out.r#return())
+    }
+
+    async fn revoke_egress(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let op = Operation::RevokeSecurityGroupEgress;
+        let out = self
+            .client
+            .revoke_security_group_egress()
+            .group_id(group_id.as_str())
+            // As for ingress: the description is not part of a rule's identity.
+            .set_ip_permissions(Some(permissions_from_grants(grants, Descriptions::Omit)))
+            .send()
+            .await
+            .map_err(|e| classify(op, e))?;
+        if !out.unknown_ip_permissions().is_empty() {
+            tracing::debug!(group_id = %group_id, unknown = out.unknown_ip_permissions().len(),
+                "egress revoke named rules the group does not have");
+            return Ok(());
+        }
+        check_return(op, out.r#return())
+    }
+
     async fn update_ingress_descriptions(&self, group_id: &GroupId, grants: &[Grant]) -> Result<(), Ec2Error> {
         if grants.is_empty() {
             return Ok(());

@@ -48,6 +48,8 @@ pub(super) async fn run(e: &Emulator, op: Operation, p: &Params) -> Result<Strin
         Operation::AuthorizeSecurityGroupIngress => authorize_ingress(e, p).await,
         Operation::RevokeSecurityGroupIngress => revoke_ingress(e, p).await,
         Operation::UpdateSecurityGroupRuleDescriptionsIngress => update_descriptions(e, p).await,
+        Operation::AuthorizeSecurityGroupEgress => authorize_egress(e, p).await,
+        Operation::RevokeSecurityGroupEgress => revoke_egress(e, p).await,
         Operation::CreateTags => create_tags(e, p).await,
         Operation::DeleteTags => delete_tags(e, p).await,
         Operation::AttachClassicLinkVpc => attach_classic_link_vpc(e, p).await,
@@ -299,6 +301,24 @@ async fn revoke_ingress(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
     if !unknown.is_empty() {
         x.list("unknownIpPermissionSet", &unknown, xml::ip_permission);
     }
+    Ok(x.into_string())
+}
+
+async fn authorize_egress(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
+    let op = Operation::AuthorizeSecurityGroupEgress;
+    let (group, permissions) = checked(e, op, ingress_request(e, p, "TagSpecification")).await?;
+    e.authorize_egress_permissions(&group, &permissions).await?;
+    let mut x = Xml::new();
+    x.boolean("return", true);
+    Ok(x.into_string())
+}
+
+async fn revoke_egress(e: &Emulator, p: &Params) -> Result<String, Ec2Error> {
+    let op = Operation::RevokeSecurityGroupEgress;
+    let (group, permissions) = checked(e, op, ingress_request(e, p, "SecurityGroupRuleId")).await?;
+    e.revoke_egress_permissions(&group, &permissions).await?;
+    let mut x = Xml::new();
+    x.boolean("return", true);
     Ok(x.into_string())
 }
 

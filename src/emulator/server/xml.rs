@@ -240,8 +240,8 @@ pub(crate) fn security_group(x: &mut Xml, group: &SecurityGroup, group_name: &im
         .text("groupDescription", &group.description)
         .opt_text("vpcId", group.vpc_id.as_ref().map(|v| v.as_str()));
     x.list("ipPermissions", &permissions, ip_permission);
-    // Egress rules are not modelled (docs/emulator.md).
-    x.list("ipPermissionsEgress", std::iter::empty::<()>(), |_, ()| {});
+    let egress = IpPermission::group_grants(&group.egress, &group.owner_id);
+    x.list("ipPermissionsEgress", &egress, ip_permission);
     x.tags(&group.tags);
 }
 

@@ -260,3 +260,36 @@ fn the_shipped_demo_estate_loads() {
     let emu = crate::emulator::Emulator::from_estate(&estate, crate::emulator::EmulatorOptions::default()).unwrap();
     assert_eq!(emu.stats().instances, 20);
 }
+
+#[tokio::test]
+async fn estate_egress_replaces_the_default_rule_and_is_refused_on_classic_groups() {
+    let text = r#"
+[[vpc]]
+name = "v"
+
+[[group]]
+name = "api"
+vpc = "v"
+egress = [{ protocol = "tcp", port = 443, cidr = "2001:db8::/32" }, { protocol = "tcp", port = 5432, from_group = "db" }]
+
+[[group]]
+name = "db"
+vpc = "v"
+
+[[group]]
+name = "closed"
+vpc = "v"
+egress = []
+"#;
+    let emu = load(text).expect("valid");
+    let vpc = emu.vpc_id("v").unwrap();
+    let api = emu.peek_group(&emu.group_id(Some(&vpc), "api").unwrap()).unwrap();
+    let db = emu.group_id(Some(&vpc), "db").unwrap();
+    assert_eq!(api.egress.len(), 2, "{:?}", api.egress);
+    assert!(api.egress.contains(&tcp_from(5432, &db)));
+    assert_eq!(emu.peek_group(&db).unwrap().egress.len(), 1, "EC2's default rule");
+    assert!(emu.peek_group(&emu.group_id(Some(&vpc), "closed").unwrap()).unwrap().egress.is_empty());
+
+    let errors = load("[[group]]\nname = \"old\"\negress = []\n").unwrap_err();
+    assert!(errors.iter().any(|e| e.contains("group[0].egress")), "{errors:?}");
+}

@@ -418,3 +418,49 @@ async fn enabling_classic_link_on_a_conflicting_cidr_fails() {
     let missing = VpcId::try_new("vpc-0badbad0").unwrap();
     assert_eq!(code(emu.enable_vpc_classic_link(&missing).await), codes::VPC_NOT_FOUND);
 }
+
+// ----- egress ------------------------------------------------------------------
+
+fn all_out() -> Grant {
+    Grant::new(Protocol::All, Ports::None, Peer::Ipv4("0.0.0.0/0".parse().unwrap()), None)
+}
+
+#[tokio::test]
+async fn a_new_vpc_group_gets_the_default_allow_all_egress_and_a_classic_group_none() {
+    let (emu, vpc) = world_with_vpc().await;
+    let id = emu.create_security_group(&create_request(&vpc, "web")).await.unwrap();
+    assert_eq!(emu.peek_group(&id).unwrap().egress, vec![all_out()]);
+    let default = emu.peek_group(&emu.default_group(Some(&vpc)).unwrap()).unwrap();
+    assert_eq!(default.egress, vec![all_out()]);
+    let classic = classic_group(&emu, "old").await;
+    assert!(emu.peek_group(&classic).unwrap().egress.is_empty());
+}
+
+#[tokio::test]
+async fn egress_is_authorized_and_revoked_apart_from_ingress_with_ec2_codes() {
+    let (emu, vpc) = world_with_vpc().await;
+    let web = vpc_group(&emu, &vpc, "web").await;
+    let db = vpc_group(&emu, &vpc, "db").await;
+    emu.authorize_egress(&web, &[tcp(443, "10.0.0.0/8"), tcp_from(5432, &db)]).await.unwrap();
+    let group = emu.peek_group(&web).unwrap();
+    assert_eq!(group.egress.len(), 3, "{:?}", group.egress);
+    assert!(group.ingress.is_empty());
+    assert_eq!(code(emu.authorize_egress(&web, &[tcp(443, "10.0.0.0/8")]).await), codes::PERMISSION_DUPLICATE);
+    // An ingress rule of the same key is another rule.
+    emu.authorize_ingress(&web, &[tcp(443, "10.0.0.0/8")]).await.unwrap();
+    emu.revoke_egress(&web, &[all_out(), tcp(443, "10.0.0.0/8")]).await.unwrap();
+    assert_eq!(code(emu.revoke_egress(&web, &[all_out()]).await), codes::PERMISSION_NOT_FOUND);
+    let group = emu.peek_group(&web).unwrap();
+    assert_eq!(group.egress, vec![tcp_from(5432, &db)]);
+    assert_eq!(group.ingress, vec![tcp(443, "10.0.0.0/8")]);
+    // A group an egress rule references is in use.
+    assert_eq!(code(emu.delete_security_group(&db).await), codes::DEPENDENCY_VIOLATION);
+}
+
+#[tokio::test]
+async fn egress_on_a_classic_group_is_refused() {
+    let (emu, _) = world_with_vpc().await;
+    let old = classic_group(&emu, "old").await;
+    assert_eq!(code(emu.authorize_egress(&old, &[tcp(443, "10.0.0.0/8")]).await), codes::INVALID_PARAMETER_VALUE);
+    assert_eq!(code(emu.revoke_egress(&old, &[tcp(443, "10.0.0.0/8")]).await), codes::INVALID_PARAMETER_VALUE);
+}
