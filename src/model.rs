@@ -652,6 +652,37 @@ pub struct PrefixList {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A prefix list carrying [`EXPANSION_TAG`] with its entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpansionList {
+    /// The list as described.
+    pub list: PrefixList,
+    /// Its entries at `list.version`.
+    #[serde(default)]
+    pub entries: Vec<PrefixListEntry>,
+}
+
+impl ExpansionList {
+    /// The group it expands ([`EXPANSION_TAG`]), when the tag parses.
+    #[must_use]
+    pub fn expands(&self) -> Option<GroupId> {
+        self.list.tags.get(EXPANSION_TAG).and_then(|v| v.parse().ok())
+    }
+
+    /// Its [`OWNER_TAG`], if any.
+    #[must_use]
+    pub fn owner_tag(&self) -> Option<&str> {
+        self.list.tags.get(OWNER_TAG).map(String::as_str)
+    }
+
+    /// Its [`ORPHANED_SINCE_TAG`], if any.
+    #[must_use]
+    pub fn orphaned_since_tag(&self) -> Option<&str> {
+        self.list.tags.get(ORPHANED_SINCE_TAG).map(String::as_str)
+    }
+}
+
 /// One entry of a managed prefix list (`GetManagedPrefixListEntries`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -724,6 +755,9 @@ pub enum SnapshotPart {
     Links,
     /// Target VPCs and their ClassicLink flag.
     Vpcs,
+    /// Expansion prefix lists and the members of the groups they expand
+    /// (observed only when some mirror expands unmanaged references).
+    Expansions,
 }
 
 impl SnapshotPart {
@@ -762,6 +796,15 @@ pub struct Snapshot {
     /// Target VPCs.
     #[serde(default, with = "keyed_vpcs")]
     pub vpcs: BTreeMap<VpcId, Vpc>,
+    /// Managed prefix lists carrying [`EXPANSION_TAG`], with their entries
+    /// (observed only when some mirror expands unmanaged references).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expansion_lists: BTreeMap<PrefixListId, ExpansionList>,
+    /// The private IPv4 addresses of the running members of each unmanaged
+    /// group an expanding mirror's source references (Classic instances,
+    /// and network interfaces in use for VPC groups).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<GroupId, BTreeSet<Ipv4Addr>>,
     /// Parts that were not completely observed.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub incomplete: BTreeSet<SnapshotPart>,

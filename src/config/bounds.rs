@@ -10,7 +10,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::sections::{RawAws, RawDaemon, RawDiscovery, RawEvents, RawLimits, RawMirror, RawRateLimit, RawSafety};
+use super::sections::{
+    RawAws, RawDaemon, RawDiscovery, RawEvents, RawLimits, RawMirror, RawMirroring, RawRateLimit, RawSafety,
+};
 
 /// `min..=max` of the key at `key`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,12 +83,13 @@ pub(super) enum Bounded {
 }
 
 /// The ranges of every section's keys, sections in the file's order.
-const SECTIONS: [&[Bounded]; 8] = [
+const SECTIONS: [&[Bounded]; 9] = [
     RawAws::BOUNDS,
     RawDaemon::BOUNDS,
     RawSafety::BOUNDS,
     RawRateLimit::BOUNDS,
     RawLimits::BOUNDS,
+    RawMirroring::BOUNDS,
     RawDiscovery::BOUNDS,
     RawEvents::BOUNDS,
     RawMirror::BOUNDS,

@@ -847,6 +847,8 @@ retry_cost = 2
 retry_timeout_cost = 4
 [limits]
 rules_per_group = 120
+[mirroring]
+unmanaged_references = "expand"
 [discovery]
 tag_key = "mirror-to"
 [events]
@@ -860,6 +862,7 @@ link_instances = false
 mode = "enforce"
 adopt = true
 enable_classiclink = true
+unmanaged_references = "report"
 "#;
 
 #[test]
@@ -915,6 +918,7 @@ fn every_key_is_read_into_the_config() {
         retry_timeout_cost: 4,
     };
     expected.limits.rules_per_group = 120;
+    expected.mirroring.unmanaged_references = super::UnmanagedReferences::Expand;
     expected.discovery.tag_key = Some("mirror-to".to_owned());
     expected.events = EventsConfig {
         queue_url: Some("https://sqs.eu-west-1.amazonaws.com/123456789012/classiclink-mirror-events".to_owned()),
@@ -928,6 +932,7 @@ fn every_key_is_read_into_the_config() {
         mode: Some(Mode::Enforce),
         adopt: true,
         enable_classiclink: true,
+        unmanaged_references: Some(super::UnmanagedReferences::Report),
     }];
     assert_eq!(config, expected);
 }
