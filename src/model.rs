@@ -36,6 +36,13 @@ pub const OWNER_TAG: &str = "classiclinkmirror:owner";
 /// expanded group's id. A list without it is never modified or deleted.
 pub const EXPANSION_TAG: &str = "classiclinkmirror:expandsSecurityGroupId";
 
+/// EC2's largest `MaxEntries` of a managed prefix list.
+pub const MAX_PREFIX_LIST_ENTRIES: u32 = 1000;
+
+/// Entries one `CreateManagedPrefixList` or `ModifyManagedPrefixList`
+/// request may add (and, for a modification, remove).
+pub const MAX_PREFIX_LIST_CHANGES: usize = 100;
+
 /// The default discovery tag (docs/configuration.md `discovery.tag_key`).
 pub const DEFAULT_DISCOVERY_TAG: &str = "classiclinkmirror:linkToVPC";
 

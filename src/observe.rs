@@ -409,7 +409,7 @@ pub fn expanded_groups(config: &Config, sources: &BTreeMap<GroupId, SecurityGrou
 /// addresses of each group [`expanded_groups`] names (Classic and VPC
 /// instances by `instance.group-id`, other interfaces by `group-id`).
 /// Returns the errors; any makes the part incomplete.
-async fn observe_expansions(ec2: &dyn Ec2, config: &Config, snapshot: &mut Snapshot) -> Vec<Ec2Error> {
+pub(crate) async fn observe_expansions(ec2: &dyn Ec2, config: &Config, snapshot: &mut Snapshot) -> Vec<Ec2Error> {
     let mut errors = Vec::new();
     let referenced = expanded_groups(config, &snapshot.source_groups);
     let list_filter = PrefixListFilter { tag_keys: vec![EXPANSION_TAG.to_owned()], ..PrefixListFilter::default() };

@@ -51,6 +51,8 @@ fn action_subject(action: &Action) -> String {
         | Action::DeleteMirror { group, .. }
         | Action::MarkOrphan { group, .. }
         | Action::UnmarkOrphan { group, .. } => group.to_string(),
+        Action::CreatePrefixList { expands, .. } => format!("prefix list expanding {expands}"),
+        Action::ModifyPrefixList { list, .. } | Action::DeletePrefixList { list, .. } => list.to_string(),
         Action::Authorize { group, .. } => match group {
             GroupRef::Existing(id) => id.to_string(),
             GroupRef::New { source, vpc } => format!("mirror of {source} in {vpc}"),

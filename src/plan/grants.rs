@@ -159,8 +159,14 @@ impl<'a> Planner<'a> {
                 }
             }
             for grant in &diff.revoke[allowed..] {
-                if let Peer::Group { group, .. } = &grant.key.peer {
-                    self.refs_pending.insert(group.clone());
+                match &grant.key.peer {
+                    Peer::Group { group, .. } => {
+                        self.refs_pending.insert(group.clone());
+                    }
+                    Peer::PrefixList(list) => {
+                        self.lists_pending.insert(list.clone());
+                    }
+                    _ => {}
                 }
             }
 
@@ -277,7 +283,17 @@ impl<'a> Planner<'a> {
                 _ => None,
             })
             .collect();
+        let lists: Vec<crate::model::PrefixListId> = grants
+            .iter()
+            .filter_map(|g| match &g.key.peer {
+                Peer::PrefixList(list) => Some(list.clone()),
+                _ => None,
+            })
+            .collect();
         let id = self.push(Action::Revoke { group: group.clone(), grants }, deps, audit, Some(key.clone()));
+        for list in lists {
+            self.revokes_of_list.entry(list).or_default().push(id);
+        }
         for peer in referenced {
             if audit {
                 self.removed_by_audit.insert(peer.clone());
@@ -303,6 +319,11 @@ impl<'a> Planner<'a> {
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
                 Peer::Group { group, owner: None } => {
                     match self.managed_index.get(group).map(|&index| &self.peer_targets[index]) {
+                        // Expanded to its members' addresses (expand.rs).
+                        None if mapping.expands => match self.expansions.get(group) {
+                            Some(list) => Ok((Peer::PrefixList(list.clone()), None)),
+                            None => Err(Unmirrorable::ExpansionPending),
+                        },
                         None => Err(Unmirrorable::NotManaged),
                         Some(target) if target.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
                         // The peer's mirror waits for its own create or tag.
@@ -400,6 +421,8 @@ impl<'a> Planner<'a> {
         let owned = |grant: &Grant| match &grant.key.peer {
             Peer::Ipv4(_) => true,
             Peer::Group { group, owner: None } => self.is_ours(group),
+            // Our expansion lists (expand.rs): a grant of one is ours.
+            Peer::PrefixList(list) => self.is_our_list_id(list),
             _ => false,
         };
         let mut add = Desired::default();

@@ -18,6 +18,9 @@
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
 //!    tag, which it writes when first seeing one; `delete_orphans`, backoff;
 //!    `orphans.rs`, found before the grants, removed after the links);
+//! 2b. with `unmanaged_references = "expand"`, the prefix list of each
+//!    referenced group no mapping manages, following its members, and later
+//!    the deletion of those no mirror needs (`expand.rs`);
 //! 6. fights: the repairs of a pair backing off because something keeps
 //!    undoing them are taken out of the plan for now (`fights.rs`);
 //!
@@ -28,6 +31,7 @@
 //! marked `audit`. `Planner::run` calls the phases in order; the plan's
 //! types are in `types.rs`, its text and JSON in `render.rs`.
 
+mod expand;
 mod fights;
 mod grants;
 mod links;
@@ -46,7 +50,7 @@ pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
 use crate::config::{Config, Mode};
-use crate::model::{GroupId, SecurityGroup, Snapshot, VpcId};
+use crate::model::{GroupId, PrefixListId, SecurityGroup, Snapshot, VpcId};
 use grants::PeerTarget;
 use mirrors::MirrorChoice;
 use orphans::OrphanEntry;
@@ -89,6 +93,9 @@ struct Mapping<'a> {
     audit: bool,
     adopt: bool,
     enable_classiclink: bool,
+    /// Whether references to groups no mapping manages are expanded
+    /// (`unmanaged_references = "expand"`; `expand.rs`).
+    expands: bool,
     origin: Origin,
     /// Its mirror, when one can be had (phase 2).
     mirror: Option<MirrorChoice>,
@@ -166,6 +173,15 @@ struct Planner<'a> {
     /// Groups whose links or references are removed by audited actions only
     /// shown, never run: they block an executed deletion, not an audited one.
     removed_by_audit: BTreeSet<GroupId>,
+    /// The expansion list a grant naming each unmanaged group references
+    /// this pass: ours, existing and able to hold the members (phase 2b,
+    /// `expand.rs`).
+    expansions: BTreeMap<GroupId, PrefixListId>,
+    /// Revoke actions that remove a reference to each expansion list (phase
+    /// 3; its deletion waits for them).
+    revokes_of_list: BTreeMap<PrefixListId, Vec<ActionId>>,
+    /// Expansion lists whose references could not all be revoked this cycle.
+    lists_pending: BTreeSet<PrefixListId>,
     /// What is left of `max_revokes_per_cycle` (spent by phases 3 and 5).
     revoke_budget: usize,
     /// What is left of `max_unlinks_per_cycle` (spent by phase 4).
@@ -198,6 +214,9 @@ impl<'a> Planner<'a> {
             unlinks_of_group: BTreeMap::new(),
             links_pending: BTreeSet::new(),
             removed_by_audit: BTreeSet::new(),
+            expansions: BTreeMap::new(),
+            revokes_of_list: BTreeMap::new(),
+            lists_pending: BTreeSet::new(),
             revoke_budget: config.safety.max_revokes_per_cycle,
             unlink_budget: config.safety.max_unlinks_per_cycle,
             delete_budget: config.safety.max_deletes_per_cycle,
@@ -211,9 +230,11 @@ impl<'a> Planner<'a> {
         self.apply_safety_guards(); // safety.rs
         self.find_orphans(); // orphans.rs
         self.plan_classiclink_enablement(); // links.rs
+        self.plan_expansion_lists(); // expand.rs
         self.plan_grants(); // grants.rs
         self.plan_links(); // links.rs
         self.plan_orphans(); // orphans.rs
+        self.plan_expansion_deletions(); // expand.rs
         fights::defer_fights(&mut self.plan, self.memory, self.now);
         self.plan.pairs.sort_by(|a, b| (&a.key.vpc, &a.key.source).cmp(&(&b.key.vpc, &b.key.source)));
         self.next_memory.deferred = self.plan.deferred;

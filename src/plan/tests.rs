@@ -1621,7 +1621,12 @@ fn touched(plan: &Plan) -> BTreeSet<GroupId> {
                 let kept: BTreeSet<&GroupId> = to.iter().filter_map(GroupRef::existing).collect();
                 groups.extend(from.iter().filter(|g| !kept.contains(g)).cloned());
             }
-            Action::CreateMirror { .. } | Action::Attach { .. } | Action::EnableClassicLink { .. } => {}
+            Action::CreateMirror { .. }
+            | Action::Attach { .. }
+            | Action::EnableClassicLink { .. }
+            | Action::CreatePrefixList { .. }
+            | Action::ModifyPrefixList { .. }
+            | Action::DeletePrefixList { .. } => {}
         }
     }
     groups

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::fights::{FightKey, RepairHistory};
-use crate::model::{Grant, GroupId, InstanceId, SnapshotPart, VpcId};
+use crate::model::{Grant, GroupId, InstanceId, PrefixListId, SnapshotPart, VpcId};
 
 /// Names a VPC group in a plan: one that exists, or the mirror of `source`
 /// in `vpc` that an earlier action of the same plan creates.
@@ -202,6 +202,51 @@ pub enum Action {
         /// Its VPC.
         vpc: VpcId,
     },
+    /// `CreateManagedPrefixList`: the expansion list of a group no mapping
+    /// manages, holding its running members' addresses, with its expansion
+    /// and owner tags (docs/semantics.md, "Expanded references").
+    CreatePrefixList {
+        /// The group it expands.
+        expands: GroupId,
+        /// The list's name.
+        name: String,
+        /// `MaxEntries`: room for growth (see [`expansion_max_entries`]).
+        max_entries: u32,
+        /// The members' /32s.
+        entries: Vec<ipnet::Ipv4Net>,
+        /// Tags set at creation.
+        tags: BTreeMap<String, String>,
+    },
+    /// `ModifyManagedPrefixList` under EC2's version check: the list follows
+    /// its group's membership.
+    ModifyPrefixList {
+        /// The list (ours).
+        list: PrefixListId,
+        /// The group it expands.
+        expands: GroupId,
+        /// `CurrentVersion`: the version the change was computed from.
+        version: u64,
+        /// Entries to add.
+        add: Vec<ipnet::Ipv4Net>,
+        /// Entries to remove.
+        remove: Vec<ipnet::IpNet>,
+    },
+    /// `DeleteManagedPrefixList` of an expansion list no mirror has needed
+    /// for `orphan_grace`.
+    DeletePrefixList {
+        /// The list (ours).
+        list: PrefixListId,
+        /// The group it expanded.
+        expands: GroupId,
+    },
+}
+
+/// `MaxEntries` of a new expansion list for `members` addresses: twice the
+/// members, at least 10, rounded up to a multiple of 10, at most EC2's 1,000.
+#[must_use]
+pub fn expansion_max_entries(members: usize) -> u32 {
+    let wanted = members.saturating_mul(2).max(10).div_ceil(10) * 10;
+    u32::try_from(wanted.min(crate::model::MAX_PREFIX_LIST_ENTRIES as usize)).unwrap_or(u32::MAX)
 }
 
 impl Action {
@@ -222,6 +267,9 @@ impl Action {
             Self::EnableClassicLink { .. } => ActionKind::EnableClassicLink,
             Self::MarkOrphan { .. } => ActionKind::MarkOrphan,
             Self::UnmarkOrphan { .. } => ActionKind::UnmarkOrphan,
+            Self::CreatePrefixList { .. } => ActionKind::CreatePrefixList,
+            Self::ModifyPrefixList { .. } => ActionKind::ModifyPrefixList,
+            Self::DeletePrefixList { .. } => ActionKind::DeletePrefixList,
         }
     }
 
@@ -267,6 +315,12 @@ pub enum ActionKind {
     MarkOrphan,
     /// [`Action::UnmarkOrphan`].
     UnmarkOrphan,
+    /// [`Action::CreatePrefixList`].
+    CreatePrefixList,
+    /// [`Action::ModifyPrefixList`].
+    ModifyPrefixList,
+    /// [`Action::DeletePrefixList`].
+    DeletePrefixList,
 }
 
 impl ActionKind {
@@ -281,7 +335,10 @@ impl ActionKind {
     /// takes nothing away, and is not held by the safety rules.
     #[must_use]
     pub fn is_destructive(&self) -> bool {
-        matches!(self, Self::Revoke | Self::Detach | Self::Relink | Self::DeleteMirror | Self::UntagGroup)
+        matches!(
+            self,
+            Self::Revoke | Self::Detach | Self::Relink | Self::DeleteMirror | Self::UntagGroup | Self::DeletePrefixList
+        )
     }
 }
 
@@ -317,6 +374,10 @@ pub enum Unmirrorable {
     MirrorUnavailable,
     /// IPv6 and prefix-list grants belong to the VPC side (VPC sources only).
     NotOwnedKind,
+    /// The referenced group is expanded (`unmanaged_references = "expand"`)
+    /// but its prefix list is not there yet: created by this plan, or not
+    /// observed this pass.
+    ExpansionPending,
 }
 
 impl Unmirrorable {
@@ -329,6 +390,7 @@ impl Unmirrorable {
             Self::OtherVpc => "its mirror is in another VPC",
             Self::MirrorUnavailable => "its mirror is unavailable",
             Self::NotOwnedKind => "IPv6 and prefix-list grants are left to the VPC side",
+            Self::ExpansionPending => "its expansion prefix list is not there yet (granted once it is)",
         }
     }
 }
@@ -650,6 +712,12 @@ pub struct Memory {
     /// else is making progress) waits too; not kept in the state file.
     #[serde(skip)]
     pub other_writer_left: Option<usize>,
+    /// Since when each expansion prefix list of ours has not been needed
+    /// by any mirror (its deletion waits for `orphan_grace`). Not in the
+    /// state file: after a restart the grace starts again (later, never
+    /// earlier).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unneeded_lists_since: BTreeMap<PrefixListId, SystemTime>,
 }
 
 /// First retry delay of a deletion that hit `DependencyViolation`.
