@@ -713,9 +713,9 @@ pub struct Memory {
     #[serde(skip)]
     pub other_writer_left: Option<usize>,
     /// Since when each expansion prefix list of ours has not been needed
-    /// by any mirror (its deletion waits for `orphan_grace`). Not in the
-    /// state file: after a restart the grace starts again (later, never
-    /// earlier).
+    /// by any mirror (its deletion waits for `orphan_grace`); kept in the
+    /// state file (without one, the grace starts again after a restart:
+    /// later, never earlier).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unneeded_lists_since: BTreeMap<PrefixListId, SystemTime>,
 }

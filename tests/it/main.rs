@@ -25,6 +25,7 @@ mod emulator_cli;
 mod emulator_wire;
 mod events_daemon;
 mod events_wire;
+mod expansion;
 mod moto_apply;
 mod moto_conformance;
 mod moto_events;
