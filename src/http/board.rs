@@ -96,6 +96,7 @@ pub struct StatusBoard {
     deferred: Deferred,
     pairs: Vec<PairStatus>,
     orphans: Vec<OrphanStatus>,
+    expansions: Vec<crate::plan::Expansion>,
     warnings: Vec<WarningStatus>,
     fights: Vec<FightStatus>,
     history: BTreeMap<PairKey, PairHistory>,
@@ -114,6 +115,7 @@ impl StatusBoard {
             deferred: Deferred::default(),
             pairs: Vec::new(),
             orphans: Vec::new(),
+            expansions: Vec::new(),
             warnings: Vec::new(),
             fights: Vec::new(),
             history: BTreeMap::new(),
@@ -290,6 +292,7 @@ impl StatusBoard {
                 }
             })
             .collect();
+        self.expansions = plan.expansions.clone();
         self.orphans = plan
             .orphans
             .iter()
@@ -334,6 +337,7 @@ impl StatusBoard {
             deferred: self.deferred,
             pairs: self.pairs.clone(),
             orphans: self.orphans.clone(),
+            expansions: self.expansions.clone(),
             warnings: self.warnings.clone(),
             fights: self.fights.clone(),
             events: None,

@@ -116,6 +116,14 @@ metric_set! {
             "orphans",
             "Mirrors whose source is no longer managed or no longer exists, in the last cycle."
         ),
+        expanded_groups: IntGauge = (
+            "expanded_groups",
+            "Groups no mapping manages that expanding mirrors reference, each kept as a prefix list, in the last cycle."
+        ),
+        expanded_addresses: IntGauge = (
+            "expanded_addresses",
+            "Running members' addresses of the expanded groups (what their prefix lists hold), in the last cycle."
+        ),
         safety_hold: IntGauge = (
             "safety_hold",
             "1 when the last cycle held destructive actions (incomplete snapshot, shrink guard or lost state), else 0."
@@ -228,6 +236,8 @@ impl PassMetrics {
             self.conflicts.with_label_values(&[*kind]).set(gauge(conflicts.get(kind).copied().unwrap_or(0)));
         }
         self.orphans.set(gauge(plan.orphans.len()));
+        self.expanded_groups.set(gauge(plan.expansions.len()));
+        self.expanded_addresses.set(gauge(plan.expansions.iter().map(|e| e.members).sum()));
         self.safety_hold.set(i64::from(plan.holds.destructive_held()));
     }
 }

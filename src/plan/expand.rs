@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::{Action, ActionId, Planner, WarningKind, expansion_max_entries};
+use super::{Action, ActionId, Expansion, Planner, WarningKind, expansion_max_entries};
 use crate::model::{
     EXPANSION_TAG, ExpansionList, GroupId, MAX_PREFIX_LIST_CHANGES, MAX_PREFIX_LIST_ENTRIES, OWNER_TAG, Peer,
     PrefixListId, SnapshotPart,
@@ -74,6 +74,7 @@ impl<'a> Planner<'a> {
             // Observe reads the members of exactly these groups; a group it
             // did not read is left for a pass that did.
             let Some(members) = self.snap.members.get(&group) else { continue };
+            let count = members.len();
             let mut wanted: BTreeSet<Ipv4Net> = members.iter().map(|&ip| Ipv4Net::from(ip)).collect();
             if wanted.len() > MAX_PREFIX_LIST_ENTRIES as usize {
                 self.warn(
@@ -134,6 +135,8 @@ impl<'a> Planner<'a> {
                     self.push(action, vec![], audit, None);
                 }
             }
+            let prefix_list = self.expansions.get(&group).cloned();
+            self.plan.expansions.push(Expansion { group, prefix_list, members: count });
         }
     }
 

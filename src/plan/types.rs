@@ -640,6 +640,21 @@ pub struct Plan {
     pub deferred: Deferred,
     /// Safety holds in force.
     pub holds: Holds,
+    /// The expanded references of this plan, by group.
+    pub expansions: Vec<Expansion>,
+}
+
+/// A group no mapping manages, referenced by an expanding mirror: the list
+/// its grants name and how many running members it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expansion {
+    /// The expanded group.
+    pub group: GroupId,
+    /// The list of ours the grants reference this pass; `None` while it is
+    /// being created.
+    pub prefix_list: Option<PrefixListId>,
+    /// Its running members' addresses (what the list holds once followed).
+    pub members: usize,
 }
 
 impl Plan {
