@@ -424,7 +424,10 @@ impl Runner<'_> {
                     name: name.clone(),
                     address_family: "IPv4".to_owned(),
                     max_entries: *max_entries,
-                    entries: entries.iter().map(|&net| PrefixListEntry { cidr: net.into(), description: None }).collect(),
+                    entries: entries
+                        .iter()
+                        .map(|&net| PrefixListEntry { cidr: net.into(), description: None })
+                        .collect(),
                     tags: tags.clone(),
                     // A retried create may leave a second list: the planner
                     // keeps one and deletes the other after the grace.

@@ -113,13 +113,9 @@ impl<'a> Planner<'a> {
                 None => {
                     // The grants keep referencing the list they have (if a
                     // smaller one) until the new one exists: make before break.
-                    if let Some(old) = self
-                        .snap
-                        .expansion_lists
-                        .values()
-                        .filter(usable)
-                        .max_by(|a, b| a.list.max_entries.cmp(&b.list.max_entries).then_with(|| b.list.id.cmp(&a.list.id)))
-                    {
+                    if let Some(old) = self.snap.expansion_lists.values().filter(usable).max_by(|a, b| {
+                        a.list.max_entries.cmp(&b.list.max_entries).then_with(|| b.list.id.cmp(&a.list.id))
+                    }) {
                         self.expansions.insert(group.clone(), old.list.id.clone());
                     }
                     let max_entries = expansion_max_entries(wanted.len());
@@ -154,8 +150,12 @@ impl<'a> Planner<'a> {
             .take(MAX_PREFIX_LIST_CHANGES)
             .copied()
             .collect();
-        let add: Vec<Ipv4Net> =
-            wanted.iter().filter(|net| !have.contains(&IpNet::V4(**net))).take(MAX_PREFIX_LIST_CHANGES).copied().collect();
+        let add: Vec<Ipv4Net> = wanted
+            .iter()
+            .filter(|net| !have.contains(&IpNet::V4(**net)))
+            .take(MAX_PREFIX_LIST_CHANGES)
+            .copied()
+            .collect();
         if add.is_empty() && remove.is_empty() {
             return;
         }

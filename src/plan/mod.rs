@@ -12,15 +12,15 @@
 //!    conflicts (`mirrors.rs`);
 //! 3. each mirror's desired grants (references translated to mirrors) and the
 //!    authorize / revoke / description updates, make-before-break, within the
-//!    rules-per-group quota (`grants.rs`);
+//!    rules-per-group quota (`grants.rs`); just before, with
+//!    `unmanaged_references = "expand"`, the prefix list of each referenced
+//!    group no mapping manages, following its members, and after the
+//!    orphans the deletion of those no mirror needs (`expand.rs`);
 //! 4. ClassicLink links (attach, relink, detach; `links.rs`, which also
 //!    enables ClassicLink in a VPC before the grants are planned);
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
 //!    tag, which it writes when first seeing one; `delete_orphans`, backoff;
 //!    `orphans.rs`, found before the grants, removed after the links);
-//! 2b. with `unmanaged_references = "expand"`, the prefix list of each
-//!    referenced group no mapping manages, following its members, and later
-//!    the deletion of those no mirror needs (`expand.rs`);
 //! 6. fights: the repairs of a pair backing off because something keeps
 //!    undoing them are taken out of the plan for now (`fights.rs`);
 //!

@@ -77,9 +77,9 @@ impl Summary {
                 Action::EnableClassicLink { .. } => s.enable_classiclink += 1,
                 Action::MarkOrphan { .. } => s.mark += 1,
                 Action::UnmarkOrphan { .. } => s.unmark += 1,
-                Action::CreatePrefixList { .. }
-                | Action::ModifyPrefixList { .. }
-                | Action::DeletePrefixList { .. } => s.prefix_lists += 1,
+                Action::CreatePrefixList { .. } | Action::ModifyPrefixList { .. } | Action::DeletePrefixList { .. } => {
+                    s.prefix_lists += 1
+                }
             }
         }
         s

@@ -2086,8 +2086,7 @@ mod expansion {
                 owner_id: "111122223333".into(),
                 tags,
             };
-            let entries =
-                ips.iter().map(|ip| PrefixListEntry { cidr: net(ip).into(), description: None }).collect();
+            let entries = ips.iter().map(|ip| PrefixListEntry { cidr: net(ip).into(), description: None }).collect();
             self.snap.expansion_lists.insert(pl(id), ExpansionList { list, entries });
             self
         }
@@ -2183,10 +2182,12 @@ mod expansion {
     fn a_list_that_must_grow_is_replaced_and_the_grant_keeps_the_old_one_until_the_new_exists() {
         let ips: Vec<String> = (1..=11).map(|i| format!("10.0.0.{i}")).collect();
         let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-        let world = world()
-            .members("sg-0b5", &ips)
-            .list("pl-0e1", "sg-0b5", "default", 10, 3, &ips[..10])
-            .mirror("sg-77a", "web", "sg-0a1", vec![from_list(22, "pl-0e1")]);
+        let world = world().members("sg-0b5", &ips).list("pl-0e1", "sg-0b5", "default", 10, 3, &ips[..10]).mirror(
+            "sg-77a",
+            "web",
+            "sg-0a1",
+            vec![from_list(22, "pl-0e1")],
+        );
         let plan = world.plan();
         let [Action::CreatePrefixList { max_entries: 30, entries, .. }] = list_actions(&plan)[..] else {
             panic!("{plan:?}")

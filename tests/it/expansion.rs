@@ -10,7 +10,7 @@ use std::time::Duration;
 use classiclink_mirror::ec2::aws::AwsEc2;
 use classiclink_mirror::ec2::{Ec2, GroupFilter, InstanceFilter, Operation, PrefixListFilter};
 use classiclink_mirror::model::{
-    EXPANSION_TAG, Grant, GroupId, InstanceState, OWNERSHIP_TAG, Peer, Ports, Protocol, PrefixList,
+    EXPANSION_TAG, Grant, GroupId, InstanceState, OWNERSHIP_TAG, Peer, Ports, PrefixList, Protocol,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
@@ -72,10 +72,11 @@ async fn start_emulator(estate: &std::path::Path) -> Emulator {
 }
 
 async fn apply(config: &std::path::Path) -> String {
-    let output = tokio::time::timeout(Duration::from_secs(120), binary().arg("apply").arg("--config").arg(config).output())
-        .await
-        .expect("apply finishes within 120 s")
-        .expect("apply runs");
+    let output =
+        tokio::time::timeout(Duration::from_secs(120), binary().arg("apply").arg("--config").arg(config).output())
+            .await
+            .expect("apply finishes within 120 s")
+            .expect("apply runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");

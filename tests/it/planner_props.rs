@@ -16,9 +16,9 @@ use strum::VariantArray as _;
 
 use classiclink_mirror::config::{Config, MirrorConfig, Mode, SourceRef};
 use classiclink_mirror::model::{
-    DEFAULT_DISCOVERY_TAG, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link, MAX_GROUPS_PER_LINK,
-    ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup, Snapshot, SnapshotPart, Vpc,
-    VpcId, format_time, mirror_name, parse_time, sanitize_text, ExpansionList, PrefixList, PrefixListEntry,
+    DEFAULT_DISCOVERY_TAG, ExpansionList, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link,
+    MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, PrefixList, PrefixListEntry, PrefixListId,
+    SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time, mirror_name, parse_time, sanitize_text,
 };
 use classiclink_mirror::plan::{
     Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, Executed, FightPolicy, GroupRef, Memory, ORPHAN_TAG_MAX_SKEW,
@@ -1049,7 +1049,7 @@ impl Applier<'_> {
                     return Err(format!("PrefixListMaxEntriesExceeded: {name}"));
                 }
                 self.next_id += 1;
-                let id = PrefixListId::try_new(&format!("pl-f{:x}", self.next_id)).unwrap();
+                let id = PrefixListId::try_new(format!("pl-f{:x}", self.next_id)).unwrap();
                 let list = PrefixList {
                     id: id.clone(),
                     name: name.clone(),
@@ -1065,8 +1065,11 @@ impl Applier<'_> {
                 self.snap.expansion_lists.insert(id, ExpansionList { list, entries });
             }
             Action::ModifyPrefixList { list, version, add, remove, .. } => {
-                let found =
-                    self.snap.expansion_lists.get_mut(list).ok_or_else(|| format!("InvalidPrefixListID.NotFound: {list}"))?;
+                let found = self
+                    .snap
+                    .expansion_lists
+                    .get_mut(list)
+                    .ok_or_else(|| format!("InvalidPrefixListID.NotFound: {list}"))?;
                 if found.list.version != *version {
                     return Err(format!("PrefixListVersionMismatch: {list} is at {}", found.list.version));
                 }
@@ -1098,7 +1101,10 @@ impl Applier<'_> {
                 if referenced {
                     return Err(format!("delete-failed: {list} is referenced"));
                 }
-                self.snap.expansion_lists.remove(list).ok_or_else(|| format!("InvalidPrefixListID.NotFound: {list}"))?;
+                self.snap
+                    .expansion_lists
+                    .remove(list)
+                    .ok_or_else(|| format!("InvalidPrefixListID.NotFound: {list}"))?;
             }
         }
         Ok(None)
@@ -1903,7 +1909,10 @@ fn expansion_spec() -> impl Strategy<Value = ExpansionSpec> {
     (1usize..4).prop_flat_map(move |refs| {
         (
             prop::collection::vec(members(), refs),
-            prop::collection::vec((0..refs, any::<bool>(), prop::sample::select(vec![5u32, 10, 20, 60]), members()), 0..4),
+            prop::collection::vec(
+                (0..refs, any::<bool>(), prop::sample::select(vec![5u32, 10, 20, 60]), members()),
+                0..4,
+            ),
             prop::collection::vec(members(), refs),
         )
             .prop_map(|(members, lists, later)| ExpansionSpec { members, lists, later })
@@ -1938,7 +1947,7 @@ fn expansion_world(spec: &ExpansionSpec) -> (Config, Snapshot) {
         snap.members.insert(g.clone(), members.iter().map(|&i| member_ip(i)).collect());
     }
     for (n, (index, ours, max_entries, held)) in spec.lists.iter().enumerate() {
-        let id = PrefixListId::try_new(&format!("pl-0{n}")).unwrap();
+        let id = PrefixListId::try_new(format!("pl-0{n}")).unwrap();
         let owner = if *ours { "default" } else { "team-b" };
         let tags = BTreeMap::from([
             (classiclink_mirror::model::EXPANSION_TAG.to_owned(), refs[*index].to_string()),
@@ -1981,7 +1990,13 @@ fn lists_touched_are_ours(plan: &Plan, snap: &Snapshot) -> Result<(), String> {
 }
 
 /// Plans and applies until converged; each plan checked.
-fn converge_expansion(config: &Config, snap: Snapshot, memory: Memory, now: SystemTime, next_id: &mut u32) -> Result<(Snapshot, Memory), TestCaseError> {
+fn converge_expansion(
+    config: &Config,
+    snap: Snapshot,
+    memory: Memory,
+    now: SystemTime,
+    next_id: &mut u32,
+) -> Result<(Snapshot, Memory), TestCaseError> {
     let (mut snap, mut memory) = (snap, memory);
     // Creating a list, then granting it, then (when a list is replaced)
     // revoking the old one: a few passes more than the other properties.
@@ -2013,8 +2028,7 @@ fn lists_hold_exactly_the_members(snap: &Snapshot, groups: usize) -> Result<(), 
         .collect();
     for i in 0..groups {
         let group = sg(&format!("sg-0b{i}"));
-        let members: BTreeSet<ipnet::IpNet> =
-            snap.members[&group].iter().map(|&ip| Ipv4Net::from(ip).into()).collect();
+        let members: BTreeSet<ipnet::IpNet> = snap.members[&group].iter().map(|&ip| Ipv4Net::from(ip).into()).collect();
         let granted: Vec<&ExpansionList> = lists
             .iter()
             .filter_map(|p| snap.expansion_lists.get(*p))
