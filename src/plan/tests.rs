@@ -2056,7 +2056,7 @@ mod expansion {
     }
 
     fn net(ip: &str) -> ipnet::Ipv4Net {
-        ipnet::Ipv4Net::from(ip.parse::<std::net::Ipv4Addr>().unwrap())
+        format!("{ip}/32").parse::<ipnet::Ipv4Net>().unwrap()
     }
 
     impl World {

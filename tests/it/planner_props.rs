@@ -1863,7 +1863,10 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
         println!("{n:>6}  {key}");
     }
     let seen = |key: &str| tally.get(key).copied().unwrap_or(0);
-    for kind in ActionKind::VARIANTS {
+    // The prefix-list kinds belong to expanded references, which this
+    // generator's estates do not use: `expansion_spec` exercises them.
+    let expansion_kinds = [ActionKind::CreatePrefixList, ActionKind::ModifyPrefixList, ActionKind::DeletePrefixList];
+    for kind in ActionKind::VARIANTS.iter().filter(|k| !expansion_kinds.contains(k)) {
         assert!(seen(&format!("action {kind:?}")) > 0, "the generator never plans {kind:?}");
     }
     for warning in [
