@@ -192,7 +192,10 @@ fn describe_pass(pass: &PassReport) -> Vec<String> {
             | Action::UntagGroup { .. }
             | Action::EnableClassicLink { .. }
             | Action::MarkOrphan { .. }
-            | Action::UnmarkOrphan { .. } => {}
+            | Action::UnmarkOrphan { .. }
+            | Action::CreatePrefixList { .. }
+            | Action::ModifyPrefixList { .. }
+            | Action::DeletePrefixList { .. } => {}
         }
     }
     let mut lines = Vec::new();

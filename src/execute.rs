@@ -38,9 +38,10 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::ec2::{CreateGroup, Ec2, Ec2Error, GroupFilter, Operation, codes};
+use crate::ec2::{CreateGroup, CreatePrefixList, Ec2, Ec2Error, GroupFilter, ModifyPrefixList, Operation, codes};
 use crate::model::{
-    Direction, Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, SHARD_TAG, VpcId,
+    Direction, Grant, GrantKey, GroupId, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, PrefixListEntry, SHARD_TAG,
+    VpcId,
 };
 use crate::plan::{Action, ActionId, ActionKind, GroupRef, PairKey, Plan, PlannedAction};
 
@@ -431,6 +432,41 @@ impl Runner<'_> {
                     Err(e) => Err(e.into()),
                 }
             }
+            Action::CreatePrefixList { name, max_entries, entries, tags, .. } => {
+                let request = CreatePrefixList {
+                    name: name.clone(),
+                    address_family: "IPv4".to_owned(),
+                    max_entries: *max_entries,
+                    entries: entries
+                        .iter()
+                        .map(|&net| PrefixListEntry { cidr: net.into(), description: None })
+                        .collect(),
+                    tags: tags.clone(),
+                    // A retried create may leave a second list: the planner
+                    // keeps one and deletes the other after the grace.
+                    client_token: None,
+                };
+                self.ec2.create_prefix_list(&request).await?;
+                Ok(ActionResult::Done)
+            }
+            // A version mismatch (someone changed the list since we read it)
+            // fails the action, never forced: the next pass reads the list
+            // again and plans from its new version.
+            Action::ModifyPrefixList { list, version, add, remove, .. } => {
+                let request = ModifyPrefixList {
+                    id: list.clone(),
+                    current_version: *version,
+                    add: add.iter().map(|&net| PrefixListEntry { cidr: net.into(), description: None }).collect(),
+                    remove: remove.clone(),
+                };
+                self.ec2.modify_prefix_list(&request).await?;
+                Ok(ActionResult::Done)
+            }
+            Action::DeletePrefixList { list, .. } => match self.ec2.delete_prefix_list(list).await {
+                Ok(()) => Ok(ActionResult::Done),
+                Err(e) if e.code == codes::PREFIX_LIST_NOT_FOUND => Ok(ActionResult::AlreadyDone),
+                Err(e) => Err(e.into()),
+            },
         }
     }
 

@@ -46,6 +46,13 @@ pub const SHARD_TAG: &str = "classiclinkmirror:overflowShard";
 /// ClassicLink link ([`MAX_GROUPS_PER_LINK`]).
 pub const MAX_OVERFLOW_SHARDS: u8 = 4;
 
+/// EC2's largest `MaxEntries` of a managed prefix list.
+pub const MAX_PREFIX_LIST_ENTRIES: u32 = 1000;
+
+/// Entries one `CreateManagedPrefixList` or `ModifyManagedPrefixList`
+/// request may add (and, for a modification, remove).
+pub const MAX_PREFIX_LIST_CHANGES: usize = 100;
+
 /// The default discovery tag (docs/configuration.md `discovery.tag_key`).
 pub const DEFAULT_DISCOVERY_TAG: &str = "classiclinkmirror:linkToVPC";
 
@@ -709,6 +716,37 @@ pub struct PrefixList {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A prefix list carrying [`EXPANSION_TAG`] with its entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpansionList {
+    /// The list as described.
+    pub list: PrefixList,
+    /// Its entries at `list.version`.
+    #[serde(default)]
+    pub entries: Vec<PrefixListEntry>,
+}
+
+impl ExpansionList {
+    /// The group it expands ([`EXPANSION_TAG`]), when the tag parses.
+    #[must_use]
+    pub fn expands(&self) -> Option<GroupId> {
+        self.list.tags.get(EXPANSION_TAG).and_then(|v| v.parse().ok())
+    }
+
+    /// Its [`OWNER_TAG`], if any.
+    #[must_use]
+    pub fn owner_tag(&self) -> Option<&str> {
+        self.list.tags.get(OWNER_TAG).map(String::as_str)
+    }
+
+    /// Its [`ORPHANED_SINCE_TAG`], if any.
+    #[must_use]
+    pub fn orphaned_since_tag(&self) -> Option<&str> {
+        self.list.tags.get(ORPHANED_SINCE_TAG).map(String::as_str)
+    }
+}
+
 /// One entry of a managed prefix list (`GetManagedPrefixListEntries`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -781,6 +819,9 @@ pub enum SnapshotPart {
     Links,
     /// Target VPCs and their ClassicLink flag.
     Vpcs,
+    /// Expansion prefix lists and the members of the groups they expand
+    /// (observed only when some mirror expands unmanaged references).
+    Expansions,
 }
 
 impl SnapshotPart {
@@ -819,6 +860,15 @@ pub struct Snapshot {
     /// Target VPCs.
     #[serde(default, with = "keyed_vpcs")]
     pub vpcs: BTreeMap<VpcId, Vpc>,
+    /// Managed prefix lists carrying [`EXPANSION_TAG`], with their entries
+    /// (observed only when some mirror expands unmanaged references).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expansion_lists: BTreeMap<PrefixListId, ExpansionList>,
+    /// The private IPv4 addresses of the running members of each unmanaged
+    /// group an expanding mirror's source references (Classic instances,
+    /// and network interfaces in use for VPC groups).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<GroupId, BTreeSet<Ipv4Addr>>,
     /// Parts that were not completely observed.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub incomplete: BTreeSet<SnapshotPart>,

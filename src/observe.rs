@@ -14,16 +14,20 @@
 //!   groups, filtered by group id while those fit in one chunk, else by state
 //!   alone and kept here when they are members;
 //! - every ClassicLink link of the account, and the target VPCs' ClassicLink
-//!   flags (`DescribeVpcs` instead when no Classic group is managed).
+//!   flags (`DescribeVpcs` instead when no Classic group is managed);
+//! - only when some mapping expands unmanaged references: the prefix lists
+//!   carrying the expansion tag with their entries, and the running members
+//!   of the groups they expand (instances and network interfaces by group).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::join_all;
 
 use crate::config::{Config, SourceRef};
-use crate::ec2::{Ec2, Ec2Error, GroupFilter, InstanceFilter, LinkFilter};
+use crate::ec2::{Ec2, Ec2Error, GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter, PrefixListFilter};
 use crate::model::{
-    GroupId, Instance, InstanceState, OWNERSHIP_TAG, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId,
+    EXPANSION_TAG, ExpansionList, GroupId, Instance, InstanceState, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot,
+    SnapshotPart, Vpc, VpcId,
 };
 
 /// EC2 accepts at most this many values in one filter.
@@ -370,7 +374,106 @@ async fn observe_with(
         Ok(found) => obs.snapshot.vpcs.extend(found.into_iter().map(|v| (v.id.clone(), v))),
         Err(error) => obs.fail(SnapshotPart::Vpcs, error),
     }
+    if config.any_expands() {
+        let errors = observe_expansions(ec2, config, &mut obs.snapshot).await;
+        for error in errors {
+            report(&ObserveError { part: SnapshotPart::Expansions, source: error.clone() });
+            obs.fail(SnapshotPart::Expansions, error);
+        }
+    }
     obs
+}
+
+/// The groups an expanding mapping's source references that no mapping
+/// manages (same account only: another account's members cannot be read).
+/// Sorted, for observe and the targeted pass alike.
+#[must_use]
+pub fn expanded_groups(config: &Config, sources: &BTreeMap<GroupId, SecurityGroup>) -> BTreeSet<GroupId> {
+    let candidates = crate::mapping::resolve(config, sources).candidates;
+    let managed: BTreeSet<&GroupId> = candidates.iter().map(|c| &c.source.id).collect();
+    let mut referenced = BTreeSet::new();
+    for candidate in candidates.iter().filter(|c| config.expands(c.entry)) {
+        for grant in &candidate.source.ingress {
+            if let Peer::Group { group, owner: None } = &grant.key.peer
+                && !managed.contains(group)
+            {
+                referenced.insert(group.clone());
+            }
+        }
+    }
+    referenced
+}
+
+/// The expansion part of the snapshot: every prefix list carrying
+/// [`EXPANSION_TAG`] with its entries, and the running members' private
+/// addresses of each group [`expanded_groups`] names (Classic and VPC
+/// instances by `instance.group-id`, other interfaces by `group-id`).
+/// Returns the errors; any makes the part incomplete.
+pub(crate) async fn observe_expansions(ec2: &dyn Ec2, config: &Config, snapshot: &mut Snapshot) -> Vec<Ec2Error> {
+    let mut errors = Vec::new();
+    let referenced = expanded_groups(config, &snapshot.source_groups);
+    let list_filter = PrefixListFilter { tag_keys: vec![EXPANSION_TAG.to_owned()], ..PrefixListFilter::default() };
+    let instance_filters: Vec<InstanceFilter> = chunks(&referenced)
+        .into_iter()
+        .map(|group_ids| InstanceFilter {
+            group_ids,
+            states: vec![InstanceState::Running],
+            ..InstanceFilter::default()
+        })
+        .collect();
+    let interface_filters: Vec<InterfaceFilter> = chunks(&referenced)
+        .into_iter()
+        .map(|group_ids| InterfaceFilter { group_ids, ..InterfaceFilter::default() })
+        .collect();
+    let (lists, instances, interfaces) = futures::join!(
+        ec2.describe_prefix_lists(&list_filter),
+        join_all(instance_filters.iter().map(|f| ec2.describe_instances(f))),
+        join_all(interface_filters.iter().map(|f| ec2.describe_network_interfaces(f))),
+    );
+    match lists {
+        Ok(lists) => {
+            let entries = join_all(lists.iter().map(|list| ec2.prefix_list_entries(&list.id))).await;
+            for (list, entries) in lists.into_iter().zip(entries) {
+                match entries {
+                    Ok(entries) => {
+                        snapshot.expansion_lists.insert(list.id.clone(), ExpansionList { list, entries });
+                    }
+                    Err(error) => errors.push(error),
+                }
+            }
+        }
+        Err(error) => errors.push(error),
+    }
+    for group in &referenced {
+        snapshot.members.insert(group.clone(), BTreeSet::new());
+    }
+    for result in instances {
+        match result {
+            Ok(found) => {
+                for instance in found.into_iter().filter(|i| i.state == InstanceState::Running) {
+                    let Some(ip) = instance.private_ip else { continue };
+                    for group in instance.groups.iter().filter(|g| referenced.contains(*g)) {
+                        snapshot.members.entry(group.clone()).or_default().insert(ip);
+                    }
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    for result in interfaces {
+        match result {
+            Ok(found) => {
+                for interface in found.into_iter().filter(|i| i.status == "in-use") {
+                    let Some(ip) = interface.private_ip else { continue };
+                    for group in interface.groups.iter().filter(|g| referenced.contains(*g)) {
+                        snapshot.members.entry(group.clone()).or_default().insert(ip);
+                    }
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! `apply`) load it before the first pass and write it back after each pass
 //! that changed it. What it keeps: the shrink guard's baseline and since
 //! when a drop has lasted, the deletion backoffs, when the state was last
-//! lost, the recent repairs of each pair and its fight (their backoff), and
+//! lost, the recent repairs of each pair and its fight (their backoff), since
+//! when each expansion prefix list has been unneeded (its grace), and
 //! (a cache only) when each orphan was first seen; the orphans' own record
 //! is their `classiclinkmirror:orphanedSince` tag.
 //!
@@ -28,7 +29,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{GroupId, VpcId, format_time, parse_time};
+use crate::model::{GroupId, PrefixListId, VpcId, format_time, parse_time};
 use crate::plan::{Baseline, DeleteBackoff, FightKey, FightState, Memory, PairKey, RepairHistory, RepairKind};
 
 /// The file's name in the state directory.
@@ -144,6 +145,10 @@ struct StateDoc {
     orphans_since: BTreeMap<GroupId, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     repairs: Vec<RepairsDoc>,
+    /// Since when each expansion prefix list has been unneeded (came later
+    /// within version 1, like `repairs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    unneeded_lists_since: BTreeMap<PrefixListId, String>,
 }
 
 impl StateDoc {
@@ -161,6 +166,11 @@ impl StateDoc {
                 })
                 .collect(),
             orphans_since: memory.orphans_since.iter().map(|(group, t)| (group.clone(), format_time(*t))).collect(),
+            unneeded_lists_since: memory
+                .unneeded_lists_since
+                .iter()
+                .map(|(list, t)| (list.clone(), format_time(*t)))
+                .collect(),
             repairs: memory
                 .repairs
                 .iter()
@@ -206,6 +216,10 @@ impl StateDoc {
         for (group, since) in self.orphans_since {
             let since = time(&format!("orphans_since.{group}"), &since)?;
             memory.orphans_since.insert(group, since);
+        }
+        for (list, since) in self.unneeded_lists_since {
+            let since = time(&format!("unneeded_lists_since.{list}"), &since)?;
+            memory.unneeded_lists_since.insert(list, since);
         }
         for (index, doc) in self.repairs.into_iter().enumerate() {
             let field = |name: &str| format!("repairs[{index}].{name}");

@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::sections::{
-    RawAccount, RawAws, RawDaemon, RawDiscovery, RawEvents, RawLimits, RawMirror, RawRateLimit, RawSafety,
+    RawAccount, RawAws, RawDaemon, RawDiscovery, RawEvents, RawLimits, RawMirror, RawMirroring, RawRateLimit, RawSafety,
 };
 
 /// `min..=max` of the key at `key`.
@@ -83,12 +83,13 @@ pub(super) enum Bounded {
 }
 
 /// The ranges of every section's keys, sections in the file's order.
-const SECTIONS: [&[Bounded]; 9] = [
+const SECTIONS: [&[Bounded]; 10] = [
     RawAws::BOUNDS,
     RawDaemon::BOUNDS,
     RawSafety::BOUNDS,
     RawRateLimit::BOUNDS,
     RawLimits::BOUNDS,
+    RawMirroring::BOUNDS,
     RawDiscovery::BOUNDS,
     RawEvents::BOUNDS,
     RawAccount::BOUNDS,

@@ -59,12 +59,12 @@ use self::error::ErrorKind;
 pub use self::error::{ConfigError, ConfigLoadError, Location, render_errors};
 use self::raw::RawConfig;
 pub use self::sections::{
-    AccountConfig, AwsConfig, DaemonConfig, DiscoveryConfig, EventsConfig, LimitsConfig, MirrorConfig, RateLimitConfig,
-    SafetyConfig,
+    AccountConfig, AwsConfig, DaemonConfig, DiscoveryConfig, EventsConfig, LimitsConfig, MirrorConfig, MirroringConfig,
+    RateLimitConfig, SafetyConfig,
 };
 use self::sections::{
-    PartialAws, PartialDaemon, PartialDiscovery, PartialEvents, PartialLimits, PartialMirror, PartialRateLimit,
-    PartialSafety,
+    PartialAws, PartialDaemon, PartialDiscovery, PartialEvents, PartialLimits, PartialMirror, PartialMirroring,
+    PartialRateLimit, PartialSafety,
 };
 use crate::model::{GroupId, VpcId};
 
@@ -84,6 +84,18 @@ pub enum Mode {
     Enforce,
     /// Observe, plan and report drift; never write.
     Audit,
+}
+
+/// What a mirror does with a rule naming a group that no mapping mirrors
+/// (`mirroring.unmanaged_references`, docs/semantics.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmanagedReferences {
+    /// Drop the rule and report it.
+    #[default]
+    Report,
+    /// Grant a managed prefix list of the group's members' private addresses.
+    Expand,
 }
 
 /// How a `[[mirror]]` names its source group.
@@ -126,6 +138,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[mirroring]`.
+    pub mirroring: MirroringConfig,
     /// `[discovery]`.
     pub discovery: DiscoveryConfig,
     /// `[events]`.
@@ -148,6 +162,7 @@ impl Config {
             safety: PartialSafety::default().complete().expect("every key of [safety] has a default"),
             rate_limit: PartialRateLimit::default().complete().expect("every key of [rate_limit] has a default"),
             limits: PartialLimits::default().complete().expect("every key of [limits] has a default"),
+            mirroring: PartialMirroring::default().complete().expect("every key of [mirroring] has a default"),
             discovery: PartialDiscovery::default().complete().expect("every key of [discovery] has a default"),
             events: PartialEvents::default().complete().expect("every key of [events] has a default"),
             accounts: BTreeMap::new(),
@@ -172,6 +187,23 @@ impl Config {
     #[must_use]
     pub fn mode_of(&self, mapping: &MirrorConfig) -> Mode {
         mapping.mode.unwrap_or(self.daemon.mode)
+    }
+
+    /// Whether a mapping expands references to unmanaged groups: its
+    /// override, else `mirroring.unmanaged_references` (a source found by
+    /// the discovery tag has no entry, and follows the default).
+    #[must_use]
+    pub fn expands(&self, entry: Option<&MirrorConfig>) -> bool {
+        entry.and_then(|e| e.unmanaged_references).unwrap_or(self.mirroring.unmanaged_references)
+            == UnmanagedReferences::Expand
+    }
+
+    /// Whether any mapping may expand: observe reads prefix lists and
+    /// members only then, so that a file without expansion costs no call.
+    #[must_use]
+    pub fn any_expands(&self) -> bool {
+        self.mirrors.iter().any(|mapping| self.expands(Some(mapping)))
+            || (self.mirroring.unmanaged_references == UnmanagedReferences::Expand && self.discovery.tag_key.is_some())
     }
 }
 
@@ -280,6 +312,7 @@ fn check(cx: &mut Checker<'_>, raw: &RawConfig, skipped: &BTreeSet<usize>) -> Op
     let rate_limit = PartialRateLimit::read_table(cx, raw.rate_limit.as_ref());
     rules::retry_delays(cx, raw.rate_limit.as_ref(), &rate_limit);
     let limits = PartialLimits::read_table(cx, raw.limits.as_ref());
+    let mirroring = PartialMirroring::read_table(cx, raw.mirroring.as_ref());
     let discovery = PartialDiscovery::read_table(cx, raw.discovery.as_ref());
     let events = PartialEvents::read_table(cx, raw.events.as_ref());
     let accounts = accounts::accounts(cx, &raw.accounts);
@@ -293,6 +326,7 @@ fn check(cx: &mut Checker<'_>, raw: &RawConfig, skipped: &BTreeSet<usize>) -> Op
         safety: safety.complete()?,
         rate_limit: rate_limit.complete()?,
         limits: limits.complete()?,
+        mirroring: mirroring.complete()?,
         discovery: discovery.complete()?,
         events: events.complete()?,
         accounts: accounts?,

@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue};
 use super::check::Checker;
 use super::error::ErrorKind;
 use super::sections::{
-    RawAccount, RawAws, RawDaemon, RawDiscovery, RawEvents, RawLimits, RawMirror, RawRateLimit, RawSafety,
+    RawAccount, RawAws, RawDaemon, RawDiscovery, RawEvents, RawLimits, RawMirror, RawMirroring, RawRateLimit, RawSafety,
 };
 
 /// The shape of a top-level key and the keys allowed inside it.
@@ -36,6 +36,7 @@ pub(super) const SCHEMA: &[(&str, Shape)] = &[
     ("safety", Shape::Table(RawSafety::KEYS)),
     ("rate_limit", Shape::Table(RawRateLimit::KEYS)),
     ("limits", Shape::Table(RawLimits::KEYS)),
+    ("mirroring", Shape::Table(RawMirroring::KEYS)),
     ("discovery", Shape::Table(RawDiscovery::KEYS)),
     ("events", Shape::Table(RawEvents::KEYS)),
     ("accounts", Shape::NamedTables(RawAccount::KEYS)),
@@ -52,6 +53,7 @@ pub(super) struct RawConfig {
     pub(super) safety: Option<Spanned<RawSafety>>,
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
     pub(super) limits: Option<Spanned<RawLimits>>,
+    pub(super) mirroring: Option<Spanned<RawMirroring>>,
     pub(super) discovery: Option<Spanned<RawDiscovery>>,
     pub(super) events: Option<Spanned<RawEvents>>,
     #[serde(default)]

@@ -13,7 +13,7 @@ use super::accounts::{self, DEFAULT_SESSION_NAME};
 use super::bounds::units::{A_MILLION, DAY, MILLISECOND, MINUTE, SECOND, YEAR};
 use super::check::Checker;
 use super::declare::section;
-use super::{DEFAULT_OWNER, DEFAULT_STATE_DIR, Mode, SourceRef, values};
+use super::{DEFAULT_OWNER, DEFAULT_STATE_DIR, Mode, SourceRef, UnmanagedReferences, values};
 use crate::ec2::limited::{MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND};
 use crate::model::{DEFAULT_DISCOVERY_TAG, DEFAULT_RULES_PER_GROUP, VpcId};
 
@@ -133,6 +133,21 @@ section! {
 }
 
 section! {
+    /// `[mirroring]`: how mirrors treat what they cannot mirror.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    "mirroring" => MirroringConfig, RawMirroring, PartialMirroring {
+        /// A rule naming a group no mapping mirrors (in this account):
+        /// `"report"` drops and reports it; `"expand"` keeps a managed prefix
+        /// list of the group's members' private addresses and grants that
+        /// (docs/semantics.md, "Expanded references").
+        unmanaged_references: UnmanagedReferences {
+            default: UnmanagedReferences::Report,
+            read: values::unmanaged_references
+        },
+    }
+}
+
+section! {
     /// `[discovery]`.
     #[derive(Clone, Debug, PartialEq, Eq)]
     "discovery" => DiscoveryConfig, RawDiscovery, PartialDiscovery {
@@ -179,6 +194,8 @@ section! {
         /// The account (a name of `[accounts]`) of the target VPC; `None`:
         /// the `[aws]` account.
         target_account: Option<String> { optional, read: accounts::account_name },
+        /// Per-mapping override of `mirroring.unmanaged_references`.
+        unmanaged_references: Option<UnmanagedReferences> { optional, read: values::unmanaged_references },
     }
 }
 

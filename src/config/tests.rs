@@ -848,6 +848,8 @@ retry_timeout_cost = 4
 [limits]
 rules_per_group = 120
 overflow_groups = false
+[mirroring]
+unmanaged_references = "expand"
 [discovery]
 tag_key = "mirror-to"
 [events]
@@ -863,6 +865,7 @@ adopt = true
 enable_classiclink = true
 source_account = "prod"
 target_account = "prod"
+unmanaged_references = "report"
 [accounts.prod]
 region = "eu-central-1"
 role_arn = "arn:aws:iam::210987654321:role/classiclink-mirror"
@@ -927,6 +930,7 @@ fn every_key_is_read_into_the_config() {
     };
     expected.limits.rules_per_group = 120;
     expected.limits.overflow_groups = false;
+    expected.mirroring.unmanaged_references = super::UnmanagedReferences::Expand;
     expected.discovery.tag_key = Some("mirror-to".to_owned());
     expected.events = EventsConfig {
         queue_url: Some("https://sqs.eu-west-1.amazonaws.com/123456789012/classiclink-mirror-events".to_owned()),
@@ -942,6 +946,7 @@ fn every_key_is_read_into_the_config() {
         enable_classiclink: true,
         source_account: Some("prod".to_owned()),
         target_account: Some("prod".to_owned()),
+        unmanaged_references: Some(super::UnmanagedReferences::Report),
     }];
     expected.accounts = std::collections::BTreeMap::from([(
         "prod".to_owned(),

@@ -210,6 +210,23 @@ pub(super) fn owner(cx: &mut Checker<'_>, at: KeyPath<'_>, raw: &RawValue) -> Op
     }
 }
 
+/// `mirroring.unmanaged_references` and its `[[mirror]]` override:
+/// `"report"` or `"expand"`.
+pub(super) fn unmanaged_references(
+    cx: &mut Checker<'_>,
+    at: KeyPath<'_>,
+    raw: &RawValue,
+) -> Option<super::UnmanagedReferences> {
+    match cx.string(at, raw)? {
+        "report" => Some(super::UnmanagedReferences::Report),
+        "expand" => Some(super::UnmanagedReferences::Expand),
+        other => {
+            cx.invalid(at, raw, format!("{other:?} is not \"report\" or \"expand\""));
+            None
+        }
+    }
+}
+
 /// `discovery.tag_key`: a tag key EC2 accepts, or `""` (discovery off: `None`).
 pub(super) fn tag_key(cx: &mut Checker<'_>, at: KeyPath<'_>, raw: &RawValue) -> Option<Option<String>> {
     let key = cx.string(at, raw)?;

@@ -262,6 +262,8 @@ pub fn touched(plan: &Plan) -> Dirty {
                 dirty.instances.insert(instance.clone());
             }
             Action::EnableClassicLink { .. } => dirty.everything = true,
+            // Read again whole by every targeted pass.
+            Action::CreatePrefixList { .. } | Action::ModifyPrefixList { .. } | Action::DeletePrefixList { .. } => {}
         }
     }
     dirty

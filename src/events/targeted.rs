@@ -14,7 +14,9 @@
 //!    managed (both pending and running only);
 //! 4. the links of those instances and of the members of dirty Classic
 //!    sources;
-//! 5. the ClassicLink flags of target VPCs the snapshot does not know yet.
+//! 5. the ClassicLink flags of target VPCs the snapshot does not know yet;
+//! 6. when some mapping expands unmanaged references, the expansion lists and
+//!    members, whole, as a full observation reads them.
 //!
 //! A group the by-id describe does not return is gone; a dirty instance not
 //! returned is no longer pending or running (or gone). Then the same rules
@@ -263,6 +265,16 @@ pub async fn observe_targeted(ec2: &dyn Ec2, config: &Config, base: &Snapshot, d
         match flags {
             Ok(found) => obs.snapshot.vpcs.extend(found.into_iter().map(|v| (v.id.clone(), v))),
             Err(error) => fail(&mut obs, SnapshotPart::Vpcs, error),
+        }
+    }
+    // Expansion lists and members are read again whole (a few calls): a
+    // member that started is what a targeted pass is for, and a list the
+    // last pass created must be known, or it would be created again.
+    if config.any_expands() {
+        obs.snapshot.expansion_lists.clear();
+        obs.snapshot.members.clear();
+        for error in crate::observe::observe_expansions(ec2, config, &mut obs.snapshot).await {
+            fail(&mut obs, SnapshotPart::Expansions, error);
         }
     }
     obs

@@ -51,6 +51,8 @@ fn action_subject(action: &Action) -> String {
         | Action::DeleteMirror { group, .. }
         | Action::MarkOrphan { group, .. }
         | Action::UnmarkOrphan { group, .. } => group.to_string(),
+        Action::CreatePrefixList { expands, .. } => format!("prefix list expanding {expands}"),
+        Action::ModifyPrefixList { list, .. } | Action::DeletePrefixList { list, .. } => list.to_string(),
         Action::Authorize { group, .. }
         | Action::AuthorizeEgress { group, .. }
         | Action::RevokeEgress { group, .. } => match group {
@@ -97,6 +99,7 @@ pub struct StatusBoard {
     deferred: Deferred,
     pairs: Vec<PairStatus>,
     orphans: Vec<OrphanStatus>,
+    expansions: Vec<crate::plan::Expansion>,
     warnings: Vec<WarningStatus>,
     fights: Vec<FightStatus>,
     history: BTreeMap<PairKey, PairHistory>,
@@ -115,6 +118,7 @@ impl StatusBoard {
             deferred: Deferred::default(),
             pairs: Vec::new(),
             orphans: Vec::new(),
+            expansions: Vec::new(),
             warnings: Vec::new(),
             fights: Vec::new(),
             history: BTreeMap::new(),
@@ -292,6 +296,7 @@ impl StatusBoard {
                 }
             })
             .collect();
+        self.expansions = plan.expansions.clone();
         self.orphans = plan
             .orphans
             .iter()
@@ -336,6 +341,7 @@ impl StatusBoard {
             deferred: self.deferred,
             pairs: self.pairs.clone(),
             orphans: self.orphans.clone(),
+            expansions: self.expansions.clone(),
             warnings: self.warnings.clone(),
             fights: self.fights.clone(),
             events: None,

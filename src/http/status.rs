@@ -267,6 +267,10 @@ pub struct StatusDocument {
     pub pairs: Vec<PairStatus>,
     /// Orphaned mirrors.
     pub orphans: Vec<OrphanStatus>,
+    /// Groups no mapping manages that expanding mirrors reference: the
+    /// prefix list of each (absent while created) and its members' count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expansions: Vec<crate::plan::Expansion>,
     /// Warnings not about one pair (conflicts among them carry `conflict`).
     pub warnings: Vec<WarningStatus>,
     /// Pairs in a fight after the last cycle, by pair then kind.

@@ -120,6 +120,14 @@ metric_set! {
             "overflow_groups",
             "Overflow groups in use (existing or to be created) over all pairs, in the last cycle."
         ),
+        expanded_groups: IntGauge = (
+            "expanded_groups",
+            "Groups no mapping manages that expanding mirrors reference, each kept as a prefix list, in the last cycle."
+        ),
+        expanded_addresses: IntGauge = (
+            "expanded_addresses",
+            "Running members' addresses of the expanded groups (what their prefix lists hold), in the last cycle."
+        ),
         safety_hold: IntGauge = (
             "safety_hold",
             "1 when the last cycle held destructive actions (incomplete snapshot, shrink guard or lost state), else 0."
@@ -235,6 +243,8 @@ impl PassMetrics {
         }
         self.orphans.set(gauge(plan.orphans.len()));
         self.overflow_groups.set(gauge(plan.pairs.iter().map(|p| p.shards.len()).sum()));
+        self.expanded_groups.set(gauge(plan.expansions.len()));
+        self.expanded_addresses.set(gauge(plan.expansions.iter().map(|e| e.members).sum()));
         self.safety_hold.set(i64::from(plan.holds.destructive_held()));
     }
 }

@@ -194,6 +194,7 @@ impl<'a> Planner<'a> {
     /// # Errors
     /// [`Overflows`], having planned nothing, when `may_overflow` and the
     /// group cannot hold `desired` with the rules that stay on it.
+    #[expect(clippy::too_many_arguments, reason = "one group's whole sync; the callers name each argument")]
     pub(super) fn sync_group(
         &mut self,
         mapping: &Mapping<'a>,
@@ -235,8 +236,14 @@ impl<'a> Planner<'a> {
             }
         }
         for grant in &diff.revoke[allowed..] {
-            if let Peer::Group { group, .. } = &grant.key.peer {
-                self.refs_pending.insert(group.clone());
+            match &grant.key.peer {
+                Peer::Group { group, .. } => {
+                    self.refs_pending.insert(group.clone());
+                }
+                Peer::PrefixList(list) => {
+                    self.lists_pending.insert(list.clone());
+                }
+                _ => {}
             }
         }
 
@@ -373,6 +380,13 @@ impl<'a> Planner<'a> {
                 _ => None,
             })
             .collect();
+        let lists: Vec<crate::model::PrefixListId> = grants
+            .iter()
+            .filter_map(|g| match &g.key.peer {
+                Peer::PrefixList(list) => Some(list.clone()),
+                _ => None,
+            })
+            .collect();
         let action = match (direction, mirror) {
             (Direction::Ingress, GroupRef::Existing(group)) => Action::Revoke { group: group.clone(), grants },
             (Direction::Ingress, GroupRef::New { .. }) => unreachable!("ingress revokes need an existing mirror"),
@@ -380,6 +394,9 @@ impl<'a> Planner<'a> {
             (Direction::Egress, mirror) => Action::RevokeEgress { group: mirror.clone(), grants },
         };
         let id = self.push(action, deps, audit, Some(key.clone()));
+        for list in lists {
+            self.revokes_of_list.entry(list).or_default().push(id);
+        }
         for peer in referenced {
             if audit {
                 self.removed_by_audit.insert(peer.clone());
@@ -426,6 +443,11 @@ impl<'a> Planner<'a> {
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
                 Peer::Group { group, owner: None } => {
                     match self.managed_index.get(group).map(|&index| &self.peer_targets[index]) {
+                        // Expanded to its members' addresses (expand.rs).
+                        None if mapping.expands => match self.expansions.get(group) {
+                            Some(list) => Ok((Peer::PrefixList(list.clone()), None)),
+                            None => Err(Unmirrorable::ExpansionPending),
+                        },
                         None => Err(Unmirrorable::NotManaged),
                         Some(target) if target.vpc != mapping.vpc => Err(Unmirrorable::OtherVpc),
                         // The peer's mirror waits for its own create or tag.
@@ -571,7 +593,9 @@ impl<'a> Planner<'a> {
             });
         }
         let owned = |grant: &Grant| match &grant.key.peer {
-            Peer::Ipv6(_) | Peer::PrefixList(_) => vpc_source,
+            Peer::Ipv6(_) => vpc_source,
+            // Our expansion lists (expand.rs): a grant of one is ours.
+            Peer::PrefixList(list) => vpc_source || self.is_our_list_id(list),
             _ => self.owned_rule(grant),
         };
         let mut add = Desired::default();

@@ -74,7 +74,9 @@ impl<'a> Planner<'a> {
                 ),
                 None => (true, self.global_audit(), false, false),
             };
+            let expands = self.config.expands(candidate.entry);
             Mapping {
+                expands,
                 source: candidate.source,
                 vpc: candidate.vpc,
                 name: candidate.name,

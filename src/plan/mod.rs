@@ -13,7 +13,10 @@
 //! 3. each mirror's desired grants (references translated to mirrors) and the
 //!    authorize / revoke / description updates, make-before-break, within the
 //!    rules-per-group quota (`grants.rs`), spilling what the mirror cannot
-//!    hold into overflow groups (`overflow.rs`);
+//!    hold into overflow groups (`overflow.rs`); just before, with
+//!    `unmanaged_references = "expand"`, the prefix list of each referenced
+//!    group no mapping manages, following its members, and after the
+//!    orphans the deletion of those no mirror needs (`expand.rs`);
 //! 4. ClassicLink links (attach, relink, detach; `links.rs`, which also
 //!    enables ClassicLink in a VPC before the grants are planned);
 //! 5. orphans (grace counted from their `classiclinkmirror:orphanedSince`
@@ -29,6 +32,7 @@
 //! marked `audit`. `Planner::run` calls the phases in order; the plan's
 //! types are in `types.rs`, its text and JSON in `render.rs`.
 
+mod expand;
 mod fights;
 mod grants;
 mod links;
@@ -48,7 +52,7 @@ pub use render::{PLAN_JSON_VERSION, Summary, render_json, render_text};
 pub use types::*;
 
 use crate::config::{Config, Mode};
-use crate::model::{GroupId, SecurityGroup, Snapshot, VpcId};
+use crate::model::{GroupId, PrefixListId, SecurityGroup, Snapshot, VpcId};
 use grants::PeerTarget;
 use mirrors::MirrorChoice;
 use orphans::OrphanEntry;
@@ -92,6 +96,9 @@ struct Mapping<'a> {
     audit: bool,
     adopt: bool,
     enable_classiclink: bool,
+    /// Whether references to groups no mapping manages are expanded
+    /// (`unmanaged_references = "expand"`; `expand.rs`).
+    expands: bool,
     origin: Origin,
     /// Its mirror, when one can be had (phase 2).
     mirror: Option<MirrorChoice>,
@@ -183,6 +190,15 @@ struct Planner<'a> {
     /// The names of the VPC groups, by VPC, built when an overflow group is
     /// to be created (phase 3).
     vpc_group_names: Option<LookupSet<(VpcId, String)>>,
+    /// The expansion list a grant naming each unmanaged group references
+    /// this pass: ours, existing and able to hold the members (phase 2b,
+    /// `expand.rs`).
+    expansions: BTreeMap<GroupId, PrefixListId>,
+    /// Revoke actions that remove a reference to each expansion list (phase
+    /// 3; its deletion waits for them).
+    revokes_of_list: BTreeMap<PrefixListId, Vec<ActionId>>,
+    /// Expansion lists whose references could not all be revoked this cycle.
+    lists_pending: BTreeSet<PrefixListId>,
     /// What is left of `max_revokes_per_cycle` (spent by phases 3 and 5).
     revoke_budget: usize,
     /// What is left of `max_unlinks_per_cycle` (spent by phase 4).
@@ -217,6 +233,9 @@ impl<'a> Planner<'a> {
             links_pending: BTreeSet::new(),
             removed_by_audit: BTreeSet::new(),
             vpc_group_names: None,
+            expansions: BTreeMap::new(),
+            revokes_of_list: BTreeMap::new(),
+            lists_pending: BTreeSet::new(),
             revoke_budget: config.safety.max_revokes_per_cycle,
             unlink_budget: config.safety.max_unlinks_per_cycle,
             delete_budget: config.safety.max_deletes_per_cycle,
@@ -230,9 +249,11 @@ impl<'a> Planner<'a> {
         self.apply_safety_guards(); // safety.rs
         self.find_orphans(); // orphans.rs
         self.plan_classiclink_enablement(); // links.rs
+        self.plan_expansion_lists(); // expand.rs
         self.plan_grants(); // grants.rs
         self.plan_links(); // links.rs
         self.plan_orphans(); // orphans.rs
+        self.plan_expansion_deletions(); // expand.rs
         fights::defer_fights(&mut self.plan, self.memory, self.now);
         self.plan.pairs.sort_by(|a, b| (&a.key.vpc, &a.key.source).cmp(&(&b.key.vpc, &b.key.source)));
         self.next_memory.deferred = self.plan.deferred;
@@ -293,10 +314,11 @@ impl<'a> Planner<'a> {
     }
 
     /// What a grant to `peer` weighs against `limits.rules_per_group`
-    /// ([`crate::model::grant_weight`]). The size of a prefix list is not in
-    /// the snapshot yet: one is assumed to fill a group.
+    /// ([`crate::model::grant_weight`]): a prefix list the snapshot knows
+    /// (the daemon's own expansion lists) weighs its `MaxEntries`; one of
+    /// unknown size is assumed to fill a group.
     fn weight<G>(&self, peer: &crate::model::Peer<G>) -> usize {
-        crate::model::grant_weight(peer, None, self.config.limits.rules_per_group)
+        crate::model::grant_weight(peer, self.list_entries(peer), self.config.limits.rules_per_group)
     }
 
     /// What a rule already on a group weighs: as [`Self::weight`], except
@@ -304,7 +326,18 @@ impl<'a> Planner<'a> {
     /// it there, and assuming it fills the group would push every grant of
     /// a mirror where someone added one into overflow groups.
     fn observed_weight<G>(&self, peer: &crate::model::Peer<G>) -> usize {
-        crate::model::grant_weight(peer, Some(1), self.config.limits.rules_per_group)
+        crate::model::grant_weight(peer, self.list_entries(peer).or(Some(1)), self.config.limits.rules_per_group)
+    }
+
+    /// The `MaxEntries` of the prefix list `peer` names, when the snapshot
+    /// has it.
+    fn list_entries<G>(&self, peer: &crate::model::Peer<G>) -> Option<usize> {
+        match peer {
+            crate::model::Peer::PrefixList(id) => {
+                self.snap.expansion_lists.get(id).and_then(|l| usize::try_from(l.list.max_entries).ok())
+            }
+            _ => None,
+        }
     }
 
     /// The drift of the pair at `index` in `plan.pairs`.

@@ -39,12 +39,20 @@ pub struct Summary {
     pub mark: usize,
     /// Mirrors claimed again whose `classiclinkmirror:orphanedSince` tag goes.
     pub unmark: usize,
+    /// Expansion prefix lists to create, modify or delete.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prefix_lists: usize,
     /// Warnings.
     pub warnings: usize,
     /// Actions shown but not executed (audit).
     pub audit_only: usize,
     /// Actions deferred or held to later cycles.
     pub deferred: usize,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -69,6 +77,9 @@ impl Summary {
                 Action::EnableClassicLink { .. } => s.enable_classiclink += 1,
                 Action::MarkOrphan { .. } => s.mark += 1,
                 Action::UnmarkOrphan { .. } => s.unmark += 1,
+                Action::CreatePrefixList { .. } | Action::ModifyPrefixList { .. } | Action::DeletePrefixList { .. } => {
+                    s.prefix_lists += 1
+                }
             }
         }
         s
@@ -107,6 +118,9 @@ impl std::fmt::Display for Summary {
         }
         if self.unmark > 0 {
             parts.push(format!("{} to unmark", self.unmark));
+        }
+        if self.prefix_lists > 0 {
+            parts.push(plural(self.prefix_lists, "prefix list to change", "prefix lists to change"));
         }
         write!(f, "{}; {}", parts.join(", "), plural(self.warnings, "warning", "warnings"))?;
         if self.deferred > 0 {
@@ -319,6 +333,24 @@ fn other_line(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
         Action::UnmarkOrphan { group, vpc } => {
             let _ = writeln!(out, "unmark {group} in {vpc}: a mirror again, {ORPHANED_SINCE_TAG} removed{audit}");
         }
+        Action::CreatePrefixList { expands, name, max_entries, entries, .. } => {
+            let _ = writeln!(
+                out,
+                "create prefix list {name:?} expanding {expands}: {} (max {max_entries}){audit}",
+                entries_text(entries.iter().map(ToString::to_string)),
+            );
+        }
+        Action::ModifyPrefixList { list, expands, version, add, remove } => {
+            let _ = writeln!(
+                out,
+                "modify prefix list {list} expanding {expands} at version {version}: + {}, - {}{audit}",
+                entries_text(add.iter().map(ToString::to_string)),
+                entries_text(remove.iter().map(ToString::to_string)),
+            );
+        }
+        Action::DeletePrefixList { list, expands } => {
+            let _ = writeln!(out, "delete prefix list {list} expanding {expands}: no mirror needs it{audit}");
+        }
         Action::Revoke { group, grants } => {
             // Rules of an orphan that reference an orphan being deleted.
             for grant in grants {
@@ -328,6 +360,12 @@ fn other_line(out: &mut String, namer: &Namer<'_>, planned: &PlannedAction) {
         }
         _ => {}
     }
+}
+
+/// `[a, b, c]`, or `none`.
+fn entries_text(entries: impl Iterator<Item = String>) -> String {
+    let entries: Vec<String> = entries.collect();
+    if entries.is_empty() { "none".to_owned() } else { format!("[{}]", entries.join(", ")) }
 }
 
 fn is_pair_action(kind: ActionKind) -> bool {

@@ -1809,7 +1809,12 @@ fn touched(plan: &Plan) -> BTreeSet<GroupId> {
                 let kept: BTreeSet<&GroupId> = to.iter().filter_map(GroupRef::existing).collect();
                 groups.extend(from.iter().filter(|g| !kept.contains(g)).cloned());
             }
-            Action::CreateMirror { .. } | Action::Attach { .. } | Action::EnableClassicLink { .. } => {}
+            Action::CreateMirror { .. }
+            | Action::Attach { .. }
+            | Action::EnableClassicLink { .. }
+            | Action::CreatePrefixList { .. }
+            | Action::ModifyPrefixList { .. }
+            | Action::DeletePrefixList { .. } => {}
         }
     }
     groups
@@ -2412,4 +2417,242 @@ fn an_incomplete_snapshot_plans_no_egress_revoke() {
     let kinds = kinds(&plan);
     assert!(kinds.contains(&ActionKind::AuthorizeEgress), "{kinds:?}");
     assert!(!kinds.contains(&ActionKind::RevokeEgress), "{kinds:?}");
+}
+
+// ----- expanded references (expand.rs) --------------------------------------
+
+mod expansion {
+    use super::*;
+    use crate::config::UnmanagedReferences;
+    use crate::model::{EXPANSION_TAG, ExpansionList, PrefixList, PrefixListEntry, PrefixListId};
+
+    fn pl(id: &str) -> PrefixListId {
+        PrefixListId::try_new(id).unwrap()
+    }
+
+    fn from_list(port: u16, list: &str) -> Grant {
+        Grant::new(Protocol::Tcp, Ports::Range { from: port, to: port }, Peer::PrefixList(pl(list)), None)
+    }
+
+    fn net(ip: &str) -> ipnet::Ipv4Net {
+        format!("{ip}/32").parse::<ipnet::Ipv4Net>().unwrap()
+    }
+
+    impl World {
+        fn expand(mut self) -> Self {
+            self.config.mirroring.unmanaged_references = UnmanagedReferences::Expand;
+            self
+        }
+
+        fn members(mut self, group: &str, ips: &[&str]) -> Self {
+            self.snap.members.insert(sg(group), ips.iter().map(|ip| ip.parse().unwrap()).collect());
+            self
+        }
+
+        fn list(mut self, id: &str, expands: &str, owner: &str, max_entries: u32, version: u64, ips: &[&str]) -> Self {
+            let tags = BTreeMap::from([
+                (EXPANSION_TAG.to_owned(), expands.to_owned()),
+                (OWNER_TAG.to_owned(), owner.to_owned()),
+            ]);
+            let list = PrefixList {
+                id: pl(id),
+                name: format!("expand-{expands}"),
+                address_family: "IPv4".into(),
+                max_entries,
+                version,
+                state: "modify-complete".into(),
+                state_message: None,
+                owner_id: "111122223333".into(),
+                tags,
+            };
+            let entries = ips.iter().map(|ip| PrefixListEntry { cidr: net(ip).into(), description: None }).collect();
+            self.snap.expansion_lists.insert(pl(id), ExpansionList { list, entries });
+            self
+        }
+    }
+
+    /// `web` allows ssh from the unmanaged `bastion` (sg-0b5); its mirror
+    /// exists.
+    fn world() -> World {
+        World::new()
+            .classic("sg-0a1", "web", vec![from_group(22, "sg-0b5")])
+            .classic("sg-0b5", "bastion", vec![])
+            .map("sg-0a1", VPC)
+            .mirror("sg-77a", "web", "sg-0a1", vec![])
+            .expand()
+    }
+
+    fn list_actions(plan: &Plan) -> Vec<&Action> {
+        plan.actions
+            .iter()
+            .map(|a| &a.action)
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::CreatePrefixList { .. } | Action::ModifyPrefixList { .. } | Action::DeletePrefixList { .. }
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn by_default_a_reference_to_an_unmanaged_group_is_reported_and_no_list_is_planned() {
+        let mut world = world().members("sg-0b5", &["10.0.0.1"]);
+        world.config.mirroring.unmanaged_references = UnmanagedReferences::Report;
+        let plan = world.plan();
+        assert!(list_actions(&plan).is_empty(), "{plan:?}");
+        let warnings = warnings_of(&plan, WarningKind::Unmirrorable);
+        assert_eq!(warnings[0].reason, Some(Unmirrorable::NotManaged));
+    }
+
+    #[test]
+    fn an_expanded_reference_creates_a_list_of_the_running_members_sized_with_headroom() {
+        let plan = world().members("sg-0b5", &["10.0.0.3", "10.0.0.1", "10.0.0.2"]).plan();
+        let [Action::CreatePrefixList { expands, max_entries, entries, tags, .. }] = list_actions(&plan)[..] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(expands, &sg("sg-0b5"));
+        assert_eq!(*max_entries, 10);
+        assert_eq!(entries, &vec![net("10.0.0.1"), net("10.0.0.2"), net("10.0.0.3")]);
+        assert_eq!(tags.get(EXPANSION_TAG).map(String::as_str), Some("sg-0b5"));
+        assert_eq!(tags.get(OWNER_TAG).map(String::as_str), Some("default"));
+        // The grant waits for the list to exist (the next pass).
+        assert!(authorized(&plan).is_empty(), "{plan:?}");
+        assert_eq!(warnings_of(&plan, WarningKind::Unmirrorable)[0].reason, Some(Unmirrorable::ExpansionPending));
+    }
+
+    #[test]
+    fn headroom_is_twice_the_members_at_least_ten_rounded_up_to_ten_at_most_a_thousand() {
+        assert_eq!(expansion_max_entries(0), 10);
+        assert_eq!(expansion_max_entries(5), 10);
+        assert_eq!(expansion_max_entries(6), 20);
+        assert_eq!(expansion_max_entries(11), 30);
+        assert_eq!(expansion_max_entries(499), 1000);
+        assert_eq!(expansion_max_entries(5000), 1000);
+    }
+
+    #[test]
+    fn the_mirror_grants_the_existing_list_which_follows_membership_at_its_version() {
+        let plan = world()
+            .members("sg-0b5", &["10.0.0.1", "10.0.0.3"])
+            .list("pl-0e1", "sg-0b5", "default", 10, 4, &["10.0.0.1", "10.0.0.2"])
+            .plan();
+        assert_eq!(authorized(&plan), vec![from_list(22, "pl-0e1").map_group(GroupRef::Existing)]);
+        let [Action::ModifyPrefixList { list, version, add, remove, .. }] = list_actions(&plan)[..] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!((list, *version), (&pl("pl-0e1"), 4));
+        assert_eq!(add, &vec![net("10.0.0.3")]);
+        assert_eq!(remove, &vec![net("10.0.0.2").into()]);
+        assert!(warnings_of(&plan, WarningKind::Unmirrorable).is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_converged_expansion_plans_nothing() {
+        let plan = world()
+            .members("sg-0b5", &["10.0.0.1"])
+            .list("pl-0e1", "sg-0b5", "default", 10, 2, &["10.0.0.1"])
+            .mirror("sg-77a", "web", "sg-0a1", vec![from_list(22, "pl-0e1")])
+            .plan();
+        assert!(plan.actions.is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_list_that_must_grow_is_replaced_and_the_grant_keeps_the_old_one_until_the_new_exists() {
+        let ips: Vec<String> = (1..=11).map(|i| format!("10.0.0.{i}")).collect();
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let world = world().members("sg-0b5", &ips).list("pl-0e1", "sg-0b5", "default", 10, 3, &ips[..10]).mirror(
+            "sg-77a",
+            "web",
+            "sg-0a1",
+            vec![from_list(22, "pl-0e1")],
+        );
+        let plan = world.plan();
+        let [Action::CreatePrefixList { max_entries: 30, entries, .. }] = list_actions(&plan)[..] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(entries.len(), 11);
+        assert!(!kinds(&plan).contains(&ActionKind::Revoke), "make before break: {plan:?}");
+
+        // Once the larger list exists: the grant moves to it, the old one is
+        // revoked, and deleted after the grace.
+        let world = world.list("pl-0e2", "sg-0b5", "default", 30, 1, &ips);
+        let (plan, memory) = world.plan_with(&Memory::default(), t0());
+        assert_eq!(authorized(&plan), vec![from_list(22, "pl-0e2").map_group(GroupRef::Existing)]);
+        assert!(kinds(&plan).contains(&ActionKind::Revoke));
+        assert!(list_actions(&plan).is_empty(), "{plan:?}");
+        assert_eq!(memory.unneeded_lists_since.get(&pl("pl-0e1")), Some(&t0()));
+    }
+
+    #[test]
+    fn a_list_no_mirror_needs_is_deleted_once_the_grace_is_over() {
+        let world = World::new()
+            .classic("sg-0a1", "web", vec![])
+            .map("sg-0a1", VPC)
+            .mirror("sg-77a", "web", "sg-0a1", vec![from_list(22, "pl-0e1")])
+            .list("pl-0e1", "sg-0b5", "default", 10, 2, &["10.0.0.1"])
+            .expand();
+        let (plan, memory) = world.plan_with(&Memory::default(), t0());
+        assert_eq!(kinds(&plan), vec![ActionKind::Revoke], "{plan:?}");
+        let later = t0() + Duration::from_secs(599);
+        let (plan, memory) = world.plan_with(&memory, later);
+        assert!(list_actions(&plan).is_empty(), "{plan:?}");
+        let (plan, memory) = world.plan_with(&memory, t0() + Duration::from_secs(600));
+        let delete = plan.actions.iter().find(|a| a.action.kind() == ActionKind::DeletePrefixList).unwrap();
+        // It waits for the revoke of its last reference, planned alongside.
+        let revoke = plan.actions.iter().find(|a| a.action.kind() == ActionKind::Revoke).unwrap();
+        assert_eq!(delete.depends_on, vec![revoke.id]);
+        assert_eq!(memory.unneeded_lists_since.len(), 1);
+
+        // Held by an incomplete snapshot, as every deletion.
+        let mut held = world;
+        held.snap.incomplete.insert(SnapshotPart::Instances);
+        let (plan, _) = held.plan_with(&memory, t0() + Duration::from_secs(600));
+        assert!(list_actions(&plan).is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn a_list_of_another_owner_is_never_touched_and_ours_is_created_beside_it() {
+        let world = world()
+            .members("sg-0b5", &["10.0.0.1"])
+            .list("pl-0e1", "sg-0b5", "team-b", 10, 2, &["10.0.0.9"])
+            .mirror("sg-77a", "web", "sg-0a1", vec![from_list(22, "pl-0e1")]);
+        let (plan, _) = world.plan_with(&Memory::default(), t0() + Duration::from_secs(100_000));
+        let [Action::CreatePrefixList { .. }] = list_actions(&plan)[..] else { panic!("{plan:?}") };
+        // Their list's grant is not ours to revoke either.
+        assert!(!kinds(&plan).contains(&ActionKind::Revoke), "{plan:?}");
+    }
+
+    #[test]
+    fn a_reference_to_another_account_stays_reported_when_expanding() {
+        let plan = World::new()
+            .classic("sg-0a1", "web", vec![from_account(80, "sg-0e1b", "amazon-elb")])
+            .map("sg-0a1", VPC)
+            .mirror("sg-77a", "web", "sg-0a1", vec![])
+            .expand()
+            .plan();
+        assert!(list_actions(&plan).is_empty(), "{plan:?}");
+        assert_eq!(warnings_of(&plan, WarningKind::Unmirrorable)[0].reason, Some(Unmirrorable::OtherAccount));
+    }
+
+    #[test]
+    fn a_mapping_overriding_to_report_does_not_expand() {
+        let plan = world().members("sg-0b5", &["10.0.0.1"]).with_last(|m| {
+            m.unmanaged_references = Some(UnmanagedReferences::Report);
+        });
+        let plan = plan.plan();
+        assert!(list_actions(&plan).is_empty(), "{plan:?}");
+    }
+
+    #[test]
+    fn without_the_expansion_part_nothing_about_lists_is_planned() {
+        let mut world = world()
+            .members("sg-0b5", &["10.0.0.1"])
+            .list("pl-0e1", "sg-0b5", "default", 10, 2, &[])
+            .mirror("sg-77a", "web", "sg-0a1", vec![from_list(22, "pl-0e1")]);
+        world.snap.incomplete.insert(SnapshotPart::Expansions);
+        let plan = world.plan();
+        assert!(list_actions(&plan).is_empty(), "{plan:?}");
+        assert!(!kinds(&plan).contains(&ActionKind::Revoke), "{plan:?}");
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::fights::{FightKey, RepairHistory};
-use crate::model::{Grant, GroupId, InstanceId, SnapshotPart, VpcId};
+use crate::model::{Grant, GroupId, InstanceId, PrefixListId, SnapshotPart, VpcId};
 
 /// Names a VPC group in a plan: one that exists, or the mirror of `source`
 /// in `vpc` that an earlier action of the same plan creates.
@@ -232,6 +232,51 @@ pub enum Action {
         /// Its VPC.
         vpc: VpcId,
     },
+    /// `CreateManagedPrefixList`: the expansion list of a group no mapping
+    /// manages, holding its running members' addresses, with its expansion
+    /// and owner tags (docs/semantics.md, "Expanded references").
+    CreatePrefixList {
+        /// The group it expands.
+        expands: GroupId,
+        /// The list's name.
+        name: String,
+        /// `MaxEntries`: room for growth (see [`expansion_max_entries`]).
+        max_entries: u32,
+        /// The members' /32s.
+        entries: Vec<ipnet::Ipv4Net>,
+        /// Tags set at creation.
+        tags: BTreeMap<String, String>,
+    },
+    /// `ModifyManagedPrefixList` under EC2's version check: the list follows
+    /// its group's membership.
+    ModifyPrefixList {
+        /// The list (ours).
+        list: PrefixListId,
+        /// The group it expands.
+        expands: GroupId,
+        /// `CurrentVersion`: the version the change was computed from.
+        version: u64,
+        /// Entries to add.
+        add: Vec<ipnet::Ipv4Net>,
+        /// Entries to remove.
+        remove: Vec<ipnet::IpNet>,
+    },
+    /// `DeleteManagedPrefixList` of an expansion list no mirror has needed
+    /// for `orphan_grace`.
+    DeletePrefixList {
+        /// The list (ours).
+        list: PrefixListId,
+        /// The group it expanded.
+        expands: GroupId,
+    },
+}
+
+/// `MaxEntries` of a new expansion list for `members` addresses: twice the
+/// members, at least 10, rounded up to a multiple of 10, at most EC2's 1,000.
+#[must_use]
+pub fn expansion_max_entries(members: usize) -> u32 {
+    let wanted = members.saturating_mul(2).max(10).div_ceil(10) * 10;
+    u32::try_from(wanted.min(crate::model::MAX_PREFIX_LIST_ENTRIES as usize)).unwrap_or(u32::MAX)
 }
 
 impl Action {
@@ -254,6 +299,9 @@ impl Action {
             Self::EnableClassicLink { .. } => ActionKind::EnableClassicLink,
             Self::MarkOrphan { .. } => ActionKind::MarkOrphan,
             Self::UnmarkOrphan { .. } => ActionKind::UnmarkOrphan,
+            Self::CreatePrefixList { .. } => ActionKind::CreatePrefixList,
+            Self::ModifyPrefixList { .. } => ActionKind::ModifyPrefixList,
+            Self::DeletePrefixList { .. } => ActionKind::DeletePrefixList,
         }
     }
 
@@ -303,6 +351,12 @@ pub enum ActionKind {
     MarkOrphan,
     /// [`Action::UnmarkOrphan`].
     UnmarkOrphan,
+    /// [`Action::CreatePrefixList`].
+    CreatePrefixList,
+    /// [`Action::ModifyPrefixList`].
+    ModifyPrefixList,
+    /// [`Action::DeletePrefixList`].
+    DeletePrefixList,
 }
 
 impl ActionKind {
@@ -319,7 +373,13 @@ impl ActionKind {
     pub fn is_destructive(&self) -> bool {
         matches!(
             self,
-            Self::Revoke | Self::RevokeEgress | Self::Detach | Self::Relink | Self::DeleteMirror | Self::UntagGroup
+            Self::Revoke
+                | Self::RevokeEgress
+                | Self::Detach
+                | Self::Relink
+                | Self::DeleteMirror
+                | Self::UntagGroup
+                | Self::DeletePrefixList
         )
     }
 }
@@ -356,6 +416,10 @@ pub enum Unmirrorable {
     MirrorUnavailable,
     /// IPv6 and prefix-list grants belong to the VPC side (VPC sources only).
     NotOwnedKind,
+    /// The referenced group is expanded (`unmanaged_references = "expand"`)
+    /// but its prefix list is not there yet: created by this plan, or not
+    /// observed this pass.
+    ExpansionPending,
 }
 
 impl Unmirrorable {
@@ -368,6 +432,7 @@ impl Unmirrorable {
             Self::OtherVpc => "its mirror is in another VPC",
             Self::MirrorUnavailable => "its mirror is unavailable",
             Self::NotOwnedKind => "IPv6 and prefix-list grants are left to the VPC side",
+            Self::ExpansionPending => "its expansion prefix list is not there yet (granted once it is)",
         }
     }
 }
@@ -638,6 +703,21 @@ pub struct Plan {
     pub deferred: Deferred,
     /// Safety holds in force.
     pub holds: Holds,
+    /// The expanded references of this plan, by group.
+    pub expansions: Vec<Expansion>,
+}
+
+/// A group no mapping manages, referenced by an expanding mirror: the list
+/// its grants name and how many running members it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expansion {
+    /// The expanded group.
+    pub group: GroupId,
+    /// The list of ours the grants reference this pass; `None` while it is
+    /// being created.
+    pub prefix_list: Option<PrefixListId>,
+    /// Its running members' addresses (what the list holds once followed).
+    pub members: usize,
 }
 
 impl Plan {
@@ -717,6 +797,12 @@ pub struct Memory {
     /// pass; not kept in the state file.
     #[serde(skip)]
     pub event_principals: BTreeMap<String, String>,
+    /// Since when each expansion prefix list of ours has not been needed
+    /// by any mirror (its deletion waits for `orphan_grace`); kept in the
+    /// state file (without one, the grace starts again after a restart:
+    /// later, never earlier).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unneeded_lists_since: BTreeMap<PrefixListId, SystemTime>,
 }
 
 /// First retry delay of a deletion that hit `DependencyViolation`.

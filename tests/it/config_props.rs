@@ -151,6 +151,7 @@ fn plausible(path: &str) -> BoxedStrategy<String> {
         "profile" => &["migration", "\u{e9}quipe"],
         "listen" => &["127.0.0.1:0", "[::1]:9464", "0.0.0.0:65535"],
         "mode" => &["enforce", "audit"],
+        "unmanaged_references" => &["report", "expand"],
         "tag_key" => &["", "team:mirror", "\u{e9}quipe"],
         "source_group" => &["sg-0a1b2c3d", "web", "app", "w\u{e9}b", "sg-00000000000000000000000000000000"],
         "vpc" => &["vpc-9f2e1d0c", "vpc-01"],

@@ -26,6 +26,7 @@ mod emulator_cli;
 mod emulator_wire;
 mod events_daemon;
 mod events_wire;
+mod expansion;
 mod moto_accounts;
 mod moto_apply;
 mod moto_conformance;

@@ -16,9 +16,10 @@ use strum::VariantArray as _;
 
 use classiclink_mirror::config::{Config, MirrorConfig, Mode, SourceRef};
 use classiclink_mirror::model::{
-    DEFAULT_DISCOVERY_TAG, Direction, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState, Link,
-    MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, Ports, PrefixListId, Protocol,
-    SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time, mirror_name, parse_time, sanitize_text,
+    DEFAULT_DISCOVERY_TAG, Direction, ExpansionList, Grant, GrantKey, GroupId, Instance, InstanceId, InstanceState,
+    Link, MAX_GROUPS_PER_LINK, ORPHANED_SINCE_TAG, OWNER_TAG, OWNERSHIP_TAG, Peer, Ports, PrefixList, PrefixListEntry,
+    PrefixListId, Protocol, SecurityGroup, Snapshot, SnapshotPart, Vpc, VpcId, format_time, mirror_name, parse_time,
+    sanitize_text,
 };
 use classiclink_mirror::plan::{
     Action, ActionId, ActionKind, DELETE_BACKOFF_BASE, Executed, FightPolicy, GroupRef, Memory, ORPHAN_TAG_MAX_SKEW,
@@ -986,6 +987,11 @@ impl Applier<'_> {
                     if let Some(e) = failure {
                         return Err(e);
                     }
+                    if let Peer::PrefixList(list) = &grant.key.peer
+                        && !self.snap.expansion_lists.contains_key(list)
+                    {
+                        return Err(format!("InvalidPrefixListID.NotFound: {list}"));
+                    }
                     if let Peer::Group { group: peer, owner } = &grant.key.peer {
                         let same_vpc = self.snap.vpc_groups.get(peer).is_some_and(|p| p.vpc_id == vpc);
                         if owner.is_some() || !same_vpc {
@@ -1119,6 +1125,68 @@ impl Applier<'_> {
             }
             Action::UnmarkOrphan { group, .. } => {
                 self.vpc_group(group)?.tags.remove(ORPHANED_SINCE_TAG);
+            }
+            Action::CreatePrefixList { name, max_entries, entries, tags, .. } => {
+                if entries.len() > *max_entries as usize {
+                    return Err(format!("PrefixListMaxEntriesExceeded: {name}"));
+                }
+                self.next_id += 1;
+                let id = PrefixListId::try_new(format!("pl-f{:x}", self.next_id)).unwrap();
+                let list = PrefixList {
+                    id: id.clone(),
+                    name: name.clone(),
+                    address_family: "IPv4".into(),
+                    max_entries: *max_entries,
+                    version: 1,
+                    state: "create-complete".into(),
+                    state_message: None,
+                    owner_id: "111122223333".into(),
+                    tags: tags.clone(),
+                };
+                let entries = entries.iter().map(|&n| PrefixListEntry { cidr: n.into(), description: None }).collect();
+                self.snap.expansion_lists.insert(id, ExpansionList { list, entries });
+            }
+            Action::ModifyPrefixList { list, version, add, remove, .. } => {
+                let found = self
+                    .snap
+                    .expansion_lists
+                    .get_mut(list)
+                    .ok_or_else(|| format!("InvalidPrefixListID.NotFound: {list}"))?;
+                if found.list.version != *version {
+                    return Err(format!("PrefixListVersionMismatch: {list} is at {}", found.list.version));
+                }
+                for cidr in remove {
+                    let before = found.entries.len();
+                    found.entries.retain(|e| e.cidr != *cidr);
+                    if found.entries.len() == before {
+                        return Err(format!("InvalidPrefixListModification: {cidr} not in {list}"));
+                    }
+                }
+                for &net in add {
+                    if found.entries.iter().any(|e| e.cidr == net.into()) {
+                        return Err(format!("InvalidPrefixListModification: {net} already in {list}"));
+                    }
+                    found.entries.push(PrefixListEntry { cidr: net.into(), description: None });
+                }
+                if found.entries.len() > found.list.max_entries as usize {
+                    return Err(format!("PrefixListMaxEntriesExceeded: {list}"));
+                }
+                found.entries.sort();
+                found.list.version += 1;
+            }
+            Action::DeletePrefixList { list, .. } => {
+                let referenced = self
+                    .snap
+                    .vpc_groups
+                    .values()
+                    .any(|g| g.ingress.iter().any(|r| matches!(&r.key.peer, Peer::PrefixList(p) if p == list)));
+                if referenced {
+                    return Err(format!("delete-failed: {list} is referenced"));
+                }
+                self.snap
+                    .expansion_lists
+                    .remove(list)
+                    .ok_or_else(|| format!("InvalidPrefixListID.NotFound: {list}"))?;
             }
         }
         Ok(None)
@@ -1960,7 +2028,10 @@ fn the_generator_exercises_every_action_kind_and_the_main_warnings() {
         println!("{n:>6}  {key}");
     }
     let seen = |key: &str| tally.get(key).copied().unwrap_or(0);
-    for kind in ActionKind::VARIANTS {
+    // The prefix-list kinds belong to expanded references, which this
+    // generator's estates do not use: `expansion_spec` exercises them.
+    let expansion_kinds = [ActionKind::CreatePrefixList, ActionKind::ModifyPrefixList, ActionKind::DeletePrefixList];
+    for kind in ActionKind::VARIANTS.iter().filter(|k| !expansion_kinds.contains(k)) {
         assert!(seen(&format!("action {kind:?}")) > 0, "the generator never plans {kind:?}");
     }
     for warning in [
@@ -2121,4 +2192,197 @@ fn growing_a_source_to_130_rules_and_back_never_leaves_a_grant_missing() {
     let left: Vec<&SecurityGroup> =
         after.vpc_groups.values().filter(|g| g.mirrored_from().as_ref() == Some(&source)).collect();
     assert_eq!(left.len(), 1, "only the mirror is left: {:?}", left.iter().map(|g| &g.name).collect::<Vec<_>>());
+}
+
+// ----- expanded references ----------------------------------------------------
+
+/// An estate for expansion: `web` references `refs` unmanaged groups, each
+/// with members drawn from a small pool; lists of ours (entries, version,
+/// size) and of another owner may exist already.
+#[derive(Clone, Debug)]
+struct ExpansionSpec {
+    /// Per referenced group: its members (indexes into a pool of 30).
+    members: Vec<BTreeSet<u8>>,
+    /// Existing lists: (group index, ours, max entries, members it holds).
+    lists: Vec<(usize, bool, u32, BTreeSet<u8>)>,
+    /// Membership after the first convergence.
+    later: Vec<BTreeSet<u8>>,
+}
+
+fn expansion_spec() -> impl Strategy<Value = ExpansionSpec> {
+    let members = || prop::collection::btree_set(0u8..30, 0..25);
+    (1usize..4).prop_flat_map(move |refs| {
+        (
+            prop::collection::vec(members(), refs),
+            prop::collection::vec(
+                (0..refs, any::<bool>(), prop::sample::select(vec![5u32, 10, 20, 60]), members()),
+                0..4,
+            ),
+            prop::collection::vec(members(), refs),
+        )
+            .prop_map(|(members, lists, later)| ExpansionSpec { members, lists, later })
+    })
+}
+
+fn member_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, i + 1)
+}
+
+fn expansion_world(spec: &ExpansionSpec) -> (Config, Snapshot) {
+    let mut config = Config::with_region("us-east-1");
+    config.mirroring.unmanaged_references = classiclink_mirror::config::UnmanagedReferences::Expand;
+    config.mirrors.push(MirrorConfig::new(SourceRef::Id(sg("sg-0a1")), vpc("vpc-9f2")));
+    let mut snap = Snapshot::default();
+    snap.vpcs.insert(vpc("vpc-9f2"), Vpc { id: vpc("vpc-9f2"), classic_link_enabled: true });
+    let refs: Vec<GroupId> = (0..spec.members.len()).map(|i| sg(&format!("sg-0b{i}"))).collect();
+    let mut web = group(sg("sg-0a1"), "web", "web", None);
+    web.ingress = refs
+        .iter()
+        .map(|g| {
+            Grant::new(
+                classiclink_mirror::model::Protocol::Tcp,
+                classiclink_mirror::model::Ports::Range { from: 22, to: 22 },
+                Peer::Group { group: g.clone(), owner: None },
+                None,
+            )
+        })
+        .collect();
+    snap.source_groups.insert(web.id.clone(), web);
+    for (g, members) in refs.iter().zip(&spec.members) {
+        snap.members.insert(g.clone(), members.iter().map(|&i| member_ip(i)).collect());
+    }
+    for (n, (index, ours, max_entries, held)) in spec.lists.iter().enumerate() {
+        let id = PrefixListId::try_new(format!("pl-0{n}")).unwrap();
+        let owner = if *ours { "default" } else { "team-b" };
+        let tags = BTreeMap::from([
+            (classiclink_mirror::model::EXPANSION_TAG.to_owned(), refs[*index].to_string()),
+            (OWNER_TAG.to_owned(), owner.to_owned()),
+        ]);
+        let entries: Vec<PrefixListEntry> = held
+            .iter()
+            .take(*max_entries as usize)
+            .map(|&i| PrefixListEntry { cidr: Ipv4Net::from(member_ip(i)).into(), description: None })
+            .collect();
+        let list = PrefixList {
+            id: id.clone(),
+            name: format!("list-{n}"),
+            address_family: "IPv4".into(),
+            max_entries: *max_entries,
+            version: 3,
+            state: "modify-complete".into(),
+            state_message: None,
+            owner_id: "111122223333".into(),
+            tags,
+        };
+        snap.expansion_lists.insert(id, ExpansionList { list, entries });
+    }
+    (config, snap)
+}
+
+/// No action names a list that is not ours (owner tag) in the snapshot
+/// planned from.
+fn lists_touched_are_ours(plan: &Plan, snap: &Snapshot) -> Result<(), String> {
+    for planned in &plan.actions {
+        let (Action::ModifyPrefixList { list, .. } | Action::DeletePrefixList { list, .. }) = &planned.action else {
+            continue;
+        };
+        let owner = snap.expansion_lists.get(list).and_then(|l| l.list.tags.get(OWNER_TAG));
+        if owner.map(String::as_str) != Some("default") {
+            return Err(format!("action on {list}, owned by {owner:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Plans and applies until converged; each plan checked.
+fn converge_expansion(
+    config: &Config,
+    snap: Snapshot,
+    memory: Memory,
+    now: SystemTime,
+    next_id: &mut u32,
+) -> Result<(Snapshot, Memory), TestCaseError> {
+    let (mut snap, mut memory) = (snap, memory);
+    // Creating a list, then granting it, then (when a list is replaced)
+    // revoking the old one: a few passes more than the other properties.
+    for _ in 0..2 * MAX_PASSES {
+        let (plan, next) = plan(config, &snap, &memory, now);
+        lists_touched_are_ours(&plan, &snap).map_err(TestCaseError::fail)?;
+        memory = next;
+        if plan.is_converged() {
+            return Ok((snap, memory));
+        }
+        let outcome = apply(config, &plan, &snap, next_id);
+        prop_assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        snap = outcome.snap;
+    }
+    Err(TestCaseError::fail("no convergence"))
+}
+
+/// Each referenced group's grant names a list of ours holding exactly its
+/// members' /32s.
+fn lists_hold_exactly_the_members(snap: &Snapshot, groups: usize) -> Result<(), TestCaseError> {
+    // The pair's grants: its mirror's and its overflow groups' (lists
+    // weigh their max entries against the quota, so one may spill).
+    let lists: Vec<&PrefixListId> = snap
+        .vpc_groups
+        .values()
+        .filter(|g| g.mirrored_from() == Some(sg("sg-0a1")))
+        .flat_map(|g| g.ingress.iter())
+        .filter_map(|r| match &r.key.peer {
+            Peer::PrefixList(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    for i in 0..groups {
+        let group = sg(&format!("sg-0b{i}"));
+        let members: BTreeSet<ipnet::IpNet> = snap.members[&group].iter().map(|&ip| Ipv4Net::from(ip).into()).collect();
+        let granted: Vec<&ExpansionList> = lists
+            .iter()
+            .filter_map(|p| snap.expansion_lists.get(*p))
+            .filter(|l| l.expands() == Some(group.clone()))
+            .collect();
+        prop_assert_eq!(granted.len(), 1, "one list granted for {}: {:?}", group, lists);
+        prop_assert_eq!(granted[0].list.tags.get(OWNER_TAG).map(String::as_str), Some("default"));
+        let held: BTreeSet<ipnet::IpNet> = granted[0].entries.iter().map(|e| e.cidr).collect();
+        prop_assert_eq!(held, members, "entries of {}", granted[0].list.id);
+    }
+    Ok(())
+}
+
+fn expansion_holds(spec: &ExpansionSpec, quota: usize) -> Result<(), TestCaseError> {
+    let (mut config, snap) = expansion_world(spec);
+    config.limits.rules_per_group = quota;
+    let mut next_id = 0;
+    let (mut snap, memory) = converge_expansion(&config, snap, Memory::default(), t0(), &mut next_id)?;
+    lists_hold_exactly_the_members(&snap, spec.members.len())?;
+    for (i, later) in spec.later.iter().enumerate() {
+        snap.members.insert(sg(&format!("sg-0b{i}")), later.iter().map(|&i| member_ip(i)).collect());
+    }
+    let (snap, _) = converge_expansion(&config, snap, memory, t0() + Duration::from_secs(60), &mut next_id)?;
+    lists_hold_exactly_the_members(&snap, spec.later.len())
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    /// With expansion, applying the plans converges to: each referenced
+    /// group granted through exactly one list of ours holding exactly its
+    /// running members' /32s, before and after membership changes; no
+    /// action ever names a list that is not ours. Every list fits in the
+    /// mirror (a quota of 1,000 rules).
+    #[test]
+    fn expanded_lists_hold_exactly_the_members_and_only_ours_are_touched(spec in expansion_spec()) {
+        expansion_holds(&spec, 1000)?;
+    }
+
+    /// The same at EC2's default quota of 60, where lists (weighing their
+    /// max entries) spill into overflow groups. Known to fail: when a list
+    /// in an overflow group is replaced by a larger one, the old grant is
+    /// left and the new one granted twice (issue 15, open).
+    #[test]
+    #[ignore = "known bug: expansion lists replaced inside overflow groups (issue 15, open)"]
+    fn expanded_lists_hold_exactly_the_members_when_they_spill_into_overflow_groups(spec in expansion_spec()) {
+        expansion_holds(&spec, 60)?;
+    }
 }
