@@ -517,20 +517,7 @@ async fn events_change_latency() {
     // `EVENTS_BENCH_BIN=PATH` measures another build of the binary (an
     // older revision, or the release build) with this same driver.
     let bench_binary = || match std::env::var_os("EVENTS_BENCH_BIN") {
-        Some(path) => {
-            let mut command = tokio::process::Command::new(path);
-            command
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("AWS_ACCESS_KEY_ID", "test")
-                .env("AWS_SECRET_ACCESS_KEY", "test")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("CLASSICLINK_MIRROR_LOG_FORMAT", "json")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true);
-            command
-        }
+        Some(path) => crate::common::binary_at(path),
         None => binary(),
     };
     // `EVENTS_BENCH_DELAY=2s` (and `EVENTS_BENCH_DELAY_JITTER`): the

@@ -44,7 +44,13 @@ pub fn root() -> &'static Path {
 /// environment of its own: test credentials, no instance metadata service
 /// (nothing may reach AWS), JSON logs, its output piped, killed when dropped.
 pub fn binary() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_classiclink-mirror"));
+    binary_at(env!("CARGO_BIN_EXE_classiclink-mirror"))
+}
+
+/// As [`binary`], for another build of the program at `path` (an older
+/// revision, or the release build, under the same test driver).
+pub fn binary_at(path: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(path);
     command
         .current_dir(root())
         .env_clear()
