@@ -634,16 +634,9 @@ async fn run_loaded(
                     }
                 }
                 () = hub.changed(), if events_on && due.is_none() && full && observed.is_none() => {}
-                event = events.recv(), if !stopping => match event {
-                    Some(Event::Reload) => reload_pending = true,
-                    Some(Event::Shutdown) | None => {
-                        info!(grace = %humantime::format_duration(settings.drain_grace),
-                            "shutting down: no new actions; waiting for the ones in flight");
-                        stopping = true;
-                        drain_deadline = Some(Instant::now() + settings.drain_grace);
-                        cancel.cancel();
-                    }
-                },
+                event = events.recv(), if !stopping => on_event(
+                    event, settings.drain_grace, &cancel, &mut reload_pending, &mut stopping, &mut drain_deadline,
+                ),
                 () = sleep_until_some(drain_deadline) => {
                     warn!("in-flight actions did not finish within the drain grace; stopping anyway");
                     break 'daemon;
@@ -697,16 +690,9 @@ async fn run_loaded(
         let finished = loop {
             tokio::select! {
                 finished = &mut pass => break Some(finished),
-                event = events.recv(), if !stopping => match event {
-                    Some(Event::Reload) => reload_pending = true,
-                    Some(Event::Shutdown) | None => {
-                        info!(grace = %humantime::format_duration(settings.drain_grace),
-                            "shutting down: no new actions; waiting for the ones in flight");
-                        stopping = true;
-                        drain_deadline = Some(Instant::now() + settings.drain_grace);
-                        cancel.cancel();
-                    }
-                },
+                event = events.recv(), if !stopping => on_event(
+                    event, settings.drain_grace, &cancel, &mut reload_pending, &mut stopping, &mut drain_deadline,
+                ),
                 () = sleep_until_some(drain_deadline) => {
                     warn!("in-flight actions did not finish within the drain grace; stopping anyway");
                     break None;
@@ -739,6 +725,29 @@ fn events_restarted(events_on: bool, base: &mut Option<Arc<Snapshot>>, next_star
 }
 
 /// Sleeps until `due`, or forever when there is none.
+/// A signal's event, in either wait of the loop: a reload is noted for
+/// the next pass; a shutdown (or the senders gone) stops new actions and
+/// starts the drain grace.
+fn on_event(
+    event: Option<Event>,
+    drain_grace: Duration,
+    cancel: &CancellationToken,
+    reload_pending: &mut bool,
+    stopping: &mut bool,
+    drain_deadline: &mut Option<Instant>,
+) {
+    match event {
+        Some(Event::Reload) => *reload_pending = true,
+        Some(Event::Shutdown) | None => {
+            info!(grace = %humantime::format_duration(drain_grace),
+                "shutting down: no new actions; waiting for the ones in flight");
+            *stopping = true;
+            *drain_deadline = Some(Instant::now() + drain_grace);
+            cancel.cancel();
+        }
+    }
+}
+
 async fn sleep_until_some(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
