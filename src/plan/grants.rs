@@ -592,12 +592,7 @@ impl<'a> Planner<'a> {
                 same
             });
         }
-        let owned = |grant: &Grant| match &grant.key.peer {
-            Peer::Ipv6(_) => vpc_source,
-            // Our expansion lists (expand.rs): a grant of one is ours.
-            Peer::PrefixList(list) => vpc_source || self.is_our_list_id(list),
-            _ => self.owned_rule(grant),
-        };
+        let owned = |grant: &Grant| self.owned_rule(grant, vpc_source);
         let mut add = Desired::default();
         let mut update = Vec::new();
         let mut revoke = Vec::new();

@@ -143,6 +143,7 @@ impl<'a> Planner<'a> {
         desired: Desired,
     ) {
         let quota = self.config.limits.rules_per_group;
+        let vpc_source = !mapping.source.is_classic();
         let mut observed: [Option<&'a SecurityGroup>; SLOTS] = [None; SLOTS];
         let snap = self.snap;
         observed[0] = mirror.existing().and_then(|id| snap.vpc_groups.get(id));
@@ -157,7 +158,11 @@ impl<'a> Planner<'a> {
             exists[s] = s == 0 || observed[s].is_some();
             fixed[s] = observed[s]
                 .map(|g| {
-                    g.ingress.iter().filter(|r| !self.owned_rule(r)).map(|r| self.observed_weight(&r.key.peer)).sum()
+                    g.ingress
+                        .iter()
+                        .filter(|r| !self.owned_rule(r, vpc_source))
+                        .map(|r| self.observed_weight(&r.key.peer))
+                        .sum()
                 })
                 .unwrap_or(0);
         }
@@ -316,7 +321,7 @@ impl<'a> Planner<'a> {
         let mut kept = false;
         let mut seen: LookupSet<&GrantKey> = LookupSet::default();
         for rule in &group.ingress {
-            if !self.owned_rule(rule) || !seen.insert(&rule.key) {
+            if !self.owned_rule(rule, !mapping.source.is_classic()) || !seen.insert(&rule.key) {
                 continue;
             }
             let planned = planned_key(&rule.key);
@@ -392,12 +397,18 @@ impl<'a> Planner<'a> {
     }
 
     /// Whether a rule of one of our groups is ours to revoke: an IPv4 CIDR,
-    /// or a reference to one of our groups.
-    pub(super) fn owned_rule(&self, grant: &Grant) -> bool {
+    /// a reference to one of our groups or to one of our expansion lists,
+    /// and, when the source is a VPC group (whose rules we copy whole), an
+    /// IPv6 CIDR or any prefix list. The one answer for the grants phase,
+    /// the overflow groups' room and the emptying of a retired one.
+    pub(super) fn owned_rule(&self, grant: &Grant, vpc_source: bool) -> bool {
         match &grant.key.peer {
             Peer::Ipv4(_) => true,
+            Peer::Ipv6(_) => vpc_source,
             Peer::Group { group, owner: None } => self.is_ours(group),
-            _ => false,
+            // Our expansion lists (expand.rs): a grant of one is ours.
+            Peer::PrefixList(list) => vpc_source || self.is_our_list_id(list),
+            Peer::Group { owner: Some(_), .. } => false,
         }
     }
 }
