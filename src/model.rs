@@ -735,6 +735,8 @@ pub enum SnapshotPart {
     /// Expansion prefix lists and the members of the groups they expand
     /// (observed only when some mirror expands unmanaged references).
     Expansions,
+    /// The sizes of the prefix lists VPC sources' rules reference.
+    ListSizes,
 }
 
 impl SnapshotPart {
@@ -782,6 +784,11 @@ pub struct Snapshot {
     /// and network interfaces in use for VPC groups).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub members: BTreeMap<GroupId, BTreeSet<Ipv4Addr>>,
+    /// The `MaxEntries` of each prefix list a managed VPC source's rules
+    /// reference, other than our expansion lists, as the target account sees
+    /// it (a list it cannot see is absent, and weighed as a whole group).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub list_sizes: BTreeMap<PrefixListId, u32>,
     /// Parts that were not completely observed.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub incomplete: BTreeSet<SnapshotPart>,

@@ -26,8 +26,8 @@ use futures::future::join_all;
 use crate::config::{Config, SourceRef};
 use crate::ec2::{Ec2, Ec2Error, GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter, PrefixListFilter};
 use crate::model::{
-    EXPANSION_TAG, ExpansionList, GroupId, Instance, InstanceState, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot,
-    SnapshotPart, Vpc, VpcId,
+    EXPANSION_TAG, ExpansionList, GroupId, Instance, InstanceState, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup,
+    Snapshot, SnapshotPart, Vpc, VpcId,
 };
 
 /// EC2 accepts at most this many values in one filter.
@@ -381,7 +381,46 @@ async fn observe_with(
             obs.fail(SnapshotPart::Expansions, error);
         }
     }
+    for error in observe_list_sizes(ec2, config, &mut obs.snapshot).await {
+        report(&ObserveError { part: SnapshotPart::ListSizes, source: error.clone() });
+        obs.fail(SnapshotPart::ListSizes, error);
+    }
     obs
+}
+
+/// The `MaxEntries` of the prefix lists that managed VPC sources' rules
+/// reference (ingress and egress) and that are not our expansion lists, so
+/// the planner weighs their grants as EC2 counts them (a list weighs its
+/// `MaxEntries` against the rules-per-group quota). One describe per chunk
+/// of ids, on the target's port, filtered by `prefix-list-id` (an id the
+/// target cannot see is simply absent: its grant is weighed as a whole
+/// group). None when no source references a list. Returns the errors; any
+/// makes the part incomplete.
+pub(crate) async fn observe_list_sizes(ec2: &dyn Ec2, config: &Config, snapshot: &mut Snapshot) -> Vec<Ec2Error> {
+    let mut referenced: BTreeSet<PrefixListId> = BTreeSet::new();
+    for candidate in crate::mapping::resolve(config, &snapshot.source_groups).candidates {
+        for grant in candidate.source.ingress.iter().chain(&candidate.source.egress) {
+            if let Peer::PrefixList(id) = &grant.key.peer
+                && !snapshot.expansion_lists.contains_key(id)
+            {
+                referenced.insert(id.clone());
+            }
+        }
+    }
+    let filters: Vec<PrefixListFilter> = chunks(&referenced)
+        .into_iter()
+        .map(|prefix_list_ids| PrefixListFilter { prefix_list_ids, ..PrefixListFilter::default() })
+        .collect();
+    let mut errors = Vec::new();
+    for result in join_all(filters.iter().map(|f| ec2.describe_prefix_lists(f))).await {
+        match result {
+            Ok(lists) => snapshot
+                .list_sizes
+                .extend(lists.into_iter().filter(|l| referenced.contains(&l.id)).map(|l| (l.id, l.max_entries))),
+            Err(error) => errors.push(error),
+        }
+    }
+    errors
 }
 
 /// The groups an expanding mapping's source references that no mapping
@@ -961,5 +1000,57 @@ mod tests {
             let observation = observe_with(&emu, &config, strategy, &|_| {}).await;
             assert_eq!(observation.snapshot.incomplete, BTreeSet::from([SnapshotPart::Instances]), "{strategy:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_size_of_each_prefix_list_a_vpc_source_references_is_read_in_one_describe() {
+        let estate = Estate::from_toml(
+            r#"
+[[vpc]]
+name = "old"
+[[vpc]]
+name = "new"
+id = "vpc-0000bbbb"
+[[prefix_list]]
+name = "partners"
+max_entries = 20
+entries = ["198.51.100.0/24"]
+[[group]]
+name = "api"
+vpc = "old"
+id = "sg-0000a001"
+rules = [{ protocol = "tcp", port = 443, prefix_list = "partners" }]
+egress = [{ protocol = "tcp", port = 443, prefix_list = "partners" }]
+[[group]]
+name = "db"
+vpc = "old"
+id = "sg-0000a002"
+rules = [{ protocol = "tcp", port = 5432, cidr = "10.0.0.0/8" }]
+"#,
+        )
+        .expect("the estate parses");
+        let emu = load(&estate);
+        let mut config = Config::with_region("us-east-1");
+        config.mirrors.push(MirrorConfig::new(
+            SourceRef::Id(GroupId::try_new("sg-0000a001").unwrap()),
+            VpcId::try_new("vpc-0000bbbb").unwrap(),
+        ));
+        emu.reset_counters();
+        let observation = observe_with(&emu, &config, Strategy::default(), &|_| {}).await;
+        assert!(observation.errors.is_empty(), "{:?}", observation.errors);
+        let sizes: Vec<u32> = observation.snapshot.list_sizes.values().copied().collect();
+        assert_eq!(sizes, vec![20], "{:?}", observation.snapshot.list_sizes);
+        assert_eq!(emu.counters().requests(Operation::DescribeManagedPrefixLists), 1);
+
+        // A source that names no list costs no describe.
+        let mut config = Config::with_region("us-east-1");
+        config.mirrors.push(MirrorConfig::new(
+            SourceRef::Id(GroupId::try_new("sg-0000a002").unwrap()),
+            VpcId::try_new("vpc-0000bbbb").unwrap(),
+        ));
+        emu.reset_counters();
+        let observation = observe_with(&emu, &config, Strategy::default(), &|_| {}).await;
+        assert!(observation.snapshot.list_sizes.is_empty());
+        assert_eq!(emu.counters().requests(Operation::DescribeManagedPrefixLists), 0);
     }
 }

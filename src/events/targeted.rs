@@ -277,6 +277,12 @@ pub async fn observe_targeted(ec2: &dyn Ec2, config: &Config, base: &Snapshot, d
             fail(&mut obs, SnapshotPart::Expansions, error);
         }
     }
+    // A changed source may reference a list the last snapshot has no size
+    // of: sizes are read again (one describe, none when no list is named).
+    obs.snapshot.list_sizes.clear();
+    for error in crate::observe::observe_list_sizes(ec2, config, &mut obs.snapshot).await {
+        fail(&mut obs, SnapshotPart::ListSizes, error);
+    }
     obs
 }
 

@@ -315,8 +315,9 @@ impl<'a> Planner<'a> {
 
     /// What a grant to `peer` weighs against `limits.rules_per_group`
     /// ([`crate::model::grant_weight`]): a prefix list the snapshot knows
-    /// (the daemon's own expansion lists) weighs its `MaxEntries`; one of
-    /// unknown size is assumed to fill a group.
+    /// (the daemon's own expansion lists, the lists sources reference)
+    /// weighs its `MaxEntries`; one of unknown size is assumed to fill a
+    /// group.
     fn weight<G>(&self, peer: &crate::model::Peer<G>) -> usize {
         crate::model::grant_weight(peer, self.list_entries(peer), self.config.limits.rules_per_group)
     }
@@ -330,12 +331,16 @@ impl<'a> Planner<'a> {
     }
 
     /// The `MaxEntries` of the prefix list `peer` names, when the snapshot
-    /// has it.
+    /// has it (one of our expansion lists, or a list a source references).
     fn list_entries<G>(&self, peer: &crate::model::Peer<G>) -> Option<usize> {
         match peer {
-            crate::model::Peer::PrefixList(id) => {
-                self.snap.expansion_lists.get(id).and_then(|l| usize::try_from(l.list.max_entries).ok())
-            }
+            crate::model::Peer::PrefixList(id) => self
+                .snap
+                .expansion_lists
+                .get(id)
+                .map(|l| l.list.max_entries)
+                .or_else(|| self.snap.list_sizes.get(id).copied())
+                .and_then(|n| usize::try_from(n).ok()),
             _ => None,
         }
     }

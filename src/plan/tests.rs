@@ -2656,3 +2656,38 @@ mod expansion {
         assert!(!kinds(&plan).contains(&ActionKind::Revoke), "{plan:?}");
     }
 }
+
+// ----- the weight of a VPC source's prefix lists ----------------------------
+
+/// A VPC source with a few CIDR rules and one prefix list of `size` entries
+/// (`None`: the target could not see it), at EC2's default quota of 60.
+fn source_with_a_list(size: Option<u32>) -> Plan {
+    let mut rules: Vec<Grant> = (0..10).map(|i| tcp(8000 + i, "10.0.0.0/8")).collect();
+    rules.push(tcp_list(443, "pl-5a"));
+    let mut world = vpc_source(World::new().vpc_group("sg-5a1", "api", VPC2, None, rules).map("sg-5a1", VPC), "sg-5a1");
+    world.config.limits.rules_per_group = 60;
+    if let Some(size) = size {
+        world.snap.list_sizes.insert(crate::model::PrefixListId::try_new("pl-5a").unwrap(), size);
+    }
+    world.plan()
+}
+
+fn overflow_creates(plan: &Plan) -> usize {
+    plan.actions.iter().filter(|a| matches!(a.action, Action::CreateMirror { shard, .. } if shard > 0)).count()
+}
+
+#[test]
+fn a_source_prefix_list_of_known_size_weighs_its_max_entries_and_stays_in_the_mirror() {
+    let plan = source_with_a_list(Some(20));
+    assert_eq!(overflow_creates(&plan), 0, "10 rules + a list of 20 fit in 60: {:?}", kinds(&plan));
+    assert_eq!(authorized(&plan).len(), 11);
+    // 10 rules + a list of 55 do not: one overflow group takes the excess.
+    let plan = source_with_a_list(Some(55));
+    assert_eq!(overflow_creates(&plan), 1, "{:?}", kinds(&plan));
+}
+
+#[test]
+fn a_source_prefix_list_the_target_cannot_see_is_assumed_to_fill_a_group() {
+    let plan = source_with_a_list(None);
+    assert_eq!(overflow_creates(&plan), 1, "{:?}", kinds(&plan));
+}
