@@ -7,6 +7,10 @@
 //!
 //! - `plan/cold/N`: nothing mirrored yet; the plan creates everything.
 //! - `plan/steady/N`: after `apply` converged; the plan is empty.
+//! - `plan/cold-expand/N`, `plan/steady-expand/N`: the same with 2% of the
+//!   groups unmanaged and `unmanaged_references = "expand"`: the references
+//!   to them become prefix lists of their members (which weigh their max
+//!   entries, so more mirrors spill into overflow groups).
 //!
 //! The default sizes are 500 and 5,000; 20,000 (a cold plan takes seconds
 //! there, so ten samples take minutes) is opt-in:
@@ -23,28 +27,36 @@ mod support;
 fn planner(c: &mut Criterion) {
     let mut bench = c.benchmark_group("plan");
     bench.sample_size(10).warm_up_time(Duration::from_secs(1));
-    let config = support::config();
     // `cargo test --all-targets` (CI) runs this without `--bench`, each
     // benchmark once, in a debug build: a smoke test on a small estate.
     let default: &[usize] = if std::env::args().any(|a| a == "--bench") { &[500, 5_000] } else { &[50] };
+    let variants = [
+        ("", support::config(), support::spec as fn(usize) -> _),
+        ("-expand", support::expanding_config(), support::expanding_spec),
+    ];
     for groups in support::sizes(default) {
-        let runtime = support::runtime();
-        let emu = support::emulator(&runtime, &support::spec(groups));
-        let cold = runtime.block_on(support::snapshot(&emu, &config));
-        bench.throughput(Throughput::Elements(groups as u64));
-        bench.measurement_time(Duration::from_secs(if groups >= 5_000 { 10 } else { 3 }));
-        bench.bench_with_input(BenchmarkId::new("cold", groups), &cold, |b, snapshot| {
-            b.iter(|| plan(&config, black_box(snapshot), &Memory::default(), support::now()));
-        });
-        drop(cold);
+        for (suffix, config, spec) in &variants {
+            let runtime = support::runtime();
+            let emu = support::emulator(&runtime, &spec(groups));
+            let cold = runtime.block_on(support::snapshot(&emu, config));
+            bench.throughput(Throughput::Elements(groups as u64));
+            bench.measurement_time(Duration::from_secs(if groups >= 5_000 { 10 } else { 3 }));
+            bench.bench_with_input(BenchmarkId::new(format!("cold{suffix}"), groups), &cold, |b, snapshot| {
+                b.iter(|| plan(config, black_box(snapshot), &Memory::default(), support::now()));
+            });
+            drop(cold);
 
-        runtime.block_on(support::converge(&emu, &config));
-        let steady = runtime.block_on(support::snapshot(&emu, &config));
-        let (check, _) = plan(&config, &steady, &Memory::default(), support::now());
-        assert!(check.is_converged(), "the converged estate still plans {} actions", check.actions.len());
-        bench.bench_with_input(BenchmarkId::new("steady", groups), &steady, |b, snapshot| {
-            b.iter(|| plan(&config, black_box(snapshot), &Memory::default(), support::now()));
-        });
+            runtime.block_on(support::converge(&emu, config));
+            let steady = runtime.block_on(support::snapshot(&emu, config));
+            let (check, _) = plan(config, &steady, &Memory::default(), support::now());
+            assert!(check.is_converged(), "the converged estate still plans {} actions", check.actions.len());
+            if !suffix.is_empty() {
+                assert!(!steady.expansion_lists.is_empty(), "the expanding estate has expansion lists");
+            }
+            bench.bench_with_input(BenchmarkId::new(format!("steady{suffix}"), groups), &steady, |b, snapshot| {
+                b.iter(|| plan(config, black_box(snapshot), &Memory::default(), support::now()));
+            });
+        }
     }
     bench.finish();
 }
