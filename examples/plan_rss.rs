@@ -1,12 +1,17 @@
 //! Figure 1 (memory) of issue 6: peak RSS of a snapshot and one plan.
 //!
-//! `cargo run --release --example plan_rss -- 5000 [--cold-only] [--keep DIR]`
+//! `cargo run --release --example plan_rss -- 5000 [--cold-only] [--keep DIR] [--expand]`
 //!
 //! The parent process generates the estate of `benches/support` at that size,
 //! observes it from the in-process emulator (cold, then after `apply`
 //! converged) and saves each snapshot as JSON. A fresh child process per
 //! snapshot then loads it and plans once, so its peak RSS (`VmHWM`) is the
 //! snapshot and the plan alone, as in the daemon — not the emulator's world.
+//!
+//! `--expand` uses the expanding estate and config of the planner bench
+//! (`support::expanding_spec`, `support::expanding_config`); the snapshots
+//! are then `cold-expand-N.json` and `steady-expand-N.json`, and `--measure`
+//! takes `--expand` too.
 //!
 //! `--keep DIR` leaves the snapshots in `DIR` (`cold-N.json`, `steady-N.json`)
 //! for profiling one plan without the emulator:
@@ -37,14 +42,14 @@ fn status_mib(key: &str) -> f64 {
 /// (warm: allocator and caches primed by the first); with `--json OUT`, write
 /// the whole plan and the next memory as JSON to OUT, to compare two builds'
 /// plans of the same large estate byte for byte.
-fn measure(path: &Path, repeat: usize, json: Option<&Path>) {
+fn measure(path: &Path, repeat: usize, json: Option<&Path>, config: &classiclink_mirror::config::Config) {
     let started = Instant::now();
     let snapshot: Snapshot =
         serde_json::from_reader(BufReader::new(File::open(path).expect("snapshot file"))).expect("snapshot JSON");
     let load = started.elapsed();
     let after_load = status_mib("VmHWM:");
     let started = Instant::now();
-    let (planned, memory) = plan(&support::config(), &snapshot, &Memory::default(), support::now());
+    let (planned, memory) = plan(config, &snapshot, &Memory::default(), support::now());
     let planning = started.elapsed();
     let peak = status_mib("VmHWM:");
     println!(
@@ -68,7 +73,7 @@ fn measure(path: &Path, repeat: usize, json: Option<&Path>) {
         let mut times: Vec<f64> = (0..repeat)
             .map(|_| {
                 let started = Instant::now();
-                let result = plan(&support::config(), &snapshot, &Memory::default(), support::now());
+                let result = plan(config, &snapshot, &Memory::default(), support::now());
                 let elapsed = started.elapsed();
                 drop(result);
                 elapsed.as_secs_f64() * 1000.0
@@ -86,12 +91,14 @@ fn save(snapshot: &Snapshot, path: &Path) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let expand = args.iter().any(|a| a == "--expand");
+    let config = if expand { support::expanding_config() } else { support::config() };
     if let [flag, path, rest @ ..] = args.as_slice()
         && flag == "--measure"
     {
         let option = |name: &str| rest.iter().position(|a| a == name).and_then(|i| rest.get(i + 1));
         let repeat = option("--repeat").map_or(0, |n| n.parse().expect("--repeat N"));
-        measure(Path::new(path), repeat, option("--json").map(Path::new));
+        measure(Path::new(path), repeat, option("--json").map(Path::new), &config);
         return;
     }
     let groups: usize = args.first().and_then(|a| a.parse().ok()).expect("usage: plan_rss GROUPS [--cold-only]");
@@ -100,13 +107,14 @@ fn main() {
     let temp = tempfile::tempdir().expect("a temporary directory");
     let dir = keep.map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
     std::fs::create_dir_all(&dir).expect("the snapshot directory");
-    let config = support::config();
     let runtime = support::runtime();
+    let suffix = if expand { "-expand" } else { "" };
 
     let started = Instant::now();
-    let emu = support::emulator(&runtime, &support::spec(groups));
+    let spec = if expand { support::expanding_spec(groups) } else { support::spec(groups) };
+    let emu = support::emulator(&runtime, &spec);
     let cold = runtime.block_on(support::snapshot(&emu, &config));
-    save(&cold, &dir.join(format!("cold-{groups}.json")));
+    save(&cold, &dir.join(format!("cold{suffix}-{groups}.json")));
     drop(cold);
     eprintln!("estate of {groups} groups loaded and observed in {:.1?}", started.elapsed());
     let mut phases = vec!["cold"];
@@ -115,7 +123,7 @@ fn main() {
         runtime.block_on(support::converge(&emu, &config));
         eprintln!("converged with apply in {:.1?}", started.elapsed());
         let steady = runtime.block_on(support::snapshot(&emu, &config));
-        save(&steady, &dir.join(format!("steady-{groups}.json")));
+        save(&steady, &dir.join(format!("steady{suffix}-{groups}.json")));
         phases.push("steady");
     }
     eprintln!("this process (emulator world included): peak {:.1} MiB", status_mib("VmHWM:"));
@@ -123,8 +131,13 @@ fn main() {
 
     let exe = std::env::current_exe().expect("own path");
     for phase in phases {
-        let path = dir.join(format!("{phase}-{groups}.json"));
-        let output = Command::new(&exe).arg("--measure").arg(&path).output().expect("the child runs");
+        let path = dir.join(format!("{phase}{suffix}-{groups}.json"));
+        let mut child = Command::new(&exe);
+        child.arg("--measure").arg(&path);
+        if expand {
+            child.arg("--expand");
+        }
+        let output = child.output().expect("the child runs");
         assert!(output.status.success(), "child failed: {}", String::from_utf8_lossy(&output.stderr));
         print!("{phase}: {}", String::from_utf8_lossy(&output.stdout));
     }

@@ -55,7 +55,7 @@ pub(super) struct PeerTarget {
 }
 
 impl Desired {
-    fn with_capacity(capacity: usize) -> Self {
+    pub(super) fn with_capacity(capacity: usize) -> Self {
         Self { grants: Vec::with_capacity(capacity), waits_for: Vec::with_capacity(capacity) }
     }
 
@@ -670,7 +670,7 @@ pub(super) fn cmp_planned_observed(planned: &GrantKey<GroupRef>, observed: &Gran
 /// distinct. Observe and EC2 list a group's rules one per key, and usually
 /// in key order: then one pass of comparisons replaces a sort (both orders
 /// agree when keys are distinct).
-fn by_key(rules: &[Grant], cmp: impl Fn(&Grant, &Grant) -> Ordering) -> (Vec<&Grant>, bool) {
+pub(super) fn by_key(rules: &[Grant], cmp: impl Fn(&Grant, &Grant) -> Ordering) -> (Vec<&Grant>, bool) {
     let mut sorted: Vec<&Grant> = rules.iter().collect();
     if rules.windows(2).all(|pair| pair[0].key < pair[1].key) {
         return (sorted, true);

@@ -15,9 +15,10 @@
 //! orphan (grace, unlink, delete). Records each pair's groups in use on its
 //! mapping, for links.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::grants::Desired;
+use super::grants::{Desired, by_key, cmp_planned_observed};
 use super::{Action, ActionId, GroupRef, LookupSet, Mapping, PairKey, Planner, ShardPlan, WarningKind};
 use crate::model::{
     Direction, Grant, GrantKey, MAX_OVERFLOW_SHARDS, OWNER_TAG, OWNERSHIP_TAG, Peer, SHARD_TAG, SecurityGroup,
@@ -166,18 +167,29 @@ impl<'a> Planner<'a> {
                 })
                 .unwrap_or(0);
         }
-        // Where each desired grant is already: the lowest slot holding it.
-        let index_of: BTreeMap<GrantKey<GroupRef>, usize> =
-            desired.grants.iter().enumerate().map(|(i, g)| (g.key.clone(), i)).collect();
+        // Where each desired grant is already: the lowest slot holding it,
+        // and every slot holding it (bit `s` of `held[i]`). The desired
+        // grants are sorted by key, one per key, and so are a group's rules
+        // once sorted: one merge per group, no key cloned.
         let mut sticky: Vec<Option<u8>> = vec![None; desired.grants.len()];
-        let mut held_in: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); SLOTS];
+        let mut held: Vec<u8> = vec![0; desired.grants.len()];
         for (s, group) in observed.iter().enumerate() {
-            for rule in group.map(|g| g.ingress.as_slice()).unwrap_or_default() {
-                let planned = planned_key(&rule.key);
-                if let Some(&i) = index_of.get(&planned) {
-                    sticky[i].get_or_insert(u8::try_from(s).unwrap_or(0));
-                    held_in[s].insert(i);
+            let Some(group) = group else { continue };
+            let (rules, _) = by_key(&group.ingress, |a, b| a.key.cmp(&b.key));
+            let mut i = 0;
+            'rules: for rule in rules {
+                while let Some(want) = desired.grants.get(i) {
+                    match cmp_planned_observed(&want.key, &rule.key) {
+                        Ordering::Less => i += 1,
+                        Ordering::Equal => {
+                            sticky[i].get_or_insert(s as u8);
+                            held[i] |= 1 << s;
+                            continue 'rules;
+                        }
+                        Ordering::Greater => continue 'rules,
+                    }
                 }
+                break;
             }
         }
         let weights: Vec<usize> = desired.grants.iter().map(|g| self.weight(&g.key.peer)).collect();
@@ -272,8 +284,18 @@ impl<'a> Planner<'a> {
             );
         }
 
+        // Emptying a retired overflow group needs the desired keys after
+        // they went to their groups (rare: they are kept only then).
+        let retiring = (1..SLOTS).any(|s| observed[s].is_some() && !placement.active[s]);
+        let keys: Vec<GrantKey<GroupRef>> =
+            if retiring { desired.grants.iter().map(|g| g.key.clone()).collect() } else { Vec::new() };
+
         // Each group in use gets the grants placed in it.
-        let mut per_slot: Vec<Desired> = (0..SLOTS).map(|_| Desired::default()).collect();
+        let mut sizes = [0usize; SLOTS];
+        for s in placement.slot_of.iter().flatten() {
+            sizes[usize::from(*s)] += 1;
+        }
+        let mut per_slot: Vec<Desired> = sizes.iter().map(|&n| Desired::with_capacity(n)).collect();
         for ((grant, waits_for), slot) in desired.grants.into_iter().zip(desired.waits_for).zip(&placement.slot_of) {
             if let Some(s) = slot {
                 per_slot[usize::from(*s)].push(grant, waits_for);
@@ -285,6 +307,7 @@ impl<'a> Planner<'a> {
             let Some(group) = groups[s].clone() else { continue };
             if let Ok(Some(id)) =
                 self.sync_group(mapping, key, &group, std::mem::take(&mut deps[s]), wanted, false, Direction::Ingress)
+                && retiring
                 && let Action::Authorize { grants, .. } = &self.plan.actions[id.0].action
             {
                 for grant in grants {
@@ -297,7 +320,7 @@ impl<'a> Planner<'a> {
         // then orphans (grace, unlink, delete).
         for (s, group) in observed.iter().enumerate().skip(1) {
             let Some(group) = group.filter(|_| !placement.active[s]) else { continue };
-            self.retire_shard(mapping, key, group, &index_of, &placement, &held_in, &authorized);
+            self.retire_shard(mapping, key, group, &keys, &placement, &held, &authorized);
         }
     }
 
@@ -311,9 +334,9 @@ impl<'a> Planner<'a> {
         mapping: &Mapping<'a>,
         key: &PairKey,
         group: &'a SecurityGroup,
-        index_of: &BTreeMap<GrantKey<GroupRef>, usize>,
+        keys: &[GrantKey<GroupRef>],
         placement: &Placement,
-        held_in: &[BTreeSet<usize>],
+        held: &[u8],
         authorized: &BTreeMap<GrantKey<GroupRef>, ActionId>,
     ) {
         let mut revoke: Vec<Grant> = Vec::new();
@@ -325,11 +348,11 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let planned = planned_key(&rule.key);
-            match index_of.get(&planned).map(|&i| (i, placement.slot_of[i])) {
+            match desired_index(keys, |k| k, &rule.key).map(|i| (i, placement.slot_of[i])) {
                 // Not desired any more: it goes.
                 None => revoke.push(rule.clone()),
                 // Desired where it is already held.
-                Some((i, Some(to))) if held_in[usize::from(to)].contains(&i) => revoke.push(rule.clone()),
+                Some((i, Some(to))) if held[i] & (1 << to) != 0 => revoke.push(rule.clone()),
                 // Desired where this plan adds it: after that authorize.
                 Some((_, Some(_))) if authorized.contains_key(&planned) => {
                     deps.insert(authorized[&planned]);
@@ -411,6 +434,12 @@ impl<'a> Planner<'a> {
             Peer::Group { owner: Some(_), .. } => false,
         }
     }
+}
+
+/// The index in `sorted` (sorted by key, one per key) of the planned key
+/// equal to the observed `key`: a binary search that clones nothing.
+fn desired_index<T>(sorted: &[T], key_of: impl Fn(&T) -> &GrantKey<GroupRef>, key: &GrantKey) -> Option<usize> {
+    sorted.binary_search_by(|item| cmp_planned_observed(key_of(item), key)).ok()
 }
 
 /// An observed rule's key as a plan names it.
