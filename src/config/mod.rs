@@ -55,7 +55,6 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeTable;
 
 pub use self::accounts::{AWS_ACCOUNT, DEFAULT_SESSION_NAME};
-pub use self::targets::{STATE_FILE_NAME, Target};
 use self::check::Checker;
 use self::error::ErrorKind;
 pub use self::error::{ConfigError, ConfigLoadError, Location, render_errors};
@@ -68,6 +67,7 @@ use self::sections::{
     PartialAws, PartialDaemon, PartialDiscovery, PartialEvents, PartialLimits, PartialMirror, PartialMirroring,
     PartialRateLimit, PartialSafety,
 };
+pub use self::targets::{STATE_FILE_NAME, Target};
 use crate::model::{GroupId, VpcId};
 
 /// Default of `daemon.state_dir`: systemd's `StateDirectory=classiclink-mirror`.

@@ -149,7 +149,8 @@ pub(super) fn distinct_targets(cx: &mut Checker<'_>, raw: &[Spanned<RawMirror>],
         };
         let Some(i) = config.mirrors.iter().position(|m| Target::of(m) == target) else { continue };
         let (account, region, _) = identity;
-        let who = account.map_or_else(|| "the default credential chain's account".to_owned(), |a| format!("account {a}"));
+        let who =
+            account.map_or_else(|| "the default credential chain's account".to_owned(), |a| format!("account {a}"));
         let message = format!(
             "targets {who} in {region} through {target}, as {first} does: two targets may not be one account and \
              region (each would take the other's mirrors for orphans); name one [accounts] entry for both"
@@ -195,8 +196,9 @@ mod tests {
 
     #[test]
     fn mirrors_of_several_targets_are_split_by_target_and_discovery_and_events_stay_with_aws() {
-        let text = [mirror("sg-01", Some("c")), mirror("sg-02", None), mirror("sg-03", Some("b")), mirror("sg-04", Some("c"))]
-            .concat();
+        let text =
+            [mirror("sg-01", Some("c")), mirror("sg-02", None), mirror("sg-03", Some("b")), mirror("sg-04", Some("c"))]
+                .concat();
         let config = config(&format!("[events]\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\n{text}"));
         let b = Target::Named("b".into());
         let c = Target::Named("c".into());
@@ -256,7 +258,10 @@ mod tests {
         let twin = errors(&[mirror("sg-01", None), mirror("sg-02", Some("twin"))]).expect("refused");
         assert!(twin.starts_with("mirror[1].target_account: targets the default credential chain's account in us-east-1 through twin, as aws does"), "{twin}");
         let b2 = errors(&[mirror("sg-01", Some("b")), mirror("sg-02", Some("b2"))]).expect("refused");
-        assert!(b2.contains("mirror[1].target_account: targets account 222222222222 in eu-west-1 through b2, as b does"), "{b2}");
+        assert!(
+            b2.contains("mirror[1].target_account: targets account 222222222222 in eu-west-1 through b2, as b does"),
+            "{b2}"
+        );
         // One account in two regions is two targets.
         assert_eq!(errors(&[mirror("sg-01", Some("b")), mirror("sg-02", Some("b3")), mirror("sg-03", None)]), None);
     }
