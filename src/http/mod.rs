@@ -21,6 +21,7 @@ mod probe;
 mod routes;
 mod state;
 mod status;
+mod targets;
 #[cfg(test)]
 mod tests;
 
@@ -31,3 +32,4 @@ pub use probe::{ProbeError, probe};
 pub use routes::router;
 pub use state::State;
 pub use status::*;
+pub use targets::{TargetBoard, TargetErrorStatus, TargetStatus, is_failure as is_target_failure};
