@@ -1,0 +1,231 @@
+//! Many targets, one daemon, isolated failures (docs/migrating-vpc-to-vpc.md,
+//! "Several targets"): the real binary's `run` against the emulator serving
+//! three accounts in two regions each — six target accounts, one loop each.
+//! One target's role is revoked: the other five keep converging within an
+//! interval, the sixth shows as failing in `/status` and `/metrics`, and
+//! converges again once the role is restored.
+
+use std::time::{Duration, Instant};
+
+use classiclink_mirror::config::AwsConfig;
+use classiclink_mirror::ec2::Ec2;
+use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions, StaticCredentials};
+use classiclink_mirror::model::{Grant, GroupId, Peer, Ports, Protocol};
+use serde_json::Value;
+
+use crate::common::config::write_listening_config;
+use crate::common::emulator::EmulatorProcess;
+use crate::common::http::{self, metric};
+use crate::common::process::{run_daemon, stop_with_log};
+use crate::common::vpc_groups;
+use crate::common::wait::{eventually, wait_ready};
+
+/// Account letter, account id.
+const ACCOUNTS: [(&str, &str); 3] = [("a", "111111111111"), ("b", "222222222222"), ("c", "333333333333")];
+/// Region short name, region.
+const REGIONS: [(&str, &str); 2] = [("use1", "us-east-1"), ("euw1", "eu-west-1")];
+/// The target whose role the test revokes.
+const REVOKED: &str = "c-euw1";
+
+/// One target: its account name in the config, account id, region, and
+/// the ids of its world (a source group in one VPC, the target VPC).
+struct Target {
+    name: String,
+    account: &'static str,
+    region: &'static str,
+    source: String,
+    vpc: String,
+}
+
+impl Target {
+    fn role_arn(&self) -> String {
+        format!("arn:aws:iam::{}:role/mirror-{}", self.account, self.region)
+    }
+
+    /// The account's operator in the target's region, by its own key.
+    async fn operator(&self, url: &str) -> AwsEc2 {
+        let aws = AwsConfig { region: self.region.into(), endpoint_url: Some(url.to_owned()), profile: None };
+        let credentials =
+            StaticCredentials { access_key_id: format!("AKIA{}", self.account), secret_access_key: "operator".into() };
+        AwsEc2::from_config_with(
+            &aws,
+            AwsOptions { credentials: Some(credentials), app_name: "operator".into(), ..AwsOptions::default() },
+        )
+        .await
+    }
+
+    /// Whether the mirror of the source in the target VPC has a rule for `port`.
+    async fn mirrored(&self, operator: &AwsEc2, port: u16) -> bool {
+        vpc_groups(operator, &self.vpc)
+            .await
+            .iter()
+            .filter(|g| g.name == "web")
+            .any(|g| g.ingress.iter().any(|grant| grant.key.ports == Ports::Range { from: port, to: port }))
+    }
+}
+
+fn targets() -> Vec<Target> {
+    let mut targets = Vec::new();
+    for (a, (letter, account)) in ACCOUNTS.iter().enumerate() {
+        for (r, (short, region)) in REGIONS.iter().enumerate() {
+            let (a, r) = (a + 1, r + 1);
+            targets.push(Target {
+                name: format!("{letter}-{short}"),
+                account,
+                region,
+                source: format!("sg-{a}{r}0e0e01"),
+                vpc: format!("vpc-{a}{r}0b0b0b"),
+            });
+        }
+    }
+    targets
+}
+
+/// Each account may be entered from the daemon's own account (the
+/// emulator's default, where the `test` key lands) through one role per
+/// region; each world holds a VPC source group `web` and an empty target VPC.
+fn estate(targets: &[Target]) -> String {
+    let mut text = String::new();
+    for (_, account) in ACCOUNTS {
+        text.push_str(&format!("[[account]]\nid = \"{account}\"\naccess_keys = [\"AKIA{account}\"]\n"));
+        for (_, region) in REGIONS {
+            text.push_str(&format!(
+                "[[account.role]]\nname = \"mirror-{region}\"\ntrusted_accounts = [\"123456789012\"]\n"
+            ));
+        }
+    }
+    for (i, t) in targets.iter().enumerate() {
+        let old = t.vpc.replace("0b0b0b", "0a0a0a");
+        text.push_str(&format!(
+            "\n[[world]]\naccount = \"{}\"\nregion = \"{}\"\n\
+             [[world.vpc]]\nname = \"old\"\nid = \"{old}\"\ncidr = \"172.20.0.0/16\"\n\
+             [[world.vpc]]\nname = \"new\"\nid = \"{}\"\ncidr = \"10.{i}.0.0/16\"\n\
+             [[world.group]]\nname = \"web\"\nvpc = \"old\"\nid = \"{}\"\n\
+             [[world.group.rules]]\nprotocol = \"tcp\"\nport = 443\ncidr = \"0.0.0.0/0\"\n",
+            t.account, t.region, t.vpc, t.source
+        ));
+    }
+    text
+}
+
+/// `[accounts.NAME]` per target and one mirror each, source and target in
+/// the target's account.
+fn config_extra(targets: &[Target]) -> String {
+    let mut text = String::new();
+    for t in targets {
+        text.push_str(&format!("[accounts.{}]\nregion = \"{}\"\nrole_arn = \"{}\"\n", t.name, t.region, t.role_arn()));
+    }
+    for t in targets {
+        text.push_str(&format!(
+            "[[mirror]]\nsource_group = \"{}\"\nvpc = \"{}\"\nsource_account = \"{}\"\ntarget_account = \"{}\"\n",
+            t.source, t.vpc, t.name, t.name
+        ));
+    }
+    text
+}
+
+fn tcp(port: u16) -> Grant {
+    Grant::new(Protocol::Tcp, Ports::Range { from: port, to: port }, Peer::Ipv4("10.99.0.0/16".parse().unwrap()), None)
+}
+
+fn target_status<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["targets"].as_array().and_then(|t| t.iter().find(|t| t["account"] == name)).unwrap_or(&Value::Null)
+}
+
+async fn admin(url: &str, action: &str, arn: &str) {
+    let response = reqwest::Client::new().post(format!("{url}/_emulator/roles/{action}?arn={arn}")).send().await;
+    assert_eq!(response.unwrap().status().as_u16(), 204, "{action} {arn}");
+}
+
+#[tokio::test]
+async fn three_accounts_in_two_regions_converge_in_one_run_while_one_revoked_target_fails_alone() {
+    let targets = targets();
+    let dir = tempfile::tempdir().unwrap();
+    let estate_path = dir.path().join("estate.toml");
+    std::fs::write(&estate_path, estate(&targets)).unwrap();
+    let emulator = EmulatorProcess::start(estate_path.to_str().unwrap(), &[]).await;
+    let url = emulator.url.clone();
+    let (config, base) = write_listening_config(dir.path(), &url, &config_extra(&targets));
+    let interval = Duration::from_secs(1); // the helper's daemon.interval
+    let daemon = run_daemon(&config);
+    let mut operators = Vec::new();
+    for t in &targets {
+        operators.push(t.operator(&url).await);
+    }
+
+    // Every target converges in the one run; each keeps its own state file.
+    wait_ready(&base, Duration::from_secs(60)).await;
+    for (t, operator) in targets.iter().zip(&operators) {
+        eventually(Duration::from_secs(30), &format!("the mirror in {}", t.name), || t.mirrored(operator, 443)).await;
+    }
+    let status = http::status(&base).await.expect("/status");
+    assert_eq!(status["targets"].as_array().map(Vec::len), Some(6), "{status:#}");
+
+    // One target's role is revoked (its sessions too): it fails alone.
+    let revoked = targets.iter().position(|t| t.name == REVOKED).unwrap();
+    admin(&url, "revoke", &targets[revoked].role_arn()).await;
+    eventually(Duration::from_secs(15), "the revoked target failing in /status", || async {
+        http::status(&base).await.is_some_and(|s| target_status(&s, REVOKED)["state"] == "failing")
+    })
+    .await;
+
+    // A change at every source: the five others follow within an interval
+    // (the next pass starts at most 1.1 intervals after the change) plus a
+    // margin for the pass itself on a loaded machine.
+    for (t, operator) in targets.iter().zip(&operators) {
+        operator.authorize_ingress(&GroupId::try_new(&t.source).unwrap(), &[tcp(8443)]).await.unwrap();
+    }
+    let changed = Instant::now();
+    let limit = interval.mul_f64(1.1) + Duration::from_secs(4);
+    for (i, (t, operator)) in targets.iter().zip(&operators).enumerate() {
+        if i == revoked {
+            continue;
+        }
+        let left = limit.saturating_sub(changed.elapsed());
+        eventually(left, &format!("the change mirrored in {} within an interval", t.name), || {
+            t.mirrored(operator, 8443)
+        })
+        .await;
+    }
+    assert!(!targets[revoked].mirrored(&operators[revoked], 8443).await, "the revoked target is not written");
+
+    // The sixth shows as failing; the daemon stays ready and alive.
+    let status = http::status(&base).await.expect("/status");
+    let failing = target_status(&status, REVOKED);
+    assert_eq!(failing["state"], "failing", "{status:#}");
+    assert!(failing["consecutive_failures"].as_u64().unwrap_or(0) >= 1, "{failing:#}");
+    assert_eq!(failing["last_error"]["kind"], "fatal", "{failing:#}");
+    assert!(failing["last_error"]["message"].as_str().unwrap_or("").contains(REVOKED), "{failing:#}");
+    assert_eq!(failing["region"], "eu-west-1");
+    for t in targets.iter().filter(|t| t.name != REVOKED) {
+        assert_eq!(target_status(&status, &t.name)["state"], "ok", "{status:#}");
+    }
+    assert_eq!(status["ready"], true);
+    let metrics = http::metrics(&base).await;
+    assert_eq!(metric(&metrics, &format!("classiclink_mirror_target_up{{account=\"{REVOKED}\"}}")), 0.0, "{metrics}");
+    for t in targets.iter().filter(|t| t.name != REVOKED) {
+        let up = format!("classiclink_mirror_target_up{{account=\"{}\"}}", t.name);
+        assert_eq!(metric(&metrics, &up), 1.0, "{up}");
+    }
+    let failed = format!("classiclink_mirror_target_passes_total{{account=\"{REVOKED}\",outcome=\"failed\"}}");
+    assert!(metric(&metrics, &failed) >= 1.0, "{metrics}");
+    assert_eq!(crate::common::http::get(&format!("{base}/healthz")).await.0, 200);
+
+    // The role is back: the sixth converges, with the change it missed.
+    admin(&url, "restore", &targets[revoked].role_arn()).await;
+    let t = &targets[revoked];
+    eventually(Duration::from_secs(15), "the restored target converging", || t.mirrored(&operators[revoked], 8443))
+        .await;
+    eventually(Duration::from_secs(15), "the restored target ok in /status", || async {
+        http::status(&base).await.is_some_and(|s| target_status(&s, REVOKED)["state"] == "ok")
+    })
+    .await;
+
+    let (status, log) = stop_with_log(daemon, "TERM").await;
+    assert!(status.success(), "{log}");
+    // The failing target's log lines name its account.
+    assert!(log.lines().any(|l| l.contains(REVOKED) && l.contains("could not observe")), "{log}");
+    for t in &targets {
+        assert!(dir.path().join(format!("state-{}.json", t.name)).exists(), "state-{}.json", t.name);
+    }
+}
