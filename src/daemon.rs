@@ -408,6 +408,21 @@ impl<'a> Supervisor<'a> {
     }
 }
 
+/// A file whose only target is a named account: that target takes over
+/// the `state.json` an earlier version wrote for it, when it has no file
+/// of its own (before any loop starts).
+pub fn take_over_legacy_state_file(config: &Config) {
+    let Some(target) = config.legacy_state_file_owner() else { return };
+    let file = StateFile::named(config.daemon.state_dir.clone(), config.state_file_name(&target));
+    match file.take_over(config::STATE_FILE_NAME) {
+        Ok(true) => info!(account = %target, path = %file.path().display(),
+            "the state file of the only target account is renamed to its own name"),
+        Ok(false) => {}
+        Err(e) => warn!(account = %target, error = %e,
+            "cannot rename state.json to the target account's own state file: a first start for it"),
+    }
+}
+
 /// The daemon, from a configuration already loaded from `config_text`:
 /// the supervisor and its targets' loops, until a shutdown has drained
 /// them all.
@@ -433,6 +448,7 @@ async fn run_loaded(
         seen: FileState::of(&Ok(config_text.into_bytes())),
         loops: BTreeMap::new(),
     };
+    take_over_legacy_state_file(&supervisor.config);
     let mut running: FuturesUnordered<TargetFuture<'_>> = targets.iter().map(|t| supervisor.start(t)).collect();
     let mut watch = tokio::time::interval(settings.watch_every);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

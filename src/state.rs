@@ -279,6 +279,23 @@ impl StateFile {
         self.dir.join(&self.name)
     }
 
+    /// Takes over the file `legacy` of the same directory when this one is
+    /// missing: renames it to this file's name (a daemon of an earlier
+    /// version wrote the memory of its only target under
+    /// [`STATE_FILE`]; [`crate::config::Config::legacy_state_file_owner`]
+    /// says which target it was). Returns whether it did.
+    ///
+    /// # Errors
+    /// The rename failed (the caller starts as without a file).
+    pub fn take_over(&self, legacy: &str) -> std::io::Result<bool> {
+        let from = self.dir.join(legacy);
+        if self.exists() || std::fs::symlink_metadata(&from).is_err() {
+            return Ok(false);
+        }
+        std::fs::rename(&from, self.path())?;
+        Ok(true)
+    }
+
     /// Whether the file exists (readable or not).
     #[must_use]
     pub fn exists(&self) -> bool {
@@ -421,6 +438,20 @@ mod tests {
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_target_takes_over_the_legacy_file_only_when_it_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = StateFile::named(dir.path(), "state-b.json");
+        assert!(!target.take_over(STATE_FILE).unwrap(), "nothing to take over");
+        StateFile::new(dir.path()).save(&memory()).unwrap();
+        assert!(target.take_over(STATE_FILE).unwrap());
+        assert!(!dir.path().join(STATE_FILE).exists());
+        assert_eq!(StateFile::named(dir.path(), "state-b.json").load().unwrap(), Some(memory()));
+        StateFile::new(dir.path()).save(&Memory::default()).unwrap();
+        assert!(!target.take_over(STATE_FILE).unwrap(), "its own file wins");
+        assert_eq!(StateFile::named(dir.path(), "state-b.json").load().unwrap(), Some(memory()));
     }
 
     #[test]

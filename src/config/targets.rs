@@ -109,15 +109,27 @@ impl Config {
     }
 
     /// The file name of a target's state file in `daemon.state_dir`:
-    /// [`STATE_FILE_NAME`] for the `[aws]` target and for the only target
-    /// of a daemon (so existing state files keep working),
-    /// `state-NAME.json` for a named target beside others. Account names
-    /// are file-name safe (`a-z`, `0-9`, `_`, `-`).
+    /// [`STATE_FILE_NAME`] for the `[aws]` target (the name every earlier
+    /// version used), `state-NAME.json` for a named one (account names are
+    /// file-name safe: `a-z`, `0-9`, `_`, `-`). A target's file keeps its
+    /// name whatever other targets come and go.
     #[must_use]
     pub fn state_file_name(&self, target: &Target) -> String {
         match target {
-            Target::Named(name) if self.targets().len() > 1 => format!("state-{name}.json"),
-            _ => STATE_FILE_NAME.to_owned(),
+            Target::Aws => STATE_FILE_NAME.to_owned(),
+            Target::Named(name) => format!("state-{name}.json"),
+        }
+    }
+
+    /// The target that takes over a [`STATE_FILE_NAME`] its own file is
+    /// missing at start: the only target, when it is a named one — a
+    /// daemon of an earlier version wrote its memory under that name.
+    /// (When `[aws]` is a target, the file is its own.)
+    #[must_use]
+    pub fn legacy_state_file_owner(&self) -> Option<Target> {
+        match self.targets().as_slice() {
+            [target @ Target::Named(_)] => Some(target.clone()),
+            _ => None,
         }
     }
 
@@ -230,17 +242,26 @@ mod tests {
     }
 
     #[test]
-    fn state_files_keep_their_name_for_aws_and_a_single_target_and_are_per_account_beside_others() {
-        let single = config(&mirror("sg-01", Some("b")));
-        assert_eq!(single.state_file_name(&Target::Named("b".into())), "state.json");
+    fn state_files_are_per_target_and_the_aws_one_keeps_the_old_name() {
         let aws = config(&mirror("sg-01", None));
         assert_eq!(aws.state_file_name(&Target::Aws), "state.json");
+        assert_eq!(aws.legacy_state_file_owner(), None, "state.json is the [aws] target's own");
         let many = config(&[mirror("sg-01", Some("b")), mirror("sg-02", None), mirror("sg-03", Some("c"))].concat());
         assert_eq!(many.state_file_name(&Target::Aws), "state.json");
         assert_eq!(many.state_file_name(&Target::Named("b".into())), "state-b.json");
         assert_eq!(many.state_file_name(&Target::Named("c".into())), "state-c.json");
         let names: BTreeSet<String> = many.targets().iter().map(|t| many.state_file_name(t)).collect();
         assert_eq!(names.len(), 3, "one file per target");
+        assert_eq!(many.legacy_state_file_owner(), None);
+        let two = config(&[mirror("sg-01", Some("b")), mirror("sg-02", Some("c"))].concat());
+        assert_eq!(two.legacy_state_file_owner(), None, "whose it was cannot be told");
+    }
+
+    #[test]
+    fn a_single_named_target_takes_over_the_state_file_an_earlier_version_wrote() {
+        let single = config(&mirror("sg-01", Some("b")));
+        assert_eq!(single.state_file_name(&Target::Named("b".into())), "state-b.json");
+        assert_eq!(single.legacy_state_file_owner(), Some(Target::Named("b".into())));
     }
 
     #[test]

@@ -229,3 +229,104 @@ async fn three_accounts_in_two_regions_converge_in_one_run_while_one_revoked_tar
         assert!(dir.path().join(format!("state-{}.json", t.name)).exists(), "state-{}.json", t.name);
     }
 }
+
+/// The config text for the daemon at `url` with the mirrors of `targets`.
+fn write_targets_config(dir: &std::path::Path, url: &str, listen: &str, targets: &[&Target]) -> std::path::PathBuf {
+    let owned: Vec<Target> = targets
+        .iter()
+        .map(|t| Target {
+            name: t.name.clone(),
+            account: t.account,
+            region: t.region,
+            source: t.source.clone(),
+            vpc: t.vpc.clone(),
+        })
+        .collect();
+    crate::common::config::write_config(dir, url, listen, &config_extra(&owned))
+}
+
+#[tokio::test]
+async fn apply_and_plan_take_each_target_account_in_turn_with_its_own_state_file() {
+    let all = targets();
+    let dir = tempfile::tempdir().unwrap();
+    let estate_path = dir.path().join("estate.toml");
+    std::fs::write(&estate_path, estate(&all)).unwrap();
+    let emulator = EmulatorProcess::start(estate_path.to_str().unwrap(), &[]).await;
+    let chosen = [&all[0], &all[3]];
+    let config = write_targets_config(dir.path(), &emulator.url, "127.0.0.1:0", &chosen);
+    let config = config.to_str().unwrap();
+    // The daemon's state files exist: apply keeps them.
+    for t in chosen {
+        std::fs::write(dir.path().join(format!("state-{}.json", t.name)), "{\"version\": 1}\n").unwrap();
+    }
+
+    let plan = crate::common::process::run_command(&["plan", "--config", config]).await;
+    assert_eq!(plan.code, 2, "changes pending in both: {}{}", plan.stdout, plan.stderr);
+    assert!(plan.stderr.contains("target account a-use1 (us-east-1):"), "{}", plan.stderr);
+    assert!(plan.stderr.contains("target account b-euw1 (eu-west-1):"), "{}", plan.stderr);
+
+    let apply = crate::common::process::run_command(&["apply", "--config", config]).await;
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    assert_eq!(apply.stdout.matches("converged\n").count(), 2, "{}", apply.stdout);
+    for t in chosen {
+        assert!(t.mirrored(&t.operator(&emulator.url).await, 443).await, "{}", t.name);
+        let state = std::fs::read_to_string(dir.path().join(format!("state-{}.json", t.name))).unwrap();
+        assert!(state.contains("\"version\": 1") && state.len() > 20, "{state}");
+    }
+    assert!(!dir.path().join("state.json").exists(), "state.json is the [aws] target's");
+
+    let again = crate::common::process::run_command(&["plan", "--config", config]).await;
+    assert_eq!(again.code, 0, "nothing left in either: {}{}", again.stdout, again.stderr);
+}
+
+#[tokio::test]
+async fn a_reload_starts_the_loop_of_a_new_target_and_stops_the_loop_of_one_gone() {
+    let all = targets();
+    let dir = tempfile::tempdir().unwrap();
+    let estate_path = dir.path().join("estate.toml");
+    std::fs::write(&estate_path, estate(&all)).unwrap();
+    let emulator = EmulatorProcess::start(estate_path.to_str().unwrap(), &[]).await;
+    let url = emulator.url.clone();
+    let port = crate::common::http::free_port();
+    let (listen, base) = (format!("127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"));
+    let (first, second) = (&all[1], &all[4]);
+    let config = write_targets_config(dir.path(), &url, &listen, &[first]);
+    // An earlier version's file of its only target: taken over under the
+    // target's own name.
+    classiclink_mirror::state::StateFile::new(dir.path()).save(&Default::default()).unwrap();
+    let daemon = run_daemon(&config);
+    wait_ready(&base, Duration::from_secs(60)).await;
+    let accounts = |status: &Value| -> Vec<String> {
+        status["targets"].as_array().map_or_else(Vec::new, |targets| {
+            targets.iter().filter_map(|t| t["account"].as_str().map(str::to_owned)).collect()
+        })
+    };
+    assert_eq!(accounts(&http::status(&base).await.unwrap()), [first.name.clone()]);
+    assert!(dir.path().join(format!("state-{}.json", first.name)).exists(), "each target has its own file");
+    assert!(!dir.path().join("state.json").exists(), "taken over by the only target");
+
+    // A second target appears: its loop starts and converges.
+    write_targets_config(dir.path(), &url, &listen, &[first, second]);
+    crate::common::process::signal(&daemon, "HUP").await;
+    let operator = second.operator(&url).await;
+    eventually(Duration::from_secs(20), "the new target converging", || second.mirrored(&operator, 443)).await;
+    let status = http::status(&base).await.unwrap();
+    assert_eq!(accounts(&status), [first.name.clone(), second.name.clone()], "{status:#}");
+
+    // The first target goes: its loop stops, its series go with it.
+    write_targets_config(dir.path(), &url, &listen, &[second]);
+    crate::common::process::signal(&daemon, "HUP").await;
+    eventually(Duration::from_secs(20), "the first target gone from /status", || async {
+        http::status(&base).await.is_some_and(|s| accounts(&s) == [second.name.clone()])
+    })
+    .await;
+    let metrics = http::metrics(&base).await;
+    assert!(!metrics.contains(&format!("account=\"{}\"", first.name)), "{metrics}");
+    assert_eq!(metric(&metrics, &format!("classiclink_mirror_target_up{{account=\"{}\"}}", second.name)), 1.0);
+    // Its mirror stays where it is: a target no mirror names is left alone.
+    let first_operator = first.operator(&url).await;
+    assert!(first.mirrored(&first_operator, 443).await);
+
+    let (status, log) = stop_with_log(daemon, "TERM").await;
+    assert!(status.success(), "{log}");
+}
