@@ -1,33 +1,45 @@
-//! The daemon (`run`): the loop that calls observe → plan → execute every
-//! `interval`, keeps the planner's `Memory` between passes, reloads the
-//! mapping file, and shuts down cleanly.
+//! The daemon (`run`): one reconcile loop per target account, each calling
+//! observe → plan → execute every `interval` and keeping its planner
+//! `Memory` between passes, under a supervisor that reloads the mapping
+//! file and shuts them all down cleanly (docs/architecture.md, "Many
+//! targets"). The loop of one target is `daemon/target.rs`.
 //!
-//! - Full passes never overlap: the next one starts `interval` (±10% jitter)
-//!   after the previous one *started*, or at once if that one overran — a
-//!   slow pass delays the next rather than stacking. With events, targeted
+//! - Targets are isolated: each loop has its own EC2 port (token buckets,
+//!   retry quota), memory, state file and timer, and the loops are polled
+//!   concurrently, so a target whose role cannot be assumed or whose region
+//!   is down fails its own passes (and is retried at its own interval)
+//!   while the others keep converging. The process never exits because a
+//!   target fails.
+//! - Within a target, full passes never overlap: the next one starts
+//!   `interval` (±10% jitter) after the previous one *started*, or at once
+//!   if that one overran. With events (the primary target's), targeted
 //!   passes run between them, and also *beside* a full pass while it only
 //!   observes; executions never overlap (docs/semantics.md, "Events and
 //!   targeted passes").
-//! - One [`CancellationToken`] stops everything: on the first shutdown event
-//!   no new pass or action starts, an observation under way stops at once
-//!   (nothing was started, so nothing waits), in-flight actions get
-//!   `drain_grace` to finish, and `run` returns. (A second signal is
-//!   `main`'s business: it exits at once.)
-//! - Reload (SIGHUP, or the file changed): a valid file takes effect at the
-//!   next pass, and what changed is logged; anything else — the file invalid,
-//!   deleted, a directory, unreadable, not UTF-8 — is rejected, logged and
-//!   counted once per change the watcher sees, and the old configuration
-//!   keeps running. A change of `[events]` restarts the event reader. A
-//!   file made good again is reloaded without a signal.
-//!   Nothing built from a validated configuration can panic (every numeric
-//!   key is bounded), so a reload never takes the process down.
-//! - The planner's memory is loaded from the state file (`daemon.state_dir`)
-//!   at start and written back after each pass that changed it; a state
-//!   file that cannot be read means a conservative start, one that cannot
-//!   be written a warning: neither stops the daemon ([`crate::state`]).
+//! - On the first shutdown event every loop stops starting passes and
+//!   actions, an observation under way stops at once, in-flight actions get
+//!   `drain_grace` to finish, and `run` returns when all loops have ended.
+//!   (A second signal is `main`'s business: it exits at once.)
+//! - Reload (SIGHUP, or the file changed): the file is read once; a valid
+//!   one takes effect at each target's next pass — each loop gets its part
+//!   ([`Config::for_target`]), a new target's loop starts, a target no
+//!   mirror names any more has its loop drained and stopped — and what
+//!   changed is logged; anything else — the file invalid, deleted, a
+//!   directory, unreadable, not UTF-8 — is rejected, logged and counted
+//!   once per change the watcher sees, and the old configuration keeps
+//!   running. A change of `[events]` restarts the event reader. A file
+//!   made good again is reloaded without a signal. Nothing built from a
+//!   validated configuration can panic (every numeric key is bounded), so
+//!   a reload never takes the process down.
+//! - Each target's memory is loaded from its state file (`daemon.state_dir`,
+//!   [`Config::state_file_name`]) when its loop starts and written back
+//!   after each pass that changed it; a state file that cannot be read
+//!   means a conservative start, one that cannot be written a warning:
+//!   neither stops the daemon ([`crate::state`]).
 //! - Everything observable goes through [`PassObserver`] (metrics, `/status`,
-//!   health, sd-notify), so the loop itself stays testable with the in-process
-//!   emulator and paused time.
+//!   health, sd-notify): the pass hooks from the lead target's loop, the
+//!   `target_*` hooks from every loop, so the loops stay testable with the
+//!   in-process emulator and paused time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
