@@ -230,8 +230,19 @@ async fn three_accounts_in_two_regions_converge_in_one_run_while_one_revoked_tar
     }
 }
 
-/// The config text for the daemon at `url` with the mirrors of `targets`.
+/// The config file for the daemon at `url` with the mirrors of `targets`.
 fn write_targets_config(dir: &std::path::Path, url: &str, listen: &str, targets: &[&Target]) -> std::path::PathBuf {
+    write_targets_config_with(dir, url, listen, targets, "")
+}
+
+/// [`write_targets_config`] with `extra` sections after the mirrors.
+fn write_targets_config_with(
+    dir: &std::path::Path,
+    url: &str,
+    listen: &str,
+    targets: &[&Target],
+    extra: &str,
+) -> std::path::PathBuf {
     let owned: Vec<Target> = targets
         .iter()
         .map(|t| Target {
@@ -242,7 +253,7 @@ fn write_targets_config(dir: &std::path::Path, url: &str, listen: &str, targets:
             vpc: t.vpc.clone(),
         })
         .collect();
-    crate::common::config::write_config(dir, url, listen, &config_extra(&owned))
+    crate::common::config::write_config(dir, url, listen, &format!("{}{extra}", config_extra(&owned)))
 }
 
 #[tokio::test]
@@ -275,8 +286,48 @@ async fn apply_and_plan_take_each_target_account_in_turn_with_its_own_state_file
     }
     assert!(!dir.path().join("state.json").exists(), "state.json is the [aws] target's");
 
+    // Steady-state economy per target: a pass of each target costs what a
+    // daemon with that target alone pays (docs/BENCHMARKS.md, figure 2),
+    // and writes nothing.
+    let mut together = Vec::new();
+    for t in chosen {
+        emulator.reset_calls_in(t.account, t.region).await;
+    }
     let again = crate::common::process::run_command(&["plan", "--config", config]).await;
     assert_eq!(again.code, 0, "nothing left in either: {}{}", again.stdout, again.stderr);
+    for t in chosen {
+        together.push(emulator.calls_in(t.account, t.region).await);
+    }
+    for (t, calls) in chosen.iter().zip(&together) {
+        let alone_dir = tempfile::tempdir().unwrap();
+        // Discovery serves the primary target only: with several named
+        // targets it is off, so the daemon alone is compared without it.
+        let alone = write_targets_config_with(
+            alone_dir.path(),
+            &emulator.url,
+            "127.0.0.1:0",
+            &[t],
+            "[discovery]\ntag_key = \"\"\n",
+        );
+        emulator.reset_calls_in(t.account, t.region).await;
+        let plan = crate::common::process::run_command(&["plan", "--config", alone.to_str().unwrap()]).await;
+        assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+        let requests = |calls: &std::collections::BTreeMap<String, Value>| -> Vec<(String, u64)> {
+            calls
+                .iter()
+                .map(|(op, c)| (op.clone(), c["requests"].as_u64().unwrap_or(0)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
+        let alone_calls = emulator.calls_in(t.account, t.region).await;
+        assert_eq!(
+            requests(calls),
+            requests(&alone_calls),
+            "{}: the same requests as a daemon of that target alone",
+            t.name
+        );
+        assert!(requests(calls).iter().all(|(op, _)| op.starts_with("Describe")), "{}: {calls:?}", t.name);
+    }
 }
 
 #[tokio::test]
