@@ -554,7 +554,11 @@ impl PassObserver for TargetObserver<'_> {
         self.inner.events_enabled(hub);
     }
     fn events_disabled(&self) {
-        self.inner.events_disabled();
+        // A loop that lost the events to a new primary target (a reload)
+        // must not turn off what that target's reader now reports.
+        if self.leads() {
+            self.inner.events_disabled();
+        }
     }
     fn events_reenabled(&self, hub: &EventHub) {
         self.inner.events_reenabled(hub);

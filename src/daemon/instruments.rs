@@ -102,7 +102,12 @@ impl PassObserver for Instruments {
     }
 
     fn events_enabled(&self, hub: &EventHub) {
-        match crate::events::metrics::EventMetrics::register(self.state.metrics().registry()) {
+        // Registered once: a reload that moves the events to another
+        // target's loop (a new primary target) hands it the same metrics.
+        let registered = self.events.lock().as_ref().and_then(EventHub::metrics);
+        match registered
+            .map_or_else(|| crate::events::metrics::EventMetrics::register(self.state.metrics().registry()), Ok)
+        {
             Ok(metrics) => hub.attach_metrics(metrics),
             Err(e) => warn!(error = %e, "the event metrics could not be registered"),
         }

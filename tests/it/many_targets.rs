@@ -352,7 +352,7 @@ async fn a_reload_starts_the_loop_of_a_new_target_and_stops_the_loop_of_one_gone
             targets.iter().filter_map(|t| t["account"].as_str().map(str::to_owned)).collect()
         })
     };
-    assert_eq!(accounts(&http::status(&base).await.unwrap()), [first.name.clone()]);
+    assert_eq!(accounts(&http::status(&base).await.unwrap()), std::slice::from_ref(&first.name));
     assert!(dir.path().join(format!("state-{}.json", first.name)).exists(), "each target has its own file");
     assert!(!dir.path().join("state.json").exists(), "taken over by the only target");
 
@@ -368,7 +368,7 @@ async fn a_reload_starts_the_loop_of_a_new_target_and_stops_the_loop_of_one_gone
     write_targets_config(dir.path(), &url, &listen, &[second]);
     crate::common::process::signal(&daemon, "HUP").await;
     eventually(Duration::from_secs(20), "the first target gone from /status", || async {
-        http::status(&base).await.is_some_and(|s| accounts(&s) == [second.name.clone()])
+        http::status(&base).await.is_some_and(|s| accounts(&s) == std::slice::from_ref(&second.name))
     })
     .await;
     let metrics = http::metrics(&base).await;
@@ -380,4 +380,88 @@ async fn a_reload_starts_the_loop_of_a_new_target_and_stops_the_loop_of_one_gone
 
     let (status, log) = stop_with_log(daemon, "TERM").await;
     assert!(status.success(), "{log}");
+}
+
+mod in_process {
+    //! The loops in process under paused time: a target whose every
+    //! request hangs never delays another target's passes.
+
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime};
+
+    use async_trait::async_trait;
+    use classiclink_mirror::config::Config;
+    use classiclink_mirror::daemon::{Connector, PassObserver, Settings};
+    use classiclink_mirror::ec2::Ec2;
+    use classiclink_mirror::ec2::limited::Limited;
+    use classiclink_mirror::emulator::{Emulator, EmulatorOptions, Faults, NewGroup, NewVpc};
+    use classiclink_mirror::reconcile::{CycleOutcome, PassReport};
+    use tokio::time::Instant;
+
+    use crate::common::daemon::spawn_daemon;
+
+    /// The `slow` target's port is `slow`, every other target's `fast`.
+    struct TwoWorlds {
+        fast: Emulator,
+        slow: Emulator,
+    }
+
+    #[async_trait]
+    impl Connector for TwoWorlds {
+        async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
+            let world = if config.target_account() == Some("slow") { &self.slow } else { &self.fast };
+            Arc::new(Limited::new(world.clone(), &config.rate_limit))
+        }
+    }
+
+    #[derive(Default)]
+    struct Passes(Mutex<Vec<(String, Instant, CycleOutcome)>>);
+
+    impl PassObserver for Passes {
+        fn target_pass_finished(&self, account: &str, pass: &PassReport, _: SystemTime) {
+            self.0.lock().unwrap().push((account.to_owned(), Instant::now(), CycleOutcome::of(pass)));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_target_whose_requests_hang_never_delays_another_target_s_passes() {
+        let (fast, slow) = (Emulator::new(EmulatorOptions::default()), Emulator::new(EmulatorOptions::default()));
+        // Ids differ between the two worlds (a source is mapped once).
+        slow.create_group(&NewGroup::classic("other", "Not mirrored")).await.unwrap();
+        let mut mirrors = String::new();
+        for (name, world) in [("fast", &fast), ("slow", &slow)] {
+            let vpc = world.create_vpc(&NewVpc::classic_link(true)).await.unwrap();
+            let web = world.create_group(&NewGroup::classic("web", "Web tier")).await.unwrap();
+            mirrors.push_str(&format!(
+                "[[mirror]]\nsource_group = \"{web}\"\nvpc = \"{vpc}\"\nsource_account = \"{name}\"\n\
+                 target_account = \"{name}\"\n"
+            ));
+        }
+        // Every request of the slow target takes an hour.
+        slow.set_faults(Faults { latency: Duration::from_secs(3600), ..Faults::none() });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mirror.toml");
+        let text = format!(
+            "[aws]\nregion = \"us-east-1\"\n[daemon]\ninterval = \"10s\"\nstate_dir = \"{}\"\n[discovery]\ntag_key = \"\"\n\
+             [accounts.fast]\nregion = \"us-east-1\"\n[accounts.slow]\nregion = \"eu-west-1\"\n{mirrors}",
+            dir.path().display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let daemon = spawn_daemon(Settings::new(path, None), TwoWorlds { fast, slow }, Arc::new(Passes::default()));
+        tokio::time::sleep(Duration::from_secs(125)).await;
+        let passes = daemon.observer().0.lock().unwrap().clone();
+        let stopped = daemon.stop().await;
+        // The shutdown stops the slow target's observation at once.
+        let last = stopped.0.lock().unwrap().last().cloned().unwrap();
+        assert_eq!((last.0.as_str(), last.2), ("slow", CycleOutcome::Failed));
+
+        assert!(passes.iter().all(|(account, ..)| account == "fast"), "the slow target finished no pass: {passes:?}");
+        let starts: Vec<Instant> = passes.iter().map(|(_, at, _)| *at).collect();
+        assert!(starts.len() >= 11, "one pass of the fast target per interval: {passes:?}");
+        for pair in starts.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= Duration::from_secs(9) && gap <= Duration::from_secs(11), "gap {gap:?}");
+        }
+        assert!(passes.iter().all(|(_, _, outcome)| *outcome == CycleOutcome::Success), "{passes:?}");
+    }
 }
