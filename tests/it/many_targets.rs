@@ -3,7 +3,7 @@
 //! three accounts in two regions each — six target accounts, one loop each.
 //! One target's role is revoked: the other five keep converging within an
 //! interval, the sixth shows as failing in `/status` and `/metrics`, and
-//! converges again once the role is restored.
+//! converges again once the role is restored; then a region goes down.
 
 use std::time::{Duration, Instant};
 
@@ -218,6 +218,30 @@ async fn three_accounts_in_two_regions_converge_in_one_run_while_one_revoked_tar
         .await;
     eventually(Duration::from_secs(15), "the restored target ok in /status", || async {
         http::status(&base).await.is_some_and(|s| target_status(&s, REVOKED)["state"] == "ok")
+    })
+    .await;
+
+    // A region down: its three targets fail, the three others still
+    // follow a change within an interval (plus the margin).
+    let post = |path: String| async move { reqwest::Client::new().post(path).send().await.unwrap().status().as_u16() };
+    assert_eq!(post(format!("{url}/_emulator/regions/down?region=eu-west-1")).await, 204);
+    for (t, operator) in targets.iter().zip(&operators).filter(|(t, _)| t.region == "us-east-1") {
+        operator.authorize_ingress(&GroupId::try_new(&t.source).unwrap(), &[tcp(9443)]).await.unwrap();
+    }
+    let changed = Instant::now();
+    for (t, operator) in targets.iter().zip(&operators).filter(|(t, _)| t.region == "us-east-1") {
+        let left = limit.saturating_sub(changed.elapsed());
+        eventually(left, &format!("{} converging beside a region down", t.name), || t.mirrored(operator, 9443)).await;
+    }
+    eventually(Duration::from_secs(30), "the eu-west-1 targets failing", || async {
+        http::status(&base).await.is_some_and(|s| {
+            targets.iter().all(|t| (target_status(&s, &t.name)["state"] == "failing") == (t.region == "eu-west-1"))
+        })
+    })
+    .await;
+    assert_eq!(post(format!("{url}/_emulator/regions/up?region=eu-west-1")).await, 204);
+    eventually(Duration::from_secs(60), "every target ok again", || async {
+        http::status(&base).await.is_some_and(|s| targets.iter().all(|t| target_status(&s, &t.name)["state"] == "ok"))
     })
     .await;
 
