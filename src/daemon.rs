@@ -583,3 +583,57 @@ fn load(settings: &Settings) -> Result<(Config, String), ConfigLoadError> {
 mod instruments;
 mod target;
 pub use self::instruments::{Instruments, NoObserver, ServeError, serve, serve_with};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(targets: &[Option<&str>]) -> Config {
+        let mut text = "[aws]\nregion = \"us-east-1\"\n[accounts.b]\nregion = \"eu-west-1\"\n\
+                        [accounts.c]\nregion = \"us-west-2\"\n"
+            .to_owned();
+        for (i, target) in targets.iter().enumerate() {
+            let target = target.map(|t| format!("target_account = \"{t}\"\n")).unwrap_or_default();
+            text.push_str(&format!("[[mirror]]\nsource_group = \"sg-0{i}\"\nvpc = \"vpc-01\"\n{target}"));
+        }
+        Config::from_toml_str(&text, None).unwrap_or_else(|e| panic!("{}", render_errors(&e)))
+    }
+
+    #[test]
+    fn the_lead_target_is_the_primary_one_else_the_first_by_name() {
+        assert_eq!(lead_of(&config(&[])), Target::Aws);
+        assert_eq!(lead_of(&config(&[Some("c"), None])), Target::Aws);
+        assert_eq!(lead_of(&config(&[Some("c")])), Target::Named("c".into()));
+        assert_eq!(lead_of(&config(&[Some("c"), Some("b")])), Target::Named("b".into()));
+    }
+
+    /// Counts what reaches it.
+    #[derive(Default)]
+    struct Counts {
+        passes: parking_lot::Mutex<usize>,
+        target_passes: parking_lot::Mutex<Vec<String>>,
+    }
+
+    impl PassObserver for Counts {
+        fn pass_finished(&self, _: &PassReport, _: &Config, _: SystemTime) {
+            *self.passes.lock() += 1;
+        }
+        fn target_pass_finished(&self, account: &str, _: &PassReport, _: SystemTime) {
+            self.target_passes.lock().push(account.to_owned());
+        }
+    }
+
+    #[test]
+    fn every_target_reports_its_passes_but_only_the_lead_feeds_the_pass_hooks() {
+        let counts = Counts::default();
+        let lead = parking_lot::Mutex::new(Target::Named("b".into()));
+        let pass = crate::reconcile::interrupted(Instant::now(), &Memory::default());
+        let config = config(&[Some("b"), Some("c")]);
+        for name in ["b", "c"] {
+            let observer = TargetObserver { inner: &counts, target: Target::Named(name.into()), lead: &lead };
+            observer.pass_finished(&pass, &config, SystemTime::UNIX_EPOCH);
+        }
+        assert_eq!(*counts.passes.lock(), 1, "the lead's pass only");
+        assert_eq!(*counts.target_passes.lock(), ["b", "c"]);
+    }
+}
