@@ -311,6 +311,9 @@ struct Supervisor<'a> {
     seen: FileState,
     /// Each running target's command channel.
     loops: BTreeMap<Target, mpsc::UnboundedSender<target::Command>>,
+    /// Targets a reload removed whose loops are still draining: one named
+    /// again meanwhile starts when its old loop has ended, never beside it.
+    draining: BTreeSet<Target>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -386,6 +389,7 @@ impl<'a> Supervisor<'a> {
             if let Some(commands) = self.loops.remove(&target) {
                 let _ = commands.send(target::Command::Shutdown);
             }
+            self.draining.insert(target.clone());
             self.observer.target_stopped(target.label());
         }
         let mut started = Vec::new();
@@ -393,6 +397,9 @@ impl<'a> Supervisor<'a> {
             match self.loops.get(target) {
                 Some(commands) => {
                     let _ = commands.send(target::Command::Config(Box::new(self.config.for_target(target))));
+                }
+                None if self.draining.contains(target) => {
+                    info!(account = %target, "a target account named again: its loop starts once the old one has drained");
                 }
                 None => {
                     info!(account = %target, "a new target account: its loop starts");
@@ -410,6 +417,17 @@ impl<'a> Supervisor<'a> {
     /// counts like an edit in place.
     fn file_changed(&self) -> bool {
         FileState::now(&self.settings.config_path) != self.seen
+    }
+
+    /// A target's loop ended (a reload removed it): when the file names
+    /// the target again, its new loop starts now.
+    fn ended(&mut self, target: &Target) -> Option<TargetFuture<'a>> {
+        self.draining.remove(target);
+        let again = !self.loops.contains_key(target) && self.config.targets().contains(target);
+        again.then(|| {
+            info!(account = %target, "a target account named again: its loop starts");
+            self.start(target)
+        })
     }
 
     /// Tells every loop to stop (each drains its in-flight actions).
@@ -459,6 +477,7 @@ async fn run_loaded(
         config,
         seen: FileState::of(&Ok(config_text.into_bytes())),
         loops: BTreeMap::new(),
+        draining: BTreeSet::new(),
     };
     take_over_legacy_state_file(&supervisor.config);
     let mut running: FuturesUnordered<TargetFuture<'_>> = targets.iter().map(|t| supervisor.start(t)).collect();
@@ -475,7 +494,10 @@ async fn run_loaded(
                     running.extend(supervisor.reload("file changed"));
                 }
             }
-            Some(target) = running.next() => debug!(account = %target, "a target's loop ended"),
+            Some(target) = running.next() => {
+                debug!(account = %target, "a target's loop ended");
+                running.extend(supervisor.ended(&target));
+            }
         }
     }
     supervisor.shutdown();

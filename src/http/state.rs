@@ -146,8 +146,10 @@ impl State {
     /// A pass of the target `account` finished; returns its outcome.
     pub fn target_pass_finished(&self, account: &str, pass: &PassReport, started_at: SystemTime) -> CycleOutcome {
         let outcome = CycleOutcome::of(pass);
-        let failures = lock(&self.shared.targets).finished(account, pass, outcome, started_at);
-        self.shared.metrics.record_target_pass(account, outcome, failures, started_at);
+        // A removed target's draining loop leaves no series behind.
+        if let Some(failures) = lock(&self.shared.targets).finished(account, pass, outcome, started_at) {
+            self.shared.metrics.record_target_pass(account, outcome, failures, started_at);
+        }
         outcome
     }
 

@@ -106,9 +106,16 @@ impl TargetBoard {
     }
 
     /// A pass of `account` that started at `started_at` finished as
-    /// `outcome`. Returns the target's consecutive failures.
-    pub fn finished(&mut self, account: &str, pass: &PassReport, outcome: CycleOutcome, started_at: SystemTime) -> u32 {
-        let Some(target) = self.targets.get_mut(account) else { return 0 };
+    /// `outcome`. Returns the target's consecutive failures; `None` for a
+    /// target a reload removed (its loop's last pass while draining).
+    pub fn finished(
+        &mut self,
+        account: &str,
+        pass: &PassReport,
+        outcome: CycleOutcome,
+        started_at: SystemTime,
+    ) -> Option<u32> {
+        let target = self.targets.get_mut(account)?;
         target.passes += 1;
         target.last_pass_outcome = Some(outcome);
         target.last_pass_at = Some(rfc3339(started_at));
@@ -127,7 +134,7 @@ impl TargetBoard {
             None if !is_failure(outcome) => target.last_error = None,
             None => {}
         }
-        target.consecutive_failures
+        Some(target.consecutive_failures)
     }
 
     /// A reload removed the target.
@@ -204,19 +211,25 @@ mod tests {
         board.started("b", "eu-west-1");
         assert!(!board.all_passed_once());
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        assert_eq!(board.finished("aws", &pass(false), CycleOutcome::Success, t0), 0);
-        assert_eq!(board.finished("b", &pass(true), CycleOutcome::Failed, t0), 1);
+        assert_eq!(board.finished("aws", &pass(false), CycleOutcome::Success, t0), Some(0));
+        assert_eq!(board.finished("b", &pass(true), CycleOutcome::Failed, t0), Some(1));
         assert!(board.all_passed_once(), "ready once every target has finished a pass, even a failed one");
-        assert_eq!(board.finished("b", &pass(true), CycleOutcome::Failed, t0), 2);
+        assert_eq!(board.finished("b", &pass(true), CycleOutcome::Failed, t0), Some(2));
         let b = board.statuses().into_iter().find(|t| t.account == "b").unwrap();
         assert_eq!((b.state.as_str(), b.consecutive_failures, b.last_success_at.as_deref()), ("failing", 2, None));
         let error = b.last_error.unwrap();
         assert_eq!((error.kind.as_str(), error.code.as_deref()), ("fatal", Some("CredentialsUnavailable")));
         assert!(error.message.contains("account b"), "{}", error.message);
-        assert_eq!(board.finished("b", &pass(false), CycleOutcome::Success, t0), 0);
+        assert_eq!(board.finished("b", &pass(false), CycleOutcome::Success, t0), Some(0));
         let b = board.statuses().into_iter().find(|t| t.account == "b").unwrap();
         assert_eq!((b.state.as_str(), b.last_error, b.passes), ("ok", None, 3));
         board.stopped("b");
+        assert_eq!(board.len(), 1);
+        assert_eq!(
+            board.finished("b", &pass(false), CycleOutcome::Success, t0),
+            None,
+            "a removed target stays removed"
+        );
         assert_eq!(board.len(), 1);
     }
 }
