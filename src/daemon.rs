@@ -1,35 +1,47 @@
-//! The daemon (`run`): the loop that calls observe → plan → execute every
-//! `interval`, keeps the planner's `Memory` between passes, reloads the
-//! mapping file, and shuts down cleanly.
+//! The daemon (`run`): one reconcile loop per target account, each calling
+//! observe → plan → execute every `interval` and keeping its planner
+//! `Memory` between passes, under a supervisor that reloads the mapping
+//! file and shuts them all down cleanly (docs/architecture.md, "Many
+//! targets"). The loop of one target is `daemon/target.rs`.
 //!
-//! - Full passes never overlap: the next one starts `interval` (±10% jitter)
-//!   after the previous one *started*, or at once if that one overran — a
-//!   slow pass delays the next rather than stacking. With events, targeted
+//! - Targets are isolated: each loop has its own EC2 port (token buckets,
+//!   retry quota), memory, state file and timer, and the loops are polled
+//!   concurrently, so a target whose role cannot be assumed or whose region
+//!   is down fails its own passes (and is retried at its own interval)
+//!   while the others keep converging. The process never exits because a
+//!   target fails.
+//! - Within a target, full passes never overlap: the next one starts
+//!   `interval` (±10% jitter) after the previous one *started*, or at once
+//!   if that one overran. With events (the primary target's), targeted
 //!   passes run between them, and also *beside* a full pass while it only
 //!   observes; executions never overlap (docs/semantics.md, "Events and
 //!   targeted passes").
-//! - One [`CancellationToken`] stops everything: on the first shutdown event
-//!   no new pass or action starts, an observation under way stops at once
-//!   (nothing was started, so nothing waits), in-flight actions get
-//!   `drain_grace` to finish, and `run` returns. (A second signal is
-//!   `main`'s business: it exits at once.)
-//! - Reload (SIGHUP, or the file changed): a valid file takes effect at the
-//!   next pass, and what changed is logged; anything else — the file invalid,
-//!   deleted, a directory, unreadable, not UTF-8 — is rejected, logged and
-//!   counted once per change the watcher sees, and the old configuration
-//!   keeps running. A change of `[events]` restarts the event reader. A
-//!   file made good again is reloaded without a signal.
-//!   Nothing built from a validated configuration can panic (every numeric
-//!   key is bounded), so a reload never takes the process down.
-//! - The planner's memory is loaded from the state file (`daemon.state_dir`)
-//!   at start and written back after each pass that changed it; a state
-//!   file that cannot be read means a conservative start, one that cannot
-//!   be written a warning: neither stops the daemon ([`crate::state`]).
+//! - On the first shutdown event every loop stops starting passes and
+//!   actions, an observation under way stops at once, in-flight actions get
+//!   `drain_grace` to finish, and `run` returns when all loops have ended.
+//!   (A second signal is `main`'s business: it exits at once.)
+//! - Reload (SIGHUP, or the file changed): the file is read once; a valid
+//!   one takes effect at each target's next pass — each loop gets its part
+//!   ([`Config::for_target`]), a new target's loop starts, a target no
+//!   mirror names any more has its loop drained and stopped — and what
+//!   changed is logged; anything else — the file invalid, deleted, a
+//!   directory, unreadable, not UTF-8 — is rejected, logged and counted
+//!   once per change the watcher sees, and the old configuration keeps
+//!   running. A change of `[events]` restarts the event reader. A file
+//!   made good again is reloaded without a signal. Nothing built from a
+//!   validated configuration can panic (every numeric key is bounded), so
+//!   a reload never takes the process down.
+//! - Each target's memory is loaded from its state file (`daemon.state_dir`,
+//!   [`Config::state_file_name`]) when its loop starts and written back
+//!   after each pass that changed it; a state file that cannot be read
+//!   means a conservative start, one that cannot be written a warning:
+//!   neither stops the daemon ([`crate::state`]).
 //! - Everything observable goes through [`PassObserver`] (metrics, `/status`,
-//!   health, sd-notify), so the loop itself stays testable with the in-process
-//!   emulator and paused time.
+//!   health, sd-notify): the pass hooks from the lead target's loop, the
+//!   `target_*` hooks from every loop, so the loops stay testable with the
+//!   in-process emulator and paused time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -37,6 +49,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
@@ -45,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::WallClock;
-use crate::config::{self, Config, ConfigLoadError, render_errors};
+use crate::config::{self, Config, ConfigLoadError, Target, render_errors};
 use crate::ec2::Ec2;
 use crate::events::EventSource;
 use crate::events::dirty::{Batch, Dirty};
@@ -108,6 +121,22 @@ pub trait PassObserver: Send + Sync {
     /// `Some(event_times)` for a targeted pass (its events' own times),
     /// `None` for a full one; `started_at` is the pass's `now`.
     fn events_pass_finished(&self, _event_times: Option<&[SystemTime]>, _started_at: SystemTime) {}
+    /// A target's loop is starting (at start, or a reload added it).
+    fn target_started(&self, _target: &TargetInfo) {}
+    /// A pass of the target `account` (its configured name, `aws` for the
+    /// `[aws]` one) finished, whichever target leads.
+    fn target_pass_finished(&self, _account: &str, _pass: &PassReport, _started_at: SystemTime) {}
+    /// A reload left no mirror targeting `account`: its loop stops.
+    fn target_stopped(&self, _account: &str) {}
+}
+
+/// A target as the observer is told of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetInfo {
+    /// The account's configured name (`aws` for the `[aws]` one).
+    pub account: String,
+    /// The region of its EC2 client.
+    pub region: String,
 }
 
 /// A pass's [`Progress`], told to a [`PassObserver`].
@@ -207,80 +236,6 @@ fn mapping_keys(config: &Config) -> BTreeSet<String> {
     config.mirrors.iter().map(|m| format!("{} -> {}", m.source, m.vpc)).collect()
 }
 
-/// The running daemon's state between passes.
-struct Loop<'a> {
-    settings: &'a Settings,
-    connector: &'a dyn Connector,
-    observer: &'a dyn PassObserver,
-    config: Config,
-    /// What the file held when last read (by a reload or the watcher's
-    /// check that led to one); the watcher reloads when it changes.
-    seen: FileState,
-    ec2: Arc<dyn Ec2>,
-    memory: Memory,
-    /// Where `memory` is kept across restarts.
-    state_file: StateFile,
-    /// The last save failed (logged once until one succeeds again).
-    state_file_failing: bool,
-    /// A reload changed `[events]`: the event reader restarts before the next pass.
-    events_changed: bool,
-}
-
-/// The event reader task of the configuration in force, stopped when
-/// replaced (a reload that changed `[events]`) or dropped.
-#[derive(Default)]
-struct EventReader {
-    cancel: Option<CancellationToken>,
-    /// The hub has been shown to the observer (metrics registered once).
-    announced: bool,
-}
-
-impl EventReader {
-    /// Stops the running reader, if any, and starts one for `config`'s
-    /// `[events]`, if any. Pending hints are dropped (the next full pass
-    /// answers them). True when events are on.
-    async fn start(
-        &mut self,
-        connector: &dyn Connector,
-        config: &Config,
-        hub: &EventHub,
-        observer: &dyn PassObserver,
-        settings: &Settings,
-    ) -> bool {
-        let restart = self.cancel.is_some() || self.announced;
-        if let Some(cancel) = self.cancel.take() {
-            cancel.cancel();
-        }
-        hub.full_pass_started();
-        hub.source_restarted();
-        let Some(source) = connector.event_source(config).await else {
-            if restart {
-                info!("events off: periodic passes only");
-                observer.events_disabled();
-            }
-            return false;
-        };
-        if self.announced {
-            observer.events_reenabled(hub);
-        } else {
-            observer.events_enabled(hub);
-            self.announced = true;
-        }
-        let cancel = CancellationToken::new();
-        tokio::spawn(read_events(source, hub.clone(), Arc::clone(&settings.wall_clock), cancel.clone()));
-        self.cancel = Some(cancel);
-        true
-    }
-}
-
-impl Drop for EventReader {
-    fn drop(&mut self) {
-        if let Some(cancel) = &self.cancel {
-            cancel.cancel();
-        }
-    }
-}
-
 /// The mapping file as the watcher sees it: a hash of its bytes, or why it
 /// could not be read. Every change between two of these is one reload
 /// attempt, so a broken file is reported once, not at every check, and a
@@ -312,114 +267,6 @@ impl FileState {
     }
 }
 
-impl Loop<'_> {
-    /// Re-reads the file; applies it when valid. Anything else — the file
-    /// missing, a directory, unreadable, not UTF-8, invalid — is logged,
-    /// counted as a rejected reload, and the current configuration keeps
-    /// running.
-    async fn reload(&mut self, why: &str) {
-        let path = &self.settings.config_path;
-        let read = config::read_bytes(path);
-        self.seen = FileState::of(&read);
-        let text = match read.and_then(|bytes| config::text_of(path, bytes)) {
-            Ok(text) => text,
-            Err(e) => {
-                error!(path = %path.display(), error = %e, trigger = why,
-                    "cannot read the mapping file; the current configuration keeps running");
-                self.observer.reloaded(ReloadOutcome::Rejected, &self.config);
-                return;
-            }
-        };
-        match Config::from_toml_str(&text, self.settings.env_region.as_deref()) {
-            Ok(config) => {
-                let (before, after) = (mapping_keys(&self.config), mapping_keys(&config));
-                let added: Vec<&String> = after.difference(&before).collect();
-                let removed: Vec<&String> = before.difference(&after).collect();
-                // Accounts: a client per account the mirrors reach, and the
-                // sources each source account's client describes.
-                let accounts_changed = config.accounts != self.config.accounts
-                    || ((config.uses_accounts() || self.config.uses_accounts())
-                        && config.mirrors != self.config.mirrors);
-                if config.aws != self.config.aws || config.rate_limit != self.config.rate_limit || accounts_changed {
-                    self.ec2 = self.connector.connect(&config).await;
-                }
-                if config.daemon.listen != self.config.daemon.listen {
-                    warn!(listen = %config.daemon.listen, "daemon.listen changed: it takes effect after a restart");
-                }
-                if config.daemon.state_dir != self.config.daemon.state_dir {
-                    warn!(state_dir = %config.daemon.state_dir.display(),
-                        "daemon.state_dir changed: it takes effect after a restart");
-                }
-                if config.events != self.config.events {
-                    info!(queue_url = ?config.events.queue_url, "[events] changed: the event reader restarts");
-                    self.events_changed = true;
-                }
-                info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
-                self.config = config;
-                self.observer.reloaded(ReloadOutcome::Applied, &self.config);
-            }
-            Err(errors) => {
-                error!(trigger = why, errors = %render_errors(&errors).trim_end(),
-                    "the new mapping file is invalid and was rejected; the current configuration keeps running");
-                self.observer.reloaded(ReloadOutcome::Rejected, &self.config);
-            }
-        }
-    }
-
-    /// Whether the file differs from what the last reload (or the start)
-    /// read: other bytes, or now (un)readable, or unreadable for another
-    /// reason. A file replaced by a rename is read through its path, so it
-    /// counts like an edit in place.
-    fn file_changed(&self) -> bool {
-        FileState::now(&self.settings.config_path) != self.seen
-    }
-
-    /// Writes the memory back to the state file if the pass changed it.
-    fn save_state(&mut self) {
-        match self.state_file.save(&self.memory) {
-            Ok(_) if self.state_file_failing => {
-                self.state_file_failing = false;
-                info!(path = %self.state_file.path().display(), "the state file is written again");
-            }
-            Ok(_) => {}
-            Err(error) => {
-                if self.state_file_failing {
-                    debug!(error = %error, "the state file still cannot be written");
-                } else {
-                    warn!(error = %error, kind = error.kind(),
-                        "the state file cannot be written: a restart would forget the shrink guard's baseline \
-                         and the deletion backoffs; the daemon keeps running");
-                }
-                self.state_file_failing = true;
-                self.observer.state_file_failed(&error);
-            }
-        }
-    }
-}
-
-/// The memory to start from: the state file's, nothing on a first start, or
-/// a conservative start when the file cannot be used.
-fn load_state(state_file: &mut StateFile, observer: &dyn PassObserver, now: SystemTime) -> Memory {
-    let path = state_file.path();
-    match state_file.load() {
-        Ok(Some(memory)) => {
-            info!(path = %path.display(), "state file loaded");
-            memory
-        }
-        Ok(None) => {
-            info!(path = %path.display(), "no state file: a first start");
-            Memory::default()
-        }
-        Err(error) => {
-            warn!(error = %error, kind = error.kind(),
-                "the state file cannot be used: starting conservatively, destructive actions held for one \
-                 orphan_grace while the shrink guard takes a new baseline");
-            observer.state_file_failed(&error);
-            conservative_start(now)
-        }
-    }
-}
-
 /// Runs the daemon until an [`Event::Shutdown`] arrives (or `events` closes).
 ///
 /// # Errors
@@ -436,6 +283,313 @@ pub async fn run(
     Ok(())
 }
 
+/// The target whose passes feed the pass hooks of the [`PassObserver`]
+/// (the aggregate pass metrics and `/status`'s pass fields): the primary
+/// one, else the first.
+fn lead_of(config: &Config) -> Target {
+    config.primary_target().or_else(|| config.targets().into_iter().next()).unwrap_or(Target::Aws)
+}
+
+/// A target's loop under way, as the supervisor sees it.
+type TargetFuture<'a> = Pin<Box<dyn Future<Output = Target> + Send + 'a>>;
+
+/// The supervisor: one loop per target of the file
+/// ([`Config::targets`]), each polled here concurrently with the others
+/// (a pass of one never waits for a pass of another), the signals and the
+/// file watcher; a reload reads the file once and hands each target its
+/// part, starting the loops of new targets and draining those of targets
+/// gone.
+struct Supervisor<'a> {
+    settings: &'a Settings,
+    connector: &'a dyn Connector,
+    observer: &'a dyn PassObserver,
+    /// The lead target ([`lead_of`]).
+    lead: &'a parking_lot::Mutex<Target>,
+    config: Config,
+    /// What the file held when last read (by a reload or the watcher's
+    /// check that led to one); the watcher reloads when it changes.
+    seen: FileState,
+    /// Each running target's command channel.
+    loops: BTreeMap<Target, mpsc::UnboundedSender<target::Command>>,
+    /// Targets a reload removed whose loops are still draining: one named
+    /// again meanwhile starts when its old loop has ended, never beside it.
+    draining: BTreeSet<Target>,
+}
+
+impl<'a> Supervisor<'a> {
+    /// Starts the loop of `target` (its part of the file, its state file).
+    fn start(&mut self, target: &Target) -> TargetFuture<'a> {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        self.loops.insert(target.clone(), commands);
+        let part = self.config.for_target(target);
+        let state_file = StateFile::named(self.config.daemon.state_dir.clone(), self.config.state_file_name(target));
+        let info =
+            TargetInfo { account: target.label().to_owned(), region: self.config.target_region(target).to_owned() };
+        let (settings, connector, observer, lead) = (self.settings, self.connector, self.observer, self.lead);
+        let target = target.clone();
+        let span = tracing::info_span!("target", account = %info.account, region = %info.region);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                observer.target_started(&info);
+                let observer = TargetObserver { inner: observer, target: target.clone(), lead };
+                target::run_target(settings, part, state_file, connector, &observer, receiver).await;
+                target
+            },
+            span,
+        ))
+    }
+
+    /// Re-reads the file; applies it when valid: each running target gets
+    /// its part, new targets' loops start (returned), gone targets' loops
+    /// are told to stop (they drain and end). Anything else — the file
+    /// missing, a directory, unreadable, not UTF-8, invalid — is logged,
+    /// counted as a rejected reload, and the current configuration keeps
+    /// running.
+    fn reload(&mut self, why: &str) -> Vec<TargetFuture<'a>> {
+        let path = &self.settings.config_path;
+        let read = config::read_bytes(path);
+        self.seen = FileState::of(&read);
+        let text = match read.and_then(|bytes| config::text_of(path, bytes)) {
+            Ok(text) => text,
+            Err(e) => {
+                error!(path = %path.display(), error = %e, trigger = why,
+                    "cannot read the mapping file; the current configuration keeps running");
+                self.observer.reloaded(ReloadOutcome::Rejected, &self.config);
+                return Vec::new();
+            }
+        };
+        let config = match Config::from_toml_str(&text, self.settings.env_region.as_deref()) {
+            Ok(config) => config,
+            Err(errors) => {
+                error!(trigger = why, errors = %render_errors(&errors).trim_end(),
+                    "the new mapping file is invalid and was rejected; the current configuration keeps running");
+                self.observer.reloaded(ReloadOutcome::Rejected, &self.config);
+                return Vec::new();
+            }
+        };
+        let (before, after) = (mapping_keys(&self.config), mapping_keys(&config));
+        let added: Vec<&String> = after.difference(&before).collect();
+        let removed: Vec<&String> = before.difference(&after).collect();
+        if config.daemon.listen != self.config.daemon.listen {
+            warn!(listen = %config.daemon.listen, "daemon.listen changed: it takes effect after a restart");
+        }
+        if config.daemon.state_dir != self.config.daemon.state_dir {
+            warn!(state_dir = %config.daemon.state_dir.display(),
+                "daemon.state_dir changed: it takes effect after a restart");
+        }
+        info!(trigger = why, added = ?added, removed = ?removed, "mapping file reloaded; in force from the next pass");
+        let state_dir = self.config.daemon.state_dir.clone();
+        self.config = config;
+        self.config.daemon.state_dir = state_dir;
+        let targets: BTreeSet<Target> = self.config.targets().into_iter().collect();
+        *self.lead.lock() = lead_of(&self.config);
+        let gone: Vec<Target> = self.loops.keys().filter(|t| !targets.contains(*t)).cloned().collect();
+        for target in gone {
+            info!(account = %target, "no mirror targets this account any more: its loop stops");
+            if let Some(commands) = self.loops.remove(&target) {
+                let _ = commands.send(target::Command::Shutdown);
+            }
+            self.draining.insert(target.clone());
+            self.observer.target_stopped(target.label());
+        }
+        let mut started = Vec::new();
+        for target in &targets {
+            match self.loops.get(target) {
+                Some(commands) => {
+                    let _ = commands.send(target::Command::Config(Box::new(self.config.for_target(target))));
+                }
+                None if self.draining.contains(target) => {
+                    info!(account = %target, "a target account named again: its loop starts once the old one has drained");
+                }
+                None => {
+                    info!(account = %target, "a new target account: its loop starts");
+                    started.push(self.start(target));
+                }
+            }
+        }
+        self.observer.reloaded(ReloadOutcome::Applied, &self.config);
+        started
+    }
+
+    /// Whether the file differs from what the last reload (or the start)
+    /// read: other bytes, or now (un)readable, or unreadable for another
+    /// reason. A file replaced by a rename is read through its path, so it
+    /// counts like an edit in place.
+    fn file_changed(&self) -> bool {
+        FileState::now(&self.settings.config_path) != self.seen
+    }
+
+    /// A target's loop ended (a reload removed it): when the file names
+    /// the target again, its new loop starts now.
+    fn ended(&mut self, target: &Target) -> Option<TargetFuture<'a>> {
+        self.draining.remove(target);
+        let again = !self.loops.contains_key(target) && self.config.targets().contains(target);
+        again.then(|| {
+            info!(account = %target, "a target account named again: its loop starts");
+            self.start(target)
+        })
+    }
+
+    /// Tells every loop to stop (each drains its in-flight actions).
+    fn shutdown(&mut self) {
+        for (_, commands) in std::mem::take(&mut self.loops) {
+            let _ = commands.send(target::Command::Shutdown);
+        }
+    }
+}
+
+/// A file whose only target is a named account: that target takes over
+/// the `state.json` an earlier version wrote for it, when it has no file
+/// of its own (before any loop starts).
+pub fn take_over_legacy_state_file(config: &Config) {
+    let Some(target) = config.legacy_state_file_owner() else { return };
+    let file = StateFile::named(config.daemon.state_dir.clone(), config.state_file_name(&target));
+    match file.take_over(config::STATE_FILE_NAME) {
+        Ok(true) => info!(account = %target, path = %file.path().display(),
+            "the state file of the only target account is renamed to its own name"),
+        Ok(false) => {}
+        Err(e) => warn!(account = %target, error = %e,
+            "cannot rename state.json to the target account's own state file: a first start for it"),
+    }
+}
+
+/// The daemon, from a configuration already loaded from `config_text`:
+/// the supervisor and its targets' loops, until a shutdown has drained
+/// them all.
+async fn run_loaded(
+    settings: &Settings,
+    config: Config,
+    config_text: String,
+    connector: &dyn Connector,
+    observer: &dyn PassObserver,
+    mut events: mpsc::Receiver<Event>,
+) {
+    let lead = parking_lot::Mutex::new(lead_of(&config));
+    let targets = config.targets();
+    info!(path = %settings.config_path.display(), mappings = config.mirrors.len(),
+        targets = ?targets.iter().map(Target::label).collect::<Vec<_>>(),
+        interval = %humantime::format_duration(config.daemon.interval), "daemon started");
+    let mut supervisor = Supervisor {
+        settings,
+        connector,
+        observer,
+        lead: &lead,
+        config,
+        seen: FileState::of(&Ok(config_text.into_bytes())),
+        loops: BTreeMap::new(),
+        draining: BTreeSet::new(),
+    };
+    take_over_legacy_state_file(&supervisor.config);
+    let mut running: FuturesUnordered<TargetFuture<'_>> = targets.iter().map(|t| supervisor.start(t)).collect();
+    let mut watch = tokio::time::interval(settings.watch_every);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::Reload) => running.extend(supervisor.reload("signal")),
+                Some(Event::Shutdown) | None => break,
+            },
+            _ = watch.tick() => {
+                if supervisor.file_changed() {
+                    running.extend(supervisor.reload("file changed"));
+                }
+            }
+            Some(target) = running.next() => {
+                debug!(account = %target, "a target's loop ended");
+                running.extend(supervisor.ended(&target));
+            }
+        }
+    }
+    supervisor.shutdown();
+    // A second shutdown event is `main`'s business (it exits at once);
+    // the loops each bound their drain by `drain_grace`.
+    while let Some(target) = running.next().await {
+        debug!(account = %target, "a target's loop ended");
+    }
+    observer.stopping();
+    info!("daemon stopped");
+}
+
+/// The observer one target's loop reports to: the per-target hooks always
+/// (under the target's name), the pass hooks only while it is the lead
+/// target (so the aggregate pass metrics and `/status`'s pass fields keep
+/// describing one loop's passes).
+struct TargetObserver<'a> {
+    inner: &'a dyn PassObserver,
+    target: Target,
+    lead: &'a parking_lot::Mutex<Target>,
+}
+
+impl TargetObserver<'_> {
+    fn leads(&self) -> bool {
+        *self.lead.lock() == self.target
+    }
+}
+
+impl PassObserver for TargetObserver<'_> {
+    fn pass_started(&self, config: &Config) {
+        if self.leads() {
+            self.inner.pass_started(config);
+        }
+    }
+    fn phase(&self, phase: Phase) {
+        if self.leads() {
+            self.inner.phase(phase);
+        }
+    }
+    fn describe_failed(&self, error: &ObserveError) {
+        if self.leads() {
+            self.inner.describe_failed(error);
+        }
+    }
+    fn snapshot_observed(&self, snapshot: &Snapshot) {
+        if self.leads() {
+            self.inner.snapshot_observed(snapshot);
+        }
+    }
+    fn planned(&self, actions: usize) {
+        if self.leads() {
+            self.inner.planned(actions);
+        }
+    }
+    fn action_finished(&self, result: &ActionResult) {
+        if self.leads() {
+            self.inner.action_finished(result);
+        }
+    }
+    fn pass_finished(&self, pass: &PassReport, config: &Config, started_at: SystemTime) {
+        let outcome = crate::reconcile::CycleOutcome::of(pass);
+        if outcome == crate::reconcile::CycleOutcome::Failed || outcome == crate::reconcile::CycleOutcome::Incomplete {
+            let error = pass.observe_errors.first().map(ToString::to_string).unwrap_or_default();
+            warn!(account = %self.target, outcome = outcome.as_str(), error = %error,
+                "the target's pass could not observe everything; retried at its next pass");
+        }
+        if self.leads() {
+            self.inner.pass_finished(pass, config, started_at);
+        }
+        self.inner.target_pass_finished(self.target.label(), pass, started_at);
+    }
+    fn state_file_failed(&self, error: &StateError) {
+        self.inner.state_file_failed(error);
+    }
+    fn events_enabled(&self, hub: &EventHub) {
+        self.inner.events_enabled(hub);
+    }
+    fn events_disabled(&self) {
+        // A loop that lost the events to a new primary target (a reload)
+        // must not turn off what that target's reader now reports.
+        if self.leads() {
+            self.inner.events_disabled();
+        }
+    }
+    fn events_reenabled(&self, hub: &EventHub) {
+        self.inner.events_reenabled(hub);
+    }
+    fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, started_at: SystemTime) {
+        self.inner.events_pass_finished(event_times, started_at);
+    }
+}
+
 /// Reads and validates the mapping file once, keeping its text (the
 /// watcher compares it to notice changes).
 fn load(settings: &Settings) -> Result<(Config, String), ConfigLoadError> {
@@ -446,428 +600,62 @@ fn load(settings: &Settings) -> Result<(Config, String), ConfigLoadError> {
     Ok((config, text))
 }
 
-/// The loop, from a configuration already loaded from `config_text`.
-async fn run_loaded(
-    settings: &Settings,
-    config: Config,
-    config_text: String,
-    connector: &dyn Connector,
-    observer: &dyn PassObserver,
-    mut events: mpsc::Receiver<Event>,
-) {
-    let ec2 = connector.connect(&config).await;
-    // Events (docs/architecture.md, "Events"): a reader task feeds the hub;
-    // the loop runs a targeted pass when its debounce is due.
-    let hub = EventHub::new(Expected { account: None, region: config.aws.region.clone() });
-    let mut reader = EventReader::default();
-    let mut events_on = reader.start(connector, &config, &hub, observer, settings).await;
-    let seen = FileState::of(&Ok(config_text.into_bytes()));
-    let mut state_file = StateFile::new(config.daemon.state_dir.clone());
-    let memory = load_state(&mut state_file, observer, (settings.wall_clock)());
-    let mut state = Loop {
-        settings,
-        connector,
-        observer,
-        config,
-        seen,
-        ec2,
-        memory,
-        state_file,
-        state_file_failing: false,
-        events_changed: false,
-    };
-    info!(path = %settings.config_path.display(), mappings = state.config.mirrors.len(), events = events_on,
-        interval = %humantime::format_duration(state.config.daemon.interval), "daemon started");
-    // The last complete snapshot, which a targeted pass merges into.
-    let mut base: Option<Arc<crate::model::Snapshot>> = None;
-
-    let cancel = CancellationToken::new();
-    let mut watch = tokio::time::interval(settings.watch_every);
-    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_start = Instant::now();
-    let mut reload_pending = false;
-
-    'daemon: loop {
-        // Wait for the next pass, reloading on the way when asked; a
-        // targeted pass when events are due before it.
-        let mut targeted = None;
-        loop {
-            if reload_pending {
-                reload_pending = false;
-                state.reload("signal").await;
-            }
-            if std::mem::take(&mut state.events_changed) {
-                events_on = reader.start(connector, &state.config, &hub, observer, settings).await;
-                events_restarted(events_on, &mut base, &mut next_start);
-            }
-            let due = if events_on && base.is_some() { hub.due_at() } else { None };
-            tokio::select! {
-                () = tokio::time::sleep_until(next_start) => break,
-                () = sleep_until_some(due) => {
-                    let batch = hub.take();
-                    if !batch.dirty.everything {
-                        targeted = Some(batch);
-                    }
-                    break;
-                }
-                () = hub.changed(), if events_on => {}
-                event = events.recv() => match event {
-                    Some(Event::Reload) => reload_pending = true,
-                    Some(Event::Shutdown) | None => break 'daemon,
-                },
-                _ = watch.tick() => {
-                    if state.file_changed() {
-                        state.reload("file changed").await;
-                        if std::mem::take(&mut state.events_changed) {
-                            events_on = reader.start(connector, &state.config, &hub, observer, settings).await;
-                            events_restarted(events_on, &mut base, &mut next_start);
-                        }
-                    }
-                }
-            }
-        }
-
-        let started = Instant::now();
-        let started_at = (settings.wall_clock)();
-        let config = state.config.clone();
-        let ec2 = Arc::clone(&state.ec2);
-        // A targeted pass merges into the last complete snapshot; without
-        // one (or with a hint that ids cannot narrow down) the pass is full.
-        let (main_batch, main_base) = match (targeted, base.clone()) {
-            (Some(batch), Some(base)) => (Some(batch), Some(base)),
-            _ => (None, None),
-        };
-        let full = main_batch.is_none();
-        if full {
-            hub.full_pass_started();
-        }
-        observer.pass_started(&config);
-        let mut stopping = false;
-        let mut drain_deadline: Option<Instant> = None;
-
-        // 1. Observe. While a *full* observation runs (seconds on a large
-        //    estate), events do not wait for it: targeted passes run to
-        //    completion beside it, one at a time, and what they looked at
-        //    and wrote is described again before the full pass plans
-        //    (docs/semantics.md, "Targeted passes beside a full pass").
-        // The full observation runs as a task of its own: decoding its
-        // pages keeps a thread busy for seconds on a large estate, and the
-        // targeted passes beside it must not wait for a page to be decoded.
-        let (failures, mut failed) = mpsc::unbounded_channel();
-        let full_observation = full.then(|| {
-            observer.phase(Phase::Observing);
-            let (ec2, config, cancel) = (Arc::clone(&ec2), config.clone(), cancel.clone());
-            tokio::spawn(async move {
-                observe_cancellable(ec2.as_ref(), &config, &cancel, &ForwardFailures(failures)).await
-            })
-        });
-        let observe = async {
-            let progress = Observed(observer);
-            match (&main_batch, &main_base, full_observation) {
-                (Some(batch), Some(base), _) => {
-                    progress.phase(Phase::Observing);
-                    tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => None,
-                        observation = observe_targeted(ec2.as_ref(), &config, base, &batch.dirty) => Some(observation),
-                    }
-                }
-                (_, _, Some(task)) => task.await.unwrap_or_else(|error| {
-                    error!(error = %error, "the observation task failed: this pass plans nothing");
-                    None
-                }),
-                _ => None,
-            }
-        };
-        tokio::pin!(observe);
-        let mut observed: Option<Option<crate::observe::Observation>> = None;
-        let mut beside: Option<Pin<Box<dyn Future<Output = Beside> + Send + '_>>> = None;
-        // What the targeted passes beside this observation looked at and wrote.
-        let mut refresh = Dirty::default();
-        // A hint that ids cannot narrow down arrived during the observation.
-        let mut full_again = false;
-        while observed.is_none() || beside.is_some() {
-            // Beside a full pass only while the batch is small: after a pass
-            // that wrote much (a first start), describing all it wrote costs
-            // about what the full pass does, which answers it anyway.
-            let small = hub.stale_len() <= BESIDE_MAX_STALE;
-            let due = if full && observed.is_none() && beside.is_none() && !stopping && base.is_some() && small {
-                hub.due_at()
-            } else {
-                None
-            };
-            tokio::select! {
-                result = &mut observe, if observed.is_none() => {
-                    while let Ok(error) = failed.try_recv() {
-                        observer.describe_failed(&error);
-                    }
-                    observed = Some(result);
-                }
-                Some(error) = failed.recv(), if observed.is_none() => observer.describe_failed(&error),
-                done = async {
-                    match beside.as_mut() {
-                        Some(pass) => pass.await,
-                        None => std::future::pending().await,
-                    }
-                }, if beside.is_some() => {
-                    beside = None;
-                    refresh.extend(done.batch.dirty.clone());
-                    refresh.extend(crate::events::dirty::touched(&done.report.plan));
-                    finish_pass(&mut state, &hub, &mut base, events_on, done.report, done.memory,
-                        Some(&done.batch), done.started_at);
-                    if observed.is_none() {
-                        // `/status` shows the full pass under way again.
-                        observer.pass_started(&config);
-                        observer.phase(Phase::Observing);
-                    }
-                }
-                () = sleep_until_some(due) => {
-                    let batch = hub.take();
-                    if batch.dirty.everything {
-                        full_again = true;
-                    } else if let Some(base) = base.clone() {
-                        let memory = std::mem::take(&mut state.memory);
-                        let now = (settings.wall_clock)();
-                        beside = Some(Box::pin(targeted_pass(
-                            Arc::clone(&ec2), config.clone(), base, batch, memory, now, cancel.clone(), observer,
-                        )));
-                    }
-                }
-                () = hub.changed(), if events_on && due.is_none() && full && observed.is_none() => {}
-                event = events.recv(), if !stopping => on_event(
-                    event, settings.drain_grace, &cancel, &mut reload_pending, &mut stopping, &mut drain_deadline,
-                ),
-                () = sleep_until_some(drain_deadline) => {
-                    warn!("in-flight actions did not finish within the drain grace; stopping anyway");
-                    break 'daemon;
-                }
-            }
-        }
-
-        // 2. Plan with the whole picture and execute, strictly after every
-        //    targeted pass beside the observation has finished.
-        // A random starting point in the plan: two daemons on one estate
-        // then work on different actions instead of racing for the same ones.
-        let options = ExecuteOptions { rotation: rand::random_range(0..usize::MAX), ..execute_options(&config) };
-        let mut memory = std::mem::take(&mut state.memory);
-        if let Some(batch) = &main_batch {
-            memory.event_principals.clone_from(&batch.principals);
-        }
-        let observed = observed.flatten();
-        let pass = async {
-            let progress = Observed(observer);
-            let Some(mut observation) = observed else {
-                return (crate::reconcile::interrupted(started, &memory), memory);
-            };
-            if refresh.everything {
-                // A targeted pass enabled ClassicLink on a VPC: look at everything again.
-                match observe_cancellable(ec2.as_ref(), &config, &cancel, &progress).await {
-                    Some(again) => observation = again,
-                    None => return (crate::reconcile::interrupted(started, &memory), memory),
-                }
-            } else if !refresh.is_empty() {
-                let refreshed = observe_targeted(ec2.as_ref(), &config, &observation.snapshot, &refresh).await;
-                let mut errors = observation.errors;
-                errors.extend(refreshed.errors);
-                observation = crate::observe::Observation { snapshot: refreshed.snapshot, errors };
-            }
-            progress.observed(&observation.snapshot);
-            let report = plan_and_execute(
-                ec2.as_ref(),
-                &config,
-                observation,
-                started,
-                &mut memory,
-                started_at,
-                &options,
-                &cancel,
-                &progress,
-            )
-            .await;
-            (report, memory)
-        };
-        tokio::pin!(pass);
-        let finished = loop {
-            tokio::select! {
-                finished = &mut pass => break Some(finished),
-                event = events.recv(), if !stopping => on_event(
-                    event, settings.drain_grace, &cancel, &mut reload_pending, &mut stopping, &mut drain_deadline,
-                ),
-                () = sleep_until_some(drain_deadline) => {
-                    warn!("in-flight actions did not finish within the drain grace; stopping anyway");
-                    break None;
-                }
-            }
-        };
-        let Some((report, memory)) = finished else { break 'daemon };
-        finish_pass(&mut state, &hub, &mut base, events_on, report, memory, main_batch.as_ref(), started_at);
-        if stopping {
-            break 'daemon;
-        }
-        if full {
-            next_start = if full_again { Instant::now() } else { started + jittered(state.config.daemon.interval) };
-        }
-    }
-    observer.stopping();
-    info!("daemon stopped");
-}
-
-/// After the event reader restarted: with events off, the last snapshot is
-/// not kept (it serves targeted passes only); with events on and none kept
-/// (they were off), a full pass starts now to take one — targeted passes
-/// merge into it — and to answer what no event reported meanwhile.
-fn events_restarted(events_on: bool, base: &mut Option<Arc<Snapshot>>, next_start: &mut Instant) {
-    if !events_on {
-        *base = None;
-    } else if base.is_none() {
-        *next_start = Instant::now();
-    }
-}
-
-/// Sleeps until `due`, or forever when there is none.
-/// A signal's event, in either wait of the loop: a reload is noted for
-/// the next pass; a shutdown (or the senders gone) stops new actions and
-/// starts the drain grace.
-fn on_event(
-    event: Option<Event>,
-    drain_grace: Duration,
-    cancel: &CancellationToken,
-    reload_pending: &mut bool,
-    stopping: &mut bool,
-    drain_deadline: &mut Option<Instant>,
-) {
-    match event {
-        Some(Event::Reload) => *reload_pending = true,
-        Some(Event::Shutdown) | None => {
-            info!(grace = %humantime::format_duration(drain_grace),
-                "shutting down: no new actions; waiting for the ones in flight");
-            *stopping = true;
-            *drain_deadline = Some(Instant::now() + drain_grace);
-            cancel.cancel();
-        }
-    }
-}
-
-async fn sleep_until_some(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The most stale ids (the last passes' writes) a targeted pass beside a
-/// full pass describes: 5 describes of each kind at 200 ids a filter.
-const BESIDE_MAX_STALE: usize = 1_000;
-
-/// Hands a spawned observation's failed describes to the loop, which tells
-/// the [`PassObserver`] (`/status` shows them while the pass runs).
-struct ForwardFailures(mpsc::UnboundedSender<ObserveError>);
-
-impl Progress for ForwardFailures {
-    fn describe_failed(&self, error: &ObserveError) {
-        let _ = self.0.send(error.clone());
-    }
-}
-
-/// A targeted pass that ran beside a full pass's observation.
-struct Beside {
-    report: PassReport,
-    memory: Memory,
-    batch: Batch,
-    started_at: SystemTime,
-}
-
-/// One targeted pass, owning what it needs so that it can run beside a full
-/// pass's observation: describe what `batch` names, merge it into `base`,
-/// plan with the whole picture and execute.
-#[allow(clippy::too_many_arguments)] // the pass's inputs, each needed
-async fn targeted_pass(
-    ec2: Arc<dyn Ec2>,
-    config: Config,
-    base: Arc<Snapshot>,
-    batch: Batch,
-    mut memory: Memory,
-    started_at: SystemTime,
-    cancel: CancellationToken,
-    observer: &dyn PassObserver,
-) -> Beside {
-    let started = Instant::now();
-    memory.event_principals.clone_from(&batch.principals);
-    observer.pass_started(&config);
-    let progress = Observed(observer);
-    progress.phase(Phase::Observing);
-    let observation = observe_targeted(ec2.as_ref(), &config, &base, &batch.dirty).await;
-    progress.observed(&observation.snapshot);
-    let options = ExecuteOptions { rotation: rand::random_range(0..usize::MAX), ..execute_options(&config) };
-    let report = plan_and_execute(
-        ec2.as_ref(),
-        &config,
-        observation,
-        started,
-        &mut memory,
-        started_at,
-        &options,
-        &cancel,
-        &progress,
-    )
-    .await;
-    Beside { report, memory, batch, started_at }
-}
-
-/// After any pass: keeps its memory (and saves it), reports it, and with
-/// events on hands the hub what the pass wrote and keeps its snapshot, when
-/// complete, as the base of the next targeted pass. `batch` is a targeted
-/// pass's.
-#[allow(clippy::too_many_arguments)] // the loop's state a pass ends into
-fn finish_pass(
-    state: &mut Loop<'_>,
-    hub: &EventHub,
-    base: &mut Option<Arc<Snapshot>>,
-    events_on: bool,
-    report: PassReport,
-    memory: Memory,
-    batch: Option<&Batch>,
-    started_at: SystemTime,
-) {
-    state.memory = memory;
-    state.save_state();
-    state.observer.pass_finished(&report, &state.config, started_at);
-    if !events_on {
-        return;
-    }
-    state.observer.events_pass_finished(batch.map(|b| b.event_times.as_slice()), started_at);
-    if let Some(batch) = batch {
-        info!(
-            groups = batch.dirty.groups.len(),
-            instances = batch.dirty.instances.len(),
-            actions = report.plan.actions.len(),
-            "targeted pass on events finished"
-        );
-    }
-    // This pass's writes are stale in its snapshot: the next targeted pass
-    // describes them again.
-    let touched = crate::events::dirty::touched(&report.plan);
-    if batch.is_some() {
-        hub.pass_wrote(touched);
-    } else if report.snapshot.is_complete() {
-        hub.full_pass_wrote(touched);
-    } else {
-        // An incomplete snapshot is not kept: the base stays the older one.
-        hub.pass_wrote(touched);
-    }
-    if report.snapshot.is_complete() {
-        if let Some(account) = report.snapshot.source_groups.values().map(|g| g.owner_id.as_str()).next() {
-            hub.expect_account(account);
-        }
-        // Kept (moved, not copied) for the next targeted pass to merge into.
-        *base = Some(Arc::new(report.snapshot));
-    } else if let Some(batch) = batch {
-        // Look again with the next batch (or the next full pass).
-        hub.pass_wrote(batch.dirty.clone());
-    }
-}
-
 // What `run` attaches to the loop (metrics, `/status`, health, systemd) and
 // the entry points that serve them: `daemon/instruments.rs`.
 mod instruments;
+mod target;
 pub use self::instruments::{Instruments, NoObserver, ServeError, serve, serve_with};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(targets: &[Option<&str>]) -> Config {
+        let mut text = "[aws]\nregion = \"us-east-1\"\n[accounts.b]\nregion = \"eu-west-1\"\n\
+                        [accounts.c]\nregion = \"us-west-2\"\n"
+            .to_owned();
+        for (i, target) in targets.iter().enumerate() {
+            let target = target.map(|t| format!("target_account = \"{t}\"\n")).unwrap_or_default();
+            text.push_str(&format!("[[mirror]]\nsource_group = \"sg-0{i}\"\nvpc = \"vpc-01\"\n{target}"));
+        }
+        Config::from_toml_str(&text, None).unwrap_or_else(|e| panic!("{}", render_errors(&e)))
+    }
+
+    #[test]
+    fn the_lead_target_is_the_primary_one_else_the_first_by_name() {
+        assert_eq!(lead_of(&config(&[])), Target::Aws);
+        assert_eq!(lead_of(&config(&[Some("c"), None])), Target::Aws);
+        assert_eq!(lead_of(&config(&[Some("c")])), Target::Named("c".into()));
+        assert_eq!(lead_of(&config(&[Some("c"), Some("b")])), Target::Named("b".into()));
+    }
+
+    /// Counts what reaches it.
+    #[derive(Default)]
+    struct Counts {
+        passes: parking_lot::Mutex<usize>,
+        target_passes: parking_lot::Mutex<Vec<String>>,
+    }
+
+    impl PassObserver for Counts {
+        fn pass_finished(&self, _: &PassReport, _: &Config, _: SystemTime) {
+            *self.passes.lock() += 1;
+        }
+        fn target_pass_finished(&self, account: &str, _: &PassReport, _: SystemTime) {
+            self.target_passes.lock().push(account.to_owned());
+        }
+    }
+
+    #[test]
+    fn every_target_reports_its_passes_but_only_the_lead_feeds_the_pass_hooks() {
+        let counts = Counts::default();
+        let lead = parking_lot::Mutex::new(Target::Named("b".into()));
+        let pass = crate::reconcile::interrupted(Instant::now(), &Memory::default());
+        let config = config(&[Some("b"), Some("c")]);
+        for name in ["b", "c"] {
+            let observer = TargetObserver { inner: &counts, target: Target::Named(name.into()), lead: &lead };
+            observer.pass_finished(&pass, &config, SystemTime::UNIX_EPOCH);
+        }
+        assert_eq!(*counts.passes.lock(), 1, "the lead's pass only");
+        assert_eq!(*counts.target_passes.lock(), ["b", "c"]);
+    }
+}

@@ -209,15 +209,45 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 
 async fn plan_live(args: &PlanArgs) -> anyhow::Result<u8> {
     let config = load_config(&args.config.config)?;
-    let ec2 = connect(&config).await;
-    let observation = observe::observe(ec2.as_ref(), &config).await;
+    let targets = config.targets();
+    if targets.len() > 1 && args.dump_snapshot.is_some() {
+        anyhow::bail!("--dump-snapshot writes one target's snapshot, but the mirrors target several accounts");
+    }
+    // One plan per target account, as the daemon's loops make them.
+    let mut code = EXIT_OK;
+    for target in &targets {
+        let config = config.for_target(target);
+        if targets.len() > 1 {
+            eprintln!("target account {target} ({}):", config.target_region(target));
+        }
+        code = worst(code, plan_target(args, &config).await?);
+    }
+    Ok(code)
+}
+
+/// Of two exit codes of one command's targets, the one to report: an
+/// error, else changes (or not converged), else OK.
+fn worst(a: u8, b: u8) -> u8 {
+    let rank = |code: u8| match code {
+        EXIT_ERROR => 3,
+        EXIT_NOT_CONVERGED => 2,
+        EXIT_CHANGES => 1,
+        _ => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// `plan` for one target's part of the file.
+async fn plan_target(args: &PlanArgs, config: &Config) -> anyhow::Result<u8> {
+    let ec2 = connect(config).await;
+    let observation = observe::observe(ec2.as_ref(), config).await;
     for error in &observation.errors {
         eprintln!("warning: {error}");
     }
     if let Some(path) = &args.dump_snapshot {
         write_atomically(path, &(observation.snapshot.to_json() + "\n"))?;
     }
-    let (plan, _) = plan::plan(&config, &observation.snapshot, &Memory::default(), SystemTime::now());
+    let (plan, _) = plan::plan(config, &observation.snapshot, &Memory::default(), SystemTime::now());
     print_plan(&plan, &observation.snapshot, args.format);
     if !observation.snapshot.is_complete() {
         // A plan from a partial view can miss changes: never "no changes".
@@ -235,7 +265,6 @@ fn incomplete_observation(snapshot: &Snapshot) -> String {
 
 async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
     let config = load_config(&args.config.config)?;
-    let ec2 = connect(&config).await;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
@@ -244,10 +273,30 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
             on_signal.cancel();
         }
     });
+    // One target account after the other, each with its own client and
+    // state file, as the daemon's loops.
+    let targets = config.targets();
+    daemon::take_over_legacy_state_file(&config);
+    let mut code = EXIT_OK;
+    for target in &targets {
+        if cancel.is_cancelled() {
+            break;
+        }
+        if targets.len() > 1 {
+            println!("target account {target} ({}):", config.target_region(target));
+        }
+        let state_file = StateFile::named(config.daemon.state_dir.clone(), config.state_file_name(target));
+        code = worst(code, apply_target(args, &config.for_target(target), state_file, &cancel).await);
+    }
+    Ok(code)
+}
+
+/// `apply` for one target's part of the file.
+async fn apply_target(args: &ApplyArgs, config: &Config, mut state_file: StateFile, cancel: &CancellationToken) -> u8 {
+    let ec2 = connect(config).await;
     let max_passes = usize::try_from(args.max_passes).unwrap_or(usize::MAX);
     // The daemon's state file, when there is one: apply honours the shrink
     // guard's baseline and the deletion backoffs, and writes them back.
-    let mut state_file = StateFile::new(config.daemon.state_dir.clone());
     let existed = state_file.exists();
     let memory = match state_file.load() {
         Ok(memory) => memory.unwrap_or_default(),
@@ -256,7 +305,7 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
             state::conservative_start(SystemTime::now())
         }
     };
-    let report = reconcile::apply_from(ec2.as_ref(), &config, max_passes, &SystemTime::now, &cancel, memory).await;
+    let report = reconcile::apply_from(ec2.as_ref(), config, max_passes, &SystemTime::now, cancel, memory).await;
     if existed && let Err(error) = state_file.save(&report.memory) {
         eprintln!("warning: {error}");
     }
@@ -287,18 +336,18 @@ async fn apply(args: &ApplyArgs) -> anyhow::Result<u8> {
     }
     if report.converged {
         println!("converged");
-        Ok(EXIT_OK)
+        EXIT_OK
     } else if let Some(last) = report.passes.last().filter(|pass| !pass.snapshot.is_complete() && !pass.interrupted) {
         // Not "not converged": whether anything is left to do is unknown.
         println!("not converged after {} passes", report.passes.len());
         eprintln!("{}", incomplete_observation(&last.snapshot));
-        Ok(EXIT_ERROR)
+        EXIT_ERROR
     } else if cancel.is_cancelled() {
         println!("interrupted before converging");
-        Ok(EXIT_NOT_CONVERGED)
+        EXIT_NOT_CONVERGED
     } else {
         println!("not converged after {} passes", report.passes.len());
-        Ok(EXIT_NOT_CONVERGED)
+        EXIT_NOT_CONVERGED
     }
 }
 

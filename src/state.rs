@@ -33,7 +33,7 @@ use crate::model::{GroupId, PrefixListId, VpcId, format_time, parse_time};
 use crate::plan::{Baseline, DeleteBackoff, FightKey, FightState, Memory, PairKey, RepairHistory, RepairKind};
 
 /// The file's name in the state directory.
-pub const STATE_FILE: &str = "state.json";
+pub const STATE_FILE: &str = crate::config::STATE_FILE_NAME;
 
 /// The version this daemon writes and reads.
 pub const STATE_VERSION: u64 = 1;
@@ -251,6 +251,9 @@ impl StateDoc {
 #[derive(Debug)]
 pub struct StateFile {
     dir: PathBuf,
+    /// The file's name in `dir`: [`STATE_FILE`], or a target's own
+    /// ([`crate::config::Config::state_file_name`]).
+    name: String,
     /// The document last written or loaded, so that a pass that changed
     /// nothing writes nothing.
     last: Option<StateDoc>,
@@ -260,13 +263,37 @@ impl StateFile {
     /// The state file in `dir` (`daemon.state_dir`). Nothing is read yet.
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), last: None }
+        Self::named(dir, STATE_FILE)
+    }
+
+    /// The state file called `name` in `dir`: one target's among several
+    /// (`state-NAME.json`, [`crate::config::Config::state_file_name`]).
+    #[must_use]
+    pub fn named(dir: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        Self { dir: dir.into(), name: name.into(), last: None }
     }
 
     /// The file's path.
     #[must_use]
     pub fn path(&self) -> PathBuf {
-        self.dir.join(STATE_FILE)
+        self.dir.join(&self.name)
+    }
+
+    /// Takes over the file `legacy` of the same directory when this one is
+    /// missing: renames it to this file's name (a daemon of an earlier
+    /// version wrote the memory of its only target under
+    /// [`STATE_FILE`]; [`crate::config::Config::legacy_state_file_owner`]
+    /// says which target it was). Returns whether it did.
+    ///
+    /// # Errors
+    /// The rename failed (the caller starts as without a file).
+    pub fn take_over(&self, legacy: &str) -> std::io::Result<bool> {
+        let from = self.dir.join(legacy);
+        if self.exists() || std::fs::symlink_metadata(&from).is_err() {
+            return Ok(false);
+        }
+        std::fs::rename(&from, self.path())?;
+        Ok(true)
     }
 
     /// Whether the file exists (readable or not).
@@ -329,7 +356,7 @@ impl StateFile {
     /// left behind (best effort: the directory may not even exist).
     fn remove_stale_temporaries(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
-        let prefix = format!(".{STATE_FILE}.tmp-");
+        let prefix = format!(".{}.tmp-", self.name);
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
                 let _ = std::fs::remove_file(entry.path());
@@ -341,7 +368,7 @@ impl StateFile {
     /// directory (so the rename itself survives a power loss).
     fn write_atomically(&self, bytes: &[u8]) -> Result<(), StateError> {
         let path = self.path();
-        let temporary = self.dir.join(format!(".{STATE_FILE}.tmp-{}", std::process::id()));
+        let temporary = self.dir.join(format!(".{}.tmp-{}", self.name, std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
             file.write_all(bytes)?;
@@ -411,6 +438,20 @@ mod tests {
             std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_target_takes_over_the_legacy_file_only_when_it_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = StateFile::named(dir.path(), "state-b.json");
+        assert!(!target.take_over(STATE_FILE).unwrap(), "nothing to take over");
+        StateFile::new(dir.path()).save(&memory()).unwrap();
+        assert!(target.take_over(STATE_FILE).unwrap());
+        assert!(!dir.path().join(STATE_FILE).exists());
+        assert_eq!(StateFile::named(dir.path(), "state-b.json").load().unwrap(), Some(memory()));
+        StateFile::new(dir.path()).save(&Memory::default()).unwrap();
+        assert!(!target.take_over(STATE_FILE).unwrap(), "its own file wins");
+        assert_eq!(StateFile::named(dir.path(), "state-b.json").load().unwrap(), Some(memory()));
     }
 
     #[test]

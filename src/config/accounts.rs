@@ -170,9 +170,9 @@ pub(super) fn accounts(
 }
 
 /// The rules across the mirrors and the accounts: a mirror's accounts are
-/// names of `[accounts]`; every mirror targets the same account (this
-/// version: one target account per daemon); a source in another account
-/// than its target is named by id. `mirrors` are the entries of `raw`, all
+/// names of `[accounts]`; a source in another account than its target is
+/// named by id. (Mirrors may target several accounts: one loop each,
+/// `config/targets.rs`.) `mirrors` are the entries of `raw`, all
 /// read.
 pub(super) fn mirror_rules(
     cx: &mut Checker<'_>,
@@ -186,7 +186,6 @@ pub(super) fn mirror_rules(
     } else {
         format!("known accounts: {}", known.join(", "))
     };
-    let mut first_target: Option<(usize, Option<&str>)> = None;
     for (i, (entry, mirror)) in raw.iter().zip(mirrors).enumerate() {
         let prefix = format!("mirror[{i}]");
         let m = entry.get_ref();
@@ -205,23 +204,6 @@ pub(super) fn mirror_rules(
         }
         if !usable {
             continue;
-        }
-        let target = mirror.target_account.as_deref();
-        match first_target {
-            None => first_target = Some((i, target)),
-            Some((first, name)) if name != target => {
-                let shown =
-                    |n: Option<&str>| n.map_or_else(|| format!("{AWS_ACCOUNT} (the [aws] account)"), str::to_owned);
-                let message = format!(
-                    "targets account {}, but mirror[{first}] targets {}: a daemon mirrors into one target account \
-                     (run one daemon per target account)",
-                    shown(target),
-                    shown(name)
-                );
-                let span = m.target_account.as_ref().map_or_else(|| entry.span(), Spanned::span);
-                cx.push(ErrorKind::InvalidValue, KeyPath::new(&prefix, "target_account"), Some(span), message);
-            }
-            Some(_) => {}
         }
         // A group name is unique among Classic groups of one account only:
         // a source elsewhere is named by its id.

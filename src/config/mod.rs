@@ -42,6 +42,7 @@ mod error;
 mod raw;
 mod rules;
 mod sections;
+mod targets;
 mod values;
 
 #[cfg(test)]
@@ -66,6 +67,7 @@ use self::sections::{
     PartialAws, PartialDaemon, PartialDiscovery, PartialEvents, PartialLimits, PartialMirror, PartialMirroring,
     PartialRateLimit, PartialSafety,
 };
+pub use self::targets::{STATE_FILE_NAME, Target};
 use crate::model::{GroupId, VpcId};
 
 /// Default of `daemon.state_dir`: systemd's `StateDirectory=classiclink-mirror`.
@@ -170,8 +172,9 @@ impl Config {
         }
     }
 
-    /// The account every mirror targets (validation allows one): `None`
-    /// for the `[aws]` account.
+    /// The account the first mirror naming one targets: `None` for the
+    /// `[aws]` account. The port of one target's part of the file
+    /// ([`Config::for_target`]), whose mirrors all target it.
     #[must_use]
     pub fn target_account(&self) -> Option<&str> {
         self.mirrors.iter().find_map(|m| m.target_account.as_deref())
@@ -320,7 +323,7 @@ fn check(cx: &mut Checker<'_>, raw: &RawConfig, skipped: &BTreeSet<usize>) -> Op
     if let Some(mirrors) = &mirrors {
         accounts::mirror_rules(cx, &raw.mirror, mirrors, &raw.accounts);
     }
-    Some(Config {
+    let config = Config {
         aws: aws.complete()?,
         daemon: daemon.complete()?,
         safety: safety.complete()?,
@@ -331,5 +334,7 @@ fn check(cx: &mut Checker<'_>, raw: &RawConfig, skipped: &BTreeSet<usize>) -> Op
         events: events.complete()?,
         accounts: accounts?,
         mirrors: mirrors?,
-    })
+    };
+    targets::distinct_targets(cx, &raw.mirror, &config);
+    Some(config)
 }

@@ -26,6 +26,14 @@ impl Instruments {
     fn alive(&self) -> bool {
         self.state.liveness().alive
     }
+
+    /// Tells systemd `READY=1` the first time the daemon is ready.
+    fn notify_ready(&self) {
+        if self.state.is_ready() && !self.notified_ready.swap(true, Ordering::SeqCst) {
+            info!("ready: the first complete snapshot, or with several targets every target's first pass");
+            notify(&[sd_notify::NotifyState::Ready]);
+        }
+    }
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
@@ -58,10 +66,7 @@ impl PassObserver for Instruments {
 
     fn snapshot_observed(&self, snapshot: &crate::model::Snapshot) {
         self.state.snapshot_observed(snapshot.is_complete());
-        if self.state.is_ready() && !self.notified_ready.swap(true, Ordering::SeqCst) {
-            info!("first complete snapshot: ready");
-            notify(&[sd_notify::NotifyState::Ready]);
-        }
+        self.notify_ready();
     }
 
     fn pass_finished(&self, pass: &PassReport, _config: &Config, started_at: SystemTime) {
@@ -83,8 +88,26 @@ impl PassObserver for Instruments {
         notify(&[sd_notify::NotifyState::Stopping]);
     }
 
+    fn target_started(&self, target: &super::TargetInfo) {
+        self.state.target_started(&target.account, &target.region);
+    }
+
+    fn target_pass_finished(&self, account: &str, pass: &PassReport, started_at: SystemTime) {
+        self.state.target_pass_finished(account, pass, started_at);
+        self.notify_ready();
+    }
+
+    fn target_stopped(&self, account: &str) {
+        self.state.target_stopped(account);
+    }
+
     fn events_enabled(&self, hub: &EventHub) {
-        match crate::events::metrics::EventMetrics::register(self.state.metrics().registry()) {
+        // Registered once: a reload that moves the events to another
+        // target's loop (a new primary target) hands it the same metrics.
+        let registered = self.events.lock().as_ref().and_then(EventHub::metrics);
+        match registered
+            .map_or_else(|| crate::events::metrics::EventMetrics::register(self.state.metrics().registry()), Ok)
+        {
             Ok(metrics) => hub.attach_metrics(metrics),
             Err(e) => warn!(error = %e, "the event metrics could not be registered"),
         }
@@ -242,6 +265,18 @@ impl PassObserver for Both<'_> {
     fn events_pass_finished(&self, event_times: Option<&[SystemTime]>, started_at: SystemTime) {
         self.0.events_pass_finished(event_times, started_at);
         self.1.events_pass_finished(event_times, started_at);
+    }
+    fn target_started(&self, target: &super::TargetInfo) {
+        self.0.target_started(target);
+        self.1.target_started(target);
+    }
+    fn target_pass_finished(&self, account: &str, pass: &PassReport, started_at: SystemTime) {
+        self.0.target_pass_finished(account, pass, started_at);
+        self.1.target_pass_finished(account, pass, started_at);
+    }
+    fn target_stopped(&self, account: &str) {
+        self.0.target_stopped(account);
+        self.1.target_stopped(account);
     }
 }
 

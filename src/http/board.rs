@@ -345,6 +345,7 @@ impl StatusBoard {
             warnings: self.warnings.clone(),
             fights: self.fights.clone(),
             events: None,
+            targets: Vec::new(),
         }
     }
 }

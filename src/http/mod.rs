@@ -6,7 +6,10 @@
 //! its phase and the describes failing so far ([`State::pass_phase`],
 //! [`State::describe_failed`]), a pass finished ([`State::record_pass`]:
 //! metrics, readiness and the `/status` document in one call), and a new
-//! configuration is in force ([`State::apply_config`]). Handlers only read.
+//! configuration is in force ([`State::apply_config`]); with one loop per
+//! target account, each target's loop started, passes and removal
+//! ([`State::target_started`], [`State::target_pass_finished`],
+//! [`State::target_stopped`]: `/status` `targets`). Handlers only read.
 //! `docs/metrics.md` documents the endpoints and the `/status` JSON.
 //!
 //! [`serve`] is hardened for months unattended (`docs/operations.md`, "The
@@ -21,6 +24,7 @@ mod probe;
 mod routes;
 mod state;
 mod status;
+mod targets;
 #[cfg(test)]
 mod tests;
 
@@ -31,3 +35,4 @@ pub use probe::{ProbeError, probe};
 pub use routes::router;
 pub use state::State;
 pub use status::*;
+pub use targets::{TargetBoard, TargetErrorStatus, TargetStatus, is_failure as is_target_failure};

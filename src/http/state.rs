@@ -23,6 +23,7 @@ struct Shared {
     board: Mutex<StatusBoard>,
     clock: WallClock,
     events: Mutex<Option<crate::events::runner::EventHub>>,
+    targets: Mutex<super::TargetBoard>,
 }
 
 /// What the HTTP handlers read and the daemon loop writes. Cheap to clone
@@ -60,6 +61,7 @@ impl State {
                 board: Mutex::new(StatusBoard::new(config.daemon.mode)),
                 clock,
                 events: Mutex::new(None),
+                targets: Mutex::new(super::TargetBoard::default()),
             }),
         }
     }
@@ -120,10 +122,41 @@ impl State {
         outcome
     }
 
-    /// True after the first complete snapshot (`/readyz`; sd-notify `READY=1`).
+    /// Ready (`/readyz`; sd-notify `READY=1`): with one target, after its
+    /// first complete snapshot; with several, once every target has
+    /// finished its first pass, successful or not (a target that cannot be
+    /// reached shows in `targets` and the `target_*` metrics instead of
+    /// holding the daemon unready).
     #[must_use]
     pub fn is_ready(&self) -> bool {
+        let targets = lock(&self.shared.targets);
+        if targets.len() > 1 {
+            return targets.all_passed_once();
+        }
+        drop(targets);
         lock(&self.shared.health).is_ready()
+    }
+
+    /// A target's loop starts (`/status` `targets`, the `target_*` metrics).
+    pub fn target_started(&self, account: &str, region: &str) {
+        lock(&self.shared.targets).started(account, region);
+        self.shared.metrics.record_target_started(account);
+    }
+
+    /// A pass of the target `account` finished; returns its outcome.
+    pub fn target_pass_finished(&self, account: &str, pass: &PassReport, started_at: SystemTime) -> CycleOutcome {
+        let outcome = CycleOutcome::of(pass);
+        // A removed target's draining loop leaves no series behind.
+        if let Some(failures) = lock(&self.shared.targets).finished(account, pass, outcome, started_at) {
+            self.shared.metrics.record_target_pass(account, outcome, failures, started_at);
+        }
+        outcome
+    }
+
+    /// A reload removed the target `account`.
+    pub fn target_stopped(&self, account: &str) {
+        lock(&self.shared.targets).stopped(account);
+        self.shared.metrics.record_target_stopped(account);
     }
 
     /// An observation finished: the first complete one makes the daemon
@@ -149,6 +182,7 @@ impl State {
         let now = (self.shared.clock)();
         let mut document = lock(&self.shared.board).document(now, ready);
         document.events = lock(&self.shared.events).as_ref().map(EventSourceStatus::of);
+        document.targets = lock(&self.shared.targets).statuses();
         document
     }
 

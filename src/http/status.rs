@@ -279,6 +279,11 @@ pub struct StatusDocument {
     /// The event source, when `[events]` configures one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<EventSourceStatus>,
+    /// Each target account's health, by account name (one loop each:
+    /// docs/architecture.md, "Many targets"). The pass fields above
+    /// describe the lead target's passes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<super::TargetStatus>,
 }
 
 /// The event source's health and counts in `/status`.

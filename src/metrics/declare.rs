@@ -4,7 +4,7 @@
 //! without being registered, nor registered under a second name.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
 /// What a metric is: its name (without the registry's prefix), its help
@@ -66,6 +66,12 @@ impl Declare for IntCounterVec {
 }
 
 impl Declare for IntGaugeVec {
+    fn declare(def: &Def) -> prometheus::Result<Self> {
+        Self::new(def.opts(), def.labels)
+    }
+}
+
+impl Declare for GaugeVec {
     fn declare(def: &Def) -> prometheus::Result<Self> {
         Self::new(def.opts(), def.labels)
     }

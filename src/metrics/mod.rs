@@ -36,6 +36,7 @@ pub(crate) mod declare;
 pub mod passes;
 pub mod process;
 pub mod requests;
+pub mod targets;
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
@@ -58,6 +59,7 @@ pub struct Metrics {
     passes: passes::PassMetrics,
     requests: requests::RequestMetrics,
     process: process::ProcessMetrics,
+    targets: targets::TargetMetrics,
     /// Serialises pass updates against each other and against scrapes, so a
     /// scrape never sees half of one pass's gauges; also guards the conflict
     /// kinds seen so far (to reset those no longer present).
@@ -91,6 +93,7 @@ impl Metrics {
         let passes = passes::PassMetrics::register(&registry)?;
         let requests = requests::RequestMetrics::register(&registry)?;
         let process = process::ProcessMetrics::register(&registry)?;
+        let targets = targets::TargetMetrics::register(&registry)?;
         // Every known label combination at zero.
         passes.zero();
         requests.zero();
@@ -100,6 +103,7 @@ impl Metrics {
             passes,
             requests,
             process,
+            targets,
             pass_lock: Mutex::new(BTreeSet::new()),
             last_request: Mutex::new(None),
         })
@@ -125,6 +129,25 @@ impl Metrics {
         let mut seen_conflicts = self.pass_lock.lock();
         self.passes.record(pass, started_at, outcome, &mut seen_conflicts);
         outcome
+    }
+
+    /// A target account's loop starts: its `target_*` series exist.
+    pub fn record_target_started(&self, account: &str) {
+        self.targets.started(account);
+    }
+
+    /// A pass of the target `account` ended as `outcome`, its
+    /// `failures`-th failure in a row (0: not a failure); `started_at` is
+    /// its `now`.
+    pub fn record_target_pass(&self, account: &str, outcome: CycleOutcome, failures: u32, started_at: SystemTime) {
+        let success_at = (outcome == CycleOutcome::Success)
+            .then(|| started_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64());
+        self.targets.pass(account, outcome, failures, success_at);
+    }
+
+    /// A reload removed the target `account`: its series go.
+    pub fn record_target_stopped(&self, account: &str) {
+        self.targets.stopped(account);
     }
 
     /// Records a configuration reload (SIGHUP or file change).

@@ -520,11 +520,39 @@ fn label_lists_are_exhaustive() {
 
 #[test]
 fn every_declared_metric_is_exposed_and_documented() {
-    let text = Metrics::new().render();
+    let metrics = Metrics::new();
+    // A target's series exist once its loop has started.
+    metrics.record_target_started("aws");
+    let text = metrics.render();
     let docs = include_str!("../../docs/metrics.md");
-    let declared = [passes::PassMetrics::NAMES, requests::RequestMetrics::NAMES, process::ProcessMetrics::NAMES];
+    let declared = [
+        passes::PassMetrics::NAMES,
+        requests::RequestMetrics::NAMES,
+        process::ProcessMetrics::NAMES,
+        targets::TargetMetrics::NAMES,
+    ];
     for metric in declared.concat() {
         assert!(text.contains(&format!("# TYPE {} ", name(metric))), "{metric} is not exposed:\n{text}");
         assert!(docs.contains(&format!("`{metric}")), "{metric} is not in docs/metrics.md");
     }
+}
+
+#[test]
+fn a_target_s_series_follow_its_passes_and_go_with_it() {
+    let metrics = Metrics::new();
+    metrics.record_target_started("b");
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    metrics.record_target_pass("b", CycleOutcome::Success, 0, at);
+    metrics.record_target_pass("b", CycleOutcome::Failed, 1, at + Duration::from_secs(60));
+    let text = metrics.render();
+    assert!(text.contains("classiclink_mirror_target_up{account=\"b\"} 0"), "{text}");
+    assert!(text.contains("classiclink_mirror_target_passes_total{account=\"b\",outcome=\"failed\"} 1"), "{text}");
+    assert!(text.contains("classiclink_mirror_target_passes_total{account=\"b\",outcome=\"success\"} 1"), "{text}");
+    assert!(text.contains("classiclink_mirror_target_consecutive_failures{account=\"b\"} 1"), "{text}");
+    assert!(
+        text.contains("classiclink_mirror_target_last_success_timestamp_seconds{account=\"b\"} 1800000000"),
+        "{text}"
+    );
+    metrics.record_target_stopped("b");
+    assert!(!metrics.render().contains("account=\"b\""), "a removed target leaves no series");
 }

@@ -27,6 +27,7 @@ mod emulator_wire;
 mod events_daemon;
 mod events_wire;
 mod expansion;
+mod many_targets;
 mod moto_accounts;
 mod moto_apply;
 mod moto_conformance;

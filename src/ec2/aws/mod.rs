@@ -168,8 +168,9 @@ pub(crate) async fn sdk_config(aws: &AwsConfig, options: &AwsOptions) -> aws_con
     loader.load().await
 }
 
-/// The port of a configuration: the client of the account every mirror
-/// targets (`[aws]`, or the `[accounts.NAME]` of `target_account`); when the
+/// The port of one target's part of a configuration
+/// ([`Config::for_target`]: every mirror targets one account): the client of
+/// that account (`[aws]`, or the `[accounts.NAME]` of `target_account`); when the
 /// mirrors name accounts, a [`SourceAccounts`] over it and one client per
 /// other account holding sources, every error message naming its account.
 /// `limit` wraps each client (its own token buckets and retry quota:

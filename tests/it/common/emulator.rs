@@ -72,6 +72,19 @@ impl EmulatorProcess {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// `/_emulator/calls?account=…&region=…`: request counts by action in
+    /// one account's world in one region.
+    pub async fn calls_in(&self, account: &str, region: &str) -> BTreeMap<String, serde_json::Value> {
+        let url = format!("{}/_emulator/calls?account={account}&region={region}", self.url);
+        serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap()
+    }
+
+    /// Sets every counter of one account's world in one region back to zero.
+    pub async fn reset_calls_in(&self, account: &str, region: &str) {
+        let url = format!("{}/_emulator/reset-calls?account={account}&region={region}", self.url);
+        assert!(reqwest::Client::new().post(url).send().await.unwrap().status().is_success());
+    }
+
     /// Requests of one action so far.
     pub async fn requests(&self, operation: &str) -> u64 {
         self.calls().await.get(operation).map_or(0, |c| c["requests"].as_u64().unwrap_or(0))
