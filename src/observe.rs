@@ -17,7 +17,10 @@
 //!   flags (`DescribeVpcs` instead when no Classic group is managed);
 //! - only when some mapping expands unmanaged references: the prefix lists
 //!   carrying the expansion tag with their entries, and the running members
-//!   of the groups they expand (instances and network interfaces by group).
+//!   of the groups they expand (instances and network interfaces by group);
+//! - only for VPC sources in another account than their target that
+//!   reference prefix lists: those lists in the source's account, and the
+//!   target region's AWS-managed lists they map to (`observe/prefix_lists.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +32,8 @@ use crate::model::{
     EXPANSION_TAG, ExpansionList, GroupId, Instance, InstanceState, OWNERSHIP_TAG, Peer, SecurityGroup, Snapshot,
     SnapshotPart, Vpc, VpcId,
 };
+
+mod prefix_lists;
 
 /// EC2 accepts at most this many values in one filter.
 pub const MAX_FILTER_VALUES: usize = 200;
@@ -373,6 +378,11 @@ async fn observe_with(
     match vpc_flags {
         Ok(found) => obs.snapshot.vpcs.extend(found.into_iter().map(|v| (v.id.clone(), v))),
         Err(error) => obs.fail(SnapshotPart::Vpcs, error),
+    }
+    // Sources in other accounts: the lists they reference (observe/prefix_lists.rs).
+    for error in prefix_lists::observe_source_prefix_lists(ec2, config, &mut obs.snapshot).await {
+        report(&ObserveError { part: SnapshotPart::PrefixLists, source: error.clone() });
+        obs.fail(SnapshotPart::PrefixLists, error);
     }
     if config.any_expands() {
         let errors = observe_expansions(ec2, config, &mut obs.snapshot).await;

@@ -421,8 +421,10 @@ impl<'a> Planner<'a> {
             let peer = match &grant.key.peer {
                 Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
                 Peer::Ipv6(net) if vpc_source => Ok((Peer::Ipv6(*net), None)),
-                Peer::PrefixList(list) if vpc_source => {
-                    if let Some(reason) = self.prefix_list_unusable(mapping, list.as_str()) {
+                Peer::PrefixList(list) if vpc_source => match self.translate_prefix_list(mapping, list) {
+                    Ok(list) => Ok((Peer::PrefixList(list), None)),
+                    Err(None) => continue,
+                    Err(Some(reason)) => {
                         let message = format!(
                             "{} {} rule {} cannot be mirrored: {reason}",
                             mapping.source.id,
@@ -437,9 +439,16 @@ impl<'a> Planner<'a> {
                         );
                         continue;
                     }
-                    Ok((Peer::PrefixList(list.clone()), None))
-                }
+                },
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
+                // A group of another account than the mirror's (xrefs.rs).
+                Peer::Group { group, owner }
+                    if vpc_source
+                        && !self.managed_index.contains_key(group)
+                        && let Some(kept) = self.kept_reference(mapping, group, owner.as_deref()) =>
+                {
+                    kept.map(|peer| (peer, None))
+                }
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
                 Peer::Group { group, owner: None } => {
                     match self.managed_index.get(group).map(|&index| &self.peer_targets[index]) {
@@ -510,31 +519,6 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Why the mirror of `mapping` cannot be granted the prefix list `list`
-    /// of its source, if it cannot. The same list id serves when source and
-    /// mirror share account and region; a customer list of another account
-    /// is reported rather than copied (docs/semantics.md, "Prefix lists").
-    /// The mirror's account is the owner of its observed group, or of any
-    /// observed group of its VPC; unknown (not observed) counts as shared.
-    fn prefix_list_unusable(&self, mapping: &Mapping<'a>, list: &str) -> Option<String> {
-        let source_account = mapping.source.owner_id.as_str();
-        let target_account = match self.mirror_ref(mapping) {
-            Some(GroupRef::Existing(id)) => self.snap.vpc_groups.get(id).map(|g| g.owner_id.as_str()),
-            _ => None,
-        }
-        .or_else(|| {
-            self.snap.vpc_groups.values().find(|g| g.vpc_id.as_ref() == Some(&mapping.vpc)).map(|g| g.owner_id.as_str())
-        })
-        .unwrap_or_default();
-        if source_account.is_empty() || target_account.is_empty() || source_account == target_account {
-            return None;
-        }
-        Some(format!(
-            "prefix list {list} of account {source_account} cannot be used by account {target_account}; \
-             share it (AWS RAM) or grant an equivalent list on the mirror"
-        ))
-    }
-
     fn describe_source_grant(&self, grant: &Grant, direction: Direction) -> String {
         let peer = match &grant.key.peer {
             Peer::Group { group, owner } => {
@@ -593,7 +577,9 @@ impl<'a> Planner<'a> {
             });
         }
         let owned = |grant: &Grant| match &grant.key.peer {
-            Peer::Ipv6(_) => vpc_source,
+            // A VPC source's kinds: its IPv6 grants, and its references to
+            // groups of other accounts kept as such (xrefs.rs).
+            Peer::Ipv6(_) | Peer::Group { owner: Some(_), .. } => vpc_source,
             // Our expansion lists (expand.rs): a grant of one is ours.
             Peer::PrefixList(list) => vpc_source || self.is_our_list_id(list),
             _ => self.owned_rule(grant),

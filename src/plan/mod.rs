@@ -43,6 +43,7 @@ mod overflow;
 mod render;
 mod safety;
 mod types;
+mod xrefs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -333,9 +334,12 @@ impl<'a> Planner<'a> {
     /// has it.
     fn list_entries<G>(&self, peer: &crate::model::Peer<G>) -> Option<usize> {
         match peer {
-            crate::model::Peer::PrefixList(id) => {
-                self.snap.expansion_lists.get(id).and_then(|l| usize::try_from(l.list.max_entries).ok())
-            }
+            crate::model::Peer::PrefixList(id) => self
+                .snap
+                .expansion_lists
+                .get(id)
+                .and_then(|l| usize::try_from(l.list.max_entries).ok())
+                .or_else(|| self.described_list_entries(id)),
             _ => None,
         }
     }
