@@ -102,6 +102,9 @@ pub struct EmulatorOptions {
     pub limits: Limits,
     /// Faults to inject.
     pub faults: Faults,
+    /// The region of the world: the AWS-managed prefix lists it has are
+    /// this region's (`com.amazonaws.<region>.s3`, …).
+    pub region: String,
 }
 
 impl Default for EmulatorOptions {
@@ -111,6 +114,7 @@ impl Default for EmulatorOptions {
             id_seed: 0,
             limits: Limits::default(),
             faults: Faults::none(),
+            region: cloud::HOME_REGION.to_owned(),
         }
     }
 }
@@ -254,7 +258,7 @@ impl Emulator {
     #[must_use]
     pub fn new(options: EmulatorOptions) -> Self {
         let now = Instant::now();
-        let mut world = World::new(options.account_id, options.limits, options.id_seed, now);
+        let mut world = World::new(options.account_id, options.region, options.limits, options.id_seed, now);
         world.consistency_window = options.faults.consistency_window;
         Self::from_world(world, options.faults, now)
     }
@@ -277,7 +281,7 @@ impl Emulator {
     /// Every problem of the estate, each with its place (`group[3].rules[1].from_group: …`).
     pub fn from_estate(estate: &Estate, options: EmulatorOptions) -> Result<Self, EstateErrors> {
         let now = Instant::now();
-        let mut world = World::new(options.account_id, options.limits, options.id_seed, now);
+        let mut world = World::new(options.account_id, options.region, options.limits, options.id_seed, now);
         estate::load(&mut world, estate, now)?;
         world.consistency_window = options.faults.consistency_window;
         Ok(Self::from_world(world, options.faults, now))
@@ -427,6 +431,7 @@ impl Emulator {
             id_seed: shared.world.id_seed,
             limits: shared.world.limits,
             faults: shared.faults.config().clone(),
+            region: shared.world.region.clone(),
         }
     }
 
