@@ -207,7 +207,8 @@ impl<'a> Planner<'a> {
     ) -> Result<Option<ActionId>, Overflows> {
         let destructive_held = self.destructive_held();
         let source = &mapping.source.id;
-        let diff = self.diff(mirror, desired, direction, !mapping.source.is_classic());
+        let foreign_refs = self.keeps_foreign_references(mapping);
+        let diff = self.diff(mirror, desired, direction, !mapping.source.is_classic(), foreign_refs);
         let quota = self.config.limits.rules_per_group;
         if may_overflow {
             let revoked: usize = diff.revoke.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
@@ -548,7 +549,14 @@ impl<'a> Planner<'a> {
     /// default (all traffic to 0.0.0.0/0), so that one pass makes it the
     /// source's. Egress descriptions are set when a grant is authorized and
     /// not compared afterwards (no update call for egress).
-    fn diff(&self, mirror: &GroupRef, desired: Desired, direction: Direction, vpc_source: bool) -> GrantDiff {
+    fn diff(
+        &self,
+        mirror: &GroupRef,
+        desired: Desired,
+        direction: Direction,
+        vpc_source: bool,
+        foreign_refs: bool,
+    ) -> GrantDiff {
         let default_egress;
         let observed: &[Grant] = match (mirror, direction) {
             (GroupRef::New { .. }, Direction::Ingress) => {
@@ -579,7 +587,8 @@ impl<'a> Planner<'a> {
         let owned = |grant: &Grant| match &grant.key.peer {
             // A VPC source's kinds: its IPv6 grants, and its references to
             // groups of other accounts kept as such (xrefs.rs).
-            Peer::Ipv6(_) | Peer::Group { owner: Some(_), .. } => vpc_source,
+            Peer::Ipv6(_) => vpc_source,
+            Peer::Group { owner: Some(_), .. } => foreign_refs,
             // Our expansion lists (expand.rs): a grant of one is ours.
             Peer::PrefixList(list) => vpc_source || self.is_our_list_id(list),
             _ => self.owned_rule(grant),

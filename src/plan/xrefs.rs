@@ -125,7 +125,8 @@ impl<'a> Planner<'a> {
 
     /// What a VPC source's reference to `group` (of account `owner`, `None`
     /// for the source's own), a group no mapping manages, becomes on the
-    /// mirror when the group is of another account than the mirror's: the
+    /// mirror of a source in another account (by name) when the group is of
+    /// another account than the mirror's: the
     /// same group as a cross-account reference (`UserId` + group) when the
     /// mirror is in the source's region (EC2 accepts references to groups
     /// of peered VPCs of the same region, and refuses any other), else
@@ -138,11 +139,12 @@ impl<'a> Planner<'a> {
         owner: Option<&str>,
     ) -> Option<Result<Peer<GroupRef>, Unmirrorable>> {
         let (source_name, target_name) = self.account_names(mapping);
-        let account = match owner {
-            Some(owner) => owner,
-            None if source_name != target_name => mapping.source.owner_id.as_str(),
-            None => return None,
-        };
+        if source_name == target_name {
+            // Source and mirror in one account: the usual rules (a group of
+            // another account is reported, `other_account`).
+            return None;
+        }
+        let account = owner.unwrap_or(mapping.source.owner_id.as_str());
         if self.config.region_of(source_name) != self.config.region_of(target_name) {
             return Some(Err(Unmirrorable::OtherRegion));
         }
@@ -155,6 +157,14 @@ impl<'a> Planner<'a> {
         // as EC2 describes it back.
         let owner = (target_account != Some(account)).then(|| account.to_owned());
         Some(Ok(Peer::Group { group: GroupRef::Existing(group.clone()), owner }))
+    }
+
+    /// Whether the mirror of `mapping` owns its references to groups of
+    /// other accounts: a VPC source in another account than its target
+    /// (they are the source's, kept by [`Self::kept_reference`]).
+    pub(super) fn keeps_foreign_references(&self, mapping: &Mapping<'a>) -> bool {
+        let (source_name, target_name) = self.account_names(mapping);
+        !mapping.source.is_classic() && source_name != target_name
     }
 
     /// The `MaxEntries` of a list the source's account or the target region

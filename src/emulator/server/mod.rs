@@ -239,6 +239,12 @@ fn foreign_reference_refusal(
     }
     let own = world.account_id();
     let region = region.unwrap_or(super::cloud::HOME_REGION);
+    // EC2-Classic groups reference other accounts' Classic groups (the
+    // Classic ELB's `amazon-elb/amazon-elb-sg`) without any peering.
+    let holder = params.get("GroupId").and_then(|id| GroupId::try_new(id).ok());
+    if holder.and_then(|id| world.peek_group(&id)).is_none_or(|g| g.vpc_id.is_none()) {
+        return None;
+    }
     let permissions = actions::ip_permissions(params).ok()?;
     permissions.iter().flat_map(|p| &p.user_id_group_pairs).find_map(|pair| {
         let (Some(user), Some(group)) = (pair.user_id.as_deref(), pair.group_id.as_deref()) else { return None };
