@@ -75,16 +75,21 @@ impl Desired {
 
     /// Splits off the grants for which `wait` holds, keeping the order.
     fn split_off_waiting(&mut self, wait: impl Fn(Option<Prepare>) -> bool) -> Self {
-        if !self.waits_for.iter().any(|&w| wait(w)) {
+        self.split_off_by(|_, waits_for| wait(waits_for))
+    }
+
+    /// Splits off the grants for which `pick` holds, keeping the order.
+    fn split_off_by(&mut self, pick: impl Fn(&Grant<GroupRef>, Option<Prepare>) -> bool) -> Self {
+        if !self.grants.iter().zip(&self.waits_for).any(|(g, &w)| pick(g, w)) {
             return Self::default();
         }
         let mut kept = Self::with_capacity(self.len());
-        let mut waiting = Self::default();
+        let mut picked = Self::default();
         for (grant, waits_for) in self.grants.drain(..).zip(self.waits_for.drain(..)) {
-            if wait(waits_for) { &mut waiting } else { &mut kept }.push(grant, waits_for);
+            if pick(&grant, waits_for) { &mut picked } else { &mut kept }.push(grant, waits_for);
         }
         *self = kept;
-        waiting
+        picked
     }
 }
 
@@ -305,8 +310,19 @@ impl<'a> Planner<'a> {
             let id = self.push_revoke(direction, mirror, pre.to_vec(), group_deps.clone(), mapping.audit, key);
             pre_id = Some(id);
         }
+        // References kept to other accounts' groups go in authorizes of
+        // their own, one each: EC2 refuses one whose VPCs are not peered,
+        // and that refusal must hold back no other grant (xrefs.rs).
+        let foreign = add.split_off_by(|grant, _| matches!(grant.key.peer, Peer::Group { owner: Some(_), .. }));
+        let mut batches = vec![(add, false)];
+        batches.extend(foreign.grants.into_iter().zip(foreign.waits_for).map(|(grant, waits_for)| {
+            let mut one = Desired::default();
+            one.push(grant, waits_for);
+            (one, false)
+        }));
+        batches.push((waiting, true));
         let mut authorize_id = None;
-        for (Desired { grants, waits_for }, waits) in [(add, false), (waiting, true)] {
+        for (Desired { grants, waits_for }, waits) in batches {
             if grants.is_empty() {
                 continue;
             }
@@ -320,7 +336,7 @@ impl<'a> Planner<'a> {
                 Direction::Egress => Action::AuthorizeEgress { group: mirror.clone(), grants },
             };
             let id = self.push(action, deps, audit, Some(key.clone()));
-            if !waits {
+            if !waits && authorize_id.is_none() {
                 authorize_id = Some(id);
             }
             self.drift(mapping.pair).add += count;

@@ -2803,6 +2803,30 @@ mod xrefs {
     }
 
     #[test]
+    fn each_kept_reference_goes_in_an_authorize_of_its_own_so_that_a_refusal_holds_back_nothing_else() {
+        let plan =
+            across("us-east-1", vec![tcp(443, "10.0.0.0/8"), from_group(22, "sg-5b0"), from_group(23, "sg-5b1")])
+                .plan();
+        let authorizes: Vec<&Vec<Grant<GroupRef>>> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Action::Authorize { grants, .. } => Some(grants),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(authorizes.len(), 3, "{:?}", plan.actions);
+        assert_eq!(authorizes[0], &vec![tcp(443, "10.0.0.0/8").map_group(GroupRef::Existing)]);
+        for one in &authorizes[1..] {
+            assert!(one.len() == 1 && matches!(one[0].key.peer, Peer::Group { owner: Some(_), .. }), "{authorizes:?}");
+        }
+        // Neither waits for the other.
+        let ids: Vec<ActionId> =
+            plan.actions.iter().filter(|a| a.action.kind() == ActionKind::Authorize).map(|a| a.id).collect();
+        assert!(plan.actions.iter().all(|a| !ids.iter().any(|id| a.depends_on.contains(id))), "{:?}", plan.actions);
+    }
+
+    #[test]
     fn a_reference_to_a_group_of_a_third_account_stays_with_its_owner_and_across_regions_is_reported_other_region() {
         let third = Grant::new(
             Protocol::Tcp,
@@ -2818,6 +2842,24 @@ mod xrefs {
         let reported = warnings_of(&plan, WarningKind::Unmirrorable);
         assert_eq!(reported.len(), 2, "{:?}", plan.warnings);
         assert!(reported.iter().all(|w| w.reason == Some(Unmirrorable::OtherRegion)), "{reported:?}");
+    }
+
+    #[test]
+    fn within_one_account_a_reference_to_another_accounts_group_is_reported_as_before() {
+        let third = Grant::new(
+            Protocol::Tcp,
+            Ports::Range { from: 22, to: 22 },
+            Peer::Group { group: sg("sg-5c0"), owner: Some("777788889999".into()) },
+            None,
+        );
+        let world = World::new().vpc_group("sg-5a1", "api", VPC2, None, vec![third.clone()]).map("sg-5a1", VPC);
+        let mut world = vpc_source(world, "sg-5a1").mirror("sg-77c", "api", "sg-5a1", vec![third]);
+        world.config.aws.region = "us-east-1".into();
+        let plan = world.plan();
+        assert!(granted(&plan).is_empty());
+        assert_eq!(warnings_of(&plan, WarningKind::Unmirrorable)[0].reason, Some(Unmirrorable::OtherAccount));
+        // And one on the mirror is not ours: left alone.
+        assert!(revoked(&plan).is_empty(), "{:?}", plan.actions);
     }
 
     #[test]

@@ -187,3 +187,24 @@ async fn a_reference_to_a_group_another_account_does_not_have_is_refused_invalid
     assert_eq!(error.code, classiclink_mirror::ec2::codes::GROUP_NOT_FOUND, "{error:?}");
     ec2.authorize_ingress(&group, &from("sg-0e0e0e09")).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reference_emulated_ec2_refuses_fails_alone_and_the_other_grants_are_applied() {
+    let (cloud, config, ec2) = setup("us-east-1").await;
+    // web also allows 9100 from a group account 333333333333 does not have.
+    let source = cloud.world(SOURCE_ACCOUNT, "us-east-1");
+    let missing = Peer::Group { group: GroupId::try_new("sg-0e0e0e77").unwrap(), owner: Some("333333333333".into()) };
+    let monitoring = Grant::new(Protocol::Tcp, Ports::Range { from: 9100, to: 9100 }, missing.clone(), None);
+    source.authorize_ingress(&GroupId::try_new("sg-0e0e0e01").unwrap(), &[monitoring]).await.unwrap();
+
+    let first = reconcile::apply(ec2.as_ref(), &config, 3, &SystemTime::now, &CancellationToken::new()).await;
+    assert!(!first.converged, "EC2 keeps refusing the reference");
+    let refused: Vec<String> = first.passes[0].report.failures().map(|(_, e)| e.to_string()).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("InvalidGroup.NotFound") && refused[0].contains("sg-0e0e0e77"), "{refused:?}");
+    let target = cloud.world(TARGET_ACCOUNT, "us-east-1");
+    let peers: Vec<Peer> =
+        target.peek_group(&mirror(&target)).unwrap().ingress.into_iter().map(|g| g.key.peer).collect();
+    assert_eq!(peers.len(), 2, "the list and the bastion reference are there: {peers:?}");
+    assert!(!peers.contains(&missing));
+}
