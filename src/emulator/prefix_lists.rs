@@ -261,24 +261,51 @@ impl World {
     pub(crate) fn seed_aws_prefix_lists(&mut self, now: Instant) {
         for (pattern, cidrs, max_entries) in AWS_LISTS {
             let name = pattern.replace("{region}", &self.region);
-            let id = aws_list_id(&self.region, &name);
-            let entries = cidrs.iter().filter_map(|c| c.parse::<IpNet>().ok()).map(|c| (c, None)).collect();
-            self.prefix_lists.insert(
-                id.clone(),
-                PrefixListRec {
-                    id,
-                    name,
-                    family: Family::Ipv4,
-                    max_entries,
-                    versions: vec![entries],
-                    state: "create-complete",
-                    state_message: None,
-                    tags: BTreeMap::new(),
-                    visible_at: now,
-                    aws_managed: true,
-                },
-            );
+            let cidrs: Vec<String> = cidrs.iter().map(|c| (*c).to_owned()).collect();
+            let added = self.add_aws_prefix_list(&name, &cidrs, i64::from(max_entries), now);
+            debug_assert!(added.is_ok(), "the built-in lists are well-formed");
         }
+    }
+
+    /// Adds the AWS-managed list `name` of this world's region (an estate's
+    /// `aws_managed` list).
+    ///
+    /// # Errors
+    /// A name outside `com.amazonaws.`, a bad `MaxEntries` or entry, more
+    /// entries than `MaxEntries`, as a message.
+    pub(crate) fn add_aws_prefix_list(
+        &mut self,
+        name: &str,
+        cidrs: &[String],
+        max_entries: i64,
+        now: Instant,
+    ) -> Result<(), String> {
+        if !name.starts_with("com.amazonaws.") {
+            return Err(format!("{name:?} is not the name of an AWS-managed list (com.amazonaws.…)"));
+        }
+        let max_entries = check_max_entries(max_entries).map_err(|f| f.message)?;
+        let entries: BTreeMap<IpNet, Option<String>> = cidrs
+            .iter()
+            .map(|c| entry_cidr(c, Family::Ipv4).map(|c| (c, None)).map_err(|f| f.message))
+            .collect::<Result<_, _>>()?;
+        if entries.len() > max_entries as usize {
+            return Err(format!("{} entries are more than MaxEntries {max_entries}", entries.len()));
+        }
+        let id = aws_list_id(&self.region, name);
+        let list = PrefixListRec {
+            id: id.clone(),
+            name: name.to_owned(),
+            family: Family::Ipv4,
+            max_entries,
+            versions: vec![entries],
+            state: "create-complete",
+            state_message: None,
+            tags: BTreeMap::new(),
+            visible_at: now,
+            aws_managed: true,
+        };
+        self.prefix_lists.insert(id, list);
+        Ok(())
     }
 
     /// A list that exists and is visible at `now`.

@@ -298,3 +298,25 @@ async fn every_region_has_its_aws_managed_lists_under_ids_shared_by_its_accounts
     let own = a.create_prefix_list(&create("mine", 5, &[])).await.unwrap();
     assert_eq!(own.owner_id, "111111111111");
 }
+
+#[tokio::test]
+async fn an_estate_declares_more_aws_managed_lists_and_refuses_one_outside_com_amazonaws() {
+    use crate::emulator::Estate;
+    let text = |name: &str| {
+        format!(
+            "[[vpc]]\nname = \"v\"\n[[prefix_list]]\nname = \"{name}\"\nmax_entries = 3\nentries = [\"18.206.107.24/29\"]\n\
+             aws_managed = true\n[[group]]\nname = \"web\"\nvpc = \"v\"\n[[group.rules]]\nprotocol = \"tcp\"\nport = 22\n\
+             prefix_list = \"{name}\"\n"
+        )
+    };
+    let estate = Estate::from_toml(&text("com.amazonaws.us-east-1.ec2-instance-connect")).unwrap();
+    let emu = Emulator::from_estate(&estate, EmulatorOptions::default()).unwrap();
+    let filter = PrefixListFilter { owner_ids: vec!["AWS".into()], ..PrefixListFilter::default() };
+    let names: Vec<String> = emu.describe_prefix_lists(&filter).await.unwrap().into_iter().map(|l| l.name).collect();
+    assert!(names.contains(&"com.amazonaws.us-east-1.ec2-instance-connect".to_owned()), "{names:?}");
+    assert_eq!(names.len(), 4, "the three built-in ones and the estate's");
+    let errors = Emulator::from_estate(&Estate::from_toml(&text("office")).unwrap(), EmulatorOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("prefix_list[0]") && errors.contains("com.amazonaws."), "{errors}");
+}
