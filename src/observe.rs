@@ -35,6 +35,8 @@ use crate::model::{
 
 mod prefix_lists;
 
+pub(crate) use prefix_lists::{observe_source_prefix_lists, unknown_source_prefix_lists};
+
 /// EC2 accepts at most this many values in one filter.
 pub const MAX_FILTER_VALUES: usize = 200;
 
@@ -380,7 +382,7 @@ async fn observe_with(
         Err(error) => obs.fail(SnapshotPart::Vpcs, error),
     }
     // Sources in other accounts: the lists they reference (observe/prefix_lists.rs).
-    for error in prefix_lists::observe_source_prefix_lists(ec2, config, &mut obs.snapshot).await {
+    for error in observe_source_prefix_lists(ec2, config, &mut obs.snapshot).await {
         report(&ObserveError { part: SnapshotPart::PrefixLists, source: error.clone() });
         obs.fail(SnapshotPart::PrefixLists, error);
     }

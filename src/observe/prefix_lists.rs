@@ -57,6 +57,15 @@ fn referenced<'a>(config: &'a Config, snapshot: &'a Snapshot) -> BTreeMap<Option
     by_account
 }
 
+/// Whether a source of another account references a prefix list that
+/// `snapshot` has not described (a rule added since the last full pass):
+/// a targeted pass then reads the lists again.
+pub(crate) fn unknown_source_prefix_lists(config: &Config, snapshot: &Snapshot) -> bool {
+    referenced(config, snapshot)
+        .values()
+        .any(|r| r.lists.iter().any(|id| !snapshot.source_prefix_lists.contains_key(id)))
+}
+
 /// Fills `source_prefix_lists` and `target_aws_prefix_lists` of `snapshot`
 /// (its source groups observed). Returns the errors; any makes the
 /// `prefix_lists` part incomplete.
@@ -115,4 +124,88 @@ pub(crate) async fn observe_source_prefix_lists(
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{AccountConfig, MirrorConfig, SourceRef};
+    use crate::ec2::Operation;
+    use crate::ec2::accounts::{AccountPort, SourceAccounts};
+    use crate::emulator::{Emulator, EmulatorOptions, NewGroup, NewVpc};
+    use crate::events::dirty::Dirty;
+    use crate::model::{Grant, Ports, PrefixList, Protocol};
+
+    fn world(account: &str, seed: u32, region: &str) -> Emulator {
+        Emulator::new(EmulatorOptions {
+            account_id: account.to_owned(),
+            id_seed: seed,
+            region: region.to_owned(),
+            ..EmulatorOptions::default()
+        })
+    }
+
+    async fn aws_list(world: &Emulator, name: &str) -> PrefixList {
+        let filter = PrefixListFilter { names: vec![name.to_owned()], ..PrefixListFilter::default() };
+        world.describe_prefix_lists(&filter).await.unwrap().remove(0)
+    }
+
+    fn from_list(port: u16, list: &PrefixListId) -> Grant {
+        Grant::new(Protocol::Tcp, Ports::Range { from: port, to: port }, Peer::PrefixList(list.clone()), None)
+    }
+
+    fn list_describes(world: &Emulator) -> u64 {
+        world
+            .counters()
+            .iter()
+            .find(|(op, _)| *op == Operation::DescribeManagedPrefixLists)
+            .map_or(0, |(_, c)| c.requests)
+    }
+
+    #[tokio::test]
+    async fn lists_cost_one_describe_per_account_and_a_targeted_pass_reads_a_list_just_referenced() {
+        let source = world("111111111111", 1, "us-east-1");
+        let target = world("222222222222", 2, "eu-west-1");
+        let vpc = source.create_vpc(&NewVpc::default()).await.unwrap();
+        let web = source.create_group(&NewGroup::in_vpc(&vpc, "web", "w")).await.unwrap();
+        let s3 = aws_list(&source, "com.amazonaws.us-east-1.s3").await.id;
+        source.authorize_ingress(&web, &[from_list(443, &s3)]).await.unwrap();
+        let target_vpc = target.create_vpc(&NewVpc::default()).await.unwrap();
+        let port = SourceAccounts::new(
+            AccountPort::new("target", Arc::new(target.clone())),
+            vec![(BTreeSet::from([web.clone()]), AccountPort::new("source", Arc::new(source.clone())))],
+        );
+        let mut config = Config::with_region("us-east-1");
+        config.accounts.insert("source".into(), AccountConfig::in_region("us-east-1"));
+        config.accounts.insert("target".into(), AccountConfig::in_region("eu-west-1"));
+        let mut mirror = MirrorConfig::new(SourceRef::Id(web.clone()), target_vpc);
+        mirror.source_account = Some("source".into());
+        mirror.target_account = Some("target".into());
+        config.mirrors.push(mirror);
+        source.reset_counters();
+
+        let observed = crate::observe::observe(&port, &config).await.snapshot;
+        assert!(observed.is_complete(), "{:?}", observed.incomplete);
+        assert_eq!((list_describes(&source), list_describes(&target)), (1, 1));
+        assert_eq!(observed.source_prefix_lists[&s3].name, "com.amazonaws.us-east-1.s3");
+        let ours = aws_list(&target, "com.amazonaws.eu-west-1.s3").await;
+        assert_eq!(observed.target_aws_prefix_lists["com.amazonaws.eu-west-1.s3"].id, ours.id);
+
+        // Nothing new referenced: a targeted pass reads no list.
+        let dirty = Dirty { groups: BTreeSet::from([web.clone()]), ..Dirty::default() };
+        let again = crate::events::targeted::observe_targeted(&port, &config, &observed, &dirty).await.snapshot;
+        assert_eq!(list_describes(&source), 1);
+        assert_eq!(again.source_prefix_lists, observed.source_prefix_lists);
+        // A rule from DynamoDB's list: read, and mapped.
+        let dynamodb = aws_list(&source, "com.amazonaws.us-east-1.dynamodb").await.id;
+        source.authorize_ingress(&web, &[from_list(443, &dynamodb)]).await.unwrap();
+        source.reset_counters();
+        let fresh = crate::events::targeted::observe_targeted(&port, &config, &observed, &dirty).await.snapshot;
+        assert!(fresh.is_complete(), "{:?}", fresh.incomplete);
+        assert_eq!(list_describes(&source), 1, "the source's lists by id");
+        assert!(fresh.source_prefix_lists.contains_key(&dynamodb));
+        assert!(fresh.target_aws_prefix_lists.contains_key("com.amazonaws.eu-west-1.dynamodb"));
+    }
 }
