@@ -44,9 +44,7 @@ mod validate;
 mod tests;
 
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use ipnet::Ipv4Net;
 use tokio::time::Instant;
@@ -102,8 +100,7 @@ pub struct EmulatorOptions {
     pub limits: Limits,
     /// Faults to inject.
     pub faults: Faults,
-    /// The region of the world: the AWS-managed prefix lists it has are
-    /// this region's (`com.amazonaws.<region>.s3`, …).
+    /// The world's region, whose AWS-managed prefix lists it has.
     pub region: String,
 }
 
