@@ -270,6 +270,17 @@ fn is_worth_retrying(error: &Ec2Error) -> bool {
     matches!(error.kind, crate::ec2::ErrorKind::Transient | crate::ec2::ErrorKind::Throttled)
 }
 
+/// Whether an authorize may meet a group of ours not yet visible, and so
+/// retries `InvalidGroup.NotFound`: all but the authorize of references kept
+/// to other accounts' groups on a mirror that existed before the pass,
+/// where that answer is EC2 refusing the reference (VPCs not peered,
+/// docs/semantics.md, "References to groups of other accounts"): failed at
+/// once, not after the consistency retries.
+fn needs_settling(group: &GroupRef, grants: &[Grant<GroupRef>]) -> bool {
+    let foreign_only = grants.iter().all(|g| matches!(g.key.peer, crate::model::Peer::Group { owner: Some(_), .. }));
+    !(matches!(group, GroupRef::Existing(_)) && foreign_only && !grants.is_empty())
+}
+
 fn is_not_yet_visible(error: &Ec2Error) -> bool {
     matches!(error.code.as_str(), codes::GROUP_NOT_FOUND | codes::INSTANCE_NOT_FOUND)
 }
@@ -347,15 +358,17 @@ impl Runner<'_> {
                 Err(e) => Err(e.into()),
             },
             Action::Authorize { group, grants } => {
+                let settle = needs_settling(group, grants);
                 let group = self.resolve(group)?;
                 let grants = self.resolve_grants(grants)?;
-                self.authorize(Direction::Ingress, &group, &grants).await
+                self.authorize(Direction::Ingress, &group, &grants, settle).await
             }
             Action::Revoke { group, grants } => self.revoke(Direction::Ingress, group, grants).await,
             Action::AuthorizeEgress { group, grants } => {
+                let settle = needs_settling(group, grants);
                 let group = self.resolve(group)?;
                 let grants = self.resolve_grants(grants)?;
-                self.authorize(Direction::Egress, &group, &grants).await
+                self.authorize(Direction::Egress, &group, &grants, settle).await
             }
             Action::RevokeEgress { group, grants } => {
                 let group = self.resolve(group)?;
@@ -541,8 +554,14 @@ impl Runner<'_> {
         direction: Direction,
         group: &GroupId,
         grants: &[Grant],
+        settle: bool,
     ) -> Result<ActionResult, ExecuteError> {
-        match self.settled(|| self.ec2.authorize(direction, group, grants)).await {
+        let result = if settle {
+            self.settled(|| self.ec2.authorize(direction, group, grants)).await
+        } else {
+            self.ec2.authorize(direction, group, grants).await
+        };
+        match result {
             Ok(()) => Ok(ActionResult::Done),
             Err(e) if e.code == codes::PERMISSION_DUPLICATE => {
                 // EC2 rejects the whole request when one grant exists (a
@@ -781,4 +800,26 @@ pub async fn execute_reporting(
         .map(|((key, _), id)| (key, id))
         .collect();
     Report { outcomes, created }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Peer, Ports, Protocol};
+
+    fn from(peer: Peer<GroupRef>) -> Grant<GroupRef> {
+        Grant::new(Protocol::Tcp, Ports::Range { from: 22, to: 22 }, peer, None)
+    }
+
+    #[test]
+    fn only_kept_references_on_an_existing_mirror_are_authorized_without_consistency_retries() {
+        let sg = |id: &str| GroupId::try_new(id).unwrap();
+        let existing = GroupRef::Existing(sg("sg-1"));
+        let new = GroupRef::New { source: sg("sg-2"), vpc: VpcId::try_new("vpc-1").unwrap(), shard: 0 };
+        let foreign = from(Peer::Group { group: GroupRef::Existing(sg("sg-3")), owner: Some("111111111111".into()) });
+        let cidr = from(Peer::Ipv4("10.0.0.0/8".parse().unwrap()));
+        assert!(!needs_settling(&existing, std::slice::from_ref(&foreign)));
+        assert!(needs_settling(&new, std::slice::from_ref(&foreign)), "a mirror created moments ago");
+        assert!(needs_settling(&existing, &[cidr, foreign]));
+    }
 }

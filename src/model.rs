@@ -690,7 +690,9 @@ pub struct Instance {
 
 // Managed prefix lists and network interfaces: `model/prefix_lists.rs`.
 mod prefix_lists;
-pub use self::prefix_lists::{ExpansionList, NetworkInterface, PrefixList, PrefixListEntry};
+pub use self::prefix_lists::{
+    AWS_PREFIX_LIST_OWNER, ExpansionList, NetworkInterface, PrefixList, PrefixListEntry, aws_list_name_in_region,
+};
 
 /// A ClassicLink link: a Classic instance attached to VPC security groups.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -737,6 +739,10 @@ pub enum SnapshotPart {
     Expansions,
     /// The sizes of the prefix lists VPC sources' rules reference.
     ListSizes,
+    /// Prefix lists that VPC sources of another account reference, and the
+    /// target region's AWS-managed lists they map to (observed only for
+    /// sources in another account than their target).
+    PrefixLists,
 }
 
 impl SnapshotPart {
@@ -789,6 +795,17 @@ pub struct Snapshot {
     /// it (a list it cannot see is absent, and weighed as a whole group).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub list_sizes: BTreeMap<PrefixListId, u32>,
+    /// The prefix lists that VPC sources of other accounts reference, as the
+    /// source's account describes them (owner, name, `MaxEntries`): whether
+    /// a list is AWS-managed and which name it has
+    /// (docs/semantics.md, "Prefix lists").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_prefix_lists: BTreeMap<PrefixListId, PrefixList>,
+    /// The target region's AWS-managed prefix lists that the AWS-managed
+    /// lists of [`Self::source_prefix_lists`] map to, by name (described
+    /// only when some source's region differs from its target's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_aws_prefix_lists: BTreeMap<String, PrefixList>,
     /// Parts that were not completely observed.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub incomplete: BTreeSet<SnapshotPart>,

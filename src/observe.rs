@@ -17,7 +17,10 @@
 //!   flags (`DescribeVpcs` instead when no Classic group is managed);
 //! - only when some mapping expands unmanaged references: the prefix lists
 //!   carrying the expansion tag with their entries, and the running members
-//!   of the groups they expand (instances and network interfaces by group).
+//!   of the groups they expand (instances and network interfaces by group);
+//! - only for VPC sources in another account than their target that
+//!   reference prefix lists: those lists in the source's account, and the
+//!   target region's AWS-managed lists they map to (`observe/prefix_lists.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,6 +32,10 @@ use crate::model::{
     EXPANSION_TAG, ExpansionList, GroupId, Instance, InstanceState, OWNERSHIP_TAG, Peer, PrefixListId, SecurityGroup,
     Snapshot, SnapshotPart, Vpc, VpcId,
 };
+
+mod prefix_lists;
+
+pub(crate) use prefix_lists::{observe_source_prefix_lists, unknown_source_prefix_lists};
 
 /// EC2 accepts at most this many values in one filter.
 pub const MAX_FILTER_VALUES: usize = 200;
@@ -374,6 +381,11 @@ async fn observe_with(
         Ok(found) => obs.snapshot.vpcs.extend(found.into_iter().map(|v| (v.id.clone(), v))),
         Err(error) => obs.fail(SnapshotPart::Vpcs, error),
     }
+    // Sources in other accounts: the lists they reference (observe/prefix_lists.rs).
+    for error in observe_source_prefix_lists(ec2, config, &mut obs.snapshot).await {
+        report(&ObserveError { part: SnapshotPart::PrefixLists, source: error.clone() });
+        obs.fail(SnapshotPart::PrefixLists, error);
+    }
     if config.any_expands() {
         let errors = observe_expansions(ec2, config, &mut obs.snapshot).await;
         for error in errors {
@@ -388,8 +400,9 @@ async fn observe_with(
     obs
 }
 
-/// The `MaxEntries` of the prefix lists that managed VPC sources' rules
-/// reference (ingress and egress) and that are not our expansion lists, so
+/// The `MaxEntries` of the prefix lists that managed VPC sources of the
+/// target's own account reference (ingress and egress; a source of another
+/// account is [`observe_source_prefix_lists`]'s) and that are not our expansion lists, so
 /// the planner weighs their grants as EC2 counts them (a list weighs its
 /// `MaxEntries` against the rules-per-group quota). One describe per chunk
 /// of ids, on the target's port, filtered by `prefix-list-id` (an id the
@@ -399,6 +412,11 @@ async fn observe_with(
 pub(crate) async fn observe_list_sizes(ec2: &dyn Ec2, config: &Config, snapshot: &mut Snapshot) -> Vec<Ec2Error> {
     let mut referenced: BTreeSet<PrefixListId> = BTreeSet::new();
     for candidate in crate::mapping::resolve(config, &snapshot.source_groups).candidates {
+        // A source of another account: its lists are described in its own
+        // account (`prefix_lists`).
+        if candidate.entry.is_some_and(|entry| entry.source_account != entry.target_account) {
+            continue;
+        }
         for grant in candidate.source.ingress.iter().chain(&candidate.source.egress) {
             if let Peer::PrefixList(id) = &grant.key.peer
                 && !snapshot.expansion_lists.contains_key(id)

@@ -180,6 +180,14 @@ impl Config {
         self.mirrors.iter().find_map(|m| m.target_account.as_deref())
     }
 
+    /// The region of the account named `account` (`None`: the `[aws]`
+    /// one). A name `[accounts]` lacks (validation refuses it) is taken
+    /// for `[aws]`.
+    #[must_use]
+    pub fn region_of(&self, account: Option<&str>) -> &str {
+        account.and_then(|name| self.accounts.get(name)).map_or(self.aws.region.as_str(), |a| a.region.as_str())
+    }
+
     /// Whether any mirror reaches an account of `[accounts]`.
     #[must_use]
     pub fn uses_accounts(&self) -> bool {
@@ -195,10 +203,16 @@ impl Config {
     /// Whether a mapping expands references to unmanaged groups: its
     /// override, else `mirroring.unmanaged_references` (a source found by
     /// the discovery tag has no entry, and follows the default).
+    /// A source in another account than its target never expands: its
+    /// groups' members are in the source account, which the daemon only
+    /// asks for the sources themselves (docs/semantics.md, "References to
+    /// groups of other accounts").
     #[must_use]
     pub fn expands(&self, entry: Option<&MirrorConfig>) -> bool {
-        entry.and_then(|e| e.unmanaged_references).unwrap_or(self.mirroring.unmanaged_references)
-            == UnmanagedReferences::Expand
+        let cross_account = entry.is_some_and(|e| e.source_account != e.target_account);
+        !cross_account
+            && entry.and_then(|e| e.unmanaged_references).unwrap_or(self.mirroring.unmanaged_references)
+                == UnmanagedReferences::Expand
     }
 
     /// Whether any mapping may expand: observe reads prefix lists and

@@ -176,6 +176,19 @@ impl Ec2 for SourceAccounts {
         self.target.named(self.target.port.prefix_list_entries_page(id, next_token).await)
     }
 
+    /// The lists a source's rules reference are asked of the source's own
+    /// account (and region): another account's customer list, or another
+    /// region's AWS-managed list, is invisible from the target.
+    async fn describe_source_prefix_lists(
+        &self,
+        source: &GroupId,
+        ids: &[PrefixListId],
+    ) -> Result<Vec<PrefixList>, Ec2Error> {
+        let port = self.sources.iter().position(|(held, _)| held.contains(source)).map_or(0, |i| i + 1);
+        let port = self.port(port);
+        port.named(port.port.describe_source_prefix_lists(source, ids).await)
+    }
+
     async fn network_interfaces_page(
         &self,
         filter: &InterfaceFilter,

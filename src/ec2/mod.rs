@@ -526,6 +526,20 @@ pub trait Ec2: Send + Sync {
     async fn describe_prefix_lists(&self, filter: &PrefixListFilter) -> Result<Vec<PrefixList>, Ec2Error> {
         paginate(Operation::DescribeManagedPrefixLists, |token| self.prefix_lists_page(filter, token)).await
     }
+    /// `DescribeManagedPrefixLists` of the lists `ids` (a `prefix-list-id`
+    /// filter: an id the account cannot see is left out, not an error), in
+    /// the account holding the source group `source`: the lists its rules
+    /// reference, as its own account sees them. A port of one account asks
+    /// itself; [`accounts::SourceAccounts`] asks the source's account.
+    async fn describe_source_prefix_lists(
+        &self,
+        source: &GroupId,
+        ids: &[PrefixListId],
+    ) -> Result<Vec<PrefixList>, Ec2Error> {
+        let _ = source;
+        let filter = PrefixListFilter { prefix_list_ids: ids.to_vec(), ..PrefixListFilter::default() };
+        self.describe_prefix_lists(&filter).await
+    }
     /// `GetManagedPrefixListEntries`, every page.
     async fn prefix_list_entries(&self, id: &PrefixListId) -> Result<Vec<PrefixListEntry>, Ec2Error> {
         paginate(Operation::GetManagedPrefixListEntries, |token| self.prefix_list_entries_page(id, token)).await

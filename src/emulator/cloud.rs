@@ -40,6 +40,7 @@ use parking_lot::Mutex;
 
 use super::estate::{Estate, EstateError, EstateErrors};
 use super::{Emulator, EmulatorOptions, codes};
+use crate::model::GroupId;
 
 /// The region of the home world and of unsigned requests.
 pub const HOME_REGION: &str = "us-east-1";
@@ -336,7 +337,12 @@ impl Cloud {
                 continue;
             }
             seed = seed.wrapping_add(1).max(1);
-            let world_options = EmulatorOptions { account_id: account.clone(), id_seed: seed, ..options.clone() };
+            let world_options = EmulatorOptions {
+                account_id: account.clone(),
+                id_seed: seed,
+                region: world.region.clone(),
+                ..options.clone()
+            };
             match Emulator::from_estate(&world.estate(), world_options) {
                 Ok(emulator) => worlds.push(((account, world.region.clone()), emulator)),
                 Err(EstateErrors(found)) => errors.extend(found.into_iter().map(|e| e.within(&format!("world[{i}]")))),
@@ -391,10 +397,26 @@ impl Cloud {
             id_seed,
             limits: state.options.limits,
             faults: super::Faults::none(),
+            region: region.to_owned(),
         };
         let world = Emulator::new(options);
         state.worlds.insert(key, world.clone());
         world
+    }
+
+    /// Whether `account`'s world in `region` has the VPC group `group`
+    /// (creating no world): what a rule of another account that names it
+    /// as `UserId` + `GroupId` needs (docs/emulator.md, "Accounts and
+    /// regions"; peering is not modelled: same-region VPCs count as peered).
+    #[must_use]
+    pub fn has_vpc_group(&self, account: &str, region: &str, group: &GroupId) -> bool {
+        let state = self.state.lock();
+        let world = state.worlds.get(&(account.to_owned(), region.to_owned())).or_else(|| {
+            (account == state.default_account)
+                .then(|| state.worlds.get(&(state.default_account.clone(), HOME_REGION.to_owned())))
+                .flatten()
+        });
+        world.and_then(|w| w.peek_group(group)).is_some_and(|g| g.vpc_id.is_some())
     }
 
     /// The (account, region) pairs with a world so far.

@@ -62,6 +62,11 @@ pub struct EstatePrefixList {
     /// Tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// An AWS-managed list of the world's region (`OwnerId` `AWS`, an id
+    /// shared by every account of the region, read-only), beside the ones
+    /// every region has; its name starts `com.amazonaws.`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aws_managed: bool,
 }
 
 /// An account other than the default one.
@@ -635,6 +640,11 @@ impl Loader<'_> {
             };
             if self.world.prefix_lists.values().any(|l| l.name == list.name) {
                 self.fail(format!("prefix_list[{i}].name"), format_args!("{:?} is used twice", list.name));
+            } else if list.aws_managed {
+                if let Err(why) = self.world.add_aws_prefix_list(&list.name, &list.entries, list.max_entries, self.now)
+                {
+                    self.fail(format!("prefix_list[{i}]"), why);
+                }
             } else if let Err(fail) = self.world.create_prefix_list(self.now, spec) {
                 self.fail(format!("prefix_list[{i}]"), fail);
             }

@@ -44,9 +44,7 @@ mod validate;
 mod tests;
 
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use ipnet::Ipv4Net;
 use tokio::time::Instant;
@@ -102,6 +100,8 @@ pub struct EmulatorOptions {
     pub limits: Limits,
     /// Faults to inject.
     pub faults: Faults,
+    /// The world's region, whose AWS-managed prefix lists it has.
+    pub region: String,
 }
 
 impl Default for EmulatorOptions {
@@ -111,6 +111,7 @@ impl Default for EmulatorOptions {
             id_seed: 0,
             limits: Limits::default(),
             faults: Faults::none(),
+            region: cloud::HOME_REGION.to_owned(),
         }
     }
 }
@@ -254,7 +255,7 @@ impl Emulator {
     #[must_use]
     pub fn new(options: EmulatorOptions) -> Self {
         let now = Instant::now();
-        let mut world = World::new(options.account_id, options.limits, options.id_seed, now);
+        let mut world = World::new(options.account_id, options.region, options.limits, options.id_seed, now);
         world.consistency_window = options.faults.consistency_window;
         Self::from_world(world, options.faults, now)
     }
@@ -277,7 +278,7 @@ impl Emulator {
     /// Every problem of the estate, each with its place (`group[3].rules[1].from_group: …`).
     pub fn from_estate(estate: &Estate, options: EmulatorOptions) -> Result<Self, EstateErrors> {
         let now = Instant::now();
-        let mut world = World::new(options.account_id, options.limits, options.id_seed, now);
+        let mut world = World::new(options.account_id, options.region, options.limits, options.id_seed, now);
         estate::load(&mut world, estate, now)?;
         world.consistency_window = options.faults.consistency_window;
         Ok(Self::from_world(world, options.faults, now))
@@ -427,6 +428,7 @@ impl Emulator {
             id_seed: shared.world.id_seed,
             limits: shared.world.limits,
             faults: shared.faults.config().clone(),
+            region: shared.world.region.clone(),
         }
     }
 

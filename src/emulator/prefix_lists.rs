@@ -10,6 +10,12 @@
 //! may ask for an old one); a change of entries makes a new version, a
 //! rename or resize does not. A reference to a list in a rule counts as its
 //! `MaxEntries` against the group's rules quota ([`World::rule_weight`]).
+//!
+//! Every world has its region's AWS-managed lists (`OwnerId` `AWS`:
+//! `com.amazonaws.<region>.s3`, `….dynamodb`, and the global
+//! `com.amazonaws.global.cloudfront.origin-facing`), under ids that are the
+//! same in every account of the region, as in AWS; a customer's
+//! modification or deletion of one is refused `UnauthorizedOperation`.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +23,7 @@ use ipnet::IpNet;
 use tokio::time::Instant;
 
 use crate::ec2::{InterfaceFilter, PrefixListFilter};
-use crate::model::{GroupId, NetworkInterface, Peer, PrefixList, PrefixListEntry, PrefixListId};
+use crate::model::{AWS_PREFIX_LIST_OWNER, GroupId, NetworkInterface, Peer, PrefixList, PrefixListEntry, PrefixListId};
 
 use super::codes;
 use super::describe::{Page, PageRequest, SizeRule, page_size, paginate, token_after};
@@ -75,6 +81,9 @@ pub(crate) struct PrefixListRec {
     pub state_message: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub visible_at: Instant,
+    /// An AWS-managed list (`OwnerId` `AWS`): every account of the region
+    /// sees it, none may modify or delete it.
+    pub aws_managed: bool,
 }
 
 impl PrefixListRec {
@@ -86,6 +95,12 @@ impl PrefixListRec {
         self.versions.last().expect("a list always has its first version")
     }
 
+    /// The list's `OwnerId`: `AWS` for an AWS-managed one, else the
+    /// world's account `account`.
+    fn owner<'a>(&self, account: &'a str) -> &'a str {
+        if self.aws_managed { AWS_PREFIX_LIST_OWNER } else { account }
+    }
+
     pub(crate) fn to_model(&self, owner: &str) -> PrefixList {
         PrefixList {
             id: self.id.clone(),
@@ -95,7 +110,7 @@ impl PrefixListRec {
             version: self.version(),
             state: self.state.to_owned(),
             state_message: self.state_message.clone(),
-            owner_id: owner.to_owned(),
+            owner_id: self.owner(owner).to_owned(),
             tags: self.tags.clone(),
         }
     }
@@ -179,10 +194,44 @@ fn entry_description(description: Option<&String>) -> Result<Option<String>, Fai
     }
 }
 
+/// AWS-managed lists are read-only to every customer: a modification or
+/// deletion is refused as an operation the caller may not perform.
+fn check_customer_list(list: &PrefixListRec) -> Result<(), Fail> {
+    if list.aws_managed {
+        return Err(Fail::new(
+            codes::UNAUTHORIZED_OPERATION,
+            format!("You are not authorized to perform this operation: {} is an AWS-managed prefix list.", list.id),
+        ));
+    }
+    Ok(())
+}
+
+/// The AWS-managed lists every region has here: `(name, entries,
+/// MaxEntries)`, `{region}` standing for the region (the S3 and DynamoDB
+/// gateway lists are regional; CloudFront's is global, one name everywhere,
+/// weighing 55 as AWS documents). Entries are a few of AWS's published
+/// ranges; what matters to the daemon is the name and the weight.
+const AWS_LISTS: [(&str, &[&str], u32); 3] = [
+    ("com.amazonaws.{region}.s3", &["52.216.0.0/15", "54.231.0.0/16", "3.5.0.0/19"], 5),
+    ("com.amazonaws.{region}.dynamodb", &["52.94.0.0/22", "52.119.224.0/20"], 5),
+    ("com.amazonaws.global.cloudfront.origin-facing", &["130.176.0.0/18", "64.252.64.0/18"], 55),
+];
+
+/// The id of an AWS-managed list: the same in every account of a region,
+/// as in AWS (FNV-1a of region and name: `pl-` and 8 hex digits).
+fn aws_list_id(region: &str, name: &str) -> PrefixListId {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in region.bytes().chain([0]).chain(name.bytes()) {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    PrefixListId::try_new(format!("pl-{hash:08x}")).expect("well-formed")
+}
+
 fn list_matches(list: &PrefixListRec, owner: &str, filter: &PrefixListFilter) -> bool {
     (filter.prefix_list_ids.is_empty() || filter.prefix_list_ids.contains(&list.id))
         && (filter.names.is_empty() || filter.names.contains(&list.name))
-        && (filter.owner_ids.is_empty() || filter.owner_ids.iter().any(|o| o == owner))
+        && (filter.owner_ids.is_empty() || filter.owner_ids.iter().any(|o| o == list.owner(owner)))
         && (filter.tag_keys.is_empty() || filter.tag_keys.iter().any(|k| list.tags.contains_key(k)))
         && filter
             .tags
@@ -208,6 +257,57 @@ fn interface_of(instance: &InstanceRec, now: Instant) -> Option<NetworkInterface
 }
 
 impl World {
+    /// Adds the region's AWS-managed lists ([`AWS_LISTS`]), visible at once.
+    pub(crate) fn seed_aws_prefix_lists(&mut self, now: Instant) {
+        for (pattern, cidrs, max_entries) in AWS_LISTS {
+            let name = pattern.replace("{region}", &self.region);
+            let cidrs: Vec<String> = cidrs.iter().map(|c| (*c).to_owned()).collect();
+            let added = self.add_aws_prefix_list(&name, &cidrs, i64::from(max_entries), now);
+            debug_assert!(added.is_ok(), "the built-in lists are well-formed");
+        }
+    }
+
+    /// Adds the AWS-managed list `name` of this world's region (an estate's
+    /// `aws_managed` list).
+    ///
+    /// # Errors
+    /// A name outside `com.amazonaws.`, a bad `MaxEntries` or entry, more
+    /// entries than `MaxEntries`, as a message.
+    pub(crate) fn add_aws_prefix_list(
+        &mut self,
+        name: &str,
+        cidrs: &[String],
+        max_entries: i64,
+        now: Instant,
+    ) -> Result<(), String> {
+        if !name.starts_with("com.amazonaws.") {
+            return Err(format!("{name:?} is not the name of an AWS-managed list (com.amazonaws.…)"));
+        }
+        let max_entries = check_max_entries(max_entries).map_err(|f| f.message)?;
+        let entries: BTreeMap<IpNet, Option<String>> = cidrs
+            .iter()
+            .map(|c| entry_cidr(c, Family::Ipv4).map(|c| (c, None)).map_err(|f| f.message))
+            .collect::<Result<_, _>>()?;
+        if entries.len() > max_entries as usize {
+            return Err(format!("{} entries are more than MaxEntries {max_entries}", entries.len()));
+        }
+        let id = aws_list_id(&self.region, name);
+        let list = PrefixListRec {
+            id: id.clone(),
+            name: name.to_owned(),
+            family: Family::Ipv4,
+            max_entries,
+            versions: vec![entries],
+            state: "create-complete",
+            state_message: None,
+            tags: BTreeMap::new(),
+            visible_at: now,
+            aws_managed: true,
+        };
+        self.prefix_lists.insert(id, list);
+        Ok(())
+    }
+
     /// A list that exists and is visible at `now`.
     pub(crate) fn prefix_list(&self, now: Instant, id: &PrefixListId) -> Result<&PrefixListRec, Fail> {
         match self.prefix_lists.get(id) {
@@ -292,6 +392,7 @@ impl World {
             state_message: None,
             tags: spec.tags,
             visible_at: now + self.consistency_window,
+            aws_managed: false,
         };
         let model = list.to_model(&self.account_id);
         self.prefix_lists.insert(id.clone(), list);
@@ -376,6 +477,7 @@ impl World {
         spec: ModifySpec,
     ) -> Result<PrefixList, Fail> {
         let list = self.prefix_list(now, id)?;
+        check_customer_list(list)?;
         let changes_entries = !spec.add.is_empty() || !spec.remove.is_empty();
         if changes_entries && spec.max_entries.is_some() {
             return Err(Fail::new(
@@ -489,7 +591,7 @@ impl World {
     /// deleted but left `delete-failed`, its state message naming (up to
     /// ten of) the groups.
     pub(crate) fn delete_prefix_list(&mut self, now: Instant, id: &PrefixListId) -> Result<PrefixList, Fail> {
-        self.prefix_list(now, id)?;
+        check_customer_list(self.prefix_list(now, id)?)?;
         let users = self.referencing_groups(id);
         let owner = self.account_id.clone();
         if users.is_empty() {

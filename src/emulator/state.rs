@@ -327,6 +327,9 @@ fn check_unique(grants: &[Grant]) -> Result<(), Fail> {
 #[derive(Debug)]
 pub(crate) struct World {
     pub account_id: String,
+    /// The region this world is in (its AWS-managed prefix lists are this
+    /// region's).
+    pub region: String,
     pub limits: Limits,
     pub consistency_window: Duration,
     pub(crate) id_seed: u32,
@@ -364,9 +367,12 @@ const CLASSIC_ADDRESS_BASE: Ipv4Addr = Ipv4Addr::new(10, 128, 0, 0);
 impl World {
     /// A world with only the EC2-Classic `default` group, which allows all
     /// TCP, UDP and ICMP traffic from its own members, as EC2's did.
-    pub(crate) fn new(account_id: String, limits: Limits, id_seed: u32, now: Instant) -> Self {
+    /// The region's AWS-managed prefix lists are there from the start
+    /// (`prefix_lists.rs`).
+    pub(crate) fn new(account_id: String, region: String, limits: Limits, id_seed: u32, now: Instant) -> Self {
         let mut world = Self {
             account_id,
+            region,
             limits,
             consistency_window: Duration::ZERO,
             id_seed,
@@ -406,6 +412,7 @@ impl World {
             is_default: true,
         });
         world.classic_default = id;
+        world.seed_aws_prefix_lists(now);
         world
     }
 

@@ -267,6 +267,15 @@ pub async fn observe_targeted(ec2: &dyn Ec2, config: &Config, base: &Snapshot, d
             Err(error) => fail(&mut obs, SnapshotPart::Vpcs, error),
         }
     }
+    // A prefix list that a source of another account references and the
+    // last full pass did not describe (a rule just added): the lists are
+    // read again whole (one call per such source account, and one in the
+    // target; observe/prefix_lists.rs), else nothing.
+    if crate::observe::unknown_source_prefix_lists(config, &obs.snapshot) {
+        for error in crate::observe::observe_source_prefix_lists(ec2, config, &mut obs.snapshot).await {
+            fail(&mut obs, SnapshotPart::PrefixLists, error);
+        }
+    }
     // Expansion lists and members are read again whole (a few calls): a
     // member that started is what a targeted pass is for, and a list the
     // last pass created must be known, or it would be created again.

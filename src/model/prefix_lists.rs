@@ -14,7 +14,8 @@ pub struct PrefixList {
     /// `AddressFamily`: `IPv4` or `IPv6`.
     pub address_family: String,
     /// `MaxEntries`: the weight of one reference to the list against a
-    /// group's rules quota, however many entries it holds.
+    /// group's rules quota, however many entries it holds. 0 when EC2 gives
+    /// none (AWS-managed lists may not): unknown.
     pub max_entries: u32,
     /// `Version`: grows by one with every change of the entries; the
     /// `CurrentVersion` a modification must name.
@@ -29,6 +30,38 @@ pub struct PrefixList {
     /// Tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+}
+
+/// The `OwnerId` of AWS-managed prefix lists (`com.amazonaws.…`): every
+/// account of a region sees them under the same ids, none may modify them.
+pub const AWS_PREFIX_LIST_OWNER: &str = "AWS";
+
+impl PrefixList {
+    /// Whether AWS manages the list (its owner is [`AWS_PREFIX_LIST_OWNER`]).
+    #[must_use]
+    pub fn is_aws_managed(&self) -> bool {
+        self.owner_id == AWS_PREFIX_LIST_OWNER
+    }
+
+    /// `MaxEntries` when EC2 gave one (AWS-managed lists may have none: 0).
+    #[must_use]
+    pub fn known_max_entries(&self) -> Option<usize> {
+        usize::try_from(self.max_entries).ok().filter(|&n| n > 0)
+    }
+}
+
+/// The name of the AWS-managed list of region `to` that corresponds to the
+/// AWS-managed list `name` of region `from`: the region component replaced
+/// (`com.amazonaws.us-east-1.s3` → `com.amazonaws.eu-west-1.s3`); a name
+/// without `from` as its region component (`com.amazonaws.global.…`) is the
+/// same in every region.
+#[must_use]
+pub fn aws_list_name_in_region(name: &str, from: &str, to: &str) -> String {
+    let prefix = format!("com.amazonaws.{from}.");
+    match name.strip_prefix(&prefix) {
+        Some(service) if !from.is_empty() => format!("com.amazonaws.{to}.{service}"),
+        _ => name.to_owned(),
+    }
 }
 
 /// A prefix list carrying [`EXPANSION_TAG`] with its entries.
@@ -92,4 +125,23 @@ pub struct NetworkInterface {
     /// The primary private IPv4 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_ip: Option<Ipv4Addr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::aws_list_name_in_region;
+
+    #[test]
+    fn an_aws_list_name_maps_its_region_component_and_a_global_one_stays() {
+        let map = |name| aws_list_name_in_region(name, "us-east-1", "eu-west-1");
+        assert_eq!(map("com.amazonaws.us-east-1.s3"), "com.amazonaws.eu-west-1.s3");
+        assert_eq!(map("com.amazonaws.us-east-1.ipv6.vpc-lattice"), "com.amazonaws.eu-west-1.ipv6.vpc-lattice");
+        assert_eq!(
+            map("com.amazonaws.global.cloudfront.origin-facing"),
+            "com.amazonaws.global.cloudfront.origin-facing"
+        );
+        // Another region's name, or a prefix that only looks alike, is kept.
+        assert_eq!(map("com.amazonaws.us-east-2.s3"), "com.amazonaws.us-east-2.s3");
+        assert_eq!(map("com.amazonaws.us-east-10.s3"), "com.amazonaws.us-east-10.s3");
+    }
 }

@@ -75,16 +75,21 @@ impl Desired {
 
     /// Splits off the grants for which `wait` holds, keeping the order.
     fn split_off_waiting(&mut self, wait: impl Fn(Option<Prepare>) -> bool) -> Self {
-        if !self.waits_for.iter().any(|&w| wait(w)) {
+        self.split_off_by(|_, waits_for| wait(waits_for))
+    }
+
+    /// Splits off the grants for which `pick` holds, keeping the order.
+    fn split_off_by(&mut self, pick: impl Fn(&Grant<GroupRef>, Option<Prepare>) -> bool) -> Self {
+        if !self.grants.iter().zip(&self.waits_for).any(|(g, &w)| pick(g, w)) {
             return Self::default();
         }
         let mut kept = Self::with_capacity(self.len());
-        let mut waiting = Self::default();
+        let mut picked = Self::default();
         for (grant, waits_for) in self.grants.drain(..).zip(self.waits_for.drain(..)) {
-            if wait(waits_for) { &mut waiting } else { &mut kept }.push(grant, waits_for);
+            if pick(&grant, waits_for) { &mut picked } else { &mut kept }.push(grant, waits_for);
         }
         *self = kept;
-        waiting
+        picked
     }
 }
 
@@ -207,7 +212,8 @@ impl<'a> Planner<'a> {
     ) -> Result<Option<ActionId>, Overflows> {
         let destructive_held = self.destructive_held();
         let source = &mapping.source.id;
-        let diff = self.diff(mirror, desired, direction, !mapping.source.is_classic());
+        let foreign_refs = self.keeps_foreign_references(mapping);
+        let diff = self.diff(mirror, desired, direction, !mapping.source.is_classic(), foreign_refs);
         let quota = self.config.limits.rules_per_group;
         if may_overflow {
             let revoked: usize = diff.revoke.iter().map(|g| self.observed_weight(&g.key.peer)).sum();
@@ -304,8 +310,19 @@ impl<'a> Planner<'a> {
             let id = self.push_revoke(direction, mirror, pre.to_vec(), group_deps.clone(), mapping.audit, key);
             pre_id = Some(id);
         }
+        // References kept to other accounts' groups go in authorizes of
+        // their own, one each: EC2 refuses one whose VPCs are not peered,
+        // and that refusal must hold back no other grant (xrefs.rs).
+        let foreign = add.split_off_by(|grant, _| matches!(grant.key.peer, Peer::Group { owner: Some(_), .. }));
+        let mut batches = vec![(add, false)];
+        batches.extend(foreign.grants.into_iter().zip(foreign.waits_for).map(|(grant, waits_for)| {
+            let mut one = Desired::default();
+            one.push(grant, waits_for);
+            (one, false)
+        }));
+        batches.push((waiting, true));
         let mut authorize_id = None;
-        for (Desired { grants, waits_for }, waits) in [(add, false), (waiting, true)] {
+        for (Desired { grants, waits_for }, waits) in batches {
             if grants.is_empty() {
                 continue;
             }
@@ -319,7 +336,7 @@ impl<'a> Planner<'a> {
                 Direction::Egress => Action::AuthorizeEgress { group: mirror.clone(), grants },
             };
             let id = self.push(action, deps, audit, Some(key.clone()));
-            if !waits {
+            if !waits && authorize_id.is_none() {
                 authorize_id = Some(id);
             }
             self.drift(mapping.pair).add += count;
@@ -421,8 +438,10 @@ impl<'a> Planner<'a> {
             let peer = match &grant.key.peer {
                 Peer::Ipv4(net) => Ok((Peer::Ipv4(*net), None)),
                 Peer::Ipv6(net) if vpc_source => Ok((Peer::Ipv6(*net), None)),
-                Peer::PrefixList(list) if vpc_source => {
-                    if let Some(reason) = self.prefix_list_unusable(mapping, list.as_str()) {
+                Peer::PrefixList(list) if vpc_source => match self.translate_prefix_list(mapping, list) {
+                    Ok(list) => Ok((Peer::PrefixList(list), None)),
+                    Err(None) => continue,
+                    Err(Some(reason)) => {
                         let message = format!(
                             "{} {} rule {} cannot be mirrored: {reason}",
                             mapping.source.id,
@@ -437,9 +456,16 @@ impl<'a> Planner<'a> {
                         );
                         continue;
                     }
-                    Ok((Peer::PrefixList(list.clone()), None))
-                }
+                },
                 Peer::Ipv6(_) | Peer::PrefixList(_) => Err(Unmirrorable::NotOwnedKind),
+                // A group of another account than the mirror's (xrefs.rs).
+                Peer::Group { group, owner }
+                    if vpc_source
+                        && !self.managed_index.contains_key(group)
+                        && let Some(kept) = self.kept_reference(mapping, group, owner.as_deref()) =>
+                {
+                    kept.map(|peer| (peer, None))
+                }
                 Peer::Group { owner: Some(_), .. } => Err(Unmirrorable::OtherAccount),
                 Peer::Group { group, owner: None } => {
                     match self.managed_index.get(group).map(|&index| &self.peer_targets[index]) {
@@ -510,31 +536,6 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Why the mirror of `mapping` cannot be granted the prefix list `list`
-    /// of its source, if it cannot. The same list id serves when source and
-    /// mirror share account and region; a customer list of another account
-    /// is reported rather than copied (docs/semantics.md, "Prefix lists").
-    /// The mirror's account is the owner of its observed group, or of any
-    /// observed group of its VPC; unknown (not observed) counts as shared.
-    fn prefix_list_unusable(&self, mapping: &Mapping<'a>, list: &str) -> Option<String> {
-        let source_account = mapping.source.owner_id.as_str();
-        let target_account = match self.mirror_ref(mapping) {
-            Some(GroupRef::Existing(id)) => self.snap.vpc_groups.get(id).map(|g| g.owner_id.as_str()),
-            _ => None,
-        }
-        .or_else(|| {
-            self.snap.vpc_groups.values().find(|g| g.vpc_id.as_ref() == Some(&mapping.vpc)).map(|g| g.owner_id.as_str())
-        })
-        .unwrap_or_default();
-        if source_account.is_empty() || target_account.is_empty() || source_account == target_account {
-            return None;
-        }
-        Some(format!(
-            "prefix list {list} of account {source_account} cannot be used by account {target_account}; \
-             share it (AWS RAM) or grant an equivalent list on the mirror"
-        ))
-    }
-
     fn describe_source_grant(&self, grant: &Grant, direction: Direction) -> String {
         let peer = match &grant.key.peer {
             Peer::Group { group, owner } => {
@@ -564,7 +565,14 @@ impl<'a> Planner<'a> {
     /// default (all traffic to 0.0.0.0/0), so that one pass makes it the
     /// source's. Egress descriptions are set when a grant is authorized and
     /// not compared afterwards (no update call for egress).
-    fn diff(&self, mirror: &GroupRef, desired: Desired, direction: Direction, vpc_source: bool) -> GrantDiff {
+    fn diff(
+        &self,
+        mirror: &GroupRef,
+        desired: Desired,
+        direction: Direction,
+        vpc_source: bool,
+        foreign_refs: bool,
+    ) -> GrantDiff {
         let default_egress;
         let observed: &[Grant] = match (mirror, direction) {
             (GroupRef::New { .. }, Direction::Ingress) => {
@@ -592,7 +600,7 @@ impl<'a> Planner<'a> {
                 same
             });
         }
-        let owned = |grant: &Grant| self.owned_rule(grant, vpc_source);
+        let owned = |grant: &Grant| self.owned_rule(grant, vpc_source, foreign_refs);
         let mut add = Desired::default();
         let mut update = Vec::new();
         let mut revoke = Vec::new();

@@ -43,6 +43,7 @@ mod overflow;
 mod render;
 mod safety;
 mod types;
+mod xrefs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -340,7 +341,8 @@ impl<'a> Planner<'a> {
                 .get(id)
                 .map(|l| l.list.max_entries)
                 .or_else(|| self.snap.list_sizes.get(id).copied())
-                .and_then(|n| usize::try_from(n).ok()),
+                .and_then(|n| usize::try_from(n).ok())
+                .or_else(|| self.described_list_entries(id)),
             _ => None,
         }
     }

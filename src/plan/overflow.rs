@@ -145,6 +145,7 @@ impl<'a> Planner<'a> {
     ) {
         let quota = self.config.limits.rules_per_group;
         let vpc_source = !mapping.source.is_classic();
+        let foreign_refs = self.keeps_foreign_references(mapping);
         let mut observed: [Option<&'a SecurityGroup>; SLOTS] = [None; SLOTS];
         let snap = self.snap;
         observed[0] = mirror.existing().and_then(|id| snap.vpc_groups.get(id));
@@ -161,7 +162,7 @@ impl<'a> Planner<'a> {
                 .map(|g| {
                     g.ingress
                         .iter()
-                        .filter(|r| !self.owned_rule(r, vpc_source))
+                        .filter(|r| !self.owned_rule(r, vpc_source, foreign_refs))
                         .map(|r| self.observed_weight(&r.key.peer))
                         .sum()
                 })
@@ -339,12 +340,14 @@ impl<'a> Planner<'a> {
         held: &[u8],
         authorized: &BTreeMap<GrantKey<GroupRef>, ActionId>,
     ) {
+        let vpc_source = !mapping.source.is_classic();
+        let foreign_refs = self.keeps_foreign_references(mapping);
         let mut revoke: Vec<Grant> = Vec::new();
         let mut deps: BTreeSet<ActionId> = BTreeSet::new();
         let mut kept = false;
         let mut seen: LookupSet<&GrantKey> = LookupSet::default();
         for rule in &group.ingress {
-            if !self.owned_rule(rule, !mapping.source.is_classic()) || !seen.insert(&rule.key) {
+            if !self.owned_rule(rule, vpc_source, foreign_refs) || !seen.insert(&rule.key) {
                 continue;
             }
             let planned = planned_key(&rule.key);
@@ -422,16 +425,19 @@ impl<'a> Planner<'a> {
     /// Whether a rule of one of our groups is ours to revoke: an IPv4 CIDR,
     /// a reference to one of our groups or to one of our expansion lists,
     /// and, when the source is a VPC group (whose rules we copy whole), an
-    /// IPv6 CIDR or any prefix list. The one answer for the grants phase,
+    /// IPv6 CIDR or any prefix list, and, when the mapping keeps references
+    /// to groups of other accounts, those. The one answer for the grants phase,
     /// the overflow groups' room and the emptying of a retired one.
-    pub(super) fn owned_rule(&self, grant: &Grant, vpc_source: bool) -> bool {
+    pub(super) fn owned_rule(&self, grant: &Grant, vpc_source: bool, foreign_refs: bool) -> bool {
         match &grant.key.peer {
             Peer::Ipv4(_) => true,
             Peer::Ipv6(_) => vpc_source,
             Peer::Group { group, owner: None } => self.is_ours(group),
             // Our expansion lists (expand.rs): a grant of one is ours.
             Peer::PrefixList(list) => vpc_source || self.is_our_list_id(list),
-            Peer::Group { owner: Some(_), .. } => false,
+            // References to groups of other accounts, kept as such for a
+            // source of another account (xrefs.rs).
+            Peer::Group { owner: Some(_), .. } => foreign_refs,
         }
     }
 }

@@ -2691,3 +2691,218 @@ fn a_source_prefix_list_the_target_cannot_see_is_assumed_to_fill_a_group() {
     let plan = source_with_a_list(None);
     assert_eq!(overflow_creates(&plan), 1, "{:?}", kinds(&plan));
 }
+
+// ----- prefix lists and references across accounts and regions (xrefs.rs) ---
+
+mod xrefs {
+    use super::*;
+    use crate::config::AccountConfig;
+    use crate::model::{PrefixList, PrefixListId};
+
+    const OTHER: &str = "444455556666";
+
+    fn list(id: &str, name: &str, owner: &str, max_entries: u32) -> PrefixList {
+        PrefixList {
+            id: PrefixListId::try_new(id).unwrap(),
+            name: name.into(),
+            address_family: "IPv4".into(),
+            max_entries,
+            version: 1,
+            state: "create-complete".into(),
+            state_message: None,
+            owner_id: owner.into(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// `api` (sg-5a1) of account OTHER in us-east-1, with `rules`, mirrored
+    /// as sg-77c (no rules yet) into the account `target` in `region`.
+    fn across(region: &str, rules: Vec<Grant>) -> World {
+        let mut world = World::new()
+            .vpc_group("sg-5a1", "api", VPC2, None, rules)
+            .map("sg-5a1", VPC)
+            .with_last(|m| {
+                m.source_account = Some("source".into());
+                m.target_account = Some("target".into());
+            })
+            .mirror("sg-77c", "api", "sg-5a1", vec![]);
+        world.config.aws.region = "us-east-1".into();
+        world.config.accounts.insert("source".into(), AccountConfig::in_region("us-east-1"));
+        world.config.accounts.insert("target".into(), AccountConfig::in_region(region));
+        world.snap.vpc_groups.get_mut(&sg("sg-5a1")).unwrap().owner_id = OTHER.into();
+        vpc_source(world, "sg-5a1")
+    }
+
+    fn with_s3(mut world: World, target: Option<&str>) -> World {
+        let s3 = list("pl-0a", "com.amazonaws.us-east-1.s3", "AWS", 0);
+        world.snap.source_prefix_lists.insert(s3.id.clone(), s3);
+        if let Some(id) = target {
+            let ours = list(id, "com.amazonaws.eu-west-1.s3", "AWS", 5);
+            world.snap.target_aws_prefix_lists.insert(ours.name.clone(), ours);
+        }
+        world
+    }
+
+    fn granted(plan: &Plan) -> Vec<Grant> {
+        authorized(plan).into_iter().map(|g| g.map_group(|g| g.existing().cloned().unwrap())).collect()
+    }
+
+    #[test]
+    fn an_aws_managed_list_of_a_source_in_another_region_is_granted_as_the_target_regions_list_of_that_name() {
+        let world = with_s3(across("eu-west-1", vec![tcp_list(443, "pl-0a")]), Some("pl-0e"));
+        let plan = world.plan();
+        assert_eq!(granted(&plan), vec![tcp_list(443, "pl-0e")]);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn a_mapped_list_already_on_the_mirror_plans_nothing_and_weighs_its_max_entries() {
+        let mut world = with_s3(across("eu-west-1", vec![tcp_list(443, "pl-0a")]), Some("pl-0e"));
+        world.snap.vpc_groups.get_mut(&sg("sg-77c")).unwrap().ingress = vec![tcp_list(443, "pl-0e")];
+        assert!(world.plan().is_converged());
+        // Five entries fit beside 55 rules of a quota of 60; six do not.
+        let mut full = with_s3(
+            across("eu-west-1", (1..=56).map(|p| tcp(p, "10.0.0.0/8")).chain([tcp_list(443, "pl-0a")]).collect()),
+            Some("pl-0e"),
+        );
+        full.config.limits.rules_per_group = 60;
+        full.config.limits.overflow_groups = false;
+        let plan = full.plan();
+        assert!(!granted(&plan).contains(&tcp_list(443, "pl-0e")), "the list weighs 5, not 1");
+        assert_eq!(warnings_of(&plan, WarningKind::QuotaExceeded).len(), 1, "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn an_aws_managed_list_without_a_counterpart_in_the_target_region_is_reported_naming_it_and_the_region() {
+        let world = with_s3(across("eu-west-1", vec![tcp_list(443, "pl-0a"), tcp(80, "10.0.0.0/8")]), None);
+        let plan = world.plan();
+        assert_eq!(granted(&plan), vec![tcp(80, "10.0.0.0/8")]);
+        let reported = warnings_of(&plan, WarningKind::PrefixListUnavailable);
+        assert_eq!(reported.len(), 1, "{:?}", plan.warnings);
+        let message = &reported[0].message;
+        assert!(message.contains("com.amazonaws.eu-west-1.s3") && message.contains("eu-west-1"), "{message}");
+    }
+
+    #[test]
+    fn an_aws_managed_list_in_the_same_region_is_granted_as_it_is_to_another_account() {
+        let world = with_s3(across("us-east-1", vec![tcp_list(443, "pl-0a")]), None);
+        let plan = world.plan();
+        assert_eq!(granted(&plan), vec![tcp_list(443, "pl-0a")]);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    }
+
+    #[test]
+    fn a_customer_list_of_the_source_account_is_reported_in_another_region_or_account() {
+        for region in ["eu-west-1", "us-east-1"] {
+            let mut world = across(region, vec![tcp_list(443, "pl-0c")]);
+            let theirs = list("pl-0c", "office", OTHER, 10);
+            world.snap.source_prefix_lists.insert(theirs.id.clone(), theirs);
+            let plan = world.plan();
+            assert!(granted(&plan).is_empty(), "{region}");
+            let reported = warnings_of(&plan, WarningKind::PrefixListUnavailable);
+            assert!(reported.len() == 1 && reported[0].message.contains(OTHER), "{:?}", plan.warnings);
+        }
+    }
+
+    #[test]
+    fn lists_not_described_this_pass_are_left_out_silently_and_nothing_is_revoked() {
+        let mut world = with_s3(across("eu-west-1", vec![tcp_list(443, "pl-0a")]), Some("pl-0e"));
+        world.snap.vpc_groups.get_mut(&sg("sg-77c")).unwrap().ingress = vec![tcp_list(443, "pl-0e")];
+        world.snap.target_aws_prefix_lists.clear();
+        world.snap.incomplete.insert(SnapshotPart::PrefixLists);
+        let plan = world.plan();
+        assert!(warnings_of(&plan, WarningKind::PrefixListUnavailable).is_empty(), "{:?}", plan.warnings);
+        assert!(revoked(&plan).is_empty() && granted(&plan).is_empty(), "{:?}", plan.actions);
+    }
+
+    #[test]
+    fn a_reference_to_an_unmanaged_group_of_the_source_account_stays_user_id_and_group_in_the_same_region() {
+        let world = across("us-east-1", vec![from_group(22, "sg-5b0")]);
+        let plan = world.plan();
+        let kept = Grant::new(
+            Protocol::Tcp,
+            Ports::Range { from: 22, to: 22 },
+            Peer::Group { group: sg("sg-5b0"), owner: Some(OTHER.into()) },
+            None,
+        );
+        assert_eq!(granted(&plan), vec![kept.clone()]);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+        // Once there it is ours: converged, and revoked when the source drops it.
+        let mut world = across("us-east-1", vec![from_group(22, "sg-5b0")]);
+        world.snap.vpc_groups.get_mut(&sg("sg-77c")).unwrap().ingress = vec![kept.clone()];
+        assert!(world.plan().is_converged());
+        let mut dropped = across("us-east-1", vec![]);
+        dropped.snap.vpc_groups.get_mut(&sg("sg-77c")).unwrap().ingress = vec![kept.clone()];
+        assert_eq!(revoked(&dropped.plan()), vec![kept]);
+    }
+
+    #[test]
+    fn each_kept_reference_goes_in_an_authorize_of_its_own_so_that_a_refusal_holds_back_nothing_else() {
+        let plan =
+            across("us-east-1", vec![tcp(443, "10.0.0.0/8"), from_group(22, "sg-5b0"), from_group(23, "sg-5b1")])
+                .plan();
+        let authorizes: Vec<&Vec<Grant<GroupRef>>> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Action::Authorize { grants, .. } => Some(grants),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(authorizes.len(), 3, "{:?}", plan.actions);
+        assert_eq!(authorizes[0], &vec![tcp(443, "10.0.0.0/8").map_group(GroupRef::Existing)]);
+        for one in &authorizes[1..] {
+            assert!(one.len() == 1 && matches!(one[0].key.peer, Peer::Group { owner: Some(_), .. }), "{authorizes:?}");
+        }
+        // Neither waits for the other.
+        let ids: Vec<ActionId> =
+            plan.actions.iter().filter(|a| a.action.kind() == ActionKind::Authorize).map(|a| a.id).collect();
+        assert!(plan.actions.iter().all(|a| !ids.iter().any(|id| a.depends_on.contains(id))), "{:?}", plan.actions);
+    }
+
+    #[test]
+    fn a_reference_to_a_group_of_a_third_account_stays_with_its_owner_and_across_regions_is_reported_other_region() {
+        let third = Grant::new(
+            Protocol::Tcp,
+            Ports::Range { from: 22, to: 22 },
+            Peer::Group { group: sg("sg-5c0"), owner: Some("777788889999".into()) },
+            None,
+        );
+        let plan = across("us-east-1", vec![third.clone()]).plan();
+        assert_eq!(granted(&plan), vec![third.clone()]);
+
+        let plan = across("eu-west-1", vec![third, from_group(22, "sg-5b0")]).plan();
+        assert!(granted(&plan).is_empty(), "{:?}", plan.actions);
+        let reported = warnings_of(&plan, WarningKind::Unmirrorable);
+        assert_eq!(reported.len(), 2, "{:?}", plan.warnings);
+        assert!(reported.iter().all(|w| w.reason == Some(Unmirrorable::OtherRegion)), "{reported:?}");
+    }
+
+    #[test]
+    fn within_one_account_a_reference_to_another_accounts_group_is_reported_as_before() {
+        let third = Grant::new(
+            Protocol::Tcp,
+            Ports::Range { from: 22, to: 22 },
+            Peer::Group { group: sg("sg-5c0"), owner: Some("777788889999".into()) },
+            None,
+        );
+        let world = World::new().vpc_group("sg-5a1", "api", VPC2, None, vec![third.clone()]).map("sg-5a1", VPC);
+        let mut world = vpc_source(world, "sg-5a1").mirror("sg-77c", "api", "sg-5a1", vec![third]);
+        world.config.aws.region = "us-east-1".into();
+        let plan = world.plan();
+        assert!(granted(&plan).is_empty());
+        assert_eq!(warnings_of(&plan, WarningKind::Unmirrorable)[0].reason, Some(Unmirrorable::OtherAccount));
+        // And one on the mirror is not ours: left alone.
+        assert!(revoked(&plan).is_empty(), "{:?}", plan.actions);
+    }
+
+    #[test]
+    fn a_source_in_another_account_never_expands_its_references() {
+        let mut world = across("eu-west-1", vec![from_group(22, "sg-5b0")]);
+        world.config.mirroring.unmanaged_references = crate::config::UnmanagedReferences::Expand;
+        let plan = world.plan();
+        assert!(plan.actions.iter().all(|a| a.action.kind() != ActionKind::CreatePrefixList), "{:?}", plan.actions);
+        assert_eq!(warnings_of(&plan, WarningKind::Unmirrorable)[0].reason, Some(Unmirrorable::OtherRegion));
+    }
+}

@@ -416,6 +416,10 @@ pub enum Unmirrorable {
     MirrorUnavailable,
     /// IPv6 and prefix-list grants belong to the VPC side (VPC sources only).
     NotOwnedKind,
+    /// The referenced group, of another account than the mirror's, is in
+    /// another region than the mirror: EC2 rules reference groups of the
+    /// same region only (and its members cannot be read for an expansion).
+    OtherRegion,
     /// The referenced group is expanded (`unmanaged_references = "expand"`)
     /// but its prefix list is not there yet: created by this plan, or not
     /// observed this pass.
@@ -432,6 +436,7 @@ impl Unmirrorable {
             Self::OtherVpc => "its mirror is in another VPC",
             Self::MirrorUnavailable => "its mirror is unavailable",
             Self::NotOwnedKind => "IPv6 and prefix-list grants are left to the VPC side",
+            Self::OtherRegion => "group of another account in another region than the mirror",
             Self::ExpansionPending => "its expansion prefix list is not there yet (granted once it is)",
         }
     }

@@ -84,7 +84,7 @@ id = "vpc-0b0b0b0b"
 cidr = "10.20.0.0/16"
 "#;
 
-async fn serve(cloud: Cloud) -> String {
+pub(crate) async fn serve(cloud: Cloud) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(classiclink_mirror::emulator::server::serve_cloud(cloud, listener, std::future::pending()));
@@ -106,11 +106,11 @@ fn config(url: &str, target_extra: &str) -> Config {
     Config::from_toml_str(&text, None).unwrap_or_else(|e| panic!("{}", classiclink_mirror::config::render_errors(&e)))
 }
 
-fn options() -> AwsOptions {
+pub(crate) fn options() -> AwsOptions {
     AwsOptions { credentials: Some(crate::common::test_credentials()), ..AwsOptions::default() }
 }
 
-async fn connect(config: &Config) -> std::sync::Arc<dyn Ec2> {
+pub(crate) async fn connect(config: &Config) -> std::sync::Arc<dyn Ec2> {
     let limit =
         |client: AwsEc2| -> std::sync::Arc<dyn Ec2> { std::sync::Arc::new(Limited::new(client, &config.rate_limit)) };
     aws::connect(config, &options(), &limit).await

@@ -19,6 +19,7 @@ mod cli;
 mod config_errors;
 mod config_props;
 mod crash_safety;
+mod cross_refs;
 mod daemon_loop;
 mod docs;
 mod e2e_binary;

@@ -94,3 +94,31 @@ async fn a_vpc_group_is_mirrored_into_another_account_and_region_through_an_assu
     let second = reconcile::apply(ec2.as_ref(), &config, 5, &SystemTime::now, &CancellationToken::new()).await;
     assert!(second.converged && second.passes.len() == 1, "{:#?}", second.passes);
 }
+
+/// moto seeds each region's AWS-managed lists (`OwnerId` `AWS`, without
+/// `MaxEntries`): the adapter's describe by name and owner — observe's one
+/// call in a target region — finds the target region's S3 list, and only it.
+#[tokio::test]
+async fn the_target_regions_aws_managed_list_is_found_by_name_and_owner_in_another_account() {
+    use classiclink_mirror::ec2::PrefixListFilter;
+    let Some(moto) = moto() else { return };
+    let text = format!(
+        "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n\
+         [accounts.target]\nregion = \"eu-west-1\"\nrole_arn = \"arn:aws:iam::{TARGET_ACCOUNT}:role/classiclink-mirror\"\n",
+        url = moto.url
+    );
+    let options = AwsOptions { credentials: Some(test_credentials()), ..AwsOptions::default() };
+    let bare = Config::from_toml_str(&text, None).unwrap();
+    let target = AwsEc2::for_account(&bare.aws, bare.accounts.get("target"), options).await;
+    let by_name = |name: &str| PrefixListFilter {
+        names: vec![name.to_owned()],
+        owner_ids: vec!["AWS".to_owned()],
+        ..PrefixListFilter::default()
+    };
+    let found = ok(moto, target.describe_prefix_lists(&by_name("com.amazonaws.eu-west-1.s3")).await);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].owner_id.as_str(), found[0].name.as_str()), ("AWS", "com.amazonaws.eu-west-1.s3"));
+    assert!(found[0].known_max_entries().is_none(), "moto gives no MaxEntries: unknown, not malformed");
+    let other = ok(moto, target.describe_prefix_lists(&by_name("com.amazonaws.us-east-1.s3")).await);
+    assert!(other.is_empty(), "another region's list is not there: {other:?}");
+}

@@ -143,7 +143,13 @@ fn optional_address(value: Option<&str>, field: &str) -> Result<Option<std::net:
 pub(super) fn prefix_list_from_sdk(list: &sdk::ManagedPrefixList) -> Result<PrefixList, Malformed> {
     let id = parse_id(list.prefix_list_id(), "PrefixLists[].PrefixListId", PrefixListId::try_new)?;
     let inner = || -> Result<PrefixList, Malformed> {
-        let max_entries = list.max_entries().ok_or_else(|| Malformed::new("MaxEntries", "missing"))?;
+        // An AWS-owned list may come without MaxEntries (unknown: 0).
+        let aws_owned = list.owner_id() == Some(crate::model::AWS_PREFIX_LIST_OWNER);
+        let max_entries = match list.max_entries() {
+            Some(max) => max,
+            None if aws_owned => 0,
+            None => return Err(Malformed::new("MaxEntries", "missing")),
+        };
         let max_entries =
             u32::try_from(max_entries).map_err(|_| Malformed::new("MaxEntries", format!("{max_entries} < 0")))?;
         // AWS-owned lists have no version; the daemon never modifies them.

@@ -220,7 +220,7 @@ fn cidr_sources(p: &Params, list: &str, field: &str) -> Result<Vec<CidrSource>, 
 /// `IpPermissions.N.*`, plus EC2's older top-level form (`IpProtocol`,
 /// `FromPort`, `ToPort`, `CidrIp`, `SourceSecurityGroupName`,
 /// `SourceSecurityGroupOwnerId`) as one more permission.
-fn ip_permissions(p: &Params) -> Result<Vec<IpPermission>, Fail> {
+pub(super) fn ip_permissions(p: &Params) -> Result<Vec<IpPermission>, Fail> {
     let mut permissions = Vec::new();
     for perm in p.structs("IpPermissions")? {
         let mut pairs = perm.structs("Groups")?;

@@ -59,6 +59,7 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 
 use crate::ec2::{Ec2Error, Operation};
+use crate::model::GroupId;
 
 use super::cloud::Cloud;
 use super::events::Caller;
@@ -221,6 +222,43 @@ impl From<Ec2Error> for Refusal {
     }
 }
 
+/// An authorize naming a group of another account (`UserId` + `GroupId`)
+/// that account does not have as a VPC group in the request's region is
+/// refused as EC2 refuses it: `InvalidGroup.NotFound`. (Such a reference is
+/// allowed between peered VPCs of one region; peering is not modelled, so
+/// any VPC group of that account and region is accepted.)
+fn foreign_reference_refusal(
+    cloud: &Cloud,
+    world: &Emulator,
+    region: Option<&str>,
+    params: &query::Params,
+) -> Option<Refusal> {
+    let action = params.get("Action")?;
+    if action != "AuthorizeSecurityGroupIngress" && action != "AuthorizeSecurityGroupEgress" {
+        return None;
+    }
+    let own = world.account_id();
+    let region = region.unwrap_or(super::cloud::HOME_REGION);
+    // EC2-Classic groups reference other accounts' Classic groups (the
+    // Classic ELB's `amazon-elb/amazon-elb-sg`) without any peering.
+    let holder = params.get("GroupId").and_then(|id| GroupId::try_new(id).ok());
+    if holder.and_then(|id| world.peek_group(&id)).is_none_or(|g| g.vpc_id.is_none()) {
+        return None;
+    }
+    let permissions = actions::ip_permissions(params).ok()?;
+    permissions.iter().flat_map(|p| &p.user_id_group_pairs).find_map(|pair| {
+        let (Some(user), Some(group)) = (pair.user_id.as_deref(), pair.group_id.as_deref()) else { return None };
+        if user == own {
+            return None;
+        }
+        let found = GroupId::try_new(group).is_ok_and(|id| cloud.has_vpc_group(user, region, &id));
+        (!found).then(|| Refusal {
+            code: codes::GROUP_NOT_FOUND.to_owned(),
+            message: format!("The security group '{group}' does not exist"),
+        })
+    })
+}
+
 async fn handle(emulator: &Emulator, query: Option<&str>, body: &[u8]) -> Result<(Operation, String), Refusal> {
     let params = query::Params::decode(query, body)?;
     let Some(action) = params.get("Action").filter(|a| !a.is_empty()) else {
@@ -300,7 +338,14 @@ async fn query_api(State(server): State<Arc<Server>>, headers: HeaderMap, uri: U
                 return xml_response(status, &request_id, body);
             }
             match server.cloud.ec2_world(caller.access_key_id.as_deref(), caller.region.as_deref()) {
-                Ok(world) => with_caller(caller, handle(&world, uri.query(), &body)).await,
+                Ok(world) => match params
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| foreign_reference_refusal(&server.cloud, &world, caller.region.as_deref(), p))
+                {
+                    Some(refusal) => Err(refusal),
+                    None => with_caller(caller, handle(&world, uri.query(), &body)).await,
+                },
                 Err(refusal) => Err(Refusal { code: refusal.code.to_owned(), message: refusal.message }),
             }
         }

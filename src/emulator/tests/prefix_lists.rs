@@ -180,11 +180,15 @@ async fn describes_page_by_max_results() {
     for i in 0..3 {
         emu.create_prefix_list(&create(&format!("l{i}"), 1, &[])).await.unwrap();
     }
+    // Four lists of the account and the region's three AWS-managed ones.
     let first = emu.describe_managed_prefix_lists_filtered(&[], &[], &PageRequest::first(3)).await.unwrap();
     assert_eq!(first.items.len(), 3);
     let rest = PageRequest::after(3, first.next_token.clone());
     let second = emu.describe_managed_prefix_lists_filtered(&[], &[], &rest).await.unwrap();
-    assert_eq!((second.items.len(), second.next_token), (1, None));
+    assert_eq!(second.items.len(), 3);
+    let rest = PageRequest::after(3, second.next_token.clone());
+    let third = emu.describe_managed_prefix_lists_filtered(&[], &[], &rest).await.unwrap();
+    assert_eq!((third.items.len(), third.next_token), (1, None));
     let entries = emu.get_managed_prefix_list_entries(&list.id, None, &PageRequest::first(5)).await.unwrap();
     assert_eq!(entries.items.len(), 5);
     let bad = PageRequest::first(101);
@@ -255,4 +259,64 @@ async fn estates_declare_prefix_lists_that_rules_name() {
     .unwrap();
     let errors = Emulator::from_estate(&unknown, EmulatorOptions::default()).unwrap_err().to_string();
     assert!(errors.contains("group[0].rules[0].prefix_list"), "{errors}");
+}
+
+#[tokio::test]
+async fn every_region_has_its_aws_managed_lists_under_ids_shared_by_its_accounts_and_read_only() {
+    use crate::emulator::Cloud;
+    let cloud = Cloud::new(Emulator::default());
+    let a = cloud.world("111111111111", "eu-west-1");
+    let b = cloud.world("222222222222", "eu-west-1");
+    let c = cloud.world("222222222222", "us-west-2");
+    let aws = |emu: &Emulator, name: &str| {
+        let filter = PrefixListFilter {
+            names: vec![name.to_owned()],
+            owner_ids: vec!["AWS".to_owned()],
+            ..PrefixListFilter::default()
+        };
+        let emu = emu.clone();
+        async move { emu.describe_prefix_lists(&filter).await.unwrap() }
+    };
+    let s3 = aws(&a, "com.amazonaws.eu-west-1.s3").await;
+    assert_eq!(s3.len(), 1, "{s3:?}");
+    assert_eq!((s3[0].owner_id.as_str(), s3[0].max_entries), ("AWS", 5));
+    assert_eq!(aws(&b, "com.amazonaws.eu-west-1.s3").await, s3, "one id in every account of the region");
+    assert!(aws(&c, "com.amazonaws.eu-west-1.s3").await.is_empty(), "another region has its own");
+    let other = aws(&c, "com.amazonaws.us-west-2.s3").await;
+    assert_ne!(other[0].id, s3[0].id);
+    assert_eq!(aws(&c, "com.amazonaws.us-west-2.dynamodb").await.len(), 1);
+    let global = "com.amazonaws.global.cloudfront.origin-facing";
+    assert_eq!(aws(&a, global).await[0].max_entries, 55);
+    // Read-only to customers; a rule may reference it.
+    let id = s3[0].id.clone();
+    assert_eq!(code(a.modify_prefix_list(&modify(&id, 1, &["10.0.0.0/8"], &[])).await), codes::UNAUTHORIZED_OPERATION);
+    assert_eq!(code(a.delete_prefix_list(&id).await), codes::UNAUTHORIZED_OPERATION);
+    let vpc = a.create_vpc(&crate::emulator::NewVpc::default()).await.unwrap();
+    let group = vpc_group(&a, &vpc, "web").await;
+    a.authorize_ingress(&group, &[from_list(443, &id)]).await.unwrap();
+    // The customer's own lists are still the account's.
+    let own = a.create_prefix_list(&create("mine", 5, &[])).await.unwrap();
+    assert_eq!(own.owner_id, "111111111111");
+}
+
+#[tokio::test]
+async fn an_estate_declares_more_aws_managed_lists_and_refuses_one_outside_com_amazonaws() {
+    use crate::emulator::Estate;
+    let text = |name: &str| {
+        format!(
+            "[[vpc]]\nname = \"v\"\n[[prefix_list]]\nname = \"{name}\"\nmax_entries = 3\nentries = [\"18.206.107.24/29\"]\n\
+             aws_managed = true\n[[group]]\nname = \"web\"\nvpc = \"v\"\n[[group.rules]]\nprotocol = \"tcp\"\nport = 22\n\
+             prefix_list = \"{name}\"\n"
+        )
+    };
+    let estate = Estate::from_toml(&text("com.amazonaws.us-east-1.ec2-instance-connect")).unwrap();
+    let emu = Emulator::from_estate(&estate, EmulatorOptions::default()).unwrap();
+    let filter = PrefixListFilter { owner_ids: vec!["AWS".into()], ..PrefixListFilter::default() };
+    let names: Vec<String> = emu.describe_prefix_lists(&filter).await.unwrap().into_iter().map(|l| l.name).collect();
+    assert!(names.contains(&"com.amazonaws.us-east-1.ec2-instance-connect".to_owned()), "{names:?}");
+    assert_eq!(names.len(), 4, "the three built-in ones and the estate's");
+    let errors = Emulator::from_estate(&Estate::from_toml(&text("office")).unwrap(), EmulatorOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("prefix_list[0]") && errors.contains("com.amazonaws."), "{errors}");
 }
