@@ -7,10 +7,11 @@
 //!
 //! - `plan/cold/N`: nothing mirrored yet; the plan creates everything.
 //! - `plan/steady/N`: after `apply` converged; the plan is empty.
-//! - `plan/cold-expand/N`, `plan/steady-expand/N`: the same with 2% of the
-//!   groups unmanaged and `unmanaged_references = "expand"`: the references
-//!   to them become prefix lists of their members (which weigh their max
-//!   entries, so more mirrors spill into overflow groups).
+//! - `plan/cold-expand/N`, `plan/steady-expand/N`: the same with 0.5% of
+//!   the groups unmanaged (`BENCH_UNMANAGED` to change it) and
+//!   `unmanaged_references = "expand"`: the references to them become
+//!   prefix lists of their members, which weigh their max entries, so the
+//!   mirrors of the sources referencing one spill into overflow groups too.
 //!
 //! The default sizes are 500 and 5,000; 20,000 (a cold plan takes seconds
 //! there, so ten samples take minutes) is opt-in:

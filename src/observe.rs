@@ -450,7 +450,7 @@ pub fn expanded_groups(config: &Config, sources: &BTreeMap<GroupId, SecurityGrou
     let managed: BTreeSet<&GroupId> = candidates.iter().map(|c| &c.source.id).collect();
     let mut referenced = BTreeSet::new();
     for candidate in candidates.iter().filter(|c| config.expands(c.entry)) {
-        for grant in &candidate.source.ingress {
+        for grant in candidate.source.ingress.iter().chain(&candidate.source.egress) {
             if let Peer::Group { group, owner: None } = &grant.key.peer
                 && !managed.contains(group)
             {

@@ -80,14 +80,22 @@ pub(crate) async fn observe_source_prefix_lists(
         return Vec::new();
     }
     let mut errors = Vec::new();
-    let described = join_all(referenced.iter().map(|(source, _, lists)| {
-        let ids: Vec<PrefixListId> = lists.iter().cloned().collect();
-        async move { ec2.describe_source_prefix_lists(source, &ids).await }
+    // One describe per account and chunk of ids (a filter takes at most
+    // `MAX_FILTER_VALUES` values).
+    let calls: Vec<(usize, Vec<PrefixListId>)> = referenced
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, _, lists))| super::chunks(lists).into_iter().map(move |chunk| (i, chunk)))
+        .collect();
+    let described = join_all(calls.iter().map(|(i, ids)| {
+        let source = &referenced[*i].0;
+        async move { ec2.describe_source_prefix_lists(source, ids).await }
     }))
     .await;
     let target_region = config.region_of(config.target_account());
     let mut wanted: BTreeSet<String> = BTreeSet::new();
-    for ((_, region, ids), result) in referenced.iter().zip(described) {
+    for ((i, _), result) in calls.iter().zip(described) {
+        let (_, region, ids) = &referenced[*i];
         match result {
             Ok(lists) => {
                 for list in lists.into_iter().filter(|l| ids.contains(&l.id)) {

@@ -52,7 +52,9 @@ impl<'a> Planner<'a> {
     fn expanded_references(&self) -> BTreeMap<GroupId, bool> {
         let mut needed: BTreeMap<GroupId, bool> = BTreeMap::new();
         for mapping in self.managed.iter().filter(|m| m.expands && m.mirror.is_some()) {
-            for grant in &mapping.source.ingress {
+            // Ingress and, for a VPC source, egress: both translate an
+            // unmanaged group into its list.
+            for grant in mapping.source.ingress.iter().chain(&mapping.source.egress) {
                 if let Peer::Group { group, owner: None } = &grant.key.peer
                     && !self.managed_index.contains_key(group)
                 {
