@@ -737,7 +737,8 @@ pub enum SnapshotPart {
     /// Expansion prefix lists and the members of the groups they expand
     /// (observed only when some mirror expands unmanaged references).
     Expansions,
-    /// The sizes of the prefix lists VPC sources' rules reference.
+    /// The sizes of the prefix lists that VPC sources of the target's own
+    /// account reference.
     ListSizes,
     /// Prefix lists that VPC sources of another account reference, and the
     /// target region's AWS-managed lists they map to (observed only for
@@ -790,9 +791,10 @@ pub struct Snapshot {
     /// and network interfaces in use for VPC groups).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub members: BTreeMap<GroupId, BTreeSet<Ipv4Addr>>,
-    /// The `MaxEntries` of each prefix list a managed VPC source's rules
-    /// reference, other than our expansion lists, as the target account sees
-    /// it (a list it cannot see is absent, and weighed as a whole group).
+    /// The `MaxEntries` of each prefix list a managed VPC source of the
+    /// target's own account references, other than our expansion lists, as
+    /// the target account sees it (a list it cannot see is absent, and
+    /// weighed as a whole group).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub list_sizes: BTreeMap<PrefixListId, u32>,
     /// The prefix lists that VPC sources of other accounts reference, as the

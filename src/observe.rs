@@ -18,6 +18,8 @@
 //! - only when some mapping expands unmanaged references: the prefix lists
 //!   carrying the expansion tag with their entries, and the running members
 //!   of the groups they expand (instances and network interfaces by group);
+//! - only when a VPC source of the target's own account references prefix
+//!   lists: their max entries (`list_sizes`), by id;
 //! - only for VPC sources in another account than their target that
 //!   reference prefix lists: those lists in the source's account, and the
 //!   target region's AWS-managed lists they map to (`observe/prefix_lists.rs`).
@@ -407,7 +409,9 @@ async fn observe_with(
 /// `MaxEntries` against the rules-per-group quota). One describe per chunk
 /// of ids, on the target's port, filtered by `prefix-list-id` (an id the
 /// target cannot see is simply absent: its grant is weighed as a whole
-/// group). None when no source references a list. Returns the errors; any
+/// group). Lists whose size the snapshot has already are not described
+/// again (a targeted pass reads only the lists a changed source names
+/// newly); none when no source references a list. Returns the errors; any
 /// makes the part incomplete.
 pub(crate) async fn observe_list_sizes(ec2: &dyn Ec2, config: &Config, snapshot: &mut Snapshot) -> Vec<Ec2Error> {
     let mut referenced: BTreeSet<PrefixListId> = BTreeSet::new();
@@ -420,6 +424,7 @@ pub(crate) async fn observe_list_sizes(ec2: &dyn Ec2, config: &Config, snapshot:
         for grant in candidate.source.ingress.iter().chain(&candidate.source.egress) {
             if let Peer::PrefixList(id) = &grant.key.peer
                 && !snapshot.expansion_lists.contains_key(id)
+                && !snapshot.list_sizes.contains_key(id)
             {
                 referenced.insert(id.clone());
             }
@@ -1059,6 +1064,12 @@ rules = [{ protocol = "tcp", port = 5432, cidr = "10.0.0.0/8" }]
         let sizes: Vec<u32> = observation.snapshot.list_sizes.values().copied().collect();
         assert_eq!(sizes, vec![20], "{:?}", observation.snapshot.list_sizes);
         assert_eq!(emu.counters().requests(Operation::DescribeManagedPrefixLists), 1);
+        // Sizes known already (a targeted pass merges into the last
+        // snapshot) are not described again.
+        let mut known = observation.snapshot.clone();
+        assert!(observe_list_sizes(&emu, &config, &mut known).await.is_empty());
+        assert_eq!(emu.counters().requests(Operation::DescribeManagedPrefixLists), 1);
+        assert_eq!(known.list_sizes, observation.snapshot.list_sizes);
 
         // A source that names no list costs no describe.
         let mut config = Config::with_region("us-east-1");

@@ -287,8 +287,7 @@ pub async fn observe_targeted(ec2: &dyn Ec2, config: &Config, base: &Snapshot, d
         }
     }
     // A changed source may reference a list the last snapshot has no size
-    // of: sizes are read again (one describe, none when no list is named).
-    obs.snapshot.list_sizes.clear();
+    // of: that one is described (none when every list named is known).
     for error in crate::observe::observe_list_sizes(ec2, config, &mut obs.snapshot).await {
         fail(&mut obs, SnapshotPart::ListSizes, error);
     }

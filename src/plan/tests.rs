@@ -2655,6 +2655,35 @@ mod expansion {
         assert!(list_actions(&plan).is_empty(), "{plan:?}");
         assert!(!kinds(&plan).contains(&ActionKind::Revoke), "{plan:?}");
     }
+
+    /// Regression: expansion read only ingress rules, so an egress rule of a
+    /// VPC source to an unmanaged group was reported `expansion_pending` on
+    /// every pass and never mirrored.
+    #[test]
+    fn an_egress_reference_to_an_unmanaged_group_is_expanded_not_pending_forever() {
+        let world = World::new()
+            .vpc_group("sg-5a1", "api", VPC2, None, vec![])
+            .egress("sg-5a1", vec![from_group(5432, "sg-0b5")])
+            .map("sg-5a1", VPC)
+            .expand()
+            .members("sg-0b5", &["10.0.0.1"]);
+        let world = vpc_source(world, "sg-5a1");
+        // No list yet: one is created for the egress reference.
+        let plan = world.plan();
+        assert!(
+            matches!(list_actions(&plan)[..], [Action::CreatePrefixList { expands, .. }] if expands == &sg("sg-0b5")),
+            "{plan:?}"
+        );
+        // Once it exists, the mirror's egress grants it.
+        let plan = world.list("pl-0e1", "sg-0b5", "default", 10, 1, &["10.0.0.1"]).plan();
+        let granted: Vec<Peer<GroupRef>> = egress_actions(&plan)
+            .into_iter()
+            .filter(|(kind, _, _)| *kind == ActionKind::AuthorizeEgress)
+            .flat_map(|(_, _, grants)| grants.into_iter().map(|g| g.key.peer))
+            .collect();
+        assert_eq!(granted, vec![Peer::PrefixList(pl("pl-0e1"))], "{plan:?}");
+        assert!(warnings_of(&plan, WarningKind::Unmirrorable).is_empty(), "{:?}", plan.warnings);
+    }
 }
 
 // ----- the weight of a VPC source's prefix lists ----------------------------
