@@ -49,7 +49,7 @@ pub fn spec(groups: usize) -> GenerateSpec {
 /// Groups left unmanaged in the expanding estate: the discovery tag is on
 /// all but this fraction, so the references to them (20% of the grants
 /// reference some group) are expanded into prefix lists of their members.
-/// At 0.5%, about one source in ten references one; `BENCH_UNMANAGED`
+/// At 0.5% (at least 5 groups), about one source in ten references one; `BENCH_UNMANAGED`
 /// (a fraction) overrides it, e.g. 0.02 for one source in three.
 pub const UNMANAGED_FRACTION: f64 = 0.005;
 
@@ -62,6 +62,9 @@ pub const UNMANAGED_FRACTION: f64 = 0.005;
 pub fn expanding_spec(groups: usize) -> GenerateSpec {
     let unmanaged = std::env::var("BENCH_UNMANAGED")
         .map_or(UNMANAGED_FRACTION, |v| v.parse().expect("BENCH_UNMANAGED: a fraction"));
+    // Small estates (the smoke run's 50 groups) get about 5 unmanaged
+    // groups, so that they expand something too.
+    let unmanaged = unmanaged.max(5.0 / groups.max(1) as f64);
     GenerateSpec { discovery_fraction: 1.0 - unmanaged, ..spec(groups) }
 }
 
