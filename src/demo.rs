@@ -130,8 +130,9 @@ struct DemoConnector {
 #[async_trait]
 impl Connector for DemoConnector {
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
-        let limit = |client: AwsEc2| -> Arc<dyn Ec2> {
-            let observer = Fanout(self.metrics.request_observer(), WriteCounter(Arc::clone(&self.writes)));
+        let limit = |account: &str, client: AwsEc2| -> Arc<dyn Ec2> {
+            let observer =
+                Fanout(self.metrics.account_request_observer(account), WriteCounter(Arc::clone(&self.writes)));
             Arc::new(Limited::new(client, &config.rate_limit).with_observer(Box::new(observer)))
         };
         crate::ec2::aws::connect(config, &demo_aws_options(), &limit).await

@@ -115,8 +115,10 @@ struct AwsConnector {
 #[async_trait::async_trait]
 impl Connector for AwsConnector {
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
-        let limit = |client: AwsEc2| -> Arc<dyn Ec2> {
-            Arc::new(Limited::new(client, &config.rate_limit).with_observer(self.metrics.request_observer()))
+        let limit = |account: &str, client: AwsEc2| -> Arc<dyn Ec2> {
+            Arc::new(
+                Limited::new(client, &config.rate_limit).with_observer(self.metrics.account_request_observer(account)),
+            )
         };
         classiclink_mirror::ec2::aws::connect(config, &AwsOptions::default(), &limit).await
     }
@@ -186,7 +188,7 @@ fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
 /// The EC2 client of a one-shot command: the SDK adapter under the
 /// configured rate limits.
 async fn connect(config: &Config) -> Arc<dyn Ec2> {
-    let limit = |client: AwsEc2| -> Arc<dyn Ec2> { Arc::new(Limited::new(client, &config.rate_limit)) };
+    let limit = |_: &str, client: AwsEc2| -> Arc<dyn Ec2> { Arc::new(Limited::new(client, &config.rate_limit)) };
     classiclink_mirror::ec2::aws::connect(config, &AwsOptions::default(), &limit).await
 }
 

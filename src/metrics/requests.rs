@@ -6,7 +6,7 @@
 use std::time::Duration;
 use strum::VariantArray as _;
 
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
 
 use super::declare::metric_set;
 use crate::ec2::limited::RetryOutcome;
@@ -43,9 +43,10 @@ metric_set! {
             "Throttled or transient EC2 request attempts, by what followed (retried, max_attempts, quota_empty).",
             labels ["outcome"]
         ),
-        retry_quota: IntGauge = (
+        retry_quota: IntGaugeVec = (
             "aws_retry_quota_tokens",
-            "Tokens left in the EC2 client's retry quota; at 0, failing requests are no longer retried."
+            "Tokens left in the retry quota of an account's EC2 client; at 0, its failing requests are no longer retried.",
+            labels ["account"]
         ),
     }
 }
@@ -79,8 +80,9 @@ impl RequestMetrics {
         self.retries.with_label_values(&[outcome.as_str()]).inc();
     }
 
-    /// Records the tokens left in the retry quota.
-    pub(super) fn retry_quota(&self, tokens: u32) {
-        self.retry_quota.set(i64::from(tokens));
+    /// Records the tokens left in the retry quota of the client of
+    /// `account` (a configured account name, `aws` for `[aws]`).
+    pub(super) fn retry_quota(&self, account: &str, tokens: u32) {
+        self.retry_quota.with_label_values(&[account]).set(i64::from(tokens));
     }
 }

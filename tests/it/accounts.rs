@@ -111,8 +111,9 @@ pub(crate) fn options() -> AwsOptions {
 }
 
 pub(crate) async fn connect(config: &Config) -> std::sync::Arc<dyn Ec2> {
-    let limit =
-        |client: AwsEc2| -> std::sync::Arc<dyn Ec2> { std::sync::Arc::new(Limited::new(client, &config.rate_limit)) };
+    let limit = |_: &str, client: AwsEc2| -> std::sync::Arc<dyn Ec2> {
+        std::sync::Arc::new(Limited::new(client, &config.rate_limit))
+    };
     aws::connect(config, &options(), &limit).await
 }
 

@@ -174,16 +174,18 @@ pub(crate) async fn sdk_config(aws: &AwsConfig, options: &AwsOptions) -> aws_con
 /// mirrors name accounts, a [`SourceAccounts`] over it and one client per
 /// other account holding sources, every error message naming its account.
 /// `limit` wraps each client (its own token buckets and retry quota:
-/// [`super::limited::Limited`]).
+/// [`super::limited::Limited`]), given the name of its account (`aws` for
+/// `[aws]`).
 pub async fn connect(
     config: &Config,
     options: &AwsOptions,
-    limit: &(dyn Fn(AwsEc2) -> Arc<dyn Ec2> + Send + Sync),
+    limit: &(dyn Fn(&str, AwsEc2) -> Arc<dyn Ec2> + Send + Sync),
 ) -> Arc<dyn Ec2> {
     let target_name = config.target_account();
     let account = |name: Option<&str>| name.and_then(|n| config.accounts.get(n));
     let label = |name: Option<&str>| name.unwrap_or(AWS_ACCOUNT).to_owned();
-    let target = limit(AwsEc2::for_account(&config.aws, account(target_name), options.clone()).await);
+    let target =
+        limit(&label(target_name), AwsEc2::for_account(&config.aws, account(target_name), options.clone()).await);
     if !config.uses_accounts() {
         return target;
     }
@@ -195,7 +197,7 @@ pub async fn connect(
     }
     let mut sources = Vec::with_capacity(by_account.len());
     for (name, ids) in by_account {
-        let port = limit(AwsEc2::for_account(&config.aws, account(name), options.clone()).await);
+        let port = limit(&label(name), AwsEc2::for_account(&config.aws, account(name), options.clone()).await);
         sources.push((ids, AccountPort::new(label(name), port)));
     }
     Arc::new(SourceAccounts::new(AccountPort::new(label(target_name), target), sources))
