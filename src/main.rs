@@ -14,7 +14,7 @@ use classiclink_mirror::cli::{
 };
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
 use classiclink_mirror::ec2::aws::AwsEventSource;
-use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions};
+use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions, SharedClients};
 use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::emulator::events::EventOptions;
 use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
@@ -107,9 +107,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Builds the SDK client of the daemon, its requests counted in the metrics.
+/// Builds the SDK clients of the daemon, its requests counted in the
+/// metrics: one limited client per account, shared by the target loops.
 struct AwsConnector {
     metrics: Arc<Metrics>,
+    clients: SharedClients,
 }
 
 #[async_trait::async_trait]
@@ -120,7 +122,7 @@ impl Connector for AwsConnector {
                 Limited::new(client, &config.rate_limit).with_observer(self.metrics.account_request_observer(account)),
             )
         };
-        classiclink_mirror::ec2::aws::connect(config, &AwsOptions::default(), &limit).await
+        classiclink_mirror::ec2::aws::connect_shared(config, &AwsOptions::default(), &self.clients, &limit).await
     }
 
     async fn event_source(&self, config: &Config) -> Option<Arc<dyn EventSource>> {
@@ -146,7 +148,8 @@ async fn run_daemon(config: &Path) -> anyhow::Result<u8> {
     let settings = Settings::new(config.to_owned(), env_region());
     let (events, receiver) = mpsc::channel(8);
     tokio::spawn(forward_signals(events));
-    daemon::serve(&settings, |metrics| Box::new(AwsConnector { metrics }), receiver).await?;
+    daemon::serve(&settings, |metrics| Box::new(AwsConnector { metrics, clients: SharedClients::default() }), receiver)
+        .await?;
     Ok(EXIT_OK)
 }
 
