@@ -144,6 +144,10 @@ impl Connector for DemoConnector {
         let settings = QueueSettings::from_config(config)?;
         Some(Arc::new(AwsEventSource::from_settings_with(&settings, demo_aws_options()).await))
     }
+
+    fn reloaded(&self, config: &Config) {
+        self.clients.retain(&config.client_accounts());
+    }
 }
 
 fn demo_aws_options() -> AwsOptions {

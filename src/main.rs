@@ -129,6 +129,10 @@ impl Connector for AwsConnector {
         let settings = QueueSettings::from_config(config)?;
         Some(Arc::new(AwsEventSource::from_settings(&settings).await))
     }
+
+    fn reloaded(&self, config: &Config) {
+        self.clients.retain(&config.client_accounts());
+    }
 }
 
 async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {

@@ -188,6 +188,13 @@ impl Metrics {
         self.requests.retry_quota(account, tokens);
     }
 
+    /// Removes the `aws_retry_quota_tokens` series of the accounts not in
+    /// `accounts` (a reload left no mirror reaching them; named again, an
+    /// account's new client brings its series back).
+    pub fn retain_retry_quotas(&self, accounts: &BTreeSet<String>) {
+        self.requests.retain_retry_quotas(accounts);
+    }
+
     /// An observer for [`crate::ec2::limited::Limited::with_observer`] of
     /// the `[aws]` account's client: [`Self::account_request_observer`] of
     /// [`crate::config::AWS_ACCOUNT`].

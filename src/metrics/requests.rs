@@ -3,6 +3,7 @@
 //! quota, fed by [`crate::ec2::limited::Limited`] through its
 //! [`crate::ec2::limited::RequestObserver`].
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 use strum::VariantArray as _;
 
@@ -78,6 +79,21 @@ impl RequestMetrics {
     /// Records what followed a retryable error.
     pub(super) fn retry(&self, outcome: RetryOutcome) {
         self.retries.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    /// Removes the retry quota series of the accounts not in `accounts`.
+    pub(super) fn retain_retry_quotas(&self, accounts: &BTreeSet<String>) {
+        let families = prometheus::core::Collector::collect(&self.retry_quota);
+        let shown: Vec<String> = families
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .flat_map(|metric| metric.get_label())
+            .filter(|label| label.get_name() == "account")
+            .map(|label| label.get_value().to_owned())
+            .collect();
+        for account in shown.iter().filter(|a| !accounts.contains(*a)) {
+            let _ = self.retry_quota.remove_label_values(&[account]);
+        }
     }
 
     /// Records the tokens left in the retry quota of the client of

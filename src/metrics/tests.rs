@@ -415,6 +415,12 @@ fn the_retry_quota_of_each_account_is_its_own_series_not_one_gauge_every_client_
     assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "source")]), 0.0);
     assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "target")]), 125.0);
     assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "aws")]), 500.0, "the [aws] client's, untouched");
+
+    // A reload leaves no mirror reaching `target`: its series goes.
+    metrics.retain_retry_quotas(&BTreeSet::from(["aws".to_owned(), "source".to_owned()]));
+    let s = samples(&metrics);
+    assert!(value(&s, &name("aws_retry_quota_tokens"), &[("account", "target")]).is_none());
+    assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "source")]), 0.0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -375,4 +375,10 @@ async fn two_targets_sharing_a_source_account_each_had_its_own_client_and_so_twi
         let _ = aws::connect_shared(&reloaded.for_target(target), &options(), &clients, &limit).await;
     }
     assert_eq!(made.accounts()[3..], ["source"], "{:?}", made.accounts());
+
+    // A reload leaving no mirror in the target account forgets its client:
+    // named again, it gets a new one.
+    clients.retain(&std::collections::BTreeSet::from(["aws".to_owned(), "source".to_owned()]));
+    let _ = aws::connect_shared(&reloaded.for_target(&targets[1]), &options(), &clients, &limit).await;
+    assert_eq!(made.accounts()[4..], ["target"], "{:?}", made.accounts());
 }

@@ -239,7 +239,10 @@ where
 /// account's, whichever loops spend it.
 #[derive(Default)]
 pub struct SharedClients {
-    clients: tokio::sync::Mutex<BTreeMap<String, SharedClient>>,
+    /// Held while a client is looked up or made: two loops asking for one
+    /// account at once get one client.
+    making: tokio::sync::Mutex<()>,
+    clients: parking_lot::Mutex<BTreeMap<String, SharedClient>>,
 }
 
 /// One account's client and the settings it was made with.
@@ -273,16 +276,26 @@ impl SharedClients {
             account: name.and_then(|n| config.accounts.get(n)).cloned(),
             rate_limit: config.rate_limit.clone(),
         };
-        let mut clients = self.clients.lock().await;
-        if let Some(shared) = clients.get(label)
-            && shared.settings == settings
-        {
-            return Arc::clone(&shared.client);
+        let _making = self.making.lock().await;
+        let made_before = {
+            let clients = self.clients.lock();
+            clients.get(label).filter(|shared| shared.settings == settings).map(|shared| Arc::clone(&shared.client))
+        };
+        if let Some(client) = made_before {
+            return client;
         }
         let made = AwsEc2::for_account(&config.aws, settings.account.as_ref(), options.clone()).await;
         let client = limit(label, made);
-        clients.insert(label.to_owned(), SharedClient { settings, client: Arc::clone(&client) });
+        self.clients.lock().insert(label.to_owned(), SharedClient { settings, client: Arc::clone(&client) });
         client
+    }
+
+    /// Forgets the clients of accounts a reloaded configuration no longer
+    /// uses ([`Config::client_accounts`]); the loops still holding one keep
+    /// it until they connect again. Named again later, an account gets a
+    /// new client.
+    pub fn retain(&self, accounts: &BTreeSet<String>) {
+        self.clients.lock().retain(|name, _| accounts.contains(name));
     }
 }
 
