@@ -88,8 +88,8 @@ impl RequestMetrics {
             .iter()
             .flat_map(|family| family.get_metric())
             .flat_map(|metric| metric.get_label())
-            .filter(|label| label.get_name() == "account")
-            .map(|label| label.get_value().to_owned())
+            .filter(|label| label.name() == "account")
+            .map(|label| label.value().to_owned())
             .collect();
         for account in shown.iter().filter(|a| !accounts.contains(*a)) {
             let _ = self.retry_quota.remove_label_values(&[account]);
