@@ -172,6 +172,11 @@ pub trait Connector: Send + Sync {
     async fn event_source(&self, _config: &Config) -> Option<Arc<dyn EventSource>> {
         None
     }
+
+    /// A reload was applied: `config` is the whole new file (default:
+    /// nothing; a connector sharing clients across the loops forgets those
+    /// of accounts no longer used).
+    fn reloaded(&self, _config: &Config) {}
 }
 
 /// Errors that stop the daemon.
@@ -407,6 +412,7 @@ impl<'a> Supervisor<'a> {
                 }
             }
         }
+        self.connector.reloaded(&self.config);
         self.observer.reloaded(ReloadOutcome::Applied, &self.config);
         started
     }

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::daemon::{Connector, Event, PassObserver, ServeError, Settings, serve_with};
-use crate::ec2::aws::{AwsEc2, AwsEventSource, AwsOptions, StaticCredentials};
+use crate::ec2::aws::{AwsEc2, AwsEventSource, AwsOptions, SharedClients, StaticCredentials};
 use crate::ec2::limited::{Limited, RequestObserver};
 use crate::ec2::{Category, Ec2, Operation};
 use crate::emulator::events::EventOptions;
@@ -125,21 +125,28 @@ impl RequestObserver for Fanout {
 struct DemoConnector {
     metrics: Arc<crate::metrics::Metrics>,
     writes: Arc<AtomicU64>,
+    /// One limited client per account, shared by the target loops.
+    clients: SharedClients,
 }
 
 #[async_trait]
 impl Connector for DemoConnector {
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
-        let limit = |client: AwsEc2| -> Arc<dyn Ec2> {
-            let observer = Fanout(self.metrics.request_observer(), WriteCounter(Arc::clone(&self.writes)));
+        let limit = |account: &str, client: AwsEc2| -> Arc<dyn Ec2> {
+            let observer =
+                Fanout(self.metrics.account_request_observer(account), WriteCounter(Arc::clone(&self.writes)));
             Arc::new(Limited::new(client, &config.rate_limit).with_observer(Box::new(observer)))
         };
-        crate::ec2::aws::connect(config, &demo_aws_options(), &limit).await
+        crate::ec2::aws::connect_shared(config, &demo_aws_options(), &self.clients, &limit).await
     }
 
     async fn event_source(&self, config: &Config) -> Option<Arc<dyn EventSource>> {
         let settings = QueueSettings::from_config(config)?;
         Some(Arc::new(AwsEventSource::from_settings_with(&settings, demo_aws_options()).await))
+    }
+
+    fn reloaded(&self, config: &Config) {
+        self.clients.retain(&config.client_accounts());
     }
 }
 
@@ -445,7 +452,7 @@ async fn run_classic(options: DemoOptions, mut stop: mpsc::Receiver<Event>) -> R
 
     let daemon = serve_with(
         &settings,
-        |metrics| Box::new(DemoConnector { metrics, writes: Arc::clone(&writes) }),
+        |metrics| Box::new(DemoConnector { metrics, writes: Arc::clone(&writes), clients: SharedClients::default() }),
         &narrator,
         receiver,
     );
@@ -609,7 +616,7 @@ async fn run_vpc_accounts(options: DemoOptions, mut stop: mpsc::Receiver<Event>)
     .await;
     let daemon = serve_with(
         &settings,
-        |metrics| Box::new(DemoConnector { metrics, writes: Arc::clone(&writes) }),
+        |metrics| Box::new(DemoConnector { metrics, writes: Arc::clone(&writes), clients: SharedClients::default() }),
         &narrator,
         receiver,
     );

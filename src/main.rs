@@ -14,7 +14,7 @@ use classiclink_mirror::cli::{
 };
 use classiclink_mirror::config::{self, Config, ConfigLoadError};
 use classiclink_mirror::ec2::aws::AwsEventSource;
-use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions};
+use classiclink_mirror::ec2::aws::{AwsEc2, AwsOptions, SharedClients};
 use classiclink_mirror::ec2::limited::Limited;
 use classiclink_mirror::emulator::events::EventOptions;
 use classiclink_mirror::emulator::{self, Emulator, EmulatorOptions, Estate, EstateError, Faults, Throttle};
@@ -107,23 +107,31 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Builds the SDK client of the daemon, its requests counted in the metrics.
+/// Builds the SDK clients of the daemon, its requests counted in the
+/// metrics: one limited client per account, shared by the target loops.
 struct AwsConnector {
     metrics: Arc<Metrics>,
+    clients: SharedClients,
 }
 
 #[async_trait::async_trait]
 impl Connector for AwsConnector {
     async fn connect(&self, config: &Config) -> Arc<dyn Ec2> {
-        let limit = |client: AwsEc2| -> Arc<dyn Ec2> {
-            Arc::new(Limited::new(client, &config.rate_limit).with_observer(self.metrics.request_observer()))
+        let limit = |account: &str, client: AwsEc2| -> Arc<dyn Ec2> {
+            Arc::new(
+                Limited::new(client, &config.rate_limit).with_observer(self.metrics.account_request_observer(account)),
+            )
         };
-        classiclink_mirror::ec2::aws::connect(config, &AwsOptions::default(), &limit).await
+        classiclink_mirror::ec2::aws::connect_shared(config, &AwsOptions::default(), &self.clients, &limit).await
     }
 
     async fn event_source(&self, config: &Config) -> Option<Arc<dyn EventSource>> {
         let settings = QueueSettings::from_config(config)?;
         Some(Arc::new(AwsEventSource::from_settings(&settings).await))
+    }
+
+    fn reloaded(&self, config: &Config) {
+        self.clients.retain(&config.client_accounts());
     }
 }
 
@@ -144,7 +152,8 @@ async fn run_daemon(config: &Path) -> anyhow::Result<u8> {
     let settings = Settings::new(config.to_owned(), env_region());
     let (events, receiver) = mpsc::channel(8);
     tokio::spawn(forward_signals(events));
-    daemon::serve(&settings, |metrics| Box::new(AwsConnector { metrics }), receiver).await?;
+    daemon::serve(&settings, |metrics| Box::new(AwsConnector { metrics, clients: SharedClients::default() }), receiver)
+        .await?;
     Ok(EXIT_OK)
 }
 
@@ -186,7 +195,7 @@ fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
 /// The EC2 client of a one-shot command: the SDK adapter under the
 /// configured rate limits.
 async fn connect(config: &Config) -> Arc<dyn Ec2> {
-    let limit = |client: AwsEc2| -> Arc<dyn Ec2> { Arc::new(Limited::new(client, &config.rate_limit)) };
+    let limit = |_: &str, client: AwsEc2| -> Arc<dyn Ec2> { Arc::new(Limited::new(client, &config.rate_limit)) };
     classiclink_mirror::ec2::aws::connect(config, &AwsOptions::default(), &limit).await
 }
 

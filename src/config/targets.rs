@@ -74,6 +74,18 @@ impl Config {
         if targets.is_empty() { vec![Target::Aws] } else { targets.into_iter().collect() }
     }
 
+    /// The names (`aws` for `[aws]`) of the accounts the target loops
+    /// make EC2 clients for: every target, and every source account of a
+    /// mirror (named apart from its target only when it differs).
+    #[must_use]
+    pub fn client_accounts(&self) -> BTreeSet<String> {
+        let mut accounts: BTreeSet<String> = self.targets().iter().map(|t| t.label().to_owned()).collect();
+        for mirror in &self.mirrors {
+            accounts.insert(mirror.source_account.as_deref().unwrap_or(AWS_ACCOUNT).to_owned());
+        }
+        accounts
+    }
+
     /// The target discovery and events serve: the `[aws]` account when it
     /// is a target, else the only target; `None` when the mirrors target
     /// several named accounts and none is `[aws]` (discovery and events are

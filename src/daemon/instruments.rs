@@ -77,6 +77,7 @@ impl PassObserver for Instruments {
         self.state.metrics().record_reload(outcome);
         if outcome == ReloadOutcome::Applied {
             self.state.apply_config(config);
+            self.state.metrics().retain_retry_quotas(&config.client_accounts());
         }
     }
 

@@ -181,20 +181,38 @@ impl Metrics {
         self.requests.retry(outcome);
     }
 
-    /// Records the tokens left in the retry quota; what
-    /// [`RequestObserver::retry_quota`] does.
-    pub fn record_retry_quota(&self, tokens: u32) {
-        self.requests.retry_quota(tokens);
+    /// Records the tokens left in the retry quota of the client of
+    /// `account` (a configured account name, [`crate::config::AWS_ACCOUNT`]
+    /// for `[aws]`); what [`RequestObserver::retry_quota`] does.
+    pub fn record_retry_quota(&self, account: &str, tokens: u32) {
+        self.requests.retry_quota(account, tokens);
     }
 
-    /// An observer for [`crate::ec2::limited::Limited::with_observer`] that
-    /// feeds `aws_requests_total`, `aws_request_duration_seconds`,
-    /// `throttled_requests_total`, `aws_retries_total` and
-    /// `aws_retry_quota_tokens`. Call it again for each new `Limited`
-    /// (e.g. after a reload changed the rate limits): all share these metrics.
+    /// Removes the `aws_retry_quota_tokens` series of the accounts not in
+    /// `accounts` (a reload left no mirror reaching them; named again, an
+    /// account's new client brings its series back).
+    pub fn retain_retry_quotas(&self, accounts: &BTreeSet<String>) {
+        self.requests.retain_retry_quotas(accounts);
+    }
+
+    /// An observer for [`crate::ec2::limited::Limited::with_observer`] of
+    /// the `[aws]` account's client: [`Self::account_request_observer`] of
+    /// [`crate::config::AWS_ACCOUNT`].
     #[must_use]
     pub fn request_observer(self: &Arc<Self>) -> Box<dyn RequestObserver> {
-        Box::new(Arc::clone(self))
+        self.account_request_observer(crate::config::AWS_ACCOUNT)
+    }
+
+    /// An observer for [`crate::ec2::limited::Limited::with_observer`] of
+    /// the client of `account` (a configured account name, `aws` for
+    /// `[aws]`) that feeds `aws_requests_total`,
+    /// `aws_request_duration_seconds`, `throttled_requests_total`,
+    /// `aws_retries_total` (every account's requests together) and
+    /// `aws_retry_quota_tokens{account}`. Call it again for each new
+    /// `Limited` (e.g. after a reload changed the rate limits).
+    #[must_use]
+    pub fn account_request_observer(self: &Arc<Self>, account: &str) -> Box<dyn RequestObserver> {
+        Box::new(AccountRequests { metrics: Arc::clone(self), account: account.to_owned() })
     }
 
     /// Every metric in the Prometheus text exposition format 0.0.4 (serve it
@@ -213,6 +231,26 @@ impl Metrics {
     }
 }
 
+/// The request observer of one account's client
+/// ([`Metrics::account_request_observer`]).
+struct AccountRequests {
+    metrics: Arc<Metrics>,
+    account: String,
+}
+
+impl RequestObserver for AccountRequests {
+    fn record(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
+        self.metrics.record_request(operation, outcome, elapsed);
+    }
+    fn retry(&self, _: Operation, outcome: RetryOutcome) {
+        self.metrics.record_retry(outcome);
+    }
+    fn retry_quota(&self, tokens: u32) {
+        self.metrics.record_retry_quota(&self.account, tokens);
+    }
+}
+
+/// As the `[aws]` account's client.
 impl RequestObserver for Arc<Metrics> {
     fn record(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
         self.record_request(operation, outcome, elapsed);
@@ -221,10 +259,11 @@ impl RequestObserver for Arc<Metrics> {
         self.record_retry(outcome);
     }
     fn retry_quota(&self, tokens: u32) {
-        self.record_retry_quota(tokens);
+        self.record_retry_quota(crate::config::AWS_ACCOUNT, tokens);
     }
 }
 
+/// As the `[aws]` account's client.
 impl RequestObserver for Metrics {
     fn record(&self, operation: Operation, outcome: &'static str, elapsed: Duration) {
         self.record_request(operation, outcome, elapsed);
@@ -233,7 +272,7 @@ impl RequestObserver for Metrics {
         self.record_retry(outcome);
     }
     fn retry_quota(&self, tokens: u32) {
-        self.record_retry_quota(tokens);
+        self.record_retry_quota(crate::config::AWS_ACCOUNT, tokens);
     }
 }
 

@@ -3,10 +3,11 @@
 //! quota, fed by [`crate::ec2::limited::Limited`] through its
 //! [`crate::ec2::limited::RequestObserver`].
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 use strum::VariantArray as _;
 
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
 
 use super::declare::metric_set;
 use crate::ec2::limited::RetryOutcome;
@@ -43,9 +44,10 @@ metric_set! {
             "Throttled or transient EC2 request attempts, by what followed (retried, max_attempts, quota_empty).",
             labels ["outcome"]
         ),
-        retry_quota: IntGauge = (
+        retry_quota: IntGaugeVec = (
             "aws_retry_quota_tokens",
-            "Tokens left in the EC2 client's retry quota; at 0, failing requests are no longer retried."
+            "Tokens left in the retry quota of an account's EC2 client; at 0, its failing requests are no longer retried.",
+            labels ["account"]
         ),
     }
 }
@@ -79,8 +81,24 @@ impl RequestMetrics {
         self.retries.with_label_values(&[outcome.as_str()]).inc();
     }
 
-    /// Records the tokens left in the retry quota.
-    pub(super) fn retry_quota(&self, tokens: u32) {
-        self.retry_quota.set(i64::from(tokens));
+    /// Removes the retry quota series of the accounts not in `accounts`.
+    pub(super) fn retain_retry_quotas(&self, accounts: &BTreeSet<String>) {
+        let families = prometheus::core::Collector::collect(&self.retry_quota);
+        let shown: Vec<String> = families
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .flat_map(|metric| metric.get_label())
+            .filter(|label| label.name() == "account")
+            .map(|label| label.value().to_owned())
+            .collect();
+        for account in shown.iter().filter(|a| !accounts.contains(*a)) {
+            let _ = self.retry_quota.remove_label_values(&[account]);
+        }
+    }
+
+    /// Records the tokens left in the retry quota of the client of
+    /// `account` (a configured account name, `aws` for `[aws]`).
+    pub(super) fn retry_quota(&self, account: &str, tokens: u32) {
+        self.retry_quota.with_label_values(&[account]).set(i64::from(tokens));
     }
 }

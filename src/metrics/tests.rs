@@ -396,7 +396,31 @@ async fn every_attempt_through_the_limiter_is_observed_retries_included() {
     assert_eq!(get(&s, "aws_retries_total", &[("outcome", "retried")]), 3.0);
     assert_eq!(get(&s, "aws_retries_total", &[("outcome", "max_attempts")]), 1.0);
     assert_eq!(get(&s, "aws_retries_total", &[("outcome", "quota_empty")]), 0.0);
-    assert_eq!(get(&s, "aws_retry_quota_tokens", &[]), f64::from(500 - 3 * 5));
+    assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "aws")]), f64::from(500 - 3 * 5));
+}
+
+#[test]
+fn the_retry_quota_of_each_account_is_its_own_series_not_one_gauge_every_client_overwrote() {
+    use crate::emulator::{Emulator, EmulatorOptions};
+    let metrics = Metrics::new();
+    let config = crate::config::Config::with_region("us-east-1");
+    // Each client reports its full quota when it is made.
+    let _source = Limited::new(Emulator::new(EmulatorOptions::default()), &config.rate_limit)
+        .with_observer(metrics.account_request_observer("source"));
+    let _home = Limited::new(Emulator::new(EmulatorOptions::default()), &config.rate_limit)
+        .with_observer(metrics.request_observer());
+    metrics.account_request_observer("source").retry_quota(0);
+    metrics.account_request_observer("target").retry_quota(125);
+    let s = samples(&metrics);
+    assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "source")]), 0.0);
+    assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "target")]), 125.0);
+    assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "aws")]), 500.0, "the [aws] client's, untouched");
+
+    // A reload leaves no mirror reaching `target`: its series goes.
+    metrics.retain_retry_quotas(&BTreeSet::from(["aws".to_owned(), "source".to_owned()]));
+    let s = samples(&metrics);
+    assert!(value(&s, &name("aws_retry_quota_tokens"), &[("account", "target")]).is_none());
+    assert_eq!(get(&s, "aws_retry_quota_tokens", &[("account", "source")]), 0.0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -523,6 +547,8 @@ fn every_declared_metric_is_exposed_and_documented() {
     let metrics = Metrics::new();
     // A target's series exist once its loop has started.
     metrics.record_target_started("aws");
+    // An account's retry quota, once its client is made.
+    metrics.record_retry_quota("aws", 500);
     let text = metrics.render();
     let docs = include_str!("../../docs/metrics.md");
     let declared = [

@@ -16,6 +16,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::mirrors::MirrorChoice;
+use super::xrefs::KeptReferences;
 use super::{
     Action, ActionId, GroupRef, Mapping, PairKey, Planner, TagReason, Unmirrorable, Warning, WarningKind, render,
 };
@@ -310,10 +311,11 @@ impl<'a> Planner<'a> {
             let id = self.push_revoke(direction, mirror, pre.to_vec(), group_deps.clone(), mapping.audit, key);
             pre_id = Some(id);
         }
-        // References kept to other accounts' groups go in authorizes of
-        // their own, one each: EC2 refuses one whose VPCs are not peered,
-        // and that refusal must hold back no other grant (xrefs.rs).
-        let foreign = add.split_off_by(|grant, _| matches!(grant.key.peer, Peer::Group { owner: Some(_), .. }));
+        // References kept from the source (to other accounts' groups, or
+        // to the target account's) go in authorizes of their own, one each:
+        // EC2 refuses one whose VPCs are not peered, and that refusal must
+        // hold back no other grant (xrefs.rs).
+        let foreign = add.split_off_by(|grant, _| self.is_kept_reference(&grant.key.peer, foreign_refs));
         let mut batches = vec![(add, false)];
         batches.extend(foreign.grants.into_iter().zip(foreign.waits_for).map(|(grant, waits_for)| {
             let mut one = Desired::default();
@@ -571,7 +573,7 @@ impl<'a> Planner<'a> {
         desired: Desired,
         direction: Direction,
         vpc_source: bool,
-        foreign_refs: bool,
+        foreign_refs: KeptReferences,
     ) -> GrantDiff {
         let default_egress;
         let observed: &[Grant] = match (mirror, direction) {

@@ -19,6 +19,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::grants::{Desired, by_key, cmp_planned_observed};
+use super::xrefs::KeptReferences;
 use super::{Action, ActionId, GroupRef, LookupSet, Mapping, PairKey, Planner, ShardPlan, WarningKind};
 use crate::model::{
     Direction, Grant, GrantKey, MAX_OVERFLOW_SHARDS, OWNER_TAG, OWNERSHIP_TAG, Peer, SHARD_TAG, SecurityGroup,
@@ -428,16 +429,18 @@ impl<'a> Planner<'a> {
     /// IPv6 CIDR or any prefix list, and, when the mapping keeps references
     /// to groups of other accounts, those. The one answer for the grants phase,
     /// the overflow groups' room and the emptying of a retired one.
-    pub(super) fn owned_rule(&self, grant: &Grant, vpc_source: bool, foreign_refs: bool) -> bool {
+    pub(super) fn owned_rule(&self, grant: &Grant, vpc_source: bool, foreign_refs: KeptReferences) -> bool {
         match &grant.key.peer {
             Peer::Ipv4(_) => true,
             Peer::Ipv6(_) => vpc_source,
-            Peer::Group { group, owner: None } => self.is_ours(group),
+            // Our groups; and the source's references to groups of the
+            // mirror's account, kept for a source of another account.
+            Peer::Group { group, owner: None } => self.is_ours(group) || foreign_refs.target_account,
             // Our expansion lists (expand.rs): a grant of one is ours.
             Peer::PrefixList(list) => vpc_source || self.is_our_list_id(list),
             // References to groups of other accounts, kept as such for a
             // source of another account (xrefs.rs).
-            Peer::Group { owner: Some(_), .. } => foreign_refs,
+            Peer::Group { owner: Some(_), .. } => foreign_refs.other_accounts,
         }
     }
 }

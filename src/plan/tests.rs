@@ -2891,6 +2891,56 @@ mod xrefs {
     }
 
     #[test]
+    fn a_source_rule_naming_a_group_of_the_target_account_was_never_revoked_and_shared_the_authorize_batch() {
+        // The mirror's account (sg-77c's owner) is 111122223333: a rule of
+        // the source naming its group sg-6b0 becomes a reference without
+        // owner, as EC2 describes it back.
+        let named = Grant::new(
+            Protocol::Tcp,
+            Ports::Range { from: 22, to: 22 },
+            Peer::Group { group: sg("sg-6b0"), owner: Some("111122223333".into()) },
+            None,
+        );
+        let kept = Grant::new(
+            Protocol::Tcp,
+            Ports::Range { from: 22, to: 22 },
+            Peer::Group { group: sg("sg-6b0"), owner: None },
+            None,
+        );
+        let rules = vec![tcp(443, "10.0.0.0/8"), named];
+        let plan = across("us-east-1", rules.clone()).plan();
+        let authorizes: Vec<&Vec<Grant<GroupRef>>> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Action::Authorize { grants, .. } => Some(grants),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(authorizes.len(), 2, "an authorize of its own: {:?}", plan.actions);
+        assert_eq!(authorizes[0], &vec![tcp(443, "10.0.0.0/8").map_group(GroupRef::Existing)]);
+        assert_eq!(authorizes[1], &vec![kept.clone().map_group(GroupRef::Existing)]);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+        // Applied (EC2's canonical form): converged.
+        let mut world = across("us-east-1", rules);
+        world.snap.vpc_groups.get_mut(&sg("sg-77c")).unwrap().ingress = vec![tcp(443, "10.0.0.0/8"), kept.clone()];
+        assert!(world.plan().is_converged(), "{:?}", world.plan().actions);
+        // The source drops the rule: the reference was its, and goes.
+        let mut dropped = across("us-east-1", vec![tcp(443, "10.0.0.0/8")]);
+        dropped.snap.vpc_groups.get_mut(&sg("sg-77c")).unwrap().ingress = vec![tcp(443, "10.0.0.0/8"), kept.clone()];
+        assert_eq!(revoked(&dropped.plan()), vec![kept.clone()]);
+
+        // Two account names of one account: the source cannot name the
+        // target's groups any other way than its own, so a reference on
+        // the mirror to an unmanaged group of that account is not ours.
+        let mut same = across("us-east-1", vec![]);
+        same.snap.source_groups.get_mut(&sg("sg-5a1")).unwrap().owner_id = "111122223333".into();
+        same.snap.vpc_groups.get_mut(&sg("sg-77c")).unwrap().ingress = vec![kept];
+        assert!(revoked(&same.plan()).is_empty(), "{:?}", same.plan().actions);
+    }
+
+    #[test]
     fn a_reference_to_a_group_of_a_third_account_stays_with_its_owner_and_across_regions_is_reported_other_region() {
         let third = Grant::new(
             Protocol::Tcp,

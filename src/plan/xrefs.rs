@@ -17,6 +17,17 @@ use super::{GroupRef, Mapping, Origin, Planner, Unmirrorable};
 use crate::config::MirrorConfig;
 use crate::model::{GroupId, Peer, PrefixListId, SnapshotPart, aws_list_name_in_region};
 
+/// Which references to groups no mapping manages a mirror owns
+/// ([`Planner::keeps_foreign_references`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct KeptReferences {
+    /// To groups of other accounts than the mirror's (`UserId` + group).
+    pub(super) other_accounts: bool,
+    /// To groups of the mirror's own account (no owner), when the source is
+    /// of another account.
+    pub(super) target_account: bool,
+}
+
 impl<'a> Planner<'a> {
     /// The config entry of a mapping (a discovered source has none).
     fn entry_of(&self, mapping: &Mapping<'a>) -> Option<&'a MirrorConfig> {
@@ -159,12 +170,36 @@ impl<'a> Planner<'a> {
         Some(Ok(Peer::Group { group: GroupRef::Existing(group.clone()), owner }))
     }
 
-    /// Whether the mirror of `mapping` owns its references to groups of
-    /// other accounts: a VPC source in another account than its target
-    /// (they are the source's, kept by [`Self::kept_reference`]).
-    pub(super) fn keeps_foreign_references(&self, mapping: &Mapping<'a>) -> bool {
+    /// Which references of the mirror of `mapping` to groups no mapping
+    /// manages are its source's, kept by [`Self::kept_reference`], and so
+    /// owned: none but for a VPC source in another account (by name) than
+    /// its target; then those to groups of other accounts, and those to
+    /// groups of the mirror's own account when that is not the source's
+    /// (a source's rule naming a group of the target's account, which EC2
+    /// describes back without its owner).
+    pub(super) fn keeps_foreign_references(&self, mapping: &Mapping<'a>) -> KeptReferences {
         let (source_name, target_name) = self.account_names(mapping);
-        !mapping.source.is_classic() && source_name != target_name
+        if mapping.source.is_classic() || source_name == target_name {
+            return KeptReferences::default();
+        }
+        let target_account = self.target_account_id(mapping);
+        KeptReferences {
+            other_accounts: true,
+            target_account: target_account.is_some_and(|id| id != mapping.source.owner_id.as_str()),
+        }
+    }
+
+    /// Whether `peer`, a grant the mirror wants, is a reference kept from
+    /// its source (`kept` from [`Self::keeps_foreign_references`]): one
+    /// EC2 may refuse (VPCs not peered), authorized in a request of its own.
+    pub(super) fn is_kept_reference(&self, peer: &Peer<GroupRef>, kept: KeptReferences) -> bool {
+        match peer {
+            Peer::Group { owner: Some(_), .. } => true,
+            Peer::Group { group: GroupRef::Existing(group), owner: None } => {
+                kept.target_account && !self.is_ours(group)
+            }
+            _ => false,
+        }
     }
 
     /// The `MaxEntries` of a list the source's account or the target region

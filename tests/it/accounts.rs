@@ -111,8 +111,9 @@ pub(crate) fn options() -> AwsOptions {
 }
 
 pub(crate) async fn connect(config: &Config) -> std::sync::Arc<dyn Ec2> {
-    let limit =
-        |client: AwsEc2| -> std::sync::Arc<dyn Ec2> { std::sync::Arc::new(Limited::new(client, &config.rate_limit)) };
+    let limit = |_: &str, client: AwsEc2| -> std::sync::Arc<dyn Ec2> {
+        std::sync::Arc::new(Limited::new(client, &config.rate_limit))
+    };
     aws::connect(config, &options(), &limit).await
 }
 
@@ -287,4 +288,97 @@ async fn the_vpc_accounts_demo_mirrors_across_accounts_survives_a_revoked_role_a
     {
         assert!(stdout.contains(expected), "{expected:?} missing from:\n{stdout}");
     }
+}
+
+/// Counts the requests of the clients a connector made, by account, one
+/// entry per client made.
+#[derive(Default)]
+struct MadeClients {
+    made: parking_lot::Mutex<Vec<(String, std::sync::Arc<std::sync::atomic::AtomicU64>)>>,
+}
+
+struct CountRequests(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl classiclink_mirror::ec2::limited::RequestObserver for CountRequests {
+    fn record(&self, _: classiclink_mirror::ec2::Operation, _: &'static str, _: Duration) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl MadeClients {
+    fn limit<'a>(&'a self, config: &'a Config) -> impl Fn(&str, AwsEc2) -> std::sync::Arc<dyn Ec2> + Send + Sync + 'a {
+        move |account: &str, client: AwsEc2| -> std::sync::Arc<dyn Ec2> {
+            let requests = std::sync::Arc::default();
+            self.made.lock().push((account.to_owned(), std::sync::Arc::clone(&requests)));
+            std::sync::Arc::new(
+                Limited::new(client, &config.rate_limit).with_observer(Box::new(CountRequests(requests))),
+            )
+        }
+    }
+
+    fn accounts(&self) -> Vec<String> {
+        self.made.lock().iter().map(|(account, _)| account.clone()).collect()
+    }
+
+    fn requests(&self) -> Vec<u64> {
+        self.made.lock().iter().map(|(_, n)| n.load(std::sync::atomic::Ordering::Relaxed)).collect()
+    }
+}
+
+#[tokio::test]
+async fn two_targets_sharing_a_source_account_each_had_its_own_client_and_so_twice_the_accounts_rate_budget() {
+    let estate = Estate::from_toml(ESTATE).unwrap();
+    let cloud = Cloud::from_estate(&estate, EmulatorOptions::default()).unwrap();
+    let url = serve(cloud).await;
+    // web mirrored into account B, app into the [aws] account: two target
+    // loops, both reading their sources in account A.
+    let text = |session: &str| {
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{url}\"\n\
+             [accounts.source]\nregion = \"us-east-1\"\nrole_arn = \"{SOURCE_ROLE}\"\nsession_name = \"{session}\"\n\
+             [accounts.target]\nregion = \"eu-west-1\"\nrole_arn = \"{TARGET_ROLE}\"\nexternal_id = \"migration-2026\"\n\
+             [[mirror]]\nsource_group = \"sg-0e0e0e01\"\nvpc = \"vpc-0b0b0b0b\"\nsource_account = \"source\"\n\
+             target_account = \"target\"\n\
+             [[mirror]]\nsource_group = \"sg-0e0e0e02\"\nvpc = \"vpc-0c0c0c0c\"\nsource_account = \"source\"\n"
+        )
+    };
+    let config = Config::from_toml_str(&text("classiclink-mirror"), None)
+        .unwrap_or_else(|e| panic!("{}", classiclink_mirror::config::render_errors(&e)));
+    let targets = config.targets();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    let clients = aws::SharedClients::default();
+    let made = MadeClients::default();
+    let limit = made.limit(&config);
+    let mut ports = Vec::new();
+    for target in &targets {
+        ports.push(aws::connect_shared(&config.for_target(target), &options(), &clients, &limit).await);
+    }
+    let mut accounts = made.accounts();
+    accounts.sort();
+    assert_eq!(accounts, ["aws", "source", "target"], "one client per account, the source's shared");
+
+    // Each loop describes its source: both requests spend the one client's
+    // tokens (and retry quota), the source account's.
+    for (port, id) in ports.iter().zip(["sg-0e0e0e02", "sg-0e0e0e01"]) {
+        let filter = GroupFilter { group_ids: vec![GroupId::try_new(id).unwrap()], ..GroupFilter::default() };
+        let page = port.security_groups_page(&filter, None).await.unwrap();
+        assert_eq!(page.items.len(), 1);
+    }
+    let source = made.accounts().iter().position(|a| a == "source").unwrap();
+    assert_eq!(made.requests()[source], 2, "{:?} {:?}", made.accounts(), made.requests());
+
+    // A reload changing the source account's settings makes its client
+    // again, once; the others stay.
+    let reloaded = Config::from_toml_str(&text("after-reload"), None).unwrap();
+    let limit = made.limit(&reloaded);
+    for target in &targets {
+        let _ = aws::connect_shared(&reloaded.for_target(target), &options(), &clients, &limit).await;
+    }
+    assert_eq!(made.accounts()[3..], ["source"], "{:?}", made.accounts());
+
+    // A reload leaving no mirror in the target account forgets its client:
+    // named again, it gets a new one.
+    clients.retain(&std::collections::BTreeSet::from(["aws".to_owned(), "source".to_owned()]));
+    let _ = aws::connect_shared(&reloaded.for_target(&targets[1]), &options(), &clients, &limit).await;
+    assert_eq!(made.accounts()[4..], ["target"], "{:?}", made.accounts());
 }

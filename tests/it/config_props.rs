@@ -325,8 +325,9 @@ fn construct_everything(config: &Config) {
         // The AWS SDK client (nothing is contacted until a request).
         let _ = AwsEc2::from_config(&config.aws).await;
         // The clients of every account, a role's provider included.
-        let limit =
-            |client: AwsEc2| -> std::sync::Arc<dyn classiclink_mirror::ec2::Ec2> { std::sync::Arc::new(client) };
+        let limit = |_: &str, client: AwsEc2| -> std::sync::Arc<dyn classiclink_mirror::ec2::Ec2> {
+            std::sync::Arc::new(client)
+        };
         let _ =
             classiclink_mirror::ec2::aws::connect(config, &classiclink_mirror::ec2::aws::AwsOptions::default(), &limit)
                 .await;

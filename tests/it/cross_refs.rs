@@ -208,3 +208,43 @@ async fn a_reference_emulated_ec2_refuses_fails_alone_and_the_other_grants_are_a
     assert_eq!(peers.len(), 2, "the list and the bastion reference are there: {peers:?}");
     assert!(!peers.contains(&missing));
 }
+
+#[tokio::test]
+async fn a_source_rule_naming_a_group_of_the_target_account_was_left_on_the_mirror_when_the_source_dropped_it() {
+    let (cloud, config, ec2) = setup("us-east-1").await;
+    let target = cloud.world(TARGET_ACCOUNT, "us-east-1");
+    let jump = target
+        .create_security_group(&classiclink_mirror::ec2::CreateGroup {
+            name: "jump".into(),
+            description: "jump".into(),
+            vpc_id: VpcId::try_new("vpc-0b0b0b0b").unwrap(),
+            tags: Default::default(),
+        })
+        .await
+        .unwrap();
+    // web (account A) allows 2222 from jump, a group of the target account B.
+    let source = cloud.world(SOURCE_ACCOUNT, "us-east-1");
+    let named = Peer::Group { group: jump.clone(), owner: Some(TARGET_ACCOUNT.to_owned()) };
+    let rule = Grant::new(Protocol::Tcp, Ports::Range { from: 2222, to: 2222 }, named, None);
+    let source_web = GroupId::try_new("sg-0e0e0e01").unwrap();
+    source.authorize_ingress(&source_web, std::slice::from_ref(&rule)).await.unwrap();
+
+    let first = reconcile::apply(ec2.as_ref(), &config, 5, &SystemTime::now, &CancellationToken::new()).await;
+    assert!(first.converged, "{:#?}", first.passes);
+    let web = mirror(&target);
+    // Described back on the mirror as EC2 does: a group of its own account, no owner.
+    let kept = Peer::Group { group: jump, owner: None };
+    let peers: Vec<Peer> = target.peek_group(&web).unwrap().ingress.into_iter().map(|g| g.key.peer).collect();
+    assert!(peers.contains(&kept), "{peers:?}");
+    target.reset_counters();
+    let second = reconcile::apply(ec2.as_ref(), &config, 5, &SystemTime::now, &CancellationToken::new()).await;
+    assert!(second.converged && second.passes.len() == 1, "{:#?}", second.passes);
+    assert_eq!(target.mutating_calls(), 0, "a converged target gets no writes");
+
+    // The source drops the rule: the reference was its, and goes.
+    source.revoke_ingress(&source_web, &[rule]).await.unwrap();
+    let third = reconcile::apply(ec2.as_ref(), &config, 5, &SystemTime::now, &CancellationToken::new()).await;
+    assert!(third.converged, "{:#?}", third.passes);
+    let peers: Vec<Peer> = target.peek_group(&web).unwrap().ingress.into_iter().map(|g| g.key.peer).collect();
+    assert!(!peers.contains(&kept), "{peers:?}");
+}

@@ -67,7 +67,7 @@ async fn a_vpc_group_is_mirrored_into_another_account_and_region_through_an_assu
         ));
     }
     let config = Config::from_toml_str(&text, None).unwrap();
-    let limit = |client: AwsEc2| -> Arc<dyn Ec2> { Arc::new(Limited::new(client, &config.rate_limit)) };
+    let limit = |_: &str, client: AwsEc2| -> Arc<dyn Ec2> { Arc::new(Limited::new(client, &config.rate_limit)) };
     let ec2 = aws::connect(&config, &options, &limit).await;
     let first = reconcile::apply(ec2.as_ref(), &config, 5, &SystemTime::now, &CancellationToken::new()).await;
     assert!(first.converged, "{:#?} (moto log: {})", first.passes, moto.log.display());

@@ -50,7 +50,7 @@ use super::{
     CreateGroup, CreatePrefixList, Ec2, Ec2Error, GroupFilter, InstanceFilter, InterfaceFilter, LinkFilter,
     ModifyPrefixList, Operation, Page, PrefixListFilter,
 };
-use crate::config::{AWS_ACCOUNT, AccountConfig, AwsConfig, Config, SourceRef};
+use crate::config::{AWS_ACCOUNT, AccountConfig, AwsConfig, Config, RateLimitConfig, SourceRef};
 use crate::events::OWN_APP_NAME;
 use crate::model::{
     Grant, GroupId, Instance, InstanceId, Link, NetworkInterface, PrefixList, PrefixListEntry, PrefixListId,
@@ -174,16 +174,48 @@ pub(crate) async fn sdk_config(aws: &AwsConfig, options: &AwsOptions) -> aws_con
 /// mirrors name accounts, a [`SourceAccounts`] over it and one client per
 /// other account holding sources, every error message naming its account.
 /// `limit` wraps each client (its own token buckets and retry quota:
-/// [`super::limited::Limited`]).
+/// [`super::limited::Limited`]), given the name of its account (`aws` for
+/// `[aws]`). Every call makes new clients: for the target loops of one
+/// daemon, [`connect_shared`].
 pub async fn connect(
     config: &Config,
     options: &AwsOptions,
-    limit: &(dyn Fn(AwsEc2) -> Arc<dyn Ec2> + Send + Sync),
+    limit: &(dyn Fn(&str, AwsEc2) -> Arc<dyn Ec2> + Send + Sync),
 ) -> Arc<dyn Ec2> {
+    assemble(config, |name| async move {
+        let account = name.and_then(|n| config.accounts.get(n));
+        limit(name.unwrap_or(AWS_ACCOUNT), AwsEc2::for_account(&config.aws, account, options.clone()).await)
+    })
+    .await
+}
+
+/// [`connect`] drawing each account's limited client from `clients`: the
+/// target loops of one daemon that reach one account (as target or as
+/// source) share its client, so its token buckets and retry quota are the
+/// account's, not N times them. A client is made again when the account's
+/// settings (`[aws]`, its `[accounts.NAME]`, `[rate_limit]`) differ from
+/// those it was made with (a reload); a loop still holding the old one
+/// keeps it until it connects again. `options` and `limit` are the same
+/// at every call on one `clients`.
+pub async fn connect_shared(
+    config: &Config,
+    options: &AwsOptions,
+    clients: &SharedClients,
+    limit: &(dyn Fn(&str, AwsEc2) -> Arc<dyn Ec2> + Send + Sync),
+) -> Arc<dyn Ec2> {
+    assemble(config, |name| clients.client(config, options, name, limit)).await
+}
+
+/// The port of [`connect`] over `client`, which gives the limited client
+/// of an account by name (`None`: `[aws]`).
+async fn assemble<'c, F, Fut>(config: &'c Config, mut client: F) -> Arc<dyn Ec2>
+where
+    F: FnMut(Option<&'c str>) -> Fut,
+    Fut: Future<Output = Arc<dyn Ec2>>,
+{
     let target_name = config.target_account();
-    let account = |name: Option<&str>| name.and_then(|n| config.accounts.get(n));
     let label = |name: Option<&str>| name.unwrap_or(AWS_ACCOUNT).to_owned();
-    let target = limit(AwsEc2::for_account(&config.aws, account(target_name), options.clone()).await);
+    let target = client(target_name).await;
     if !config.uses_accounts() {
         return target;
     }
@@ -195,10 +227,76 @@ pub async fn connect(
     }
     let mut sources = Vec::with_capacity(by_account.len());
     for (name, ids) in by_account {
-        let port = limit(AwsEc2::for_account(&config.aws, account(name), options.clone()).await);
+        let port = client(name).await;
         sources.push((ids, AccountPort::new(label(name), port)));
     }
     Arc::new(SourceAccounts::new(AccountPort::new(label(target_name), target), sources))
+}
+
+/// The limited EC2 clients of one daemon, one per account name (`aws` for
+/// `[aws]`; each name is one account in one region), shared by its target
+/// loops through [`connect_shared`]: EC2's request budget is the
+/// account's, whichever loops spend it.
+#[derive(Default)]
+pub struct SharedClients {
+    /// Held while a client is looked up or made: two loops asking for one
+    /// account at once get one client.
+    making: tokio::sync::Mutex<()>,
+    clients: parking_lot::Mutex<BTreeMap<String, SharedClient>>,
+}
+
+/// One account's client and the settings it was made with.
+struct SharedClient {
+    settings: ClientSettings,
+    client: Arc<dyn Ec2>,
+}
+
+/// What an account's client is made from.
+#[derive(PartialEq)]
+struct ClientSettings {
+    aws: AwsConfig,
+    account: Option<AccountConfig>,
+    rate_limit: RateLimitConfig,
+}
+
+impl SharedClients {
+    /// The limited client of the account `name` (`None`: `[aws]`) as
+    /// `config` sets it: the one made before with the same settings, else a
+    /// new one (kept for the next caller).
+    async fn client(
+        &self,
+        config: &Config,
+        options: &AwsOptions,
+        name: Option<&str>,
+        limit: &(dyn Fn(&str, AwsEc2) -> Arc<dyn Ec2> + Send + Sync),
+    ) -> Arc<dyn Ec2> {
+        let label = name.unwrap_or(AWS_ACCOUNT);
+        let settings = ClientSettings {
+            aws: config.aws.clone(),
+            account: name.and_then(|n| config.accounts.get(n)).cloned(),
+            rate_limit: config.rate_limit.clone(),
+        };
+        let _making = self.making.lock().await;
+        let made_before = {
+            let clients = self.clients.lock();
+            clients.get(label).filter(|shared| shared.settings == settings).map(|shared| Arc::clone(&shared.client))
+        };
+        if let Some(client) = made_before {
+            return client;
+        }
+        let made = AwsEc2::for_account(&config.aws, settings.account.as_ref(), options.clone()).await;
+        let client = limit(label, made);
+        self.clients.lock().insert(label.to_owned(), SharedClient { settings, client: Arc::clone(&client) });
+        client
+    }
+
+    /// Forgets the clients of accounts a reloaded configuration no longer
+    /// uses ([`Config::client_accounts`]); the loops still holding one keep
+    /// it until they connect again. Named again later, an account gets a
+    /// new client.
+    pub fn retain(&self, accounts: &BTreeSet<String>) {
+        self.clients.lock().retain(|name, _| accounts.contains(name));
+    }
 }
 
 /// The EC2 port over `aws-sdk-ec2`.
