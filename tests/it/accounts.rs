@@ -19,7 +19,8 @@ const TARGET_ACCOUNT: &str = "222222222222";
 const SOURCE_ROLE: &str = "arn:aws:iam::111111111111:role/classiclink-mirror-read";
 const TARGET_ROLE: &str = "arn:aws:iam::222222222222:role/classiclink-mirror";
 
-/// Account A (us-east-1) holds three VPC groups, web referencing app and db;
+/// Account A (us-east-1) holds three VPC groups, web referencing app and db
+/// (ingress, IPv6 included, and egress without EC2's default rule);
 /// account B (eu-west-1) the target VPC. The daemon's own account (the
 /// emulator's default, where the test's `test` key lands) may assume a role
 /// in each; B's asks for an external id.
@@ -62,6 +63,23 @@ protocol = "tcp"
 port = 5432
 from_group = "db"
 description = "database clients"
+[[world.group.rules]]
+protocol = "tcp"
+port = 443
+cidr = "2001:db8::/32"
+description = "v6 clients"
+[[world.group.egress]]
+protocol = "tcp"
+port = 443
+cidr = "10.0.0.0/8"
+[[world.group.egress]]
+protocol = "tcp"
+port = 443
+cidr = "2001:db8:1::/48"
+[[world.group.egress]]
+protocol = "tcp"
+port = 5432
+from_group = "db"
 [[world.group]]
 name = "app"
 vpc = "old"
@@ -118,7 +136,7 @@ pub(crate) async fn connect(config: &Config) -> std::sync::Arc<dyn Ec2> {
 }
 
 #[tokio::test]
-async fn a_vpc_group_of_account_a_is_mirrored_into_account_b_in_another_region_with_references_translated() {
+async fn a_vpc_group_of_account_a_is_mirrored_into_account_b_in_another_region_egress_ipv6_and_references_translated() {
     let estate = Estate::from_toml(ESTATE).unwrap();
     let cloud = Cloud::from_estate(&estate, EmulatorOptions::default()).unwrap();
     let url = serve(cloud.clone()).await;
@@ -133,7 +151,19 @@ async fn a_vpc_group_of_account_a_is_mirrored_into_account_b_in_another_region_w
     let mirror = |name: &str| target.group_id(Some(&vpc), name).unwrap_or_else(|| panic!("no mirror {name}"));
     let (web, app, db) = (mirror("web"), mirror("app"), mirror("db"));
     let grants = target.peek_group(&web).unwrap().ingress;
-    assert_eq!(grants.len(), 3, "{grants:#?}");
+    assert_eq!(grants.len(), 4, "{grants:#?}");
+    assert!(grants.iter().any(|g| g.key.peer == Peer::Ipv6("2001:db8::/32".parse().unwrap())), "{grants:#?}");
+    // Egress: the source's three rules, the reference translated to db's
+    // mirror, EC2's default allow-all gone (the source lacks it).
+    let egress: BTreeSet<Peer> = target.peek_group(&web).unwrap().egress.into_iter().map(|g| g.key.peer).collect();
+    assert_eq!(
+        egress,
+        BTreeSet::from([
+            Peer::Ipv4("10.0.0.0/8".parse().unwrap()),
+            Peer::Ipv6("2001:db8:1::/48".parse().unwrap()),
+            Peer::Group { group: db.clone(), owner: None },
+        ]),
+    );
     let referenced: BTreeSet<GroupId> = grants
         .iter()
         .filter_map(|g| match &g.key.peer {
