@@ -315,8 +315,13 @@ impl<'a> Planner<'a> {
         // to the target account's) go in authorizes of their own, one each:
         // EC2 refuses one whose VPCs are not peered, and that refusal must
         // hold back no other grant (xrefs.rs).
-        let foreign = add.split_off_by(|grant, _| self.is_kept_reference(&grant.key.peer, foreign_refs));
-        let mut batches = vec![(add, false)];
+        let foreign = if foreign_refs.other_accounts || foreign_refs.target_account {
+            add.split_off_by(|grant, _| self.is_kept_reference(&grant.key.peer, foreign_refs))
+        } else {
+            Desired::default()
+        };
+        let mut batches = Vec::with_capacity(2 + foreign.len());
+        batches.push((add, false));
         batches.extend(foreign.grants.into_iter().zip(foreign.waits_for).map(|(grant, waits_for)| {
             let mut one = Desired::default();
             one.push(grant, waits_for);

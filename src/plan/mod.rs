@@ -319,16 +319,27 @@ impl<'a> Planner<'a> {
     /// (the daemon's own expansion lists, the lists sources reference)
     /// weighs its `MaxEntries`; one of unknown size is assumed to fill a
     /// group.
+    #[inline]
     fn weight<G>(&self, peer: &crate::model::Peer<G>) -> usize {
-        crate::model::grant_weight(peer, self.list_entries(peer), self.config.limits.rules_per_group)
+        // Called for every grant: only a prefix list looks anything up.
+        let entries = match peer {
+            crate::model::Peer::PrefixList(_) => self.list_entries(peer),
+            _ => None,
+        };
+        crate::model::grant_weight(peer, entries, self.config.limits.rules_per_group)
     }
 
     /// What a rule already on a group weighs: as [`Self::weight`], except
     /// that a prefix list of unknown size counts as one rule. EC2 accepted
     /// it there, and assuming it fills the group would push every grant of
     /// a mirror where someone added one into overflow groups.
+    #[inline]
     fn observed_weight<G>(&self, peer: &crate::model::Peer<G>) -> usize {
-        crate::model::grant_weight(peer, self.list_entries(peer).or(Some(1)), self.config.limits.rules_per_group)
+        let entries = match peer {
+            crate::model::Peer::PrefixList(_) => self.list_entries(peer).or(Some(1)),
+            _ => None,
+        };
+        crate::model::grant_weight(peer, entries, self.config.limits.rules_per_group)
     }
 
     /// The `MaxEntries` of the prefix list `peer` names, when the snapshot
