@@ -2730,6 +2730,17 @@ mod xrefs {
 
     const OTHER: &str = "444455556666";
 
+    /// The grants of each ingress authorize, one request each, in plan order.
+    fn authorize_requests(plan: &Plan) -> Vec<&Vec<Grant<GroupRef>>> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                Action::Authorize { grants, .. } => Some(grants),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn list(id: &str, name: &str, owner: &str, max_entries: u32) -> PrefixList {
         PrefixList {
             id: PrefixListId::try_new(id).unwrap(),
@@ -2871,14 +2882,7 @@ mod xrefs {
         let plan =
             across("us-east-1", vec![tcp(443, "10.0.0.0/8"), from_group(22, "sg-5b0"), from_group(23, "sg-5b1")])
                 .plan();
-        let authorizes: Vec<&Vec<Grant<GroupRef>>> = plan
-            .actions
-            .iter()
-            .filter_map(|a| match &a.action {
-                Action::Authorize { grants, .. } => Some(grants),
-                _ => None,
-            })
-            .collect();
+        let authorizes = authorize_requests(&plan);
         assert_eq!(authorizes.len(), 3, "{:?}", plan.actions);
         assert_eq!(authorizes[0], &vec![tcp(443, "10.0.0.0/8").map_group(GroupRef::Existing)]);
         for one in &authorizes[1..] {
@@ -2909,14 +2913,7 @@ mod xrefs {
         );
         let rules = vec![tcp(443, "10.0.0.0/8"), named];
         let plan = across("us-east-1", rules.clone()).plan();
-        let authorizes: Vec<&Vec<Grant<GroupRef>>> = plan
-            .actions
-            .iter()
-            .filter_map(|a| match &a.action {
-                Action::Authorize { grants, .. } => Some(grants),
-                _ => None,
-            })
-            .collect();
+        let authorizes = authorize_requests(&plan);
         assert_eq!(authorizes.len(), 2, "an authorize of its own: {:?}", plan.actions);
         assert_eq!(authorizes[0], &vec![tcp(443, "10.0.0.0/8").map_group(GroupRef::Existing)]);
         assert_eq!(authorizes[1], &vec![kept.clone().map_group(GroupRef::Existing)]);
